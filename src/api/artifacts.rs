@@ -1,0 +1,165 @@
+//! The context store: artifacts created, read (cached encoded), updated, deleted, listed and
+//! fetched in batches.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::projects::{require, unexpected};
+use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
+use crate::domain::{AgentType, ArtifactType, DomainError, Limits, Vocabulary};
+use crate::http::ApiError;
+use crate::http::body::{Body, json, read_json};
+use crate::json::{ObjectWriter, object};
+use crate::store::{Artifact, ArtifactFilter, Command, Reply};
+
+#[derive(Deserialize)]
+struct CreateArtifact {
+    project_id: String,
+    source_agent: String,
+    artifact_type: String,
+    content: Box<RawValue>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+}
+
+fn raw_text(raw: Box<RawValue>) -> String {
+    String::from(Box::<str>::from(raw))
+}
+
+pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: CreateArtifact = read_json(req, state.max_body_bytes).await?;
+    let project_id = parse_id("project_id", &body.project_id)
+        .map_err(|_| ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id)))?;
+    let source_agent: AgentType = parse_vocab("source_agent", &body.source_agent)?;
+    let artifact_type: ArtifactType = parse_vocab("artifact_type", &body.artifact_type)?;
+    let command = Command::CreateArtifact {
+        project_id,
+        source_agent,
+        artifact_type,
+        content: raw_text(body.content),
+        metadata: body.metadata.map(raw_text),
+    };
+    match state.store.write(command).await? {
+        Reply::Artifact(a) => Ok(json(StatusCode::CREATED, encode(&a))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// BotArmy: `{context_id, project_id, source_agent, artifact_type, content, metadata, created_at, updated_at}`.
+pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = parse_id("context_id", id)?;
+    match state.store.artifact_response(&id, encode)? {
+        Some(bytes) => Ok(json(StatusCode::OK, bytes)),
+        None => Err(DomainError::not_found("artifact", id).into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UpdateArtifact {
+    #[serde(default)]
+    content: Option<Box<RawValue>>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+}
+
+pub async fn update(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let artifact_id = parse_id("context_id", id)?;
+    let body: UpdateArtifact = read_json(req, state.max_body_bytes).await?;
+    if body.content.is_none() && body.metadata.is_none() {
+        return Err(ApiError::invalid_field("body", "give content, metadata or both"));
+    }
+    let command = Command::UpdateArtifact {
+        artifact_id,
+        content: body.content.map(raw_text),
+        metadata: body.metadata.map(raw_text),
+    };
+    match state.store.write(command).await? {
+        Reply::Artifact(a) => Ok(json(StatusCode::OK, encode(&a))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn delete(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let artifact_id = parse_id("context_id", id)?;
+    match state.store.write(Command::DeleteArtifact { artifact_id }).await? {
+        Reply::ArtifactDeleted(id) => {
+            Ok(json(StatusCode::OK, object(|o| {
+                o.id("context_id", id).bool("deleted", true);
+            })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// BotArmy: the project's artifacts as a bare array of summaries (`?include=content` adds content).
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let project_id = require(state, project)?;
+    let filter = ArtifactFilter {
+        artifact_type: query.vocab("artifact_type")?,
+        source_agent: query.vocab("source_agent")?,
+    };
+    let with_content = match query.get("include") {
+        None => false,
+        Some("content") => true,
+        Some(other) => return Err(ApiError::invalid_field("include", format!("unknown value `{other}`; allowed: content"))),
+    };
+    let page = state.store.project_artifacts(&project_id, filter, query.cursor(), query.limit()?)?;
+    let items: Vec<Vec<u8>> = page
+        .items
+        .iter()
+        .map(|a| if with_content { encode(a) } else { encode_summary(a) })
+        .collect();
+    Ok(bare_list(&items, page.next_cursor.as_deref()))
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    context_ids: Vec<String>,
+}
+
+/// `{context_ids:[…]}` → the artifacts found, in the order asked.
+pub async fn batch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: Batch = read_json(req, state.max_body_bytes).await?;
+    if body.context_ids.len() > Limits::BATCH_IDS {
+        return Err(ApiError::invalid_field("context_ids", format!("at most {} ids", Limits::BATCH_IDS)));
+    }
+    let ids = parse_ids("context_ids", &body.context_ids)?;
+    let found = state.store.artifacts_by_ids(&ids)?;
+    let missing: Vec<_> = ids.iter().filter(|id| !found.iter().any(|a| a.id == **id)).copied().collect();
+    let items: Vec<Vec<u8>> = found.iter().map(encode).collect();
+    let body = object(|o| {
+        o.raw_array("artifacts", items.iter().map(Vec::as_slice)).ids("missing", &missing);
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+fn write_common(o: &mut ObjectWriter<'_>, a: &Artifact) {
+    o.id("context_id", a.id)
+        .id("project_id", a.project_id)
+        .str("source_agent", a.source_agent.as_str())
+        .str("artifact_type", a.artifact_type.as_str());
+}
+
+pub(crate) fn encode(a: &Artifact) -> Vec<u8> {
+    object(|o| {
+        write_common(o, a);
+        o.raw("content", &a.content)
+            .raw("metadata", a.metadata.as_deref().unwrap_or("{}"))
+            .u64("version", u64::from(a.version))
+            .timestamp("created_at", a.created_at)
+            .timestamp("updated_at", a.updated_at);
+    })
+}
+
+fn encode_summary(a: &Artifact) -> Vec<u8> {
+    object(|o| {
+        write_common(o, a);
+        o.raw("metadata", a.metadata.as_deref().unwrap_or("{}"))
+            .u64("content_bytes", a.content.len() as u64)
+            .u64("version", u64::from(a.version))
+            .timestamp("created_at", a.created_at)
+            .timestamp("updated_at", a.updated_at);
+    })
+}

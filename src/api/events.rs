@@ -1,0 +1,28 @@
+//! The event log: `GET /api/v1/events?project_id=&since=&limit=`, frames exactly as the WebSocket
+//! sends them, oldest first.
+
+use hyper::Response;
+
+use super::{AppState, Query, envelope};
+use crate::http::ApiError;
+use crate::http::body::Body;
+
+pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+    let project = query.id("project_id")?;
+    if let Some(p) = &project {
+        if state.store.summary(p).is_none() {
+            return Err(crate::domain::DomainError::not_found("project", p).into());
+        }
+    }
+    // `cursor` (what the previous page returned) and `since` mean the same: events after that seq.
+    let since = match query.cursor() {
+        Some(c) => c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
+        })?,
+        None => query.u64("since")?.unwrap_or(0),
+    };
+    let (events, more) = state.store.events(project.as_ref(), since, query.limit()?)?;
+    let next = if more { events.last().map(|(seq, _)| seq.to_string()) } else { None };
+    let items: Vec<Vec<u8>> = events.into_iter().map(|(_, json)| json.into_bytes()).collect();
+    Ok(envelope(&items, next.as_deref()))
+}

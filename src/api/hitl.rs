@@ -1,0 +1,255 @@
+//! Human-in-the-loop requests (BotArmy routes): create, get, history, respond, lists, bulk
+//! approval and the project's oversight level.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::projects::{find, require, unexpected};
+use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
+use crate::domain::{DomainError, HitlAction, HitlStatus, Limits, OversightLevel, Vocabulary, check_len};
+use crate::http::ApiError;
+use crate::http::body::{Body, json, read_json};
+use crate::json::{ObjectWriter, object};
+use crate::store::{Command, HitlFilter, HitlRequest, Reply};
+
+#[derive(Deserialize)]
+struct CreateHitl {
+    project_id: String,
+    #[serde(default)]
+    task_id: Option<String>,
+    question: String,
+    #[serde(default)]
+    options: Vec<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
+}
+
+pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: CreateHitl = read_json(req, state.max_body_bytes).await?;
+    let project_id = crate::domain::Id::parse(&body.project_id)
+        .ok_or_else(|| ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id)))?;
+    let task_id = match &body.task_id {
+        Some(t) => Some(
+            crate::domain::Id::parse(t)
+                .ok_or_else(|| ApiError::invalid_field("task_id", format!("`{t}` is not a UUID")))?,
+        ),
+        None => None,
+    };
+    check_len("question", &body.question, Limits::QUESTION, true)?;
+    if body.options.len() > Limits::OPTIONS {
+        return Err(ApiError::invalid_field("options", format!("at most {} options", Limits::OPTIONS)));
+    }
+    for (i, option) in body.options.iter().enumerate() {
+        check_len(&format!("options[{i}]"), option, Limits::OPTION, true)?;
+    }
+    if let Some(s) = body.expires_in_seconds {
+        if s == 0 || s > Limits::MAX_EXPIRES_IN_SECONDS {
+            return Err(ApiError::invalid_field(
+                "expires_in_seconds",
+                format!("must be from 1 to {}", Limits::MAX_EXPIRES_IN_SECONDS),
+            ));
+        }
+    }
+    let command = Command::CreateHitl {
+        project_id,
+        task_id,
+        question: body.question,
+        options: body.options,
+        expires_in_seconds: body.expires_in_seconds,
+    };
+    match state.store.write(command).await? {
+        Reply::Hitl(h) => Ok(json(StatusCode::CREATED, encode(&h))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let request = load(state, id)?;
+    Ok(json(StatusCode::OK, encode(&request)))
+}
+
+pub fn history(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let request = load(state, id)?;
+    let entries: Vec<Vec<u8>> = request
+        .history
+        .iter()
+        .map(|h| {
+            object(|o| {
+                o.timestamp("timestamp", h.at)
+                    .str("action", &h.action)
+                    .opt_raw("content", h.content.as_deref())
+                    .opt_str("comment", h.comment.as_deref());
+            })
+        })
+        .collect();
+    let body = object(|o| {
+        o.id("request_id", request.id)
+            .str("status", request.status.as_str())
+            .raw_array("history", entries.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct Respond {
+    action: String,
+    #[serde(default)]
+    content: Option<Box<RawValue>>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// BotArmy: `{request_id, action, status, message, workflow_resumed}`.
+pub async fn respond(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let hitl_id = parse_id("request_id", id)?;
+    let body: Respond = read_json(req, state.max_body_bytes).await?;
+    let action: HitlAction = parse_vocab("action", &body.action)?;
+    if let Some(c) = &body.comment {
+        check_len("comment", c, Limits::COMMENT, false)?;
+    }
+    let content = body.content.map(|raw| String::from(Box::<str>::from(raw)));
+    let command = Command::RespondHitl { hitl_id, action, content, comment: body.comment };
+    match state.store.write(command).await? {
+        Reply::Hitl(h) => {
+            let message = match action {
+                HitlAction::Approve => "Request approved.",
+                HitlAction::Reject => "Request rejected.",
+                HitlAction::Amend => "Request amended.",
+            };
+            let body = object(|o| {
+                o.id("request_id", h.id)
+                    .str("action", action.as_str())
+                    .str("status", h.status.as_str())
+                    .str("message", message)
+                    .bool("workflow_resumed", false)
+                    .object("request", |r| write(r, &h));
+            });
+            Ok(json(StatusCode::OK, body))
+        }
+        Reply::HitlExpired(h) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "hitl_expired",
+            format!("HITL request {} expired before it was answered", h.id),
+        )),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// BotArmy: the project's requests as a bare array; `?status=` filters.
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let project_id = require(state, project)?;
+    let status = match query.get("status").or(query.get("status_filter")) {
+        Some(s) => Some(parse_vocab::<HitlStatus>("status", s)?),
+        None => None,
+    };
+    let page = state.store.project_hitl(&project_id, HitlFilter { status }, query.cursor(), query.limit()?)?;
+    let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
+    Ok(bare_list(&items, page.next_cursor.as_deref()))
+}
+
+/// BotArmy: every pending request, oldest first, as a bare array.
+pub fn pending(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+    let page = state.store.hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?;
+    let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
+    Ok(bare_list(&items, page.next_cursor.as_deref()))
+}
+
+#[derive(Deserialize)]
+struct BulkApprove {
+    request_ids: Vec<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// BotArmy: approves every listed pending request in one transaction; reports the others.
+pub async fn bulk_approve(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: BulkApprove = read_json(req, state.max_body_bytes).await?;
+    if body.request_ids.len() > Limits::BATCH_IDS {
+        return Err(ApiError::invalid_field("request_ids", format!("at most {} ids", Limits::BATCH_IDS)));
+    }
+    if let Some(c) = &body.comment {
+        check_len("comment", c, Limits::COMMENT, false)?;
+    }
+    let hitl_ids = parse_ids("request_ids", &body.request_ids)?;
+    match state.store.write(Command::BulkApproveHitl { hitl_ids, comment: body.comment }).await? {
+        Reply::BulkApproved { approved, skipped } => {
+            let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
+            let skipped: Vec<Vec<u8>> = skipped
+                .iter()
+                .map(|(id, reason)| {
+                    object(|o| {
+                        o.id("request_id", *id).str("reason", reason);
+                    })
+                })
+                .collect();
+            let body = object(|o| {
+                o.u64("approved_count", approved_ids.len() as u64)
+                    .ids("approved", &approved_ids)
+                    .raw_array("skipped", skipped.iter().map(Vec::as_slice));
+            });
+            Ok(json(StatusCode::OK, body))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn oversight_get(state: &AppState, project: &str) -> Result<Response<Body>, ApiError> {
+    let p = find(state, project)?;
+    let body = object(|o| {
+        o.id("project_id", p.id).str("level", p.oversight_level.as_str());
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct SetLevel {
+    level: String,
+}
+
+pub async fn oversight_set(state: &AppState, project: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let project_id = require(state, project)?;
+    let body: SetLevel = read_json(req, state.max_body_bytes).await?;
+    let level: OversightLevel = parse_vocab("level", &body.level)?;
+    match state.store.write(Command::SetOversightLevel { project_id, level }).await? {
+        Reply::Project(p) => {
+            let body = object(|o| {
+                o.id("project_id", p.id).str("level", p.oversight_level.as_str());
+            });
+            Ok(json(StatusCode::OK, body))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+fn load(state: &AppState, id: &str) -> Result<HitlRequest, ApiError> {
+    let id = parse_id("request_id", id)?;
+    state.store.get_hitl(&id)?.ok_or_else(|| DomainError::not_found("hitl_request", id).into())
+}
+
+fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
+    let responded = h.status != HitlStatus::Pending && h.status != HitlStatus::Expired;
+    o.id("request_id", h.id)
+        .id("project_id", h.project_id)
+        .opt_id("task_id", h.task_id)
+        .str("question", &h.question)
+        .strs("options", &h.options)
+        .str("status", h.status.as_str())
+        .opt_str("user_response", responded.then(|| h.status.as_str()));
+    match &h.amended_content {
+        Some(content) => o.object("amended_content", |a| {
+            a.raw("amended_content", content).opt_str("comment", h.response_comment.as_deref());
+        }),
+        None => o.null("amended_content"),
+    };
+    o.opt_str("response_comment", h.response_comment.as_deref())
+        .opt_timestamp("expires_at", h.expires_at)
+        .opt_timestamp("responded_at", h.responded_at)
+        .timestamp("created_at", h.created_at)
+        .timestamp("updated_at", h.updated_at);
+}
+
+fn encode(h: &HitlRequest) -> Vec<u8> {
+    object(|o| write(o, h))
+}

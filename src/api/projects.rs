@@ -1,0 +1,136 @@
+//! Projects: create, list, get, status (BotArmy) and completion (BotArmy).
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::{AppState, Query, envelope, parse_id, tasks};
+use crate::domain::{Id, Limits, TaskStatus, Vocabulary, check_len};
+use crate::http::ApiError;
+use crate::http::body::{Body, json, read_json};
+use crate::json::{ObjectWriter, object};
+use crate::store::{Command, Project, ProjectSummary, Reply, TaskFilter};
+
+#[derive(Deserialize)]
+struct CreateProject {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: CreateProject = read_json(req, state.max_body_bytes).await?;
+    check_len("name", &body.name, Limits::NAME, true)?;
+    if let Some(d) = &body.description {
+        check_len("description", d, Limits::DESCRIPTION, false)?;
+    }
+    let command = Command::CreateProject { name: body.name, description: body.description };
+    match state.store.write(command).await? {
+        Reply::Project(p) => Ok(json(StatusCode::CREATED, encode(&p, state.store.summary(&p.id).as_ref()))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+    let page = state.store.list_projects(query.cursor(), query.limit()?)?;
+    let items: Vec<Vec<u8>> =
+        page.items.iter().map(|p| encode(p, state.store.summary(&p.id).as_ref())).collect();
+    Ok(envelope(&items, page.next_cursor.as_deref()))
+}
+
+pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let project = find(state, id)?;
+    Ok(json(StatusCode::OK, encode(&project, state.store.summary(&project.id).as_ref())))
+}
+
+/// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`.
+pub fn status(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let project = find(state, id)?;
+    let mut task_views = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.store.project_tasks(&project.id, TaskFilter::default(), cursor.as_deref(), super::MAX_LIMIT)?;
+        task_views.extend(page.items.iter().map(tasks::encode_brief));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let body = object(|o| {
+        o.id("project_id", project.id)
+            .str("status", project.status.as_str())
+            .str("name", &project.name)
+            .raw_array("tasks", task_views.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// BotArmy: `{project_id, completion_percentage, total_tasks, completed_tasks, artifacts_available}`.
+pub fn completion(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let project = find(state, id)?;
+    let summary = state.store.summary(&project.id).unwrap_or_default();
+    let total = summary.total_tasks();
+    let completed = summary.count(TaskStatus::Completed);
+    let percentage = if total == 0 { 0.0 } else { (completed as f64 * 10_000.0 / total as f64).round() / 100.0 };
+    let body = object(|o| {
+        o.id("project_id", project.id)
+            .f64("completion_percentage", percentage)
+            .u64("total_tasks", total)
+            .u64("completed_tasks", completed)
+            .bool("artifacts_available", summary.artifacts > 0)
+            .u64("artifact_count", summary.artifacts)
+            .str("status", project.status.as_str());
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// Loads a project by its textual id: 400 if not a UUID, 404 if unknown.
+pub(crate) fn find(state: &AppState, id: &str) -> Result<Project, ApiError> {
+    let id = parse_id("project_id", id)?;
+    state
+        .store
+        .get_project(&id)?
+        .ok_or_else(|| crate::domain::DomainError::not_found("project", id).into())
+}
+
+/// Checks that a project exists, without decoding it when the summary says so.
+pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
+    let id = parse_id("project_id", id)?;
+    if state.store.summary(&id).is_some() {
+        return Ok(id);
+    }
+    Err(crate::domain::DomainError::not_found("project", id).into())
+}
+
+fn encode(p: &Project, summary: Option<&ProjectSummary>) -> Vec<u8> {
+    object(|o| {
+        write(o, p);
+        if let Some(s) = summary {
+            o.object("task_counts", |c| {
+                for status in TaskStatus::ALL {
+                    c.u64(status.as_str(), s.count(*status));
+                }
+            })
+            .u64("total_tasks", s.total_tasks())
+            .u64("artifact_count", s.artifacts)
+            .u64("pending_hitl_requests", s.hitl_pending)
+            .u64("latest_seq", s.latest_seq);
+        }
+    })
+}
+
+fn write(o: &mut ObjectWriter<'_>, p: &Project) {
+    o.id("id", p.id)
+        .str("name", &p.name)
+        .opt_str("description", p.description.as_deref())
+        .str("status", p.status.as_str())
+        .str("oversight_level", p.oversight_level.as_str())
+        .timestamp("created_at", p.created_at)
+        .timestamp("updated_at", p.updated_at);
+}
+
+/// A reply of the wrong kind is a bug: answer 500 and log it.
+pub(crate) fn unexpected(reply: Reply) -> ApiError {
+    tracing::error!(?reply, "the writer answered with an unexpected reply");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "unexpected reply from the store")
+}

@@ -1,0 +1,105 @@
+//! Tasks: create (BotArmy), list with filters, get, and status transitions.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::projects::{require, unexpected};
+use super::{AppState, Query, envelope, parse_id, parse_ids, parse_vocab};
+use crate::domain::{AgentType, DomainError, Limits, TaskStatus, Vocabulary, check_len};
+use crate::http::ApiError;
+use crate::http::body::{Body, json, read_json};
+use crate::json::object;
+use crate::store::{Command, Reply, Task, TaskFilter};
+
+#[derive(Deserialize)]
+struct CreateTask {
+    agent_type: String,
+    instructions: String,
+    #[serde(default)]
+    context_ids: Vec<String>,
+}
+
+pub async fn create(state: &AppState, project: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let project_id = require(state, project)?;
+    let body: CreateTask = read_json(req, state.max_body_bytes).await?;
+    let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
+    check_len("instructions", &body.instructions, Limits::INSTRUCTIONS, true)?;
+    if body.context_ids.len() > Limits::CONTEXT_IDS {
+        return Err(ApiError::invalid_field("context_ids", format!("at most {} ids", Limits::CONTEXT_IDS)));
+    }
+    let context_ids = parse_ids("context_ids", &body.context_ids)?;
+    let command = Command::CreateTask { project_id, agent_type, instructions: body.instructions, context_ids };
+    match state.store.write(command).await? {
+        Reply::Task(t) => Ok(json(StatusCode::CREATED, encode(&t))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let project_id = require(state, project)?;
+    let filter = TaskFilter { status: query.vocab("status")?, agent_type: query.vocab("agent_type")? };
+    let page = state.store.project_tasks(&project_id, filter, query.cursor(), query.limit()?)?;
+    let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
+    Ok(envelope(&items, page.next_cursor.as_deref()))
+}
+
+pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = parse_id("task_id", id)?;
+    let task = state.store.get_task(&id)?.ok_or_else(|| DomainError::not_found("task", id))?;
+    Ok(json(StatusCode::OK, encode(&task)))
+}
+
+#[derive(Deserialize)]
+struct SetStatus {
+    status: String,
+    #[serde(default)]
+    output: Option<Box<RawValue>>,
+    #[serde(default)]
+    error_message: Option<String>,
+}
+
+pub async fn set_status(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let task_id = parse_id("task_id", id)?;
+    let body: SetStatus = read_json(req, state.max_body_bytes).await?;
+    let status: TaskStatus = parse_vocab("status", &body.status)?;
+    if let Some(m) = &body.error_message {
+        check_len("error_message", m, Limits::ERROR_MESSAGE, false)?;
+    }
+    let output = body.output.map(|raw| String::from(Box::<str>::from(raw)));
+    let command = Command::SetTaskStatus { task_id, status, output, error_message: body.error_message };
+    match state.store.write(command).await? {
+        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub(crate) fn encode(t: &Task) -> Vec<u8> {
+    object(|o| {
+        o.id("task_id", t.id)
+            .id("project_id", t.project_id)
+            .str("agent_type", t.agent_type.as_str())
+            .str("status", t.status.as_str())
+            .str("instructions", &t.instructions)
+            .ids("context_ids", &t.context_ids)
+            .opt_raw("output", t.output.as_deref())
+            .opt_str("error_message", t.error_message.as_deref())
+            .u64("attempts", u64::from(t.attempts))
+            .timestamp("created_at", t.created_at)
+            .timestamp("updated_at", t.updated_at)
+            .opt_timestamp("started_at", t.started_at)
+            .opt_timestamp("completed_at", t.completed_at);
+    })
+}
+
+/// The BotArmy status view of a task.
+pub(crate) fn encode_brief(t: &Task) -> Vec<u8> {
+    object(|o| {
+        o.id("task_id", t.id)
+            .str("agent_type", t.agent_type.as_str())
+            .str("status", t.status.as_str())
+            .timestamp("created_at", t.created_at)
+            .timestamp("updated_at", t.updated_at);
+    })
+}

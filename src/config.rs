@@ -1,0 +1,186 @@
+//! Every setting in one place: command-line flags, `FLIGHTDECK_*` environment variables, an
+//! optional TOML file, and defaults — in that order of precedence. Nothing else reads flags or env.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::store::{Durability, StoreConfig};
+
+/// flightdeck: the state server of a team of AI agents.
+#[derive(Parser, Debug)]
+#[command(name = "flightdeck", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Verify every index entry against its record and every record against its index entries.
+    /// Exits non-zero on any mismatch. The server must not be running on the directory.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "FLIGHTDECK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory holding the database; created if missing [default: ./data]
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (flags and environment variables win over it)
+    #[arg(long, env = "FLIGHTDECK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// immediate: every acknowledged write is fsynced; none: faster, a crash loses recent writes
+    /// [default: immediate]
+    #[arg(long, env = "FLIGHTDECK_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Log format on stderr [default: text]
+    #[arg(long, env = "FLIGHTDECK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest accepted request body, in bytes [default: 1048576]
+    #[arg(long, env = "FLIGHTDECK_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most writes waiting for the writer; beyond it writes answer 503 [default: 16384]
+    #[arg(long, env = "FLIGHTDECK_WRITER_QUEUE", value_name = "N")]
+    pub writer_queue: Option<usize>,
+    /// Most open HTTP connections; further ones wait to be accepted [default: 10000]
+    #[arg(long, env = "FLIGHTDECK_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Entries of the cache of encoded artifacts [default: 10000]
+    #[arg(long, env = "FLIGHTDECK_ARTIFACT_CACHE_ENTRIES", value_name = "N")]
+    pub artifact_cache_entries: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Directory holding the database [default: ./data]
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The config file: the same settings as the flags, snake_case. Unknown keys are refused.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    durability: Option<Durability>,
+    log_format: Option<LogFormat>,
+    max_body_bytes: Option<usize>,
+    writer_queue: Option<usize>,
+    max_connections: Option<usize>,
+    artifact_cache_entries: Option<usize>,
+}
+
+/// The resolved settings the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub store: StoreConfig,
+}
+
+impl Config {
+    /// Defaults only, with data in `data_dir`: what tests start from.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log_format: LogFormat::Text,
+            max_body_bytes: 1024 * 1024,
+            max_connections: 10_000,
+            store: StoreConfig::new(data_dir),
+        }
+    }
+
+    /// Flags and environment over the config file over the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let mut config = Config::for_data_dir(data_dir);
+        if let Some(v) = args.listen.or(file.listen) {
+            config.listen = v;
+        }
+        if let Some(v) = args.log_format.or(file.log_format) {
+            config.log_format = v;
+        }
+        if let Some(v) = args.durability.or(file.durability) {
+            config.store.durability = v;
+        }
+        if let Some(v) = args.max_body_bytes.or(file.max_body_bytes) {
+            config.max_body_bytes = positive("max_body_bytes", v)?;
+        }
+        if let Some(v) = args.writer_queue.or(file.writer_queue) {
+            config.store.writer_queue = positive("writer_queue", v)?;
+        }
+        if let Some(v) = args.max_connections.or(file.max_connections) {
+            config.max_connections = positive("max_connections", v)?;
+        }
+        if let Some(v) = args.artifact_cache_entries.or(file.artifact_cache_entries) {
+            config.store.artifact_cache_entries = positive("artifact_cache_entries", v)?;
+        }
+        Ok(config)
+    }
+}
+
+fn positive(name: &str, value: usize) -> Result<usize, String> {
+    if value == 0 { Err(format!("{name} must be at least 1")) } else { Ok(value) }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or("").to_string();
+        format!("config file {}: {}: {first}", path.display(), e.message())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndurability = \"none\"\nmax_body_bytes = 10\n").unwrap();
+        let args = ServeArgs { config: Some(file), max_body_bytes: Some(20), ..Default::default() };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.store.durability, Durability::None);
+        assert_eq!(c.max_body_bytes, 20);
+        assert_eq!(c.store.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_limits_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "listn = \"x\"\n").unwrap();
+        let err = Config::resolve(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+        let err = Config::resolve(&ServeArgs { writer_queue: Some(0), ..Default::default() }).unwrap_err();
+        assert!(err.contains("writer_queue"), "{err}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The rules of the domain: which transitions are legal and what input is acceptable.
+
+use super::vocab::{EventType, HitlAction, HitlStatus, TaskStatus, Vocabulary};
+
+/// Why a request cannot be carried out, in domain terms. The HTTP layer maps each variant to a
+/// status and an error code in one table (`http::error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// No record of this kind has this id. `kind` is `project`, `task`, `artifact`, `hitl_request`.
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// The record exists but its state does not allow the change.
+    #[error("{message}")]
+    InvalidTransition { message: String },
+    /// A field is missing, ill-typed, out of range or refers to something that is not there.
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+}
+
+impl DomainError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> DomainError {
+        DomainError::NotFound { kind, id: id.to_string() }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> DomainError {
+        DomainError::InvalidField { field: field.into(), message: message.into() }
+    }
+
+    pub fn unknown_value<V: Vocabulary>(field: &str, got: &str) -> DomainError {
+        DomainError::invalid(
+            field,
+            format!("unknown {} `{got}`; allowed: {}", V::KIND, V::allowed()),
+        )
+    }
+}
+
+/// A legal change of task status, named by the event it emits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TaskTransition {
+    /// pending → working
+    Start,
+    /// working → completed
+    Complete,
+    /// working → failed
+    Fail,
+    /// pending | working → cancelled
+    Cancel,
+    /// failed → pending
+    Retry,
+}
+
+impl TaskTransition {
+    pub fn event_type(self) -> EventType {
+        match self {
+            TaskTransition::Start => EventType::TaskStarted,
+            TaskTransition::Complete => EventType::TaskCompleted,
+            TaskTransition::Fail => EventType::TaskFailed,
+            TaskTransition::Cancel => EventType::TaskCancelled,
+            TaskTransition::Retry => EventType::TaskRetried,
+        }
+    }
+}
+
+/// The task state machine: pending → working → completed | failed; pending | working → cancelled;
+/// failed → pending (retry). Anything else is an invalid transition.
+pub fn task_transition(from: TaskStatus, to: TaskStatus) -> Result<TaskTransition, DomainError> {
+    use TaskStatus::*;
+    let transition = match (from, to) {
+        (Pending, Working) => TaskTransition::Start,
+        (Working, Completed) => TaskTransition::Complete,
+        (Working, Failed) => TaskTransition::Fail,
+        (Pending | Working, Cancelled) => TaskTransition::Cancel,
+        (Failed, Pending) => TaskTransition::Retry,
+        _ => {
+            return Err(DomainError::InvalidTransition {
+                message: format!("a task cannot go from {from} to {to}"),
+            });
+        }
+    };
+    Ok(transition)
+}
+
+/// HITL: pending → approved | rejected | amended (by a human) or expired (by time), once.
+pub fn hitl_outcome(current: HitlStatus, action: HitlAction) -> Result<HitlStatus, DomainError> {
+    if current != HitlStatus::Pending {
+        return Err(DomainError::InvalidTransition {
+            message: format!("the HITL request is already {current}; it can be answered only once"),
+        });
+    }
+    Ok(match action {
+        HitlAction::Approve => HitlStatus::Approved,
+        HitlAction::Reject => HitlStatus::Rejected,
+        HitlAction::Amend => HitlStatus::Amended,
+    })
+}
+
+/// Documented maximum lengths, in characters, of client-supplied strings and lists.
+pub struct Limits;
+
+impl Limits {
+    pub const NAME: usize = 200;
+    pub const DESCRIPTION: usize = 10_000;
+    pub const INSTRUCTIONS: usize = 100_000;
+    pub const QUESTION: usize = 10_000;
+    pub const OPTION: usize = 500;
+    pub const OPTIONS: usize = 50;
+    pub const COMMENT: usize = 10_000;
+    pub const ERROR_MESSAGE: usize = 10_000;
+    pub const CONTEXT_IDS: usize = 1_000;
+    pub const BATCH_IDS: usize = 1_000;
+    pub const MAX_EXPIRES_IN_SECONDS: u64 = 365 * 24 * 3600;
+}
+
+/// Checks a string's length in characters, and that a required one is not blank.
+pub fn check_len(field: &str, value: &str, max: usize, required: bool) -> Result<(), DomainError> {
+    if required && value.trim().is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("is {chars} characters long; the maximum is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    #[test]
+    fn task_transitions_follow_the_state_machine() {
+        let legal = [
+            (Pending, Working, TaskTransition::Start),
+            (Working, Completed, TaskTransition::Complete),
+            (Working, Failed, TaskTransition::Fail),
+            (Pending, Cancelled, TaskTransition::Cancel),
+            (Working, Cancelled, TaskTransition::Cancel),
+            (Failed, Pending, TaskTransition::Retry),
+        ];
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let expected = legal.iter().find(|(f, t, _)| f == from && t == to).map(|l| l.2);
+                match (task_transition(*from, *to), expected) {
+                    (Ok(got), Some(want)) => assert_eq!(got, want),
+                    (Err(DomainError::InvalidTransition { .. }), None) => {}
+                    (got, want) => panic!("{from} -> {to}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hitl_is_answered_once() {
+        assert_eq!(hitl_outcome(HitlStatus::Pending, HitlAction::Amend), Ok(HitlStatus::Amended));
+        for status in HitlStatus::ALL.iter().filter(|s| **s != HitlStatus::Pending) {
+            assert!(hitl_outcome(*status, HitlAction::Approve).is_err());
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        assert!(check_len("name", "ééé", 3, true).is_ok());
+        assert!(check_len("name", "éééé", 3, true).is_err());
+        assert!(check_len("name", "  ", 3, true).is_err());
+        assert!(check_len("description", "", 3, false).is_ok());
+    }
+}

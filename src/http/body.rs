@@ -1,0 +1,179 @@
+//! Request bodies in (size-limited, JSON only, depth-limited, errors naming the field) and JSON
+//! responses out.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::json::nesting_depth;
+
+/// Deepest nesting of arrays and objects accepted in a request body.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+pub type Body = Full<Bytes>;
+
+/// Reads and decodes a JSON body of at most `limit` bytes.
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_body(req, limit, true).await?;
+    decode_json(&bytes)
+}
+
+/// Reads a body that may be empty (for actions whose fields are all optional). An empty body
+/// decodes as `{}`; a non-empty one must be JSON.
+pub async fn read_optional_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let declared_empty = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+    let bytes = read_body(req, limit, false).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) && (declared_empty || !has_type || bytes.is_empty()) {
+        return decode_json(b"{}");
+    }
+    decode_json(&bytes)
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize, require_type: bool) -> Result<Bytes, ApiError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    match content_type {
+        Some(ct) if is_json(ct) => {}
+        None if !require_type => {}
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "the body must be JSON with Content-Type: application/json (got {})",
+                    other.unwrap_or("no Content-Type")
+                ),
+            ));
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))),
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Decodes JSON: 400 for malformed or too deeply nested text, 422 naming the field for a value of
+/// the wrong shape.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if nesting_depth(bytes, MAX_JSON_DEPTH) > MAX_JSON_DEPTH {
+        return Err(ApiError::bad_request(
+            "too_deep",
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let field = if path == "." { "body".to_string() } else { path };
+            ApiError::invalid_field(&field, strip_position(&inner.to_string()))
+        } else {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C" to data errors; it says nothing useful for a field.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.into()))
+        .expect("static headers are valid")
+}
+
+/// An empty response (204).
+pub fn empty(status: StatusCode) -> Response<Body> {
+    Response::builder().status(status).body(Full::new(Bytes::new())).expect("no headers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        count: u32,
+        content: Box<serde_json::value::RawValue>,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = decode_json::<Sample>(br#"{"name":"a","count":"x","content":{}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.starts_with("count:"), "{}", e.message);
+        let e = decode_json::<Sample>(br#"{"count":1,"content":{}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("name"), "{}", e.message);
+        let e = decode_json::<Sample>(br#"{"name":"a","#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = decode_json::<Sample>(br#"{"name":"a","count":1,"content":{}} x"#).unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+    }
+
+    #[test]
+    fn raw_values_keep_the_clients_text() {
+        let s: Sample = decode_json(br#"{"name":"a","count":1,"content":{"k": [1, 2]}}"#).unwrap();
+        assert_eq!(s.content.get(), r#"{"k": [1, 2]}"#);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        let e = decode_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "too_deep");
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(decode_json::<serde_json::Value>(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+    }
+}

@@ -1,0 +1,194 @@
+//! Method + path to a closed set of routes. `Route::name()` is the metric label: never an id or a
+//! raw path. A trailing slash is accepted wherever the route exists without one.
+
+use hyper::Method;
+
+/// Every route flightdeck answers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    ProjectsList,
+    ProjectsCreate,
+    ProjectGet,
+    ProjectStatus,
+    ProjectCompletion,
+    ProjectTasksList,
+    ProjectTasksCreate,
+    TaskGet,
+    TaskSetStatus,
+    AgentsStatus,
+    AgentStatus,
+    AgentStatusHistory,
+    AgentReset,
+    ArtifactCreate,
+    ArtifactBatch,
+    ArtifactGet,
+    ArtifactUpdate,
+    ArtifactDelete,
+    ProjectArtifacts,
+    HitlCreate,
+    HitlPending,
+    HitlBulkApprove,
+    HitlProjectRequests,
+    OversightGet,
+    OversightSet,
+    HitlGet,
+    HitlHistory,
+    HitlRespond,
+    EventsList,
+}
+
+impl Route {
+    /// The metric label and log name of the route.
+    pub fn name(self) -> &'static str {
+        use Route::*;
+        match self {
+            ProjectsList => "projects.list",
+            ProjectsCreate => "projects.create",
+            ProjectGet => "projects.get",
+            ProjectStatus => "projects.status",
+            ProjectCompletion => "projects.completion",
+            ProjectTasksList => "tasks.list",
+            ProjectTasksCreate => "tasks.create",
+            TaskGet => "tasks.get",
+            TaskSetStatus => "tasks.set_status",
+            AgentsStatus => "agents.status",
+            AgentStatus => "agents.status_one",
+            AgentStatusHistory => "agents.status_history",
+            AgentReset => "agents.reset",
+            ArtifactCreate => "artifacts.create",
+            ArtifactBatch => "artifacts.batch",
+            ArtifactGet => "artifacts.get",
+            ArtifactUpdate => "artifacts.update",
+            ArtifactDelete => "artifacts.delete",
+            ProjectArtifacts => "artifacts.list",
+            HitlCreate => "hitl.create",
+            HitlPending => "hitl.pending",
+            HitlBulkApprove => "hitl.bulk_approve",
+            HitlProjectRequests => "hitl.list",
+            OversightGet => "hitl.oversight_get",
+            OversightSet => "hitl.oversight_set",
+            HitlGet => "hitl.get",
+            HitlHistory => "hitl.history",
+            HitlRespond => "hitl.respond",
+            EventsList => "events.list",
+        }
+    }
+}
+
+/// A matched route and its one path parameter, if the route has one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Matched<'p> {
+    pub route: Route,
+    pub param: &'p str,
+}
+
+/// Why no route matched.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    NotFound,
+    /// The path exists with other methods; the value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+}
+
+/// Matches a request. Segments are compared as they come; ids are validated by the handlers.
+pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute> {
+    use Route::*;
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let Some(rest) = path.strip_prefix("/api/v1/") else { return Err(NoRoute::NotFound) };
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(NoRoute::NotFound);
+    }
+    let m = method;
+    let get = m == Method::GET || m == Method::HEAD;
+    let post = m == Method::POST;
+    // (route if the method fits, Allow header of the path)
+    let found: (Option<(Route, &str)>, &'static str) = match segments.as_slice() {
+        ["projects"] => (pick2(get, ProjectsList, post, ProjectsCreate, ""), "GET, HEAD, POST"),
+        ["projects", id] => (get.then_some((ProjectGet, *id)), "GET, HEAD"),
+        ["projects", id, "status"] => (get.then_some((ProjectStatus, *id)), "GET, HEAD"),
+        ["projects", id, "completion"] => (get.then_some((ProjectCompletion, *id)), "GET, HEAD"),
+        ["projects", id, "tasks"] => (pick2(get, ProjectTasksList, post, ProjectTasksCreate, id), "GET, HEAD, POST"),
+        ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
+        ["tasks", id, "status"] => (post.then_some((TaskSetStatus, *id)), "POST"),
+        ["agents", "status"] => (get.then_some((AgentsStatus, "")), "GET, HEAD"),
+        ["agents", "status", agent] => (get.then_some((AgentStatus, *agent)), "GET, HEAD"),
+        ["agents", "status-history", agent] => (get.then_some((AgentStatusHistory, *agent)), "GET, HEAD"),
+        ["agents", "status", agent, "reset"] => (post.then_some((AgentReset, *agent)), "POST"),
+        ["context", "artifacts"] => (post.then_some((ArtifactCreate, "")), "POST"),
+        ["context", "artifacts", "batch"] => (post.then_some((ArtifactBatch, "")), "POST"),
+        ["context", "artifacts", id] => {
+            let r = if get {
+                Some(ArtifactGet)
+            } else if m == Method::PATCH {
+                Some(ArtifactUpdate)
+            } else if m == Method::DELETE {
+                Some(ArtifactDelete)
+            } else {
+                None
+            };
+            (r.map(|r| (r, *id)), "DELETE, GET, HEAD, PATCH")
+        }
+        ["context", "project", id, "artifacts"] => (get.then_some((ProjectArtifacts, *id)), "GET, HEAD"),
+        ["hitl"] => (post.then_some((HitlCreate, "")), "POST"),
+        ["hitl", "pending"] => (get.then_some((HitlPending, "")), "GET, HEAD"),
+        ["hitl", "bulk", "approve"] => (post.then_some((HitlBulkApprove, "")), "POST"),
+        ["hitl", "project", id, "requests"] => (get.then_some((HitlProjectRequests, *id)), "GET, HEAD"),
+        ["hitl", "project", id, "oversight-level"] => {
+            (pick2(get, OversightGet, post, OversightSet, id), "GET, HEAD, POST")
+        }
+        ["hitl", id] => (get.then_some((HitlGet, *id)), "GET, HEAD"),
+        ["hitl", id, "history"] => (get.then_some((HitlHistory, *id)), "GET, HEAD"),
+        ["hitl", id, "respond"] => (post.then_some((HitlRespond, *id)), "POST"),
+        ["events"] => (get.then_some((EventsList, "")), "GET, HEAD"),
+        _ => return Err(NoRoute::NotFound),
+    };
+    match found {
+        (Some((route, param)), _) => Ok(Matched { route, param }),
+        (None, allow) => Err(NoRoute::MethodNotAllowed(allow)),
+    }
+}
+
+fn pick2<'p>(a: bool, ra: Route, b: bool, rb: Route, param: &'p str) -> Option<(Route, &'p str)> {
+    if a {
+        Some((ra, param))
+    } else if b {
+        Some((rb, param))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, expected: Result<(Route, &str), NoRoute>) {
+        let got = route(&method, path).map(|m| (m.route, m.param));
+        assert_eq!(got, expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes_by_method_and_path() {
+        use Route::*;
+        let id = "0190b5c2-0000-7000-8000-000000000000";
+        check(Method::POST, "/api/v1/projects", Ok((ProjectsCreate, "")));
+        check(Method::POST, "/api/v1/projects/", Ok((ProjectsCreate, "")));
+        check(Method::GET, "/api/v1/projects", Ok((ProjectsList, "")));
+        check(Method::GET, &format!("/api/v1/projects/{id}/status"), Ok((ProjectStatus, id)));
+        check(Method::GET, &format!("/api/v1/projects/{id}/status/"), Ok((ProjectStatus, id)));
+        check(Method::POST, "/api/v1/context/artifacts/batch", Ok((ArtifactBatch, "")));
+        check(Method::GET, "/api/v1/context/artifacts/batch", Err(NoRoute::MethodNotAllowed("POST")));
+        check(Method::PATCH, &format!("/api/v1/context/artifacts/{id}"), Ok((ArtifactUpdate, id)));
+        check(Method::GET, "/api/v1/hitl/pending", Ok((HitlPending, "")));
+        check(Method::GET, &format!("/api/v1/hitl/{id}"), Ok((HitlGet, id)));
+        check(Method::POST, "/api/v1/agents/status/coder/reset", Ok((AgentReset, "coder")));
+        check(Method::HEAD, "/api/v1/events", Ok((EventsList, "")));
+        check(Method::PUT, "/api/v1/projects", Err(NoRoute::MethodNotAllowed("GET, HEAD, POST")));
+        check(Method::GET, "/api/v1/tasks/x/status", Err(NoRoute::MethodNotAllowed("POST")));
+        check(Method::GET, "/api/v1/nope", Err(NoRoute::NotFound));
+        check(Method::GET, "/api/v1/projects//status", Err(NoRoute::NotFound));
+        check(Method::GET, "/api/v2/projects", Err(NoRoute::NotFound));
+        check(Method::GET, "/", Err(NoRoute::NotFound));
+    }
+}

@@ -1,0 +1,257 @@
+//! Small JSON helpers on the hot path: an object writer that splices stored client JSON verbatim
+//! (it was validated when it came in) and a nesting-depth scanner run before any parse.
+
+use crate::domain::{Id, Micros, format_timestamp};
+
+/// Writes one JSON object into a byte buffer, field by field.
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        let out = self.key(key);
+        write_str(out, value);
+        self
+    }
+
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.null(key),
+        }
+    }
+
+    pub fn id(&mut self, key: &str, id: Id) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'"');
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.push(b'"');
+        self
+    }
+
+    pub fn opt_id(&mut self, key: &str, id: Option<Id>) -> &mut Self {
+        match id {
+            Some(id) => self.id(key, id),
+            None => self.null(key),
+        }
+    }
+
+    pub fn ids(&mut self, key: &str, ids: &[Id]) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(id.to_string().as_bytes());
+            out.push(b'"');
+        }
+        out.push(b']');
+        self
+    }
+
+    pub fn strs(&mut self, key: &str, values: &[String]) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, v);
+        }
+        out.push(b']');
+        self
+    }
+
+    pub fn timestamp(&mut self, key: &str, micros: Micros) -> &mut Self {
+        self.str(key, &format_timestamp(micros))
+    }
+
+    pub fn opt_timestamp(&mut self, key: &str, micros: Option<Micros>) -> &mut Self {
+        match micros {
+            Some(m) => self.timestamp(key, m),
+            None => self.null(key),
+        }
+    }
+
+    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+        let out = self.key(key);
+        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self
+    }
+
+    pub fn f64(&mut self, key: &str, value: f64) -> &mut Self {
+        let out = self.key(key);
+        match serde_json::to_vec(&value) {
+            Ok(text) => out.extend_from_slice(&text),
+            Err(_) => out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        let out = self.key(key);
+        out.extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    pub fn null(&mut self, key: &str) -> &mut Self {
+        self.key(key).extend_from_slice(b"null");
+        self
+    }
+
+    /// Splices JSON text that is already known to be valid (it was parsed when it came in).
+    pub fn raw(&mut self, key: &str, json: &str) -> &mut Self {
+        self.key(key).extend_from_slice(json.as_bytes());
+        self
+    }
+
+    pub fn opt_raw(&mut self, key: &str, json: Option<&str>) -> &mut Self {
+        match json {
+            Some(j) => self.raw(key, j),
+            None => self.null(key),
+        }
+    }
+
+    /// A nested object, written by `fill`.
+    pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut ObjectWriter<'_>)) -> &mut Self {
+        let out = self.key(key);
+        let mut inner = ObjectWriter::new(out);
+        fill(&mut inner);
+        inner.finish();
+        self
+    }
+
+    /// A nested array of pre-encoded JSON values.
+    pub fn raw_array<'i>(&mut self, key: &str, items: impl IntoIterator<Item = &'i [u8]>) -> &mut Self {
+        let out = self.key(key);
+        write_raw_array(out, items);
+        self
+    }
+
+    pub fn finish(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Writes `[a,b,…]` from pre-encoded JSON values.
+pub fn write_raw_array<'i>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'i [u8]>) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
+}
+
+/// Writes a JSON string literal, escaped.
+pub fn write_str(out: &mut Vec<u8>, value: &str) {
+    // serde_json's escaping of a &str cannot fail when writing into a Vec.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Builds one object into a fresh buffer.
+pub fn object(fill: impl FnOnce(&mut ObjectWriter<'_>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut w = ObjectWriter::new(&mut out);
+    fill(&mut w);
+    w.finish();
+    out
+}
+
+/// Builds one object into a fresh string.
+pub fn object_string(fill: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
+    String::from_utf8(object(fill)).expect("the object writer writes only UTF-8")
+}
+
+/// The deepest nesting of arrays and objects in `text`, stopping early once past `limit`.
+/// Brackets inside strings do not count. Malformed text is left for the parser to reject.
+pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    max = depth;
+                    if max > limit {
+                        return max;
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_valid_json_with_spliced_values() {
+        let text = object(|o| {
+            o.str("name", "a \"quoted\" name\n")
+                .raw("content", r#"{"k":[1,2]}"#)
+                .opt_str("none", None)
+                .u64("n", 42)
+                .bool("ok", true)
+                .strs("options", &["x".into(), "y".into()])
+                .object("inner", |i| {
+                    i.f64("pct", 12.5);
+                });
+        });
+        let parsed: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(parsed["name"], "a \"quoted\" name\n");
+        assert_eq!(parsed["content"]["k"][1], 2);
+        assert!(parsed["none"].is_null());
+        assert_eq!(parsed["n"], 42);
+        assert_eq!(parsed["options"][1], "y");
+        assert_eq!(parsed["inner"]["pct"], 12.5);
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{"}"#, 64), 1);
+        assert_eq!(nesting_depth(br#"[[["\"[" ]]]"#, 64), 3);
+        assert_eq!(nesting_depth(b"1", 64), 0);
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(nesting_depth(deep.as_bytes(), 64) > 64);
+    }
+}

@@ -1,0 +1,123 @@
+//! The flightdeck binary: parse flags, set up logging, bind, run. Everything else is the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flightdeck::config::{Cli, Command, Config, LogFormat, ServeArgs};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One clear line, not a page of usage.
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("flightdeck: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match cli.command {
+        Some(Command::Check(args)) => check(&args.data_dir),
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match Config::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flightdeck: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flightdeck: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("flightdeck: cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "flightdeck starting");
+        // Tests and scripts read the bound address from this one stdout line.
+        println!("listening on {addr}");
+        match flightdeck::server::run(listener, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flightdeck: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn check(data_dir: &std::path::Path) -> ExitCode {
+    match flightdeck::store::check_database(data_dir) {
+        Ok(report) => {
+            println!(
+                "checked {} records, {} index entries, {} events",
+                report.records, report.index_entries, report.events
+            );
+            if report.is_consistent() {
+                println!("consistent");
+                ExitCode::SUCCESS
+            } else {
+                for problem in &report.problems {
+                    println!("problem: {problem}");
+                }
+                println!("{} problems found", report.problems.len());
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("flightdeck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLIGHTDECK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,212 @@
+//! The consistency check: every index entry points at a record that has that key, every record has
+//! all its index entries, and the event log is gap-free.
+
+use std::path::Path;
+
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use crate::domain::Id;
+
+use super::codec::decode;
+use super::records::*;
+use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys, trailing_id};
+use super::{DB_FILE, StoreError};
+
+/// What the check found. `problems` is empty for a consistent database.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub records: u64,
+    pub index_entries: u64,
+    pub events: u64,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_consistent(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, text: String) {
+        // A badly broken database could list millions; the first thousand say enough.
+        if self.problems.len() < 1000 {
+            self.problems.push(text);
+        }
+    }
+}
+
+/// Checks the database in `data_dir`. The server must not be running on it (redb allows one
+/// process at a time).
+pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Storage(format!("no database at {}", path.display())));
+    }
+    let db = redb::Database::open(&path)
+        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let txn = db.begin_read()?;
+    let mut report = CheckReport::default();
+    if let Some(v) = txn.open_table(tables::META)?.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value()) {
+        if v > tables::SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { found: v, supported: tables::SCHEMA_VERSION });
+        }
+    } else {
+        report.problem("meta: no schema version".into());
+    }
+    check_tasks(&txn, &mut report)?;
+    check_artifacts(&txn, &mut report)?;
+    check_hitl(&txn, &mut report)?;
+    check_events(&txn, &mut report)?;
+    check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
+    Ok(report)
+}
+
+fn check_records<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    def: TableDefinition<&'static [u8; 16], &'static [u8]>,
+    report: &mut CheckReport,
+    id_of: impl Fn(&T) -> Id,
+    mut visit: impl FnMut(&T),
+) -> Result<(), StoreError> {
+    for entry in txn.open_table(def)?.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        match decode::<T>(value.value()) {
+            Ok(record) => {
+                if id_of(&record).0 != *key.value() {
+                    report.problem(format!("{}: key {} holds a record with another id", def, Id(*key.value())));
+                }
+                visit(&record);
+            }
+            Err(e) => report.problem(format!("{}: {}: {e}", def, Id(*key.value()))),
+        }
+    }
+    Ok(())
+}
+
+/// Both directions for one index: every expected key exists, and every existing key is expected.
+fn check_index<const N: usize>(
+    txn: &ReadTransaction,
+    def: TableDefinition<&'static [u8; N], ()>,
+    expected: &mut Vec<[u8; N]>,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    expected.sort_unstable();
+    let table = txn.open_table(def)?;
+    let mut actual = Vec::new();
+    for entry in table.iter()? {
+        let (key, _) = entry?;
+        report.index_entries += 1;
+        actual.push(*key.value());
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < expected.len() || j < actual.len() {
+        match (expected.get(i), actual.get(j)) {
+            (Some(e), Some(a)) if e == a => {
+                i += 1;
+                j += 1;
+            }
+            (Some(e), Some(a)) if e > a => {
+                report.problem(format!("{def}: entry for record {} matches no record", trailing_id(a)));
+                j += 1;
+            }
+            (Some(e), _) => {
+                report.problem(format!("{def}: missing entry for record {}", trailing_id(e)));
+                i += 1;
+            }
+            (None, Some(a)) => {
+                report.problem(format!("{def}: entry for record {} matches no record", trailing_id(a)));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(())
+}
+
+fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let mut keys: Vec<TaskKeys> = Vec::new();
+    let mut owners: Vec<(Id, Id)> = Vec::new();
+    check_records::<Task>(txn, tables::TASKS, report, |t| t.id, |t| {
+        keys.push(TaskKeys::of(t));
+        owners.push((t.id, t.project_id));
+    })?;
+    check_index(txn, tables::TASKS_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
+    check_index(txn, tables::TASKS_BY_PROJECT_STATUS, &mut keys.iter().map(|k| k.by_status).collect(), report)?;
+    check_index(txn, tables::TASKS_BY_PROJECT_AGENT, &mut keys.iter().map(|k| k.by_agent).collect(), report)?;
+    let projects = txn.open_table(tables::PROJECTS)?;
+    for (task, project) in owners {
+        if projects.get(project.as_bytes())?.is_none() {
+            report.problem(format!("task {task} belongs to missing project {project}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let mut keys: Vec<ArtifactKeys> = Vec::new();
+    check_records::<Artifact>(txn, tables::ARTIFACTS, report, |a| a.id, |a| keys.push(ArtifactKeys::of(a)))?;
+    check_index(txn, tables::ARTIFACTS_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
+    check_index(txn, tables::ARTIFACTS_BY_PROJECT_TYPE, &mut keys.iter().map(|k| k.by_type).collect(), report)?;
+    check_index(txn, tables::ARTIFACTS_BY_PROJECT_SOURCE, &mut keys.iter().map(|k| k.by_source).collect(), report)?;
+    Ok(())
+}
+
+fn check_hitl(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let mut keys: Vec<HitlKeys> = Vec::new();
+    check_records::<HitlRequest>(txn, tables::HITL, report, |h| h.id, |h| keys.push(HitlKeys::of(h)))?;
+    check_index(txn, tables::HITL_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
+    check_index(txn, tables::HITL_BY_PROJECT_STATUS, &mut keys.iter().map(|k| k.by_project_status).collect(), report)?;
+    check_index(txn, tables::HITL_BY_STATUS, &mut keys.iter().map(|k| k.by_status).collect(), report)?;
+    Ok(())
+}
+
+fn check_events(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let mut expected = Vec::new();
+    let mut previous: Option<u64> = None;
+    for entry in txn.open_table(tables::EVENTS)?.iter()? {
+        let (key, value) = entry?;
+        let seq = key.value();
+        report.events += 1;
+        if let Some(p) = previous {
+            if seq != p + 1 {
+                report.problem(format!("events: gap between seq {p} and {seq}"));
+            }
+        }
+        previous = Some(seq);
+        match decode::<EventRecord>(value.value()) {
+            Ok(record) => {
+                match serde_json::from_str::<serde_json::Value>(&record.json) {
+                    Ok(v) if v["seq"].as_u64() == Some(seq) => {}
+                    _ => report.problem(format!("events: seq {seq} holds a frame with another seq or bad JSON")),
+                }
+                if let Some(project) = record.project_id {
+                    expected.push(tables::event_project_key(&project, seq));
+                }
+            }
+            Err(e) => report.problem(format!("events: seq {seq}: {e}")),
+        }
+    }
+    let recorded = txn.open_table(tables::META)?.get(tables::META_LAST_SEQ)?.map(|v| v.value());
+    if let (Some(last), Some(recorded)) = (previous, recorded) {
+        if recorded != last {
+            report.problem(format!("meta: last_seq is {recorded} but the newest event is {last}"));
+        }
+    }
+    // The (project, seq) keys do not end with a record id; compare them directly.
+    expected.sort_unstable();
+    let mut actual = Vec::new();
+    for entry in txn.open_table(tables::EVENTS_BY_PROJECT)?.iter()? {
+        let (key, _) = entry?;
+        report.index_entries += 1;
+        actual.push(*key.value());
+    }
+    if actual != expected {
+        let missing = expected.iter().filter(|k| actual.binary_search(k).is_err()).count();
+        let extra = actual.iter().filter(|k| expected.binary_search(k).is_err()).count();
+        report.problem(format!(
+            "ix_events_project: {missing} entries missing, {extra} entries match no event"
+        ));
+    }
+    Ok(())
+}

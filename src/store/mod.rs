@@ -1,0 +1,275 @@
+//! The store: the only module that imports redb.
+//!
+//! - `tables`: table definitions and composite index keys;
+//! - `records` and `codec`: what is stored and how it is encoded;
+//! - `writer`: the single writer thread, group commit, index maintenance and the event log;
+//! - `read`: read transactions, pagination and the encoded-artifact cache;
+//! - `check`: the consistency check behind `flightdeck check`.
+//!
+//! Reads never wait for the writer (redb MVCC). The in-memory project summaries and the artifact
+//! cache are changed only by the writer, after its commit succeeded.
+
+mod check;
+mod codec;
+mod read;
+pub mod records;
+mod tables;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::domain::{DomainError, Id, TaskStatus, Vocabulary};
+use crate::events::Publisher;
+
+pub use check::{CheckReport, check_database};
+pub use read::{ArtifactFilter, HitlFilter, Page, TaskFilter};
+pub use records::{Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, Project, Task};
+pub use writer::{Command, Reply};
+
+/// The file inside the data directory that holds the database.
+pub const DB_FILE: &str = "flightdeck.redb";
+
+/// Whether a commit waits for fsync.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every acknowledged write is on disk (fsync before the answer).
+    Immediate,
+    /// Commits are not synced; a crash loses recent acknowledged writes. For tests and benchmarks.
+    None,
+}
+
+/// How the store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Bound of the writer queue; a write that finds it full is refused as overloaded.
+    pub writer_queue: usize,
+    /// Most writes one transaction takes from the queue.
+    pub max_batch: usize,
+    /// Entries of the encoded-artifact LRU.
+    pub artifact_cache_entries: usize,
+    /// redb's page cache, in bytes.
+    pub page_cache_bytes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Immediate,
+            writer_queue: 16_384,
+            max_batch: 512,
+            artifact_cache_entries: 10_000,
+            page_cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the database is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the database has schema version {found}, newer than this build supports ({supported}); \
+         use a newer flightdeck"
+    )]
+    NewerSchema { found: u64, supported: u64 },
+    #[error("the writer queue is full; retry shortly")]
+    Overloaded,
+    #[error("the writer has stopped")]
+    WriterGone,
+    #[error("invalid cursor")]
+    InvalidCursor,
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),+) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Storage(e.to_string())
+            }
+        }
+    )+};
+}
+storage_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    std::io::Error
+);
+
+/// What the writer keeps current for each project, so status queries need no scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectSummary {
+    /// Indexed by `TaskStatus::code()`.
+    pub task_counts: [u64; 5],
+    pub artifacts: u64,
+    pub hitl_pending: u64,
+    /// The seq of the newest event about this project (0 if none).
+    pub latest_seq: u64,
+}
+
+impl ProjectSummary {
+    pub fn total_tasks(&self) -> u64 {
+        self.task_counts.iter().sum()
+    }
+
+    pub fn count(&self, status: TaskStatus) -> u64 {
+        self.task_counts[usize::from(status.code())]
+    }
+}
+
+/// State shared by the readers and the writer.
+pub(crate) struct Shared {
+    db: redb::Database,
+    summaries: RwLock<HashMap<Id, ProjectSummary>>,
+    cache: Mutex<ArtifactCache>,
+    /// The seq of the newest committed event.
+    latest_seq: AtomicU64,
+    queue_depth: AtomicUsize,
+    writer_alive: AtomicBool,
+}
+
+/// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
+/// reader that read before an update cannot insert what it read after the update was committed.
+pub(crate) struct ArtifactCache {
+    entries: lru::LruCache<Id, Bytes>,
+    epoch: u64,
+}
+
+/// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: writer::WriterHandle,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `config.data_dir`, checks its schema version,
+    /// rebuilds the summaries from the indexes and starts the writer thread.
+    pub fn open(config: &StoreConfig, publisher: Publisher) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StoreError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let path = config.data_dir.join(DB_FILE);
+        let db = redb::Builder::new()
+            .set_cache_size(config.page_cache_bytes)
+            .create(&path)
+            .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        init_schema(&db)?;
+        let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
+        let cache_entries = std::num::NonZeroUsize::new(config.artifact_cache_entries.max(1))
+            .expect("max(1) is non-zero");
+        let shared = Arc::new(Shared {
+            db,
+            summaries: RwLock::new(summaries),
+            cache: Mutex::new(ArtifactCache { entries: lru::LruCache::new(cache_entries), epoch: 0 }),
+            latest_seq: AtomicU64::new(latest_seq),
+            queue_depth: AtomicUsize::new(0),
+            writer_alive: AtomicBool::new(true),
+        });
+        let writer = writer::start(shared.clone(), config, publisher)?;
+        Ok(Store { shared, writer })
+    }
+
+    /// Queues a write and waits for its durable commit.
+    pub async fn write(&self, command: Command) -> Result<Reply, StoreError> {
+        self.writer.submit(command)?.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// `write` for callers outside an async runtime (tests, tools).
+    pub fn write_blocking(&self, command: Command) -> Result<Reply, StoreError> {
+        self.writer.submit(command)?.blocking_recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stops the writer after it has committed everything already queued. Idempotent.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+
+    pub fn latest_seq(&self) -> u64 {
+        self.shared.latest_seq.load(Ordering::Acquire)
+    }
+
+    pub fn writer_queue_depth(&self) -> usize {
+        self.shared.queue_depth.load(Ordering::Relaxed)
+    }
+
+    pub fn writer_alive(&self) -> bool {
+        self.shared.writer_alive.load(Ordering::Acquire)
+    }
+
+    pub fn summary(&self, project: &Id) -> Option<ProjectSummary> {
+        self.shared.summaries.read().get(project).cloned()
+    }
+
+    pub fn project_count(&self) -> usize {
+        self.shared.summaries.read().len()
+    }
+
+    pub fn data_path(dir: &Path) -> PathBuf {
+        dir.join(DB_FILE)
+    }
+}
+
+/// Creates every table, records the schema version in a new database and refuses a newer one.
+fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(tables::META)?;
+        let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
+        match found {
+            Some(v) if v > tables::SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema { found: v, supported: tables::SCHEMA_VERSION });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+            }
+        }
+        txn.open_table(tables::PROJECTS)?;
+        txn.open_table(tables::TASKS)?;
+        txn.open_table(tables::ARTIFACTS)?;
+        txn.open_table(tables::HITL)?;
+        txn.open_table(tables::AGENTS)?;
+        txn.open_table(tables::AGENT_HISTORY)?;
+        txn.open_table(tables::EVENTS)?;
+        txn.open_table(tables::TASKS_BY_PROJECT)?;
+        txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?;
+        txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?;
+        txn.open_table(tables::ARTIFACTS_BY_PROJECT)?;
+        txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?;
+        txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?;
+        txn.open_table(tables::HITL_BY_PROJECT)?;
+        txn.open_table(tables::HITL_BY_PROJECT_STATUS)?;
+        txn.open_table(tables::HITL_BY_STATUS)?;
+        txn.open_table(tables::EVENTS_BY_PROJECT)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// A read transaction: a consistent snapshot of everything committed so far.
+fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
+    Ok(shared.db.begin_read()?)
+}

@@ -1,0 +1,504 @@
+//! Reads: one redb read transaction per call (MVCC: never blocked by the writer), index range scans
+//! with opaque cursors, and the encoded-artifact cache.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabulary};
+
+use super::codec::decode;
+use super::records::*;
+use super::tables::{self, trailing_id};
+use super::{ProjectSummary, Store, StoreError, begin_read};
+
+/// One page of a list and the cursor of the next one, if there is more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub agent_type: Option<AgentType>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArtifactFilter {
+    pub artifact_type: Option<ArtifactType>,
+    pub source_agent: Option<AgentType>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HitlFilter {
+    pub status: Option<HitlStatus>,
+}
+
+type RecordDef = TableDefinition<'static, &'static [u8; 16], &'static [u8]>;
+
+/// Cursors are the hex of the last id returned; clients treat them as opaque.
+pub fn encode_cursor(id: &Id) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<Id, StoreError> {
+    if cursor.len() != 32 || !cursor.is_ascii() {
+        return Err(StoreError::InvalidCursor);
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16)
+            .map_err(|_| StoreError::InvalidCursor)?;
+    }
+    Ok(Id(id))
+}
+
+impl Store {
+    fn txn(&self) -> Result<ReadTransaction, StoreError> {
+        begin_read(&self.shared)
+    }
+
+    pub fn get_project(&self, id: &Id) -> Result<Option<Project>, StoreError> {
+        get(&self.txn()?, tables::PROJECTS, id)
+    }
+
+    pub fn get_task(&self, id: &Id) -> Result<Option<Task>, StoreError> {
+        get(&self.txn()?, tables::TASKS, id)
+    }
+
+    pub fn get_artifact(&self, id: &Id) -> Result<Option<Artifact>, StoreError> {
+        get(&self.txn()?, tables::ARTIFACTS, id)
+    }
+
+    pub fn get_hitl(&self, id: &Id) -> Result<Option<HitlRequest>, StoreError> {
+        get(&self.txn()?, tables::HITL, id)
+    }
+
+    /// An artifact's encoded response, from the cache or encoded by `encode` and cached.
+    pub fn artifact_response(
+        &self,
+        id: &Id,
+        encode: impl FnOnce(&Artifact) -> Vec<u8>,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let epoch = {
+            let mut cache = self.shared.cache.lock();
+            if let Some(hit) = cache.entries.get(id) {
+                return Ok(Some(hit.clone()));
+            }
+            cache.epoch
+        };
+        let Some(artifact) = self.get_artifact(id)? else { return Ok(None) };
+        let encoded = Bytes::from(encode(&artifact));
+        let mut cache = self.shared.cache.lock();
+        // An invalidation since we looked means what we read may be older than the committed state.
+        if cache.epoch == epoch {
+            cache.entries.put(*id, encoded.clone());
+        }
+        Ok(Some(encoded))
+    }
+
+    /// Projects, newest first.
+    pub fn list_projects(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Project>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(tables::PROJECTS)?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let range = match &after {
+            Some(id) => table.range::<&[u8; 16]>((Bound::Unbounded, Bound::Excluded(&id.0)))?,
+            None => table.range::<&[u8; 16]>(..)?,
+        };
+        let mut items = Vec::new();
+        for entry in range.rev() {
+            let (_, value) = entry?;
+            items.push(decode::<Project>(value.value())?);
+            if items.len() > limit {
+                break;
+            }
+        }
+        Ok(paginate(items, limit, |p| p.id))
+    }
+
+    /// A project's tasks, oldest first, through the most selective index for the filter.
+    pub fn project_tasks(
+        &self,
+        project: &Id,
+        filter: TaskFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Task>, StoreError> {
+        let txn = self.txn()?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let keep = |t: &Task| {
+            filter.status.is_none_or(|s| t.status == s)
+                && filter.agent_type.is_none_or(|a| t.agent_type == a)
+        };
+        let items = match (filter.status, filter.agent_type) {
+            (Some(status), _) => scan(
+                &txn,
+                tables::TASKS_BY_PROJECT_STATUS,
+                &prefix3(project, status.code()),
+                after,
+                limit,
+                tables::TASKS,
+                keep,
+            )?,
+            (None, Some(agent)) => scan(
+                &txn,
+                tables::TASKS_BY_PROJECT_AGENT,
+                &prefix3(project, agent.code()),
+                after,
+                limit,
+                tables::TASKS,
+                keep,
+            )?,
+            (None, None) => {
+                scan(&txn, tables::TASKS_BY_PROJECT, &project.0, after, limit, tables::TASKS, keep)?
+            }
+        };
+        Ok(paginate(items, limit, |t| t.id))
+    }
+
+    /// A project's artifacts, oldest first.
+    pub fn project_artifacts(
+        &self,
+        project: &Id,
+        filter: ArtifactFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Artifact>, StoreError> {
+        let txn = self.txn()?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let keep = |a: &Artifact| {
+            filter.artifact_type.is_none_or(|t| a.artifact_type == t)
+                && filter.source_agent.is_none_or(|s| a.source_agent == s)
+        };
+        let items = match (filter.artifact_type, filter.source_agent) {
+            (Some(kind), _) => scan(
+                &txn,
+                tables::ARTIFACTS_BY_PROJECT_TYPE,
+                &prefix3(project, kind.code()),
+                after,
+                limit,
+                tables::ARTIFACTS,
+                keep,
+            )?,
+            (None, Some(source)) => scan(
+                &txn,
+                tables::ARTIFACTS_BY_PROJECT_SOURCE,
+                &prefix3(project, source.code()),
+                after,
+                limit,
+                tables::ARTIFACTS,
+                keep,
+            )?,
+            (None, None) => scan(
+                &txn,
+                tables::ARTIFACTS_BY_PROJECT,
+                &project.0,
+                after,
+                limit,
+                tables::ARTIFACTS,
+                keep,
+            )?,
+        };
+        Ok(paginate(items, limit, |a| a.id))
+    }
+
+    /// The artifacts found among `ids`, in the order asked.
+    pub fn artifacts_by_ids(&self, ids: &[Id]) -> Result<Vec<Artifact>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(tables::ARTIFACTS)?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(bytes) = table.get(id.as_bytes())? {
+                found.push(decode(bytes.value())?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// A project's HITL requests, oldest first.
+    pub fn project_hitl(
+        &self,
+        project: &Id,
+        filter: HitlFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HitlRequest>, StoreError> {
+        let txn = self.txn()?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let items = match filter.status {
+            Some(status) => scan(
+                &txn,
+                tables::HITL_BY_PROJECT_STATUS,
+                &prefix3(project, status.code()),
+                after,
+                limit,
+                tables::HITL,
+                |_| true,
+            )?,
+            None => scan(&txn, tables::HITL_BY_PROJECT, &project.0, after, limit, tables::HITL, |_| true)?,
+        };
+        Ok(paginate(items, limit, |h| h.id))
+    }
+
+    /// HITL requests in one status across all projects, oldest first.
+    pub fn hitl_by_status(
+        &self,
+        status: HitlStatus,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HitlRequest>, StoreError> {
+        let txn = self.txn()?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let items =
+            scan(&txn, tables::HITL_BY_STATUS, &[status.code()], after, limit, tables::HITL, |_| true)?;
+        Ok(paginate(items, limit, |h| h.id))
+    }
+
+    /// Every agent type's state, in vocabulary order.
+    pub fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(tables::AGENTS)?;
+        AgentType::ALL
+            .iter()
+            .map(|a| match table.get(a.code())? {
+                Some(bytes) => decode(bytes.value()),
+                None => Ok(Agent::idle(*a)),
+            })
+            .collect()
+    }
+
+    pub fn agent(&self, agent_type: AgentType) -> Result<Agent, StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(tables::AGENTS)?;
+        match table.get(agent_type.code())? {
+            Some(bytes) => decode(bytes.value()),
+            None => Ok(Agent::idle(agent_type)),
+        }
+    }
+
+    /// An agent's status changes, newest first. The cursor is the seq of the last entry returned.
+    pub fn agent_history(
+        &self,
+        agent_type: AgentType,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<AgentHistoryEntry>, Option<u64>), StoreError> {
+        let txn = self.txn()?;
+        let table = txn.open_table(tables::AGENT_HISTORY)?;
+        let lo = tables::agent_history_key(agent_type.code(), 0);
+        let hi = tables::agent_history_key(agent_type.code(), before_seq.unwrap_or(u64::MAX));
+        let range = if before_seq.is_some() {
+            table.range::<&[u8; 9]>((Bound::Included(&lo), Bound::Excluded(&hi)))?
+        } else {
+            table.range::<&[u8; 9]>(&lo..=&hi)?
+        };
+        let mut items: Vec<AgentHistoryEntry> = Vec::new();
+        for entry in range.rev() {
+            let (_, value) = entry?;
+            items.push(decode(value.value())?);
+            if items.len() > limit {
+                break;
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more { items.last().map(|e| e.seq) } else { None };
+        Ok((items, next))
+    }
+
+    /// Events with seq > `since`, oldest first, all of them or one project's. Returns the frames'
+    /// JSON text and whether more remain.
+    pub fn events(
+        &self,
+        project: Option<&Id>,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, String)>, bool), StoreError> {
+        let txn = self.txn()?;
+        let events = txn.open_table(tables::EVENTS)?;
+        let start = since.saturating_add(1);
+        let mut out: Vec<(u64, String)> = Vec::new();
+        match project {
+            None => {
+                for entry in events.range(start..)? {
+                    let (seq, value) = entry?;
+                    let record: EventRecord = decode(value.value())?;
+                    out.push((seq.value(), record.json));
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+            Some(project) => {
+                let index = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+                let lo = tables::event_project_key(project, start);
+                let hi = tables::event_project_key(project, u64::MAX);
+                for entry in index.range::<&[u8; 24]>(&lo..=&hi)? {
+                    let (key, _) = entry?;
+                    let mut seq_bytes = [0u8; 8];
+                    seq_bytes.copy_from_slice(&key.value()[16..]);
+                    let seq = u64::from_be_bytes(seq_bytes);
+                    let value = events.get(seq)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("index names event {seq}, which is missing"))
+                    })?;
+                    let record: EventRecord = decode(value.value())?;
+                    out.push((seq, record.json));
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let more = out.len() > limit;
+        out.truncate(limit);
+        Ok((out, more))
+    }
+
+    /// The oldest retained event seq (0 when the log is empty).
+    pub fn oldest_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.txn()?;
+        let events = txn.open_table(tables::EVENTS)?;
+        Ok(events.first()?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
+    /// Records per table, for monitoring.
+    pub fn table_sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let txn = self.txn()?;
+        Ok(vec![
+            ("projects", txn.open_table(tables::PROJECTS)?.len()?),
+            ("tasks", txn.open_table(tables::TASKS)?.len()?),
+            ("artifacts", txn.open_table(tables::ARTIFACTS)?.len()?),
+            ("hitl_requests", txn.open_table(tables::HITL)?.len()?),
+            ("events", txn.open_table(tables::EVENTS)?.len()?),
+        ])
+    }
+}
+
+fn get<T: DeserializeOwned>(txn: &ReadTransaction, def: RecordDef, id: &Id) -> Result<Option<T>, StoreError> {
+    let table = txn.open_table(def)?;
+    match table.get(id.as_bytes())? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn prefix3(project: &Id, code: u8) -> [u8; 17] {
+    let mut p = [0u8; 17];
+    p[..16].copy_from_slice(&project.0);
+    p[16] = code;
+    p
+}
+
+/// `prefix` followed by `fill` up to N bytes.
+fn bound<const N: usize>(prefix: &[u8], tail: &[u8; 16]) -> [u8; N] {
+    let mut k = [0u8; N];
+    k[..prefix.len()].copy_from_slice(prefix);
+    k[prefix.len()..].copy_from_slice(tail);
+    k
+}
+
+/// Scans the index entries under `prefix` after the cursor id, in key order, fetching each record
+/// and keeping those `keep` accepts, until `limit + 1` are found (the extra one says there is more).
+fn scan<T: DeserializeOwned, const N: usize>(
+    txn: &ReadTransaction,
+    index: TableDefinition<'static, &'static [u8; N], ()>,
+    prefix: &[u8],
+    after: Option<Id>,
+    limit: usize,
+    records: RecordDef,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, StoreError> {
+    debug_assert_eq!(prefix.len() + 16, N);
+    let index = txn.open_table(index)?;
+    let records = txn.open_table(records)?;
+    let hi: [u8; N] = bound(prefix, &[0xff; 16]);
+    let range = match after {
+        Some(id) => {
+            let lo: [u8; N] = bound(prefix, &id.0);
+            index.range::<&[u8; N]>((Bound::Excluded(&lo), Bound::Included(&hi)))?
+        }
+        None => {
+            let lo: [u8; N] = bound(prefix, &[0; 16]);
+            index.range::<&[u8; N]>(&lo..=&hi)?
+        }
+    };
+    let mut items = Vec::new();
+    for entry in range {
+        let (key, _) = entry?;
+        let id = trailing_id(key.value());
+        let bytes = records
+            .get(id.as_bytes())?
+            .ok_or_else(|| StoreError::Corrupt(format!("index entry names {id}, which is missing")))?;
+        let record: T = decode(bytes.value())?;
+        if keep(&record) {
+            items.push(record);
+            if items.len() > limit {
+                break;
+            }
+        }
+    }
+    Ok(items)
+}
+
+fn paginate<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more { items.last().map(|t| encode_cursor(&id(t))) } else { None };
+    Page { items, next_cursor }
+}
+
+/// Rebuilds every project's summary from the indexes, and finds the newest event seq.
+pub(crate) fn rebuild_summaries(
+    db: &redb::Database,
+) -> Result<(HashMap<Id, ProjectSummary>, u64), StoreError> {
+    let txn = db.begin_read()?;
+    let mut summaries: HashMap<Id, ProjectSummary> = HashMap::new();
+    for entry in txn.open_table(tables::PROJECTS)?.iter()? {
+        let (key, _) = entry?;
+        summaries.insert(Id(*key.value()), ProjectSummary::default());
+    }
+    for entry in txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?.iter()? {
+        let (key, _) = entry?;
+        let k = key.value();
+        let project = Id(k[..16].try_into().expect("16 bytes"));
+        let status = usize::from(k[16]);
+        if let Some(slot) = summaries.entry(project).or_default().task_counts.get_mut(status) {
+            *slot += 1;
+        }
+    }
+    for entry in txn.open_table(tables::ARTIFACTS_BY_PROJECT)?.iter()? {
+        let (key, _) = entry?;
+        let project = Id(key.value()[..16].try_into().expect("16 bytes"));
+        summaries.entry(project).or_default().artifacts += 1;
+    }
+    let pending = HitlStatus::Pending.code();
+    for entry in txn.open_table(tables::HITL_BY_PROJECT_STATUS)?.iter()? {
+        let (key, _) = entry?;
+        let k = key.value();
+        if k[16] == pending {
+            let project = Id(k[..16].try_into().expect("16 bytes"));
+            summaries.entry(project).or_default().hitl_pending += 1;
+        }
+    }
+    let events_by_project = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+    for (project, summary) in summaries.iter_mut() {
+        let lo = tables::event_project_key(project, 0);
+        let hi = tables::event_project_key(project, u64::MAX);
+        if let Some(last) = events_by_project.range::<&[u8; 24]>(&lo..=&hi)?.next_back() {
+            let (key, _) = last?;
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&key.value()[16..]);
+            summary.latest_seq = u64::from_be_bytes(seq);
+        }
+    }
+    let newest_logged = txn.open_table(tables::EVENTS)?.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let recorded = txn.open_table(tables::META)?.get(tables::META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+    let latest_seq = newest_logged.max(recorded);
+    Ok((summaries, latest_seq))
+}

@@ -1,0 +1,129 @@
+//! The stored records. Each is encoded with postcard behind a one-byte format version (`codec`).
+//! Client JSON (artifact content and metadata, task output, HITL content) is kept as the client's
+//! text, validated once on the way in, and spliced into responses as it is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    AgentStatus, AgentType, ArtifactType, HitlStatus, Id, Micros, OversightLevel, ProjectStatus,
+    TaskStatus,
+};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: Id,
+    pub name: String,
+    pub description: Option<String>,
+    pub status: ProjectStatus,
+    pub oversight_level: OversightLevel,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: Id,
+    pub project_id: Id,
+    pub agent_type: AgentType,
+    pub status: TaskStatus,
+    pub instructions: String,
+    /// Artifacts of the same project this task works from.
+    pub context_ids: Vec<Id>,
+    /// The client's JSON text.
+    pub output: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    pub started_at: Option<Micros>,
+    pub completed_at: Option<Micros>,
+    /// How many times the task has entered `working`.
+    pub attempts: u32,
+}
+
+/// The state of one agent type. Absent from the table means idle and never active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub agent_type: AgentType,
+    pub status: AgentStatus,
+    /// The task most recently started by this agent type, while any is working.
+    pub current_task_id: Option<Id>,
+    /// How many tasks of this agent type are working now; the status is `working` while it is > 0.
+    pub working_tasks: u32,
+    pub last_activity: Micros,
+    pub error_message: Option<String>,
+}
+
+impl Agent {
+    pub fn idle(agent_type: AgentType) -> Agent {
+        Agent {
+            agent_type,
+            status: AgentStatus::Idle,
+            current_task_id: None,
+            working_tasks: 0,
+            last_activity: 0,
+            error_message: None,
+        }
+    }
+}
+
+/// One entry of an agent's status history, keyed by (agent type, event seq).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentHistoryEntry {
+    pub seq: u64,
+    pub agent_type: AgentType,
+    pub status: AgentStatus,
+    pub task_id: Option<Id>,
+    pub error_message: Option<String>,
+    pub at: Micros,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub id: Id,
+    pub project_id: Id,
+    pub source_agent: AgentType,
+    pub artifact_type: ArtifactType,
+    /// The client's JSON text.
+    pub content: String,
+    /// The client's JSON text.
+    pub metadata: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    /// 1 at creation, raised by every update.
+    pub version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HitlRequest {
+    pub id: Id,
+    pub project_id: Id,
+    pub task_id: Option<Id>,
+    pub question: String,
+    pub options: Vec<String>,
+    pub status: HitlStatus,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub responded_at: Option<Micros>,
+    /// The client's JSON text of an amendment.
+    pub amended_content: Option<String>,
+    pub response_comment: Option<String>,
+    pub history: Vec<HitlHistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HitlHistoryEntry {
+    /// `created`, `approve`, `reject`, `amend` or `expire`.
+    pub action: String,
+    pub at: Micros,
+    /// The client's JSON text.
+    pub content: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// One entry of the event log: the frame's JSON text and, for the index, its project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub project_id: Option<Id>,
+    pub json: String,
+}

@@ -1,0 +1,152 @@
+//! Table definitions and the composite keys of the secondary indexes. Every index key ends with the
+//! 16-byte id of the record it points at, so a prefix range scan yields ids in creation order.
+
+use redb::TableDefinition;
+
+use crate::domain::{Id, Vocabulary};
+
+use super::records::{Artifact, HitlRequest, Task};
+
+/// The schema version this build writes. Opening a database with a newer one fails.
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+/// The newest seq ever assigned, so seqs are never reused even if the log is trimmed to nothing.
+pub const META_LAST_SEQ: &str = "last_seq";
+
+pub const PROJECTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("projects");
+pub const TASKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("tasks");
+pub const ARTIFACTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("artifacts");
+pub const HITL: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("hitl");
+/// Keyed by agent type code.
+pub const AGENTS: TableDefinition<u8, &[u8]> = TableDefinition::new("agents");
+/// (agent type code, event seq big-endian).
+pub const AGENT_HISTORY: TableDefinition<&[u8; 9], &[u8]> = TableDefinition::new("agent_history");
+/// Keyed by the global event seq.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// (project, task)
+pub const TASKS_BY_PROJECT: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ix_tasks_project");
+/// (project, status code, task)
+pub const TASKS_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
+    TableDefinition::new("ix_tasks_project_status");
+/// (project, agent type code, task)
+pub const TASKS_BY_PROJECT_AGENT: TableDefinition<&[u8; 33], ()> =
+    TableDefinition::new("ix_tasks_project_agent");
+/// (project, artifact)
+pub const ARTIFACTS_BY_PROJECT: TableDefinition<&[u8; 32], ()> =
+    TableDefinition::new("ix_artifacts_project");
+/// (project, artifact type code, artifact)
+pub const ARTIFACTS_BY_PROJECT_TYPE: TableDefinition<&[u8; 33], ()> =
+    TableDefinition::new("ix_artifacts_project_type");
+/// (project, source agent code, artifact)
+pub const ARTIFACTS_BY_PROJECT_SOURCE: TableDefinition<&[u8; 33], ()> =
+    TableDefinition::new("ix_artifacts_project_source");
+/// (project, hitl)
+pub const HITL_BY_PROJECT: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ix_hitl_project");
+/// (project, status code, hitl)
+pub const HITL_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
+    TableDefinition::new("ix_hitl_project_status");
+/// (status code, hitl)
+pub const HITL_BY_STATUS: TableDefinition<&[u8; 17], ()> = TableDefinition::new("ix_hitl_status");
+/// (project, event seq big-endian)
+pub const EVENTS_BY_PROJECT: TableDefinition<&[u8; 24], ()> =
+    TableDefinition::new("ix_events_project");
+
+pub fn key2(a: &Id, b: &Id) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&a.0);
+    k[16..].copy_from_slice(&b.0);
+    k
+}
+
+pub fn key3(a: &Id, code: u8, b: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..16].copy_from_slice(&a.0);
+    k[16] = code;
+    k[17..].copy_from_slice(&b.0);
+    k
+}
+
+pub fn status_key(code: u8, id: &Id) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = code;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+pub fn event_project_key(project: &Id, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&project.0);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn agent_history_key(agent_code: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = agent_code;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The id at the end of an index key.
+pub fn trailing_id<const N: usize>(key: &[u8; N]) -> Id {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[N - 16..]);
+    Id(id)
+}
+
+/// The index keys a task has.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct TaskKeys {
+    pub by_project: [u8; 32],
+    pub by_status: [u8; 33],
+    pub by_agent: [u8; 33],
+}
+
+impl TaskKeys {
+    pub fn of(t: &Task) -> TaskKeys {
+        TaskKeys {
+            by_project: key2(&t.project_id, &t.id),
+            by_status: key3(&t.project_id, t.status.code(), &t.id),
+            by_agent: key3(&t.project_id, t.agent_type.code(), &t.id),
+        }
+    }
+}
+
+/// The index keys an artifact has.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct ArtifactKeys {
+    pub by_project: [u8; 32],
+    pub by_type: [u8; 33],
+    pub by_source: [u8; 33],
+}
+
+impl ArtifactKeys {
+    pub fn of(a: &Artifact) -> ArtifactKeys {
+        ArtifactKeys {
+            by_project: key2(&a.project_id, &a.id),
+            by_type: key3(&a.project_id, a.artifact_type.code(), &a.id),
+            by_source: key3(&a.project_id, a.source_agent.code(), &a.id),
+        }
+    }
+}
+
+/// The index keys a HITL request has.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct HitlKeys {
+    pub by_project: [u8; 32],
+    pub by_project_status: [u8; 33],
+    pub by_status: [u8; 17],
+}
+
+impl HitlKeys {
+    pub fn of(h: &HitlRequest) -> HitlKeys {
+        HitlKeys {
+            by_project: key2(&h.project_id, &h.id),
+            by_project_status: key3(&h.project_id, h.status.code(), &h.id),
+            by_status: status_key(h.status.code(), &h.id),
+        }
+    }
+}
