@@ -44,6 +44,11 @@ pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
     }
     let db = redb::Database::open(&path)
         .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    check_open(&db)
+}
+
+/// The check on an open database, inside one read transaction (a consistent snapshot).
+pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError> {
     let txn = db.begin_read()?;
     let mut report = CheckReport::default();
     if let Some(v) = txn.open_table(tables::META)?.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value()) {

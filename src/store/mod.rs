@@ -230,6 +230,11 @@ impl Store {
     pub fn data_path(dir: &Path) -> PathBuf {
         dir.join(DB_FILE)
     }
+
+    /// The consistency check of `flightdeck check`, on the open store, against one snapshot.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        check::check_open(&self.shared.db)
+    }
 }
 
 /// Creates every table, records the schema version in a new database and refuses a newer one.
