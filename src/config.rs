@@ -11,7 +11,12 @@ use crate::store::{Durability, StoreConfig};
 
 /// flightdeck: the state server of a team of AI agents.
 #[derive(Parser, Debug)]
-#[command(name = "flightdeck", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "flightdeck",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -63,7 +68,12 @@ pub struct ServeArgs {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Directory holding the database [default: ./data]
-    #[arg(long, env = "FLIGHTDECK_DATA_DIR", value_name = "DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "FLIGHTDECK_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -116,7 +126,11 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
         let mut config = Config::for_data_dir(data_dir);
         if let Some(v) = args.listen.or(file.listen) {
             config.listen = v;
@@ -144,7 +158,11 @@ impl Config {
 }
 
 fn positive(name: &str, value: usize) -> Result<usize, String> {
-    if value == 0 { Err(format!("{name} must be at least 1")) } else { Ok(value) }
+    if value == 0 {
+        Err(format!("{name} must be at least 1"))
+    } else {
+        Ok(value)
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -164,8 +182,16 @@ mod tests {
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndurability = \"none\"\nmax_body_bytes = 10\n").unwrap();
-        let args = ServeArgs { config: Some(file), max_body_bytes: Some(20), ..Default::default() };
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndurability = \"none\"\nmax_body_bytes = 10\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            max_body_bytes: Some(20),
+            ..Default::default()
+        };
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.store.durability, Durability::None);
@@ -178,9 +204,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");
         std::fs::write(&file, "listn = \"x\"\n").unwrap();
-        let err = Config::resolve(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        let err = Config::resolve(&ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.contains("listn"), "{err}");
-        let err = Config::resolve(&ServeArgs { writer_queue: Some(0), ..Default::default() }).unwrap_err();
+        let err = Config::resolve(&ServeArgs {
+            writer_queue: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.contains("writer_queue"), "{err}");
     }
 }

@@ -141,7 +141,11 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// A nested array of pre-encoded JSON values.
-    pub fn raw_array<'i>(&mut self, key: &str, items: impl IntoIterator<Item = &'i [u8]>) -> &mut Self {
+    pub fn raw_array<'i>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = &'i [u8]>,
+    ) -> &mut Self {
         let out = self.key(key);
         write_raw_array(out, items);
         self

@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         Err(e) if e.use_stderr() => {
             // One clear line, not a page of usage.
             let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             eprintln!("flightdeck: {}", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
@@ -36,7 +39,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flightdeck: cannot start the runtime: {e}");
@@ -51,7 +57,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "flightdeck starting");
         // Tests and scripts read the bound address from this one stdout line.
         println!("listening on {addr}");

@@ -37,13 +37,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_config, no_publisher())).await??;
-    let state = Arc::new(AppState { store: store.clone(), max_body_bytes: config.max_body_bytes });
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&store_config, no_publisher())).await??;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
     let service = Timed::new(App::new(state));
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
@@ -81,7 +87,10 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish within the drain timeout");
     }
     tokio::task::spawn_blocking(move || store.close()).await?;

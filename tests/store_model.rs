@@ -19,15 +19,42 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     CreateProject,
-    CreateTask { project: usize, agent: usize, context: Vec<usize> },
-    SetTaskStatus { task: usize, status: usize },
-    CreateArtifact { project: usize, kind: usize, source: usize, content: u32 },
-    UpdateArtifact { artifact: usize, content: u32 },
-    DeleteArtifact { artifact: usize },
-    CreateHitl { project: usize, with_task: Option<usize> },
-    RespondHitl { hitl: usize, action: usize },
-    BulkApprove { hitls: Vec<usize> },
-    ResetAgent { agent: usize },
+    CreateTask {
+        project: usize,
+        agent: usize,
+        context: Vec<usize>,
+    },
+    SetTaskStatus {
+        task: usize,
+        status: usize,
+    },
+    CreateArtifact {
+        project: usize,
+        kind: usize,
+        source: usize,
+        content: u32,
+    },
+    UpdateArtifact {
+        artifact: usize,
+        content: u32,
+    },
+    DeleteArtifact {
+        artifact: usize,
+    },
+    CreateHitl {
+        project: usize,
+        with_task: Option<usize>,
+    },
+    RespondHitl {
+        hitl: usize,
+        action: usize,
+    },
+    BulkApprove {
+        hitls: Vec<usize>,
+    },
+    ResetAgent {
+        agent: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -113,15 +140,27 @@ impl Model {
     fn step(&mut self, store: &Store, op: &Op) {
         match op {
             Op::CreateProject => {
-                let reply = store.write_blocking(Command::CreateProject { name: "p".into(), description: None });
-                let Ok(Reply::Project(p)) = reply else { panic!("{reply:?}") };
+                let reply = store.write_blocking(Command::CreateProject {
+                    name: "p".into(),
+                    description: None,
+                });
+                let Ok(Reply::Project(p)) = reply else {
+                    panic!("{reply:?}")
+                };
                 self.project_ids.push(p.id);
                 self.events += 1;
             }
-            Op::CreateTask { project, agent, context } => {
+            Op::CreateTask {
+                project,
+                agent,
+                context,
+            } => {
                 let project_id = pick(&self.project_ids, *project);
                 let agent = AgentType::ALL[*agent];
-                let context_ids: Vec<Id> = context.iter().map(|c| pick(&self.artifact_ids, *c)).collect();
+                let context_ids: Vec<Id> = context
+                    .iter()
+                    .map(|c| pick(&self.artifact_ids, *c))
+                    .collect();
                 let reply = store.write_blocking(Command::CreateTask {
                     project_id,
                     agent_type: agent,
@@ -129,14 +168,23 @@ impl Model {
                     context_ids: context_ids.clone(),
                 });
                 let exists = self.project_ids.contains(&project_id);
-                let context_ok = context_ids
-                    .iter()
-                    .all(|c| self.artifacts.get(c).is_some_and(|a| a.project == project_id));
+                let context_ok = context_ids.iter().all(|c| {
+                    self.artifacts
+                        .get(c)
+                        .is_some_and(|a| a.project == project_id)
+                });
                 match reply {
                     Ok(Reply::Task(t)) => {
                         assert!(exists && context_ok);
                         self.task_ids.push(t.id);
-                        self.tasks.insert(t.id, MTask { project: project_id, agent, status: TaskStatus::Pending });
+                        self.tasks.insert(
+                            t.id,
+                            MTask {
+                                project: project_id,
+                                agent,
+                                status: TaskStatus::Pending,
+                            },
+                        );
                         self.events += 1;
                     }
                     Err(e) => {
@@ -179,10 +227,18 @@ impl Model {
                         self.tasks.get_mut(&id).unwrap().status = to;
                     }
                     (Err(_), Err(e)) => assert_eq!(fail_kind(&e), "transition"),
-                    (want, got) => panic!("{:?} -> {to:?}: model {want:?}, store {got:?}", mtask.status),
+                    (want, got) => panic!(
+                        "{:?} -> {to:?}: model {want:?}, store {got:?}",
+                        mtask.status
+                    ),
                 }
             }
-            Op::CreateArtifact { project, kind, source, content } => {
+            Op::CreateArtifact {
+                project,
+                kind,
+                source,
+                content,
+            } => {
                 let project_id = pick(&self.project_ids, *project);
                 let (kind, source) = (ArtifactType::ALL[*kind], AgentType::ALL[*source]);
                 let content = format!("{{\"n\":{content}}}");
@@ -197,7 +253,16 @@ impl Model {
                     Ok(Reply::Artifact(a)) => {
                         assert!(self.project_ids.contains(&project_id));
                         self.artifact_ids.push(a.id);
-                        self.artifacts.insert(a.id, MArtifact { project: project_id, kind, source, content, version: 1 });
+                        self.artifacts.insert(
+                            a.id,
+                            MArtifact {
+                                project: project_id,
+                                kind,
+                                source,
+                                content,
+                                version: 1,
+                            },
+                        );
                         self.events += 1;
                     }
                     Err(e) => {
@@ -252,12 +317,19 @@ impl Model {
                     expires_in_seconds: None,
                 });
                 let exists = self.project_ids.contains(&project_id);
-                let task_ok = task_id.is_none_or(|t| self.tasks.get(&t).is_some_and(|m| m.project == project_id));
+                let task_ok = task_id
+                    .is_none_or(|t| self.tasks.get(&t).is_some_and(|m| m.project == project_id));
                 match reply {
                     Ok(Reply::Hitl(h)) => {
                         assert!(exists && task_ok);
                         self.hitl_ids.push(h.id);
-                        self.hitl.insert(h.id, MHitl { project: project_id, status: HitlStatus::Pending });
+                        self.hitl.insert(
+                            h.id,
+                            MHitl {
+                                project: project_id,
+                                status: HitlStatus::Pending,
+                            },
+                        );
                         self.events += 1;
                     }
                     Err(e) => {
@@ -292,8 +364,13 @@ impl Model {
             }
             Op::BulkApprove { hitls } => {
                 let ids: Vec<Id> = hitls.iter().map(|h| pick(&self.hitl_ids, *h)).collect();
-                let reply = store.write_blocking(Command::BulkApproveHitl { hitl_ids: ids.clone(), comment: None });
-                let Ok(Reply::BulkApproved { approved, skipped }) = reply else { panic!("{reply:?}") };
+                let reply = store.write_blocking(Command::BulkApproveHitl {
+                    hitl_ids: ids.clone(),
+                    comment: None,
+                });
+                let Ok(Reply::BulkApproved { approved, skipped }) = reply else {
+                    panic!("{reply:?}")
+                };
                 let mut want_approved = Vec::new();
                 for id in &ids {
                     if let Some(m) = self.hitl.get_mut(id) {
@@ -304,13 +381,18 @@ impl Model {
                         }
                     }
                 }
-                assert_eq!(approved.iter().map(|h| h.id).collect::<Vec<_>>(), want_approved);
+                assert_eq!(
+                    approved.iter().map(|h| h.id).collect::<Vec<_>>(),
+                    want_approved
+                );
                 assert_eq!(approved.len() + skipped.len(), ids.len());
             }
             Op::ResetAgent { agent } => {
                 let agent = AgentType::ALL[*agent];
                 let reply = store.write_blocking(Command::ResetAgent { agent_type: agent });
-                let Ok(Reply::Agent(a)) = reply else { panic!("{reply:?}") };
+                let Ok(Reply::Agent(a)) = reply else {
+                    panic!("{reply:?}")
+                };
                 assert_eq!(a.status, AgentStatus::Idle);
                 self.agent(agent).0 = AgentStatus::Idle;
                 self.events += 1;
@@ -323,27 +405,53 @@ impl Model {
         assert_eq!(store.latest_seq(), self.events);
         let (log, more) = store.events(None, 0, 100_000).unwrap();
         assert!(!more);
-        assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=self.events).collect::<Vec<_>>());
+        assert_eq!(
+            log.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=self.events).collect::<Vec<_>>()
+        );
 
         for project in &self.project_ids {
             let summary = store.summary(project).expect("summary of every project");
-            let tasks: Vec<(&Id, &MTask)> = self.tasks.iter().filter(|(_, t)| t.project == *project).collect();
+            let tasks: Vec<(&Id, &MTask)> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.project == *project)
+                .collect();
             for status in TaskStatus::ALL {
                 let want = tasks.iter().filter(|(_, t)| t.status == *status).count() as u64;
                 assert_eq!(summary.count(*status), want, "{status} count");
             }
-            let artifacts: Vec<(&Id, &MArtifact)> =
-                self.artifacts.iter().filter(|(_, a)| a.project == *project).collect();
+            let artifacts: Vec<(&Id, &MArtifact)> = self
+                .artifacts
+                .iter()
+                .filter(|(_, a)| a.project == *project)
+                .collect();
             assert_eq!(summary.artifacts, artifacts.len() as u64);
-            let pending = self.hitl.values().filter(|h| h.project == *project && h.status == HitlStatus::Pending).count();
+            let pending = self
+                .hitl
+                .values()
+                .filter(|h| h.project == *project && h.status == HitlStatus::Pending)
+                .count();
             assert_eq!(summary.hitl_pending, pending as u64);
             let (project_log, _) = store.events(Some(project), 0, 100_000).unwrap();
-            assert_eq!(summary.latest_seq, project_log.last().map(|e| e.0).unwrap_or(0));
+            assert_eq!(
+                summary.latest_seq,
+                project_log.last().map(|e| e.0).unwrap_or(0)
+            );
 
             let mut filters = vec![TaskFilter::default()];
-            filters.extend(TaskStatus::ALL.iter().map(|s| TaskFilter { status: Some(*s), agent_type: None }));
-            filters.extend(AgentType::ALL.iter().map(|a| TaskFilter { status: None, agent_type: Some(*a) }));
-            filters.push(TaskFilter { status: Some(TaskStatus::Pending), agent_type: Some(AgentType::Coder) });
+            filters.extend(TaskStatus::ALL.iter().map(|s| TaskFilter {
+                status: Some(*s),
+                agent_type: None,
+            }));
+            filters.extend(AgentType::ALL.iter().map(|a| TaskFilter {
+                status: None,
+                agent_type: Some(*a),
+            }));
+            filters.push(TaskFilter {
+                status: Some(TaskStatus::Pending),
+                agent_type: Some(AgentType::Coder),
+            });
             for filter in filters {
                 let want: Vec<Id> = tasks
                     .iter()
@@ -359,8 +467,14 @@ impl Model {
             }
 
             let mut filters = vec![ArtifactFilter::default()];
-            filters.extend(ArtifactType::ALL.iter().map(|k| ArtifactFilter { artifact_type: Some(*k), source_agent: None }));
-            filters.extend(AgentType::ALL.iter().map(|a| ArtifactFilter { artifact_type: None, source_agent: Some(*a) }));
+            filters.extend(ArtifactType::ALL.iter().map(|k| ArtifactFilter {
+                artifact_type: Some(*k),
+                source_agent: None,
+            }));
+            filters.extend(AgentType::ALL.iter().map(|a| ArtifactFilter {
+                artifact_type: None,
+                source_agent: Some(*a),
+            }));
             for filter in filters {
                 let want: Vec<Id> = artifacts
                     .iter()
@@ -383,17 +497,25 @@ impl Model {
                     .map(|(id, _)| *id)
                     .collect();
                 let got = all_pages(|cursor| {
-                    let page = store.project_hitl(project, HitlFilter { status }, cursor, 2).unwrap();
+                    let page = store
+                        .project_hitl(project, HitlFilter { status }, cursor, 2)
+                        .unwrap();
                     (page.items.iter().map(|h| h.id).collect(), page.next_cursor)
                 });
                 assert_eq!(got, want, "hitl {status:?}");
             }
         }
 
-        let pending: Vec<Id> =
-            self.hitl.iter().filter(|(_, h)| h.status == HitlStatus::Pending).map(|(id, _)| *id).collect();
+        let pending: Vec<Id> = self
+            .hitl
+            .iter()
+            .filter(|(_, h)| h.status == HitlStatus::Pending)
+            .map(|(id, _)| *id)
+            .collect();
         let got = all_pages(|cursor| {
-            let page = store.hitl_by_status(HitlStatus::Pending, cursor, 4).unwrap();
+            let page = store
+                .hitl_by_status(HitlStatus::Pending, cursor, 4)
+                .unwrap();
             (page.items.iter().map(|h| h.id).collect(), page.next_cursor)
         });
         assert_eq!(got, pending);
@@ -401,17 +523,32 @@ impl Model {
         for id in &self.task_ids {
             let task = store.get_task(id).unwrap().expect("task");
             let m = &self.tasks[id];
-            assert_eq!((task.project_id, task.agent_type, task.status), (m.project, m.agent, m.status));
+            assert_eq!(
+                (task.project_id, task.agent_type, task.status),
+                (m.project, m.agent, m.status)
+            );
         }
         for id in &self.artifact_ids {
             let stored = store.get_artifact(id).unwrap();
-            let cached = store.artifact_response(id, |a| a.content.clone().into_bytes()).unwrap();
+            let cached = store
+                .artifact_response(id, |a| a.content.clone().into_bytes())
+                .unwrap();
             match self.artifacts.get(id) {
                 Some(m) => {
                     let a = stored.expect("artifact");
-                    assert_eq!((a.project_id, a.artifact_type, a.source_agent), (m.project, m.kind, m.source));
-                    assert_eq!((a.content.as_str(), a.version), (m.content.as_str(), m.version));
-                    assert_eq!(cached.as_deref(), Some(m.content.as_bytes()), "the cache is stale");
+                    assert_eq!(
+                        (a.project_id, a.artifact_type, a.source_agent),
+                        (m.project, m.kind, m.source)
+                    );
+                    assert_eq!(
+                        (a.content.as_str(), a.version),
+                        (m.content.as_str(), m.version)
+                    );
+                    assert_eq!(
+                        cached.as_deref(),
+                        Some(m.content.as_bytes()),
+                        "the cache is stale"
+                    );
                 }
                 None => {
                     assert!(stored.is_none());
@@ -420,11 +557,23 @@ impl Model {
             }
         }
         for id in &self.hitl_ids {
-            assert_eq!(store.get_hitl(id).unwrap().expect("hitl").status, self.hitl[id].status);
+            assert_eq!(
+                store.get_hitl(id).unwrap().expect("hitl").status,
+                self.hitl[id].status
+            );
         }
         for agent in store.agents().unwrap() {
-            let (status, working) = self.agents.get(&agent.agent_type).copied().unwrap_or((AgentStatus::Idle, 0));
-            assert_eq!((agent.status, agent.working_tasks), (status, working), "{}", agent.agent_type);
+            let (status, working) = self
+                .agents
+                .get(&agent.agent_type)
+                .copied()
+                .unwrap_or((AgentStatus::Idle, 0));
+            assert_eq!(
+                (agent.status, agent.working_tasks),
+                (status, working),
+                "{}",
+                agent.agent_type
+            );
         }
         let report = store.check().unwrap();
         assert!(report.is_consistent(), "{:?}", report.problems);

@@ -36,7 +36,9 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response<
         })?),
         None => None,
     };
-    let (entries, next) = state.store.agent_history(agent_type, before, query.limit()?)?;
+    let (entries, next) = state
+        .store
+        .agent_history(agent_type, before, query.limit()?)?;
     let items: Vec<Vec<u8>> = entries
         .iter()
         .map(|e| {
@@ -56,7 +58,11 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response<
 /// BotArmy: back to idle, 200 with the agent; broadcasts `agent_status_change`.
 pub async fn reset(state: &AppState, agent: &str) -> Result<Response<Body>, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
-    match state.store.write(Command::ResetAgent { agent_type }).await? {
+    match state
+        .store
+        .write(Command::ResetAgent { agent_type })
+        .await?
+    {
         Reply::Agent(agent) => {
             let body = object(|o| {
                 write(o, &agent);
@@ -72,7 +78,10 @@ fn write(o: &mut ObjectWriter<'_>, a: &Agent) {
     o.str("agent_type", a.agent_type.as_str())
         .str("status", a.status.as_str())
         .opt_id("current_task_id", a.current_task_id)
-        .opt_timestamp("last_activity", (a.last_activity > 0).then_some(a.last_activity))
+        .opt_timestamp(
+            "last_activity",
+            (a.last_activity > 0).then_some(a.last_activity),
+        )
         .opt_str("error_message", a.error_message.as_deref())
         .u64("working_tasks", u64::from(a.working_tasks));
 }

@@ -30,8 +30,9 @@ fn raw_text(raw: Box<RawValue>) -> String {
 
 pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: CreateArtifact = read_json(req, state.max_body_bytes).await?;
-    let project_id = parse_id("project_id", &body.project_id)
-        .map_err(|_| ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id)))?;
+    let project_id = parse_id("project_id", &body.project_id).map_err(|_| {
+        ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
+    })?;
     let source_agent: AgentType = parse_vocab("source_agent", &body.source_agent)?;
     let artifact_type: ArtifactType = parse_vocab("artifact_type", &body.artifact_type)?;
     let command = Command::CreateArtifact {
@@ -64,11 +65,18 @@ struct UpdateArtifact {
     metadata: Option<Box<RawValue>>,
 }
 
-pub async fn update(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn update(
+    state: &AppState,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let artifact_id = parse_id("context_id", id)?;
     let body: UpdateArtifact = read_json(req, state.max_body_bytes).await?;
     if body.content.is_none() && body.metadata.is_none() {
-        return Err(ApiError::invalid_field("body", "give content, metadata or both"));
+        return Err(ApiError::invalid_field(
+            "body",
+            "give content, metadata or both",
+        ));
     }
     let command = Command::UpdateArtifact {
         artifact_id,
@@ -83,12 +91,17 @@ pub async fn update(state: &AppState, id: &str, req: Request<Incoming>) -> Resul
 
 pub async fn delete(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
     let artifact_id = parse_id("context_id", id)?;
-    match state.store.write(Command::DeleteArtifact { artifact_id }).await? {
-        Reply::ArtifactDeleted(id) => {
-            Ok(json(StatusCode::OK, object(|o| {
+    match state
+        .store
+        .write(Command::DeleteArtifact { artifact_id })
+        .await?
+    {
+        Reply::ArtifactDeleted(id) => Ok(json(
+            StatusCode::OK,
+            object(|o| {
                 o.id("context_id", id).bool("deleted", true);
-            })))
-        }
+            }),
+        )),
         other => Err(unexpected(other)),
     }
 }
@@ -103,13 +116,27 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<B
     let with_content = match query.get("include") {
         None => false,
         Some("content") => true,
-        Some(other) => return Err(ApiError::invalid_field("include", format!("unknown value `{other}`; allowed: content"))),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "include",
+                format!("unknown value `{other}`; allowed: content"),
+            ));
+        }
     };
-    let page = state.store.project_artifacts(&project_id, filter, query.cursor(), query.limit()?)?;
+    let page =
+        state
+            .store
+            .project_artifacts(&project_id, filter, query.cursor(), query.limit()?)?;
     let items: Vec<Vec<u8>> = page
         .items
         .iter()
-        .map(|a| if with_content { encode(a) } else { encode_summary(a) })
+        .map(|a| {
+            if with_content {
+                encode(a)
+            } else {
+                encode_summary(a)
+            }
+        })
         .collect();
     Ok(bare_list(&items, page.next_cursor.as_deref()))
 }
@@ -123,14 +150,22 @@ struct Batch {
 pub async fn batch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: Batch = read_json(req, state.max_body_bytes).await?;
     if body.context_ids.len() > Limits::BATCH_IDS {
-        return Err(ApiError::invalid_field("context_ids", format!("at most {} ids", Limits::BATCH_IDS)));
+        return Err(ApiError::invalid_field(
+            "context_ids",
+            format!("at most {} ids", Limits::BATCH_IDS),
+        ));
     }
     let ids = parse_ids("context_ids", &body.context_ids)?;
     let found = state.store.artifacts_by_ids(&ids)?;
-    let missing: Vec<_> = ids.iter().filter(|id| !found.iter().any(|a| a.id == **id)).copied().collect();
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !found.iter().any(|a| a.id == **id))
+        .copied()
+        .collect();
     let items: Vec<Vec<u8>> = found.iter().map(encode).collect();
     let body = object(|o| {
-        o.raw_array("artifacts", items.iter().map(Vec::as_slice)).ids("missing", &missing);
+        o.raw_array("artifacts", items.iter().map(Vec::as_slice))
+            .ids("missing", &missing);
     });
     Ok(json(StatusCode::OK, body))
 }

@@ -9,10 +9,10 @@ use crate::http::body::Body;
 
 pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
     let project = query.id("project_id")?;
-    if let Some(p) = &project {
-        if state.store.summary(p).is_none() {
-            return Err(crate::domain::DomainError::not_found("project", p).into());
-        }
+    if let Some(p) = &project
+        && state.store.summary(p).is_none()
+    {
+        return Err(crate::domain::DomainError::not_found("project", p).into());
     }
     // `cursor` (what the previous page returned) and `since` mean the same: events after that seq.
     let since = match query.cursor() {
@@ -21,8 +21,17 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError>
         })?,
         None => query.u64("since")?.unwrap_or(0),
     };
-    let (events, more) = state.store.events(project.as_ref(), since, query.limit()?)?;
-    let next = if more { events.last().map(|(seq, _)| seq.to_string()) } else { None };
-    let items: Vec<Vec<u8>> = events.into_iter().map(|(_, json)| json.into_bytes()).collect();
+    let (events, more) = state
+        .store
+        .events(project.as_ref(), since, query.limit()?)?;
+    let next = if more {
+        events.last().map(|(seq, _)| seq.to_string())
+    } else {
+        None
+    };
+    let items: Vec<Vec<u8>> = events
+        .into_iter()
+        .map(|(_, json)| json.into_bytes())
+        .collect();
     Ok(envelope(&items, next.as_deref()))
 }

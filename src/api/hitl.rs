@@ -8,7 +8,9 @@ use serde_json::value::RawValue;
 
 use super::projects::{find, require, unexpected};
 use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
-use crate::domain::{DomainError, HitlAction, HitlStatus, Limits, OversightLevel, Vocabulary, check_len};
+use crate::domain::{
+    DomainError, HitlAction, HitlStatus, Limits, OversightLevel, Vocabulary, check_len,
+};
 use crate::http::ApiError;
 use crate::http::body::{Body, json, read_json};
 use crate::json::{ObjectWriter, object};
@@ -28,29 +30,33 @@ struct CreateHitl {
 
 pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: CreateHitl = read_json(req, state.max_body_bytes).await?;
-    let project_id = crate::domain::Id::parse(&body.project_id)
-        .ok_or_else(|| ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id)))?;
-    let task_id = match &body.task_id {
-        Some(t) => Some(
-            crate::domain::Id::parse(t)
-                .ok_or_else(|| ApiError::invalid_field("task_id", format!("`{t}` is not a UUID")))?,
-        ),
-        None => None,
-    };
+    let project_id = crate::domain::Id::parse(&body.project_id).ok_or_else(|| {
+        ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
+    })?;
+    let task_id =
+        match &body.task_id {
+            Some(t) => Some(crate::domain::Id::parse(t).ok_or_else(|| {
+                ApiError::invalid_field("task_id", format!("`{t}` is not a UUID"))
+            })?),
+            None => None,
+        };
     check_len("question", &body.question, Limits::QUESTION, true)?;
     if body.options.len() > Limits::OPTIONS {
-        return Err(ApiError::invalid_field("options", format!("at most {} options", Limits::OPTIONS)));
+        return Err(ApiError::invalid_field(
+            "options",
+            format!("at most {} options", Limits::OPTIONS),
+        ));
     }
     for (i, option) in body.options.iter().enumerate() {
         check_len(&format!("options[{i}]"), option, Limits::OPTION, true)?;
     }
-    if let Some(s) = body.expires_in_seconds {
-        if s == 0 || s > Limits::MAX_EXPIRES_IN_SECONDS {
-            return Err(ApiError::invalid_field(
-                "expires_in_seconds",
-                format!("must be from 1 to {}", Limits::MAX_EXPIRES_IN_SECONDS),
-            ));
-        }
+    if let Some(s) = body.expires_in_seconds
+        && (s == 0 || s > Limits::MAX_EXPIRES_IN_SECONDS)
+    {
+        return Err(ApiError::invalid_field(
+            "expires_in_seconds",
+            format!("must be from 1 to {}", Limits::MAX_EXPIRES_IN_SECONDS),
+        ));
     }
     let command = Command::CreateHitl {
         project_id,
@@ -102,7 +108,11 @@ struct Respond {
 }
 
 /// BotArmy: `{request_id, action, status, message, workflow_resumed}`.
-pub async fn respond(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn respond(
+    state: &AppState,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let hitl_id = parse_id("request_id", id)?;
     let body: Respond = read_json(req, state.max_body_bytes).await?;
     let action: HitlAction = parse_vocab("action", &body.action)?;
@@ -110,7 +120,12 @@ pub async fn respond(state: &AppState, id: &str, req: Request<Incoming>) -> Resu
         check_len("comment", c, Limits::COMMENT, false)?;
     }
     let content = body.content.map(|raw| String::from(Box::<str>::from(raw)));
-    let command = Command::RespondHitl { hitl_id, action, content, comment: body.comment };
+    let command = Command::RespondHitl {
+        hitl_id,
+        action,
+        content,
+        comment: body.comment,
+    };
     match state.store.write(command).await? {
         Reply::Hitl(h) => {
             let message = match action {
@@ -144,14 +159,21 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<B
         Some(s) => Some(parse_vocab::<HitlStatus>("status", s)?),
         None => None,
     };
-    let page = state.store.project_hitl(&project_id, HitlFilter { status }, query.cursor(), query.limit()?)?;
+    let page = state.store.project_hitl(
+        &project_id,
+        HitlFilter { status },
+        query.cursor(),
+        query.limit()?,
+    )?;
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
     Ok(bare_list(&items, page.next_cursor.as_deref()))
 }
 
 /// BotArmy: every pending request, oldest first, as a bare array.
 pub fn pending(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
-    let page = state.store.hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?;
+    let page = state
+        .store
+        .hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?;
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
     Ok(bare_list(&items, page.next_cursor.as_deref()))
 }
@@ -164,16 +186,29 @@ struct BulkApprove {
 }
 
 /// BotArmy: approves every listed pending request in one transaction; reports the others.
-pub async fn bulk_approve(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn bulk_approve(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let body: BulkApprove = read_json(req, state.max_body_bytes).await?;
     if body.request_ids.len() > Limits::BATCH_IDS {
-        return Err(ApiError::invalid_field("request_ids", format!("at most {} ids", Limits::BATCH_IDS)));
+        return Err(ApiError::invalid_field(
+            "request_ids",
+            format!("at most {} ids", Limits::BATCH_IDS),
+        ));
     }
     if let Some(c) = &body.comment {
         check_len("comment", c, Limits::COMMENT, false)?;
     }
     let hitl_ids = parse_ids("request_ids", &body.request_ids)?;
-    match state.store.write(Command::BulkApproveHitl { hitl_ids, comment: body.comment }).await? {
+    match state
+        .store
+        .write(Command::BulkApproveHitl {
+            hitl_ids,
+            comment: body.comment,
+        })
+        .await?
+    {
         Reply::BulkApproved { approved, skipped } => {
             let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
             let skipped: Vec<Vec<u8>> = skipped
@@ -198,7 +233,8 @@ pub async fn bulk_approve(state: &AppState, req: Request<Incoming>) -> Result<Re
 pub fn oversight_get(state: &AppState, project: &str) -> Result<Response<Body>, ApiError> {
     let p = find(state, project)?;
     let body = object(|o| {
-        o.id("project_id", p.id).str("level", p.oversight_level.as_str());
+        o.id("project_id", p.id)
+            .str("level", p.oversight_level.as_str());
     });
     Ok(json(StatusCode::OK, body))
 }
@@ -208,14 +244,23 @@ struct SetLevel {
     level: String,
 }
 
-pub async fn oversight_set(state: &AppState, project: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn oversight_set(
+    state: &AppState,
+    project: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let project_id = require(state, project)?;
     let body: SetLevel = read_json(req, state.max_body_bytes).await?;
     let level: OversightLevel = parse_vocab("level", &body.level)?;
-    match state.store.write(Command::SetOversightLevel { project_id, level }).await? {
+    match state
+        .store
+        .write(Command::SetOversightLevel { project_id, level })
+        .await?
+    {
         Reply::Project(p) => {
             let body = object(|o| {
-                o.id("project_id", p.id).str("level", p.oversight_level.as_str());
+                o.id("project_id", p.id)
+                    .str("level", p.oversight_level.as_str());
             });
             Ok(json(StatusCode::OK, body))
         }
@@ -225,7 +270,10 @@ pub async fn oversight_set(state: &AppState, project: &str, req: Request<Incomin
 
 fn load(state: &AppState, id: &str) -> Result<HitlRequest, ApiError> {
     let id = parse_id("request_id", id)?;
-    state.store.get_hitl(&id)?.ok_or_else(|| DomainError::not_found("hitl_request", id).into())
+    state
+        .store
+        .get_hitl(&id)?
+        .ok_or_else(|| DomainError::not_found("hitl_request", id).into())
 }
 
 fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
@@ -239,7 +287,8 @@ fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
         .opt_str("user_response", responded.then(|| h.status.as_str()));
     match &h.amended_content {
         Some(content) => o.object("amended_content", |a| {
-            a.raw("amended_content", content).opt_str("comment", h.response_comment.as_deref());
+            a.raw("amended_content", content)
+                .opt_str("comment", h.response_comment.as_deref());
         }),
         None => o.null("amended_content"),
     };

@@ -65,9 +65,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     let (label, result) = match matched {
         Ok((route, param)) => (route.name(), dispatch(state, route, &param, req).await),
         Err(NoRoute::NotFound) => ("unmatched", Err(ApiError::not_found_route(&path))),
-        Err(NoRoute::MethodNotAllowed(allow)) => {
-            ("unmatched", Err(ApiError::method_not_allowed(req.method(), allow)))
-        }
+        Err(NoRoute::MethodNotAllowed(allow)) => (
+            "unmatched",
+            Err(ApiError::method_not_allowed(req.method(), allow)),
+        ),
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
     if is_head {
@@ -136,7 +137,9 @@ pub(crate) fn parse_ids(field: &str, texts: &[String]) -> Result<Vec<Id>, ApiErr
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            Id::parse(t).ok_or_else(|| ApiError::invalid_field(&format!("{field}[{i}]"), format!("`{t}` is not a UUID")))
+            Id::parse(t).ok_or_else(|| {
+                ApiError::invalid_field(&format!("{field}[{i}]"), format!("`{t}` is not a UUID"))
+            })
         })
         .collect()
 }
@@ -154,7 +157,10 @@ impl Query {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// `?limit=`: 1 to 1000, default 100.
@@ -186,8 +192,9 @@ impl Query {
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
         self.get(key)
             .map(|t| {
-                t.parse::<u64>()
-                    .map_err(|_| ApiError::invalid_field(key, format!("`{t}` is not a non-negative integer")))
+                t.parse::<u64>().map_err(|_| {
+                    ApiError::invalid_field(key, format!("`{t}` is not a non-negative integer"))
+                })
             })
             .transpose()
     }
@@ -196,7 +203,8 @@ impl Query {
 /// A list in flightdeck's own envelope: `{"items":[…],"next_cursor":…}`.
 pub(crate) fn envelope(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response<Body> {
     let body = crate::json::object(|o| {
-        o.raw_array("items", items.iter().map(Vec::as_slice)).opt_str("next_cursor", next_cursor);
+        o.raw_array("items", items.iter().map(Vec::as_slice))
+            .opt_str("next_cursor", next_cursor);
     });
     crate::http::body::json(StatusCode::OK, body)
 }

@@ -24,23 +24,35 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response
     if let Some(d) = &body.description {
         check_len("description", d, Limits::DESCRIPTION, false)?;
     }
-    let command = Command::CreateProject { name: body.name, description: body.description };
+    let command = Command::CreateProject {
+        name: body.name,
+        description: body.description,
+    };
     match state.store.write(command).await? {
-        Reply::Project(p) => Ok(json(StatusCode::CREATED, encode(&p, state.store.summary(&p.id).as_ref()))),
+        Reply::Project(p) => Ok(json(
+            StatusCode::CREATED,
+            encode(&p, state.store.summary(&p.id).as_ref()),
+        )),
         other => Err(unexpected(other)),
     }
 }
 
 pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
     let page = state.store.list_projects(query.cursor(), query.limit()?)?;
-    let items: Vec<Vec<u8>> =
-        page.items.iter().map(|p| encode(p, state.store.summary(&p.id).as_ref())).collect();
+    let items: Vec<Vec<u8>> = page
+        .items
+        .iter()
+        .map(|p| encode(p, state.store.summary(&p.id).as_ref()))
+        .collect();
     Ok(envelope(&items, page.next_cursor.as_deref()))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
     let project = find(state, id)?;
-    Ok(json(StatusCode::OK, encode(&project, state.store.summary(&project.id).as_ref())))
+    Ok(json(
+        StatusCode::OK,
+        encode(&project, state.store.summary(&project.id).as_ref()),
+    ))
 }
 
 /// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`.
@@ -49,7 +61,12 @@ pub fn status(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
     let mut task_views = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = state.store.project_tasks(&project.id, TaskFilter::default(), cursor.as_deref(), super::MAX_LIMIT)?;
+        let page = state.store.project_tasks(
+            &project.id,
+            TaskFilter::default(),
+            cursor.as_deref(),
+            super::MAX_LIMIT,
+        )?;
         task_views.extend(page.items.iter().map(tasks::encode_brief));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -71,7 +88,11 @@ pub fn completion(state: &AppState, id: &str) -> Result<Response<Body>, ApiError
     let summary = state.store.summary(&project.id).unwrap_or_default();
     let total = summary.total_tasks();
     let completed = summary.count(TaskStatus::Completed);
-    let percentage = if total == 0 { 0.0 } else { (completed as f64 * 10_000.0 / total as f64).round() / 100.0 };
+    let percentage = if total == 0 {
+        0.0
+    } else {
+        (completed as f64 * 10_000.0 / total as f64).round() / 100.0
+    };
     let body = object(|o| {
         o.id("project_id", project.id)
             .f64("completion_percentage", percentage)
@@ -132,5 +153,9 @@ fn write(o: &mut ObjectWriter<'_>, p: &Project) {
 /// A reply of the wrong kind is a bug: answer 500 and log it.
 pub(crate) fn unexpected(reply: Reply) -> ApiError {
     tracing::error!(?reply, "the writer answered with an unexpected reply");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "unexpected reply from the store")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "unexpected reply from the store",
+    )
 }

@@ -21,16 +21,33 @@ struct CreateTask {
     context_ids: Vec<String>,
 }
 
-pub async fn create(state: &AppState, project: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn create(
+    state: &AppState,
+    project: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let project_id = require(state, project)?;
     let body: CreateTask = read_json(req, state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
-    check_len("instructions", &body.instructions, Limits::INSTRUCTIONS, true)?;
+    check_len(
+        "instructions",
+        &body.instructions,
+        Limits::INSTRUCTIONS,
+        true,
+    )?;
     if body.context_ids.len() > Limits::CONTEXT_IDS {
-        return Err(ApiError::invalid_field("context_ids", format!("at most {} ids", Limits::CONTEXT_IDS)));
+        return Err(ApiError::invalid_field(
+            "context_ids",
+            format!("at most {} ids", Limits::CONTEXT_IDS),
+        ));
     }
     let context_ids = parse_ids("context_ids", &body.context_ids)?;
-    let command = Command::CreateTask { project_id, agent_type, instructions: body.instructions, context_ids };
+    let command = Command::CreateTask {
+        project_id,
+        agent_type,
+        instructions: body.instructions,
+        context_ids,
+    };
     match state.store.write(command).await? {
         Reply::Task(t) => Ok(json(StatusCode::CREATED, encode(&t))),
         other => Err(unexpected(other)),
@@ -39,15 +56,23 @@ pub async fn create(state: &AppState, project: &str, req: Request<Incoming>) -> 
 
 pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
     let project_id = require(state, project)?;
-    let filter = TaskFilter { status: query.vocab("status")?, agent_type: query.vocab("agent_type")? };
-    let page = state.store.project_tasks(&project_id, filter, query.cursor(), query.limit()?)?;
+    let filter = TaskFilter {
+        status: query.vocab("status")?,
+        agent_type: query.vocab("agent_type")?,
+    };
+    let page = state
+        .store
+        .project_tasks(&project_id, filter, query.cursor(), query.limit()?)?;
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
     Ok(envelope(&items, page.next_cursor.as_deref()))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
     let id = parse_id("task_id", id)?;
-    let task = state.store.get_task(&id)?.ok_or_else(|| DomainError::not_found("task", id))?;
+    let task = state
+        .store
+        .get_task(&id)?
+        .ok_or_else(|| DomainError::not_found("task", id))?;
     Ok(json(StatusCode::OK, encode(&task)))
 }
 
@@ -60,7 +85,11 @@ struct SetStatus {
     error_message: Option<String>,
 }
 
-pub async fn set_status(state: &AppState, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn set_status(
+    state: &AppState,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let task_id = parse_id("task_id", id)?;
     let body: SetStatus = read_json(req, state.max_body_bytes).await?;
     let status: TaskStatus = parse_vocab("status", &body.status)?;
@@ -68,7 +97,12 @@ pub async fn set_status(state: &AppState, id: &str, req: Request<Incoming>) -> R
         check_len("error_message", m, Limits::ERROR_MESSAGE, false)?;
     }
     let output = body.output.map(|raw| String::from(Box::<str>::from(raw)));
-    let command = Command::SetTaskStatus { task_id, status, output, error_message: body.error_message };
+    let command = Command::SetTaskStatus {
+        task_id,
+        status,
+        output,
+        error_message: body.error_message,
+    };
     match state.store.write(command).await? {
         Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
         other => Err(unexpected(other)),

@@ -2,7 +2,9 @@ use std::fmt;
 
 /// A UUIDv7 identifier stored as its 16 bytes. Byte order equals creation-time order, so redb keys
 /// built from ids sort oldest first.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Id(pub [u8; 16]);
 
 impl Id {
@@ -24,7 +26,11 @@ impl Id {
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = uuid::Uuid::encode_buffer();
-        f.write_str(uuid::Uuid::from_bytes(self.0).hyphenated().encode_lower(&mut buf))
+        f.write_str(
+            uuid::Uuid::from_bytes(self.0)
+                .hyphenated()
+                .encode_lower(&mut buf),
+        )
     }
 }
 

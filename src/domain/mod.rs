@@ -7,11 +7,9 @@ mod time;
 mod vocab;
 
 pub use ids::Id;
-pub use rules::{
-    DomainError, Limits, TaskTransition, check_len, hitl_outcome, task_transition,
-};
+pub use rules::{DomainError, Limits, TaskTransition, check_len, hitl_outcome, task_transition};
 pub use time::{Micros, format_timestamp, now_micros};
 pub use vocab::{
-    AgentStatus, AgentType, ArtifactType, EventType, HitlAction, HitlStatus, OversightLevel, ProjectStatus,
-    TaskStatus, Vocabulary,
+    AgentStatus, AgentType, ArtifactType, EventType, HitlAction, HitlStatus, OversightLevel,
+    ProjectStatus, TaskStatus, Vocabulary,
 };

@@ -19,11 +19,17 @@ pub enum DomainError {
 
 impl DomainError {
     pub fn not_found(kind: &'static str, id: impl ToString) -> DomainError {
-        DomainError::NotFound { kind, id: id.to_string() }
+        DomainError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> DomainError {
-        DomainError::InvalidField { field: field.into(), message: message.into() }
+        DomainError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn unknown_value<V: Vocabulary>(field: &str, got: &str) -> DomainError {
@@ -143,7 +149,10 @@ mod tests {
         ];
         for from in TaskStatus::ALL {
             for to in TaskStatus::ALL {
-                let expected = legal.iter().find(|(f, t, _)| f == from && t == to).map(|l| l.2);
+                let expected = legal
+                    .iter()
+                    .find(|(f, t, _)| f == from && t == to)
+                    .map(|l| l.2);
                 match (task_transition(*from, *to), expected) {
                     (Ok(got), Some(want)) => assert_eq!(got, want),
                     (Err(DomainError::InvalidTransition { .. }), None) => {}
@@ -155,8 +164,14 @@ mod tests {
 
     #[test]
     fn hitl_is_answered_once() {
-        assert_eq!(hitl_outcome(HitlStatus::Pending, HitlAction::Amend), Ok(HitlStatus::Amended));
-        for status in HitlStatus::ALL.iter().filter(|s| **s != HitlStatus::Pending) {
+        assert_eq!(
+            hitl_outcome(HitlStatus::Pending, HitlAction::Amend),
+            Ok(HitlStatus::Amended)
+        );
+        for status in HitlStatus::ALL
+            .iter()
+            .filter(|s| **s != HitlStatus::Pending)
+        {
             assert!(hitl_outcome(*status, HitlAction::Approve).is_err());
         }
     }

@@ -16,7 +16,10 @@ pub const MAX_JSON_DEPTH: usize = 64;
 pub type Body = Full<Bytes>;
 
 /// Reads and decodes a JSON body of at most `limit` bytes.
-pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
     let bytes = read_body(req, limit, true).await?;
     decode_json(&bytes)
 }
@@ -33,14 +36,23 @@ pub async fn read_optional_json<T: DeserializeOwned>(
         .is_some_and(|v| v.as_bytes() == b"0");
     let has_type = req.headers().contains_key(header::CONTENT_TYPE);
     let bytes = read_body(req, limit, false).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) && (declared_empty || !has_type || bytes.is_empty()) {
+    if bytes.iter().all(u8::is_ascii_whitespace)
+        && (declared_empty || !has_type || bytes.is_empty())
+    {
         return decode_json(b"{}");
     }
     decode_json(&bytes)
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize, require_type: bool) -> Result<Bytes, ApiError> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    require_type: bool,
+) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     match content_type {
         Some(ct) if is_json(ct) => {}
         None if !require_type => {}
@@ -73,13 +85,22 @@ async fn read_body(req: Request<Incoming>, limit: usize, require_type: bool) -> 
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))),
+        Err(e) => Err(ApiError::bad_request(
+            "body_read_failed",
+            format!("reading the body failed: {e}"),
+        )),
     }
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Decodes JSON: 400 for malformed or too deeply nested text, 422 naming the field for a value of
@@ -96,13 +117,22 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() {
-            let field = if path == "." { "body".to_string() } else { path };
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
             ApiError::invalid_field(&field, strip_position(&inner.to_string()))
         } else {
-            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {inner}"))
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            )
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
     Ok(value)
 }
 
@@ -125,7 +155,10 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 /// An empty response (204).
 pub fn empty(status: StatusCode) -> Response<Body> {
-    Response::builder().status(status).body(Full::new(Bytes::new())).expect("no headers")
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()))
+        .expect("no headers")
 }
 
 #[cfg(test)]

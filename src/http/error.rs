@@ -22,7 +22,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code: code.into(),
@@ -45,7 +49,11 @@ impl ApiError {
     }
 
     pub fn not_found_route(path: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route for {path}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            format!("no route for {path}"),
+        )
     }
 
     pub fn method_not_allowed(method: &hyper::Method, allow: &'static str) -> ApiError {
@@ -74,22 +82,28 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             builder = builder.header(header::RETRY_AFTER, seconds);
         }
-        builder.body(Full::new(Bytes::from(body))).expect("static headers are valid")
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .expect("static headers are valid")
     }
 }
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         match &e {
-            DomainError::NotFound { kind, .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, format!("{kind}_not_found"), e.to_string())
-            }
+            DomainError::NotFound { kind, .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{kind}_not_found"),
+                e.to_string(),
+            ),
             DomainError::InvalidTransition { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
             }
-            DomainError::InvalidField { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
-            }
+            DomainError::InvalidField { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -98,18 +112,28 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::InvalidCursor => ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued"),
+            StoreError::InvalidCursor => {
+                ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
+            }
             StoreError::Overloaded => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
             },
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
             },
             StoreError::Storage(_) | StoreError::Corrupt(_) | StoreError::NewerSchema { .. } => {
                 tracing::error!(error = %e, "store failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_error",
+                    e.to_string(),
+                )
             }
         }
     }

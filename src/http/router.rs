@@ -93,8 +93,13 @@ pub enum NoRoute {
 /// Matches a request. Segments are compared as they come; ids are validated by the handlers.
 pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute> {
     use Route::*;
-    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    let Some(rest) = path.strip_prefix("/api/v1/") else { return Err(NoRoute::NotFound) };
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return Err(NoRoute::NotFound);
+    };
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.iter().any(|s| s.is_empty()) {
         return Err(NoRoute::NotFound);
@@ -104,16 +109,24 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
     let post = m == Method::POST;
     // (route if the method fits, Allow header of the path)
     let found: (Option<(Route, &str)>, &'static str) = match segments.as_slice() {
-        ["projects"] => (pick2(get, ProjectsList, post, ProjectsCreate, ""), "GET, HEAD, POST"),
+        ["projects"] => (
+            pick2(get, ProjectsList, post, ProjectsCreate, ""),
+            "GET, HEAD, POST",
+        ),
         ["projects", id] => (get.then_some((ProjectGet, *id)), "GET, HEAD"),
         ["projects", id, "status"] => (get.then_some((ProjectStatus, *id)), "GET, HEAD"),
         ["projects", id, "completion"] => (get.then_some((ProjectCompletion, *id)), "GET, HEAD"),
-        ["projects", id, "tasks"] => (pick2(get, ProjectTasksList, post, ProjectTasksCreate, id), "GET, HEAD, POST"),
+        ["projects", id, "tasks"] => (
+            pick2(get, ProjectTasksList, post, ProjectTasksCreate, id),
+            "GET, HEAD, POST",
+        ),
         ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
         ["tasks", id, "status"] => (post.then_some((TaskSetStatus, *id)), "POST"),
         ["agents", "status"] => (get.then_some((AgentsStatus, "")), "GET, HEAD"),
         ["agents", "status", agent] => (get.then_some((AgentStatus, *agent)), "GET, HEAD"),
-        ["agents", "status-history", agent] => (get.then_some((AgentStatusHistory, *agent)), "GET, HEAD"),
+        ["agents", "status-history", agent] => {
+            (get.then_some((AgentStatusHistory, *agent)), "GET, HEAD")
+        }
         ["agents", "status", agent, "reset"] => (post.then_some((AgentReset, *agent)), "POST"),
         ["context", "artifacts"] => (post.then_some((ArtifactCreate, "")), "POST"),
         ["context", "artifacts", "batch"] => (post.then_some((ArtifactBatch, "")), "POST"),
@@ -129,14 +142,19 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
             };
             (r.map(|r| (r, *id)), "DELETE, GET, HEAD, PATCH")
         }
-        ["context", "project", id, "artifacts"] => (get.then_some((ProjectArtifacts, *id)), "GET, HEAD"),
+        ["context", "project", id, "artifacts"] => {
+            (get.then_some((ProjectArtifacts, *id)), "GET, HEAD")
+        }
         ["hitl"] => (post.then_some((HitlCreate, "")), "POST"),
         ["hitl", "pending"] => (get.then_some((HitlPending, "")), "GET, HEAD"),
         ["hitl", "bulk", "approve"] => (post.then_some((HitlBulkApprove, "")), "POST"),
-        ["hitl", "project", id, "requests"] => (get.then_some((HitlProjectRequests, *id)), "GET, HEAD"),
-        ["hitl", "project", id, "oversight-level"] => {
-            (pick2(get, OversightGet, post, OversightSet, id), "GET, HEAD, POST")
+        ["hitl", "project", id, "requests"] => {
+            (get.then_some((HitlProjectRequests, *id)), "GET, HEAD")
         }
+        ["hitl", "project", id, "oversight-level"] => (
+            pick2(get, OversightGet, post, OversightSet, id),
+            "GET, HEAD, POST",
+        ),
         ["hitl", id] => (get.then_some((HitlGet, *id)), "GET, HEAD"),
         ["hitl", id, "history"] => (get.then_some((HitlHistory, *id)), "GET, HEAD"),
         ["hitl", id, "respond"] => (post.then_some((HitlRespond, *id)), "POST"),
@@ -149,7 +167,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
     }
 }
 
-fn pick2<'p>(a: bool, ra: Route, b: bool, rb: Route, param: &'p str) -> Option<(Route, &'p str)> {
+fn pick2(a: bool, ra: Route, b: bool, rb: Route, param: &str) -> Option<(Route, &str)> {
     if a {
         Some((ra, param))
     } else if b {
@@ -175,19 +193,59 @@ mod tests {
         check(Method::POST, "/api/v1/projects", Ok((ProjectsCreate, "")));
         check(Method::POST, "/api/v1/projects/", Ok((ProjectsCreate, "")));
         check(Method::GET, "/api/v1/projects", Ok((ProjectsList, "")));
-        check(Method::GET, &format!("/api/v1/projects/{id}/status"), Ok((ProjectStatus, id)));
-        check(Method::GET, &format!("/api/v1/projects/{id}/status/"), Ok((ProjectStatus, id)));
-        check(Method::POST, "/api/v1/context/artifacts/batch", Ok((ArtifactBatch, "")));
-        check(Method::GET, "/api/v1/context/artifacts/batch", Err(NoRoute::MethodNotAllowed("POST")));
-        check(Method::PATCH, &format!("/api/v1/context/artifacts/{id}"), Ok((ArtifactUpdate, id)));
+        check(
+            Method::GET,
+            &format!("/api/v1/projects/{id}/status"),
+            Ok((ProjectStatus, id)),
+        );
+        check(
+            Method::GET,
+            &format!("/api/v1/projects/{id}/status/"),
+            Ok((ProjectStatus, id)),
+        );
+        check(
+            Method::POST,
+            "/api/v1/context/artifacts/batch",
+            Ok((ArtifactBatch, "")),
+        );
+        check(
+            Method::GET,
+            "/api/v1/context/artifacts/batch",
+            Err(NoRoute::MethodNotAllowed("POST")),
+        );
+        check(
+            Method::PATCH,
+            &format!("/api/v1/context/artifacts/{id}"),
+            Ok((ArtifactUpdate, id)),
+        );
         check(Method::GET, "/api/v1/hitl/pending", Ok((HitlPending, "")));
-        check(Method::GET, &format!("/api/v1/hitl/{id}"), Ok((HitlGet, id)));
-        check(Method::POST, "/api/v1/agents/status/coder/reset", Ok((AgentReset, "coder")));
+        check(
+            Method::GET,
+            &format!("/api/v1/hitl/{id}"),
+            Ok((HitlGet, id)),
+        );
+        check(
+            Method::POST,
+            "/api/v1/agents/status/coder/reset",
+            Ok((AgentReset, "coder")),
+        );
         check(Method::HEAD, "/api/v1/events", Ok((EventsList, "")));
-        check(Method::PUT, "/api/v1/projects", Err(NoRoute::MethodNotAllowed("GET, HEAD, POST")));
-        check(Method::GET, "/api/v1/tasks/x/status", Err(NoRoute::MethodNotAllowed("POST")));
+        check(
+            Method::PUT,
+            "/api/v1/projects",
+            Err(NoRoute::MethodNotAllowed("GET, HEAD, POST")),
+        );
+        check(
+            Method::GET,
+            "/api/v1/tasks/x/status",
+            Err(NoRoute::MethodNotAllowed("POST")),
+        );
         check(Method::GET, "/api/v1/nope", Err(NoRoute::NotFound));
-        check(Method::GET, "/api/v1/projects//status", Err(NoRoute::NotFound));
+        check(
+            Method::GET,
+            "/api/v1/projects//status",
+            Err(NoRoute::NotFound),
+        );
         check(Method::GET, "/api/v2/projects", Err(NoRoute::NotFound));
         check(Method::GET, "/", Err(NoRoute::NotFound));
     }

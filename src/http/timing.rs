@@ -54,7 +54,10 @@ where
         Box::pin(async move {
             let Ok(mut response) = future.await;
             let elapsed = start.elapsed();
-            let route = response.extensions().get::<RouteLabel>().map_or("unmatched", |r| r.0);
+            let route = response
+                .extensions()
+                .get::<RouteLabel>()
+                .map_or("unmatched", |r| r.0);
             let status = status_label(response.status().as_u16());
             metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
             metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route, "status" => status)
@@ -105,10 +108,12 @@ fn status_label(code: u16) -> &'static str {
         500 => "500",
         503 => "503",
         507 => "507",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        _ => match code / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
     }
 }

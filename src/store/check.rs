@@ -40,7 +40,10 @@ impl CheckReport {
 pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
     let path = data_dir.join(DB_FILE);
     if !path.exists() {
-        return Err(StoreError::Storage(format!("no database at {}", path.display())));
+        return Err(StoreError::Storage(format!(
+            "no database at {}",
+            path.display()
+        )));
     }
     let db = redb::Database::open(&path)
         .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
@@ -51,9 +54,16 @@ pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
 pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError> {
     let txn = db.begin_read()?;
     let mut report = CheckReport::default();
-    if let Some(v) = txn.open_table(tables::META)?.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value()) {
+    if let Some(v) = txn
+        .open_table(tables::META)?
+        .get(tables::META_SCHEMA_VERSION)?
+        .map(|v| v.value())
+    {
         if v > tables::SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { found: v, supported: tables::SCHEMA_VERSION });
+            return Err(StoreError::NewerSchema {
+                found: v,
+                supported: tables::SCHEMA_VERSION,
+            });
         }
     } else {
         report.problem("meta: no schema version".into());
@@ -79,7 +89,11 @@ fn check_records<T: DeserializeOwned>(
         match decode::<T>(value.value()) {
             Ok(record) => {
                 if id_of(&record).0 != *key.value() {
-                    report.problem(format!("{}: key {} holds a record with another id", def, Id(*key.value())));
+                    report.problem(format!(
+                        "{}: key {} holds a record with another id",
+                        def,
+                        Id(*key.value())
+                    ));
                 }
                 visit(&record);
             }
@@ -93,7 +107,7 @@ fn check_records<T: DeserializeOwned>(
 fn check_index<const N: usize>(
     txn: &ReadTransaction,
     def: TableDefinition<&'static [u8; N], ()>,
-    expected: &mut Vec<[u8; N]>,
+    mut expected: Vec<[u8; N]>,
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
     expected.sort_unstable();
@@ -112,15 +126,24 @@ fn check_index<const N: usize>(
                 j += 1;
             }
             (Some(e), Some(a)) if e > a => {
-                report.problem(format!("{def}: entry for record {} matches no record", trailing_id(a)));
+                report.problem(format!(
+                    "{def}: entry for record {} matches no record",
+                    trailing_id(a)
+                ));
                 j += 1;
             }
             (Some(e), _) => {
-                report.problem(format!("{def}: missing entry for record {}", trailing_id(e)));
+                report.problem(format!(
+                    "{def}: missing entry for record {}",
+                    trailing_id(e)
+                ));
                 i += 1;
             }
             (None, Some(a)) => {
-                report.problem(format!("{def}: entry for record {} matches no record", trailing_id(a)));
+                report.problem(format!(
+                    "{def}: entry for record {} matches no record",
+                    trailing_id(a)
+                ));
                 j += 1;
             }
             (None, None) => break,
@@ -132,13 +155,34 @@ fn check_index<const N: usize>(
 fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
     let mut keys: Vec<TaskKeys> = Vec::new();
     let mut owners: Vec<(Id, Id)> = Vec::new();
-    check_records::<Task>(txn, tables::TASKS, report, |t| t.id, |t| {
-        keys.push(TaskKeys::of(t));
-        owners.push((t.id, t.project_id));
-    })?;
-    check_index(txn, tables::TASKS_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
-    check_index(txn, tables::TASKS_BY_PROJECT_STATUS, &mut keys.iter().map(|k| k.by_status).collect(), report)?;
-    check_index(txn, tables::TASKS_BY_PROJECT_AGENT, &mut keys.iter().map(|k| k.by_agent).collect(), report)?;
+    check_records::<Task>(
+        txn,
+        tables::TASKS,
+        report,
+        |t| t.id,
+        |t| {
+            keys.push(TaskKeys::of(t));
+            owners.push((t.id, t.project_id));
+        },
+    )?;
+    check_index(
+        txn,
+        tables::TASKS_BY_PROJECT,
+        keys.iter().map(|k| k.by_project).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::TASKS_BY_PROJECT_STATUS,
+        keys.iter().map(|k| k.by_status).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::TASKS_BY_PROJECT_AGENT,
+        keys.iter().map(|k| k.by_agent).collect(),
+        report,
+    )?;
     let projects = txn.open_table(tables::PROJECTS)?;
     for (task, project) in owners {
         if projects.get(project.as_bytes())?.is_none() {
@@ -150,19 +194,61 @@ fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), St
 
 fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
     let mut keys: Vec<ArtifactKeys> = Vec::new();
-    check_records::<Artifact>(txn, tables::ARTIFACTS, report, |a| a.id, |a| keys.push(ArtifactKeys::of(a)))?;
-    check_index(txn, tables::ARTIFACTS_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
-    check_index(txn, tables::ARTIFACTS_BY_PROJECT_TYPE, &mut keys.iter().map(|k| k.by_type).collect(), report)?;
-    check_index(txn, tables::ARTIFACTS_BY_PROJECT_SOURCE, &mut keys.iter().map(|k| k.by_source).collect(), report)?;
+    check_records::<Artifact>(
+        txn,
+        tables::ARTIFACTS,
+        report,
+        |a| a.id,
+        |a| keys.push(ArtifactKeys::of(a)),
+    )?;
+    check_index(
+        txn,
+        tables::ARTIFACTS_BY_PROJECT,
+        keys.iter().map(|k| k.by_project).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::ARTIFACTS_BY_PROJECT_TYPE,
+        keys.iter().map(|k| k.by_type).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::ARTIFACTS_BY_PROJECT_SOURCE,
+        keys.iter().map(|k| k.by_source).collect(),
+        report,
+    )?;
     Ok(())
 }
 
 fn check_hitl(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
     let mut keys: Vec<HitlKeys> = Vec::new();
-    check_records::<HitlRequest>(txn, tables::HITL, report, |h| h.id, |h| keys.push(HitlKeys::of(h)))?;
-    check_index(txn, tables::HITL_BY_PROJECT, &mut keys.iter().map(|k| k.by_project).collect(), report)?;
-    check_index(txn, tables::HITL_BY_PROJECT_STATUS, &mut keys.iter().map(|k| k.by_project_status).collect(), report)?;
-    check_index(txn, tables::HITL_BY_STATUS, &mut keys.iter().map(|k| k.by_status).collect(), report)?;
+    check_records::<HitlRequest>(
+        txn,
+        tables::HITL,
+        report,
+        |h| h.id,
+        |h| keys.push(HitlKeys::of(h)),
+    )?;
+    check_index(
+        txn,
+        tables::HITL_BY_PROJECT,
+        keys.iter().map(|k| k.by_project).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::HITL_BY_PROJECT_STATUS,
+        keys.iter().map(|k| k.by_project_status).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::HITL_BY_STATUS,
+        keys.iter().map(|k| k.by_status).collect(),
+        report,
+    )?;
     Ok(())
 }
 
@@ -173,17 +259,19 @@ fn check_events(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
         let (key, value) = entry?;
         let seq = key.value();
         report.events += 1;
-        if let Some(p) = previous {
-            if seq != p + 1 {
-                report.problem(format!("events: gap between seq {p} and {seq}"));
-            }
+        if let Some(p) = previous
+            && seq != p + 1
+        {
+            report.problem(format!("events: gap between seq {p} and {seq}"));
         }
         previous = Some(seq);
         match decode::<EventRecord>(value.value()) {
             Ok(record) => {
                 match serde_json::from_str::<serde_json::Value>(&record.json) {
                     Ok(v) if v["seq"].as_u64() == Some(seq) => {}
-                    _ => report.problem(format!("events: seq {seq} holds a frame with another seq or bad JSON")),
+                    _ => report.problem(format!(
+                        "events: seq {seq} holds a frame with another seq or bad JSON"
+                    )),
                 }
                 if let Some(project) = record.project_id {
                     expected.push(tables::event_project_key(&project, seq));
@@ -192,11 +280,16 @@ fn check_events(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
             Err(e) => report.problem(format!("events: seq {seq}: {e}")),
         }
     }
-    let recorded = txn.open_table(tables::META)?.get(tables::META_LAST_SEQ)?.map(|v| v.value());
-    if let (Some(last), Some(recorded)) = (previous, recorded) {
-        if recorded != last {
-            report.problem(format!("meta: last_seq is {recorded} but the newest event is {last}"));
-        }
+    let recorded = txn
+        .open_table(tables::META)?
+        .get(tables::META_LAST_SEQ)?
+        .map(|v| v.value());
+    if let (Some(last), Some(recorded)) = (previous, recorded)
+        && recorded != last
+    {
+        report.problem(format!(
+            "meta: last_seq is {recorded} but the newest event is {last}"
+        ));
     }
     // The (project, seq) keys do not end with a record id; compare them directly.
     expected.sort_unstable();
@@ -207,8 +300,14 @@ fn check_events(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
         actual.push(*key.value());
     }
     if actual != expected {
-        let missing = expected.iter().filter(|k| actual.binary_search(k).is_err()).count();
-        let extra = actual.iter().filter(|k| expected.binary_search(k).is_err()).count();
+        let missing = expected
+            .iter()
+            .filter(|k| actual.binary_search(k).is_err())
+            .count();
+        let extra = actual
+            .iter()
+            .filter(|k| expected.binary_search(k).is_err())
+            .count();
         report.problem(format!(
             "ix_events_project: {missing} entries missing, {extra} entries match no event"
         ));

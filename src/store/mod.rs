@@ -30,7 +30,9 @@ use crate::events::Publisher;
 
 pub use check::{CheckReport, check_database};
 pub use read::{ArtifactFilter, HitlFilter, Page, TaskFilter};
-pub use records::{Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, Project, Task};
+pub use records::{
+    Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, Project, Task,
+};
 pub use writer::{Command, Reply};
 
 /// The file inside the data directory that holds the database.
@@ -183,7 +185,10 @@ impl Store {
         let shared = Arc::new(Shared {
             db,
             summaries: RwLock::new(summaries),
-            cache: Mutex::new(ArtifactCache { entries: lru::LruCache::new(cache_entries), epoch: 0 }),
+            cache: Mutex::new(ArtifactCache {
+                entries: lru::LruCache::new(cache_entries),
+                epoch: 0,
+            }),
             latest_seq: AtomicU64::new(latest_seq),
             queue_depth: AtomicUsize::new(0),
             writer_alive: AtomicBool::new(true),
@@ -194,12 +199,18 @@ impl Store {
 
     /// Queues a write and waits for its durable commit.
     pub async fn write(&self, command: Command) -> Result<Reply, StoreError> {
-        self.writer.submit(command)?.await.map_err(|_| StoreError::WriterGone)?
+        self.writer
+            .submit(command)?
+            .await
+            .map_err(|_| StoreError::WriterGone)?
     }
 
     /// `write` for callers outside an async runtime (tests, tools).
     pub fn write_blocking(&self, command: Command) -> Result<Reply, StoreError> {
-        self.writer.submit(command)?.blocking_recv().map_err(|_| StoreError::WriterGone)?
+        self.writer
+            .submit(command)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterGone)?
     }
 
     /// Stops the writer after it has committed everything already queued. Idempotent.
@@ -245,7 +256,10 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
         let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
         match found {
             Some(v) if v > tables::SCHEMA_VERSION => {
-                return Err(StoreError::NewerSchema { found: v, supported: tables::SCHEMA_VERSION });
+                return Err(StoreError::NewerSchema {
+                    found: v,
+                    supported: tables::SCHEMA_VERSION,
+                });
             }
             Some(_) => {}
             None => {

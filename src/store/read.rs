@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::de::DeserializeOwned;
 
 use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabulary};
@@ -92,7 +94,9 @@ impl Store {
             }
             cache.epoch
         };
-        let Some(artifact) = self.get_artifact(id)? else { return Ok(None) };
+        let Some(artifact) = self.get_artifact(id)? else {
+            return Ok(None);
+        };
         let encoded = Bytes::from(encode(&artifact));
         let mut cache = self.shared.cache.lock();
         // An invalidation since we looked means what we read may be older than the committed state.
@@ -103,7 +107,11 @@ impl Store {
     }
 
     /// Projects, newest first.
-    pub fn list_projects(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Project>, StoreError> {
+    pub fn list_projects(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Project>, StoreError> {
         let txn = self.txn()?;
         let table = txn.open_table(tables::PROJECTS)?;
         let after = cursor.map(decode_cursor).transpose()?;
@@ -155,9 +163,15 @@ impl Store {
                 tables::TASKS,
                 keep,
             )?,
-            (None, None) => {
-                scan(&txn, tables::TASKS_BY_PROJECT, &project.0, after, limit, tables::TASKS, keep)?
-            }
+            (None, None) => scan(
+                &txn,
+                tables::TASKS_BY_PROJECT,
+                &project.0,
+                after,
+                limit,
+                tables::TASKS,
+                keep,
+            )?,
         };
         Ok(paginate(items, limit, |t| t.id))
     }
@@ -241,7 +255,15 @@ impl Store {
                 tables::HITL,
                 |_| true,
             )?,
-            None => scan(&txn, tables::HITL_BY_PROJECT, &project.0, after, limit, tables::HITL, |_| true)?,
+            None => scan(
+                &txn,
+                tables::HITL_BY_PROJECT,
+                &project.0,
+                after,
+                limit,
+                tables::HITL,
+                |_| true,
+            )?,
         };
         Ok(paginate(items, limit, |h| h.id))
     }
@@ -255,8 +277,15 @@ impl Store {
     ) -> Result<Page<HitlRequest>, StoreError> {
         let txn = self.txn()?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let items =
-            scan(&txn, tables::HITL_BY_STATUS, &[status.code()], after, limit, tables::HITL, |_| true)?;
+        let items = scan(
+            &txn,
+            tables::HITL_BY_STATUS,
+            &[status.code()],
+            after,
+            limit,
+            tables::HITL,
+            |_| true,
+        )?;
         Ok(paginate(items, limit, |h| h.id))
     }
 
@@ -308,7 +337,11 @@ impl Store {
         }
         let more = items.len() > limit;
         items.truncate(limit);
-        let next = if more { items.last().map(|e| e.seq) } else { None };
+        let next = if more {
+            items.last().map(|e| e.seq)
+        } else {
+            None
+        };
         Ok((items, next))
     }
 
@@ -380,7 +413,11 @@ impl Store {
     }
 }
 
-fn get<T: DeserializeOwned>(txn: &ReadTransaction, def: RecordDef, id: &Id) -> Result<Option<T>, StoreError> {
+fn get<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    def: RecordDef,
+    id: &Id,
+) -> Result<Option<T>, StoreError> {
     let table = txn.open_table(def)?;
     match table.get(id.as_bytes())? {
         Some(bytes) => Ok(Some(decode(bytes.value())?)),
@@ -432,9 +469,9 @@ fn scan<T: DeserializeOwned, const N: usize>(
     for entry in range {
         let (key, _) = entry?;
         let id = trailing_id(key.value());
-        let bytes = records
-            .get(id.as_bytes())?
-            .ok_or_else(|| StoreError::Corrupt(format!("index entry names {id}, which is missing")))?;
+        let bytes = records.get(id.as_bytes())?.ok_or_else(|| {
+            StoreError::Corrupt(format!("index entry names {id}, which is missing"))
+        })?;
         let record: T = decode(bytes.value())?;
         if keep(&record) {
             items.push(record);
@@ -449,7 +486,11 @@ fn scan<T: DeserializeOwned, const N: usize>(
 fn paginate<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T> {
     let more = items.len() > limit;
     items.truncate(limit);
-    let next_cursor = if more { items.last().map(|t| encode_cursor(&id(t))) } else { None };
+    let next_cursor = if more {
+        items.last().map(|t| encode_cursor(&id(t)))
+    } else {
+        None
+    };
     Page { items, next_cursor }
 }
 
@@ -468,7 +509,12 @@ pub(crate) fn rebuild_summaries(
         let k = key.value();
         let project = Id(k[..16].try_into().expect("16 bytes"));
         let status = usize::from(k[16]);
-        if let Some(slot) = summaries.entry(project).or_default().task_counts.get_mut(status) {
+        if let Some(slot) = summaries
+            .entry(project)
+            .or_default()
+            .task_counts
+            .get_mut(status)
+        {
             *slot += 1;
         }
     }
@@ -497,8 +543,16 @@ pub(crate) fn rebuild_summaries(
             summary.latest_seq = u64::from_be_bytes(seq);
         }
     }
-    let newest_logged = txn.open_table(tables::EVENTS)?.last()?.map(|(k, _)| k.value()).unwrap_or(0);
-    let recorded = txn.open_table(tables::META)?.get(tables::META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+    let newest_logged = txn
+        .open_table(tables::EVENTS)?
+        .last()?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0);
+    let recorded = txn
+        .open_table(tables::META)?
+        .get(tables::META_LAST_SEQ)?
+        .map(|v| v.value())
+        .unwrap_or(0);
     let latest_seq = newest_logged.max(recorded);
     Ok((summaries, latest_seq))
 }

@@ -27,7 +27,8 @@ pub const AGENT_HISTORY: TableDefinition<&[u8; 9], &[u8]> = TableDefinition::new
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// (project, task)
-pub const TASKS_BY_PROJECT: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ix_tasks_project");
+pub const TASKS_BY_PROJECT: TableDefinition<&[u8; 32], ()> =
+    TableDefinition::new("ix_tasks_project");
 /// (project, status code, task)
 pub const TASKS_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
     TableDefinition::new("ix_tasks_project_status");

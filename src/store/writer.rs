@@ -18,12 +18,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use crate::domain::TaskTransition;
 use crate::domain::{
     AgentStatus, AgentType, ArtifactType, DomainError, EventType, HitlAction, HitlStatus, Id,
     Micros, OversightLevel, ProjectStatus, TaskStatus, Vocabulary, hitl_outcome, now_micros,
     task_transition,
 };
-use crate::domain::TaskTransition;
 use crate::events::{self, CommittedEvent, EventDraft, Publisher};
 use crate::json::object_string;
 
@@ -35,7 +35,10 @@ use super::{Durability, ProjectSummary, Shared, StoreConfig, StoreError};
 /// A change to the store.
 #[derive(Clone, Debug)]
 pub enum Command {
-    CreateProject { name: String, description: Option<String> },
+    CreateProject {
+        name: String,
+        description: Option<String>,
+    },
     CreateTask {
         project_id: Id,
         agent_type: AgentType,
@@ -49,7 +52,9 @@ pub enum Command {
         output: Option<String>,
         error_message: Option<String>,
     },
-    ResetAgent { agent_type: AgentType },
+    ResetAgent {
+        agent_type: AgentType,
+    },
     CreateArtifact {
         project_id: Id,
         source_agent: AgentType,
@@ -66,7 +71,9 @@ pub enum Command {
         /// JSON text.
         metadata: Option<String>,
     },
-    DeleteArtifact { artifact_id: Id },
+    DeleteArtifact {
+        artifact_id: Id,
+    },
     CreateHitl {
         project_id: Id,
         task_id: Option<Id>,
@@ -81,8 +88,14 @@ pub enum Command {
         content: Option<String>,
         comment: Option<String>,
     },
-    BulkApproveHitl { hitl_ids: Vec<Id>, comment: Option<String> },
-    SetOversightLevel { project_id: Id, level: OversightLevel },
+    BulkApproveHitl {
+        hitl_ids: Vec<Id>,
+        comment: Option<String>,
+    },
+    SetOversightLevel {
+        project_id: Id,
+        level: OversightLevel,
+    },
 }
 
 /// What a committed command produced.
@@ -96,7 +109,10 @@ pub enum Reply {
     Hitl(HitlRequest),
     /// The request had passed its `expires_at`: it is now `expired` and was not answered.
     HitlExpired(HitlRequest),
-    BulkApproved { approved: Vec<HitlRequest>, skipped: Vec<(Id, String)> },
+    BulkApproved {
+        approved: Vec<HitlRequest>,
+        skipped: Vec<(Id, String)>,
+    },
 }
 
 enum Msg {
@@ -135,7 +151,9 @@ impl WriterHandle {
     }
 
     pub(crate) fn close(&self) {
-        let Some(thread) = self.thread.lock().take() else { return };
+        let Some(thread) = self.thread.lock().take() else {
+            return;
+        };
         let _ = self.tx.send(Msg::Shutdown);
         let _ = thread.join();
     }
@@ -156,10 +174,19 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("flightdeck-writer".into())
         .spawn(move || {
-            let writer = Writer { shared: thread_shared, durability, max_batch, publisher };
+            let writer = Writer {
+                shared: thread_shared,
+                durability,
+                max_batch,
+                publisher,
+            };
             writer.run(rx);
         })?;
-    Ok(WriterHandle { tx, thread: Arc::new(Mutex::new(Some(thread))), shared })
+    Ok(WriterHandle {
+        tx,
+        thread: Arc::new(Mutex::new(Some(thread))),
+        shared,
+    })
 }
 
 struct Writer {
@@ -190,11 +217,12 @@ impl Writer {
                 }
             }
             if !pending.is_empty() {
-                self.shared.queue_depth.fetch_sub(pending.len(), Ordering::Relaxed);
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.commit_batch(pending, &mut next_seq)
-                    }));
+                self.shared
+                    .queue_depth
+                    .fetch_sub(pending.len(), Ordering::Relaxed);
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.commit_batch(pending, &mut next_seq)
+                }));
                 if outcome.is_err() {
                     tracing::error!("the writer panicked while committing a batch; stopping");
                     break;
@@ -406,26 +434,45 @@ impl<'t> Batch<'t> {
     fn apply(&mut self, command: Command) -> ApplyResult<Reply> {
         match command {
             Command::CreateProject { name, description } => self.create_project(name, description),
-            Command::CreateTask { project_id, agent_type, instructions, context_ids } => {
-                self.create_task(project_id, agent_type, instructions, context_ids)
-            }
-            Command::SetTaskStatus { task_id, status, output, error_message } => {
-                self.set_task_status(task_id, status, output, error_message)
-            }
+            Command::CreateTask {
+                project_id,
+                agent_type,
+                instructions,
+                context_ids,
+            } => self.create_task(project_id, agent_type, instructions, context_ids),
+            Command::SetTaskStatus {
+                task_id,
+                status,
+                output,
+                error_message,
+            } => self.set_task_status(task_id, status, output, error_message),
             Command::ResetAgent { agent_type } => self.reset_agent(agent_type),
-            Command::CreateArtifact { project_id, source_agent, artifact_type, content, metadata } => {
-                self.create_artifact(project_id, source_agent, artifact_type, content, metadata)
-            }
-            Command::UpdateArtifact { artifact_id, content, metadata } => {
-                self.update_artifact(artifact_id, content, metadata)
-            }
+            Command::CreateArtifact {
+                project_id,
+                source_agent,
+                artifact_type,
+                content,
+                metadata,
+            } => self.create_artifact(project_id, source_agent, artifact_type, content, metadata),
+            Command::UpdateArtifact {
+                artifact_id,
+                content,
+                metadata,
+            } => self.update_artifact(artifact_id, content, metadata),
             Command::DeleteArtifact { artifact_id } => self.delete_artifact(artifact_id),
-            Command::CreateHitl { project_id, task_id, question, options, expires_in_seconds } => {
-                self.create_hitl(project_id, task_id, question, options, expires_in_seconds)
-            }
-            Command::RespondHitl { hitl_id, action, content, comment } => {
-                self.respond_hitl(hitl_id, action, content, comment)
-            }
+            Command::CreateHitl {
+                project_id,
+                task_id,
+                question,
+                options,
+                expires_in_seconds,
+            } => self.create_hitl(project_id, task_id, question, options, expires_in_seconds),
+            Command::RespondHitl {
+                hitl_id,
+                action,
+                content,
+                comment,
+            } => self.respond_hitl(hitl_id, action, content, comment),
             Command::BulkApproveHitl { hitl_ids, comment } => self.bulk_approve(hitl_ids, comment),
             Command::SetOversightLevel { project_id, level } => {
                 self.set_oversight_level(project_id, level)
@@ -445,7 +492,8 @@ impl<'t> Batch<'t> {
             created_at: self.now,
             updated_at: self.now,
         };
-        self.projects.insert(project.id.as_bytes(), encode(&project).as_slice())?;
+        self.projects
+            .insert(project.id.as_bytes(), encode(&project).as_slice())?;
         self.summaries.insert(project.id, ProjectSummary::default());
         let data = object_string(|o| {
             o.id("id", project.id)
@@ -454,7 +502,13 @@ impl<'t> Batch<'t> {
                 .str("status", project.status.as_str())
                 .timestamp("created_at", project.created_at);
         });
-        self.emit(EventType::ProjectCreated, Some(project.id), None, None, data)?;
+        self.emit(
+            EventType::ProjectCreated,
+            Some(project.id),
+            None,
+            None,
+            data,
+        )?;
         Ok(Reply::Project(project))
     }
 
@@ -493,7 +547,13 @@ impl<'t> Batch<'t> {
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
-        self.emit(EventType::TaskCreated, Some(project_id), Some(task.id), Some(agent_type), data)?;
+        self.emit(
+            EventType::TaskCreated,
+            Some(project_id),
+            Some(task.id),
+            Some(agent_type),
+            data,
+        )?;
         Ok(Reply::Task(task))
     }
 
@@ -504,8 +564,8 @@ impl<'t> Batch<'t> {
         output: Option<String>,
         error_message: Option<String>,
     ) -> ApplyResult<Reply> {
-        let old: Task = read(&self.tasks, &task_id)?
-            .ok_or_else(|| DomainError::not_found("task", task_id))?;
+        let old: Task =
+            read(&self.tasks, &task_id)?.ok_or_else(|| DomainError::not_found("task", task_id))?;
         let transition = task_transition(old.status, status)?;
         let mut task = old.clone();
         task.status = status;
@@ -598,7 +658,13 @@ impl<'t> Batch<'t> {
         };
         self.put_artifact(None, Some(&artifact))?;
         let data = artifact_event_data(&artifact);
-        self.emit(EventType::ArtifactCreated, Some(project_id), None, Some(source_agent), data)?;
+        self.emit(
+            EventType::ArtifactCreated,
+            Some(project_id),
+            None,
+            Some(source_agent),
+            data,
+        )?;
         Ok(Reply::Artifact(artifact))
     }
 
@@ -622,7 +688,13 @@ impl<'t> Batch<'t> {
         self.put_artifact(Some(&old), Some(&artifact))?;
         let data = artifact_event_data(&artifact);
         let (project, source) = (artifact.project_id, artifact.source_agent);
-        self.emit(EventType::ArtifactUpdated, Some(project), None, Some(source), data)?;
+        self.emit(
+            EventType::ArtifactUpdated,
+            Some(project),
+            None,
+            Some(source),
+            data,
+        )?;
         Ok(Reply::Artifact(artifact))
     }
 
@@ -631,7 +703,8 @@ impl<'t> Batch<'t> {
             .ok_or_else(|| DomainError::not_found("artifact", artifact_id))?;
         self.put_artifact(Some(&old), None)?;
         let data = object_string(|o| {
-            o.id("context_id", old.id).str("artifact_type", old.artifact_type.as_str());
+            o.id("context_id", old.id)
+                .str("artifact_type", old.artifact_type.as_str());
         });
         self.emit(
             EventType::ArtifactDeleted,
@@ -662,8 +735,13 @@ impl<'t> Batch<'t> {
                 .into());
             }
         }
-        let expires_at = expires_in_seconds
-            .map(|s| self.now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1_000_000)));
+        let expires_at = expires_in_seconds.map(|s| {
+            self.now.saturating_add(
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000),
+            )
+        });
         let request = HitlRequest {
             id: Id::new_v7(),
             project_id,
@@ -692,7 +770,13 @@ impl<'t> Batch<'t> {
                 .str("status", request.status.as_str())
                 .opt_timestamp("expires_at", request.expires_at);
         });
-        self.emit(EventType::HitlRequestCreated, Some(project_id), task_id, None, data)?;
+        self.emit(
+            EventType::HitlRequestCreated,
+            Some(project_id),
+            task_id,
+            None,
+            data,
+        )?;
         Ok(Reply::Hitl(request))
     }
 
@@ -735,7 +819,13 @@ impl<'t> Batch<'t> {
                 .opt_raw("amended_content", request.amended_content.as_deref())
                 .opt_str("comment", request.response_comment.as_deref());
         });
-        self.emit(EventType::HitlResponse, Some(request.project_id), request.task_id, None, data)?;
+        self.emit(
+            EventType::HitlResponse,
+            Some(request.project_id),
+            request.task_id,
+            None,
+            data,
+        )?;
         Ok(Reply::Hitl(request))
     }
 
@@ -755,7 +845,13 @@ impl<'t> Batch<'t> {
                 .str("status", request.status.as_str())
                 .opt_timestamp("expires_at", request.expires_at);
         });
-        self.emit(EventType::HitlExpired, Some(request.project_id), request.task_id, None, data)?;
+        self.emit(
+            EventType::HitlExpired,
+            Some(request.project_id),
+            request.task_id,
+            None,
+            data,
+        )?;
         Ok(request)
     }
 
@@ -779,11 +875,19 @@ impl<'t> Batch<'t> {
         let mut project = old.clone();
         project.oversight_level = level;
         project.updated_at = self.now;
-        self.projects.insert(project.id.as_bytes(), encode(&project).as_slice())?;
+        self.projects
+            .insert(project.id.as_bytes(), encode(&project).as_slice())?;
         let data = object_string(|o| {
-            o.str("level", level.as_str()).str("previous_level", old.oversight_level.as_str());
+            o.str("level", level.as_str())
+                .str("previous_level", old.oversight_level.as_str());
         });
-        self.emit(EventType::OversightLevelChanged, Some(project_id), None, None, data)?;
+        self.emit(
+            EventType::OversightLevelChanged,
+            Some(project_id),
+            None,
+            None,
+            data,
+        )?;
         Ok(Reply::Project(project))
     }
 
@@ -796,18 +900,36 @@ impl<'t> Batch<'t> {
     /// The batch's copy of a project's summary, taken from the shared map on first touch.
     fn summary(&mut self, project: Id) -> &mut ProjectSummary {
         let shared = self.shared;
-        self.summaries
-            .entry(project)
-            .or_insert_with(|| shared.summaries.read().get(&project).cloned().unwrap_or_default())
+        self.summaries.entry(project).or_insert_with(|| {
+            shared
+                .summaries
+                .read()
+                .get(&project)
+                .cloned()
+                .unwrap_or_default()
+        })
     }
 
     fn put_task(&mut self, old: Option<&Task>, new: &Task) -> ApplyResult<()> {
-        self.tasks.insert(new.id.as_bytes(), encode(new).as_slice())?;
+        self.tasks
+            .insert(new.id.as_bytes(), encode(new).as_slice())?;
         let old_keys = old.map(TaskKeys::of);
         let new_keys = TaskKeys::of(new);
-        reindex(&mut self.tasks_by_project, old_keys.map(|k| k.by_project), Some(new_keys.by_project))?;
-        reindex(&mut self.tasks_by_status, old_keys.map(|k| k.by_status), Some(new_keys.by_status))?;
-        reindex(&mut self.tasks_by_agent, old_keys.map(|k| k.by_agent), Some(new_keys.by_agent))?;
+        reindex(
+            &mut self.tasks_by_project,
+            old_keys.map(|k| k.by_project),
+            Some(new_keys.by_project),
+        )?;
+        reindex(
+            &mut self.tasks_by_status,
+            old_keys.map(|k| k.by_status),
+            Some(new_keys.by_status),
+        )?;
+        reindex(
+            &mut self.tasks_by_agent,
+            old_keys.map(|k| k.by_agent),
+            Some(new_keys.by_agent),
+        )?;
         let summary = self.summary(new.project_id);
         if let Some(old) = old {
             let slot = &mut summary.task_counts[usize::from(old.status.code())];
@@ -823,7 +945,8 @@ impl<'t> Batch<'t> {
         let new_keys = new.map(ArtifactKeys::of);
         match new {
             Some(a) => {
-                self.artifacts.insert(a.id.as_bytes(), encode(a).as_slice())?;
+                self.artifacts
+                    .insert(a.id.as_bytes(), encode(a).as_slice())?;
             }
             None => {
                 if let Some(o) = old {
@@ -831,9 +954,21 @@ impl<'t> Batch<'t> {
                 }
             }
         }
-        reindex(&mut self.artifacts_by_project, old_keys.map(|k| k.by_project), new_keys.map(|k| k.by_project))?;
-        reindex(&mut self.artifacts_by_type, old_keys.map(|k| k.by_type), new_keys.map(|k| k.by_type))?;
-        reindex(&mut self.artifacts_by_source, old_keys.map(|k| k.by_source), new_keys.map(|k| k.by_source))?;
+        reindex(
+            &mut self.artifacts_by_project,
+            old_keys.map(|k| k.by_project),
+            new_keys.map(|k| k.by_project),
+        )?;
+        reindex(
+            &mut self.artifacts_by_type,
+            old_keys.map(|k| k.by_type),
+            new_keys.map(|k| k.by_type),
+        )?;
+        reindex(
+            &mut self.artifacts_by_source,
+            old_keys.map(|k| k.by_source),
+            new_keys.map(|k| k.by_source),
+        )?;
         if let Some(o) = old {
             self.invalidated.push(o.id);
         }
@@ -847,16 +982,25 @@ impl<'t> Batch<'t> {
     }
 
     fn put_hitl(&mut self, old: Option<&HitlRequest>, new: &HitlRequest) -> ApplyResult<()> {
-        self.hitl.insert(new.id.as_bytes(), encode(new).as_slice())?;
+        self.hitl
+            .insert(new.id.as_bytes(), encode(new).as_slice())?;
         let old_keys = old.map(HitlKeys::of);
         let new_keys = HitlKeys::of(new);
-        reindex(&mut self.hitl_by_project, old_keys.map(|k| k.by_project), Some(new_keys.by_project))?;
+        reindex(
+            &mut self.hitl_by_project,
+            old_keys.map(|k| k.by_project),
+            Some(new_keys.by_project),
+        )?;
         reindex(
             &mut self.hitl_by_project_status,
             old_keys.map(|k| k.by_project_status),
             Some(new_keys.by_project_status),
         )?;
-        reindex(&mut self.hitl_by_status, old_keys.map(|k| k.by_status), Some(new_keys.by_status))?;
+        reindex(
+            &mut self.hitl_by_status,
+            old_keys.map(|k| k.by_status),
+            Some(new_keys.by_status),
+        )?;
         let was_pending = old.is_some_and(|o| o.status == HitlStatus::Pending);
         let is_pending = new.status == HitlStatus::Pending;
         if was_pending != is_pending {
@@ -879,7 +1023,8 @@ impl<'t> Batch<'t> {
 
     /// Stores an agent's new state, its history entry and its `agent_status_change` event.
     fn put_agent(&mut self, before: &Agent, agent: &Agent, task_id: Option<Id>) -> ApplyResult<()> {
-        self.agents.insert(agent.agent_type.code(), encode(agent).as_slice())?;
+        self.agents
+            .insert(agent.agent_type.code(), encode(agent).as_slice())?;
         let data = object_string(|o| {
             o.str("agent_type", agent.agent_type.as_str())
                 .str("status", agent.status.as_str())
@@ -887,7 +1032,13 @@ impl<'t> Batch<'t> {
                 .opt_id("current_task_id", agent.current_task_id)
                 .opt_str("error_message", agent.error_message.as_deref());
         });
-        let seq = self.emit(EventType::AgentStatusChange, None, task_id, Some(agent.agent_type), data)?;
+        let seq = self.emit(
+            EventType::AgentStatusChange,
+            None,
+            task_id,
+            Some(agent.agent_type),
+            data,
+        )?;
         let entry = AgentHistoryEntry {
             seq,
             agent_type: agent.agent_type,
@@ -911,12 +1062,19 @@ impl<'t> Batch<'t> {
         data: String,
     ) -> ApplyResult<u64> {
         let seq = self.next_seq;
-        let draft = EventDraft { event_type, project_id, task_id, agent_type, data };
+        let draft = EventDraft {
+            event_type,
+            project_id,
+            task_id,
+            agent_type,
+            data,
+        };
         let json = events::encode(seq, self.now, &draft);
         let record = EventRecord { project_id, json };
         self.events.insert(seq, encode(&record).as_slice())?;
         if let Some(project) = project_id {
-            self.events_by_project.insert(&tables::event_project_key(&project, seq), ())?;
+            self.events_by_project
+                .insert(&tables::event_project_key(&project, seq), ())?;
             self.summary(project).latest_seq = seq;
         }
         self.next_seq += 1;

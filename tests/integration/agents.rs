@@ -1,0 +1,121 @@
+use serde_json::json;
+
+use crate::common::Server;
+
+#[test]
+fn agent_status_follows_its_tasks_and_can_be_reset() {
+    let s = Server::start();
+    let all = s.get("/api/v1/agents/status").expect(200);
+    for agent in [
+        "orchestrator",
+        "analyst",
+        "architect",
+        "coder",
+        "tester",
+        "deployer",
+    ] {
+        assert_eq!(all[agent]["status"], "idle", "{agent}");
+        assert_eq!(all[agent]["agent_type"], agent);
+    }
+    let p = s.project("p");
+    let t1 = s.task(&p, "coder");
+    let t2 = s.task(&p, "coder");
+    s.set_status(&t1, "working").expect(200);
+    s.set_status(&t2, "working").expect(200);
+    let coder = s.get("/api/v1/agents/status/coder").expect(200);
+    assert_eq!(coder["status"], "working");
+    assert_eq!(coder["current_task_id"], t2.as_str());
+    s.set_status(&t2, "completed").expect(200);
+    assert_eq!(
+        s.get("/api/v1/agents/status/coder").expect(200)["status"],
+        "working",
+        "t1 still works"
+    );
+    s.post(
+        &format!("/api/v1/tasks/{t1}/status"),
+        json!({"status": "failed", "error_message": "oops"}),
+    )
+    .expect(200);
+    let coder = s.get("/api/v1/agents/status/coder").expect(200);
+    assert_eq!(coder["status"], "idle");
+    assert_eq!(coder["error_message"], "oops");
+    assert_eq!(
+        s.get("/api/v1/agents/status").expect(200)["tester"]["status"],
+        "idle"
+    );
+
+    let reset = s
+        .send(
+            "POST",
+            "/api/v1/agents/status/coder/reset",
+            None,
+            Vec::new(),
+        )
+        .expect(200);
+    assert_eq!(reset["status"], "idle");
+    assert!(reset["error_message"].is_null());
+
+    let history = s.get("/api/v1/agents/status-history/coder").expect(200);
+    let statuses: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["idle", "idle", "working", "working", "working"],
+        "newest first"
+    );
+    let page = s.get("/api/v1/agents/status-history/coder?limit=2");
+    assert_eq!(page.expect(200).as_array().unwrap().len(), 2);
+    let cursor = page
+        .header("x-next-cursor")
+        .expect("a next cursor")
+        .to_string();
+    let rest = s
+        .get(&format!(
+            "/api/v1/agents/status-history/coder?limit=10&cursor={cursor}"
+        ))
+        .expect(200);
+    assert_eq!(rest.as_array().unwrap().len(), 3);
+
+    let events = s.all_events(None);
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e["event_type"] == "agent_status_change")
+        .collect();
+    assert_eq!(changes.len(), 5);
+    assert!(
+        changes
+            .iter()
+            .all(|e| e["project_id"].is_null() && e["agent_type"] == "coder")
+    );
+}
+
+#[test]
+fn unknown_agent_types_name_the_allowed_values() {
+    let s = Server::start();
+    let m = s
+        .get("/api/v1/agents/status/wizard")
+        .expect_error(422, "invalid_field");
+    assert!(
+        m.contains("orchestrator, analyst, architect, coder, tester, deployer"),
+        "{m}"
+    );
+    s.send(
+        "POST",
+        "/api/v1/agents/status/wizard/reset",
+        None,
+        Vec::new(),
+    )
+    .expect_error(422, "invalid_field");
+    let p = s.project("p");
+    let m = s
+        .post(
+            &format!("/api/v1/projects/{p}/tasks"),
+            json!({"agent_type": "wizard", "instructions": "x"}),
+        )
+        .expect_error(422, "invalid_field");
+    assert!(m.starts_with("agent_type"), "{m}");
+}

@@ -1,0 +1,315 @@
+//! Starts the real `flightdeck` binary on port 0 with a temporary data directory and talks to it
+//! over real sockets with an independent HTTP client (ureq).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+
+/// A response, whatever its status.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and, for errors, the JSON error shape and code.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        self.json()
+    }
+
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "body: {}", self.body);
+        let message = v["error"]["message"].as_str().expect("message").to_string();
+        assert!(!message.is_empty());
+        message
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: Arc<tempfile::TempDir>,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_in(Arc::new(tempfile::tempdir().unwrap()), &[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Server {
+        Server::start_in(Arc::new(tempfile::tempdir().unwrap()), args)
+    }
+
+    /// Starts on `dir` (which may hold an earlier server's data) and waits for the bound address.
+    pub fn start_in(dir: Arc<tempfile::TempDir>, args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .env("FLIGHTDECK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start flightdeck");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed its address within 60 s");
+        let addr = line
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_string();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            agent,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
+        let mut response = result.expect("HTTP exchange");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.finish(self.agent.get(self.url(path)).call())
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.finish(self.agent.delete(self.url(path)).call())
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(
+            "POST",
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(
+            "PATCH",
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+    }
+
+    /// Any method, content type and body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let url = self.url(path);
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let request = request.body(body).unwrap();
+        self.finish(self.agent.run(request))
+    }
+
+    /// Sends raw bytes on a fresh connection and returns the raw response text.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if response_complete(&out) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> Arc<tempfile::TempDir> {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "flightdeck exited with {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flightdeck did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dir.clone()
+    }
+
+    /// Creates a project and returns its id.
+    pub fn project(&self, name: &str) -> String {
+        let v = self
+            .post("/api/v1/projects", serde_json::json!({ "name": name }))
+            .expect(201);
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn task(&self, project: &str, agent: &str) -> String {
+        let v = self
+            .post(
+                &format!("/api/v1/projects/{project}/tasks"),
+                serde_json::json!({ "agent_type": agent, "instructions": "do the work" }),
+            )
+            .expect(201);
+        v["task_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn artifact(&self, project: &str, kind: &str, source: &str, content: Value) -> String {
+        let v = self
+            .post(
+                "/api/v1/context/artifacts",
+                serde_json::json!({
+                    "project_id": project, "source_agent": source, "artifact_type": kind, "content": content
+                }),
+            )
+            .expect(201);
+        v["context_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn set_status(&self, task: &str, status: &str) -> Resp {
+        self.post(
+            &format!("/api/v1/tasks/{task}/status"),
+            serde_json::json!({ "status": status }),
+        )
+    }
+
+    /// Every event of the log (or of one project), following cursors.
+    pub fn all_events(&self, project: Option<&str>) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/api/v1/events?limit=50".to_string();
+            if let Some(p) = project {
+                path.push_str(&format!("&project_id={p}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(&path).expect(200);
+            out.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..head_end].to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= head_end + 4 + length
+}
+
+/// Runs `flightdeck check` on a data directory.
+pub fn check(dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A temporary path that is a regular file, for "unusable data directory" tests.
+pub fn a_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    (dir, file)
+}

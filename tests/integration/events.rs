@@ -1,0 +1,114 @@
+use serde_json::json;
+
+use crate::common::Server;
+
+#[test]
+fn every_change_emits_one_event_with_a_gap_free_seq() {
+    let s = Server::start();
+    let p = s.project("p");
+    let a = s.artifact(&p, "project_plan", "analyst", json!({"x": 1}));
+    let t = s.task(&p, "coder");
+    s.set_status(&t, "working").expect(200);
+    s.set_status(&t, "completed").expect(200);
+    let t2 = s.task(&p, "tester");
+    s.set_status(&t2, "cancelled").expect(200);
+    let t3 = s.task(&p, "deployer");
+    s.set_status(&t3, "working").expect(200);
+    s.set_status(&t3, "failed").expect(200);
+    s.patch(
+        &format!("/api/v1/context/artifacts/{a}"),
+        json!({"metadata": {"k": 1}}),
+    )
+    .expect(200);
+    s.delete(&format!("/api/v1/context/artifacts/{a}"))
+        .expect(200);
+    let h = s
+        .post("/api/v1/hitl", json!({"project_id": p, "question": "ok?"}))
+        .expect(201);
+    s.post(
+        &format!("/api/v1/hitl/{}/respond", h["request_id"].as_str().unwrap()),
+        json!({"action": "approve"}),
+    )
+    .expect(200);
+    let events = s.all_events(None);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free and ordered"
+    );
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "project_created",
+            "artifact_created",
+            "task_created",
+            "task_started",
+            "agent_status_change",
+            "task_completed",
+            "agent_status_change",
+            "task_created",
+            "task_cancelled",
+            "task_created",
+            "task_started",
+            "agent_status_change",
+            "task_failed",
+            "agent_status_change",
+            "artifact_updated",
+            "artifact_deleted",
+            "hitl_request_created",
+            "hitl_response",
+        ]
+    );
+    for e in &events {
+        for field in [
+            "seq",
+            "event_type",
+            "project_id",
+            "task_id",
+            "agent_type",
+            "data",
+            "timestamp",
+        ] {
+            assert!(e.get(field).is_some(), "{field} in {e}");
+        }
+        assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(events[5]["task_id"], t.as_str());
+    assert_eq!(events[5]["data"]["status"], "completed");
+    // One project's events leave out the global agent events.
+    let mine = s.all_events(Some(&p));
+    assert_eq!(mine.len(), events.len() - 4);
+    assert!(mine.iter().all(|e| e["project_id"] == p.as_str()));
+}
+
+#[test]
+fn since_and_cursor_resume_after_a_seq() {
+    let s = Server::start();
+    let p = s.project("p");
+    for _ in 0..9 {
+        s.task(&p, "coder");
+    }
+    let page = s.get("/api/v1/events?since=4&limit=3").expect(200);
+    let seqs: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![5, 6, 7]);
+    assert_eq!(page["next_cursor"], "7");
+    let rest = s.get("/api/v1/events?cursor=7&limit=100").expect(200);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
+    assert!(rest["next_cursor"].is_null());
+    s.get("/api/v1/events?since=-1")
+        .expect_error(422, "invalid_field");
+    s.get("/api/v1/events?project_id=0190b5c2-1111-7000-8000-000000000000")
+        .expect_error(404, "project_not_found");
+    s.get("/api/v1/events?project_id=abc")
+        .expect_error(400, "invalid_id");
+}

@@ -1,0 +1,14 @@
+//! Black-box tests: the real binary, a temporary data directory, a real socket, an independent
+//! client. One test binary; one module per area.
+
+mod common;
+
+mod agents;
+mod artifacts;
+mod bad_input;
+mod cli;
+mod events;
+mod hitl;
+mod projects;
+mod restart;
+mod tasks;
