@@ -373,12 +373,12 @@ impl Model {
                 };
                 let mut want_approved = Vec::new();
                 for id in &ids {
-                    if let Some(m) = self.hitl.get_mut(id) {
-                        if m.status == HitlStatus::Pending {
-                            m.status = HitlStatus::Approved;
-                            want_approved.push(*id);
-                            self.events += 1;
-                        }
+                    if let Some(m) = self.hitl.get_mut(id)
+                        && m.status == HitlStatus::Pending
+                    {
+                        m.status = HitlStatus::Approved;
+                        want_approved.push(*id);
+                        self.events += 1;
                     }
                 }
                 assert_eq!(
