@@ -79,3 +79,33 @@ fn check_refuses_a_missing_database() {
     assert!(!ok);
     assert!(text.contains("no database"), "{text}");
 }
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused_with_a_clear_error() {
+    let s = crate::common::Server::start();
+    s.project("p");
+    let dir = s.stop();
+    {
+        // Written behind the server's back, as a newer flightdeck would have left it.
+        let db = redb::Database::open(dir.path().join("flightdeck.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+            meta.insert("schema_version", 99).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("FLIGHTDECK_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, text) = check(dir.path());
+    assert!(!ok);
+    assert!(text.contains("schema version 99"), "{text}");
+}
