@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Entries of the cache of encoded artifacts [default: 10000]
     #[arg(long, env = "FLIGHTDECK_ARTIFACT_CACHE_ENTRIES", value_name = "N")]
     pub artifact_cache_entries: Option<usize>,
+    /// redb's page cache, in MiB [default: 1024]
+    #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
+    pub page_cache_mib: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +99,7 @@ struct FileConfig {
     writer_queue: Option<usize>,
     max_connections: Option<usize>,
     artifact_cache_entries: Option<usize>,
+    page_cache_mib: Option<usize>,
 }
 
 /// The resolved settings the server runs with.
@@ -152,6 +156,10 @@ impl Config {
         }
         if let Some(v) = args.artifact_cache_entries.or(file.artifact_cache_entries) {
             config.store.artifact_cache_entries = positive("artifact_cache_entries", v)?;
+        }
+        if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
+            config.store.page_cache_bytes =
+                positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);
         }
         Ok(config)
     }

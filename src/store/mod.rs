@@ -71,7 +71,7 @@ impl StoreConfig {
             writer_queue: 16_384,
             max_batch: 512,
             artifact_cache_entries: 10_000,
-            page_cache_bytes: 256 * 1024 * 1024,
+            page_cache_bytes: 1024 * 1024 * 1024,
         }
     }
 }

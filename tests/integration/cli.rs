@@ -90,7 +90,9 @@ fn a_database_of_a_newer_schema_is_refused_with_a_clear_error() {
         let db = redb::Database::open(dir.path().join("flightdeck.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut meta = txn.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
             meta.insert("schema_version", 99).unwrap();
         }
         txn.commit().unwrap();
