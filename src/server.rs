@@ -11,9 +11,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::api::{App, AppState};
+use crate::api::{AppState, handle};
 use crate::config::Config;
 use crate::events::no_publisher;
+use crate::http::Request;
 use crate::http::timing::Timed;
 use crate::store::{Store, StoreError};
 
@@ -43,7 +44,10 @@ pub async fn run(
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
     });
-    let service = Timed::new(App::new(state));
+    let service = Timed::new(hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, Request::new(req)).await) }
+    }));
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -1,17 +1,17 @@
 //! Agent status (BotArmy): all agents, one agent, its history, and reset.
 
-use hyper::{Response, StatusCode};
+use crate::http::{Response, StatusCode};
 
 use super::projects::unexpected;
 use super::{AppState, Query, bare_list, parse_vocab};
 use crate::domain::{AgentType, Vocabulary};
 use crate::http::ApiError;
-use crate::http::body::{Body, json};
+use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
 use crate::store::{Agent, Command, Reply};
 
 /// BotArmy: an object keyed by agent type.
-pub fn all(state: &AppState) -> Result<Response<Body>, ApiError> {
+pub fn all(state: &AppState) -> Result<Response, ApiError> {
     let agents = state.store.agents()?;
     let body = object(|o| {
         for agent in &agents {
@@ -21,14 +21,14 @@ pub fn all(state: &AppState) -> Result<Response<Body>, ApiError> {
     Ok(json(StatusCode::OK, body))
 }
 
-pub fn one(state: &AppState, agent: &str) -> Result<Response<Body>, ApiError> {
+pub fn one(state: &AppState, agent: &str) -> Result<Response, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
     let agent = state.store.agent(agent_type)?;
     Ok(json(StatusCode::OK, object(|o| write(o, &agent))))
 }
 
 /// Newest first; `?cursor=` is the seq of the last entry of the previous page.
-pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
     let before = match query.cursor() {
         Some(c) => Some(c.parse::<u64>().map_err(|_| {
@@ -56,7 +56,7 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response<
 }
 
 /// BotArmy: back to idle, 200 with the agent; broadcasts `agent_status_change`.
-pub async fn reset(state: &AppState, agent: &str) -> Result<Response<Body>, ApiError> {
+pub async fn reset(state: &AppState, agent: &str) -> Result<Response, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
     match state
         .store

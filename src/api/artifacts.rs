@@ -1,8 +1,7 @@
 //! The context store: artifacts created, read (cached encoded), updated, deleted, listed and
 //! fetched in batches.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -10,7 +9,7 @@ use super::projects::{require, unexpected};
 use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
 use crate::domain::{AgentType, ArtifactType, DomainError, Limits, Vocabulary};
 use crate::http::ApiError;
-use crate::http::body::{Body, json, read_json};
+use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
 use crate::store::{Artifact, ArtifactFilter, Command, Reply};
 
@@ -28,8 +27,8 @@ fn raw_text(raw: Box<RawValue>) -> String {
     String::from(Box::<str>::from(raw))
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: CreateArtifact = read_json(req, state.max_body_bytes).await?;
+pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: CreateArtifact = req.json(state.max_body_bytes).await?;
     let project_id = parse_id("project_id", &body.project_id).map_err(|_| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
     })?;
@@ -49,7 +48,7 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response
 }
 
 /// BotArmy: `{context_id, project_id, source_agent, artifact_type, content, metadata, created_at, updated_at}`.
-pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let id = parse_id("context_id", id)?;
     match state.store.artifact_response(&id, encode)? {
         Some(bytes) => Ok(json(StatusCode::OK, bytes)),
@@ -65,13 +64,9 @@ struct UpdateArtifact {
     metadata: Option<Box<RawValue>>,
 }
 
-pub async fn update(
-    state: &AppState,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn update(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
     let artifact_id = parse_id("context_id", id)?;
-    let body: UpdateArtifact = read_json(req, state.max_body_bytes).await?;
+    let body: UpdateArtifact = req.json(state.max_body_bytes).await?;
     if body.content.is_none() && body.metadata.is_none() {
         return Err(ApiError::invalid_field(
             "body",
@@ -89,7 +84,7 @@ pub async fn update(
     }
 }
 
-pub async fn delete(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn delete(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let artifact_id = parse_id("context_id", id)?;
     match state
         .store
@@ -107,7 +102,7 @@ pub async fn delete(state: &AppState, id: &str) -> Result<Response<Body>, ApiErr
 }
 
 /// BotArmy: the project's artifacts as a bare array of summaries (`?include=content` adds content).
-pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
     let filter = ArtifactFilter {
         artifact_type: query.vocab("artifact_type")?,
@@ -147,8 +142,8 @@ struct Batch {
 }
 
 /// `{context_ids:[…]}` → the artifacts found, in the order asked.
-pub async fn batch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: Batch = read_json(req, state.max_body_bytes).await?;
+pub async fn batch(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: Batch = req.json(state.max_body_bytes).await?;
     if body.context_ids.len() > Limits::BATCH_IDS {
         return Err(ApiError::invalid_field(
             "context_ids",

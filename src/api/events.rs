@@ -1,13 +1,12 @@
 //! The event log: `GET /api/v1/events?project_id=&since=&limit=`, frames exactly as the WebSocket
 //! sends them, oldest first.
 
-use hyper::Response;
+use crate::http::Response;
 
 use super::{AppState, Query, envelope};
 use crate::http::ApiError;
-use crate::http::body::Body;
 
-pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let project = query.id("project_id")?;
     if let Some(p) = &project
         && state.store.summary(p).is_none()

@@ -1,8 +1,7 @@
 //! Human-in-the-loop requests (BotArmy routes): create, get, history, respond, lists, bulk
 //! approval and the project's oversight level.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -12,7 +11,7 @@ use crate::domain::{
     DomainError, HitlAction, HitlStatus, Limits, OversightLevel, Vocabulary, check_len,
 };
 use crate::http::ApiError;
-use crate::http::body::{Body, json, read_json};
+use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
 use crate::store::{Command, HitlFilter, HitlRequest, Reply};
 
@@ -28,8 +27,8 @@ struct CreateHitl {
     expires_in_seconds: Option<u64>,
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: CreateHitl = read_json(req, state.max_body_bytes).await?;
+pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: CreateHitl = req.json(state.max_body_bytes).await?;
     let project_id = crate::domain::Id::parse(&body.project_id).ok_or_else(|| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
     })?;
@@ -71,12 +70,12 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response
     }
 }
 
-pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let request = load(state, id)?;
     Ok(json(StatusCode::OK, encode(&request)))
 }
 
-pub fn history(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn history(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let request = load(state, id)?;
     let entries: Vec<Vec<u8>> = request
         .history
@@ -108,13 +107,9 @@ struct Respond {
 }
 
 /// BotArmy: `{request_id, action, status, message, workflow_resumed}`.
-pub async fn respond(
-    state: &AppState,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
     let hitl_id = parse_id("request_id", id)?;
-    let body: Respond = read_json(req, state.max_body_bytes).await?;
+    let body: Respond = req.json(state.max_body_bytes).await?;
     let action: HitlAction = parse_vocab("action", &body.action)?;
     if let Some(c) = &body.comment {
         check_len("comment", c, Limits::COMMENT, false)?;
@@ -153,7 +148,7 @@ pub async fn respond(
 }
 
 /// BotArmy: the project's requests as a bare array; `?status=` filters.
-pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
     let status = match query.get("status").or(query.get("status_filter")) {
         Some(s) => Some(parse_vocab::<HitlStatus>("status", s)?),
@@ -170,7 +165,7 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<B
 }
 
 /// BotArmy: every pending request, oldest first, as a bare array.
-pub fn pending(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn pending(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let page = state
         .store
         .hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?;
@@ -186,11 +181,8 @@ struct BulkApprove {
 }
 
 /// BotArmy: approves every listed pending request in one transaction; reports the others.
-pub async fn bulk_approve(
-    state: &AppState,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let body: BulkApprove = read_json(req, state.max_body_bytes).await?;
+pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: BulkApprove = req.json(state.max_body_bytes).await?;
     if body.request_ids.len() > Limits::BATCH_IDS {
         return Err(ApiError::invalid_field(
             "request_ids",
@@ -230,7 +222,7 @@ pub async fn bulk_approve(
     }
 }
 
-pub fn oversight_get(state: &AppState, project: &str) -> Result<Response<Body>, ApiError> {
+pub fn oversight_get(state: &AppState, project: &str) -> Result<Response, ApiError> {
     let p = find(state, project)?;
     let body = object(|o| {
         o.id("project_id", p.id)
@@ -247,10 +239,10 @@ struct SetLevel {
 pub async fn oversight_set(
     state: &AppState,
     project: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+    req: Request,
+) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let body: SetLevel = read_json(req, state.max_body_bytes).await?;
+    let body: SetLevel = req.json(state.max_body_bytes).await?;
     let level: OversightLevel = parse_vocab("level", &body.level)?;
     match state
         .store

@@ -9,18 +9,12 @@ mod projects;
 mod tasks;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
 
 use crate::domain::{DomainError, Id, Vocabulary};
-use crate::http::body::Body;
 use crate::http::timing::RouteLabel;
-use crate::http::{ApiError, NoRoute, Route, route};
+use crate::http::{
+    ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
+};
 use crate::store::Store;
 
 /// Default and largest page size of every list.
@@ -34,33 +28,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-/// The application as a hyper service.
-#[derive(Clone)]
-pub struct App {
-    state: Arc<AppState>,
-}
-
-impl App {
-    pub fn new(state: Arc<AppState>) -> App {
-        App { state }
-    }
-}
-
-impl hyper::service::Service<Request<Incoming>> for App {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let state = self.state.clone();
-        Box::pin(async move { Ok(handle(&state, req).await) })
-    }
-}
-
 /// Routes and answers one request. Every failure becomes a JSON error.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &AppState, req: Request) -> Response {
     let is_head = req.method() == Method::HEAD;
-    let path = req.uri().path().to_string();
+    let path = req.path().to_string();
     let matched = route(req.method(), &path).map(|m| (m.route, m.param.to_string()));
     let (label, result) = match matched {
         Ok((route, param)) => (route.name(), dispatch(state, route, &param, req).await),
@@ -82,9 +53,9 @@ async fn dispatch(
     state: &AppState,
     route: Route,
     param: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let query = Query::parse(req.uri().query());
+    req: Request,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(req.query());
     use Route::*;
     match route {
         ProjectsList => projects::list(state, &query),
@@ -201,7 +172,7 @@ impl Query {
 }
 
 /// A list in flightdeck's own envelope: `{"items":[…],"next_cursor":…}`.
-pub(crate) fn envelope(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response<Body> {
+pub(crate) fn envelope(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response {
     let body = crate::json::object(|o| {
         o.raw_array("items", items.iter().map(Vec::as_slice))
             .opt_str("next_cursor", next_cursor);
@@ -210,12 +181,12 @@ pub(crate) fn envelope(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response
 }
 
 /// A list in the BotArmy shape: a bare JSON array; the next page's cursor goes in `X-Next-Cursor`.
-pub(crate) fn bare_list(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response<Body> {
+pub(crate) fn bare_list(items: &[Vec<u8>], next_cursor: Option<&str>) -> Response {
     let mut body = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + items.len() + 2);
     crate::json::write_raw_array(&mut body, items.iter().map(Vec::as_slice));
     let mut response = crate::http::body::json(StatusCode::OK, body);
-    if let Some(cursor) = next_cursor.and_then(|c| hyper::header::HeaderValue::from_str(c).ok()) {
-        response.headers_mut().insert("x-next-cursor", cursor);
+    if let Some(cursor) = next_cursor {
+        set_header(&mut response, "x-next-cursor", cursor);
     }
     response
 }

@@ -1,13 +1,12 @@
 //! Projects: create, list, get, status (BotArmy) and completion (BotArmy).
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::{AppState, Query, envelope, parse_id, tasks};
 use crate::domain::{Id, Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
-use crate::http::body::{Body, json, read_json};
+use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
 use crate::store::{Command, Project, ProjectSummary, Reply, TaskFilter};
 
@@ -18,8 +17,8 @@ struct CreateProject {
     description: Option<String>,
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body: CreateProject = read_json(req, state.max_body_bytes).await?;
+pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: CreateProject = req.json(state.max_body_bytes).await?;
     check_len("name", &body.name, Limits::NAME, true)?;
     if let Some(d) = &body.description {
         check_len("description", d, Limits::DESCRIPTION, false)?;
@@ -37,7 +36,7 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response
     }
 }
 
-pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let page = state.store.list_projects(query.cursor(), query.limit()?)?;
     let items: Vec<Vec<u8>> = page
         .items
@@ -47,7 +46,7 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response<Body>, ApiError>
     Ok(envelope(&items, page.next_cursor.as_deref()))
 }
 
-pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
     Ok(json(
         StatusCode::OK,
@@ -56,7 +55,7 @@ pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
 }
 
 /// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`.
-pub fn status(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
     let mut task_views = Vec::new();
     let mut cursor: Option<String> = None;
@@ -83,7 +82,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
 }
 
 /// BotArmy: `{project_id, completion_percentage, total_tasks, completed_tasks, artifacts_available}`.
-pub fn completion(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
     let summary = state.store.summary(&project.id).unwrap_or_default();
     let total = summary.total_tasks();

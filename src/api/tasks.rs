@@ -1,7 +1,6 @@
 //! Tasks: create (BotArmy), list with filters, get, and status transitions.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -9,7 +8,7 @@ use super::projects::{require, unexpected};
 use super::{AppState, Query, envelope, parse_id, parse_ids, parse_vocab};
 use crate::domain::{AgentType, DomainError, Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
-use crate::http::body::{Body, json, read_json};
+use crate::http::body::json;
 use crate::json::object;
 use crate::store::{Command, Reply, Task, TaskFilter};
 
@@ -21,13 +20,9 @@ struct CreateTask {
     context_ids: Vec<String>,
 }
 
-pub async fn create(
-    state: &AppState,
-    project: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let body: CreateTask = read_json(req, state.max_body_bytes).await?;
+    let body: CreateTask = req.json(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len(
         "instructions",
@@ -54,7 +49,7 @@ pub async fn create(
     }
 }
 
-pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
     let filter = TaskFilter {
         status: query.vocab("status")?,
@@ -67,7 +62,7 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response<B
     Ok(envelope(&items, page.next_cursor.as_deref()))
 }
 
-pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
+pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let id = parse_id("task_id", id)?;
     let task = state
         .store
@@ -85,13 +80,9 @@ struct SetStatus {
     error_message: Option<String>,
 }
 
-pub async fn set_status(
-    state: &AppState,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
     let task_id = parse_id("task_id", id)?;
-    let body: SetStatus = read_json(req, state.max_body_bytes).await?;
+    let body: SetStatus = req.json(state.max_body_bytes).await?;
     let status: TaskStatus = parse_vocab("status", &body.status)?;
     if let Some(m) = &body.error_message {
         check_len("error_message", m, Limits::ERROR_MESSAGE, false)?;

@@ -20,42 +20,17 @@ pub async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(req, limit, true).await?;
+    let bytes = read_body(req, limit).await?;
     decode_json(&bytes)
 }
 
-/// Reads a body that may be empty (for actions whose fields are all optional). An empty body
-/// decodes as `{}`; a non-empty one must be JSON.
-pub async fn read_optional_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let declared_empty = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0");
-    let has_type = req.headers().contains_key(header::CONTENT_TYPE);
-    let bytes = read_body(req, limit, false).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace)
-        && (declared_empty || !has_type || bytes.is_empty())
-    {
-        return decode_json(b"{}");
-    }
-    decode_json(&bytes)
-}
-
-async fn read_body(
-    req: Request<Incoming>,
-    limit: usize,
-    require_type: bool,
-) -> Result<Bytes, ApiError> {
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     match content_type {
         Some(ct) if is_json(ct) => {}
-        None if !require_type => {}
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

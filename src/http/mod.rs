@@ -1,11 +1,52 @@
-//! The HTTP layer: routing, timing, bodies and the error table. Only this module, `server` and
-//! (later) `ws` touch hyper.
+//! The HTTP layer: routing, timing, bodies and the error table. Only this module and `server`
+//! (and later `ws`) touch hyper; the API handlers see the `Request` and `Response` defined here.
 
 pub mod body;
 pub mod error;
 pub mod router;
 pub mod timing;
 
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use serde::de::DeserializeOwned;
+
 pub use body::Body;
 pub use error::ApiError;
+pub use hyper::{Method, StatusCode};
 pub use router::{Matched, NoRoute, Route, route};
+
+/// A response as the handlers build it.
+pub type Response = hyper::Response<Body>;
+
+/// A request as the handlers see it: method, path, query and a body decoded on demand.
+pub struct Request(hyper::Request<Incoming>);
+
+impl Request {
+    pub fn new(inner: hyper::Request<Incoming>) -> Request {
+        Request(inner)
+    }
+
+    pub fn method(&self) -> &Method {
+        self.0.method()
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.0.uri().query()
+    }
+
+    /// The body as JSON of type `T`, at most `limit` bytes (see `body::read_json`).
+    pub async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
+        body::read_json(self.0, limit).await
+    }
+}
+
+/// Sets a header whose value came from us; a value that is not a valid header is left out.
+pub fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
