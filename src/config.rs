@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::store::{Durability, StoreConfig};
+use crate::ws::WsConfig;
 
 /// flightdeck: the state server of a team of AI agents.
 #[derive(Parser, Debug)]
@@ -25,6 +26,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
@@ -63,6 +65,22 @@ pub struct ServeArgs {
     /// Entries of the cache of encoded artifacts [default: 10000]
     #[arg(long, env = "FLIGHTDECK_ARTIFACT_CACHE_ENTRIES", value_name = "N")]
     pub artifact_cache_entries: Option<usize>,
+    /// Events kept in the log; older ones are trimmed in the background [default: 1000000]
+    #[arg(long, env = "FLIGHTDECK_EVENT_RETENTION", value_name = "N")]
+    pub event_retention: Option<u64>,
+    /// Bound of each WebSocket's queue of unsent frames; a client that fills it is closed with
+    /// 4008 and the seq to resume from [default: 4194304]
+    #[arg(long, env = "FLIGHTDECK_WS_QUEUE_BYTES", value_name = "BYTES")]
+    pub ws_queue_bytes: Option<usize>,
+    /// Seconds between server pings; two missed pongs close the connection [default: 20]
+    #[arg(long, env = "FLIGHTDECK_WS_PING_INTERVAL_SECS", value_name = "SECS")]
+    pub ws_ping_interval_secs: Option<u64>,
+    /// Most open WebSocket connections; further upgrades answer 503 [default: 10000]
+    #[arg(long, env = "FLIGHTDECK_MAX_WS_CONNECTIONS", value_name = "N")]
+    pub max_ws_connections: Option<usize>,
+    /// Protocol conformance testing only: /ws echoes every message instead of serving events
+    #[arg(long, env = "FLIGHTDECK_WS_ECHO")]
+    pub ws_echo: bool,
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
@@ -100,6 +118,11 @@ struct FileConfig {
     max_connections: Option<usize>,
     artifact_cache_entries: Option<usize>,
     page_cache_mib: Option<usize>,
+    event_retention: Option<u64>,
+    ws_queue_bytes: Option<usize>,
+    ws_ping_interval_secs: Option<u64>,
+    max_ws_connections: Option<usize>,
+    ws_echo: Option<bool>,
 }
 
 /// The resolved settings the server runs with.
@@ -109,6 +132,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    /// Events kept in the log.
+    pub event_retention: u64,
+    pub ws: WsConfig,
     pub store: StoreConfig,
 }
 
@@ -120,6 +146,8 @@ impl Config {
             log_format: LogFormat::Text,
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
+            event_retention: 1_000_000,
+            ws: WsConfig::default(),
             store: StoreConfig::new(data_dir),
         }
     }
@@ -157,6 +185,22 @@ impl Config {
         if let Some(v) = args.artifact_cache_entries.or(file.artifact_cache_entries) {
             config.store.artifact_cache_entries = positive("artifact_cache_entries", v)?;
         }
+        if let Some(v) = args.event_retention.or(file.event_retention) {
+            config.event_retention = positive("event_retention", v as usize)? as u64;
+        }
+        if let Some(v) = args.ws_queue_bytes.or(file.ws_queue_bytes) {
+            config.ws.queue_bytes = positive("ws_queue_bytes", v)?;
+        }
+        if let Some(v) = args.ws_ping_interval_secs.or(file.ws_ping_interval_secs) {
+            config.ws.ping_interval = std::time::Duration::from_secs(positive(
+                "ws_ping_interval_secs",
+                v as usize,
+            )? as u64);
+        }
+        if let Some(v) = args.max_ws_connections.or(file.max_ws_connections) {
+            config.ws.max_connections = positive("max_ws_connections", v)?;
+        }
+        config.ws.echo = args.ws_echo || file.ws_echo.unwrap_or(false);
         if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
             config.store.page_cache_bytes =
                 positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);

@@ -9,7 +9,8 @@
 //! - [`api`]: one file per resource: decode, call the store, encode;
 //! - [`domain`]: ids, vocabulary, state machines and validation, without I/O;
 //! - [`store`]: the only module that touches redb: records, indexes, the writer thread, reads;
-//! - [`events`]: the event wire format and the hand-off of committed events;
+//! - [`events`]: the event wire format and the hub that fans committed events out;
+//! - [`ws`]: the WebSocket endpoint: upgrade, replay, live delivery, heartbeats;
 //! - [`json`]: the response writer that splices stored client JSON.
 
 pub mod api;
@@ -20,3 +21,4 @@ pub mod http;
 pub mod json;
 pub mod server;
 pub mod store;
+pub mod ws;

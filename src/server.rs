@@ -1,27 +1,33 @@
-//! The accept loop: a connection limit, HTTP/1.1 keep-alive with a header read timeout, and
-//! graceful shutdown — stop accepting, let in-flight requests finish (bounded), then let the
-//! writer commit what it accepted and stop.
+//! The accept loop: a connection limit, HTTP/1.1 keep-alive with a header read timeout and
+//! WebSocket upgrades, the background tasks, and graceful shutdown — stop accepting, close every
+//! WebSocket with 1001 and the seq to resume from, let in-flight requests finish (bounded), then let
+//! the writer commit what it accepted and stop.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{AppState, handle};
 use crate::config::Config;
-use crate::events::no_publisher;
+use crate::events::hub::Hub;
 use crate::http::Request;
 use crate::http::timing::Timed;
-use crate::store::{Store, StoreError};
+use crate::store::{Command, Store, StoreError};
+use crate::ws::WsContext;
 
-/// How long in-flight requests get to finish after shutdown begins.
+/// How long in-flight requests and open WebSockets get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the event log is trimmed to the retention, and how much one trim removes at most.
+const RETENTION_PERIOD: Duration = Duration::from_secs(5);
+const TRIM_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -37,19 +43,38 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let hub = Hub::new();
+    let publisher_hub = hub.clone();
+    let publisher: crate::events::Publisher = Arc::new(move |events| publisher_hub.publish(events));
     let store_config = config.store.clone();
     let store =
-        tokio::task::spawn_blocking(move || Store::open(&store_config, no_publisher())).await??;
+        tokio::task::spawn_blocking(move || Store::open(&store_config, publisher)).await??;
+
+    let stopping = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ws = WsContext::new(
+        config.ws.clone(),
+        hub,
+        store.clone(),
+        stopping.clone(),
+        tracker.clone(),
+    );
     let state = Arc::new(AppState {
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
+        ws,
     });
     let service = Timed::new(hyper::service::service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&state, Request::new(req)).await) }
     }));
+    tracker.spawn(retain_events(
+        store.clone(),
+        config.event_retention,
+        stopping.clone(),
+    ));
+
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
         .timer(TokioTimer::new())
@@ -80,18 +105,30 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .with_upgrades();
+        let stopping = stopping.clone();
+        tracker.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    tracing::info!("shutting down: closing WebSockets, draining connections");
+    stopping.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await
         .is_err()
     {
@@ -100,4 +137,43 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the newest `retention` events, trimming older ones through the writer in bounded steps.
+async fn retain_events(store: Store, retention: u64, stopping: CancellationToken) {
+    let mut tick = tokio::time::interval(RETENTION_PERIOD);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopping.cancelled() => return,
+        }
+        loop {
+            let latest = store.latest_seq();
+            let oldest = match store.oldest_seq() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the event log for retention failed");
+                    break;
+                }
+            };
+            if oldest == 0 || latest.saturating_sub(oldest) < retention {
+                break;
+            }
+            let through = latest - retention;
+            match store
+                .write(Command::TrimEvents {
+                    through,
+                    max: TRIM_BATCH,
+                })
+                .await
+            {
+                Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "trimming the event log failed");
+                    break;
+                }
+            }
+        }
+    }
 }

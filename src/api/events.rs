@@ -1,10 +1,8 @@
 //! The event log: `GET /api/v1/events?project_id=&since=&limit=`, frames exactly as the WebSocket
 //! sends them, oldest first.
 
-use crate::http::Response;
-
-use super::{AppState, Query, envelope};
-use crate::http::ApiError;
+use super::{AppState, Query, envelope, parse_id};
+use crate::http::{ApiError, Request, Response};
 
 pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let project = query.id("project_id")?;
@@ -33,4 +31,26 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
         .map(|(_, json)| json.into_bytes())
         .collect();
     Ok(envelope(&items, next.as_deref()))
+}
+
+/// `GET /ws?project_id=&since=` and `GET /ws/{project_id}?since=`: validates the subscription
+/// (400 malformed id, 404 unknown project, 422 bad `since`), then upgrades.
+pub fn subscribe(
+    state: &AppState,
+    project: Option<&str>,
+    query: &Query,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let project = match project {
+        Some(text) => {
+            let id = parse_id("project_id", text)?;
+            if state.store.summary(&id).is_none() {
+                return Err(crate::domain::DomainError::not_found("project", id).into());
+            }
+            Some(id)
+        }
+        None => None,
+    };
+    let since = query.u64("since")?;
+    crate::ws::upgrade(&state.ws, project, since, req)
 }

@@ -26,6 +26,7 @@ pub struct AppState {
     pub store: Store,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    pub ws: std::sync::Arc<crate::ws::WsContext>,
 }
 
 /// Routes and answers one request. Every failure becomes a JSON error.
@@ -87,6 +88,8 @@ async fn dispatch(
         HitlHistory => hitl::history(state, param),
         HitlRespond => hitl::respond(state, param, req).await,
         EventsList => events::list(state, &query),
+        WsAll => events::subscribe(state, query.get("project_id"), &query, req),
+        WsProject => events::subscribe(state, Some(param), &query, req),
     }
 }
 

@@ -2,6 +2,8 @@
 //! `GET /api/v1/events` and in WebSocket frames) and the hand-off of committed events to whoever
 //! publishes them.
 
+pub mod hub;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +17,8 @@ pub struct CommittedEvent {
     pub seq: u64,
     pub event_type: EventType,
     pub project_id: Option<Id>,
+    /// The commit time, as in the frame's `timestamp`.
+    pub committed_at: Micros,
     pub json: Bytes,
 }
 

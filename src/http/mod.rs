@@ -38,6 +38,11 @@ impl Request {
         self.0.uri().query()
     }
 
+    /// The request itself, for the WebSocket upgrade.
+    pub fn into_hyper(self) -> hyper::Request<Incoming> {
+        self.0
+    }
+
     /// The body as JSON of type `T`, at most `limit` bytes (see `body::read_json`).
     pub async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
         body::read_json(self.0, limit).await

@@ -35,6 +35,8 @@ pub enum Route {
     HitlHistory,
     HitlRespond,
     EventsList,
+    WsAll,
+    WsProject,
 }
 
 impl Route {
@@ -71,6 +73,8 @@ impl Route {
             HitlHistory => "hitl.history",
             HitlRespond => "hitl.respond",
             EventsList => "events.list",
+            WsAll => "ws.all",
+            WsProject => "ws.project",
         }
     }
 }
@@ -97,6 +101,20 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
+    if let Some(rest) = path.strip_prefix("/ws") {
+        let found = match rest.strip_prefix('/') {
+            None if rest.is_empty() => (WsAll, ""),
+            Some(id) if !id.is_empty() && !id.contains('/') => (WsProject, id),
+            _ => return Err(NoRoute::NotFound),
+        };
+        if method != Method::GET {
+            return Err(NoRoute::MethodNotAllowed("GET"));
+        }
+        return Ok(Matched {
+            route: found.0,
+            param: found.1,
+        });
+    }
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return Err(NoRoute::NotFound);
     };
@@ -248,5 +266,11 @@ mod tests {
         );
         check(Method::GET, "/api/v2/projects", Err(NoRoute::NotFound));
         check(Method::GET, "/", Err(NoRoute::NotFound));
+        check(Method::GET, "/ws", Ok((WsAll, "")));
+        check(Method::GET, &format!("/ws/{id}"), Ok((WsProject, id)));
+        check(Method::GET, &format!("/ws/{id}/"), Ok((WsProject, id)));
+        check(Method::POST, "/ws", Err(NoRoute::MethodNotAllowed("GET")));
+        check(Method::GET, "/ws/a/b", Err(NoRoute::NotFound));
+        check(Method::GET, "/wsx", Err(NoRoute::NotFound));
     }
 }

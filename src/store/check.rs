@@ -273,9 +273,8 @@ fn check_events(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
                         "events: seq {seq} holds a frame with another seq or bad JSON"
                     )),
                 }
-                if let Some(project) = record.project_id {
-                    expected.push(tables::event_project_key(&project, seq));
-                }
+                let stream = record.project_id.unwrap_or(tables::GLOBAL_STREAM);
+                expected.push(tables::event_project_key(&stream, seq));
             }
             Err(e) => report.problem(format!("events: seq {seq}: {e}")),
         }

@@ -29,7 +29,7 @@ use crate::domain::{DomainError, Id, TaskStatus, Vocabulary};
 use crate::events::Publisher;
 
 pub use check::{CheckReport, check_database};
-pub use read::{ArtifactFilter, HitlFilter, Page, TaskFilter};
+pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter};
 pub use records::{
     Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, Project, Task,
 };

@@ -24,6 +24,15 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    pub project_id: Option<Id>,
+    /// The frame's JSON text.
+    pub json: String,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
@@ -383,6 +392,75 @@ impl Store {
                     let record: EventRecord = decode(value.value())?;
                     out.push((seq, record.json));
                     if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let more = out.len() > limit;
+        out.truncate(limit);
+        Ok((out, more))
+    }
+
+    /// What a subscription missed: events with seq > `since`, oldest first — every event, or one
+    /// project's together with the events that have no project. Returns whether more remain.
+    pub fn replay(
+        &self,
+        project: Option<&Id>,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<LoggedEvent>, bool), StoreError> {
+        let txn = self.txn()?;
+        let events = txn.open_table(tables::EVENTS)?;
+        let start = since.saturating_add(1);
+        let mut out = Vec::new();
+        let mut push = |seq: u64, value: &[u8]| -> Result<bool, StoreError> {
+            let record: EventRecord = decode(value)?;
+            out.push(LoggedEvent {
+                seq,
+                project_id: record.project_id,
+                json: record.json,
+            });
+            Ok(out.len() > limit)
+        };
+        match project {
+            None => {
+                for entry in events.range(start..)? {
+                    let (seq, value) = entry?;
+                    if push(seq.value(), value.value())? {
+                        break;
+                    }
+                }
+            }
+            Some(project) => {
+                let index = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+                let stream = |p: &Id| -> Result<_, StoreError> {
+                    let lo = tables::event_project_key(p, start);
+                    let hi = tables::event_project_key(p, u64::MAX);
+                    Ok(index.range::<&[u8; 24]>(&lo..=&hi)?.map(|entry| {
+                        entry.map(|(key, _)| {
+                            let mut seq = [0u8; 8];
+                            seq.copy_from_slice(&key.value()[16..]);
+                            u64::from_be_bytes(seq)
+                        })
+                    }))
+                };
+                let mut mine = stream(project)?.peekable();
+                let mut global = stream(&tables::GLOBAL_STREAM)?.peekable();
+                loop {
+                    // Merge the two seq-ordered streams.
+                    let next = match (mine.peek(), global.peek()) {
+                        (Some(Ok(a)), Some(Ok(b))) if b < a => global.next(),
+                        (Some(_), _) => mine.next(),
+                        (None, Some(_)) => global.next(),
+                        (None, None) => None,
+                    };
+                    let Some(seq) = next else { break };
+                    let seq = seq?;
+                    let value = events.get(seq)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("index names event {seq}, which is missing"))
+                    })?;
+                    if push(seq, value.value())? {
                         break;
                     }
                 }

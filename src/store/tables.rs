@@ -51,7 +51,10 @@ pub const HITL_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
     TableDefinition::new("ix_hitl_project_status");
 /// (status code, hitl)
 pub const HITL_BY_STATUS: TableDefinition<&[u8; 17], ()> = TableDefinition::new("ix_hitl_status");
-/// (project, event seq big-endian)
+/// The pseudo-project under which events without a project are indexed (no UUIDv7 is all zeros).
+pub const GLOBAL_STREAM: Id = Id([0; 16]);
+
+/// (project or `GLOBAL_STREAM`, event seq big-endian)
 pub const EVENTS_BY_PROJECT: TableDefinition<&[u8; 24], ()> =
     TableDefinition::new("ix_events_project");
 

@@ -96,6 +96,11 @@ pub enum Command {
         project_id: Id,
         level: OversightLevel,
     },
+    /// Deletes the oldest events, those with seq <= `through`, at most `max` of them. No event.
+    TrimEvents {
+        through: u64,
+        max: usize,
+    },
 }
 
 /// What a committed command produced.
@@ -113,6 +118,8 @@ pub enum Reply {
         approved: Vec<HitlRequest>,
         skipped: Vec<(Id, String)>,
     },
+    /// How many events were trimmed.
+    Trimmed(u64),
 }
 
 enum Msg {
@@ -477,6 +484,7 @@ impl<'t> Batch<'t> {
             Command::SetOversightLevel { project_id, level } => {
                 self.set_oversight_level(project_id, level)
             }
+            Command::TrimEvents { through, max } => self.trim_events(through, max),
         }
     }
 
@@ -891,6 +899,24 @@ impl<'t> Batch<'t> {
         Ok(Reply::Project(project))
     }
 
+    fn trim_events(&mut self, through: u64, max: usize) -> ApplyResult<Reply> {
+        let mut doomed = Vec::new();
+        for entry in self.events.range(..=through)?.take(max) {
+            let (seq, value) = entry?;
+            let record: EventRecord = decode(value.value())?;
+            doomed.push((
+                seq.value(),
+                record.project_id.unwrap_or(tables::GLOBAL_STREAM),
+            ));
+        }
+        for (seq, stream) in &doomed {
+            self.events.remove(*seq)?;
+            self.events_by_project
+                .remove(&tables::event_project_key(stream, *seq))?;
+        }
+        Ok(Reply::Trimmed(doomed.len() as u64))
+    }
+
     // ----- records and their indexes ---------------------------------------------------------
 
     fn require_project(&self, id: &Id) -> ApplyResult<Project> {
@@ -1072,9 +1098,10 @@ impl<'t> Batch<'t> {
         let json = events::encode(seq, self.now, &draft);
         let record = EventRecord { project_id, json };
         self.events.insert(seq, encode(&record).as_slice())?;
+        let stream = project_id.unwrap_or(tables::GLOBAL_STREAM);
+        self.events_by_project
+            .insert(&tables::event_project_key(&stream, seq), ())?;
         if let Some(project) = project_id {
-            self.events_by_project
-                .insert(&tables::event_project_key(&project, seq), ())?;
             self.summary(project).latest_seq = seq;
         }
         self.next_seq += 1;
@@ -1082,6 +1109,7 @@ impl<'t> Batch<'t> {
             seq,
             event_type,
             project_id,
+            committed_at: self.now,
             json: Bytes::from(record.json),
         });
         Ok(seq)

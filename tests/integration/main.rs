@@ -12,3 +12,4 @@ mod hitl;
 mod projects;
 mod restart;
 mod tasks;
+mod websocket;

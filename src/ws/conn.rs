@@ -1,0 +1,617 @@
+//! One WebSocket connection: the reader (this task) and the writer (a task of its own, the only
+//! one that writes to the socket).
+//!
+//! Ordering and exactly-once: a subscription is registered with the hub *before* the log is read
+//! for its replay, so every event is either in the replay, in the live queue, or both; the writer
+//! passes each frame through a per-stream gate (highest seq delivered) that drops the second copy.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Role, WebSocket, WebSocketError};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BYTES_SENT, DELIVERY_SECONDS, FRAMES_SENT, REPLAYED_EVENTS, SLOW_CONSUMER_CLOSES, WsContext,
+    frame,
+};
+use crate::domain::{Id, now_micros};
+use crate::events::hub::{Outbox, Queued};
+use crate::json::object;
+
+type Io = TokioIo<Upgraded>;
+
+/// Close codes.
+const NORMAL: u16 = 1000;
+const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const UNSUPPORTED_DATA: u16 = 1003;
+const INVALID_PAYLOAD: u16 = 1007;
+const TOO_BIG: u16 = 1009;
+const LAGGED: u16 = 4008;
+const HEARTBEAT: u16 = 4009;
+
+/// How long the reader keeps listening for the client's close after the writer sent one.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Events read from the log per replay step.
+const REPLAY_PAGE: usize = 256;
+
+/// What the reader asks of the writer.
+enum Control {
+    /// A pre-encoded frame: pongs, answers to client messages, echoes.
+    Send(Bytes),
+    Subscribe {
+        project: Option<Id>,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        project: Option<Id>,
+    },
+    /// Close with this code and reason, then stop.
+    Close(u16, String),
+}
+
+pub(super) async fn run(
+    ctx: Arc<WsContext>,
+    ws: WebSocket<Io>,
+    project: Option<Id>,
+    since: Option<u64>,
+) {
+    let (read, write) = tokio::io::split(ws.into_inner());
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    reader.set_auto_close(false);
+    reader.set_auto_pong(true);
+    let max_message = if ctx.config.echo {
+        64 << 20
+    } else {
+        ctx.config.max_message_bytes
+    };
+    reader.set_max_message_size(max_message + 1);
+
+    let outbox = Outbox::new(ctx.config.queue_bytes);
+    let member = ctx.hub.join(outbox.clone());
+    let (control, controls) = mpsc::channel::<Control>(64);
+    let missed_pongs = Arc::new(AtomicU32::new(0));
+    let writer_done = CancellationToken::new();
+
+    let writer = Writer {
+        ctx: ctx.clone(),
+        sink: write,
+        outbox,
+        member,
+        gate: HashMap::new(),
+        all: false,
+        projects: HashSet::new(),
+        last_written: since.unwrap_or_else(|| ctx.store.latest_seq()),
+        missed_pongs: missed_pongs.clone(),
+    };
+    if !ctx.config.echo {
+        // The URL's subscription goes first; the reader cannot have sent anything yet.
+        let _ = control.try_send(Control::Subscribe { project, since });
+    }
+    let done = writer_done.clone();
+    let writer_task = tokio::spawn(async move {
+        writer.run(controls).await;
+        done.cancel();
+    });
+
+    let mut reading = Reading {
+        ctx: &ctx,
+        control: &control,
+        message: None,
+        max_message,
+    };
+    reading.run(&mut reader, &writer_done, &missed_pongs).await;
+    drop(control);
+    let _ = writer_task.await;
+    ctx.hub.leave(member);
+}
+
+/// The reader side: client messages in, control requests to the writer out.
+struct Reading<'a> {
+    ctx: &'a WsContext,
+    control: &'a mpsc::Sender<Control>,
+    /// A fragmented message being assembled: opcode, bytes, and how far it is valid UTF-8.
+    message: Option<(OpCode, Vec<u8>, usize)>,
+    max_message: usize,
+}
+
+impl Reading<'_> {
+    async fn run(
+        &mut self,
+        reader: &mut fastwebsockets::WebSocketRead<ReadHalf<Io>>,
+        writer_done: &CancellationToken,
+        missed_pongs: &AtomicU32,
+    ) {
+        let control = self.control.clone();
+        let mut obligated = move |f: Frame<'_>| {
+            let bytes = frame::encode(f.opcode as u8, &f.payload);
+            let control = control.clone();
+            async move {
+                control
+                    .send(Control::Send(bytes))
+                    .await
+                    .map_err(|_| "the writer has stopped")
+            }
+        };
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let read = tokio::select! {
+                read = reader.read_frame(&mut obligated) => read,
+                () = writer_done.cancelled(), if grace.is_none() => {
+                    // The writer closed: listen a little longer for the client's close, then stop.
+                    grace = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    continue;
+                }
+                () = sleep_until(grace), if grace.is_some() => return,
+            };
+            let frame = match read {
+                Ok(frame) => frame,
+                Err(e) => {
+                    if let Some((code, reason)) = close_for(&e) {
+                        self.close(code, reason).await;
+                    }
+                    return;
+                }
+            };
+            if grace.is_some() {
+                if frame.opcode == OpCode::Close {
+                    return;
+                }
+                continue;
+            }
+            match frame.opcode {
+                OpCode::Close => {
+                    let (code, reason) = answer_to_close(&frame.payload);
+                    self.close(code, &reason).await;
+                    return;
+                }
+                OpCode::Pong => missed_pongs.store(0, Ordering::Relaxed),
+                OpCode::Ping => {}
+                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                    match self.assemble(frame.opcode, frame.fin, &frame.payload) {
+                        Ok(Some((opcode, message))) => {
+                            if !self.on_message(opcode, message).await {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err((code, reason)) => {
+                            self.close(code, reason).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        let _ = self
+            .control
+            .send(Control::Close(code, reason.to_string()))
+            .await;
+    }
+
+    /// Collects fragments into a message, refusing oversize ones and invalid UTF-8 as early as
+    /// it can be seen.
+    #[allow(clippy::type_complexity)]
+    fn assemble(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<Option<(OpCode, Vec<u8>)>, (u16, &'static str)> {
+        let kind = match (opcode, self.message.is_some()) {
+            (OpCode::Continuation, false) => {
+                return Err((PROTOCOL_ERROR, "continuation without a message"));
+            }
+            (OpCode::Continuation, true) => None,
+            (_, true) => return Err((PROTOCOL_ERROR, "a new message inside a fragmented one")),
+            (kind, false) => Some(kind),
+        };
+        if let Some(kind) = kind {
+            if fin {
+                // A whole text frame was checked for UTF-8 by the frame reader.
+                return Ok(Some((kind, payload.to_vec())));
+            }
+            self.message = Some((kind, Vec::new(), 0));
+        }
+        let (kind, buffer, valid) = self.message.as_mut().expect("a message is being assembled");
+        if buffer.len() + payload.len() > self.max_message {
+            return Err((TOO_BIG, "message too big"));
+        }
+        buffer.extend_from_slice(payload);
+        if *kind == OpCode::Text {
+            match std::str::from_utf8(&buffer[*valid..]) {
+                Ok(_) => *valid = buffer.len(),
+                Err(e) if e.error_len().is_some() => {
+                    return Err((INVALID_PAYLOAD, "invalid UTF-8"));
+                }
+                Err(e) => {
+                    *valid += e.valid_up_to();
+                    if fin {
+                        return Err((INVALID_PAYLOAD, "invalid UTF-8"));
+                    }
+                }
+            }
+        }
+        if !fin {
+            return Ok(None);
+        }
+        let (kind, buffer, _) = self.message.take().expect("a message is being assembled");
+        Ok(Some((kind, buffer)))
+    }
+
+    /// Handles one complete message; false when the connection must end.
+    async fn on_message(&self, opcode: OpCode, message: Vec<u8>) -> bool {
+        if self.ctx.config.echo {
+            let echoed = frame::encode(opcode as u8, &message);
+            return self.control.send(Control::Send(echoed)).await.is_ok();
+        }
+        if opcode == OpCode::Binary {
+            self.close(UNSUPPORTED_DATA, "binary messages are not accepted")
+                .await;
+            return false;
+        }
+        let reply = match serde_json::from_slice::<ClientMessage>(&message) {
+            Ok(m) => self.on_op(m),
+            Err(e) => Err(error_frame(
+                "malformed_message",
+                &format!("not a client message: {e}"),
+            )),
+        };
+        let sent = match reply {
+            Ok(control) => self.control.send(control).await,
+            Err(frame) => self.control.send(Control::Send(frame)).await,
+        };
+        sent.is_ok()
+    }
+
+    fn on_op(&self, message: ClientMessage) -> Result<Control, Bytes> {
+        let project = match message.project_id.as_deref() {
+            None => None,
+            Some(text) => {
+                let id = Id::parse(text).ok_or_else(|| {
+                    error_frame("invalid_id", &format!("project_id `{text}` is not a UUID"))
+                })?;
+                if self.ctx.store.summary(&id).is_none() {
+                    return Err(error_frame(
+                        "project_not_found",
+                        &format!("project {id} not found"),
+                    ));
+                }
+                Some(id)
+            }
+        };
+        match message.op.as_str() {
+            "subscribe" => Ok(Control::Subscribe {
+                project,
+                since: message.since,
+            }),
+            "unsubscribe" => Ok(Control::Unsubscribe { project }),
+            "ping" => Ok(Control::Send(frame::text(br#"{"op":"pong"}"#))),
+            other => Err(error_frame(
+                "unknown_op",
+                &format!("unknown op `{other}`; allowed: subscribe, unsubscribe, ping"),
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    op: String,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+fn error_frame(code: &str, message: &str) -> Bytes {
+    let body = object(|o| {
+        o.str("event_type", "error").object("data", |d| {
+            d.str("code", code).str("message", message);
+        });
+    });
+    frame::text(&body)
+}
+
+/// The close a reading error calls for; none when the peer is simply gone.
+fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+    match error {
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::SendError(_) => None,
+        WebSocketError::InvalidUTF8 => Some((INVALID_PAYLOAD, "invalid UTF-8")),
+        WebSocketError::FrameTooLarge => Some((TOO_BIG, "message too big")),
+        _ => Some((PROTOCOL_ERROR, "protocol error")),
+    }
+}
+
+/// The answer to a client's close frame: its code echoed, or 1002/1007 for a malformed one.
+fn answer_to_close(payload: &[u8]) -> (u16, String) {
+    match payload.len() {
+        0 => return (NORMAL, String::new()),
+        1 => return (PROTOCOL_ERROR, "malformed close frame".into()),
+        n if n > 125 => return (PROTOCOL_ERROR, "close frame too long".into()),
+        _ => {}
+    }
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+    if !allowed {
+        return (PROTOCOL_ERROR, "invalid close code".into());
+    }
+    if std::str::from_utf8(&payload[2..]).is_err() {
+        return (INVALID_PAYLOAD, "invalid UTF-8 in close reason".into());
+    }
+    (code, String::new())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which delivery order a frame belongs to, for the exactly-once gate.
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
+enum Stream {
+    All,
+    Global,
+    Project(Id),
+}
+
+/// The writer side: the only code that writes to the socket.
+struct Writer {
+    ctx: Arc<WsContext>,
+    sink: WriteHalf<Io>,
+    outbox: Arc<Outbox>,
+    member: u64,
+    /// The highest seq delivered per stream.
+    gate: HashMap<Stream, u64>,
+    all: bool,
+    projects: HashSet<Id>,
+    /// The seq of the last event frame written: what a client resumes from.
+    last_written: u64,
+    missed_pongs: Arc<AtomicU32>,
+}
+
+/// Why the writer stopped writing.
+enum Stop {
+    /// A close frame with this code and reason is sent.
+    Close(u16, String),
+    /// The socket is unusable: nothing more can be sent.
+    Gone,
+}
+
+impl Writer {
+    async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
+        let period = self.ctx.config.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let shutdown = self.ctx.shutdown.clone();
+        let stop = loop {
+            let step = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    Err(Stop::Close(GOING_AWAY, format!("server shutting down; resume since={}", self.last_written)))
+                }
+                control = controls.recv() => match control {
+                    Some(control) => self.on_control(control).await,
+                    None => Err(Stop::Gone),
+                },
+                () = self.outbox.wait() => self.deliver_live().await,
+                _ = ping.tick() => self.heartbeat().await,
+            };
+            if let Err(stop) = step {
+                break stop;
+            }
+        };
+        if let Stop::Close(code, reason) = stop {
+            if code == LAGGED {
+                metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
+            }
+            let _ = self.write(vec![frame::close(code, &reason)]).await;
+            let _ = self.sink.shutdown().await;
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) -> Result<(), Stop> {
+        match control {
+            Control::Send(bytes) => self.write(vec![bytes]).await,
+            Control::Subscribe { project, since } => self.subscribe(project, since).await,
+            Control::Unsubscribe { project } => {
+                self.ctx.hub.unsubscribe(self.member, project);
+                match project {
+                    None => self.all = false,
+                    Some(p) => {
+                        self.projects.remove(&p);
+                    }
+                }
+                let ack = object(|o| {
+                    o.str("op", "unsubscribed").opt_id("project_id", project);
+                });
+                self.write(vec![frame::text(&ack)]).await
+            }
+            Control::Close(code, reason) => Err(Stop::Close(code, reason)),
+        }
+    }
+
+    fn stream_of(&self, project: Option<Id>) -> Stream {
+        match (self.all, project) {
+            (true, _) => Stream::All,
+            (false, None) => Stream::Global,
+            (false, Some(p)) => Stream::Project(p),
+        }
+    }
+
+    /// Whether the subscription wants this event and has not had it yet; records it as had.
+    fn pass(&mut self, seq: u64, project: Option<Id>) -> bool {
+        let wanted = self.all || project.is_none_or(|p| self.projects.contains(&p));
+        if !wanted {
+            return false;
+        }
+        let delivered = self.gate.entry(self.stream_of(project)).or_insert(0);
+        if seq <= *delivered {
+            return false;
+        }
+        *delivered = seq;
+        true
+    }
+
+    /// Registers with the hub first, then replays from the log: no gap, and the gate drops the
+    /// frames that arrive both ways.
+    async fn subscribe(&mut self, project: Option<Id>, since: Option<u64>) -> Result<(), Stop> {
+        self.ctx.hub.subscribe(self.member, project);
+        match project {
+            None => self.all = true,
+            Some(p) => {
+                self.projects.insert(p);
+            }
+        }
+        if let Some(since) = since {
+            self.replay(project, since).await?;
+        }
+        let ack = object(|o| {
+            o.str("op", "subscribed").opt_id("project_id", project);
+        });
+        self.write(vec![frame::text(&ack)]).await
+    }
+
+    async fn replay(&mut self, project: Option<Id>, since: u64) -> Result<(), Stop> {
+        let store = self.ctx.store.clone();
+        let oldest = store
+            .oldest_seq()
+            .map_err(|_| Stop::Close(1011, "store unavailable".into()))?;
+        let mut cursor = since;
+        if oldest > 0 && since.saturating_add(1) < oldest {
+            let notice = object(|o| {
+                o.str("event_type", "resync_required")
+                    .opt_id("project_id", project)
+                    .object("data", |d| {
+                        d.u64("oldest_seq", oldest).u64("requested_since", since);
+                    });
+            });
+            self.write(vec![frame::text(&notice)]).await?;
+            cursor = oldest - 1;
+        }
+        loop {
+            let (events, more) = store
+                .replay(project.as_ref(), cursor, REPLAY_PAGE)
+                .map_err(|_| Stop::Close(1011, "store unavailable".into()))?;
+            let mut frames = Vec::with_capacity(events.len());
+            let mut last = None;
+            for event in &events {
+                cursor = event.seq;
+                if self.pass(event.seq, event.project_id) {
+                    frames.push(frame::text(event.json.as_bytes()));
+                    last = Some(event.seq);
+                }
+            }
+            metrics::counter!(REPLAYED_EVENTS).increment(frames.len() as u64);
+            if !frames.is_empty() {
+                self.write(frames).await?;
+            }
+            if let Some(seq) = last {
+                self.last_written = seq;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver_live(&mut self) -> Result<(), Stop> {
+        let (queued, lagged) = self.outbox.take();
+        let mut frames = Vec::with_capacity(queued.len());
+        let mut delivered: Vec<&Queued> = Vec::with_capacity(queued.len());
+        for item in &queued {
+            if self.pass(item.seq, item.project) {
+                frames.push(item.frame.clone());
+                delivered.push(item);
+            }
+        }
+        if !frames.is_empty() {
+            self.write(frames).await?;
+            let now = now_micros();
+            let histogram = metrics::histogram!(DELIVERY_SECONDS);
+            for item in &delivered {
+                histogram.record((now - item.committed_at).max(0) as f64 / 1e6);
+            }
+            if let Some(item) = delivered.last() {
+                self.last_written = item.seq;
+            }
+        }
+        if lagged {
+            return Err(Stop::Close(
+                LAGGED,
+                format!("lagged; resume since={}", self.last_written),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), Stop> {
+        if self.missed_pongs.fetch_add(1, Ordering::Relaxed) >= 2 {
+            return Err(Stop::Close(HEARTBEAT, "no pong to two pings".into()));
+        }
+        self.write(vec![frame::encode(frame::OP_PING, b"")]).await
+    }
+
+    /// Writes frames in as few syscalls as the kernel allows, within the write timeout.
+    async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), Stop> {
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
+        let timeout = self.ctx.config.write_timeout;
+        match tokio::time::timeout(timeout, write_all_vectored(&mut self.sink, &frames)).await {
+            Ok(Ok(())) => {
+                metrics::counter!(FRAMES_SENT).increment(frames.len() as u64);
+                metrics::counter!(BYTES_SENT).increment(bytes as u64);
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => Err(Stop::Gone),
+        }
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    frames: &[Bytes],
+) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < frames.len() {
+        let slices: Vec<IoSlice<'_>> = frames[index..]
+            .iter()
+            .take(128)
+            .enumerate()
+            .map(|(i, f)| IoSlice::new(if i == 0 { &f[offset..] } else { &f[..] }))
+            .collect();
+        let mut written = sink.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && index < frames.len() {
+            let left = frames[index].len() - offset;
+            if written >= left {
+                written -= left;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    sink.flush().await
+}

@@ -1,0 +1,158 @@
+//! WebSocket: the upgrade (fastwebsockets, from the hyper server), and per connection a reader
+//! (client messages, pings, closes) and a writer (replay from the log, then live frames from the
+//! hub, heartbeats, slow-consumer and shutdown closes). Only this module, `http` and `server` touch
+//! hyper and fastwebsockets.
+
+mod conn;
+pub mod frame;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::Id;
+use crate::events::hub::Hub;
+use crate::http::{ApiError, Request, Response, StatusCode};
+use crate::store::Store;
+
+/// Metric names of the WebSocket layer.
+pub const CONNECTIONS: &str = "flightdeck_ws_connections";
+pub const FRAMES_SENT: &str = "flightdeck_ws_frames_sent_total";
+pub const BYTES_SENT: &str = "flightdeck_ws_bytes_sent_total";
+pub const SLOW_CONSUMER_CLOSES: &str = "flightdeck_ws_slow_consumer_closes_total";
+pub const REPLAYED_EVENTS: &str = "flightdeck_ws_replayed_events_total";
+pub const DELIVERY_SECONDS: &str = "flightdeck_ws_delivery_seconds";
+
+/// WebSocket settings.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Bound of each connection's queue of frames not yet written.
+    pub queue_bytes: usize,
+    /// How often the server pings; a connection that misses two pongs is closed.
+    pub ping_interval: Duration,
+    /// Upgrades beyond this many open connections answer 503.
+    pub max_connections: usize,
+    /// Largest client message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Longest a single socket write may take before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Protocol-conformance mode: echo every message instead of serving events.
+    pub echo: bool,
+}
+
+impl Default for WsConfig {
+    fn default() -> WsConfig {
+        WsConfig {
+            queue_bytes: 4 * 1024 * 1024,
+            ping_interval: Duration::from_secs(20),
+            max_connections: 10_000,
+            max_message_bytes: 64 * 1024,
+            write_timeout: Duration::from_secs(30),
+            echo: false,
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct WsContext {
+    pub config: WsConfig,
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    /// Cancelled when the server shuts down: every connection closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    open: AtomicUsize,
+}
+
+impl WsContext {
+    pub fn new(
+        config: WsConfig,
+        hub: Arc<Hub>,
+        store: Store,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<WsContext> {
+        metrics::gauge!(CONNECTIONS).set(0.0);
+        Arc::new(WsContext {
+            config,
+            hub,
+            store,
+            shutdown,
+            tracker,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenGuard(Arc<WsContext>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Upgrades a request whose subscription (`project`, `since`) the API layer has validated.
+pub fn upgrade(
+    ctx: &Arc<WsContext>,
+    project: Option<Id>,
+    since: Option<u64>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut req = req.into_hyper();
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this route speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if ctx.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ));
+    }
+    if ctx.open.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections {
+        ctx.open.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!(
+                    "at most {} WebSocket connections are served",
+                    ctx.config.max_connections
+                ),
+            )
+        });
+    }
+    metrics::gauge!(CONNECTIONS).increment(1.0);
+    let guard = OpenGuard(ctx.clone());
+    let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut req)
+        .map_err(|e| ApiError::bad_request("bad_websocket_handshake", e.to_string()))?;
+    let ctx = ctx.clone();
+    // The upgrade completes only after the 101 response has been sent, so it is awaited here.
+    ctx.tracker.clone().spawn(async move {
+        let _guard = guard;
+        match upgraded.await {
+            Ok(ws) => conn::run(ctx, ws, project, since).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(hyper::Response::from_parts(parts, Full::new(Bytes::new())))
+}

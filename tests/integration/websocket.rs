@@ -1,0 +1,524 @@
+//! WebSocket: fan-out, resume, slow consumers, client messages, limits, shutdown, retention and
+//! heartbeats, against the real server with an independent client (tokio-tungstenite).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::common::Server;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client read.
+#[derive(Debug)]
+enum Incoming {
+    Json(Value),
+    Close(u16, String),
+    /// The connection ended without a close frame.
+    End,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(s: &Server, path: &str) -> Socket {
+    let url = format!("ws://{}{}", s.addr, path);
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    socket
+}
+
+async fn recv(socket: &mut Socket) -> Incoming {
+    loop {
+        let next = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame within the patience");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                return Incoming::Json(serde_json::from_str(&text).expect("JSON frame"));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => Incoming::Close(u16::from(f.code), f.reason.to_string()),
+                    None => Incoming::Close(1005, String::new()),
+                };
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Incoming::End,
+        }
+    }
+}
+
+/// The next event frame, skipping acknowledgements.
+async fn next_event(socket: &mut Socket) -> Value {
+    loop {
+        match recv(socket).await {
+            Incoming::Json(v) if v.get("seq").is_some() => return v,
+            Incoming::Json(_) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the acknowledgement of the URL's subscription.
+async fn subscribed(socket: &mut Socket) {
+    loop {
+        match recv(socket).await {
+            Incoming::Json(v) if v["op"] == "subscribed" => return,
+            Incoming::Json(_) => continue,
+            other => panic!("expected the subscription ack, got {other:?}"),
+        }
+    }
+}
+
+/// The log as a subscription to `project` sees it: its events and those without a project.
+fn log_for(s: &Server, project: &str, after: u64) -> Vec<u64> {
+    s.all_events(None)
+        .iter()
+        .filter(|e| e["project_id"].is_null() || e["project_id"] == project)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .filter(|seq| *seq > after)
+        .collect()
+}
+
+fn latest_seq(s: &Server) -> u64 {
+    s.all_events(None)
+        .last()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hundred_clients_on_ten_projects_get_their_events_exactly_once_in_order() {
+    let s = Arc::new(Server::start());
+    let projects: Vec<String> = (0..10).map(|i| s.project(&format!("p{i}"))).collect();
+    let start = latest_seq(&s);
+    let rt = runtime();
+    let received: Vec<(String, Vec<u64>)> = rt.block_on(async {
+        let mut clients = Vec::new();
+        for (i, p) in projects.iter().cycle().take(100).enumerate() {
+            let mut socket = connect(&s, &format!("/ws/{p}")).await;
+            subscribed(&mut socket).await;
+            clients.push((i, p.clone(), socket));
+        }
+        // Writes from several threads at once while the clients listen.
+        let writer = {
+            let (s, projects) = (s.clone(), projects.clone());
+            tokio::task::spawn_blocking(move || {
+                std::thread::scope(|scope| {
+                    for p in &projects {
+                        let s = &s;
+                        scope.spawn(move || {
+                            for n in 0..8 {
+                                let t = s.task(p, "coder");
+                                if n % 4 == 0 {
+                                    s.set_status(&t, "working").expect(200);
+                                }
+                            }
+                        });
+                    }
+                });
+            })
+        };
+        writer.await.unwrap();
+        let expected: BTreeMap<String, Vec<u64>> = {
+            let s = s.clone();
+            let projects = projects.clone();
+            tokio::task::spawn_blocking(move || {
+                projects
+                    .iter()
+                    .map(|p| (p.clone(), log_for(&s, p, start)))
+                    .collect()
+            })
+            .await
+            .unwrap()
+        };
+        let mut tasks = Vec::new();
+        for (_, p, mut socket) in clients {
+            let want = expected[&p].len();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                while seqs.len() < want {
+                    seqs.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+                }
+                (p, seqs)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (p, seqs) in &received {
+        assert_eq!(seqs, &log_for(&s, p, start), "client of {p}");
+    }
+    assert_eq!(received.len(), 100);
+    assert!(
+        received.iter().all(|(_, seqs)| seqs.len() >= 8),
+        "each got its project's tasks"
+    );
+}
+
+#[test]
+fn a_client_cut_off_mid_burst_resumes_with_since_and_misses_nothing() {
+    let s = Arc::new(Server::start_with(&["--durability", "none"]));
+    let p = s.project("p");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}?since=0")).await;
+        let burst = {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..150 {
+                    s.task(&p, "tester");
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 40 {
+            seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+        }
+        drop(socket); // cut off, no close handshake
+        let last = *seen.last().unwrap();
+        let mut socket = connect(&s, &format!("/ws/{p}?since={last}")).await;
+        burst.await.unwrap();
+        let log = {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || log_for(&s, &p, 0))
+                .await
+                .unwrap()
+        };
+        while seen.last() != log.last() {
+            seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+        }
+        assert_eq!(
+            seen, log,
+            "the union of both connections is exactly the log"
+        );
+    });
+}
+
+#[test]
+fn an_unread_client_is_closed_with_4008_and_resumes_without_loss() {
+    let s = Arc::new(Server::start_with(&[
+        "--durability",
+        "none",
+        "--ws-queue-bytes",
+        "65536",
+    ]));
+    let p = s.project("p");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}")).await;
+        subscribed(&mut socket).await;
+        let after = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || latest_seq(&s))
+                .await
+                .unwrap()
+        };
+        // Far more than the socket buffers and the queue hold, while the client reads nothing.
+        let big = "x".repeat(60_000);
+        {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..400 {
+                    let t = s.task(&p, "coder");
+                    s.set_status(&t, "working").expect(200);
+                    s.post(
+                        &format!("/api/v1/tasks/{t}/status"),
+                        json!({"status": "completed", "output": {"blob": big}}),
+                    )
+                    .expect(200);
+                }
+            })
+            .await
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        let resume = loop {
+            match recv(&mut socket).await {
+                Incoming::Json(v) if v.get("seq").is_some() => {
+                    seen.push(v["seq"].as_u64().unwrap())
+                }
+                Incoming::Json(_) => {}
+                Incoming::Close(code, reason) => {
+                    assert_eq!(code, 4008, "{reason}");
+                    let n: u64 = reason
+                        .strip_prefix("lagged; resume since=")
+                        .expect(&reason)
+                        .parse()
+                        .unwrap();
+                    break n;
+                }
+                Incoming::End => panic!("closed without a close frame"),
+            }
+        };
+        assert_eq!(
+            seen.last().copied().unwrap_or(after),
+            resume,
+            "resume from the last frame received"
+        );
+        let mut socket = connect(&s, &format!("/ws/{p}?since={resume}")).await;
+        let log = {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || log_for(&s, &p, after))
+                .await
+                .unwrap()
+        };
+        while seen.last() != log.last() {
+            seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seen, log, "nothing lost, nothing repeated");
+    });
+}
+
+#[test]
+fn client_messages_subscribe_ping_and_errors() {
+    let s = Arc::new(Server::start());
+    let a = s.project("a");
+    let b = s.project("b");
+    let t = s.task(&b, "coder");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{a}")).await;
+        subscribed(&mut socket).await;
+        socket
+            .send(Message::text(r#"{"op":"dance"}"#))
+            .await
+            .unwrap();
+        let Incoming::Json(e) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(e["event_type"], "error");
+        assert_eq!(e["data"]["code"], "unknown_op");
+        socket.send(Message::text("not json")).await.unwrap();
+        let Incoming::Json(e) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(e["data"]["code"], "malformed_message");
+        socket
+            .send(Message::text(r#"{"op":"subscribe","project_id":"nope"}"#))
+            .await
+            .unwrap();
+        let Incoming::Json(e) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(e["data"]["code"], "invalid_id");
+        socket
+            .send(Message::text(r#"{"op":"ping"}"#))
+            .await
+            .unwrap();
+        let Incoming::Json(pong) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(pong, json!({"op": "pong"}), "the connection stayed open");
+        // Subscribing to b with since=0 replays b's log, then the ack.
+        socket
+            .send(Message::text(
+                json!({"op": "subscribe", "project_id": b, "since": 0}).to_string(),
+            ))
+            .await
+            .unwrap();
+        let first = next_event(&mut socket).await;
+        assert_eq!(first["event_type"], "project_created");
+        assert_eq!(first["project_id"], b.as_str());
+        let second = next_event(&mut socket).await;
+        assert_eq!(second["task_id"], t.as_str());
+        socket
+            .send(Message::text(
+                json!({"op": "unsubscribe", "project_id": b}).to_string(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            if let Incoming::Json(v) = recv(&mut socket).await {
+                if v["op"] == "unsubscribed" {
+                    break;
+                }
+            }
+        }
+        // Now only a's events arrive.
+        let (s2, a2, b2) = (s.clone(), a.clone(), b.clone());
+        tokio::task::spawn_blocking(move || {
+            s2.task(&b2, "coder");
+            s2.task(&a2, "coder");
+        })
+        .await
+        .unwrap();
+        let e = next_event(&mut socket).await;
+        assert_eq!(e["project_id"], a.as_str());
+        assert_eq!(e["event_type"], "task_created");
+    });
+}
+
+#[test]
+fn oversize_and_binary_frames_are_refused() {
+    let s = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, "/ws").await;
+        subscribed(&mut socket).await;
+        socket
+            .send(Message::text("x".repeat(64 * 1024 + 1)))
+            .await
+            .unwrap();
+        match recv(&mut socket).await {
+            Incoming::Close(code, _) => assert_eq!(code, 1009),
+            other => panic!("{other:?}"),
+        }
+        let mut socket = connect(&s, "/ws").await;
+        subscribed(&mut socket).await;
+        socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        match recv(&mut socket).await {
+            Incoming::Close(code, _) => assert_eq!(code, 1003),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn refusals_before_the_upgrade() {
+    let s = Server::start_with(&["--max-ws-connections", "2"]);
+    s.get("/ws/0190b5c2-1111-7000-8000-000000000000")
+        .expect_error(404, "project_not_found");
+    s.get("/ws/not-a-uuid").expect_error(400, "invalid_id");
+    s.get("/ws?project_id=not-a-uuid")
+        .expect_error(400, "invalid_id");
+    s.get("/ws?since=minus").expect_error(422, "invalid_field");
+    s.get("/ws").expect_error(426, "upgrade_required");
+    let rt = runtime();
+    rt.block_on(async {
+        let _one = connect(&s, "/ws").await;
+        let _two = connect(&s, "/ws").await;
+        let url = format!("ws://{}/ws", s.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 503);
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or(b"{}")).unwrap();
+                assert_eq!(body["error"]["code"], "too_many_connections");
+            }
+            other => panic!("expected 503, got {:?}", other.map(|_| ())),
+        }
+    });
+}
+
+#[test]
+fn shutdown_closes_with_1001_and_the_seq_to_resume_from() {
+    let s = Server::start();
+    let p = s.project("p");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}?since=0")).await;
+        let first = next_event(&mut socket).await;
+        subscribed(&mut socket).await;
+        let stopper = tokio::task::spawn_blocking(move || {
+            s.stop();
+        });
+        match recv(&mut socket).await {
+            Incoming::Close(code, reason) => {
+                assert_eq!(code, 1001);
+                assert_eq!(
+                    reason,
+                    format!("server shutting down; resume since={}", first["seq"])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(socket);
+        stopper.await.unwrap();
+    });
+}
+
+#[test]
+fn a_since_older_than_the_log_gets_resync_required_first() {
+    let s = Arc::new(Server::start_with(&[
+        "--event-retention",
+        "10",
+        "--durability",
+        "none",
+    ]));
+    let p = s.project("p");
+    for _ in 0..30 {
+        s.task(&p, "coder");
+    }
+    // Retention runs in the background: wait until it has trimmed.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let oldest = loop {
+        let first = s.get("/api/v1/events?limit=1").expect(200)["items"][0]["seq"]
+            .as_u64()
+            .unwrap();
+        if first > 1 {
+            break first;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never trimmed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}?since=0")).await;
+        let Incoming::Json(notice) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(notice["event_type"], "resync_required");
+        let oldest_now = notice["data"]["oldest_seq"].as_u64().unwrap();
+        assert!(oldest_now >= oldest);
+        let next = next_event(&mut socket).await;
+        assert_eq!(
+            next["seq"].as_u64().unwrap(),
+            oldest_now,
+            "delivery continues from the oldest retained"
+        );
+    });
+}
+
+#[test]
+fn a_client_that_never_answers_pings_is_closed() {
+    let s = Server::start_with(&["--ws-ping-interval-secs", "1"]);
+    let mut stream = std::net::TcpStream::connect(&s.addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    // A close frame with code 4009 (0x0f 0xa9) after the pings (0x89 0x00).
+    let close = bytes
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2] == 0x0f && w[3] == 0xa9);
+    assert!(close.is_some(), "no 4009 close in {bytes:?}");
+    let pings = bytes.windows(2).filter(|w| w == &[0x89, 0x00]).count();
+    assert!(pings >= 2, "{pings} pings");
+}
