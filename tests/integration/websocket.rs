@@ -348,10 +348,10 @@ fn client_messages_subscribe_ping_and_errors() {
             .await
             .unwrap();
         loop {
-            if let Incoming::Json(v) = recv(&mut socket).await {
-                if v["op"] == "unsubscribed" {
-                    break;
-                }
+            if let Incoming::Json(v) = recv(&mut socket).await
+                && v["op"] == "unsubscribed"
+            {
+                break;
             }
         }
         // Now only a's events arrive.
