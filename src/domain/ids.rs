@@ -14,6 +14,13 @@ impl Id {
     }
 
     /// Parses the hyphenated (or simple) textual form of any UUID.
+    ///
+    /// ```
+    /// use flightdeck::domain::Id;
+    /// let id = Id::new_v7();
+    /// assert_eq!(Id::parse(&id.to_string()), Some(id));
+    /// assert_eq!(Id::parse("not-a-uuid"), None);
+    /// ```
     pub fn parse(text: &str) -> Option<Id> {
         uuid::Uuid::try_parse(text).ok().map(|u| Id(*u.as_bytes()))
     }

@@ -10,7 +10,12 @@ pub fn now_micros() -> Micros {
     i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// RFC 3339, UTC, microsecond precision: `2026-11-27T17:43:37.123456Z`.
+/// RFC 3339, UTC, microsecond precision.
+///
+/// ```
+/// use flightdeck::domain::format_timestamp;
+/// assert_eq!(format_timestamp(1_795_801_417_123_456), "2026-11-27T17:43:37.123456Z");
+/// ```
 pub fn format_timestamp(micros: Micros) -> String {
     let secs = micros.div_euclid(1_000_000);
     let sub = micros.rem_euclid(1_000_000) as u32;
