@@ -196,9 +196,8 @@ async fn run_case(target: Target, conns: usize, rate: u64, seconds: u64) -> Outc
         }
         Target::Baseline => String::new(),
     };
-    let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(
-        conns * (rate * seconds) as usize,
-    )));
+    // One buffer per client: uncontended, and read after the clients are stopped.
+    let mut buffers: Vec<Arc<Mutex<Vec<u32>>>> = Vec::with_capacity(conns);
     let received = Arc::new(AtomicU64::new(0));
     let resumed = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::with_capacity(conns);
@@ -206,9 +205,10 @@ async fn run_case(target: Target, conns: usize, rate: u64, seconds: u64) -> Outc
     for chunk in (0..conns).collect::<Vec<_>>().chunks(250) {
         let mut connecting = Vec::new();
         for _ in chunk {
-            let (addr, latencies, received, resumed, ready) = (
+            let latencies = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds) as usize)));
+            buffers.push(latencies.clone());
+            let (addr, received, resumed, ready) = (
                 addr.clone(),
-                latencies.clone(),
                 received.clone(),
                 resumed.clone(),
                 ready.clone(),
@@ -270,7 +270,10 @@ async fn run_case(target: Target, conns: usize, rate: u64, seconds: u64) -> Outc
         c.abort();
     }
     drop(server);
-    let mut all = std::mem::take(&mut *latencies.lock());
+    let mut all: Vec<u32> = buffers
+        .iter()
+        .flat_map(|b| std::mem::take(&mut *b.lock()))
+        .collect();
     all.sort_unstable();
     let pick = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -298,7 +301,6 @@ async fn client(
     let mut since: Option<u64> = None;
     let mut first = true;
 
-    let mut local = Vec::with_capacity(1024);
     loop {
         let url = match since {
             Some(s) => format!("ws://{addr}/ws?since={s}"),
@@ -319,11 +321,8 @@ async fn client(
                         let seq = seq_of(&text).unwrap_or(0);
                         if since.is_none_or(|s| seq > s) {
                             since = Some(seq);
-                            local.push((now_micros() - at).max(0) as u32);
+                            latencies.lock().push((now_micros() - at).max(0) as u32);
                             received.fetch_add(1, Ordering::Relaxed);
-                            if local.len() >= 1024 {
-                                latencies.lock().append(&mut local);
-                            }
                         }
                     } else if first && text.contains("\"subscribed\"") {
                         ready.add_permits(1);
@@ -339,11 +338,7 @@ async fn client(
                 }
                 _ => {}
             }
-            if local.len() >= 1 && received.load(Ordering::Relaxed) % 4096 == 0 {
-                latencies.lock().append(&mut local);
-            }
         }
-        latencies.lock().append(&mut local);
         match lagged_at {
             Some(n) => {
                 resumed.fetch_add(1, Ordering::Relaxed);

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -573,7 +574,14 @@ impl Writer {
     async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), Stop> {
         let bytes: usize = frames.iter().map(Bytes::len).sum();
         let timeout = self.ctx.config.write_timeout;
-        match tokio::time::timeout(timeout, write_all_vectored(&mut self.sink, &frames)).await {
+        let mut writing = std::pin::pin!(write_all_vectored(&mut self.sink, &frames));
+        // Most writes complete at once; only one that has to wait arms the timeout timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout(timeout, writing).await,
+        };
+        match outcome {
             Ok(Ok(())) => {
                 metrics::counter!(FRAMES_SENT).increment(frames.len() as u64);
                 metrics::counter!(BYTES_SENT).increment(bytes as u64);
