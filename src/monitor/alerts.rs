@@ -1,0 +1,292 @@
+//! Alert rules, evaluated in-process with the states Prometheus defines: inactive → pending (the
+//! condition holds, for less than `for`) → firing → resolved (the condition has not held for
+//! `keep_firing_for`). Evaluation is pure: the caller passes the time and the current values.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// What a rule watches. Latencies are p99 over the rule's window, in seconds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    StatusQueryP99,
+    TaskOperationP99,
+    WsDeliveryP99,
+    ContextRetrievalP99,
+    /// Share of HTTP responses with a 5xx status.
+    ErrorRatio5xx,
+    /// Slow-consumer closes over the window.
+    SlowConsumerCloses,
+    WriterQueueDepth,
+    /// Free bytes on the data directory's disk.
+    DiskFreeBytes,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    Above,
+    Below,
+}
+
+/// One rule as configured (defaults from the service levels; overridable in the config file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub signal: Signal,
+    #[serde(default = "above")]
+    pub comparison: Comparison,
+    pub threshold: f64,
+    /// The window the signal is computed over, in seconds (60 or 300 for latencies).
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    /// How long the condition must hold before the alert fires.
+    #[serde(default)]
+    pub for_seconds: u64,
+    /// How long the alert keeps firing after the condition stops holding.
+    #[serde(default)]
+    pub keep_firing_for_seconds: u64,
+    #[serde(default = "default_severity")]
+    pub severity: String,
+    #[serde(default)]
+    pub summary: String,
+}
+
+fn above() -> Comparison {
+    Comparison::Above
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_severity() -> String {
+    "warning".into()
+}
+
+impl RuleConfig {
+    fn holds(&self, value: f64) -> bool {
+        match self.comparison {
+            Comparison::Above => value > self.threshold,
+            Comparison::Below => value < self.threshold,
+        }
+    }
+}
+
+/// The default rules: the service levels of the original requirement, and the server's own health.
+pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
+    let rule = |name: &str, signal, threshold, window, for_s, summary: &str, severity: &str| RuleConfig {
+        name: name.into(),
+        signal,
+        comparison: Comparison::Above,
+        threshold,
+        window_seconds: window,
+        for_seconds: for_s,
+        keep_firing_for_seconds: 60,
+        severity: severity.into(),
+        summary: summary.into(),
+    };
+    vec![
+        rule("StatusQueryLatencyHigh", Signal::StatusQueryP99, 0.2, 60, 60, "status query p99 above 200 ms", "warning"),
+        rule("TaskOperationLatencyHigh", Signal::TaskOperationP99, 0.5, 60, 60, "task operation p99 above 500 ms", "warning"),
+        rule("WebSocketDeliveryLatencyHigh", Signal::WsDeliveryP99, 0.1, 60, 60, "WebSocket delivery p99 above 100 ms", "warning"),
+        rule("ContextRetrievalLatencyHigh", Signal::ContextRetrievalP99, 0.2, 60, 60, "context store retrieval p99 above 200 ms", "warning"),
+        rule("ServerErrorsHigh", Signal::ErrorRatio5xx, 0.01, 300, 60, "more than 1 % of responses are 5xx", "critical"),
+        rule("SlowConsumersClosed", Signal::SlowConsumerCloses, 0.0, 300, 0, "WebSocket clients were closed for falling behind", "info"),
+        rule("WriterQueueBacklog", Signal::WriterQueueDepth, 1000.0, 60, 30, "the writer queue holds more than 1000 writes", "warning"),
+        RuleConfig {
+            comparison: Comparison::Below,
+            ..rule("DiskFreeLow", Signal::DiskFreeBytes, disk_floor_bytes as f64, 60, 0, "free disk space below the floor", "critical")
+        },
+    ]
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Inactive,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Inactive => "inactive",
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// A rule and where it stands. Times are seconds on the caller's clock.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub config: RuleConfig,
+    pub state: State,
+    /// When the current state began.
+    pub since: f64,
+    /// When the condition last started to hold.
+    active_since: f64,
+    /// When the condition last held.
+    last_held: f64,
+    pub value: f64,
+    /// When the alert last started firing (Alertmanager's `startsAt`).
+    pub fired_at: f64,
+}
+
+/// A change of state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Transition {
+    pub rule: String,
+    pub from: State,
+    pub to: State,
+    pub at: f64,
+    pub value: f64,
+    pub threshold: f64,
+}
+
+impl Rule {
+    pub fn new(config: RuleConfig) -> Rule {
+        Rule { config, state: State::Inactive, since: 0.0, active_since: 0.0, last_held: 0.0, value: 0.0, fired_at: 0.0 }
+    }
+
+    /// Applies one evaluation; returns the transition it caused, if any.
+    pub fn evaluate(&mut self, now: f64, value: f64) -> Option<Transition> {
+        self.value = value;
+        let holds = self.config.holds(value);
+        if holds {
+            self.last_held = now;
+        }
+        let next = match self.state {
+            State::Inactive | State::Resolved if holds => {
+                self.active_since = now;
+                if self.config.for_seconds == 0 { State::Firing } else { State::Pending }
+            }
+            State::Pending if !holds => State::Inactive,
+            State::Pending if now - self.active_since >= self.config.for_seconds as f64 => State::Firing,
+            State::Firing if !holds && now - self.last_held >= self.config.keep_firing_for_seconds as f64 => {
+                State::Resolved
+            }
+            same => same,
+        };
+        if next == self.state {
+            return None;
+        }
+        let transition = Transition {
+            rule: self.config.name.clone(),
+            from: self.state,
+            to: next,
+            at: now,
+            value,
+            threshold: self.config.threshold,
+        };
+        if next == State::Firing {
+            self.fired_at = now;
+        }
+        self.state = next;
+        self.since = now;
+        Some(transition)
+    }
+}
+
+/// Every rule and the last transitions.
+pub struct Alerts {
+    pub rules: Vec<Rule>,
+    pub history: VecDeque<Transition>,
+}
+
+/// Transitions kept for the monitoring API.
+pub const HISTORY: usize = 100;
+
+impl Alerts {
+    pub fn new(configs: Vec<RuleConfig>) -> Alerts {
+        Alerts { rules: configs.into_iter().map(Rule::new).collect(), history: VecDeque::new() }
+    }
+
+    /// Evaluates every rule with `value_of(signal, window_seconds)`.
+    pub fn evaluate(&mut self, now: f64, mut value_of: impl FnMut(Signal, u64) -> f64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for rule in &mut self.rules {
+            let value = value_of(rule.config.signal, rule.config.window_seconds);
+            if let Some(t) = rule.evaluate(now, value) {
+                if self.history.len() == HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(t.clone());
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use State::*;
+
+    fn rule(for_s: u64, keep: u64) -> Rule {
+        Rule::new(RuleConfig {
+            name: "r".into(),
+            signal: Signal::StatusQueryP99,
+            comparison: Comparison::Above,
+            threshold: 1.0,
+            window_seconds: 60,
+            for_seconds: for_s,
+            keep_firing_for_seconds: keep,
+            severity: "warning".into(),
+            summary: String::new(),
+        })
+    }
+
+    /// Feeds (time, value) pairs and checks the state after each.
+    fn check(mut r: Rule, steps: &[(f64, f64, State)]) {
+        for (i, (t, v, want)) in steps.iter().enumerate() {
+            r.evaluate(*t, *v);
+            assert_eq!(r.state, *want, "step {i}: t={t} v={v}");
+        }
+    }
+
+    #[test]
+    fn pending_then_firing_after_for() {
+        check(rule(10, 0), &[(0.0, 0.5, Inactive), (1.0, 2.0, Pending), (5.0, 2.0, Pending), (11.0, 2.0, Firing), (12.0, 0.5, Resolved), (13.0, 0.5, Resolved)]);
+    }
+
+    #[test]
+    fn pending_that_stops_holding_goes_back_to_inactive() {
+        check(rule(10, 0), &[(0.0, 2.0, Pending), (4.0, 0.0, Inactive), (6.0, 2.0, Pending), (15.0, 2.0, Pending), (16.0, 2.0, Firing)]);
+    }
+
+    #[test]
+    fn zero_for_fires_at_once() {
+        check(rule(0, 0), &[(0.0, 2.0, Firing), (1.0, 0.0, Resolved), (2.0, 2.0, Firing)]);
+    }
+
+    #[test]
+    fn keep_firing_for_rides_out_flapping() {
+        check(
+            rule(0, 10),
+            &[(0.0, 2.0, Firing), (3.0, 0.0, Firing), (6.0, 2.0, Firing), (9.0, 0.0, Firing), (15.0, 0.0, Firing), (16.0, 0.0, Resolved)],
+        );
+    }
+
+    #[test]
+    fn below_rules_and_history() {
+        let mut config = rule(0, 0).config;
+        config.comparison = Comparison::Below;
+        let mut alerts = Alerts::new(vec![config]);
+        let t = alerts.evaluate(0.0, |_, _| 0.5);
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].from, t[0].to), (Inactive, Firing));
+        assert!(alerts.evaluate(1.0, |_, _| 0.5).is_empty());
+        let t = alerts.evaluate(2.0, |_, _| 5.0);
+        assert_eq!(t[0].to, Resolved);
+        for i in 0..200 {
+            alerts.evaluate(3.0 + i as f64, |_, _| if i % 2 == 0 { 0.0 } else { 5.0 });
+        }
+        assert_eq!(alerts.history.len(), HISTORY);
+    }
+}
