@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::monitor::{MonitorConfig, RuleConfig};
 use crate::store::{Durability, StoreConfig};
 use crate::ws::WsConfig;
 
@@ -81,6 +82,15 @@ pub struct ServeArgs {
     /// Protocol conformance testing only: /ws echoes every message instead of serving events
     #[arg(long, env = "FLIGHTDECK_WS_ECHO")]
     pub ws_echo: bool,
+    /// POST alert transitions here, in the Alertmanager v2 format
+    #[arg(long, env = "FLIGHTDECK_ALERT_WEBHOOK_URL", value_name = "URL")]
+    pub alert_webhook_url: Option<String>,
+    /// Seconds between alert rule evaluations [default: 5]
+    #[arg(long, env = "FLIGHTDECK_ALERT_EVAL_INTERVAL_SECS", value_name = "SECS")]
+    pub alert_eval_interval_secs: Option<u64>,
+    /// Readiness fails and the disk alert fires below this much free disk, in MiB [default: 256]
+    #[arg(long, env = "FLIGHTDECK_MIN_FREE_DISK_MB", value_name = "MIB")]
+    pub min_free_disk_mb: Option<u64>,
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
@@ -123,6 +133,12 @@ struct FileConfig {
     ws_ping_interval_secs: Option<u64>,
     max_ws_connections: Option<usize>,
     ws_echo: Option<bool>,
+    alert_webhook_url: Option<String>,
+    alert_eval_interval_secs: Option<u64>,
+    min_free_disk_mb: Option<u64>,
+    /// Rules that replace the default of the same name, or add to them.
+    #[serde(default)]
+    alert_rules: Vec<RuleConfig>,
 }
 
 /// The resolved settings the server runs with.
@@ -135,6 +151,7 @@ pub struct Config {
     /// Events kept in the log.
     pub event_retention: u64,
     pub ws: WsConfig,
+    pub monitor: MonitorConfig,
     pub store: StoreConfig,
 }
 
@@ -148,6 +165,7 @@ impl Config {
             max_connections: 10_000,
             event_retention: 1_000_000,
             ws: WsConfig::default(),
+            monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
         }
     }
@@ -201,6 +219,42 @@ impl Config {
             config.ws.max_connections = positive("max_ws_connections", v)?;
         }
         config.ws.echo = args.ws_echo || file.ws_echo.unwrap_or(false);
+        if let Some(url) = args.alert_webhook_url.clone().or(file.alert_webhook_url) {
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "alert_webhook_url must be an http:// URL (got {url})"
+                ));
+            }
+            config.monitor.webhook_url = Some(url);
+        }
+        if let Some(v) = args
+            .alert_eval_interval_secs
+            .or(file.alert_eval_interval_secs)
+        {
+            config.monitor.eval_interval = std::time::Duration::from_secs(positive(
+                "alert_eval_interval_secs",
+                v as usize,
+            )? as u64);
+        }
+        if let Some(mib) = args.min_free_disk_mb.or(file.min_free_disk_mb) {
+            config.monitor.min_free_disk_bytes = mib.saturating_mul(1024 * 1024);
+            config.monitor.rules =
+                crate::monitor::alerts::default_rules(config.monitor.min_free_disk_bytes);
+        }
+        for rule in file.alert_rules {
+            if rule.name.trim().is_empty() {
+                return Err("alert_rules: every rule needs a name".into());
+            }
+            match config
+                .monitor
+                .rules
+                .iter_mut()
+                .find(|r| r.name == rule.name)
+            {
+                Some(existing) => *existing = rule,
+                None => config.monitor.rules.push(rule),
+            }
+        }
         if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
             config.store.page_cache_bytes =
                 positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);

@@ -11,7 +11,8 @@
 //! - [`store`]: the only module that touches redb: records, indexes, the writer thread, reads;
 //! - [`events`]: the event wire format and the hub that fans committed events out;
 //! - [`ws`]: the WebSocket endpoint: upgrade, replay, live delivery, heartbeats;
-//! - [`json`]: the response writer that splices stored client JSON.
+//! - [`json`]: the response writer that splices stored client JSON;
+//! - [`monitor`]: metrics, windowed latency, health checks and alert rules.
 
 pub mod api;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod json;
+pub mod monitor;
 pub mod server;
 pub mod store;
 pub mod ws;

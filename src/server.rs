@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::events::hub::Hub;
 use crate::http::Request;
 use crate::http::timing::Timed;
+use crate::monitor::Monitor;
+use crate::monitor::health::Health;
 use crate::store::{Command, Store, StoreError};
 use crate::ws::WsContext;
 
@@ -52,10 +54,18 @@ pub async fn run(
 
     let stopping = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let monitor = Monitor::new(config.monitor.clone());
+    let health = Arc::new(Health::new(
+        store.clone(),
+        config.store.data_dir.clone(),
+        config.monitor.min_free_disk_bytes,
+        stopping.clone(),
+    ));
     let ws = WsContext::new(
         config.ws.clone(),
         hub,
         store.clone(),
+        monitor.clone(),
         stopping.clone(),
         tracker.clone(),
     );
@@ -63,11 +73,31 @@ pub async fn run(
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
         ws,
+        monitor: monitor.clone(),
+        health: health.clone(),
     });
-    let service = Timed::new(hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(&state, Request::new(req)).await) }
-    }));
+    let service = Timed::new(
+        hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&state, Request::new(req)).await) }
+        }),
+        monitor.clone(),
+    );
+    let generator_url = format!(
+        "http://{}/api/v1/monitoring/alerts",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    tracker.spawn(crate::monitor::run(
+        monitor,
+        health,
+        store.clone(),
+        generator_url,
+        tracker.clone(),
+        stopping.clone(),
+    ));
     tracker.spawn(retain_events(
         store.clone(),
         config.event_retention,

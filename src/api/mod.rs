@@ -4,7 +4,9 @@
 mod agents;
 mod artifacts;
 mod events;
+mod health;
 mod hitl;
+mod monitoring;
 mod projects;
 mod tasks;
 
@@ -27,6 +29,8 @@ pub struct AppState {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     pub ws: std::sync::Arc<crate::ws::WsContext>,
+    pub monitor: std::sync::Arc<crate::monitor::Monitor>,
+    pub health: std::sync::Arc<crate::monitor::health::Health>,
 }
 
 /// Routes and answers one request. Every failure becomes a JSON error.
@@ -35,12 +39,11 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     let path = req.path().to_string();
     let matched = route(req.method(), &path).map(|m| (m.route, m.param.to_string()));
     let (label, result) = match matched {
-        Ok((route, param)) => (route.name(), dispatch(state, route, &param, req).await),
-        Err(NoRoute::NotFound) => ("unmatched", Err(ApiError::not_found_route(&path))),
-        Err(NoRoute::MethodNotAllowed(allow)) => (
-            "unmatched",
-            Err(ApiError::method_not_allowed(req.method(), allow)),
-        ),
+        Ok((route, param)) => (Some(route), dispatch(state, route, &param, req).await),
+        Err(NoRoute::NotFound) => (None, Err(ApiError::not_found_route(&path))),
+        Err(NoRoute::MethodNotAllowed(allow)) => {
+            (None, Err(ApiError::method_not_allowed(req.method(), allow)))
+        }
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
     if is_head {
@@ -90,6 +93,16 @@ async fn dispatch(
         EventsList => events::list(state, &query),
         WsAll => events::subscribe(state, query.get("project_id"), &query, req),
         WsProject => events::subscribe(state, Some(param), &query, req),
+        Livez => health::livez(),
+        Readyz => health::readyz(state, &query).await,
+        Health => health::health(),
+        HealthDetailed => health::detailed(state).await,
+        HealthReady => health::ready(state).await,
+        HealthZ => health::z(state).await,
+        Metrics => monitoring::prometheus(state),
+        MonitoringMetrics => monitoring::metrics(state),
+        MonitoringPerformance => monitoring::performance(state),
+        MonitoringAlerts => monitoring::alerts(state),
     }
 }
 
@@ -149,6 +162,11 @@ impl Query {
                 )),
             },
         }
+    }
+
+    /// Whether the key is in the query at all (`?verbose`).
+    pub fn present(&self, key: &str) -> bool {
+        self.0.contains_key(key)
     }
 
     pub fn cursor(&self) -> Option<&str> {

@@ -157,6 +157,8 @@ vocabulary!(
         HitlExpired => "hitl_expired",
         OversightLevelChanged => "oversight_level_changed",
         WorkflowEvent => "workflow_event",
+        AlertFiring => "alert_firing",
+        AlertResolved => "alert_resolved",
     }
 );
 

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 pub use body::Body;
 pub use error::ApiError;
 pub use hyper::{Method, StatusCode};
-pub use router::{Matched, NoRoute, Route, route};
+pub use router::{Class, Matched, NoRoute, Route, route};
 
 /// A response as the handlers build it.
 pub type Response = hyper::Response<Body>;

@@ -37,9 +37,99 @@ pub enum Route {
     EventsList,
     WsAll,
     WsProject,
+    Livez,
+    Readyz,
+    Health,
+    HealthDetailed,
+    HealthReady,
+    HealthZ,
+    Metrics,
+    MonitoringMetrics,
+    MonitoringPerformance,
+    MonitoringAlerts,
+}
+
+/// Which service level a route's latency counts towards.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    StatusQuery,
+    TaskOperation,
+    ContextRetrieval,
+    Other,
 }
 
 impl Route {
+    /// Every route, for metric series that exist from start-up.
+    pub const ALL: &[Route] = &[
+        Route::ProjectsList,
+        Route::ProjectsCreate,
+        Route::ProjectGet,
+        Route::ProjectStatus,
+        Route::ProjectCompletion,
+        Route::ProjectTasksList,
+        Route::ProjectTasksCreate,
+        Route::TaskGet,
+        Route::TaskSetStatus,
+        Route::AgentsStatus,
+        Route::AgentStatus,
+        Route::AgentStatusHistory,
+        Route::AgentReset,
+        Route::ArtifactCreate,
+        Route::ArtifactBatch,
+        Route::ArtifactGet,
+        Route::ArtifactUpdate,
+        Route::ArtifactDelete,
+        Route::ProjectArtifacts,
+        Route::HitlCreate,
+        Route::HitlPending,
+        Route::HitlBulkApprove,
+        Route::HitlProjectRequests,
+        Route::OversightGet,
+        Route::OversightSet,
+        Route::HitlGet,
+        Route::HitlHistory,
+        Route::HitlRespond,
+        Route::EventsList,
+        Route::WsAll,
+        Route::WsProject,
+        Route::Livez,
+        Route::Readyz,
+        Route::Health,
+        Route::HealthDetailed,
+        Route::HealthReady,
+        Route::HealthZ,
+        Route::Metrics,
+        Route::MonitoringMetrics,
+        Route::MonitoringPerformance,
+        Route::MonitoringAlerts,
+    ];
+
+    /// The method and status of the route's usual answer, for the series that exist from start-up.
+    pub fn primary(self) -> (&'static str, u16) {
+        use Route::*;
+        match self {
+            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate => ("POST", 201),
+            TaskSetStatus | AgentReset | ArtifactBatch | HitlBulkApprove | OversightSet
+            | HitlRespond => ("POST", 200),
+            ArtifactUpdate => ("PATCH", 200),
+            ArtifactDelete => ("DELETE", 200),
+            WsAll | WsProject => ("GET", 101),
+            _ => ("GET", 200),
+        }
+    }
+
+    /// The service-level class of the route.
+    pub fn class(self) -> Class {
+        use Route::*;
+        match self {
+            ProjectGet | ProjectStatus | ProjectCompletion | AgentsStatus | AgentStatus | Livez
+            | Readyz | Health | HealthReady | HealthZ => Class::StatusQuery,
+            ProjectTasksCreate | TaskSetStatus | ProjectTasksList | TaskGet => Class::TaskOperation,
+            ArtifactGet | ProjectArtifacts | ArtifactBatch => Class::ContextRetrieval,
+            _ => Class::Other,
+        }
+    }
+
     /// The metric label and log name of the route.
     pub fn name(self) -> &'static str {
         use Route::*;
@@ -75,6 +165,16 @@ impl Route {
             EventsList => "events.list",
             WsAll => "ws.all",
             WsProject => "ws.project",
+            Livez => "probes.livez",
+            Readyz => "probes.readyz",
+            Health => "health.basic",
+            HealthDetailed => "health.detailed",
+            HealthReady => "health.ready",
+            HealthZ => "health.z",
+            Metrics => "metrics.prometheus",
+            MonitoringMetrics => "monitoring.metrics",
+            MonitoringPerformance => "monitoring.performance",
+            MonitoringAlerts => "monitoring.alerts",
         }
     }
 }
@@ -101,6 +201,26 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
+    let plain = match path {
+        "/livez" => Some(Livez),
+        "/readyz" => Some(Readyz),
+        "/health" => Some(Health),
+        "/health/detailed" => Some(HealthDetailed),
+        "/health/ready" => Some(HealthReady),
+        "/health/z" => Some(HealthZ),
+        "/metrics" => Some(Metrics),
+        "/api/v1/monitoring/metrics" => Some(MonitoringMetrics),
+        "/api/v1/monitoring/performance" => Some(MonitoringPerformance),
+        "/api/v1/monitoring/alerts" => Some(MonitoringAlerts),
+        _ => None,
+    };
+    if let Some(route) = plain {
+        return if method == Method::GET || method == Method::HEAD {
+            Ok(Matched { route, param: "" })
+        } else {
+            Err(NoRoute::MethodNotAllowed("GET, HEAD"))
+        };
+    }
     if let Some(rest) = path.strip_prefix("/ws") {
         let found = match rest.strip_prefix('/') {
             None if rest.is_empty() => (WsAll, ""),
@@ -272,5 +392,18 @@ mod tests {
         check(Method::POST, "/ws", Err(NoRoute::MethodNotAllowed("GET")));
         check(Method::GET, "/ws/a/b", Err(NoRoute::NotFound));
         check(Method::GET, "/wsx", Err(NoRoute::NotFound));
+        check(Method::GET, "/readyz", Ok((Readyz, "")));
+        check(Method::GET, "/health/z/", Ok((HealthZ, "")));
+        check(
+            Method::GET,
+            "/api/v1/monitoring/alerts",
+            Ok((MonitoringAlerts, "")),
+        );
+        check(
+            Method::POST,
+            "/metrics",
+            Err(NoRoute::MethodNotAllowed("GET, HEAD")),
+        );
+        assert_eq!(Route::ALL.len(), 41);
     }
 }

@@ -5,36 +5,54 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
 
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Method, Request, Response, header::HeaderValue};
 
 use super::body::Body;
+use super::router::{Class, Route};
+use crate::monitor::Monitor;
 
 /// Metric names of the HTTP layer.
 pub const REQUEST_DURATION: &str = "flightdeck_http_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "flightdeck_http_requests_total";
 pub const REQUESTS_IN_FLIGHT: &str = "flightdeck_http_requests_in_flight";
 
-/// Requests slower than this are logged as warnings.
-const SLOW_REQUEST: Duration = Duration::from_millis(500);
-
-/// Put into a response's extensions by the application: the route that answered.
+/// Put into a response's extensions by the application: the route that answered (none when no
+/// route matched).
 #[derive(Copy, Clone, Debug)]
-pub struct RouteLabel(pub &'static str);
+pub struct RouteLabel(pub Option<Route>);
 
 /// Wraps a service with timing.
 #[derive(Clone)]
 pub struct Timed<S> {
     inner: S,
+    monitor: Arc<Monitor>,
 }
 
 impl<S> Timed<S> {
-    pub fn new(inner: S) -> Timed<S> {
-        Timed { inner }
+    pub fn new(inner: S, monitor: Arc<Monitor>) -> Timed<S> {
+        Timed { inner, monitor }
     }
+}
+
+/// The request id: the client's `x-request-id` if it is a sane token, else a fresh one.
+fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    req.headers()
+        .get("x-request-id")
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            HeaderValue::from_str(&id).expect("hex is a valid header value")
+        })
 }
 
 impl<S> Service<Request<Incoming>> for Timed<S>
@@ -49,30 +67,42 @@ where
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let method = method_label(req.method());
+        let id = request_id(&req);
+        // Every log line of this request carries its id.
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""), method);
         metrics::gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let Ok(mut response) = future.await;
-            let elapsed = start.elapsed();
-            let route = response
-                .extensions()
-                .get::<RouteLabel>()
-                .map_or("unmatched", |r| r.0);
-            let status = status_label(response.status().as_u16());
-            metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
-            metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route, "status" => status)
-                .record(elapsed.as_secs_f64());
-            metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route, "status" => status)
-                .increment(1);
-            let millis = elapsed.as_secs_f64() * 1000.0;
-            if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.3}")) {
-                response.headers_mut().insert("server-timing", value);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        let monitor = self.monitor.clone();
+        Box::pin(
+            async move {
+                let Ok(mut response) = future.await;
+                let elapsed = start.elapsed();
+                let route = response.extensions().get::<RouteLabel>().and_then(|r| r.0);
+                let route_name = route.map_or("unmatched", Route::name);
+                let code = response.status().as_u16();
+                let status = status_label(code);
+                metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
+                metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route_name, "status" => status)
+                    .record(elapsed.as_secs_f64());
+                metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route_name, "status" => status)
+                    .increment(1);
+                monitor.observe_request(route, code, elapsed);
+                let millis = elapsed.as_secs_f64() * 1000.0;
+                if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.3}")) {
+                    response.headers_mut().insert("server-timing", value);
+                }
+                response.headers_mut().insert("x-request-id", id);
+                let class = route.map_or(Class::Other, Route::class);
+                if elapsed > monitor.slow_threshold(class) {
+                    tracing::warn!(route = route_name, status, millis, "slow request");
+                }
+                Ok(response)
             }
-            if elapsed > SLOW_REQUEST {
-                tracing::warn!(method, route, status, millis, "slow request");
-            }
-            Ok(response)
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -90,8 +120,9 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Status codes as static labels; anything unexpected is grouped by class.
-fn status_label(code: u16) -> &'static str {
+pub fn status_label(code: u16) -> &'static str {
     match code {
+        101 => "101",
         200 => "200",
         201 => "201",
         204 => "204",

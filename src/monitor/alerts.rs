@@ -75,28 +75,93 @@ impl RuleConfig {
 
 /// The default rules: the service levels of the original requirement, and the server's own health.
 pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
-    let rule = |name: &str, signal, threshold, window, for_s, summary: &str, severity: &str| RuleConfig {
-        name: name.into(),
-        signal,
-        comparison: Comparison::Above,
-        threshold,
-        window_seconds: window,
-        for_seconds: for_s,
-        keep_firing_for_seconds: 60,
-        severity: severity.into(),
-        summary: summary.into(),
-    };
+    let rule =
+        |name: &str, signal, threshold, window, for_s, summary: &str, severity: &str| RuleConfig {
+            name: name.into(),
+            signal,
+            comparison: Comparison::Above,
+            threshold,
+            window_seconds: window,
+            for_seconds: for_s,
+            keep_firing_for_seconds: 60,
+            severity: severity.into(),
+            summary: summary.into(),
+        };
     vec![
-        rule("StatusQueryLatencyHigh", Signal::StatusQueryP99, 0.2, 60, 60, "status query p99 above 200 ms", "warning"),
-        rule("TaskOperationLatencyHigh", Signal::TaskOperationP99, 0.5, 60, 60, "task operation p99 above 500 ms", "warning"),
-        rule("WebSocketDeliveryLatencyHigh", Signal::WsDeliveryP99, 0.1, 60, 60, "WebSocket delivery p99 above 100 ms", "warning"),
-        rule("ContextRetrievalLatencyHigh", Signal::ContextRetrievalP99, 0.2, 60, 60, "context store retrieval p99 above 200 ms", "warning"),
-        rule("ServerErrorsHigh", Signal::ErrorRatio5xx, 0.01, 300, 60, "more than 1 % of responses are 5xx", "critical"),
-        rule("SlowConsumersClosed", Signal::SlowConsumerCloses, 0.0, 300, 0, "WebSocket clients were closed for falling behind", "info"),
-        rule("WriterQueueBacklog", Signal::WriterQueueDepth, 1000.0, 60, 30, "the writer queue holds more than 1000 writes", "warning"),
+        rule(
+            "StatusQueryLatencyHigh",
+            Signal::StatusQueryP99,
+            0.2,
+            60,
+            60,
+            "status query p99 above 200 ms",
+            "warning",
+        ),
+        rule(
+            "TaskOperationLatencyHigh",
+            Signal::TaskOperationP99,
+            0.5,
+            60,
+            60,
+            "task operation p99 above 500 ms",
+            "warning",
+        ),
+        rule(
+            "WebSocketDeliveryLatencyHigh",
+            Signal::WsDeliveryP99,
+            0.1,
+            60,
+            60,
+            "WebSocket delivery p99 above 100 ms",
+            "warning",
+        ),
+        rule(
+            "ContextRetrievalLatencyHigh",
+            Signal::ContextRetrievalP99,
+            0.2,
+            60,
+            60,
+            "context store retrieval p99 above 200 ms",
+            "warning",
+        ),
+        rule(
+            "ServerErrorsHigh",
+            Signal::ErrorRatio5xx,
+            0.01,
+            300,
+            60,
+            "more than 1 % of responses are 5xx",
+            "critical",
+        ),
+        rule(
+            "SlowConsumersClosed",
+            Signal::SlowConsumerCloses,
+            0.0,
+            300,
+            0,
+            "WebSocket clients were closed for falling behind",
+            "info",
+        ),
+        rule(
+            "WriterQueueBacklog",
+            Signal::WriterQueueDepth,
+            1000.0,
+            60,
+            30,
+            "the writer queue holds more than 1000 writes",
+            "warning",
+        ),
         RuleConfig {
             comparison: Comparison::Below,
-            ..rule("DiskFreeLow", Signal::DiskFreeBytes, disk_floor_bytes as f64, 60, 0, "free disk space below the floor", "critical")
+            ..rule(
+                "DiskFreeLow",
+                Signal::DiskFreeBytes,
+                disk_floor_bytes as f64,
+                60,
+                0,
+                "free disk space below the floor",
+                "critical",
+            )
         },
     ]
 }
@@ -150,7 +215,15 @@ pub struct Transition {
 
 impl Rule {
     pub fn new(config: RuleConfig) -> Rule {
-        Rule { config, state: State::Inactive, since: 0.0, active_since: 0.0, last_held: 0.0, value: 0.0, fired_at: 0.0 }
+        Rule {
+            config,
+            state: State::Inactive,
+            since: 0.0,
+            active_since: 0.0,
+            last_held: 0.0,
+            value: 0.0,
+            fired_at: 0.0,
+        }
     }
 
     /// Applies one evaluation; returns the transition it caused, if any.
@@ -163,11 +236,19 @@ impl Rule {
         let next = match self.state {
             State::Inactive | State::Resolved if holds => {
                 self.active_since = now;
-                if self.config.for_seconds == 0 { State::Firing } else { State::Pending }
+                if self.config.for_seconds == 0 {
+                    State::Firing
+                } else {
+                    State::Pending
+                }
             }
             State::Pending if !holds => State::Inactive,
-            State::Pending if now - self.active_since >= self.config.for_seconds as f64 => State::Firing,
-            State::Firing if !holds && now - self.last_held >= self.config.keep_firing_for_seconds as f64 => {
+            State::Pending if now - self.active_since >= self.config.for_seconds as f64 => {
+                State::Firing
+            }
+            State::Firing
+                if !holds && now - self.last_held >= self.config.keep_firing_for_seconds as f64 =>
+            {
                 State::Resolved
             }
             same => same,
@@ -203,11 +284,18 @@ pub const HISTORY: usize = 100;
 
 impl Alerts {
     pub fn new(configs: Vec<RuleConfig>) -> Alerts {
-        Alerts { rules: configs.into_iter().map(Rule::new).collect(), history: VecDeque::new() }
+        Alerts {
+            rules: configs.into_iter().map(Rule::new).collect(),
+            history: VecDeque::new(),
+        }
     }
 
     /// Evaluates every rule with `value_of(signal, window_seconds)`.
-    pub fn evaluate(&mut self, now: f64, mut value_of: impl FnMut(Signal, u64) -> f64) -> Vec<Transition> {
+    pub fn evaluate(
+        &mut self,
+        now: f64,
+        mut value_of: impl FnMut(Signal, u64) -> f64,
+    ) -> Vec<Transition> {
         let mut out = Vec::new();
         for rule in &mut self.rules {
             let value = value_of(rule.config.signal, rule.config.window_seconds);
@@ -252,24 +340,53 @@ mod tests {
 
     #[test]
     fn pending_then_firing_after_for() {
-        check(rule(10, 0), &[(0.0, 0.5, Inactive), (1.0, 2.0, Pending), (5.0, 2.0, Pending), (11.0, 2.0, Firing), (12.0, 0.5, Resolved), (13.0, 0.5, Resolved)]);
+        check(
+            rule(10, 0),
+            &[
+                (0.0, 0.5, Inactive),
+                (1.0, 2.0, Pending),
+                (5.0, 2.0, Pending),
+                (11.0, 2.0, Firing),
+                (12.0, 0.5, Resolved),
+                (13.0, 0.5, Resolved),
+            ],
+        );
     }
 
     #[test]
     fn pending_that_stops_holding_goes_back_to_inactive() {
-        check(rule(10, 0), &[(0.0, 2.0, Pending), (4.0, 0.0, Inactive), (6.0, 2.0, Pending), (15.0, 2.0, Pending), (16.0, 2.0, Firing)]);
+        check(
+            rule(10, 0),
+            &[
+                (0.0, 2.0, Pending),
+                (4.0, 0.0, Inactive),
+                (6.0, 2.0, Pending),
+                (15.0, 2.0, Pending),
+                (16.0, 2.0, Firing),
+            ],
+        );
     }
 
     #[test]
     fn zero_for_fires_at_once() {
-        check(rule(0, 0), &[(0.0, 2.0, Firing), (1.0, 0.0, Resolved), (2.0, 2.0, Firing)]);
+        check(
+            rule(0, 0),
+            &[(0.0, 2.0, Firing), (1.0, 0.0, Resolved), (2.0, 2.0, Firing)],
+        );
     }
 
     #[test]
     fn keep_firing_for_rides_out_flapping() {
         check(
             rule(0, 10),
-            &[(0.0, 2.0, Firing), (3.0, 0.0, Firing), (6.0, 2.0, Firing), (9.0, 0.0, Firing), (15.0, 0.0, Firing), (16.0, 0.0, Resolved)],
+            &[
+                (0.0, 2.0, Firing),
+                (3.0, 0.0, Firing),
+                (6.0, 2.0, Firing),
+                (9.0, 0.0, Firing),
+                (15.0, 0.0, Firing),
+                (16.0, 0.0, Resolved),
+            ],
         );
     }
 

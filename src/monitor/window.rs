@@ -25,7 +25,13 @@ struct Slot {
 
 impl Slot {
     fn empty() -> Slot {
-        Slot { index: u64::MAX, buckets: Box::new([0; BUCKETS]), count: 0, errors: 0, max_micros: 0 }
+        Slot {
+            index: u64::MAX,
+            buckets: Box::new([0; BUCKETS]),
+            count: 0,
+            errors: 0,
+            max_micros: 0,
+        }
     }
 }
 
@@ -51,7 +57,9 @@ pub struct Window {
 
 impl Default for Window {
     fn default() -> Window {
-        Window { slots: Mutex::new(vec![Slot::empty(); SLOTS]) }
+        Window {
+            slots: Mutex::new(vec![Slot::empty(); SLOTS]),
+        }
     }
 }
 
@@ -81,7 +89,10 @@ impl Window {
         let mut slots = self.slots.lock();
         let slot = &mut slots[(index % SLOTS as u64) as usize];
         if slot.index != index {
-            *slot = Slot { index, ..Slot::empty() };
+            *slot = Slot {
+                index,
+                ..Slot::empty()
+            };
         }
         slot.buckets[bucket_of(micros)] += 1;
         slot.count += 1;
@@ -96,7 +107,12 @@ impl Window {
         let oldest = newest.saturating_sub(span - 1);
         let mut merged = [0u64; BUCKETS];
         let (mut count, mut errors, mut max) = (0u64, 0u64, 0u64);
-        for slot in self.slots.lock().iter().filter(|s| s.index != u64::MAX && s.index >= oldest && s.index <= newest) {
+        for slot in self
+            .slots
+            .lock()
+            .iter()
+            .filter(|s| s.index != u64::MAX && s.index >= oldest && s.index <= newest)
+        {
             for (m, b) in merged.iter_mut().zip(slot.buckets.iter()) {
                 *m += u64::from(*b);
             }
@@ -127,7 +143,11 @@ impl Window {
             p99: quantile(0.99),
             max: max as f64 / 1e6,
             rate: count as f64 / covered,
-            error_ratio: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
+            error_ratio: if count == 0 {
+                0.0
+            } else {
+                errors as f64 / count as f64
+            },
         }
     }
 }
@@ -139,13 +159,37 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_bound_their_values() {
         let mut last = 0;
-        for micros in [0u64, 1, 2, 7, 8, 9, 15, 16, 100, 1000, 1234, 50_000, 1_000_000, 10_000_000, 100_000_000] {
+        for micros in [
+            0u64,
+            1,
+            2,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            1234,
+            50_000,
+            1_000_000,
+            10_000_000,
+            100_000_000,
+        ] {
             let b = bucket_of(micros);
             assert!(b >= last, "{micros}");
             last = b;
-            assert!(upper_bound(b) >= micros, "{micros} in bucket {b} bounded by {}", upper_bound(b));
+            assert!(
+                upper_bound(b) >= micros,
+                "{micros} in bucket {b} bounded by {}",
+                upper_bound(b)
+            );
             if micros >= 8 && b < BUCKETS - 1 {
-                assert!(upper_bound(b) as f64 <= micros as f64 * 1.13 + 1.0, "{micros}: {}", upper_bound(b));
+                assert!(
+                    upper_bound(b) as f64 <= micros as f64 * 1.13 + 1.0,
+                    "{micros}: {}",
+                    upper_bound(b)
+                );
             }
         }
     }

@@ -35,6 +35,23 @@ pub use records::{
 };
 pub use writer::{Command, Reply};
 
+/// Metric names of the store.
+pub mod metric_names {
+    pub const WRITE_BATCH_SIZE: &str = "flightdeck_store_write_batch_size";
+    pub const COMMIT_SECONDS: &str = "flightdeck_store_commit_duration_seconds";
+    pub const WRITER_QUEUE_DEPTH: &str = "flightdeck_store_writer_queue_depth";
+    pub const READ_SECONDS: &str = "flightdeck_store_read_duration_seconds";
+    pub const FILE_SIZE_BYTES: &str = "flightdeck_store_file_size_bytes";
+    pub const USED_BYTES: &str = "flightdeck_store_used_bytes";
+    pub const RECORDS: &str = "flightdeck_store_records";
+    pub const CACHE_HITS: &str = "flightdeck_cache_hits_total";
+    pub const CACHE_MISSES: &str = "flightdeck_cache_misses_total";
+    pub const CACHE_EVICTIONS: &str = "flightdeck_cache_evictions_total";
+    pub const CACHE_ENTRIES: &str = "flightdeck_cache_entries";
+    /// The `operation` label values of `READ_SECONDS`.
+    pub const READ_OPERATIONS: &[&str] = &["get", "list", "events", "replay", "agents"];
+}
+
 /// The file inside the data directory that holds the database.
 pub const DB_FILE: &str = "flightdeck.redb";
 
@@ -138,6 +155,25 @@ impl ProjectSummary {
     }
 }
 
+/// Sums over every project's summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub task_counts: [u64; 5],
+    pub projects: u64,
+    pub hitl_pending: u64,
+    pub artifacts: u64,
+}
+
+/// The artifact cache's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub capacity: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+}
+
 /// State shared by the readers and the writer.
 pub(crate) struct Shared {
     db: redb::Database,
@@ -147,6 +183,9 @@ pub(crate) struct Shared {
     latest_seq: AtomicU64,
     queue_depth: AtomicUsize,
     writer_alive: AtomicBool,
+    /// Bytes of the file in use, as the writer last measured it.
+    used_bytes: AtomicU64,
+    path: PathBuf,
 }
 
 /// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
@@ -154,6 +193,9 @@ pub(crate) struct Shared {
 pub(crate) struct ArtifactCache {
     entries: lru::LruCache<Id, Bytes>,
     epoch: u64,
+    hits: u64,
+    misses: u64,
+    evictions: u64,
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
@@ -188,10 +230,15 @@ impl Store {
             cache: Mutex::new(ArtifactCache {
                 entries: lru::LruCache::new(cache_entries),
                 epoch: 0,
+                hits: 0,
+                misses: 0,
+                evictions: 0,
             }),
             latest_seq: AtomicU64::new(latest_seq),
             queue_depth: AtomicUsize::new(0),
             writer_alive: AtomicBool::new(true),
+            used_bytes: AtomicU64::new(0),
+            path: path.clone(),
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
@@ -240,6 +287,46 @@ impl Store {
 
     pub fn data_path(dir: &Path) -> PathBuf {
         dir.join(DB_FILE)
+    }
+
+    /// Sums over every project's summary.
+    pub fn totals(&self) -> Totals {
+        let summaries = self.shared.summaries.read();
+        let mut totals = Totals {
+            projects: summaries.len() as u64,
+            ..Totals::default()
+        };
+        for s in summaries.values() {
+            for (t, n) in totals.task_counts.iter_mut().zip(s.task_counts) {
+                *t += n;
+            }
+            totals.hitl_pending += s.hitl_pending;
+            totals.artifacts += s.artifacts;
+        }
+        totals
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        let cache = self.shared.cache.lock();
+        CacheStats {
+            entries: cache.entries.len() as u64,
+            capacity: cache.entries.cap().get() as u64,
+            hits: cache.hits,
+            misses: cache.misses,
+            evictions: cache.evictions,
+        }
+    }
+
+    /// Size of the database file, in bytes (0 if it cannot be read).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.shared.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Bytes of the file in use, as of the last probe write.
+    pub fn used_bytes(&self) -> u64 {
+        self.shared.used_bytes.load(Ordering::Relaxed)
     }
 
     /// The consistency check of `flightdeck check`, on the open store, against one snapshot.

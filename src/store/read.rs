@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::time::Instant;
 
 use bytes::Bytes;
 use redb::{
@@ -15,7 +16,28 @@ use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabul
 use super::codec::decode;
 use super::records::*;
 use super::tables::{self, trailing_id};
-use super::{ProjectSummary, Store, StoreError, begin_read};
+use super::{ProjectSummary, Store, StoreError, begin_read, metric_names};
+
+/// A read transaction that records its duration, by operation, when dropped.
+struct TimedTxn {
+    txn: ReadTransaction,
+    started: Instant,
+    operation: &'static str,
+}
+
+impl std::ops::Deref for TimedTxn {
+    type Target = ReadTransaction;
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+impl Drop for TimedTxn {
+    fn drop(&mut self) {
+        metrics::histogram!(metric_names::READ_SECONDS, "operation" => self.operation)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
 
 /// One page of a list and the cursor of the next one, if there is more.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,24 +92,28 @@ pub fn decode_cursor(cursor: &str) -> Result<Id, StoreError> {
 }
 
 impl Store {
-    fn txn(&self) -> Result<ReadTransaction, StoreError> {
-        begin_read(&self.shared)
+    fn txn(&self, operation: &'static str) -> Result<TimedTxn, StoreError> {
+        Ok(TimedTxn {
+            txn: begin_read(&self.shared)?,
+            started: Instant::now(),
+            operation,
+        })
     }
 
     pub fn get_project(&self, id: &Id) -> Result<Option<Project>, StoreError> {
-        get(&self.txn()?, tables::PROJECTS, id)
+        get(&*self.txn("get")?, tables::PROJECTS, id)
     }
 
     pub fn get_task(&self, id: &Id) -> Result<Option<Task>, StoreError> {
-        get(&self.txn()?, tables::TASKS, id)
+        get(&*self.txn("get")?, tables::TASKS, id)
     }
 
     pub fn get_artifact(&self, id: &Id) -> Result<Option<Artifact>, StoreError> {
-        get(&self.txn()?, tables::ARTIFACTS, id)
+        get(&*self.txn("get")?, tables::ARTIFACTS, id)
     }
 
     pub fn get_hitl(&self, id: &Id) -> Result<Option<HitlRequest>, StoreError> {
-        get(&self.txn()?, tables::HITL, id)
+        get(&*self.txn("get")?, tables::HITL, id)
     }
 
     /// An artifact's encoded response, from the cache or encoded by `encode` and cached.
@@ -98,19 +124,27 @@ impl Store {
     ) -> Result<Option<Bytes>, StoreError> {
         let epoch = {
             let mut cache = self.shared.cache.lock();
-            if let Some(hit) = cache.entries.get(id) {
-                return Ok(Some(hit.clone()));
+            if let Some(hit) = cache.entries.get(id).cloned() {
+                cache.hits += 1;
+                metrics::counter!(metric_names::CACHE_HITS).increment(1);
+                return Ok(Some(hit));
             }
+            cache.misses += 1;
             cache.epoch
         };
+        metrics::counter!(metric_names::CACHE_MISSES).increment(1);
         let Some(artifact) = self.get_artifact(id)? else {
             return Ok(None);
         };
         let encoded = Bytes::from(encode(&artifact));
         let mut cache = self.shared.cache.lock();
         // An invalidation since we looked means what we read may be older than the committed state.
-        if cache.epoch == epoch {
-            cache.entries.put(*id, encoded.clone());
+        if cache.epoch == epoch
+            && let Some((evicted, _)) = cache.entries.push(*id, encoded.clone())
+            && evicted != *id
+        {
+            cache.evictions += 1;
+            metrics::counter!(metric_names::CACHE_EVICTIONS).increment(1);
         }
         Ok(Some(encoded))
     }
@@ -121,7 +155,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Project>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         let table = txn.open_table(tables::PROJECTS)?;
         let after = cursor.map(decode_cursor).transpose()?;
         let range = match &after {
@@ -147,7 +181,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Task>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let keep = |t: &Task| {
             filter.status.is_none_or(|s| t.status == s)
@@ -193,7 +227,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Artifact>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let keep = |a: &Artifact| {
             filter.artifact_type.is_none_or(|t| a.artifact_type == t)
@@ -233,7 +267,7 @@ impl Store {
 
     /// The artifacts found among `ids`, in the order asked.
     pub fn artifacts_by_ids(&self, ids: &[Id]) -> Result<Vec<Artifact>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("get")?;
         let table = txn.open_table(tables::ARTIFACTS)?;
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {
@@ -252,7 +286,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<HitlRequest>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let items = match filter.status {
             Some(status) => scan(
@@ -284,7 +318,7 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<HitlRequest>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let items = scan(
             &txn,
@@ -300,7 +334,7 @@ impl Store {
 
     /// Every agent type's state, in vocabulary order.
     pub fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENTS)?;
         AgentType::ALL
             .iter()
@@ -312,7 +346,7 @@ impl Store {
     }
 
     pub fn agent(&self, agent_type: AgentType) -> Result<Agent, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENTS)?;
         match table.get(agent_type.code())? {
             Some(bytes) => decode(bytes.value()),
@@ -327,7 +361,7 @@ impl Store {
         before_seq: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<AgentHistoryEntry>, Option<u64>), StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENT_HISTORY)?;
         let lo = tables::agent_history_key(agent_type.code(), 0);
         let hi = tables::agent_history_key(agent_type.code(), before_seq.unwrap_or(u64::MAX));
@@ -362,7 +396,7 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, String)>, bool), StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("events")?;
         let events = txn.open_table(tables::EVENTS)?;
         let start = since.saturating_add(1);
         let mut out: Vec<(u64, String)> = Vec::new();
@@ -410,7 +444,7 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<(Vec<LoggedEvent>, bool), StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("replay")?;
         let events = txn.open_table(tables::EVENTS)?;
         let start = since.saturating_add(1);
         let mut out = Vec::new();
@@ -473,14 +507,14 @@ impl Store {
 
     /// The oldest retained event seq (0 when the log is empty).
     pub fn oldest_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("events")?;
         let events = txn.open_table(tables::EVENTS)?;
         Ok(events.first()?.map(|(k, _)| k.value()).unwrap_or(0))
     }
 
     /// Records per table, for monitoring.
     pub fn table_sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
-        let txn = self.txn()?;
+        let txn = self.txn("list")?;
         Ok(vec![
             ("projects", txn.open_table(tables::PROJECTS)?.len()?),
             ("tasks", txn.open_table(tables::TASKS)?.len()?),

@@ -14,6 +14,8 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// The newest seq ever assigned, so seqs are never reused even if the log is trimmed to nothing.
 pub const META_LAST_SEQ: &str = "last_seq";
+/// When the last readiness probe wrote (microseconds since the epoch).
+pub const META_PROBE: &str = "probe_at";
 
 pub const PROJECTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("projects");
 pub const TASKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("tasks");

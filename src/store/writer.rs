@@ -30,7 +30,7 @@ use crate::json::object_string;
 use super::codec::{decode, encode};
 use super::records::*;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys};
-use super::{Durability, ProjectSummary, Shared, StoreConfig, StoreError};
+use super::{Durability, ProjectSummary, Shared, StoreConfig, StoreError, metric_names};
 
 /// A change to the store.
 #[derive(Clone, Debug)]
@@ -101,6 +101,15 @@ pub enum Command {
         through: u64,
         max: usize,
     },
+    /// A write round trip for readiness: records the time in the meta table. No event.
+    Probe,
+    /// Measures the bytes of the file in use (walks every table: run it rarely). No event.
+    MeasureUsage,
+    /// An alert changed state: only its event (`alert_firing` or `alert_resolved`), no record.
+    RecordAlert {
+        firing: bool,
+        data: String,
+    },
 }
 
 /// What a committed command produced.
@@ -120,6 +129,10 @@ pub enum Reply {
     },
     /// How many events were trimmed.
     Trimmed(u64),
+    Probed,
+    /// Bytes of the file in use.
+    Usage(u64),
+    Recorded,
 }
 
 enum Msg {
@@ -248,8 +261,13 @@ impl Writer {
 
     fn commit_batch(&self, pending: Pending, next_seq: &mut u64) {
         let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        metrics::histogram!(metric_names::WRITE_BATCH_SIZE).record(commands.len() as f64);
+        metrics::gauge!(metric_names::WRITER_QUEUE_DEPTH)
+            .set(self.shared.queue_depth.load(Ordering::Relaxed) as f64);
         let now = now_micros();
+        let started = std::time::Instant::now();
         let result = self.apply_all(commands, now, *next_seq);
+        metrics::histogram!(metric_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Ok((outcomes, output)) => {
                 *next_seq = output.next_seq;
@@ -362,6 +380,7 @@ type Index<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
 
 /// Every table, opened once per transaction, plus what the batch has produced so far.
 struct Batch<'t> {
+    txn: &'t WriteTransaction,
     shared: &'t Shared,
     now: Micros,
     next_seq: u64,
@@ -398,6 +417,7 @@ impl<'t> Batch<'t> {
         next_seq: u64,
     ) -> Result<Batch<'t>, StoreError> {
         Ok(Batch {
+            txn,
             shared,
             now,
             next_seq,
@@ -485,6 +505,26 @@ impl<'t> Batch<'t> {
                 self.set_oversight_level(project_id, level)
             }
             Command::TrimEvents { through, max } => self.trim_events(through, max),
+            Command::Probe => {
+                self.meta
+                    .insert(tables::META_PROBE, self.now.max(0) as u64)?;
+                Ok(Reply::Probed)
+            }
+            Command::MeasureUsage => {
+                let stats = self.txn.stats()?;
+                let used = stats.allocated_pages() * stats.page_size() as u64;
+                self.shared.used_bytes.store(used, Ordering::Relaxed);
+                Ok(Reply::Usage(used))
+            }
+            Command::RecordAlert { firing, data } => {
+                let kind = if firing {
+                    EventType::AlertFiring
+                } else {
+                    EventType::AlertResolved
+                };
+                self.emit(kind, None, None, None, data)?;
+                Ok(Reply::Recorded)
+            }
         }
     }
 

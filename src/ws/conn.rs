@@ -422,6 +422,7 @@ impl Writer {
         if let Stop::Close(code, reason) = stop {
             if code == LAGGED {
                 metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
+                self.ctx.monitor.observe_slow_consumer_close();
             }
             let _ = self.write(vec![frame::close(code, &reason)]).await;
             let _ = self.sink.shutdown().await;
@@ -548,7 +549,9 @@ impl Writer {
             let now = now_micros();
             let histogram = metrics::histogram!(DELIVERY_SECONDS);
             for item in &delivered {
-                histogram.record((now - item.committed_at).max(0) as f64 / 1e6);
+                let micros = (now - item.committed_at).max(0) as u64;
+                histogram.record(micros as f64 / 1e6);
+                self.ctx.monitor.observe_delivery(micros);
             }
             if let Some(item) = delivered.last() {
                 self.last_written = item.seq;

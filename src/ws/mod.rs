@@ -63,6 +63,7 @@ pub struct WsContext {
     pub config: WsConfig,
     pub hub: Arc<Hub>,
     pub store: Store,
+    pub monitor: Arc<crate::monitor::Monitor>,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -75,6 +76,7 @@ impl WsContext {
         config: WsConfig,
         hub: Arc<Hub>,
         store: Store,
+        monitor: Arc<crate::monitor::Monitor>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<WsContext> {
@@ -83,6 +85,7 @@ impl WsContext {
             config,
             hub,
             store,
+            monitor,
             shutdown,
             tracker,
             open: AtomicUsize::new(0),

@@ -1,0 +1,251 @@
+//! `GET /metrics` (Prometheus text) and the JSON views under `/api/v1/monitoring/`.
+
+use super::AppState;
+use crate::domain::{format_timestamp, now_micros};
+use crate::http::body::json;
+use crate::http::{ApiError, Class, Response, Route, StatusCode, set_header};
+use crate::json::{ObjectWriter, object};
+use crate::monitor::Summary;
+
+pub fn prometheus(state: &AppState) -> Result<Response, ApiError> {
+    let text = state.monitor.render_prometheus(&state.store);
+    let mut response = json(StatusCode::OK, text);
+    set_header(
+        &mut response,
+        "content-type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    Ok(response)
+}
+
+fn write_summary(o: &mut ObjectWriter<'_>, s: &Summary) {
+    o.u64("count", s.count)
+        .f64("rate_per_second", s.rate)
+        .f64("error_ratio", s.error_ratio)
+        .f64("p50_ms", s.p50 * 1e3)
+        .f64("p95_ms", s.p95 * 1e3)
+        .f64("p99_ms", s.p99 * 1e3)
+        .f64("max_ms", s.max * 1e3);
+}
+
+const CLASSES: [(Class, &str); 3] = [
+    (Class::StatusQuery, "status_query"),
+    (Class::TaskOperation, "task_operation"),
+    (Class::ContextRetrieval, "context_retrieval"),
+];
+
+/// The windowed latency per route and class, plus WebSocket, store, cache and process figures.
+pub fn metrics(state: &AppState) -> Result<Response, ApiError> {
+    let m = &state.monitor;
+    let store = &state.store;
+    let cache = store.cache_stats();
+    let process = m.process_figures(store);
+    let sizes = store.table_sizes().unwrap_or_default();
+    let body = object(|o| {
+        o.str("timestamp", &format_timestamp(now_micros()))
+            .f64("uptime_seconds", m.uptime().as_secs_f64());
+        for (key, seconds) in [("last_1m", 60), ("last_5m", 300)] {
+            o.object(key, |w| {
+                w.object("all_requests", |a| {
+                    write_summary(a, &m.http_summary(seconds))
+                });
+                w.object("classes", |c| {
+                    for (class, name) in CLASSES {
+                        c.object(name, |x| write_summary(x, &m.class_summary(class, seconds)));
+                    }
+                    c.object("websocket_delivery", |x| {
+                        write_summary(x, &m.ws_delivery_summary(seconds))
+                    });
+                });
+                w.object("routes", |r| {
+                    for route in Route::ALL {
+                        let s = m.route_summary(*route, seconds);
+                        if s.count > 0 {
+                            r.object(route.name(), |x| write_summary(x, &s));
+                        }
+                    }
+                });
+            });
+        }
+        o.object("websocket", |w| {
+            w.u64("connections", state.ws.open_connections() as u64)
+                .u64("subscribers", state.ws.hub.subscribers() as u64)
+                .u64("slow_consumer_closes_5m", m.slow_consumer_closes(300));
+        })
+        .object("store", |s| {
+            s.u64("writer_queue_depth", store.writer_queue_depth() as u64)
+                .bool("writer_alive", store.writer_alive())
+                .u64("latest_seq", store.latest_seq())
+                .u64("file_size_bytes", store.file_size())
+                .u64("used_bytes", store.used_bytes())
+                .object("records", |r| {
+                    for (table, n) in &sizes {
+                        r.u64(table, *n);
+                    }
+                });
+        })
+        .object("cache", |c| {
+            c.u64("entries", cache.entries)
+                .u64("capacity", cache.capacity)
+                .u64("hits", cache.hits)
+                .u64("misses", cache.misses)
+                .u64("evictions", cache.evictions);
+        })
+        .object("process", |p| {
+            for (name, value) in &process {
+                p.f64(name.trim_start_matches("flightdeck_process_"), *value);
+            }
+        });
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// For each service level: target, current p99 over the last 5 minutes, met or not (null without
+/// traffic).
+pub fn performance(state: &AppState) -> Result<Response, ApiError> {
+    let m = &state.monitor;
+    let levels: Vec<(&str, &str, f64, Summary)> = vec![
+        (
+            "status_query",
+            "flightdeck",
+            0.0005,
+            m.class_summary(Class::StatusQuery, 300),
+        ),
+        (
+            "task_operation",
+            "flightdeck",
+            0.005,
+            m.class_summary(Class::TaskOperation, 300),
+        ),
+        (
+            "websocket_delivery",
+            "flightdeck",
+            0.002,
+            m.ws_delivery_summary(300),
+        ),
+        (
+            "context_store_get",
+            "flightdeck",
+            0.001,
+            m.route_summary(Route::ArtifactGet, 300),
+        ),
+        (
+            "context_store_list",
+            "flightdeck",
+            0.005,
+            m.route_summary(Route::ProjectArtifacts, 300),
+        ),
+        (
+            "status_query",
+            "original_requirement",
+            0.2,
+            m.class_summary(Class::StatusQuery, 300),
+        ),
+        (
+            "task_operation",
+            "original_requirement",
+            0.5,
+            m.class_summary(Class::TaskOperation, 300),
+        ),
+        (
+            "websocket_delivery",
+            "original_requirement",
+            0.1,
+            m.ws_delivery_summary(300),
+        ),
+        (
+            "context_store_retrieval",
+            "original_requirement",
+            0.2,
+            m.class_summary(Class::ContextRetrieval, 300),
+        ),
+    ];
+    let items: Vec<Vec<u8>> = levels
+        .iter()
+        .map(|(name, source, target, s)| {
+            object(|o| {
+                o.str("name", name)
+                    .str("source", source)
+                    .f64("target_p99_ms", target * 1e3)
+                    .f64("current_p99_ms", s.p99 * 1e3)
+                    .u64("samples", s.count);
+                if s.count == 0 {
+                    o.null("met");
+                } else {
+                    o.bool("met", s.p99 < *target);
+                }
+            })
+        })
+        .collect();
+    let body = object(|o| {
+        o.u64("window_seconds", 300)
+            .raw_array("service_levels", items.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// Every rule with its state, since when, current value, and the last 100 transitions.
+pub fn alerts(state: &AppState) -> Result<Response, ApiError> {
+    let m = &state.monitor;
+    let uptime = m.uptime().as_secs_f64();
+    let wall = |at: f64| now_micros() - ((uptime - at).max(0.0) * 1e6) as i64;
+    let alerts = m.alerts();
+    let rules: Vec<Vec<u8>> = alerts
+        .rules
+        .iter()
+        .map(|r| {
+            object(|o| {
+                let c = &r.config;
+                o.str("name", &c.name)
+                    .str("state", r.state.as_str())
+                    .str("since", &format_timestamp(wall(r.since)))
+                    .f64("value", r.value)
+                    .f64("threshold", c.threshold)
+                    .str(
+                        "comparison",
+                        if c.comparison == crate::monitor::alerts::Comparison::Above {
+                            "above"
+                        } else {
+                            "below"
+                        },
+                    )
+                    .str(
+                        "signal",
+                        &serde_json::to_value(c.signal)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                    )
+                    .u64("window_seconds", c.window_seconds)
+                    .u64("for_seconds", c.for_seconds)
+                    .u64("keep_firing_for_seconds", c.keep_firing_for_seconds)
+                    .object("labels", |l| {
+                        l.str("severity", &c.severity);
+                    })
+                    .object("annotations", |a| {
+                        a.str("summary", &c.summary);
+                    });
+            })
+        })
+        .collect();
+    let transitions: Vec<Vec<u8>> = alerts
+        .history
+        .iter()
+        .rev()
+        .map(|t| {
+            object(|o| {
+                o.str("rule", &t.rule)
+                    .str("from", t.from.as_str())
+                    .str("to", t.to.as_str())
+                    .str("at", &format_timestamp(wall(t.at)))
+                    .f64("value", t.value)
+                    .f64("threshold", t.threshold);
+            })
+        })
+        .collect();
+    let body = object(|o| {
+        o.raw_array("rules", rules.iter().map(Vec::as_slice))
+            .raw_array("transitions", transitions.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}

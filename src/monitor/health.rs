@@ -1,0 +1,174 @@
+//! Health checks that tell the truth: a read transaction, a write round trip through the writer
+//! (at most one probe write per 5 s, each within 1 s), the writer thread, the data directory's
+//! free space and writability, and whether the server is shutting down.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Command, Store};
+
+/// How long a write probe's answer is reused, and how long it may take.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One check's outcome.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What failed, or a figure worth showing when it passed.
+    pub detail: String,
+    pub latency: Duration,
+}
+
+pub struct Health {
+    store: Store,
+    data_dir: PathBuf,
+    min_free_bytes: u64,
+    shutdown: CancellationToken,
+    probe: tokio::sync::Mutex<Option<(Instant, Check)>>,
+}
+
+impl Health {
+    pub fn new(
+        store: Store,
+        data_dir: PathBuf,
+        min_free_bytes: u64,
+        shutdown: CancellationToken,
+    ) -> Health {
+        Health {
+            store,
+            data_dir,
+            min_free_bytes,
+            shutdown,
+            probe: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_bytes
+    }
+
+    /// Free bytes on the data directory's disk (0 if it cannot be read).
+    pub fn disk_free(&self) -> u64 {
+        fs4::available_space(&self.data_dir).unwrap_or(0)
+    }
+
+    /// Every readiness check, in a fixed order.
+    pub async fn checks(&self) -> Vec<Check> {
+        vec![
+            self.store_read(),
+            self.writer_round_trip().await,
+            self.writer_alive(),
+            self.disk_space(),
+            self.data_dir_writable(),
+            self.not_shutting_down(),
+        ]
+    }
+
+    fn store_read(&self) -> Check {
+        let started = Instant::now();
+        let result = self.store.oldest_seq();
+        Check {
+            name: "store_read",
+            ok: result.is_ok(),
+            detail: result.err().map(|e| e.to_string()).unwrap_or_default(),
+            latency: started.elapsed(),
+        }
+    }
+
+    /// A real write through the writer, cached for 5 s so probes cost at most one write per 5 s.
+    pub async fn writer_round_trip(&self) -> Check {
+        let mut cached = self.probe.lock().await;
+        if let Some((at, check)) = cached.as_ref()
+            && at.elapsed() < PROBE_EVERY
+        {
+            return check.clone();
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, self.store.write(Command::Probe)).await;
+        let (ok, detail) = match outcome {
+            Ok(Ok(_)) => (true, String::new()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (
+                false,
+                format!("no commit within {} ms", PROBE_TIMEOUT.as_millis()),
+            ),
+        };
+        let check = Check {
+            name: "writer_round_trip",
+            ok,
+            detail,
+            latency: started.elapsed(),
+        };
+        *cached = Some((Instant::now(), check.clone()));
+        check
+    }
+
+    fn writer_alive(&self) -> Check {
+        let ok = self.store.writer_alive();
+        Check {
+            name: "writer_alive",
+            ok,
+            detail: if ok {
+                String::new()
+            } else {
+                "the writer thread has stopped".into()
+            },
+            latency: Duration::ZERO,
+        }
+    }
+
+    fn disk_space(&self) -> Check {
+        let started = Instant::now();
+        let (ok, detail) = match fs4::available_space(&self.data_dir) {
+            Ok(free) if free >= self.min_free_bytes => (true, format!("{free} bytes free")),
+            Ok(free) => (
+                false,
+                format!(
+                    "{free} bytes free, below the floor of {}",
+                    self.min_free_bytes
+                ),
+            ),
+            Err(e) => (false, format!("cannot read free space: {e}")),
+        };
+        Check {
+            name: "disk_space",
+            ok,
+            detail,
+            latency: started.elapsed(),
+        }
+    }
+
+    /// Creates, writes and removes a file in the data directory.
+    fn data_dir_writable(&self) -> Check {
+        let started = Instant::now();
+        let path = self.data_dir.join(".readiness-probe");
+        let result = std::fs::write(&path, b"ok").and_then(|()| std::fs::remove_file(&path));
+        Check {
+            name: "data_dir_writable",
+            ok: result.is_ok(),
+            detail: result
+                .err()
+                .map(|e| format!("{}: {e}", self.data_dir.display()))
+                .unwrap_or_default(),
+            latency: started.elapsed(),
+        }
+    }
+
+    fn not_shutting_down(&self) -> Check {
+        let stopping = self.shutdown.is_cancelled();
+        Check {
+            name: "not_shutting_down",
+            ok: !stopping,
+            detail: if stopping {
+                "the server is shutting down".into()
+            } else {
+                String::new()
+            },
+            latency: Duration::ZERO,
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Monitoring: the Prometheus recorder and every metric's description, windowed latency per route
+//! and per service-level class, health checks, and alert rules evaluated every few seconds.
+
+pub mod alerts;
+pub mod health;
+mod webhook;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
+
+use crate::domain::{TaskStatus, Vocabulary};
+use crate::http::{Class, Route, timing};
+use crate::store::{Store, metric_names as store_names};
+use crate::ws;
+
+pub use alerts::{Alerts, RuleConfig, Signal, State, Transition};
+pub use window::Summary;
+
+/// Histogram buckets for every `_seconds` histogram: 50 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+pub const BUILD_INFO: &str = "flightdeck_build_info";
+pub const TASKS: &str = "flightdeck_tasks";
+pub const PROJECTS: &str = "flightdeck_projects";
+pub const HITL_PENDING: &str = "flightdeck_hitl_requests_pending";
+pub const EVENTS_RETAINED: &str = "flightdeck_events_retained";
+pub const LATEST_SEQ: &str = "flightdeck_events_latest_seq";
+pub const ALERTS_FIRING: &str = "flightdeck_alerts_firing";
+pub const ALERT_TRANSITIONS: &str = "flightdeck_alert_transitions_total";
+
+/// Monitoring settings.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    pub rules: Vec<RuleConfig>,
+    /// Where alert transitions are POSTed, in the Alertmanager v2 format.
+    pub webhook_url: Option<String>,
+    pub eval_interval: Duration,
+    /// Readiness fails, and the disk alert fires, below this many free bytes.
+    pub min_free_disk_bytes: u64,
+    /// Requests slower than these are logged as warnings.
+    pub slow_status_query: Duration,
+    pub slow_task_operation: Duration,
+    pub slow_other: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        let floor = 256 * 1024 * 1024;
+        MonitorConfig {
+            rules: alerts::default_rules(floor),
+            webhook_url: None,
+            eval_interval: Duration::from_secs(5),
+            min_free_disk_bytes: floor,
+            slow_status_query: Duration::from_millis(200),
+            slow_task_operation: Duration::from_millis(500),
+            slow_other: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The process's one Prometheus recorder (metrics are global to the process).
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(store_names::WRITE_BATCH_SIZE.into()),
+                        BATCH_BUCKETS,
+                    )
+                });
+            match builder.map(|b| b.install_recorder()) {
+                Ok(Ok(handle)) => Some(handle),
+                Ok(Err(e)) | Err(e) => {
+                    tracing::warn!(error = %e, "no Prometheus recorder: metrics are not exported");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// The measuring side of the server.
+pub struct Monitor {
+    pub config: MonitorConfig,
+    started: Instant,
+    prometheus: Option<PrometheusHandle>,
+    routes: HashMap<Route, window::Window>,
+    classes: HashMap<Class, window::Window>,
+    ws_delivery: window::Window,
+    http_all: window::Window,
+    slow_closes: window::Window,
+    alerts: Mutex<Alerts>,
+    process: metrics_process::Collector,
+}
+
+impl Monitor {
+    pub fn new(config: MonitorConfig) -> Arc<Monitor> {
+        let prometheus = prometheus();
+        let process = metrics_process::Collector::new("flightdeck_");
+        describe_all(&process);
+        register_series(&config.rules);
+        let alerts = Mutex::new(Alerts::new(config.rules.clone()));
+        Arc::new(Monitor {
+            config,
+            started: Instant::now(),
+            prometheus,
+            routes: Route::ALL
+                .iter()
+                .map(|r| (*r, window::Window::default()))
+                .collect(),
+            classes: [
+                Class::StatusQuery,
+                Class::TaskOperation,
+                Class::ContextRetrieval,
+                Class::Other,
+            ]
+            .into_iter()
+            .map(|c| (c, window::Window::default()))
+            .collect(),
+            ws_delivery: window::Window::default(),
+            http_all: window::Window::default(),
+            slow_closes: window::Window::default(),
+            alerts,
+            process,
+        })
+    }
+
+    /// Seconds since start-up: the clock of the windows.
+    pub fn now_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// One HTTP request, into its route's and its class's windows.
+    pub fn observe_request(&self, route: Option<Route>, status: u16, elapsed: Duration) {
+        let now = self.now_secs();
+        let micros = elapsed.as_micros() as u64;
+        let error = status >= 500;
+        self.http_all.record(now, micros, error);
+        if let Some(route) = route {
+            if let Some(w) = self.routes.get(&route) {
+                w.record(now, micros, error);
+            }
+            if let Some(w) = self.classes.get(&route.class()) {
+                w.record(now, micros, error);
+            }
+        }
+    }
+
+    pub fn observe_delivery(&self, micros: u64) {
+        self.ws_delivery.record(self.now_secs(), micros, false);
+    }
+
+    pub fn observe_slow_consumer_close(&self) {
+        self.slow_closes.record(self.now_secs(), 0, false);
+    }
+
+    /// The slow-request threshold of a class.
+    pub fn slow_threshold(&self, class: Class) -> Duration {
+        match class {
+            Class::StatusQuery => self.config.slow_status_query,
+            Class::TaskOperation => self.config.slow_task_operation,
+            _ => self.config.slow_other,
+        }
+    }
+
+    pub fn route_summary(&self, route: Route, seconds: u64) -> Summary {
+        self.routes
+            .get(&route)
+            .map(|w| w.summary(self.now_secs(), seconds))
+            .unwrap_or_default()
+    }
+
+    pub fn class_summary(&self, class: Class, seconds: u64) -> Summary {
+        self.classes
+            .get(&class)
+            .map(|w| w.summary(self.now_secs(), seconds))
+            .unwrap_or_default()
+    }
+
+    pub fn ws_delivery_summary(&self, seconds: u64) -> Summary {
+        self.ws_delivery.summary(self.now_secs(), seconds)
+    }
+
+    pub fn http_summary(&self, seconds: u64) -> Summary {
+        self.http_all.summary(self.now_secs(), seconds)
+    }
+
+    pub fn slow_consumer_closes(&self, seconds: u64) -> u64 {
+        self.slow_closes.summary(self.now_secs(), seconds).count
+    }
+
+    pub fn alerts(&self) -> parking_lot::MutexGuard<'_, Alerts> {
+        self.alerts.lock()
+    }
+
+    /// The signal values the alert rules compare.
+    pub fn signal(&self, signal: Signal, window: u64, store: &Store, disk_free: u64) -> f64 {
+        match signal {
+            Signal::StatusQueryP99 => self.class_summary(Class::StatusQuery, window).p99,
+            Signal::TaskOperationP99 => self.class_summary(Class::TaskOperation, window).p99,
+            Signal::ContextRetrievalP99 => self.class_summary(Class::ContextRetrieval, window).p99,
+            Signal::WsDeliveryP99 => self.ws_delivery_summary(window).p99,
+            Signal::ErrorRatio5xx => self.http_summary(window).error_ratio,
+            Signal::SlowConsumerCloses => self.slow_consumer_closes(window) as f64,
+            Signal::WriterQueueDepth => store.writer_queue_depth() as f64,
+            Signal::DiskFreeBytes => disk_free as f64,
+        }
+    }
+
+    /// Sets the gauges that are read rather than counted, then renders the Prometheus text.
+    pub fn render_prometheus(&self, store: &Store) -> String {
+        self.refresh_gauges(store);
+        self.process.collect();
+        match &self.prometheus {
+            Some(handle) => handle.render(),
+            None => String::new(),
+        }
+    }
+
+    /// Drains histogram buffers; called every evaluation.
+    pub fn upkeep(&self) {
+        if let Some(handle) = &self.prometheus {
+            handle.run_upkeep();
+        }
+    }
+
+    pub fn refresh_gauges(&self, store: &Store) {
+        let totals = store.totals();
+        for status in TaskStatus::ALL {
+            metrics::gauge!(TASKS, "status" => status.as_str())
+                .set(totals.task_counts[usize::from(status.code())] as f64);
+        }
+        metrics::gauge!(PROJECTS).set(totals.projects as f64);
+        metrics::gauge!(HITL_PENDING).set(totals.hitl_pending as f64);
+        metrics::gauge!(LATEST_SEQ).set(store.latest_seq() as f64);
+        if let Ok(sizes) = store.table_sizes() {
+            for (table, n) in sizes {
+                metrics::gauge!(store_names::RECORDS, "table" => table).set(n as f64);
+                if table == "events" {
+                    metrics::gauge!(EVENTS_RETAINED).set(n as f64);
+                }
+            }
+        }
+        metrics::gauge!(store_names::FILE_SIZE_BYTES).set(store.file_size() as f64);
+        metrics::gauge!(store_names::WRITER_QUEUE_DEPTH).set(store.writer_queue_depth() as f64);
+        metrics::gauge!(store_names::CACHE_ENTRIES).set(store.cache_stats().entries as f64);
+    }
+
+    /// The `flightdeck_process_*` figures as the recorder last rendered them, for the JSON views.
+    pub fn process_figures(&self, store: &Store) -> Vec<(String, f64)> {
+        self.render_prometheus(store)
+            .lines()
+            .filter(|l| l.starts_with("flightdeck_process_") && !l.contains('{'))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(' ')?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+fn describe_all(process: &metrics_process::Collector) {
+    describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+    describe_histogram!(
+        timing::REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request duration inside the server, by method, route and status."
+    );
+    describe_counter!(
+        timing::REQUESTS_TOTAL,
+        "HTTP requests answered, by method, route and status."
+    );
+    describe_gauge!(timing::REQUESTS_IN_FLIGHT, "HTTP requests being handled.");
+    describe_gauge!(ws::CONNECTIONS, "Open WebSocket connections.");
+    describe_counter!(ws::FRAMES_SENT, "WebSocket frames written.");
+    describe_counter!(ws::BYTES_SENT, Unit::Bytes, "WebSocket bytes written.");
+    describe_counter!(
+        ws::SLOW_CONSUMER_CLOSES,
+        "WebSocket connections closed with 4008 for falling behind."
+    );
+    describe_counter!(
+        ws::REPLAYED_EVENTS,
+        "Events replayed from the log to resuming WebSocket clients."
+    );
+    describe_histogram!(
+        ws::DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from an event's commit to its frame being written to a WebSocket."
+    );
+    describe_histogram!(
+        store_names::WRITE_BATCH_SIZE,
+        "Writes committed per write transaction."
+    );
+    describe_histogram!(
+        store_names::COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time to apply and commit one write transaction."
+    );
+    describe_gauge!(
+        store_names::WRITER_QUEUE_DEPTH,
+        "Writes waiting for the writer thread."
+    );
+    describe_histogram!(
+        store_names::READ_SECONDS,
+        Unit::Seconds,
+        "Read transaction duration, by operation."
+    );
+    describe_gauge!(
+        store_names::FILE_SIZE_BYTES,
+        Unit::Bytes,
+        "Size of the database file."
+    );
+    describe_gauge!(
+        store_names::USED_BYTES,
+        Unit::Bytes,
+        "Bytes of the database file in use (allocated pages)."
+    );
+    describe_gauge!(store_names::RECORDS, "Records per table.");
+    describe_counter!(
+        store_names::CACHE_HITS,
+        "Artifact responses served from the cache."
+    );
+    describe_counter!(
+        store_names::CACHE_MISSES,
+        "Artifact responses encoded because the cache did not hold them."
+    );
+    describe_counter!(
+        store_names::CACHE_EVICTIONS,
+        "Artifact responses evicted from the cache to make room."
+    );
+    describe_gauge!(
+        store_names::CACHE_ENTRIES,
+        "Artifact responses in the cache."
+    );
+    describe_gauge!(TASKS, "Tasks by status.");
+    describe_gauge!(PROJECTS, "Projects.");
+    describe_gauge!(HITL_PENDING, "HITL requests waiting for an answer.");
+    describe_gauge!(EVENTS_RETAINED, "Events in the log.");
+    describe_gauge!(LATEST_SEQ, "The seq of the newest event.");
+    describe_gauge!(ALERTS_FIRING, "1 while the alert rule fires, by rule.");
+    describe_counter!(
+        ALERT_TRANSITIONS,
+        "Alert state changes, by rule and new state."
+    );
+    process.describe();
+}
+
+/// Creates the series whose labels are known in advance, so they exist (at zero) from start-up.
+fn register_series(rules: &[RuleConfig]) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for route in Route::ALL {
+        let (method, status) = route.primary();
+        let status = timing::status_label(status);
+        metrics::counter!(timing::REQUESTS_TOTAL, "method" => method, "route" => route.name(), "status" => status).increment(0);
+        let _ = metrics::histogram!(timing::REQUEST_DURATION, "method" => method, "route" => route.name(), "status" => status);
+    }
+    metrics::gauge!(timing::REQUESTS_IN_FLIGHT).set(0.0);
+    metrics::counter!(ws::FRAMES_SENT).increment(0);
+    metrics::counter!(ws::BYTES_SENT).increment(0);
+    metrics::counter!(ws::SLOW_CONSUMER_CLOSES).increment(0);
+    metrics::counter!(ws::REPLAYED_EVENTS).increment(0);
+    let _ = metrics::histogram!(ws::DELIVERY_SECONDS);
+    let _ = metrics::histogram!(store_names::WRITE_BATCH_SIZE);
+    let _ = metrics::histogram!(store_names::COMMIT_SECONDS);
+    for operation in store_names::READ_OPERATIONS {
+        let _ = metrics::histogram!(store_names::READ_SECONDS, "operation" => *operation);
+    }
+    metrics::gauge!(store_names::USED_BYTES).set(0.0);
+    metrics::counter!(store_names::CACHE_HITS).increment(0);
+    metrics::counter!(store_names::CACHE_MISSES).increment(0);
+    metrics::counter!(store_names::CACHE_EVICTIONS).increment(0);
+    for rule in rules {
+        metrics::gauge!(ALERTS_FIRING, "rule" => rule.name.clone()).set(0.0);
+        for state in ["pending", "firing", "resolved", "inactive"] {
+            metrics::counter!(ALERT_TRANSITIONS, "rule" => rule.name.clone(), "state" => state)
+                .increment(0);
+        }
+    }
+}
+
+/// How often the bytes in use are measured (it walks every table).
+const USAGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Evaluates the alert rules every `eval_interval` and acts on each transition: log, count, the
+/// `alert_firing` / `alert_resolved` event (which reaches every WebSocket), and the webhook.
+pub async fn run(
+    monitor: Arc<Monitor>,
+    health: Arc<health::Health>,
+    store: Store,
+    generator_url: String,
+    tracker: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let webhook = monitor
+        .config
+        .webhook_url
+        .clone()
+        .map(|url| webhook::start(url, &tracker, shutdown.clone()));
+    let mut tick = tokio::time::interval(monitor.config.eval_interval);
+    let mut measured: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        monitor.upkeep();
+        if measured.is_none_or(|at| at.elapsed() >= USAGE_EVERY) {
+            measured = Some(Instant::now());
+            if let Ok(crate::store::Reply::Usage(bytes)) =
+                store.write(crate::store::Command::MeasureUsage).await
+            {
+                metrics::gauge!(store_names::USED_BYTES).set(bytes as f64);
+            }
+        }
+        let disk_free = health.disk_free();
+        let now = monitor.uptime().as_secs_f64();
+        let transitions = {
+            let mut alerts = monitor.alerts();
+            alerts.evaluate(now, |signal, window| {
+                monitor.signal(signal, window, &store, disk_free)
+            })
+        };
+        for transition in transitions {
+            act(
+                &monitor,
+                &store,
+                &transition,
+                webhook.as_ref(),
+                &generator_url,
+            )
+            .await;
+        }
+    }
+}
+
+async fn act(
+    monitor: &Monitor,
+    store: &Store,
+    t: &Transition,
+    webhook: Option<&tokio::sync::mpsc::Sender<String>>,
+    generator_url: &str,
+) {
+    let (severity, summary, fired_at) = {
+        let alerts = monitor.alerts();
+        let rule = alerts.rules.iter().find(|r| r.config.name == t.rule);
+        rule.map(|r| {
+            (
+                r.config.severity.clone(),
+                r.config.summary.clone(),
+                r.fired_at,
+            )
+        })
+        .unwrap_or_default()
+    };
+    let (from, to) = (t.from.as_str(), t.to.as_str());
+    if t.to == State::Firing {
+        tracing::warn!(rule = %t.rule, from, to, value = t.value, threshold = t.threshold, "alert firing");
+    } else {
+        tracing::info!(rule = %t.rule, from, to, value = t.value, threshold = t.threshold, "alert state changed");
+    }
+    metrics::counter!(ALERT_TRANSITIONS, "rule" => t.rule.clone(), "state" => to).increment(1);
+    metrics::gauge!(ALERTS_FIRING, "rule" => t.rule.clone()).set(if t.to == State::Firing {
+        1.0
+    } else {
+        0.0
+    });
+    if !matches!(t.to, State::Firing | State::Resolved) {
+        return;
+    }
+    let firing = t.to == State::Firing;
+    let now = crate::domain::now_micros();
+    let started = now - ((monitor.uptime().as_secs_f64() - fired_at).max(0.0) * 1e6) as i64;
+    let data = crate::json::object_string(|o| {
+        o.str("rule", &t.rule)
+            .str("state", to)
+            .str("severity", &severity)
+            .str("summary", &summary)
+            .f64("value", t.value)
+            .f64("threshold", t.threshold)
+            .timestamp("starts_at", started);
+    });
+    if let Err(e) = store
+        .write(crate::store::Command::RecordAlert { firing, data })
+        .await
+    {
+        tracing::warn!(error = %e, "recording the alert event failed");
+    }
+    if let Some(webhook) = webhook {
+        let alert = crate::json::object_string(|o| {
+            o.object("labels", |l| {
+                l.str("alertname", &t.rule)
+                    .str("severity", &severity)
+                    .str("service", "flightdeck");
+            })
+            .object("annotations", |a| {
+                a.str("summary", &summary)
+                    .str("value", &t.value.to_string())
+                    .str("threshold", &t.threshold.to_string());
+            })
+            .timestamp("startsAt", started);
+            if !firing {
+                o.timestamp("endsAt", now);
+            }
+            o.str("generatorURL", generator_url);
+        });
+        if webhook.try_send(format!("[{alert}]")).is_err() {
+            tracing::warn!(rule = %t.rule, "the alert webhook queue is full; notification dropped");
+        }
+    }
+}
