@@ -153,6 +153,8 @@ pub struct Config {
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
     pub store: StoreConfig,
+    /// The config file, re-read for alert rules on SIGHUP.
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -167,6 +169,7 @@ impl Config {
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
+            source: None,
         }
     }
 
@@ -241,26 +244,42 @@ impl Config {
             config.monitor.rules =
                 crate::monitor::alerts::default_rules(config.monitor.min_free_disk_bytes);
         }
-        for rule in file.alert_rules {
-            if rule.name.trim().is_empty() {
-                return Err("alert_rules: every rule needs a name".into());
-            }
-            match config
-                .monitor
-                .rules
-                .iter_mut()
-                .find(|r| r.name == rule.name)
-            {
-                Some(existing) => *existing = rule,
-                None => config.monitor.rules.push(rule),
-            }
-        }
+        config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
+        config.source = args.config.clone();
         if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
             config.store.page_cache_bytes =
                 positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);
         }
         Ok(config)
     }
+}
+
+impl Config {
+    /// The alert rules as the config file says now: the defaults, overridden by its `alert_rules`.
+    pub fn reload_rules(&self) -> Result<Vec<RuleConfig>, String> {
+        let defaults = crate::monitor::alerts::default_rules(self.monitor.min_free_disk_bytes);
+        match &self.source {
+            Some(path) => merge_rules(defaults, read_file(path)?.alert_rules),
+            None => Ok(defaults),
+        }
+    }
+}
+
+/// Rules from the file replace the default of the same name, or are added.
+fn merge_rules(
+    mut rules: Vec<RuleConfig>,
+    overrides: Vec<RuleConfig>,
+) -> Result<Vec<RuleConfig>, String> {
+    for rule in overrides {
+        if rule.name.trim().is_empty() {
+            return Err("alert_rules: every rule needs a name".into());
+        }
+        match rules.iter_mut().find(|r| r.name == rule.name) {
+            Some(existing) => *existing = rule,
+            None => rules.push(rule),
+        }
+    }
+    Ok(rules)
 }
 
 fn positive(name: &str, value: usize) -> Result<usize, String> {

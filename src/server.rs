@@ -90,11 +90,13 @@ pub async fn run(
             .map(|a| a.to_string())
             .unwrap_or_default()
     );
+    let reload_config = config.clone();
     tracker.spawn(crate::monitor::run(
         monitor,
         health,
         store.clone(),
         generator_url,
+        move || reload_config.reload_rules(),
         tracker.clone(),
         stopping.clone(),
     ));

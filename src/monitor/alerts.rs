@@ -290,6 +290,24 @@ impl Alerts {
         }
     }
 
+    /// Takes new rule definitions; a rule that keeps its name keeps its state, so a changed
+    /// threshold is judged at the next evaluation.
+    pub fn replace_rules(&mut self, configs: Vec<RuleConfig>) {
+        let mut old = std::mem::take(&mut self.rules);
+        self.rules = configs
+            .into_iter()
+            .map(
+                |config| match old.iter().position(|r| r.config.name == config.name) {
+                    Some(i) => Rule {
+                        config,
+                        ..old.swap_remove(i)
+                    },
+                    None => Rule::new(config),
+                },
+            )
+            .collect();
+    }
+
     /// Evaluates every rule with `value_of(signal, window_seconds)`.
     pub fn evaluate(
         &mut self,

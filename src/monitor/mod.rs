@@ -408,9 +408,11 @@ pub async fn run(
     health: Arc<health::Health>,
     store: Store,
     generator_url: String,
+    reload_rules: impl Fn() -> Result<Vec<RuleConfig>, String> + Send + 'static,
     tracker: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let mut hangups = hangups();
     let webhook = monitor
         .config
         .webhook_url
@@ -422,6 +424,16 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
+            () = next_hangup(&mut hangups) => {
+                match reload_rules() {
+                    Ok(rules) => {
+                        register_series(&rules);
+                        tracing::info!(rules = rules.len(), "alert rules reloaded");
+                        monitor.alerts().replace_rules(rules);
+                    }
+                    Err(e) => tracing::error!(error = %e, "alert rules not reloaded; keeping the current ones"),
+                }
+            }
         }
         monitor.upkeep();
         if measured.is_none_or(|at| at.elapsed() >= USAGE_EVERY) {
@@ -451,6 +463,33 @@ pub async fn run(
             .await;
         }
     }
+}
+
+#[cfg(unix)]
+fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Option<()> {
+    None
+}
+
+#[cfg(unix)]
+async fn next_hangup(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Option<()>) {
+    std::future::pending().await
 }
 
 async fn act(

@@ -145,6 +145,15 @@ impl Server {
         )
     }
 
+    /// A request built by the caller.
+    pub fn send_request(&self, request: ureq::http::Request<Vec<u8>>) -> Resp {
+        self.finish(self.agent.run(request))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Any method, content type and body.
     pub fn send(
         &self,

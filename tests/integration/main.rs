@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod events;
 mod hitl;
+mod monitoring;
 mod projects;
 mod restart;
 mod tasks;
