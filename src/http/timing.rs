@@ -2,10 +2,13 @@
 //! request, labels it by method, `Route::name()` and status (closed sets only), counts requests in
 //! flight and adds a `Server-Timing` header.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -33,11 +36,51 @@ pub struct RouteLabel(pub Option<Route>);
 pub struct Timed<S> {
     inner: S,
     monitor: Arc<Monitor>,
+    handles: Arc<Handles>,
+}
+
+/// Metric handles by (method, route, status), resolved once: the registry lookup per request is
+/// replaced by a read-locked map lookup.
+struct Handles {
+    in_flight: metrics::Gauge,
+    series:
+        RwLock<HashMap<(&'static str, Option<Route>, u16), (metrics::Histogram, metrics::Counter)>>,
+}
+
+impl Handles {
+    fn series(
+        &self,
+        method: &'static str,
+        route: Option<Route>,
+        code: u16,
+    ) -> (metrics::Histogram, metrics::Counter) {
+        if let Some(found) = self.series.read().get(&(method, route, code)) {
+            return found.clone();
+        }
+        let route_name = route.map_or("unmatched", Route::name);
+        let status = status_label(code);
+        let made = (
+            metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route_name, "status" => status),
+            metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route_name, "status" => status),
+        );
+        self.series
+            .write()
+            .insert((method, route, code), made.clone());
+        made
+    }
 }
 
 impl<S> Timed<S> {
     pub fn new(inner: S, monitor: Arc<Monitor>) -> Timed<S> {
-        Timed { inner, monitor }
+        let handles = Handles {
+            in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT),
+            series: RwLock::default(),
+        };
+        Timed {
+            inner,
+            monitor,
+            handles: Arc::new(handles),
+        }
     }
 }
 
@@ -70,12 +113,13 @@ where
         let id = request_id(&req);
         // Every log line of this request carries its id.
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""), method);
-        metrics::gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
+        self.handles.in_flight.increment(1.0);
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
         };
         let monitor = self.monitor.clone();
+        let handles = self.handles.clone();
         Box::pin(
             async move {
                 let Ok(mut response) = future.await;
@@ -83,12 +127,10 @@ where
                 let route = response.extensions().get::<RouteLabel>().and_then(|r| r.0);
                 let route_name = route.map_or("unmatched", Route::name);
                 let code = response.status().as_u16();
-                let status = status_label(code);
-                metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
-                metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route_name, "status" => status)
-                    .record(elapsed.as_secs_f64());
-                metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route_name, "status" => status)
-                    .increment(1);
+                handles.in_flight.decrement(1.0);
+                let (histogram, counter) = handles.series(method, route, code);
+                histogram.record(elapsed.as_secs_f64());
+                counter.increment(1);
                 monitor.observe_request(route, code, elapsed);
                 let millis = elapsed.as_secs_f64() * 1000.0;
                 if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.3}")) {
@@ -97,7 +139,7 @@ where
                 response.headers_mut().insert("x-request-id", id);
                 let class = route.map_or(Class::Other, Route::class);
                 if elapsed > monitor.slow_threshold(class) {
-                    tracing::warn!(route = route_name, status, millis, "slow request");
+                    tracing::warn!(route = route_name, status = code, millis, "slow request");
                 }
                 Ok(response)
             }

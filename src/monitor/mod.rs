@@ -100,10 +100,11 @@ pub struct Monitor {
     pub config: MonitorConfig,
     started: Instant,
     prometheus: Option<PrometheusHandle>,
+    /// One series per route; class and overall figures merge them when asked.
     routes: HashMap<Route, window::Window>,
-    classes: HashMap<Class, window::Window>,
+    /// Requests that matched no route.
+    unmatched: window::Window,
     ws_delivery: window::Window,
-    http_all: window::Window,
     slow_closes: window::Window,
     alerts: Mutex<Alerts>,
     process: metrics_process::Collector,
@@ -124,17 +125,8 @@ impl Monitor {
                 .iter()
                 .map(|r| (*r, window::Window::default()))
                 .collect(),
-            classes: [
-                Class::StatusQuery,
-                Class::TaskOperation,
-                Class::ContextRetrieval,
-                Class::Other,
-            ]
-            .into_iter()
-            .map(|c| (c, window::Window::default()))
-            .collect(),
+            unmatched: window::Window::default(),
             ws_delivery: window::Window::default(),
-            http_all: window::Window::default(),
             slow_closes: window::Window::default(),
             alerts,
             process,
@@ -150,20 +142,12 @@ impl Monitor {
         self.started.elapsed()
     }
 
-    /// One HTTP request, into its route's and its class's windows.
+    /// One HTTP request, into its route's window.
     pub fn observe_request(&self, route: Option<Route>, status: u16, elapsed: Duration) {
-        let now = self.now_secs();
-        let micros = elapsed.as_micros() as u64;
-        let error = status >= 500;
-        self.http_all.record(now, micros, error);
-        if let Some(route) = route {
-            if let Some(w) = self.routes.get(&route) {
-                w.record(now, micros, error);
-            }
-            if let Some(w) = self.classes.get(&route.class()) {
-                w.record(now, micros, error);
-            }
-        }
+        let window = route
+            .and_then(|r| self.routes.get(&r))
+            .unwrap_or(&self.unmatched);
+        window.record(self.now_secs(), elapsed.as_micros() as u64, status >= 500);
     }
 
     pub fn observe_delivery(&self, micros: u64) {
@@ -191,10 +175,13 @@ impl Monitor {
     }
 
     pub fn class_summary(&self, class: Class, seconds: u64) -> Summary {
-        self.classes
-            .get(&class)
-            .map(|w| w.summary(self.now_secs(), seconds))
-            .unwrap_or_default()
+        let windows: Vec<&window::Window> = self
+            .routes
+            .iter()
+            .filter(|(r, _)| r.class() == class)
+            .map(|(_, w)| w)
+            .collect();
+        window::summarize(&windows, self.now_secs(), seconds)
     }
 
     pub fn ws_delivery_summary(&self, seconds: u64) -> Summary {
@@ -202,7 +189,8 @@ impl Monitor {
     }
 
     pub fn http_summary(&self, seconds: u64) -> Summary {
-        self.http_all.summary(self.now_secs(), seconds)
+        let windows: Vec<&window::Window> = self.routes.values().chain([&self.unmatched]).collect();
+        window::summarize(&windows, self.now_secs(), seconds)
     }
 
     pub fn slow_consumer_closes(&self, seconds: u64) -> u64 {

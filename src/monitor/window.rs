@@ -102,12 +102,19 @@ impl Window {
 
     /// Figures over the last `seconds` (rounded up to whole slots) ending at `now_secs`.
     pub fn summary(&self, now_secs: u64, seconds: u64) -> Summary {
-        let newest = now_secs / SLOT_SECONDS;
-        let span = seconds.div_ceil(SLOT_SECONDS).clamp(1, SLOTS as u64 - 1);
-        let oldest = newest.saturating_sub(span - 1);
-        let mut merged = [0u64; BUCKETS];
-        let (mut count, mut errors, mut max) = (0u64, 0u64, 0u64);
-        for slot in self
+        summarize(&[self], now_secs, seconds)
+    }
+}
+
+/// Figures over several series merged, over the last `seconds` ending at `now_secs`.
+pub fn summarize(windows: &[&Window], now_secs: u64, seconds: u64) -> Summary {
+    let newest = now_secs / SLOT_SECONDS;
+    let span = seconds.div_ceil(SLOT_SECONDS).clamp(1, SLOTS as u64 - 1);
+    let oldest = newest.saturating_sub(span - 1);
+    let mut merged = vec![0u64; BUCKETS];
+    let (mut count, mut errors, mut max) = (0u64, 0u64, 0u64);
+    for window in windows {
+        for slot in window
             .slots
             .lock()
             .iter()
@@ -120,35 +127,35 @@ impl Window {
             errors += slot.errors;
             max = max.max(slot.max_micros);
         }
-        let quantile = |q: f64| -> f64 {
-            if count == 0 {
-                return 0.0;
-            }
-            let rank = ((count as f64 * q).ceil() as u64).max(1);
-            let mut seen = 0;
-            for (bucket, n) in merged.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return upper_bound(bucket).min(max) as f64 / 1e6;
-                }
-            }
-            max as f64 / 1e6
-        };
-        let covered = (span * SLOT_SECONDS) as f64;
-        Summary {
-            count,
-            errors,
-            p50: quantile(0.50),
-            p95: quantile(0.95),
-            p99: quantile(0.99),
-            max: max as f64 / 1e6,
-            rate: count as f64 / covered,
-            error_ratio: if count == 0 {
-                0.0
-            } else {
-                errors as f64 / count as f64
-            },
+    }
+    let quantile = |q: f64| -> f64 {
+        if count == 0 {
+            return 0.0;
         }
+        let rank = ((count as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, n) in merged.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return upper_bound(bucket).min(max) as f64 / 1e6;
+            }
+        }
+        max as f64 / 1e6
+    };
+    let covered = (span * SLOT_SECONDS) as f64;
+    Summary {
+        count,
+        errors,
+        p50: quantile(0.50),
+        p95: quantile(0.95),
+        p99: quantile(0.99),
+        max: max as f64 / 1e6,
+        rate: count as f64 / covered,
+        error_ratio: if count == 0 {
+            0.0
+        } else {
+            errors as f64 / count as f64
+        },
     }
 }
 
@@ -214,5 +221,11 @@ mod tests {
         assert_eq!(five.max, 0.2);
         // Ten minutes later everything has aged out.
         assert_eq!(w.summary(899, 300).count, 0);
+        // Several series merge.
+        let other = Window::default();
+        other.record(299, 5_000_000, true);
+        let both = summarize(&[&w, &other], 299, 60);
+        assert_eq!((both.count, both.errors), (101, 6));
+        assert_eq!(both.max, 5.0);
     }
 }
