@@ -39,21 +39,20 @@ pub struct Timed<S> {
     handles: Arc<Handles>,
 }
 
+/// (method, route, status) of a request.
+type SeriesKey = (&'static str, Option<Route>, u16);
+/// The duration histogram and the counter of one series.
+type Series = (metrics::Histogram, metrics::Counter);
+
 /// Metric handles by (method, route, status), resolved once: the registry lookup per request is
 /// replaced by a read-locked map lookup.
 struct Handles {
     in_flight: metrics::Gauge,
-    series:
-        RwLock<HashMap<(&'static str, Option<Route>, u16), (metrics::Histogram, metrics::Counter)>>,
+    series: RwLock<HashMap<SeriesKey, Series>>,
 }
 
 impl Handles {
-    fn series(
-        &self,
-        method: &'static str,
-        route: Option<Route>,
-        code: u16,
-    ) -> (metrics::Histogram, metrics::Counter) {
+    fn series(&self, method: &'static str, route: Option<Route>, code: u16) -> Series {
         if let Some(found) = self.series.read().get(&(method, route, code)) {
             return found.clone();
         }
