@@ -91,6 +91,23 @@ pub struct ServeArgs {
     /// Readiness fails and the disk alert fires below this much free disk, in MiB [default: 256]
     #[arg(long, env = "FLIGHTDECK_MIN_FREE_DISK_MB", value_name = "MIB")]
     pub min_free_disk_mb: Option<u64>,
+    /// A working task older than this counts as a failed attempt, in ms [default: 300000]
+    #[arg(long, env = "FLIGHTDECK_TASK_TIMEOUT_MS", value_name = "MS")]
+    pub task_timeout_ms: Option<u64>,
+    /// Failed attempts after which a task stays failed and is escalated [default: 3]
+    #[arg(long, env = "FLIGHTDECK_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry of a failed task, doubled for each further one, in ms
+    /// [default: 1000]
+    #[arg(long, env = "FLIGHTDECK_RETRY_BACKOFF_MS", value_name = "MS")]
+    pub retry_backoff_ms: Option<u64>,
+    /// A claim's lease when the worker does not ask for one, in ms [default: 60000]
+    #[arg(long, env = "FLIGHTDECK_DEFAULT_LEASE_MS", value_name = "MS")]
+    pub default_lease_ms: Option<u64>,
+    /// How often due timers (leases, retries, timeouts, HITL expiry) are checked, in ms
+    /// [default: 100]
+    #[arg(long, env = "FLIGHTDECK_TIMER_TICK_MS", value_name = "MS")]
+    pub timer_tick_ms: Option<u64>,
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
@@ -135,6 +152,11 @@ struct FileConfig {
     ws_echo: Option<bool>,
     alert_webhook_url: Option<String>,
     alert_eval_interval_secs: Option<u64>,
+    task_timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    default_lease_ms: Option<u64>,
+    timer_tick_ms: Option<u64>,
     min_free_disk_mb: Option<u64>,
     /// Rules that replace the default of the same name, or add to them.
     #[serde(default)]
@@ -150,6 +172,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Events kept in the log.
     pub event_retention: u64,
+    /// How often due timers are fired.
+    pub timer_tick: std::time::Duration,
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
     pub store: StoreConfig,
@@ -166,6 +190,7 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
             event_retention: 1_000_000,
+            timer_tick: std::time::Duration::from_millis(100),
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
@@ -246,6 +271,25 @@ impl Config {
         }
         config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
         config.source = args.config.clone();
+        let ms = |name: &str, v: u64| -> Result<i64, String> {
+            positive(name, v as usize).map(|v| (v as i64).saturating_mul(1000))
+        };
+        if let Some(v) = args.task_timeout_ms.or(file.task_timeout_ms) {
+            config.store.tasks.task_timeout = ms("task_timeout_ms", v)?;
+        }
+        if let Some(v) = args.max_attempts.or(file.max_attempts) {
+            config.store.tasks.max_attempts = positive("max_attempts", v as usize)? as u32;
+        }
+        if let Some(v) = args.retry_backoff_ms.or(file.retry_backoff_ms) {
+            config.store.tasks.retry_backoff = ms("retry_backoff_ms", v)?;
+        }
+        if let Some(v) = args.default_lease_ms.or(file.default_lease_ms) {
+            config.store.tasks.default_lease = ms("default_lease_ms", v)?;
+        }
+        if let Some(v) = args.timer_tick_ms.or(file.timer_tick_ms) {
+            config.timer_tick =
+                std::time::Duration::from_millis(positive("timer_tick_ms", v as usize)? as u64);
+        }
         if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
             config.store.page_cache_bytes =
                 positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);

@@ -100,6 +100,11 @@ pub async fn run(
         tracker.clone(),
         stopping.clone(),
     ));
+    tracker.spawn(fire_timers(
+        store.clone(),
+        config.timer_tick,
+        stopping.clone(),
+    ));
     tracker.spawn(retain_events(
         store.clone(),
         config.event_retention,
@@ -169,6 +174,41 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Fires due timers (leases, work timeouts, retries, HITL expiry) through the writer. Timers live
+/// in the database, so those that came due while the server was down fire at the first tick.
+async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) {
+    const BATCH: usize = 1000;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stopping.cancelled() => return,
+        }
+        loop {
+            let now = crate::domain::now_micros();
+            match store.next_timer() {
+                Ok(Some(at)) if at <= now => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the timers failed");
+                    break;
+                }
+            }
+            match store.write(Command::FireTimers { now, max: BATCH }).await {
+                Ok(crate::store::Reply::Fired(_)) => {
+                    // Loop while timers remain due (a batch may not have covered them all).
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing timers failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the newest `retention` events, trimming older ones through the writer in bounded steps.

@@ -71,6 +71,8 @@ async fn dispatch(
         ProjectTasksCreate => tasks::create(state, param, req).await,
         TaskGet => tasks::get(state, param),
         TaskSetStatus => tasks::set_status(state, param, req).await,
+        TaskClaim => tasks::claim(state, req).await,
+        TaskHeartbeat => tasks::heartbeat(state, param, req).await,
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),
         AgentStatusHistory => agents::history(state, param, &query),

@@ -100,6 +100,71 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
     }
 }
 
+#[derive(Deserialize)]
+struct ClaimBody {
+    agent_type: String,
+    worker_id: String,
+    #[serde(default)]
+    lease_seconds: Option<f64>,
+}
+
+/// Most a lease may be asked for: a day.
+const MAX_LEASE_SECONDS: f64 = 86_400.0;
+
+fn lease(state: &AppState, seconds: Option<f64>) -> Result<crate::domain::Micros, ApiError> {
+    match seconds {
+        None => Ok(state.store.task_settings().default_lease),
+        Some(s) if s > 0.0 && s <= MAX_LEASE_SECONDS => Ok((s * 1e6) as crate::domain::Micros),
+        Some(s) => Err(ApiError::invalid_field(
+            "lease_seconds",
+            format!("{s} is not a duration from 0 (exclusive) to {MAX_LEASE_SECONDS} seconds"),
+        )),
+    }
+}
+
+/// `{agent_type, worker_id, lease_seconds?}` → 200 the oldest pending task of that type, now
+/// working for this worker, or 204 when there is none.
+pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let body: ClaimBody = req.json(state.max_body_bytes).await?;
+    let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
+    check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
+    let lease = lease(state, body.lease_seconds)?;
+    let command = Command::Claim {
+        agent_type,
+        worker_id: body.worker_id,
+        lease,
+    };
+    match state.store.write(command).await? {
+        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
+        Reply::NothingToClaim => Ok(crate::http::body::empty(StatusCode::NO_CONTENT)),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct HeartbeatBody {
+    #[serde(default)]
+    worker_id: Option<String>,
+    #[serde(default)]
+    lease_seconds: Option<f64>,
+}
+
+/// Extends the claim's lease from now; 409 unless the task is working (for this worker).
+pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
+    let task_id = parse_id("task_id", id)?;
+    let body: HeartbeatBody = req.optional_json(state.max_body_bytes).await?;
+    let lease = lease(state, body.lease_seconds)?;
+    let command = Command::Heartbeat {
+        task_id,
+        worker_id: body.worker_id,
+        lease,
+    };
+    match state.store.write(command).await? {
+        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
+        other => Err(unexpected(other)),
+    }
+}
+
 pub(crate) fn encode(t: &Task) -> Vec<u8> {
     object(|o| {
         o.id("task_id", t.id)
@@ -111,6 +176,11 @@ pub(crate) fn encode(t: &Task) -> Vec<u8> {
             .opt_raw("output", t.output.as_deref())
             .opt_str("error_message", t.error_message.as_deref())
             .u64("attempts", u64::from(t.attempts))
+            .u64("failures", u64::from(t.failures))
+            .opt_str("worker_id", t.worker_id.as_deref())
+            .opt_timestamp("lease_expires_at", t.lease_expires_at)
+            .opt_timestamp("retry_at", t.retry_at)
+            .opt_timestamp("timeout_at", t.timeout_at)
             .timestamp("created_at", t.created_at)
             .timestamp("updated_at", t.updated_at)
             .opt_timestamp("started_at", t.started_at)

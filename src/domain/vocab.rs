@@ -148,6 +148,7 @@ vocabulary!(
         TaskFailed => "task_failed",
         TaskCancelled => "task_cancelled",
         TaskRetried => "task_retried",
+        TaskLeaseExpired => "task_lease_expired",
         AgentStatusChange => "agent_status_change",
         ArtifactCreated => "artifact_created",
         ArtifactUpdated => "artifact_updated",

@@ -24,6 +24,43 @@ pub async fn read_json<T: DeserializeOwned>(
     decode_json(&bytes)
 }
 
+/// Like `read_json`, but a request with no body and no Content-Type decodes as `T::default()`.
+pub async fn read_optional_json<T: DeserializeOwned + Default>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let untyped = !req.headers().contains_key(header::CONTENT_TYPE);
+    let no_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0");
+    if untyped && no_length {
+        let rest = Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+            .map(|c| c.to_bytes());
+        return match rest {
+            Ok(body) if body.is_empty() => Ok(T::default()),
+            Ok(_) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a body must be JSON with Content-Type: application/json",
+            )),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than the limit of {limit} bytes"),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a body must be JSON with Content-Type: application/json",
+            )),
+        };
+    }
+    read_json(req, limit).await
+}
+
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()

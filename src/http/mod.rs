@@ -38,6 +38,14 @@ impl Request {
         self.0.uri().query()
     }
 
+    /// The body as JSON, or `T::default()` when there is no body at all.
+    pub async fn optional_json<T: DeserializeOwned + Default>(
+        self,
+        limit: usize,
+    ) -> Result<T, ApiError> {
+        body::read_optional_json(self.0, limit).await
+    }
+
     /// The request itself, for the WebSocket upgrade.
     pub fn into_hyper(self) -> hyper::Request<Incoming> {
         self.0

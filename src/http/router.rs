@@ -15,6 +15,8 @@ pub enum Route {
     ProjectTasksCreate,
     TaskGet,
     TaskSetStatus,
+    TaskClaim,
+    TaskHeartbeat,
     AgentsStatus,
     AgentStatus,
     AgentStatusHistory,
@@ -70,6 +72,8 @@ impl Route {
         Route::ProjectTasksCreate,
         Route::TaskGet,
         Route::TaskSetStatus,
+        Route::TaskClaim,
+        Route::TaskHeartbeat,
         Route::AgentsStatus,
         Route::AgentStatus,
         Route::AgentStatusHistory,
@@ -109,8 +113,8 @@ impl Route {
         use Route::*;
         match self {
             ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate => ("POST", 201),
-            TaskSetStatus | AgentReset | ArtifactBatch | HitlBulkApprove | OversightSet
-            | HitlRespond => ("POST", 200),
+            TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
+            | HitlBulkApprove | OversightSet | HitlRespond => ("POST", 200),
             ArtifactUpdate => ("PATCH", 200),
             ArtifactDelete => ("DELETE", 200),
             WsAll | WsProject => ("GET", 101),
@@ -124,7 +128,8 @@ impl Route {
         match self {
             ProjectGet | ProjectStatus | ProjectCompletion | AgentsStatus | AgentStatus | Livez
             | Readyz | Health | HealthReady | HealthZ => Class::StatusQuery,
-            ProjectTasksCreate | TaskSetStatus | ProjectTasksList | TaskGet => Class::TaskOperation,
+            ProjectTasksCreate | TaskSetStatus | ProjectTasksList | TaskGet | TaskClaim
+            | TaskHeartbeat => Class::TaskOperation,
             ArtifactGet | ProjectArtifacts | ArtifactBatch => Class::ContextRetrieval,
             _ => Class::Other,
         }
@@ -143,6 +148,8 @@ impl Route {
             ProjectTasksCreate => "tasks.create",
             TaskGet => "tasks.get",
             TaskSetStatus => "tasks.set_status",
+            TaskClaim => "tasks.claim",
+            TaskHeartbeat => "tasks.heartbeat",
             AgentsStatus => "agents.status",
             AgentStatus => "agents.status_one",
             AgentStatusHistory => "agents.status_history",
@@ -258,6 +265,8 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
             pick2(get, ProjectTasksList, post, ProjectTasksCreate, id),
             "GET, HEAD, POST",
         ),
+        ["tasks", "claim"] => (post.then_some((TaskClaim, "")), "POST"),
+        ["tasks", id, "heartbeat"] => (post.then_some((TaskHeartbeat, *id)), "POST"),
         ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
         ["tasks", id, "status"] => (post.then_some((TaskSetStatus, *id)), "POST"),
         ["agents", "status"] => (get.then_some((AgentsStatus, "")), "GET, HEAD"),
@@ -404,6 +413,17 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 41);
+        assert_eq!(Route::ALL.len(), 43);
+        check(Method::POST, "/api/v1/tasks/claim", Ok((TaskClaim, "")));
+        check(
+            Method::GET,
+            "/api/v1/tasks/claim",
+            Err(NoRoute::MethodNotAllowed("POST")),
+        );
+        check(
+            Method::POST,
+            &format!("/api/v1/tasks/{id}/heartbeat"),
+            Ok((TaskHeartbeat, id)),
+        );
     }
 }

@@ -68,9 +68,12 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     } else {
         report.problem("meta: no schema version".into());
     }
-    check_tasks(&txn, &mut report)?;
+    // Timers are an index derived from tasks and HITL requests.
+    let mut timers = Vec::new();
+    check_tasks(&txn, &mut report, &mut timers)?;
     check_artifacts(&txn, &mut report)?;
-    check_hitl(&txn, &mut report)?;
+    check_hitl(&txn, &mut report, &mut timers)?;
+    check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
     Ok(report)
@@ -152,7 +155,11 @@ fn check_index<const N: usize>(
     Ok(())
 }
 
-fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_tasks(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+    timers: &mut Vec<[u8; 25]>,
+) -> Result<(), StoreError> {
     let mut keys: Vec<TaskKeys> = Vec::new();
     let mut owners: Vec<(Id, Id)> = Vec::new();
     check_records::<Task>(
@@ -163,6 +170,7 @@ fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), St
         |t| {
             keys.push(TaskKeys::of(t));
             owners.push((t.id, t.project_id));
+            timers.extend(tables::task_timers(t).into_iter().flatten());
         },
     )?;
     check_index(
@@ -181,6 +189,12 @@ fn check_tasks(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), St
         txn,
         tables::TASKS_BY_PROJECT_AGENT,
         keys.iter().map(|k| k.by_agent).collect(),
+        report,
+    )?;
+    check_index(
+        txn,
+        tables::TASKS_BY_AGENT_STATUS,
+        keys.iter().map(|k| k.by_agent_status).collect(),
         report,
     )?;
     let projects = txn.open_table(tables::PROJECTS)?;
@@ -222,14 +236,21 @@ fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<()
     Ok(())
 }
 
-fn check_hitl(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_hitl(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+    timers: &mut Vec<[u8; 25]>,
+) -> Result<(), StoreError> {
     let mut keys: Vec<HitlKeys> = Vec::new();
     check_records::<HitlRequest>(
         txn,
         tables::HITL,
         report,
         |h| h.id,
-        |h| keys.push(HitlKeys::of(h)),
+        |h| {
+            keys.push(HitlKeys::of(h));
+            timers.extend(tables::hitl_timer(h));
+        },
     )?;
     check_index(
         txn,

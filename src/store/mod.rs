@@ -25,7 +25,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::domain::{DomainError, Id, TaskStatus, Vocabulary};
+use crate::domain::{DomainError, Id, Micros, TaskStatus, Vocabulary};
 use crate::events::Publisher;
 
 pub use check::{CheckReport, check_database};
@@ -78,6 +78,31 @@ pub struct StoreConfig {
     pub artifact_cache_entries: usize,
     /// redb's page cache, in bytes.
     pub page_cache_bytes: usize,
+    pub tasks: TaskSettings,
+}
+
+/// How workers' tasks are timed.
+#[derive(Clone, Debug)]
+pub struct TaskSettings {
+    /// A working task older than this counts as a failed attempt (microseconds).
+    pub task_timeout: Micros,
+    /// Failed attempts after which a task stays failed and is escalated to a human.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it (microseconds).
+    pub retry_backoff: Micros,
+    /// A claim's lease when the worker does not ask for one (microseconds).
+    pub default_lease: Micros,
+}
+
+impl Default for TaskSettings {
+    fn default() -> TaskSettings {
+        TaskSettings {
+            task_timeout: 300_000_000,
+            max_attempts: 3,
+            retry_backoff: 1_000_000,
+            default_lease: 60_000_000,
+        }
+    }
 }
 
 impl StoreConfig {
@@ -89,6 +114,7 @@ impl StoreConfig {
             max_batch: 512,
             artifact_cache_entries: 10_000,
             page_cache_bytes: 1024 * 1024 * 1024,
+            tasks: TaskSettings::default(),
         }
     }
 }
@@ -186,6 +212,7 @@ pub(crate) struct Shared {
     /// Bytes of the file in use, as the writer last measured it.
     used_bytes: AtomicU64,
     path: PathBuf,
+    settings: TaskSettings,
 }
 
 /// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
@@ -239,6 +266,7 @@ impl Store {
             writer_alive: AtomicBool::new(true),
             used_bytes: AtomicU64::new(0),
             path: path.clone(),
+            settings: config.tasks.clone(),
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
@@ -283,6 +311,22 @@ impl Store {
 
     pub fn project_count(&self) -> usize {
         self.shared.summaries.read().len()
+    }
+
+    /// The task timing settings.
+    pub fn task_settings(&self) -> &TaskSettings {
+        &self.shared.settings
+    }
+
+    /// The earliest timer's deadline, if any (a cheap read: the first key of the timers table).
+    pub fn next_timer(&self) -> Result<Option<Micros>, StoreError> {
+        let txn = begin_read(&self.shared)?;
+        let timers = txn.open_table(tables::TIMERS)?;
+        Ok(timers.first()?.map(|(key, _)| {
+            let mut at = [0u8; 8];
+            at.copy_from_slice(&key.value()[..8]);
+            u64::from_be_bytes(at) as Micros
+        }))
     }
 
     pub fn data_path(dir: &Path) -> PathBuf {
@@ -363,6 +407,8 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
         txn.open_table(tables::TASKS_BY_PROJECT)?;
         txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?;
         txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?;
+        txn.open_table(tables::TASKS_BY_AGENT_STATUS)?;
+        txn.open_table(tables::TIMERS)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?;

@@ -38,6 +38,16 @@ pub struct Task {
     pub completed_at: Option<Micros>,
     /// How many times the task has entered `working`.
     pub attempts: u32,
+    /// How many of those attempts failed (by the worker, or by timing out).
+    pub failures: u32,
+    /// The worker holding the task while it works.
+    pub worker_id: Option<String>,
+    /// When the worker's claim runs out unless it heartbeats.
+    pub lease_expires_at: Option<Micros>,
+    /// When a failed task goes back to pending by itself.
+    pub retry_at: Option<Micros>,
+    /// When a working task has worked too long and counts as a failed attempt.
+    pub timeout_at: Option<Micros>,
 }
 
 /// The state of one agent type. Absent from the table means idle and never active.

@@ -37,6 +37,11 @@ pub const TASKS_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
 /// (project, agent type code, task)
 pub const TASKS_BY_PROJECT_AGENT: TableDefinition<&[u8; 33], ()> =
     TableDefinition::new("ix_tasks_project_agent");
+/// (agent type code, status code, task)
+pub const TASKS_BY_AGENT_STATUS: TableDefinition<&[u8; 18], ()> =
+    TableDefinition::new("ix_tasks_agent_status");
+/// Timers that survive restarts: (deadline, kind, id).
+pub const TIMERS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("timers");
 /// (project, artifact)
 pub const ARTIFACTS_BY_PROJECT: TableDefinition<&[u8; 32], ()> =
     TableDefinition::new("ix_artifacts_project");
@@ -75,6 +80,74 @@ pub fn key3(a: &Id, code: u8, b: &Id) -> [u8; 33] {
     k
 }
 
+pub fn agent_status_key(agent: u8, status: u8, id: &Id) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = agent;
+    k[1] = status;
+    k[2..].copy_from_slice(&id.0);
+    k
+}
+
+/// What a timer does when it fires.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TimerKind {
+    /// A claim's lease ran out: the task goes back to pending.
+    LeaseExpiry = 0,
+    /// The task has worked longer than the timeout: a failed attempt.
+    WorkTimeout = 1,
+    /// A failed task goes back to pending.
+    Retry = 2,
+    /// A pending HITL request expires.
+    HitlExpiry = 3,
+}
+
+impl TimerKind {
+    pub fn from_code(code: u8) -> Option<TimerKind> {
+        [
+            TimerKind::LeaseExpiry,
+            TimerKind::WorkTimeout,
+            TimerKind::Retry,
+            TimerKind::HitlExpiry,
+        ]
+        .get(usize::from(code))
+        .copied()
+    }
+}
+
+/// (deadline in microseconds big-endian, kind, record id): range-scanned up to now.
+pub fn timer_key(deadline: i64, kind: TimerKind, id: &Id) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..8].copy_from_slice(&(deadline.max(0) as u64).to_be_bytes());
+    k[8] = kind as u8;
+    k[9..].copy_from_slice(&id.0);
+    k
+}
+
+/// The timers a task's state calls for: lease expiry, work timeout, retry (in that order).
+pub fn task_timers(t: &Task) -> [Option<[u8; 25]>; 3] {
+    let working = t.status == crate::domain::TaskStatus::Working;
+    let failed = t.status == crate::domain::TaskStatus::Failed;
+    [
+        t.lease_expires_at
+            .filter(|_| working)
+            .map(|at| timer_key(at, TimerKind::LeaseExpiry, &t.id)),
+        t.timeout_at
+            .filter(|_| working)
+            .map(|at| timer_key(at, TimerKind::WorkTimeout, &t.id)),
+        t.retry_at
+            .filter(|_| failed)
+            .map(|at| timer_key(at, TimerKind::Retry, &t.id)),
+    ]
+}
+
+/// The expiry timer a pending HITL request with an `expires_at` calls for.
+pub fn hitl_timer(h: &HitlRequest) -> Option<[u8; 25]> {
+    h.expires_at
+        .filter(|_| h.status == crate::domain::HitlStatus::Pending)
+        .map(|at| timer_key(at, TimerKind::HitlExpiry, &h.id))
+}
+
 pub fn status_key(code: u8, id: &Id) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = code;
@@ -109,6 +182,8 @@ pub struct TaskKeys {
     pub by_project: [u8; 32],
     pub by_status: [u8; 33],
     pub by_agent: [u8; 33],
+    /// (agent type, status, task): the claim queue, oldest first.
+    pub by_agent_status: [u8; 18],
 }
 
 impl TaskKeys {
@@ -117,6 +192,7 @@ impl TaskKeys {
             by_project: key2(&t.project_id, &t.id),
             by_status: key3(&t.project_id, t.status.code(), &t.id),
             by_agent: key3(&t.project_id, t.agent_type.code(), &t.id),
+            by_agent_status: agent_status_key(t.agent_type.code(), t.status.code(), &t.id),
         }
     }
 }

@@ -30,7 +30,9 @@ use crate::json::object_string;
 use super::codec::{decode, encode};
 use super::records::*;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys};
-use super::{Durability, ProjectSummary, Shared, StoreConfig, StoreError, metric_names};
+use super::{
+    Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings, metric_names,
+};
 
 /// A change to the store.
 #[derive(Clone, Debug)]
@@ -101,6 +103,25 @@ pub enum Command {
         through: u64,
         max: usize,
     },
+    /// Hands the oldest pending task of the agent type to one worker, under a lease.
+    Claim {
+        agent_type: AgentType,
+        worker_id: String,
+        /// Microseconds.
+        lease: Micros,
+    },
+    /// Extends a working task's lease by `lease` from now.
+    Heartbeat {
+        task_id: Id,
+        worker_id: Option<String>,
+        /// Microseconds.
+        lease: Micros,
+    },
+    /// Fires the timers due by `now`, at most `max` of them.
+    FireTimers {
+        now: Micros,
+        max: usize,
+    },
     /// A write round trip for readiness: records the time in the meta table. No event.
     Probe,
     /// Measures the bytes of the file in use (walks every table: run it rarely). No event.
@@ -110,6 +131,20 @@ pub enum Command {
         firing: bool,
         data: String,
     },
+}
+
+/// How a task's status changes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Change {
+    To(TaskTransition),
+    /// working → pending: the worker's lease ran out.
+    LeaseExpired,
+}
+
+/// A worker taking a task.
+struct Claim {
+    worker_id: String,
+    lease_expires_at: Micros,
 }
 
 /// What a committed command produced.
@@ -130,6 +165,10 @@ pub enum Reply {
     /// How many events were trimmed.
     Trimmed(u64),
     Probed,
+    /// No pending task of that agent type.
+    NothingToClaim,
+    /// How many timers acted.
+    Fired(u64),
     /// Bytes of the file in use.
     Usage(u64),
     Recorded,
@@ -396,6 +435,9 @@ struct Batch<'t> {
     tasks_by_project: Index<'t, 32>,
     tasks_by_status: Index<'t, 33>,
     tasks_by_agent: Index<'t, 33>,
+    tasks_by_agent_status: Index<'t, 18>,
+    timers: Index<'t, 25>,
+    settings: &'t TaskSettings,
     artifacts_by_project: Index<'t, 32>,
     artifacts_by_type: Index<'t, 33>,
     artifacts_by_source: Index<'t, 33>,
@@ -433,6 +475,9 @@ impl<'t> Batch<'t> {
             tasks_by_project: txn.open_table(tables::TASKS_BY_PROJECT)?,
             tasks_by_status: txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?,
             tasks_by_agent: txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?,
+            tasks_by_agent_status: txn.open_table(tables::TASKS_BY_AGENT_STATUS)?,
+            timers: txn.open_table(tables::TIMERS)?,
+            settings: &shared.settings,
             artifacts_by_project: txn.open_table(tables::ARTIFACTS_BY_PROJECT)?,
             artifacts_by_type: txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?,
             artifacts_by_source: txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?,
@@ -505,6 +550,17 @@ impl<'t> Batch<'t> {
                 self.set_oversight_level(project_id, level)
             }
             Command::TrimEvents { through, max } => self.trim_events(through, max),
+            Command::Claim {
+                agent_type,
+                worker_id,
+                lease,
+            } => self.claim(agent_type, worker_id, lease),
+            Command::Heartbeat {
+                task_id,
+                worker_id,
+                lease,
+            } => self.heartbeat(task_id, worker_id, lease),
+            Command::FireTimers { now, max } => self.fire_timers(now, max),
             Command::Probe => {
                 self.meta
                     .insert(tables::META_PROBE, self.now.max(0) as u64)?;
@@ -592,6 +648,11 @@ impl<'t> Batch<'t> {
             started_at: None,
             completed_at: None,
             attempts: 0,
+            failures: 0,
+            worker_id: None,
+            lease_expires_at: None,
+            retry_at: None,
+            timeout_at: None,
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
@@ -615,32 +676,167 @@ impl<'t> Batch<'t> {
         let old: Task =
             read(&self.tasks, &task_id)?.ok_or_else(|| DomainError::not_found("task", task_id))?;
         let transition = task_transition(old.status, status)?;
-        let mut task = old.clone();
-        task.status = status;
-        task.updated_at = self.now;
-        match transition {
-            TaskTransition::Start => {
-                task.started_at = Some(self.now);
-                task.attempts += 1;
-                task.error_message = None;
+        let task = self.change_task(old, Change::To(transition), output, error_message, None)?;
+        Ok(Reply::Task(task))
+    }
+
+    /// The oldest pending task of the agent type, now working for `worker_id` under a lease.
+    fn claim(
+        &mut self,
+        agent_type: AgentType,
+        worker_id: String,
+        lease: Micros,
+    ) -> ApplyResult<Reply> {
+        let lo =
+            tables::agent_status_key(agent_type.code(), TaskStatus::Pending.code(), &Id([0; 16]));
+        let hi = tables::agent_status_key(
+            agent_type.code(),
+            TaskStatus::Pending.code(),
+            &Id([0xff; 16]),
+        );
+        let first = match self
+            .tasks_by_agent_status
+            .range::<&[u8; 18]>(&lo..=&hi)?
+            .next()
+        {
+            Some(entry) => Some(tables::trailing_id(entry?.0.value())),
+            None => None,
+        };
+        let Some(id) = first else {
+            return Ok(Reply::NothingToClaim);
+        };
+        let old: Task = read(&self.tasks, &id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("claim index names task {id}, which is missing"))
+        })?;
+        let claim = Claim {
+            worker_id,
+            lease_expires_at: self.now.saturating_add(lease),
+        };
+        let task = self.change_task(
+            old,
+            Change::To(TaskTransition::Start),
+            None,
+            None,
+            Some(claim),
+        )?;
+        Ok(Reply::Task(task))
+    }
+
+    /// Extends a working task's lease; only its worker may, when a worker id is given.
+    fn heartbeat(
+        &mut self,
+        task_id: Id,
+        worker_id: Option<String>,
+        lease: Micros,
+    ) -> ApplyResult<Reply> {
+        let old: Task =
+            read(&self.tasks, &task_id)?.ok_or_else(|| DomainError::not_found("task", task_id))?;
+        if old.status != TaskStatus::Working {
+            return Err(DomainError::InvalidTransition {
+                message: format!(
+                    "task {task_id} is {}, not working: there is no lease to extend",
+                    old.status
+                ),
             }
-            TaskTransition::Complete | TaskTransition::Fail | TaskTransition::Cancel => {
-                task.completed_at = Some(self.now);
-            }
-            TaskTransition::Retry => {
-                task.completed_at = None;
-            }
+            .into());
         }
+        if let (Some(asked), Some(holder)) = (&worker_id, &old.worker_id)
+            && asked != holder
+        {
+            return Err(DomainError::InvalidTransition {
+                message: format!("task {task_id} is claimed by another worker"),
+            }
+            .into());
+        }
+        let mut task = old.clone();
+        task.lease_expires_at = Some(self.now.saturating_add(lease));
+        task.updated_at = self.now;
+        self.put_task(Some(&old), &task)?;
+        Ok(Reply::Task(task))
+    }
+
+    /// Applies a change of status with everything that follows from it: timestamps, the lease,
+    /// failures and their retry or escalation, the event, and the agent's status.
+    fn change_task(
+        &mut self,
+        old: Task,
+        change: Change,
+        output: Option<String>,
+        error_message: Option<String>,
+        claim: Option<Claim>,
+    ) -> ApplyResult<Task> {
+        let mut task = old.clone();
+        task.updated_at = self.now;
         if output.is_some() {
             task.output = output;
         }
         if error_message.is_some() {
             task.error_message = error_message;
         }
+        let mut escalate = false;
+        let event = match change {
+            Change::To(transition) => {
+                task.status = match transition {
+                    TaskTransition::Start => TaskStatus::Working,
+                    TaskTransition::Complete => TaskStatus::Completed,
+                    TaskTransition::Fail => TaskStatus::Failed,
+                    TaskTransition::Cancel => TaskStatus::Cancelled,
+                    TaskTransition::Retry => TaskStatus::Pending,
+                };
+                match transition {
+                    TaskTransition::Start => {
+                        task.started_at = Some(self.now);
+                        task.timeout_at = Some(self.now.saturating_add(self.settings.task_timeout));
+                        task.attempts += 1;
+                        task.error_message = None;
+                        task.completed_at = None;
+                    }
+                    TaskTransition::Complete | TaskTransition::Cancel => {
+                        task.completed_at = Some(self.now);
+                        task.retry_at = None;
+                    }
+                    TaskTransition::Fail => {
+                        task.completed_at = Some(self.now);
+                        task.failures += 1;
+                        if task.failures < self.settings.max_attempts {
+                            let backoff = self
+                                .settings
+                                .retry_backoff
+                                .saturating_mul(1 << (task.failures - 1).min(20));
+                            task.retry_at = Some(self.now.saturating_add(backoff));
+                        } else {
+                            task.retry_at = None;
+                            escalate = true;
+                        }
+                    }
+                    TaskTransition::Retry => {
+                        task.completed_at = None;
+                        task.retry_at = None;
+                    }
+                }
+                transition.event_type()
+            }
+            Change::LeaseExpired => {
+                task.status = TaskStatus::Pending;
+                EventType::TaskLeaseExpired
+            }
+        };
+        match claim {
+            Some(c) => {
+                task.worker_id = Some(c.worker_id);
+                task.lease_expires_at = Some(c.lease_expires_at);
+            }
+            None if task.status != TaskStatus::Working => {
+                task.worker_id = None;
+                task.lease_expires_at = None;
+                task.timeout_at = None;
+            }
+            None => {}
+        }
         self.put_task(Some(&old), &task)?;
         let data = task_event_data(&task);
         self.emit(
-            transition.event_type(),
+            event,
             Some(task.project_id),
             Some(task.id),
             Some(task.agent_type),
@@ -649,7 +845,7 @@ impl<'t> Batch<'t> {
         // The agent follows its tasks: working while it holds a working task.
         let mut agent = self.agent(task.agent_type)?;
         let before = agent.clone();
-        if transition == TaskTransition::Start {
+        if task.status == TaskStatus::Working {
             agent.working_tasks += 1;
             agent.current_task_id = Some(task.id);
             agent.status = AgentStatus::Working;
@@ -659,18 +855,125 @@ impl<'t> Batch<'t> {
             if agent.current_task_id == Some(task.id) {
                 agent.current_task_id = None;
             }
-            if transition == TaskTransition::Fail {
+            if task.status == TaskStatus::Failed {
                 agent.error_message = task.error_message.clone();
             }
             if agent.working_tasks == 0 && agent.status == AgentStatus::Working {
                 agent.status = AgentStatus::Idle;
             }
         }
+        if escalate {
+            agent.status = AgentStatus::Error;
+            agent.error_message = Some(format!(
+                "task {} failed {} times: {}",
+                task.id,
+                task.failures,
+                task.error_message.as_deref().unwrap_or("no error message")
+            ));
+        }
         if agent != before {
             agent.last_activity = self.now;
             self.put_agent(&before, &agent, Some(task.id))?;
         }
-        Ok(Reply::Task(task))
+        if escalate {
+            let question = format!(
+                "Task {} ({}) failed {} times, last with: {}. Retry it or cancel it?",
+                task.id,
+                task.agent_type,
+                task.failures,
+                task.error_message.as_deref().unwrap_or("no error message")
+            );
+            self.create_hitl(
+                task.project_id,
+                Some(task.id),
+                question,
+                vec!["retry".into(), "cancel".into()],
+                None,
+            )?;
+        }
+        Ok(task)
+    }
+
+    /// Fires every timer due by `now` (at most `max`): lease expiries, work timeouts, retries and
+    /// HITL expiries. A timer whose record no longer calls for it is simply gone: timers are an
+    /// index derived from the records.
+    fn fire_timers(&mut self, now: Micros, max: usize) -> ApplyResult<Reply> {
+        let hi = tables::timer_key(now, tables::TimerKind::HitlExpiry, &Id([0xff; 16]));
+        let mut due = Vec::new();
+        for entry in self.timers.range::<&[u8; 25]>(..=&hi)?.take(max) {
+            let (key, _) = entry?;
+            let key = *key.value();
+            due.push((
+                key,
+                tables::TimerKind::from_code(key[8]),
+                tables::trailing_id(&key),
+            ));
+        }
+        let mut fired = 0u64;
+        for (key, kind, id) in due {
+            let before = fired;
+            match kind {
+                Some(tables::TimerKind::LeaseExpiry) => {
+                    if let Some(old) = read::<Task>(&self.tasks, &id)?
+                        && old.status == TaskStatus::Working
+                        && old.lease_expires_at.is_some_and(|at| at <= now)
+                    {
+                        self.change_task(old, Change::LeaseExpired, None, None, None)?;
+                        fired += 1;
+                    }
+                }
+                Some(tables::TimerKind::WorkTimeout) => {
+                    if let Some(old) = read::<Task>(&self.tasks, &id)?
+                        && old.status == TaskStatus::Working
+                        && self.work_deadline(&old).is_some_and(|at| at <= now)
+                    {
+                        let message = format!(
+                            "timed out: working for longer than {} ms",
+                            self.settings.task_timeout / 1000
+                        );
+                        self.change_task(
+                            old,
+                            Change::To(TaskTransition::Fail),
+                            None,
+                            Some(message),
+                            None,
+                        )?;
+                        fired += 1;
+                    }
+                }
+                Some(tables::TimerKind::Retry) => {
+                    if let Some(old) = read::<Task>(&self.tasks, &id)?
+                        && old.status == TaskStatus::Failed
+                        && old.retry_at.is_some_and(|at| at <= now)
+                    {
+                        self.change_task(old, Change::To(TaskTransition::Retry), None, None, None)?;
+                        fired += 1;
+                    }
+                }
+                Some(tables::TimerKind::HitlExpiry) => {
+                    if let Some(old) = read::<HitlRequest>(&self.hitl, &id)?
+                        && old.status == HitlStatus::Pending
+                        && old.expires_at.is_some_and(|at| at <= now)
+                    {
+                        self.expire_hitl(old)?;
+                        fired += 1;
+                    }
+                }
+                None => {}
+            }
+            if fired == before {
+                // A timer no record calls for (it cannot be, but it must not fire forever).
+                tracing::warn!(?kind, %id, "removing a timer that no record calls for");
+                self.timers.remove(&key)?;
+            }
+        }
+        Ok(Reply::Fired(fired))
+    }
+
+    fn work_deadline(&self, task: &Task) -> Option<Micros> {
+        (task.status == TaskStatus::Working)
+            .then_some(task.timeout_at)
+            .flatten()
     }
 
     fn reset_agent(&mut self, agent_type: AgentType) -> ApplyResult<Reply> {
@@ -996,6 +1299,15 @@ impl<'t> Batch<'t> {
             old_keys.map(|k| k.by_agent),
             Some(new_keys.by_agent),
         )?;
+        reindex(
+            &mut self.tasks_by_agent_status,
+            old_keys.map(|k| k.by_agent_status),
+            Some(new_keys.by_agent_status),
+        )?;
+        let old_timers = old.map(tables::task_timers).unwrap_or_default();
+        for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
+            reindex(&mut self.timers, old_key, new_key)?;
+        }
         let summary = self.summary(new.project_id);
         if let Some(old) = old {
             let slot = &mut summary.task_counts[usize::from(old.status.code())];
@@ -1066,6 +1378,11 @@ impl<'t> Batch<'t> {
             &mut self.hitl_by_status,
             old_keys.map(|k| k.by_status),
             Some(new_keys.by_status),
+        )?;
+        reindex(
+            &mut self.timers,
+            old.and_then(tables::hitl_timer),
+            tables::hitl_timer(new),
         )?;
         let was_pending = old.is_some_and(|o| o.status == HitlStatus::Pending);
         let is_pending = new.status == HitlStatus::Pending;
