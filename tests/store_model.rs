@@ -55,6 +55,13 @@ enum Op {
     ResetAgent {
         agent: usize,
     },
+    Claim {
+        agent: usize,
+    },
+    /// The next step of the pending → working → failed → pending cycle (or completion).
+    Advance {
+        task: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -73,6 +80,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::RespondHitl { hitl, action }),
         1 => prop::collection::vec(0usize..64, 0..4).prop_map(|hitls| Op::BulkApprove { hitls }),
         1 => (0usize..6).prop_map(|agent| Op::ResetAgent { agent }),
+        3 => (0usize..6).prop_map(|agent| Op::Claim { agent }),
+        6 => (0usize..4).prop_map(|task| Op::Advance { task }),
     ]
 }
 
@@ -81,6 +90,7 @@ struct MTask {
     project: Id,
     agent: AgentType,
     status: TaskStatus,
+    failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +146,82 @@ impl Model {
         self.agents.entry(a).or_insert((AgentStatus::Idle, 0))
     }
 
+    fn set_status(&mut self, store: &Store, id: Id, to: TaskStatus) {
+        let reply = store.write_blocking(Command::SetTaskStatus {
+            task_id: id,
+            status: to,
+            output: Some("{\"ok\":true}".into()),
+            error_message: None,
+        });
+        let Some(mtask) = self.tasks.get(&id).cloned() else {
+            assert_eq!(fail_kind(&reply.unwrap_err()), "not_found");
+            return;
+        };
+        match (task_transition(mtask.status, to), reply) {
+            (Ok(_), Ok(Reply::Task(t))) => {
+                assert_eq!(t.status, to);
+                assert_eq!(
+                    t.retry_at.is_some(),
+                    to == TaskStatus::Failed && mtask.failures + 1 < 3
+                );
+                self.start_or_leave(store, id, mtask, to);
+            }
+            (Err(_), Err(e)) => assert_eq!(fail_kind(&e), "transition"),
+            (want, got) => panic!(
+                "{:?} -> {to:?}: model {want:?}, store {got:?}",
+                mtask.status
+            ),
+        }
+    }
+
+    /// The model of a task status change: its event, the agent's, and the escalation after the
+    /// third failure (agent in error, a HITL request).
+    fn start_or_leave(&mut self, store: &Store, id: Id, mtask: MTask, to: TaskStatus) {
+        self.events += 1;
+        let agent = self.agent(mtask.agent);
+        if to == TaskStatus::Working {
+            agent.1 += 1;
+            agent.0 = AgentStatus::Working;
+            self.events += 1;
+        } else if mtask.status == TaskStatus::Working {
+            agent.1 -= 1;
+            if agent.1 == 0 && agent.0 == AgentStatus::Working {
+                agent.0 = AgentStatus::Idle;
+            }
+            self.events += 1;
+        }
+        let m = self.tasks.get_mut(&id).unwrap();
+        m.status = to;
+        if to == TaskStatus::Failed {
+            m.failures += 1;
+            if m.failures >= 3 {
+                self.agent(mtask.agent).0 = AgentStatus::Error;
+                self.events += 1;
+                let known: Vec<Id> = self.hitl_ids.clone();
+                let page = store
+                    .hitl_by_status(HitlStatus::Pending, None, 1000)
+                    .unwrap();
+                let new: Vec<Id> = page
+                    .items
+                    .iter()
+                    .map(|h| h.id)
+                    .filter(|h| !known.contains(h))
+                    .collect();
+                assert_eq!(new.len(), 1, "one escalation request");
+                let request = store.get_hitl(&new[0]).unwrap().unwrap();
+                assert_eq!(request.task_id, Some(id));
+                self.hitl_ids.push(new[0]);
+                self.hitl.insert(
+                    new[0],
+                    MHitl {
+                        project: mtask.project,
+                        status: HitlStatus::Pending,
+                    },
+                );
+            }
+        }
+    }
+
     /// Applies an op to the store and the model; checks the outcome kinds agree.
     fn step(&mut self, store: &Store, op: &Op) {
         match op {
@@ -183,6 +269,7 @@ impl Model {
                                 project: project_id,
                                 agent,
                                 status: TaskStatus::Pending,
+                                failures: 0,
                             },
                         );
                         self.events += 1;
@@ -197,40 +284,39 @@ impl Model {
             }
             Op::SetTaskStatus { task, status } => {
                 let id = pick(&self.task_ids, *task);
-                let to = TaskStatus::ALL[*status];
-                let reply = store.write_blocking(Command::SetTaskStatus {
-                    task_id: id,
-                    status: to,
-                    output: Some("{\"ok\":true}".into()),
-                    error_message: None,
-                });
-                let Some(mtask) = self.tasks.get(&id).cloned() else {
-                    assert_eq!(fail_kind(&reply.unwrap_err()), "not_found");
-                    return;
+                self.set_status(store, id, TaskStatus::ALL[*status]);
+            }
+            Op::Advance { task } => {
+                let id = pick(&self.task_ids, *task);
+                let next = match self.tasks.get(&id).map(|t| t.status) {
+                    Some(TaskStatus::Pending) => TaskStatus::Working,
+                    Some(TaskStatus::Working) => TaskStatus::Failed,
+                    Some(TaskStatus::Failed) => TaskStatus::Pending,
+                    _ => TaskStatus::Completed,
                 };
-                match (task_transition(mtask.status, to), reply) {
-                    (Ok(_), Ok(Reply::Task(t))) => {
-                        assert_eq!(t.status, to);
-                        self.events += 1;
-                        let agent = self.agent(mtask.agent);
-                        if to == TaskStatus::Working {
-                            agent.1 += 1;
-                            agent.0 = AgentStatus::Working;
-                            self.events += 1;
-                        } else if mtask.status == TaskStatus::Working {
-                            agent.1 -= 1;
-                            if agent.1 == 0 && agent.0 == AgentStatus::Working {
-                                agent.0 = AgentStatus::Idle;
-                            }
-                            self.events += 1;
-                        }
-                        self.tasks.get_mut(&id).unwrap().status = to;
+                self.set_status(store, id, next);
+            }
+            Op::Claim { agent } => {
+                let agent = AgentType::ALL[*agent];
+                let reply = store.write_blocking(Command::Claim {
+                    agent_type: agent,
+                    worker_id: "w".into(),
+                    lease: 60_000_000,
+                });
+                let oldest = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                    .map(|(id, t)| (*id, t.clone()))
+                    .next();
+                match (oldest, reply) {
+                    (Some((id, mtask)), Ok(Reply::Task(t))) => {
+                        assert_eq!(t.id, id, "the oldest pending task");
+                        assert_eq!(t.worker_id.as_deref(), Some("w"));
+                        self.start_or_leave(store, id, mtask, TaskStatus::Working);
                     }
-                    (Err(_), Err(e)) => assert_eq!(fail_kind(&e), "transition"),
-                    (want, got) => panic!(
-                        "{:?} -> {to:?}: model {want:?}, store {got:?}",
-                        mtask.status
-                    ),
+                    (None, Ok(Reply::NothingToClaim)) => {}
+                    (want, got) => panic!("claim: model {want:?}, store {got:?}"),
                 }
             }
             Op::CreateArtifact {
@@ -601,7 +687,7 @@ fn open(dir: &std::path::Path) -> Store {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {

@@ -14,3 +14,4 @@ mod projects;
 mod restart;
 mod tasks;
 mod websocket;
+mod workers;
