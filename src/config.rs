@@ -161,6 +161,9 @@ struct FileConfig {
     /// Rules that replace the default of the same name, or add to them.
     #[serde(default)]
     alert_rules: Vec<RuleConfig>,
+    /// Workflow definitions; one named `sdlc` replaces the built-in one.
+    #[serde(default)]
+    workflows: Vec<crate::domain::workflow::WorkflowDef>,
 }
 
 /// The resolved settings the server runs with.
@@ -271,6 +274,20 @@ impl Config {
         }
         config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
         config.source = args.config.clone();
+        for workflow in file.workflows {
+            workflow
+                .validate()
+                .map_err(|e| format!("config file: {e}"))?;
+            match config
+                .store
+                .workflows
+                .iter_mut()
+                .find(|w| w.name == workflow.name)
+            {
+                Some(existing) => *existing = workflow,
+                None => config.store.workflows.push(workflow),
+            }
+        }
         let ms = |name: &str, v: u64| -> Result<i64, String> {
             positive(name, v as usize).map(|v| (v as i64).saturating_mul(1000))
         };

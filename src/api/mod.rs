@@ -9,6 +9,7 @@ mod hitl;
 mod monitoring;
 mod projects;
 mod tasks;
+mod workflows;
 
 use std::collections::HashMap;
 
@@ -72,6 +73,8 @@ async fn dispatch(
         TaskGet => tasks::get(state, param),
         TaskSetStatus => tasks::set_status(state, param, req).await,
         TaskClaim => tasks::claim(state, req).await,
+        WorkflowStart => workflows::start(state, param, req).await,
+        WorkflowGet => workflows::get(state, param),
         TaskHeartbeat => tasks::heartbeat(state, param, req).await,
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),

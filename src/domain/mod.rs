@@ -5,6 +5,7 @@ mod ids;
 mod rules;
 mod time;
 mod vocab;
+pub mod workflow;
 
 pub use ids::Id;
 pub use rules::{DomainError, Limits, TaskTransition, check_len, hitl_outcome, task_transition};

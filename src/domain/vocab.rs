@@ -149,6 +149,7 @@ vocabulary!(
         TaskCancelled => "task_cancelled",
         TaskRetried => "task_retried",
         TaskLeaseExpired => "task_lease_expired",
+        TaskReopened => "task_reopened",
         AgentStatusChange => "agent_status_change",
         ArtifactCreated => "artifact_created",
         ArtifactUpdated => "artifact_updated",

@@ -17,6 +17,8 @@ pub enum Route {
     TaskSetStatus,
     TaskClaim,
     TaskHeartbeat,
+    WorkflowStart,
+    WorkflowGet,
     AgentsStatus,
     AgentStatus,
     AgentStatusHistory,
@@ -74,6 +76,8 @@ impl Route {
         Route::TaskSetStatus,
         Route::TaskClaim,
         Route::TaskHeartbeat,
+        Route::WorkflowStart,
+        Route::WorkflowGet,
         Route::AgentsStatus,
         Route::AgentStatus,
         Route::AgentStatusHistory,
@@ -112,7 +116,9 @@ impl Route {
     pub fn primary(self) -> (&'static str, u16) {
         use Route::*;
         match self {
-            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate => ("POST", 201),
+            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart => {
+                ("POST", 201)
+            }
             TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
             | HitlBulkApprove | OversightSet | HitlRespond => ("POST", 200),
             ArtifactUpdate => ("PATCH", 200),
@@ -150,6 +156,8 @@ impl Route {
             TaskSetStatus => "tasks.set_status",
             TaskClaim => "tasks.claim",
             TaskHeartbeat => "tasks.heartbeat",
+            WorkflowStart => "workflows.start",
+            WorkflowGet => "workflows.get",
             AgentsStatus => "agents.status",
             AgentStatus => "agents.status_one",
             AgentStatusHistory => "agents.status_history",
@@ -261,6 +269,10 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         ["projects", id] => (get.then_some((ProjectGet, *id)), "GET, HEAD"),
         ["projects", id, "status"] => (get.then_some((ProjectStatus, *id)), "GET, HEAD"),
         ["projects", id, "completion"] => (get.then_some((ProjectCompletion, *id)), "GET, HEAD"),
+        ["projects", id, "workflow"] => (
+            pick2(get, WorkflowGet, post, WorkflowStart, id),
+            "GET, HEAD, POST",
+        ),
         ["projects", id, "tasks"] => (
             pick2(get, ProjectTasksList, post, ProjectTasksCreate, id),
             "GET, HEAD, POST",
@@ -413,7 +425,12 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 43);
+        assert_eq!(Route::ALL.len(), 45);
+        check(
+            Method::POST,
+            &format!("/api/v1/projects/{id}/workflow"),
+            Ok((WorkflowStart, id)),
+        );
         check(Method::POST, "/api/v1/tasks/claim", Ok((TaskClaim, "")));
         check(
             Method::GET,

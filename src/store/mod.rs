@@ -31,7 +31,8 @@ use crate::events::Publisher;
 pub use check::{CheckReport, check_database};
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter};
 pub use records::{
-    Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, Project, Task,
+    Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus,
+    Project, Task, WorkflowRun,
 };
 pub use writer::{Command, Reply};
 
@@ -79,6 +80,8 @@ pub struct StoreConfig {
     /// redb's page cache, in bytes.
     pub page_cache_bytes: usize,
     pub tasks: TaskSettings,
+    /// Workflow definitions by name (validated); `sdlc` is built in.
+    pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
 }
 
 /// How workers' tasks are timed.
@@ -115,6 +118,7 @@ impl StoreConfig {
             artifact_cache_entries: 10_000,
             page_cache_bytes: 1024 * 1024 * 1024,
             tasks: TaskSettings::default(),
+            workflows: vec![crate::domain::workflow::sdlc()],
         }
     }
 }
@@ -213,6 +217,7 @@ pub(crate) struct Shared {
     used_bytes: AtomicU64,
     path: PathBuf,
     settings: TaskSettings,
+    workflows: Vec<crate::domain::workflow::WorkflowDef>,
 }
 
 /// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
@@ -267,6 +272,7 @@ impl Store {
             used_bytes: AtomicU64::new(0),
             path: path.clone(),
             settings: config.tasks.clone(),
+            workflows: config.workflows.clone(),
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
@@ -311,6 +317,25 @@ impl Store {
 
     pub fn project_count(&self) -> usize {
         self.shared.summaries.read().len()
+    }
+
+    /// A project's workflow, if one was started.
+    pub fn workflow(&self, project: &Id) -> Result<Option<WorkflowRun>, StoreError> {
+        let txn = begin_read(&self.shared)?;
+        let table = txn.open_table(tables::WORKFLOWS)?;
+        match table.get(project.as_bytes())? {
+            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The workflow definitions this server knows.
+    pub fn workflow_names(&self) -> Vec<String> {
+        self.shared
+            .workflows
+            .iter()
+            .map(|w| w.name.clone())
+            .collect()
     }
 
     /// The task timing settings.
@@ -409,6 +434,7 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
         txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?;
         txn.open_table(tables::TASKS_BY_AGENT_STATUS)?;
         txn.open_table(tables::TIMERS)?;
+        txn.open_table(tables::WORKFLOWS)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?;
         txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?;

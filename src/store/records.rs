@@ -131,6 +131,54 @@ pub struct HitlHistoryEntry {
     pub comment: Option<String>,
 }
 
+/// Where a workflow phase stands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PhaseStatus {
+    Waiting,
+    Running,
+    AwaitingApproval,
+    Done,
+}
+
+impl PhaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseStatus::Waiting => "waiting",
+            PhaseStatus::Running => "running",
+            PhaseStatus::AwaitingApproval => "awaiting_approval",
+            PhaseStatus::Done => "done",
+        }
+    }
+}
+
+/// One phase of a running workflow, with its definition copied in when the workflow started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRun {
+    pub agent_type: AgentType,
+    pub instructions: String,
+    pub produces: Vec<ArtifactType>,
+    /// Whether the hand-off after it waits for a human (decided at start from the oversight level).
+    pub gated: bool,
+    pub status: PhaseStatus,
+    pub task_id: Option<Id>,
+    /// The HITL request gating the hand-off, while it waits.
+    pub gate_id: Option<Id>,
+}
+
+/// A project's workflow, keyed by project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRun {
+    pub project_id: Id,
+    pub workflow: String,
+    /// The client's JSON text.
+    pub context: Option<String>,
+    pub phases: Vec<PhaseRun>,
+    pub current: u32,
+    pub completed: bool,
+    pub started_at: Micros,
+    pub completed_at: Option<Micros>,
+}
+
 /// One entry of the event log: the frame's JSON text and, for the index, its project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

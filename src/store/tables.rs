@@ -40,6 +40,8 @@ pub const TASKS_BY_PROJECT_AGENT: TableDefinition<&[u8; 33], ()> =
 /// (agent type code, status code, task)
 pub const TASKS_BY_AGENT_STATUS: TableDefinition<&[u8; 18], ()> =
     TableDefinition::new("ix_tasks_agent_status");
+/// A project's workflow, keyed by project.
+pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
 pub const TIMERS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("timers");
 /// (project, artifact)

@@ -122,6 +122,13 @@ pub enum Command {
         now: Micros,
         max: usize,
     },
+    /// Starts a workflow on a project: its first phase's task.
+    StartWorkflow {
+        project_id: Id,
+        workflow: String,
+        /// JSON text.
+        context: Option<String>,
+    },
     /// A write round trip for readiness: records the time in the meta table. No event.
     Probe,
     /// Measures the bytes of the file in use (walks every table: run it rarely). No event.
@@ -167,6 +174,7 @@ pub enum Reply {
     Probed,
     /// No pending task of that agent type.
     NothingToClaim,
+    Workflow(WorkflowRun),
     /// How many timers acted.
     Fired(u64),
     /// Bytes of the file in use.
@@ -437,6 +445,7 @@ struct Batch<'t> {
     tasks_by_agent: Index<'t, 33>,
     tasks_by_agent_status: Index<'t, 18>,
     timers: Index<'t, 25>,
+    workflows: RecordTable<'t>,
     settings: &'t TaskSettings,
     artifacts_by_project: Index<'t, 32>,
     artifacts_by_type: Index<'t, 33>,
@@ -477,6 +486,7 @@ impl<'t> Batch<'t> {
             tasks_by_agent: txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?,
             tasks_by_agent_status: txn.open_table(tables::TASKS_BY_AGENT_STATUS)?,
             timers: txn.open_table(tables::TIMERS)?,
+            workflows: txn.open_table(tables::WORKFLOWS)?,
             settings: &shared.settings,
             artifacts_by_project: txn.open_table(tables::ARTIFACTS_BY_PROJECT)?,
             artifacts_by_type: txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?,
@@ -561,6 +571,11 @@ impl<'t> Batch<'t> {
                 lease,
             } => self.heartbeat(task_id, worker_id, lease),
             Command::FireTimers { now, max } => self.fire_timers(now, max),
+            Command::StartWorkflow {
+                project_id,
+                workflow,
+                context,
+            } => self.start_workflow(project_id, workflow, context),
             Command::Probe => {
                 self.meta
                     .insert(tables::META_PROBE, self.now.max(0) as u64)?;
@@ -875,6 +890,9 @@ impl<'t> Batch<'t> {
             agent.last_activity = self.now;
             self.put_agent(&before, &agent, Some(task.id))?;
         }
+        if task.status == TaskStatus::Completed {
+            self.after_task_completed(&task)?;
+        }
         if escalate {
             let question = format!(
                 "Task {} ({}) failed {} times, last with: {}. Retry it or cancel it?",
@@ -1177,7 +1195,262 @@ impl<'t> Batch<'t> {
             None,
             data,
         )?;
+        self.after_gate_answered(&request, action)?;
         Ok(Reply::Hitl(request))
+    }
+
+    // ----- workflows ----------------------------------------------------------------------------
+
+    fn start_workflow(
+        &mut self,
+        project_id: Id,
+        name: String,
+        context: Option<String>,
+    ) -> ApplyResult<Reply> {
+        let project = self.require_project(&project_id)?;
+        let Some(def) = self
+            .shared
+            .workflows
+            .iter()
+            .find(|w| w.name == name)
+            .cloned()
+        else {
+            let known: Vec<&str> = self
+                .shared
+                .workflows
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect();
+            return Err(DomainError::invalid(
+                "workflow",
+                format!("unknown workflow `{name}`; known: {}", known.join(", ")),
+            )
+            .into());
+        };
+        if let Some(run) = read::<WorkflowRun>(&self.workflows, &project_id)?
+            && !run.completed
+        {
+            return Err(DomainError::InvalidTransition {
+                message: format!(
+                    "project {project_id} already runs the `{}` workflow",
+                    run.workflow
+                ),
+            }
+            .into());
+        }
+        let phases = def
+            .phases
+            .iter()
+            .map(|p| PhaseRun {
+                agent_type: AgentType::parse(&p.agent_type)
+                    .expect("definitions are validated at start-up"),
+                instructions: crate::domain::workflow::render(
+                    &p.instructions,
+                    &project.name,
+                    context.as_deref(),
+                ),
+                produces: p
+                    .produces
+                    .iter()
+                    .filter_map(|k| ArtifactType::parse(k))
+                    .collect(),
+                gated: crate::domain::workflow::gated(project.oversight_level, p.gate),
+                status: PhaseStatus::Waiting,
+                task_id: None,
+                gate_id: None,
+            })
+            .collect();
+        let mut run = WorkflowRun {
+            project_id,
+            workflow: name,
+            context,
+            phases,
+            current: 0,
+            completed: false,
+            started_at: self.now,
+            completed_at: None,
+        };
+        self.workflow_event(&run, "workflow_started", None, None)?;
+        self.start_phase(&mut run, 0)?;
+        self.workflows
+            .insert(project_id.as_bytes(), encode(&run).as_slice())?;
+        Ok(Reply::Workflow(run))
+    }
+
+    /// Creates a phase's task, with every artifact of the project so far as its context.
+    fn start_phase(&mut self, run: &mut WorkflowRun, index: usize) -> ApplyResult<()> {
+        let lo = tables::key2(&run.project_id, &Id([0; 16]));
+        let hi = tables::key2(&run.project_id, &Id([0xff; 16]));
+        let mut context_ids = Vec::new();
+        for entry in self
+            .artifacts_by_project
+            .range::<&[u8; 32]>(&lo..=&hi)?
+            .take(crate::domain::Limits::CONTEXT_IDS)
+        {
+            context_ids.push(tables::trailing_id(entry?.0.value()));
+        }
+        let phase = &run.phases[index];
+        let reply = self.create_task(
+            run.project_id,
+            phase.agent_type,
+            phase.instructions.clone(),
+            context_ids,
+        )?;
+        let Reply::Task(task) = reply else {
+            unreachable!("create_task answers with a task")
+        };
+        run.current = index as u32;
+        run.phases[index].task_id = Some(task.id);
+        run.phases[index].status = PhaseStatus::Running;
+        self.workflow_event(run, "phase_started", Some(task.id), None)
+    }
+
+    /// A completed task that is its workflow's current phase: gate the hand-off or hand off.
+    fn after_task_completed(&mut self, task: &Task) -> ApplyResult<()> {
+        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &task.project_id)? else {
+            return Ok(());
+        };
+        let index = run.current as usize;
+        if run.completed || run.phases[index].task_id != Some(task.id) {
+            return Ok(());
+        }
+        if run.phases[index].gated {
+            let next = run
+                .phases
+                .get(index + 1)
+                .map_or("completion".to_string(), |p| p.agent_type.to_string());
+            let question = format!(
+                "Approve the {} phase's work on this project and hand it to {next}?",
+                run.phases[index].agent_type
+            );
+            let options = vec!["approve".into(), "reject".into(), "amend".into()];
+            let Reply::Hitl(gate) =
+                self.create_hitl(task.project_id, Some(task.id), question, options, None)?
+            else {
+                unreachable!("create_hitl answers with a request")
+            };
+            run.phases[index].status = PhaseStatus::AwaitingApproval;
+            run.phases[index].gate_id = Some(gate.id);
+            self.workflow_event(&run, "gate_opened", Some(task.id), Some(gate.id))?;
+        } else {
+            self.hand_off(&mut run)?;
+        }
+        self.workflows
+            .insert(task.project_id.as_bytes(), encode(&run).as_slice())?;
+        Ok(())
+    }
+
+    /// The current phase is done: start the next, or complete the project.
+    fn hand_off(&mut self, run: &mut WorkflowRun) -> ApplyResult<()> {
+        let index = run.current as usize;
+        run.phases[index].status = PhaseStatus::Done;
+        run.phases[index].gate_id = None;
+        self.workflow_event(run, "phase_completed", run.phases[index].task_id, None)?;
+        if index + 1 < run.phases.len() {
+            return self.start_phase(run, index + 1);
+        }
+        run.completed = true;
+        run.completed_at = Some(self.now);
+        let old = self.require_project(&run.project_id)?;
+        let mut project = old.clone();
+        project.status = ProjectStatus::Completed;
+        project.updated_at = self.now;
+        self.projects
+            .insert(project.id.as_bytes(), encode(&project).as_slice())?;
+        self.workflow_event(run, "project_completed", None, None)
+    }
+
+    /// A human answered a workflow gate: approve hands off; amend stores the amended content as
+    /// an artifact, then hands off; reject sends the phase's task back with the comment.
+    fn after_gate_answered(
+        &mut self,
+        request: &HitlRequest,
+        action: HitlAction,
+    ) -> ApplyResult<()> {
+        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &request.project_id)? else {
+            return Ok(());
+        };
+        let index = run.current as usize;
+        if run.completed || run.phases[index].gate_id != Some(request.id) {
+            return Ok(());
+        }
+        match action {
+            HitlAction::Approve => self.hand_off(&mut run)?,
+            HitlAction::Amend => {
+                let content = request
+                    .amended_content
+                    .clone()
+                    .unwrap_or_else(|| "null".into());
+                let agent = run.phases[index].agent_type;
+                self.create_artifact(
+                    run.project_id,
+                    agent,
+                    ArtifactType::HitlResponse,
+                    content,
+                    None,
+                )?;
+                self.hand_off(&mut run)?;
+            }
+            HitlAction::Reject => {
+                let task_id = run.phases[index]
+                    .task_id
+                    .expect("a gated phase has its task");
+                let old: Task = read(&self.tasks, &task_id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("workflow names task {task_id}, which is missing"))
+                })?;
+                let mut task = old.clone();
+                task.status = TaskStatus::Pending;
+                task.completed_at = None;
+                task.updated_at = self.now;
+                task.instructions.push_str(&format!(
+                    "\n\nReviewer feedback: {}",
+                    request
+                        .response_comment
+                        .as_deref()
+                        .unwrap_or("rejected without a comment")
+                ));
+                self.put_task(Some(&old), &task)?;
+                let data = task_event_data(&task);
+                self.emit(
+                    EventType::TaskReopened,
+                    Some(task.project_id),
+                    Some(task.id),
+                    Some(task.agent_type),
+                    data,
+                )?;
+                run.phases[index].status = PhaseStatus::Running;
+                run.phases[index].gate_id = None;
+                self.workflow_event(&run, "phase_rejected", Some(task_id), Some(request.id))?;
+            }
+        }
+        self.workflows
+            .insert(run.project_id.as_bytes(), encode(&run).as_slice())?;
+        Ok(())
+    }
+
+    fn workflow_event(
+        &mut self,
+        run: &WorkflowRun,
+        action: &str,
+        task: Option<Id>,
+        gate: Option<Id>,
+    ) -> ApplyResult<()> {
+        let phase = &run.phases[run.current as usize];
+        let data = object_string(|o| {
+            o.str("workflow", &run.workflow)
+                .str("action", action)
+                .u64("phase", u64::from(run.current))
+                .str("phase_agent", phase.agent_type.as_str())
+                .opt_id("request_id", gate);
+        });
+        self.emit(
+            EventType::WorkflowEvent,
+            Some(run.project_id),
+            task,
+            Some(phase.agent_type),
+            data,
+        )?;
+        Ok(())
     }
 
     fn expire_hitl(&mut self, old: HitlRequest) -> ApplyResult<HitlRequest> {

@@ -15,3 +15,4 @@ mod restart;
 mod tasks;
 mod websocket;
 mod workers;
+mod workflows;
