@@ -76,7 +76,6 @@ fn run_sdlc(level: &str) -> (Server, String, usize) {
     )
     .expect_error(409, "invalid_transition");
     let mut gates = 0;
-    let mut seen_artifacts = 0;
     for (i, (agent, kind)) in SDLC.iter().enumerate() {
         let task = work(&s, agent, kind, &p);
         assert_eq!(
@@ -90,7 +89,6 @@ fn run_sdlc(level: &str) -> (Server, String, usize) {
                 "rendered: {task}"
             );
         }
-        seen_artifacts += 1;
         let waiting = pending_gates(&s, &p);
         if let Some(gate) = waiting.first() {
             gates += 1;
