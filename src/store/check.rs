@@ -74,6 +74,7 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     check_artifacts(&txn, &mut report)?;
     check_hitl(&txn, &mut report, &mut timers)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
+    check_workflows(&txn, &mut report)?;
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
     Ok(report)
@@ -270,6 +271,44 @@ fn check_hitl(
         keys.iter().map(|k| k.by_status).collect(),
         report,
     )?;
+    Ok(())
+}
+
+/// Every workflow belongs to a project and names tasks that exist, in its phases' order.
+fn check_workflows(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let projects = txn.open_table(tables::PROJECTS)?;
+    let tasks = txn.open_table(tables::TASKS)?;
+    for entry in txn.open_table(tables::WORKFLOWS)?.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        let project = Id(*key.value());
+        let run: WorkflowRun = match decode(value.value()) {
+            Ok(run) => run,
+            Err(e) => {
+                report.problem(format!("workflows: {project}: {e}"));
+                continue;
+            }
+        };
+        if run.project_id != project || projects.get(project.as_bytes())?.is_none() {
+            report.problem(format!("workflows: {project} belongs to no project"));
+        }
+        if run.current as usize >= run.phases.len() {
+            report.problem(format!(
+                "workflows: {project} is at phase {} of {}",
+                run.current,
+                run.phases.len()
+            ));
+        }
+        for (i, phase) in run.phases.iter().enumerate() {
+            if let Some(task) = phase.task_id
+                && tasks.get(task.as_bytes())?.is_none()
+            {
+                report.problem(format!(
+                    "workflows: {project} phase {i} names missing task {task}"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
