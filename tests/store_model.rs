@@ -11,8 +11,8 @@ use flightdeck::domain::{
 };
 use flightdeck::events::no_publisher;
 use flightdeck::store::{
-    ArtifactFilter, Command, Durability, HitlFilter, Reply, Store, StoreConfig, StoreError,
-    TaskFilter,
+    ArtifactFilter, CacheKey, Command, Durability, HitlFilter, Reply, Store, StoreConfig,
+    StoreError, TaskFilter,
 };
 use proptest::prelude::*;
 
@@ -523,6 +523,30 @@ impl Model {
             assert_eq!(
                 summary.latest_seq,
                 project_log.last().map(|e| e.0).unwrap_or(0)
+            );
+
+            // The cached status response must follow every change to the project's tasks.
+            let status_line = |tasks: Vec<(Id, TaskStatus)>| -> Vec<u8> {
+                tasks
+                    .iter()
+                    .map(|(id, st)| format!("{id}:{st};"))
+                    .collect::<String>()
+                    .into_bytes()
+            };
+            let cached = store
+                .cached(CacheKey::ProjectStatus(*project), |s| {
+                    let page = s.project_tasks(project, TaskFilter::default(), None, 100_000)?;
+                    Ok(Some(status_line(
+                        page.items.iter().map(|t| (t.id, t.status)).collect(),
+                    )))
+                })
+                .unwrap()
+                .unwrap();
+            let want = status_line(tasks.iter().map(|(id, t)| (**id, t.status)).collect());
+            assert_eq!(
+                cached.as_ref(),
+                want.as_slice(),
+                "the cached status is stale"
             );
 
             let mut filters = vec![TaskFilter::default()];

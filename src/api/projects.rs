@@ -8,7 +8,9 @@ use crate::domain::{Id, Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{Command, Project, ProjectSummary, Reply, TaskFilter};
+use crate::store::{
+    CacheKey, Command, Project, ProjectSummary, Reply, Store, StoreError, TaskFilter,
+};
 
 #[derive(Deserialize)]
 struct CreateProject {
@@ -56,11 +58,25 @@ pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
 
 /// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`.
 pub fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
-    let project = find(state, id)?;
+    let id = parse_id("project_id", id)?;
+    // Served from the response cache; any change to the project or its tasks invalidates it.
+    let body = state.store.cached(CacheKey::ProjectStatus(id), |store| {
+        encode_status(store, &id)
+    })?;
+    match body {
+        Some(bytes) => Ok(json(StatusCode::OK, bytes)),
+        None => Err(crate::domain::DomainError::not_found("project", id).into()),
+    }
+}
+
+fn encode_status(store: &Store, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(project) = store.get_project(id)? else {
+        return Ok(None);
+    };
     let mut task_views = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = state.store.project_tasks(
+        let page = store.project_tasks(
             &project.id,
             TaskFilter::default(),
             cursor.as_deref(),
@@ -72,13 +88,12 @@ pub fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
             None => break,
         }
     }
-    let body = object(|o| {
+    Ok(Some(object(|o| {
         o.id("project_id", project.id)
             .str("status", project.status.as_str())
             .str("name", &project.name)
             .raw_array("tasks", task_views.iter().map(Vec::as_slice));
-    });
-    Ok(json(StatusCode::OK, body))
+    })))
 }
 
 /// BotArmy: `{project_id, completion_percentage, total_tasks, completed_tasks, artifacts_available}`.

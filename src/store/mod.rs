@@ -185,6 +185,15 @@ impl ProjectSummary {
     }
 }
 
+/// What the response cache holds: encoded responses that only the writer invalidates.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// `GET /api/v1/context/artifacts/{id}`.
+    Artifact(Id),
+    /// `GET /api/v1/projects/{id}/status`: the project and all its tasks.
+    ProjectStatus(Id),
+}
+
 /// Sums over every project's summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -223,7 +232,7 @@ pub(crate) struct Shared {
 /// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
 /// reader that read before an update cannot insert what it read after the update was committed.
 pub(crate) struct ArtifactCache {
-    entries: lru::LruCache<Id, Bytes>,
+    entries: lru::LruCache<CacheKey, Bytes>,
     epoch: u64,
     hits: u64,
     misses: u64,

@@ -16,7 +16,7 @@ use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabul
 use super::codec::decode;
 use super::records::*;
 use super::tables::{self, trailing_id};
-use super::{ProjectSummary, Store, StoreError, begin_read, metric_names};
+use super::{CacheKey, ProjectSummary, Store, StoreError, begin_read, metric_names};
 
 /// A read transaction that records its duration, by operation, when dropped.
 struct TimedTxn {
@@ -122,9 +122,22 @@ impl Store {
         id: &Id,
         encode: impl FnOnce(&Artifact) -> Vec<u8>,
     ) -> Result<Option<Bytes>, StoreError> {
+        self.cached(CacheKey::Artifact(*id), |store| {
+            Ok(store.get_artifact(id)?.map(|a| encode(&a)))
+        })
+    }
+
+    /// A response from the cache, or built from committed data by `build` and cached. The writer
+    /// invalidates a key in the transaction's aftermath; `epoch` makes sure a response built from
+    /// a snapshot older than an invalidation is not cached.
+    pub fn cached(
+        &self,
+        key: CacheKey,
+        build: impl FnOnce(&Store) -> Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<Option<Bytes>, StoreError> {
         let epoch = {
             let mut cache = self.shared.cache.lock();
-            if let Some(hit) = cache.entries.get(id).cloned() {
+            if let Some(hit) = cache.entries.get(&key).cloned() {
                 cache.hits += 1;
                 metrics::counter!(metric_names::CACHE_HITS).increment(1);
                 return Ok(Some(hit));
@@ -133,15 +146,14 @@ impl Store {
             cache.epoch
         };
         metrics::counter!(metric_names::CACHE_MISSES).increment(1);
-        let Some(artifact) = self.get_artifact(id)? else {
+        let Some(built) = build(self)? else {
             return Ok(None);
         };
-        let encoded = Bytes::from(encode(&artifact));
+        let encoded = Bytes::from(built);
         let mut cache = self.shared.cache.lock();
-        // An invalidation since we looked means what we read may be older than the committed state.
         if cache.epoch == epoch
-            && let Some((evicted, _)) = cache.entries.push(*id, encoded.clone())
-            && evicted != *id
+            && let Some((evicted, _)) = cache.entries.push(key, encoded.clone())
+            && evicted != key
         {
             cache.evictions += 1;
             metrics::counter!(metric_names::CACHE_EVICTIONS).increment(1);

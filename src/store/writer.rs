@@ -31,7 +31,8 @@ use super::codec::{decode, encode};
 use super::records::*;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys};
 use super::{
-    Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings, metric_names,
+    CacheKey, Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings,
+    metric_names,
 };
 
 /// A change to the store.
@@ -419,7 +420,7 @@ struct BatchOutput {
     next_seq: u64,
     events: Vec<CommittedEvent>,
     summaries: HashMap<Id, ProjectSummary>,
-    invalidated: Vec<Id>,
+    invalidated: Vec<CacheKey>,
 }
 
 type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
@@ -457,7 +458,7 @@ struct Batch<'t> {
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
-    invalidated: Vec<Id>,
+    invalidated: Vec<CacheKey>,
 }
 
 impl<'t> Batch<'t> {
@@ -1357,6 +1358,7 @@ impl<'t> Batch<'t> {
         project.updated_at = self.now;
         self.projects
             .insert(project.id.as_bytes(), encode(&project).as_slice())?;
+        self.invalidated.push(CacheKey::ProjectStatus(project.id));
         self.workflow_event(run, "project_completed", None, None)
     }
 
@@ -1501,6 +1503,7 @@ impl<'t> Batch<'t> {
         project.updated_at = self.now;
         self.projects
             .insert(project.id.as_bytes(), encode(&project).as_slice())?;
+        self.invalidated.push(CacheKey::ProjectStatus(project.id));
         let data = object_string(|o| {
             o.str("level", level.as_str())
                 .str("previous_level", old.oversight_level.as_str());
@@ -1555,6 +1558,8 @@ impl<'t> Batch<'t> {
     fn put_task(&mut self, old: Option<&Task>, new: &Task) -> ApplyResult<()> {
         self.tasks
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
+        self.invalidated
+            .push(CacheKey::ProjectStatus(new.project_id));
         let old_keys = old.map(TaskKeys::of);
         let new_keys = TaskKeys::of(new);
         reindex(
@@ -1621,7 +1626,7 @@ impl<'t> Batch<'t> {
             new_keys.map(|k| k.by_source),
         )?;
         if let Some(o) = old {
-            self.invalidated.push(o.id);
+            self.invalidated.push(CacheKey::Artifact(o.id));
         }
         let delta: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
         let project = new.or(old).map(|a| a.project_id);
