@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use std::time::Instant;
@@ -15,7 +16,10 @@ use tracing::Instrument;
 
 use hyper::body::Incoming;
 use hyper::service::Service;
-use hyper::{Method, Request, Response, header::HeaderValue};
+use hyper::{
+    Method, Request, Response,
+    header::{HeaderName, HeaderValue},
+};
 
 use super::body::Body;
 use super::router::{Class, Route};
@@ -35,8 +39,15 @@ pub struct RouteLabel(pub Option<Route>);
 #[derive(Clone)]
 pub struct Timed<S> {
     inner: S,
+    /// Shared by every request of the server. A `'static` reference rather than an `Arc`, so a
+    /// request does not bump (and later drop) a reference count that both cores fight over; the
+    /// one `Shared` per server lives as long as the process.
+    shared: &'static TimedShared,
+}
+
+struct TimedShared {
     monitor: Arc<Monitor>,
-    handles: Arc<Handles>,
+    handles: Handles,
 }
 
 /// (method, route, status) of a request.
@@ -47,7 +58,6 @@ type Series = (metrics::Histogram, metrics::Counter);
 /// Metric handles by (method, route, status), resolved once: the registry lookup per request is
 /// replaced by a read-locked map lookup.
 struct Handles {
-    in_flight: metrics::Gauge,
     series: RwLock<HashMap<SeriesKey, Series>>,
 }
 
@@ -72,13 +82,11 @@ impl Handles {
 impl<S> Timed<S> {
     pub fn new(inner: S, monitor: Arc<Monitor>) -> Timed<S> {
         let handles = Handles {
-            in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT),
             series: RwLock::default(),
         };
         Timed {
             inner,
-            monitor,
-            handles: Arc::new(handles),
+            shared: Box::leak(Box::new(TimedShared { monitor, handles })),
         }
     }
 }
@@ -86,15 +94,58 @@ impl<S> Timed<S> {
 /// The request id: the client's `x-request-id` if it is a sane token, else a fresh one.
 fn request_id(req: &Request<Incoming>) -> HeaderValue {
     req.headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .filter(|v| {
             !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(|| {
-            let id = uuid::Uuid::now_v7().simple().to_string();
-            HeaderValue::from_str(&id).expect("hex is a valid header value")
-        })
+        .unwrap_or_else(fresh_request_id)
+}
+
+/// 32 hex digits: 64 random bits drawn once per process, then a per-thread counter. Unique within the
+/// process and across restarts, without a random draw per request.
+fn fresh_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static THREADS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        /// This thread's number in the top 16 bits, its own count below: no shared counter.
+        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(THREADS.fetch_add(1, Ordering::Relaxed) << 48);
+    }
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::now_v7().as_u64_pair().1);
+    let n = NEXT.with(|next| {
+        let n = next.get();
+        next.set(n + 1);
+        n
+    });
+    let mut text = [0u8; 32];
+    for (i, byte) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(n.to_be_bytes().iter())
+        .enumerate()
+    {
+        text[2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `app;dur=1.234` (milliseconds) without going through `format!`.
+fn server_timing(elapsed: std::time::Duration) -> HeaderValue {
+    let micros = elapsed.as_micros() as u64;
+    let mut text = Vec::with_capacity(24);
+    text.extend_from_slice(b"app;dur=");
+    text.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let fraction = micros % 1000;
+    text.push(b'.');
+    text.push(b'0' + (fraction / 100) as u8);
+    text.push(b'0' + (fraction / 10 % 10) as u8);
+    text.push(b'0' + (fraction % 10) as u8);
+    HeaderValue::from_bytes(&text).expect("digits are a valid header value")
 }
 
 impl<S> Service<Request<Incoming>> for Timed<S>
@@ -112,13 +163,12 @@ where
         let id = request_id(&req);
         // Every log line of this request carries its id.
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or(""), method);
-        self.handles.in_flight.increment(1.0);
+        let shared = self.shared;
+        shared.monitor.request_started();
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
         };
-        let monitor = self.monitor.clone();
-        let handles = self.handles.clone();
         Box::pin(
             async move {
                 let Ok(mut response) = future.await;
@@ -126,18 +176,19 @@ where
                 let route = response.extensions().get::<RouteLabel>().and_then(|r| r.0);
                 let route_name = route.map_or("unmatched", Route::name);
                 let code = response.status().as_u16();
-                handles.in_flight.decrement(1.0);
-                let (histogram, counter) = handles.series(method, route, code);
+                let monitor = &shared.monitor;
+                monitor.request_finished();
+                let (histogram, counter) = shared.handles.series(method, route, code);
                 histogram.record(elapsed.as_secs_f64());
                 counter.increment(1);
                 monitor.observe_request(route, code, elapsed);
-                let millis = elapsed.as_secs_f64() * 1000.0;
-                if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.3}")) {
-                    response.headers_mut().insert("server-timing", value);
-                }
-                response.headers_mut().insert("x-request-id", id);
+                response
+                    .headers_mut()
+                    .insert(SERVER_TIMING.clone(), server_timing(elapsed));
+                response.headers_mut().insert(X_REQUEST_ID.clone(), id);
                 let class = route.map_or(Class::Other, Route::class);
                 if elapsed > monitor.slow_threshold(class) {
+                    let millis = elapsed.as_secs_f64() * 1000.0;
                     tracing::warn!(route = route_name, status = code, millis, "slow request");
                 }
                 Ok(response)

@@ -108,6 +108,8 @@ pub struct Monitor {
     slow_closes: window::Window,
     alerts: Mutex<Alerts>,
     process: metrics_process::Collector,
+    /// HTTP requests being handled; exported as a gauge when metrics are read.
+    in_flight: std::sync::atomic::AtomicI64,
 }
 
 impl Monitor {
@@ -130,6 +132,7 @@ impl Monitor {
             slow_closes: window::Window::default(),
             alerts,
             process,
+            in_flight: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -140,6 +143,16 @@ impl Monitor {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn request_finished(&self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// One HTTP request, into its route's window.
@@ -233,6 +246,8 @@ impl Monitor {
     }
 
     pub fn refresh_gauges(&self, store: &Store) {
+        metrics::gauge!(timing::REQUESTS_IN_FLIGHT)
+            .set(self.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
         let totals = store.totals();
         for status in TaskStatus::ALL {
             metrics::gauge!(TASKS, "status" => status.as_str())
