@@ -322,3 +322,15 @@ pub fn a_file() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&file, b"x").unwrap();
     (dir, file)
 }
+
+/// Polls `probe` until it returns Some, or fails after 60 s: waiting on a condition, not a guess.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -3,24 +3,11 @@
 //! a restart. Durations are milliseconds, configured per server.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::common::{Server, check};
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::{Server, check, wait_for};
 
 fn claim(s: &Server, agent: &str, worker: &str, lease: f64) -> Option<Value> {
     let r = s.post(
