@@ -123,10 +123,8 @@ fn run_sdlc(level: &str) -> (Server, String, usize) {
     (s, p, gates)
 }
 
-#[test]
-fn sdlc_at_low_oversight_runs_without_gates_and_tells_its_story() {
-    let (s, p, gates) = run_sdlc("low");
-    assert_eq!(gates, 0);
+/// The exact story of an `sdlc` run where the phases in `gated` wait for an approval.
+fn expected_story(gated: &[usize]) -> Vec<String> {
     let mut want: Vec<String> = vec![
         "project_created".into(),
         "oversight_level_changed".into(),
@@ -135,47 +133,56 @@ fn sdlc_at_low_oversight_runs_without_gates_and_tells_its_story() {
         "workflow_event:phase_started".into(),
     ];
     for i in 0..5 {
-        want.extend(
-            [
-                "task_started",
-                "artifact_created",
-                "task_completed",
-                "workflow_event:phase_completed",
-            ]
-            .map(String::from),
-        );
+        want.extend(["task_started", "artifact_created", "task_completed"].map(String::from));
+        if gated.contains(&i) {
+            want.extend(
+                [
+                    "hitl_request_created",
+                    "workflow_event:gate_opened",
+                    "hitl_response",
+                ]
+                .map(String::from),
+            );
+        }
+        want.push("workflow_event:phase_completed".into());
         if i < 4 {
             want.extend(["task_created", "workflow_event:phase_started"].map(String::from));
         }
     }
     want.push("workflow_event:project_completed".into());
-    assert_eq!(story(&s, &p), want);
+    want
+}
+
+#[test]
+fn sdlc_at_low_oversight_runs_without_gates_and_tells_its_story() {
+    let (s, p, gates) = run_sdlc("low");
+    assert_eq!(gates, 0);
+    assert_eq!(story(&s, &p), expected_story(&[]));
 }
 
 #[test]
 fn sdlc_at_medium_oversight_gates_after_architect_and_before_deployer() {
     let (s, p, gates) = run_sdlc("medium");
     assert_eq!(gates, 2);
-    let story = story(&s, &p);
-    let opened: Vec<usize> = story
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| *e == "workflow_event:gate_opened")
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(opened.len(), 2);
+    assert_eq!(
+        story(&s, &p),
+        expected_story(&[1, 3]),
+        "gates after the architect and the tester"
+    );
     let events = s.all_events(Some(&p));
-    let phases: Vec<&str> = opened
+    let gated: Vec<&str> = events
         .iter()
-        .map(|i| events[*i]["data"]["phase_agent"].as_str().unwrap())
+        .filter(|e| e["data"]["action"] == "gate_opened")
+        .map(|e| e["data"]["phase_agent"].as_str().unwrap())
         .collect();
-    assert_eq!(phases, vec!["architect", "tester"]);
+    assert_eq!(gated, vec!["architect", "tester"]);
 }
 
 #[test]
 fn sdlc_at_high_oversight_gates_every_phase() {
-    let (_s, _p, gates) = run_sdlc("high");
+    let (s, p, gates) = run_sdlc("high");
     assert_eq!(gates, 5);
+    assert_eq!(story(&s, &p), expected_story(&[0, 1, 2, 3, 4]));
 }
 
 #[test]
