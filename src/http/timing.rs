@@ -127,7 +127,8 @@ fn fresh_request_id() -> HeaderValue {
         text[2 * i] = HEX[usize::from(byte >> 4)];
         text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
-    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+        .expect("hex digits are a valid header value")
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -145,7 +146,8 @@ fn server_timing(elapsed: std::time::Duration) -> HeaderValue {
     text.push(b'0' + (fraction / 100) as u8);
     text.push(b'0' + (fraction / 10 % 10) as u8);
     text.push(b'0' + (fraction % 10) as u8);
-    HeaderValue::from_bytes(&text).expect("digits are a valid header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .expect("digits are a valid header value")
 }
 
 impl<S> Service<Request<Incoming>> for Timed<S>
@@ -181,7 +183,7 @@ where
                 let (histogram, counter) = shared.handles.series(method, route, code);
                 histogram.record(elapsed.as_secs_f64());
                 counter.increment(1);
-                monitor.observe_request(route, code, elapsed);
+                monitor.observe_request(route, code, start, elapsed);
                 response
                     .headers_mut()
                     .insert(SERVER_TIMING.clone(), server_timing(elapsed));

@@ -156,11 +156,20 @@ impl Monitor {
     }
 
     /// One HTTP request, into its route's window.
-    pub fn observe_request(&self, route: Option<Route>, status: u16, elapsed: Duration) {
+    /// `started` is when the request began: its slot is computed from it, without reading the
+    /// clock again.
+    pub fn observe_request(
+        &self,
+        route: Option<Route>,
+        status: u16,
+        started: Instant,
+        elapsed: Duration,
+    ) {
         let window = route
             .and_then(|r| self.routes.get(&r))
             .unwrap_or(&self.unmatched);
-        window.record(self.now_secs(), elapsed.as_micros() as u64, status >= 500);
+        let at = started.saturating_duration_since(self.started).as_secs();
+        window.record(at, elapsed.as_micros() as u64, status >= 500);
     }
 
     pub fn observe_delivery(&self, micros: u64) {
