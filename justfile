@@ -24,3 +24,7 @@ audit:
 # What CI runs
 ci:
     bash .ci/run
+
+# The crash test with 20 SIGKILLs (cargo test runs it with 5)
+crash:
+    FLIGHTDECK_CRASH_ROUNDS=20 cargo test --test integration crash

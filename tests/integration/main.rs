@@ -7,6 +7,7 @@ mod agents;
 mod artifacts;
 mod bad_input;
 mod cli;
+mod crash;
 mod events;
 mod hitl;
 mod monitoring;
