@@ -96,6 +96,7 @@ fn main() {
             ws,
             monitor: monitor.clone(),
             health,
+            keys: Default::default(),
         });
         let plain_state = state.clone();
         let plain = serve(hyper::service::service_fn(move |req| {

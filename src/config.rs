@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::http::auth::ApiKeys;
 use crate::monitor::{MonitorConfig, RuleConfig};
 use crate::store::{Durability, StoreConfig};
 use crate::ws::WsConfig;
@@ -108,6 +109,19 @@ pub struct ServeArgs {
     /// [default: 100]
     #[arg(long, env = "FLIGHTDECK_TIMER_TICK_MS", value_name = "MS")]
     pub timer_tick_ms: Option<u64>,
+    /// API key, `ro:SECRET` (read-only) or `rw:SECRET`/`SECRET` (read-write); repeat for more.
+    /// Without any, the API is open [env: comma-separated]
+    #[arg(
+        long = "api-key",
+        env = "FLIGHTDECK_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Require an API key for /metrics too (probes always stay open)
+    #[arg(long, env = "FLIGHTDECK_PROTECT_METRICS")]
+    pub protect_metrics: bool,
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
@@ -152,6 +166,9 @@ struct FileConfig {
     ws_echo: Option<bool>,
     alert_webhook_url: Option<String>,
     alert_eval_interval_secs: Option<u64>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+    protect_metrics: Option<bool>,
     task_timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
     retry_backoff_ms: Option<u64>,
@@ -177,6 +194,7 @@ pub struct Config {
     pub event_retention: u64,
     /// How often due timers are fired.
     pub timer_tick: std::time::Duration,
+    pub api_keys: ApiKeys,
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
     pub store: StoreConfig,
@@ -194,6 +212,7 @@ impl Config {
             max_connections: 10_000,
             event_retention: 1_000_000,
             timer_tick: std::time::Duration::from_millis(100),
+            api_keys: ApiKeys::default(),
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
@@ -274,6 +293,17 @@ impl Config {
         }
         config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
         config.source = args.config.clone();
+        let keys: Vec<String> = args
+            .api_keys
+            .iter()
+            .chain(file.api_keys.iter())
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        config.api_keys = ApiKeys::parse(
+            &keys,
+            args.protect_metrics || file.protect_metrics.unwrap_or(false),
+        )?;
         for workflow in file.workflows {
             workflow
                 .validate()

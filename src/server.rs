@@ -75,6 +75,7 @@ pub async fn run(
         ws,
         monitor: monitor.clone(),
         health: health.clone(),
+        keys: config.api_keys.clone(),
     });
     let service = Timed::new(
         hyper::service::service_fn(move |req| {

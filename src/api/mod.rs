@@ -32,6 +32,7 @@ pub struct AppState {
     pub ws: std::sync::Arc<crate::ws::WsContext>,
     pub monitor: std::sync::Arc<crate::monitor::Monitor>,
     pub health: std::sync::Arc<crate::monitor::health::Health>,
+    pub keys: crate::http::auth::ApiKeys,
 }
 
 /// Routes and answers one request. Every failure becomes a JSON error.
@@ -40,7 +41,23 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     let path = req.path().to_string();
     let matched = route(req.method(), &path).map(|m| (m.route, m.param.to_string()));
     let (label, result) = match matched {
-        Ok((route, param)) => (Some(route), dispatch(state, route, &param, req).await),
+        Ok((route, param)) => {
+            let query_token = if route.is_websocket() {
+                Query::parse(req.query()).get("token").map(String::from)
+            } else {
+                None
+            };
+            let allowed = state.keys.authorize(
+                route,
+                req.method(),
+                req.header("authorization"),
+                query_token.as_deref(),
+            );
+            match allowed {
+                Ok(()) => (Some(route), dispatch(state, route, &param, req).await),
+                Err(e) => (Some(route), Err(e)),
+            }
+        }
         Err(NoRoute::NotFound) => (None, Err(ApiError::not_found_route(&path))),
         Err(NoRoute::MethodNotAllowed(allow)) => {
             (None, Err(ApiError::method_not_allowed(req.method(), allow)))

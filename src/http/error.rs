@@ -19,6 +19,8 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
     /// For 429/503: the `Retry-After` header, in seconds.
     pub retry_after: Option<u32>,
+    /// For 401: a `WWW-Authenticate: Bearer` header.
+    pub www_authenticate: bool,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             message: message.into(),
             allow: None,
             retry_after: None,
+            www_authenticate: false,
         }
     }
 
@@ -78,6 +81,9 @@ impl ApiError {
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(allow) = self.allow {
             builder = builder.header(header::ALLOW, allow);
+        }
+        if self.www_authenticate {
+            builder = builder.header(header::WWW_AUTHENTICATE, "Bearer");
         }
         if let Some(seconds) = self.retry_after {
             builder = builder.header(header::RETRY_AFTER, seconds);

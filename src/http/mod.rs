@@ -1,6 +1,7 @@
 //! The HTTP layer: routing, timing, bodies and the error table. Only this module and `server`
 //! (and later `ws`) touch hyper; the API handlers see the `Request` and `Response` defined here.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod router;
@@ -36,6 +37,11 @@ impl Request {
 
     pub fn query(&self) -> Option<&str> {
         self.0.uri().query()
+    }
+
+    /// A header's value, if it is valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body as JSON, or `T::default()` when there is no body at all.

@@ -128,6 +128,19 @@ impl Route {
         }
     }
 
+    /// Probes are answered without an API key.
+    pub fn is_probe(self) -> bool {
+        use Route::*;
+        matches!(
+            self,
+            Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ
+        )
+    }
+
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Route::WsAll | Route::WsProject)
+    }
+
     /// The service-level class of the route.
     pub fn class(self) -> Class {
         use Route::*;

@@ -13,6 +13,7 @@ mod hitl;
 mod monitoring;
 mod projects;
 mod restart;
+mod security;
 mod tasks;
 mod websocket;
 mod workers;
