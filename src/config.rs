@@ -122,6 +122,18 @@ pub struct ServeArgs {
     /// Require an API key for /metrics too (probes always stay open)
     #[arg(long, env = "FLIGHTDECK_PROTECT_METRICS")]
     pub protect_metrics: bool,
+    /// Longest a client may take to send a request's headers (slowloris), in ms [default: 30000]
+    #[arg(long, env = "FLIGHTDECK_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Keep-alive connections idle this long are closed, in ms [default: 60000]
+    #[arg(long, env = "FLIGHTDECK_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest a request body may take to arrive, in ms [default: 30000]
+    #[arg(long, env = "FLIGHTDECK_BODY_READ_TIMEOUT_MS", value_name = "MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Largest request head (request line and headers), in bytes, at least 8192 [default: 16384]
+    #[arg(long, env = "FLIGHTDECK_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
@@ -168,6 +180,10 @@ struct FileConfig {
     alert_eval_interval_secs: Option<u64>,
     #[serde(default)]
     api_keys: Vec<String>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_header_bytes: Option<usize>,
     protect_metrics: Option<bool>,
     task_timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
@@ -183,6 +199,26 @@ struct FileConfig {
     workflows: Vec<crate::domain::workflow::WorkflowDef>,
 }
 
+/// What protects the server from slow or oversized clients.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    pub header_read_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub body_read_timeout: std::time::Duration,
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(60),
+            body_read_timeout: std::time::Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// The resolved settings the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -195,6 +231,7 @@ pub struct Config {
     /// How often due timers are fired.
     pub timer_tick: std::time::Duration,
     pub api_keys: ApiKeys,
+    pub limits: HttpLimits,
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
     pub store: StoreConfig,
@@ -213,6 +250,7 @@ impl Config {
             event_retention: 1_000_000,
             timer_tick: std::time::Duration::from_millis(100),
             api_keys: ApiKeys::default(),
+            limits: HttpLimits::default(),
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
@@ -293,6 +331,24 @@ impl Config {
         }
         config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
         config.source = args.config.clone();
+        let millis = |name: &str, v: u64| {
+            positive(name, v as usize).map(|v| std::time::Duration::from_millis(v as u64))
+        };
+        if let Some(v) = args.header_read_timeout_ms.or(file.header_read_timeout_ms) {
+            config.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;
+        }
+        if let Some(v) = args.idle_timeout_ms.or(file.idle_timeout_ms) {
+            config.limits.idle_timeout = millis("idle_timeout_ms", v)?;
+        }
+        if let Some(v) = args.body_read_timeout_ms.or(file.body_read_timeout_ms) {
+            config.limits.body_read_timeout = millis("body_read_timeout_ms", v)?;
+        }
+        if let Some(v) = args.max_header_bytes.or(file.max_header_bytes) {
+            if v < 8192 {
+                return Err("max_header_bytes must be at least 8192".into());
+            }
+            config.limits.max_header_bytes = v;
+        }
         let keys: Vec<String> = args
             .api_keys
             .iter()

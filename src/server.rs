@@ -4,8 +4,13 @@
 //! the writer commit what it accepted and stop.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -25,8 +30,6 @@ use crate::ws::WsContext;
 
 /// How long in-flight requests and open WebSockets get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the event log is trimmed to the retention, and how much one trim removes at most.
 const RETENTION_PERIOD: Duration = Duration::from_secs(5);
 const TRIM_BATCH: usize = 10_000;
@@ -77,10 +80,15 @@ pub async fn run(
         health: health.clone(),
         keys: config.api_keys.clone(),
     });
+    let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
         hyper::service::service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&state, Request::new(req)).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    handle(&state, Request::with_body_timeout(req, body_timeout)).await,
+                )
+            }
         }),
         monitor.clone(),
     );
@@ -113,18 +121,16 @@ pub async fn run(
     ));
 
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let limits = config.limits.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -142,18 +148,42 @@ pub async fn run(
                 continue;
             }
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Beyond the connection limit: a clear 503, then close, rather than a silent queue.
+            tracker.spawn(refuse(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .with_upgrades();
+        let activity = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
+            started,
+        });
+        let connection = http.serve_connection(io, service.clone()).with_upgrades();
         let stopping = stopping.clone();
+        let idle_timeout = limits.idle_timeout;
         tracker.spawn(async move {
             tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let mut check =
+                tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+            let mut closing = false;
+            let result = loop {
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    () = stopping.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = check.tick(), if !closing => {
+                        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                        if started.elapsed().saturating_sub(last) > idle_timeout {
+                            // Idle keep-alive connection: close it (a request in flight finishes).
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -209,6 +239,89 @@ async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) 
                 }
             }
         }
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let body = br#"{"error":{"code":"too_many_connections","message":"the server is at its connection limit; retry shortly"}}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// A socket that records when bytes last moved, for the idle timeout.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    /// Milliseconds since `started` of the last read or write.
+    activity: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        self.activity
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

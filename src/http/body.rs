@@ -1,6 +1,8 @@
 //! Request bodies in (size-limited, JSON only, depth-limited, errors naming the field) and JSON
 //! responses out.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -19,8 +21,9 @@ pub type Body = Full<Bytes>;
 pub async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(req, limit).await?;
+    let bytes = read_body(req, limit, timeout).await?;
     decode_json(&bytes)
 }
 
@@ -28,6 +31,7 @@ pub async fn read_json<T: DeserializeOwned>(
 pub async fn read_optional_json<T: DeserializeOwned + Default>(
     req: Request<Incoming>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<T, ApiError> {
     let untyped = !req.headers().contains_key(header::CONTENT_TYPE);
     let no_length = req
@@ -58,10 +62,22 @@ pub async fn read_optional_json<T: DeserializeOwned + Default>(
             )),
         };
     }
-    read_json(req, limit).await
+    read_json(req, limit, timeout).await
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+fn body_timeout(timeout: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!("the body did not arrive within {} ms", timeout.as_millis()),
+    )
+}
+
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -94,7 +110,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collected =
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+            Ok(collected) => collected,
+            Err(_) => return Err(body_timeout(timeout)),
+        };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(

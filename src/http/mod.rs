@@ -20,28 +20,48 @@ pub use router::{Class, Matched, NoRoute, Route, route};
 pub type Response = hyper::Response<Body>;
 
 /// A request as the handlers see it: method, path, query and a body decoded on demand.
-pub struct Request(hyper::Request<Incoming>);
+pub struct Request {
+    inner: hyper::Request<Incoming>,
+    /// Longest the body may take to arrive.
+    body_timeout: std::time::Duration,
+}
+
+/// The body timeout when none is configured.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Request {
     pub fn new(inner: hyper::Request<Incoming>) -> Request {
-        Request(inner)
+        Request {
+            inner,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+
+    pub fn with_body_timeout(
+        inner: hyper::Request<Incoming>,
+        body_timeout: std::time::Duration,
+    ) -> Request {
+        Request {
+            inner,
+            body_timeout,
+        }
     }
 
     pub fn method(&self) -> &Method {
-        self.0.method()
+        self.inner.method()
     }
 
     pub fn path(&self) -> &str {
-        self.0.uri().path()
+        self.inner.uri().path()
     }
 
     pub fn query(&self) -> Option<&str> {
-        self.0.uri().query()
+        self.inner.uri().query()
     }
 
     /// A header's value, if it is valid text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.0.headers().get(name).and_then(|v| v.to_str().ok())
+        self.inner.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body as JSON, or `T::default()` when there is no body at all.
@@ -49,17 +69,17 @@ impl Request {
         self,
         limit: usize,
     ) -> Result<T, ApiError> {
-        body::read_optional_json(self.0, limit).await
+        body::read_optional_json(self.inner, limit, self.body_timeout).await
     }
 
     /// The request itself, for the WebSocket upgrade.
     pub fn into_hyper(self) -> hyper::Request<Incoming> {
-        self.0
+        self.inner
     }
 
     /// The body as JSON of type `T`, at most `limit` bytes (see `body::read_json`).
     pub async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
-        body::read_json(self.0, limit).await
+        body::read_json(self.inner, limit, self.body_timeout).await
     }
 }
 

@@ -196,13 +196,16 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn stop(mut self) -> Arc<tempfile::TempDir> {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+    pub fn stop(self) -> Arc<tempfile::TempDir> {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
+        self.stop_after_signal()
+    }
+
+    /// Waits for a clean exit after a signal the test sent itself.
+    pub fn stop_after_signal(mut self) -> Arc<tempfile::TempDir> {
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod events;
 mod hitl;
+mod hostile;
 mod monitoring;
 mod projects;
 mod restart;

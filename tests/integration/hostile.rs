@@ -1,0 +1,214 @@
+//! Hostile and broken HTTP clients: slow headers, idle keep-alive, slow bodies, huge heads, too
+//! many connections, a writer queue over its bound, and a shutdown with a request in flight.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::Server;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads until the server closes the connection; returns what it sent.
+fn read_to_close(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let s = Server::start_with(&["--header-read-timeout-ms", "300"]);
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    read_to_close(&mut stream);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed only after the timeout"
+    );
+    assert_eq!(s.get("/livez").status, 200, "others are served");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let s = Server::start_with(&["--idle-timeout-ms", "300"]);
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    read_to_close(&mut stream);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn a_slow_body_gets_408() {
+    let s = Server::start_with(&["--body-read-timeout-ms", "300"]);
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    stream
+        .write_all(b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"")
+        .unwrap();
+    let text = read_to_close(&mut stream);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert_eq!(
+        s.get("/api/v1/projects").expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing stored"
+    );
+}
+
+#[test]
+fn an_oversized_head_is_refused() {
+    let s = Server::start_with(&["--max-header-bytes", "8192"]);
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    let big = format!(
+        "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let _ = stream.write_all(big.as_bytes());
+    let text = read_to_close(&mut stream);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
+    assert_eq!(s.get("/livez").status, 200);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_cleanly() {
+    let s = Server::start_with(&["--max-connections", "2"]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(&s.addr).unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(stream.read(&mut buf).unwrap() > 0);
+        held.push(stream);
+    }
+    let mut third = TcpStream::connect(&s.addr).unwrap();
+    let text = read_to_close(&mut third);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("too_many_connections")
+            && text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    drop(held);
+}
+
+#[test]
+fn a_full_writer_queue_sheds_load_and_loses_nothing_accepted() {
+    let s = Server::start_with(&["--writer-queue", "1"]);
+    let p = s.project("p");
+    let accepted = Mutex::new(Vec::new());
+    let shed = Mutex::new(0usize);
+    let deadline = Instant::now() + PATIENCE;
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                for _ in 0..400 {
+                    if *shed.lock().unwrap() > 0 && accepted.lock().unwrap().len() > 20
+                        || Instant::now() > deadline
+                    {
+                        return;
+                    }
+                    let r = s.post(
+                        &format!("/api/v1/projects/{p}/tasks"),
+                        json!({"agent_type": "coder", "instructions": "x"}),
+                    );
+                    match r.status {
+                        201 => accepted
+                            .lock()
+                            .unwrap()
+                            .push(r.json()["task_id"].as_str().unwrap().to_string()),
+                        503 => {
+                            assert_eq!(r.header("retry-after"), Some("1"));
+                            assert_eq!(r.json()["error"]["code"], "overloaded");
+                            *shed.lock().unwrap() += 1;
+                        }
+                        other => panic!("{other}: {}", r.body),
+                    }
+                }
+            });
+        }
+    });
+    assert!(
+        *shed.lock().unwrap() > 0,
+        "a queue of one under 16 writers must shed"
+    );
+    let accepted = accepted.into_inner().unwrap();
+    for id in &accepted {
+        s.get(&format!("/api/v1/tasks/{id}")).expect(200);
+    }
+    let total = s.get(&format!("/api/v1/projects/{p}")).expect(200)["total_tasks"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        total as usize,
+        accepted.len(),
+        "nothing accepted is lost, nothing refused is stored"
+    );
+}
+
+#[test]
+fn shutdown_lets_a_request_in_flight_finish_and_exits_zero() {
+    let s = Server::start();
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    let body = br#"{"name":"finished during shutdown"}"#;
+    let head = format!(
+        "POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // Wait until the request is being handled (the head reached the server), then SIGTERM.
+    let pid = s.pid().to_string();
+    crate::common::wait_for("the request to be in flight", || {
+        // The scrape itself is one request in flight; the POST waiting for its body is the other.
+        let m = s.get("/metrics").body;
+        let in_flight = m
+            .lines()
+            .find_map(|l| l.strip_prefix("flightdeck_http_requests_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (in_flight >= 2.0).then_some(())
+    });
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    stream.write_all(body).unwrap();
+    let text = read_to_close(&mut stream);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    let dir = s.stop_after_signal();
+    let (ok, report) = crate::common::check(dir.path());
+    assert!(ok, "{report}");
+}
