@@ -35,6 +35,46 @@ pub enum Command {
     /// Verify every index entry against its record and every record against its index entries.
     /// Exits non-zero on any mismatch. The server must not be running on the directory.
     Check(CheckArgs),
+    /// Write a consistent, compact copy of the database to a file (server stopped; while it
+    /// runs, use POST /api/v1/admin/backup).
+    Backup(BackupArgs),
+    /// Put a backup in place as a data directory's database, after checking it.
+    Restore(RestoreArgs),
+    /// Rewrite the database compactly in place (server stopped): redb files do not shrink alone.
+    Compact(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Directory holding the database [default: ./data]
+    #[arg(
+        long,
+        env = "FLIGHTDECK_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+    /// The backup file to write (must not exist)
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup file
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Directory to restore into [default: ./data]
+    #[arg(
+        long,
+        env = "FLIGHTDECK_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+    /// Replace a database already in the directory
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Default, Clone)]

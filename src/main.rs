@@ -25,6 +25,26 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check(args)) => check(&args.data_dir),
+        Some(Command::Backup(args)) => one_line(
+            flightdeck::store::backup_database(&args.data_dir, &args.to)
+                .map(|n| format!("wrote {} ({n} entries)", args.to.display())),
+        ),
+        Some(Command::Restore(args)) => one_line(
+            flightdeck::store::restore_database(&args.from, &args.data_dir, args.force).map(|r| {
+                format!(
+                    "restored {} into {}: {} records, {} index entries, {} events, consistent",
+                    args.from.display(),
+                    args.data_dir.display(),
+                    r.records,
+                    r.index_entries,
+                    r.events
+                )
+            }),
+        ),
+        Some(Command::Compact(args)) => one_line(
+            flightdeck::store::compact_database(&args.data_dir)
+                .map(|(before, after)| format!("compacted: {before} bytes -> {after} bytes")),
+        ),
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }
@@ -91,6 +111,20 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
                 println!("{} problems found", report.problems.len());
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => {
+            eprintln!("flightdeck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the outcome of an offline command in one line; non-zero exit on failure.
+fn one_line(outcome: Result<String, flightdeck::store::StoreError>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("flightdeck: {e}");

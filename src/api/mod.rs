@@ -1,6 +1,7 @@
 //! The API handlers, one file per resource: decode the request, call the store, encode the answer.
 //! No business rules live here (they are in `domain` and the store's writer).
 
+mod admin;
 mod agents;
 mod artifacts;
 mod events;
@@ -92,6 +93,7 @@ async fn dispatch(
         TaskClaim => tasks::claim(state, req).await,
         WorkflowStart => workflows::start(state, param, req).await,
         WorkflowGet => workflows::get(state, param),
+        AdminBackup => admin::backup(state).await,
         TaskHeartbeat => tasks::heartbeat(state, param, req).await,
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),

@@ -19,6 +19,7 @@ pub enum Route {
     TaskHeartbeat,
     WorkflowStart,
     WorkflowGet,
+    AdminBackup,
     AgentsStatus,
     AgentStatus,
     AgentStatusHistory,
@@ -78,6 +79,7 @@ impl Route {
         Route::TaskHeartbeat,
         Route::WorkflowStart,
         Route::WorkflowGet,
+        Route::AdminBackup,
         Route::AgentsStatus,
         Route::AgentStatus,
         Route::AgentStatusHistory,
@@ -116,9 +118,8 @@ impl Route {
     pub fn primary(self) -> (&'static str, u16) {
         use Route::*;
         match self {
-            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart => {
-                ("POST", 201)
-            }
+            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart
+            | AdminBackup => ("POST", 201),
             TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
             | HitlBulkApprove | OversightSet | HitlRespond => ("POST", 200),
             ArtifactUpdate => ("PATCH", 200),
@@ -171,6 +172,7 @@ impl Route {
             TaskHeartbeat => "tasks.heartbeat",
             WorkflowStart => "workflows.start",
             WorkflowGet => "workflows.get",
+            AdminBackup => "admin.backup",
             AgentsStatus => "agents.status",
             AgentStatus => "agents.status_one",
             AgentStatusHistory => "agents.status_history",
@@ -330,6 +332,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         ["hitl", id] => (get.then_some((HitlGet, *id)), "GET, HEAD"),
         ["hitl", id, "history"] => (get.then_some((HitlHistory, *id)), "GET, HEAD"),
         ["hitl", id, "respond"] => (post.then_some((HitlRespond, *id)), "POST"),
+        ["admin", "backup"] => (post.then_some((AdminBackup, "")), "POST"),
         ["events"] => (get.then_some((EventsList, "")), "GET, HEAD"),
         _ => return Err(NoRoute::NotFound),
     };
@@ -438,7 +441,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 45);
+        assert_eq!(Route::ALL.len(), 46);
         check(
             Method::POST,
             &format!("/api/v1/projects/{id}/workflow"),

@@ -9,6 +9,7 @@
 //! Reads never wait for the writer (redb MVCC). The in-memory project summaries and the artifact
 //! cache are changed only by the writer, after its commit succeeded.
 
+mod backup;
 mod check;
 mod codec;
 mod read;
@@ -28,6 +29,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use crate::domain::{DomainError, Id, Micros, TaskStatus, Vocabulary};
 use crate::events::Publisher;
 
+pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter};
 pub use records::{
@@ -393,6 +395,15 @@ impl Store {
             misses: cache.misses,
             evictions: cache.evictions,
         }
+    }
+
+    /// The directory holding the database.
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// Size of the database file, in bytes (0 if it cannot be read).

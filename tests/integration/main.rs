@@ -5,6 +5,7 @@ mod common;
 
 mod agents;
 mod artifacts;
+mod backup;
 mod bad_input;
 mod cli;
 mod crash;

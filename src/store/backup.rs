@@ -1,0 +1,140 @@
+//! Backups: a consistent copy of every table, taken inside one read transaction (so the server
+//! keeps serving while it runs), written to a fresh file — which is also compact. Restore puts such
+//! a file in place as a data directory's database.
+
+use std::path::Path;
+
+use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value};
+
+use super::{DB_FILE, Store, StoreError, tables};
+
+/// Copies one table.
+fn copy<K: Key + 'static, V: Value + 'static>(
+    from: &ReadTransaction,
+    to: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let source = from.open_table(def)?;
+    let mut target = to.open_table(def)?;
+    let mut n = 0;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Writes every table of the snapshot `from` into a new database at `to` (which must not exist).
+fn snapshot(from: &ReadTransaction, to: &Path) -> Result<u64, StoreError> {
+    if to.exists() {
+        return Err(StoreError::Storage(format!(
+            "{} already exists",
+            to.display()
+        )));
+    }
+    let target = redb::Database::create(to)?;
+    let txn = target.begin_write()?;
+    let mut records = 0;
+    records += copy(from, &txn, tables::META)?;
+    records += copy(from, &txn, tables::PROJECTS)?;
+    records += copy(from, &txn, tables::TASKS)?;
+    records += copy(from, &txn, tables::ARTIFACTS)?;
+    records += copy(from, &txn, tables::HITL)?;
+    records += copy(from, &txn, tables::AGENTS)?;
+    records += copy(from, &txn, tables::AGENT_HISTORY)?;
+    records += copy(from, &txn, tables::EVENTS)?;
+    records += copy(from, &txn, tables::WORKFLOWS)?;
+    records += copy(from, &txn, tables::TIMERS)?;
+    records += copy(from, &txn, tables::TASKS_BY_PROJECT)?;
+    records += copy(from, &txn, tables::TASKS_BY_PROJECT_STATUS)?;
+    records += copy(from, &txn, tables::TASKS_BY_PROJECT_AGENT)?;
+    records += copy(from, &txn, tables::TASKS_BY_AGENT_STATUS)?;
+    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT)?;
+    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT_TYPE)?;
+    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT_SOURCE)?;
+    records += copy(from, &txn, tables::HITL_BY_PROJECT)?;
+    records += copy(from, &txn, tables::HITL_BY_PROJECT_STATUS)?;
+    records += copy(from, &txn, tables::HITL_BY_STATUS)?;
+    records += copy(from, &txn, tables::EVENTS_BY_PROJECT)?;
+    txn.commit()?;
+    Ok(records)
+}
+
+impl Store {
+    /// An online backup: a consistent snapshot of everything committed so far, written to `to`.
+    /// Reads never block the writer, so the server keeps serving.
+    pub fn backup_to(&self, to: &Path) -> Result<u64, StoreError> {
+        let txn = self.shared.db.begin_read()?;
+        snapshot(&txn, to)
+    }
+}
+
+/// An offline backup of a data directory (the server must not be running on it).
+pub fn backup_database(data_dir: &Path, to: &Path) -> Result<u64, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Storage(format!(
+            "no database at {}",
+            path.display()
+        )));
+    }
+    let db = redb::Database::open(&path)
+        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let txn = db.begin_read()?;
+    snapshot(&txn, to)
+}
+
+/// Puts a backup in place as `data_dir`'s database. Refuses a directory that already holds one
+/// unless `force`; the backup is checked before it is used.
+pub fn restore_database(
+    from: &Path,
+    data_dir: &Path,
+    force: bool,
+) -> Result<super::CheckReport, StoreError> {
+    let target = data_dir.join(DB_FILE);
+    if target.exists() && !force {
+        return Err(StoreError::Storage(format!(
+            "{} already holds a database; pass --force to replace it",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let staging = data_dir.join(format!("{DB_FILE}.restoring"));
+    let _ = std::fs::remove_file(&staging);
+    std::fs::copy(from, &staging)?;
+    let staging_dir = tempfile_dir(&staging)?;
+    let report = super::check::check_database(&staging_dir)?;
+    let _ = std::fs::remove_dir_all(&staging_dir);
+    if !report.is_consistent() {
+        let _ = std::fs::remove_file(&staging);
+        return Err(StoreError::Corrupt(format!(
+            "the backup is inconsistent: {}",
+            report.problems.join("; ")
+        )));
+    }
+    std::fs::rename(&staging, &target)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(report)
+}
+
+/// `check_database` takes a directory: give the staged file one of its own (a hard link).
+fn tempfile_dir(staged: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let dir = staged.with_extension("check");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::hard_link(staged, dir.join(DB_FILE))?;
+    Ok(dir)
+}
+
+/// Rewrites the database compactly in place (offline): redb files do not shrink by themselves.
+pub fn compact_database(data_dir: &Path) -> Result<(u64, u64), StoreError> {
+    let path = data_dir.join(DB_FILE);
+    let before = std::fs::metadata(&path)?.len();
+    let mut db = redb::Database::open(&path)
+        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    db.compact()
+        .map_err(|e| StoreError::Storage(format!("compaction failed: {e}")))?;
+    drop(db);
+    Ok((before, std::fs::metadata(&path)?.len()))
+}

@@ -1,0 +1,154 @@
+//! Backups: online through the API while writes continue, offline from a stopped server's
+//! directory, restored into an empty directory (refusing a non-empty one), checked, and served.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::{BIN, Server, check};
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn an_online_backup_restores_to_a_server_with_the_same_data() {
+    let s = Server::start();
+    let p = s.project("kept");
+    let a = s.artifact(&p, "project_plan", "analyst", json!({"plan": 1}));
+    for _ in 0..20 {
+        s.task(&p, "coder");
+    }
+    // Writes keep going while the snapshot is taken.
+    let backup = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for _ in 0..30 {
+                s.task(&p, "tester");
+            }
+        });
+        let b = s
+            .send("POST", "/api/v1/admin/backup", None, Vec::new())
+            .expect(201);
+        writer.join().unwrap();
+        b
+    });
+    let file = backup["path"].as_str().unwrap().to_string();
+    assert!(backup["bytes"].as_u64().unwrap() > 0);
+    let events_in_backup = {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, text) = run(&[
+            "restore",
+            "--from",
+            &file,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        assert!(text.contains("consistent"), "{text}");
+        let (ok, text) = run(&[
+            "restore",
+            "--from",
+            &file,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(
+            !ok && text.contains("--force"),
+            "a non-empty directory is refused: {text}"
+        );
+        let (ok, text) = check(dir.path());
+        assert!(ok, "{text}");
+        let restored = Server::start_in(std::sync::Arc::new(dir), &[]);
+        assert_eq!(
+            restored
+                .get(&format!("/api/v1/context/artifacts/{a}"))
+                .expect(200)["content"]["plan"],
+            1
+        );
+        let summary = restored.get(&format!("/api/v1/projects/{p}")).expect(200);
+        let total = summary["total_tasks"].as_u64().unwrap();
+        assert!(
+            (20..=50).contains(&total),
+            "a snapshot between the writes: {total}"
+        );
+        let events = restored.all_events(None);
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "a consistent prefix of the log"
+        );
+        assert_eq!(
+            summary["latest_seq"].as_u64().unwrap(),
+            *seqs.last().unwrap()
+        );
+        seqs.len()
+    };
+    assert!(events_in_backup >= 22);
+}
+
+#[test]
+fn offline_backup_and_compaction() {
+    let s = Server::start();
+    let p = s.project("p");
+    for _ in 0..50 {
+        s.task(&p, "coder");
+    }
+    let dir = s.stop();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("b.redb");
+    let (ok, text) = run(&[
+        "backup",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--to",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&[
+        "backup",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--to",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+    let (ok, text) = run(&["compact", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(ok && text.starts_with("compacted:"), "{text}");
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+    let restored = tempfile::tempdir().unwrap();
+    let (ok, text) = run(&[
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let s = Server::start_in(std::sync::Arc::new(restored), &[]);
+    assert_eq!(
+        s.get(&format!("/api/v1/projects/{p}")).expect(200)["total_tasks"],
+        50
+    );
+}
+
+#[test]
+fn the_online_backup_needs_a_read_write_key() {
+    let s = Server::start_with(&["--api-key", "ro:reader-secret-0123"]);
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(s.url("/api/v1/admin/backup"))
+        .header("authorization", "Bearer reader-secret-0123")
+        .body(Vec::new())
+        .unwrap();
+    s.send_request(request).expect_error(403, "forbidden");
+}
