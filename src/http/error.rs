@@ -125,6 +125,18 @@ impl From<StoreError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
             },
+            StoreError::DiskFull(_) => ApiError {
+                retry_after: Some(10),
+                ..ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+            },
+            StoreError::Unavailable(_) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            },
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(

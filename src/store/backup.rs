@@ -65,7 +65,7 @@ impl Store {
     /// An online backup: a consistent snapshot of everything committed so far, written to `to`.
     /// Reads never block the writer, so the server keeps serving.
     pub fn backup_to(&self, to: &Path) -> Result<u64, StoreError> {
-        let txn = self.shared.db.begin_read()?;
+        let txn = self.shared.database()?.begin_read()?;
         snapshot(&txn, to)
     }
 }

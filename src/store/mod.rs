@@ -144,6 +144,44 @@ pub enum StoreError {
     WriterGone,
     #[error("invalid cursor")]
     InvalidCursor,
+    /// The disk is full: nothing was written; writes succeed again once space returns.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    /// The database is being reopened after an I/O error.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn is_storage_full(e: &redb::StorageError) -> bool {
+    matches!(e, redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
+}
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> StoreError {
+        if is_storage_full(&e) {
+            StoreError::DiskFull(e.to_string())
+        } else {
+            StoreError::Storage(e.to_string())
+        }
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> StoreError {
+        match e {
+            redb::CommitError::Storage(s) => s.into(),
+            other => StoreError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> StoreError {
+        match e {
+            redb::TransactionError::Storage(s) => s.into(),
+            other => StoreError::Storage(other.to_string()),
+        }
+    }
 }
 
 macro_rules! storage_error_from {
@@ -158,10 +196,7 @@ macro_rules! storage_error_from {
 storage_error_from!(
     redb::Error,
     redb::DatabaseError,
-    redb::TransactionError,
     redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
     redb::SetDurabilityError,
     std::io::Error
 );
@@ -217,7 +252,14 @@ pub struct CacheStats {
 
 /// State shared by the readers and the writer.
 pub(crate) struct Shared {
-    db: redb::Database,
+    /// The open database. Replaced by the writer when an I/O error poisoned it (redb then refuses
+    /// every write until the database is reopened); `None` while the reopen waits for readers.
+    db: RwLock<Option<Arc<redb::Database>>>,
+    /// redb's page cache, for reopening.
+    page_cache_bytes: usize,
+    /// An I/O error poisoned the handle for writes; reads still work through it. The next write
+    /// reopens the database once there is room for it.
+    poisoned: AtomicBool,
     summaries: RwLock<HashMap<Id, ProjectSummary>>,
     cache: Mutex<ArtifactCache>,
     /// The seq of the newest committed event.
@@ -268,7 +310,9 @@ impl Store {
         let cache_entries = std::num::NonZeroUsize::new(config.artifact_cache_entries.max(1))
             .expect("max(1) is non-zero");
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            page_cache_bytes: config.page_cache_bytes,
+            poisoned: AtomicBool::new(false),
             summaries: RwLock::new(summaries),
             cache: Mutex::new(ArtifactCache {
                 entries: lru::LruCache::new(cache_entries),
@@ -420,9 +464,71 @@ impl Store {
 
     /// The consistency check of `flightdeck check`, on the open store, against one snapshot.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        check::check_open(&self.shared.db)
+        check::check_open(&*self.shared.database()?)
     }
 }
+
+impl Shared {
+    /// The open database, or `Unavailable` while it is being reopened.
+    pub(crate) fn database(&self) -> Result<Arc<redb::Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| {
+            StoreError::Unavailable("the database is being reopened after an I/O error".into())
+        })
+    }
+
+    pub(crate) fn mark_poisoned(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Before a write: if an I/O error poisoned the handle, reopen it — but only once the disk
+    /// has room again, so reads keep working through the old handle meanwhile.
+    pub(crate) fn heal(&self) -> Result<(), StoreError> {
+        if !self.poisoned.load(Ordering::Acquire) && self.db.read().is_some() {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = fs4::available_space(dir).unwrap_or(0);
+        if free < REOPEN_MIN_FREE_BYTES && self.db.read().is_some() {
+            return Err(StoreError::DiskFull(format!(
+                "{free} bytes free; waiting for space before writing again"
+            )));
+        }
+        self.reopen()?;
+        self.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Closes and reopens the database after an I/O error, waiting (a few seconds at most) for
+    /// readers of the old handle to finish: redb opens a file once per process.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.write().take();
+        drop(old);
+        let mut wait = std::time::Duration::from_millis(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match redb::Builder::new()
+                .set_cache_size(self.page_cache_bytes)
+                .open(&self.path)
+            {
+                Ok(db) => {
+                    *self.db.write() = Some(Arc::new(db));
+                    tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
+                    return Ok(());
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(StoreError::Unavailable(format!("reopening failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// Free space needed before a poisoned database is reopened for writing.
+const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Creates every table, records the schema version in a new database and refuses a newer one.
 fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
@@ -469,5 +575,5 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
 
 /// A read transaction: a consistent snapshot of everything committed so far.
 fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
-    Ok(shared.db.begin_read()?)
+    Ok(shared.database()?.begin_read()?)
 }

@@ -299,7 +299,11 @@ impl Writer {
         }
         if matches!(self.durability, redb::Durability::None) {
             // Non-durable commits reach the disk only with a later durable one.
-            if let Err(e) = self.shared.db.begin_write().map(|t| t.commit()) {
+            let final_commit = self
+                .shared
+                .database()
+                .and_then(|db| Ok(db.begin_write()?.commit()?));
+            if let Err(e) = final_commit {
                 tracing::error!(error = %e, "final durable commit failed");
             }
         }
@@ -327,8 +331,19 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "write transaction failed; nothing of it was committed");
                 let message = e.to_string();
+                let full = matches!(e, StoreError::DiskFull(_));
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Storage(message.clone())));
+                    let error = if full {
+                        StoreError::DiskFull(message.clone())
+                    } else {
+                        StoreError::Storage(message.clone())
+                    };
+                    let _ = reply.send(Err(error));
+                }
+                // An I/O error leaves redb refusing every later write until the database is
+                // reopened; the next write does that once there is room (`Shared::heal`).
+                if matches!(e, StoreError::DiskFull(_) | StoreError::Storage(_)) {
+                    self.shared.mark_poisoned();
                 }
             }
         }
@@ -341,7 +356,8 @@ impl Writer {
         now: Micros,
         next_seq: u64,
     ) -> Result<(Vec<Result<Reply, DomainError>>, BatchOutput), StoreError> {
-        let mut txn = self.shared.db.begin_write()?;
+        self.shared.heal()?;
+        let mut txn = self.shared.database()?.begin_write()?;
         txn.set_durability(self.durability)?;
         let mut outcomes = Vec::with_capacity(commands.len());
         let output = {

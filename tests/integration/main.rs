@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod events;
+mod full_disk;
 mod hitl;
 mod hostile;
 mod monitoring;

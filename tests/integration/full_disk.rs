@@ -1,0 +1,110 @@
+//! A full disk: writes answer 507 and store nothing, reads keep working, readiness says why, and
+//! writes succeed again once space returns — without a restart. Runs on a small tmpfs (CI is root).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::common::{Server, check, wait_for};
+
+/// A tmpfs mount, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(root.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        mounted || std::env::var_os("CI").is_none(),
+        "CI runs as root and must be able to mount a tmpfs"
+    );
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mount = Mount(root.path().to_path_buf());
+    let data = tempfile::Builder::new().tempdir_in(root.path()).unwrap();
+    let s = Server::start_in(Arc::new(data), &["--min-free-disk-mb", "1"]);
+    let p = s.project("p");
+    let kept = s.artifact(&p, "project_plan", "analyst", json!({"plan": "kept"}));
+    let big = "x".repeat(400_000);
+    let mut stored = 0;
+    let refused = loop {
+        let r = s.post(
+            "/api/v1/context/artifacts",
+            json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code", "content": big}),
+        );
+        match r.status {
+            201 => stored += 1,
+            507 => break r,
+            other => panic!("{other}: {}", r.body),
+        }
+        assert!(stored < 100, "the disk never filled");
+    };
+    assert_eq!(refused.json()["error"]["code"], "disk_full");
+    // Reads keep working; what was committed is intact.
+    assert_eq!(
+        s.get(&format!("/api/v1/context/artifacts/{kept}"))
+            .expect(200)["content"]["plan"],
+        "kept"
+    );
+    let listed = s
+        .get(&format!(
+            "/api/v1/context/project/{p}/artifacts?artifact_type=source_code"
+        ))
+        .expect(200);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        stored,
+        "nothing half-written"
+    );
+    let body = wait_for("readiness to fail", || {
+        let r = s.get("/readyz?verbose");
+        (r.status == 503).then_some(r.body)
+    });
+    assert!(body.contains("[-]"), "{body}");
+    // Space returns: writes work again without a restart.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(root.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = wait_for("writes to succeed again", || {
+        let r = s.post(
+            &format!("/api/v1/projects/{p}/tasks"),
+            json!({"agent_type": "coder", "instructions": "after"}),
+        );
+        (r.status == 201).then(|| r.json()["task_id"].as_str().unwrap().to_string())
+    });
+    s.get(&format!("/api/v1/tasks/{t}")).expect(200);
+    wait_for("readiness to recover", || {
+        (s.get("/readyz").status == 200).then_some(())
+    });
+    let events = s.all_events(None);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no seq lost or reused"
+    );
+    let dir = s.stop();
+    let (ok, report) = check(dir.path());
+    assert!(ok, "{report}");
+    drop(dir);
+    drop(mount);
+}
