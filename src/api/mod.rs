@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod hitl;
 mod monitoring;
+pub mod openapi;
 mod projects;
 mod tasks;
 mod workflows;
@@ -94,6 +95,7 @@ async fn dispatch(
         WorkflowStart => workflows::start(state, param, req).await,
         WorkflowGet => workflows::get(state, param),
         AdminBackup => admin::backup(state).await,
+        OpenApi => openapi::serve(state),
         TaskHeartbeat => tasks::heartbeat(state, param, req).await,
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),

@@ -52,6 +52,7 @@ pub enum Route {
     MonitoringMetrics,
     MonitoringPerformance,
     MonitoringAlerts,
+    OpenApi,
 }
 
 /// Which service level a route's latency counts towards.
@@ -80,6 +81,7 @@ impl Route {
         Route::WorkflowStart,
         Route::WorkflowGet,
         Route::AdminBackup,
+        Route::OpenApi,
         Route::AgentsStatus,
         Route::AgentStatus,
         Route::AgentStatusHistory,
@@ -134,7 +136,7 @@ impl Route {
         use Route::*;
         matches!(
             self,
-            Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ
+            Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ | OpenApi
         )
     }
 
@@ -173,6 +175,7 @@ impl Route {
             WorkflowStart => "workflows.start",
             WorkflowGet => "workflows.get",
             AdminBackup => "admin.backup",
+            OpenApi => "openapi",
             AgentsStatus => "agents.status",
             AgentStatus => "agents.status_one",
             AgentStatusHistory => "agents.status_history",
@@ -242,6 +245,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         "/api/v1/monitoring/metrics" => Some(MonitoringMetrics),
         "/api/v1/monitoring/performance" => Some(MonitoringPerformance),
         "/api/v1/monitoring/alerts" => Some(MonitoringAlerts),
+        "/openapi.json" => Some(OpenApi),
         _ => None,
     };
     if let Some(route) = plain {
@@ -441,7 +445,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 46);
+        assert_eq!(Route::ALL.len(), 47);
         check(
             Method::POST,
             &format!("/api/v1/projects/{id}/workflow"),
