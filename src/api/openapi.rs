@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::domain::{AgentType, Vocabulary};
 use crate::http::body::json as json_response;
 use crate::http::{ApiError, Response, Route, StatusCode};
 
@@ -404,10 +405,12 @@ pub fn document() -> Value {
     let error = json!({"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     for op in operations() {
         let mut parameters = Vec::new();
-        for name in ["id", "agent_type"] {
-            if op.path.contains(&format!("{{{name}}}")) {
-                parameters.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
-            }
+        if op.path.contains("{id}") {
+            parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
+        }
+        if op.path.contains("{agent_type}") {
+            let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
+            parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
         }
         let mut responses = serde_json::Map::new();
         let success = if op.route == Route::Metrics {
