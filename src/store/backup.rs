@@ -72,15 +72,7 @@ impl Store {
 
 /// An offline backup of a data directory (the server must not be running on it).
 pub fn backup_database(data_dir: &Path, to: &Path) -> Result<u64, StoreError> {
-    let path = data_dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(StoreError::Storage(format!(
-            "no database at {}",
-            path.display()
-        )));
-    }
-    let db = redb::Database::open(&path)
-        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let db = super::open_existing(data_dir)?;
     let txn = db.begin_read()?;
     snapshot(&txn, to)
 }
@@ -131,8 +123,7 @@ fn tempfile_dir(staged: &Path) -> Result<std::path::PathBuf, StoreError> {
 pub fn compact_database(data_dir: &Path) -> Result<(u64, u64), StoreError> {
     let path = data_dir.join(DB_FILE);
     let before = std::fs::metadata(&path)?.len();
-    let mut db = redb::Database::open(&path)
-        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let mut db = super::open_existing(data_dir)?;
     db.compact()
         .map_err(|e| StoreError::Storage(format!("compaction failed: {e}")))?;
     drop(db);

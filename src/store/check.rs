@@ -8,10 +8,10 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::Id;
 
+use super::StoreError;
 use super::codec::decode;
 use super::records::*;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys, trailing_id};
-use super::{DB_FILE, StoreError};
 
 /// What the check found. `problems` is empty for a consistent database.
 #[derive(Debug, Default)]
@@ -38,16 +38,7 @@ impl CheckReport {
 /// Checks the database in `data_dir`. The server must not be running on it (redb allows one
 /// process at a time).
 pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
-    let path = data_dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(StoreError::Storage(format!(
-            "no database at {}",
-            path.display()
-        )));
-    }
-    let db = redb::Database::open(&path)
-        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
-    check_open(&db)
+    check_open(&super::open_existing(data_dir)?)
 }
 
 /// The check on an open database, inside one read transaction (a consistent snapshot).

@@ -527,6 +527,19 @@ impl Shared {
     }
 }
 
+/// Opens the database of a data directory that must already hold one (offline commands).
+pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Storage(format!(
+            "no database at {}",
+            path.display()
+        )));
+    }
+    redb::Database::open(&path)
+        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
+}
+
 /// Free space needed before a poisoned database is reopened for writing.
 const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 

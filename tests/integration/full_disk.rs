@@ -6,36 +6,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::common::{Server, check, wait_for};
-
-/// A tmpfs mount, unmounted when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use crate::common::{Server, Tmpfs, check, wait_for};
 
 #[test]
 fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
-    let root = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
-        .arg(root.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        mounted || std::env::var_os("CI").is_none(),
-        "CI runs as root and must be able to mount a tmpfs"
-    );
-    if !mounted {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(tmpfs) = Tmpfs::mount("12m") else {
         return;
-    }
-    let mount = Mount(root.path().to_path_buf());
-    let data = tempfile::Builder::new().tempdir_in(root.path()).unwrap();
+    };
+    let data = tempfile::Builder::new().tempdir_in(tmpfs.path()).unwrap();
     let s = Server::start_in(Arc::new(data), &["--min-free-disk-mb", "1"]);
     let p = s.project("p");
     let kept = s.artifact(&p, "project_plan", "analyst", json!({"plan": "kept"}));
@@ -79,7 +57,7 @@ fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
     assert!(
         Command::new("mount")
             .args(["-o", "remount,size=64m"])
-            .arg(root.path())
+            .arg(tmpfs.path())
             .status()
             .unwrap()
             .success()
@@ -106,5 +84,5 @@ fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
     let (ok, report) = check(dir.path());
     assert!(ok, "{report}");
     drop(dir);
-    drop(mount);
+    drop(tmpfs);
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Server, wait_for};
+use crate::common::{Server, Tmpfs, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -231,37 +231,15 @@ fn readiness_fails_while_the_data_directory_is_read_only_and_recovers() {
     assert_eq!(s.get("/health/detailed").status, 200);
 }
 
-/// A tmpfs mount, unmounted when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn readiness_fails_while_the_disk_is_nearly_full_and_recovers() {
-    let root = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(root.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        mounted || std::env::var_os("CI").is_none(),
-        "CI runs as root and must be able to mount a tmpfs"
-    );
-    if !mounted {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(tmpfs) = Tmpfs::mount("64m") else {
         return;
-    }
-    let mount = Mount(root.path().to_path_buf());
-    let data = tempfile::Builder::new().tempdir_in(root.path()).unwrap();
+    };
+    let data = tempfile::Builder::new().tempdir_in(tmpfs.path()).unwrap();
     let s = Server::start_in(std::sync::Arc::new(data), &["--min-free-disk-mb", "16"]);
     s.get("/readyz").expect(200);
-    let filler = root.path().join("filler");
+    let filler = tmpfs.path().join("filler");
     {
         let mut f = std::fs::File::create(&filler).unwrap();
         let chunk = vec![0u8; 1 << 20];
@@ -280,7 +258,7 @@ fn readiness_fails_while_the_disk_is_nearly_full_and_recovers() {
         (s.get("/readyz").status == 200).then_some(())
     });
     drop(s);
-    drop(mount);
+    drop(tmpfs);
 }
 
 /// A loopback HTTP receiver that answers 200 and hands over each request body.
