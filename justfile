@@ -28,3 +28,8 @@ ci:
 # The crash test with 20 SIGKILLs (cargo test runs it with 5)
 crash:
     FLIGHTDECK_CRASH_ROUNDS=20 cargo test --test integration crash
+
+# Every fuzzer for 60 s (cargo-fuzz on the stable toolchain needs RUSTC_BOOTSTRAP=1)
+fuzz seconds="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd fuzz && for t in route decode_request ws_client record_codec; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{seconds}} || exit 1; done

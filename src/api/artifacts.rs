@@ -193,3 +193,10 @@ fn encode_summary(a: &Artifact) -> Vec<u8> {
             .timestamp("updated_at", a.updated_at);
     })
 }
+
+/// Decodes `bytes` as every request body of this resource (for the fuzzers).
+pub(crate) fn decode_all(bytes: &[u8]) {
+    let _ = crate::http::body::decode_json::<CreateArtifact>(bytes);
+    let _ = crate::http::body::decode_json::<UpdateArtifact>(bytes);
+    let _ = crate::http::body::decode_json::<Batch>(bytes);
+}

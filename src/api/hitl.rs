@@ -294,3 +294,11 @@ fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
 fn encode(h: &HitlRequest) -> Vec<u8> {
     object(|o| write(o, h))
 }
+
+/// Decodes `bytes` as every request body of this resource (for the fuzzers).
+pub(crate) fn decode_all(bytes: &[u8]) {
+    let _ = crate::http::body::decode_json::<CreateHitl>(bytes);
+    let _ = crate::http::body::decode_json::<Respond>(bytes);
+    let _ = crate::http::body::decode_json::<BulkApprove>(bytes);
+    let _ = crate::http::body::decode_json::<SetLevel>(bytes);
+}

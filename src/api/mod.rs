@@ -132,6 +132,25 @@ async fn dispatch(
     }
 }
 
+/// Decodes `bytes` as every request body type, and `text` as a query string: the entry point of
+/// the request-decoding fuzzer. Bad input must give errors, never panics.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) {
+    artifacts::decode_all(bytes);
+    hitl::decode_all(bytes);
+    projects::decode_all(bytes);
+    tasks::decode_all(bytes);
+    workflows::decode_all(bytes);
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let query = Query::parse(Some(text));
+        let _ = query.limit();
+        let _ = query.u64("since");
+        let _ = query.id("project_id");
+        let _ = query.vocab::<crate::domain::TaskStatus>("status");
+        let _ = crate::store::decode_cursor(text);
+    }
+}
+
 /// A path or query id: 400 when it is not a UUID.
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Id, ApiError> {
     Id::parse(text).ok_or_else(|| {

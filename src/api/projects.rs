@@ -173,3 +173,8 @@ pub(crate) fn unexpected(reply: Reply) -> ApiError {
         "unexpected reply from the store",
     )
 }
+
+/// Decodes `bytes` as every request body of this resource (for the fuzzers).
+pub(crate) fn decode_all(bytes: &[u8]) {
+    let _ = crate::http::body::decode_json::<CreateProject>(bytes);
+}

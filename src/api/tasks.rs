@@ -198,3 +198,11 @@ pub(crate) fn encode_brief(t: &Task) -> Vec<u8> {
             .timestamp("updated_at", t.updated_at);
     })
 }
+
+/// Decodes `bytes` as every request body of this resource (for the fuzzers).
+pub(crate) fn decode_all(bytes: &[u8]) {
+    let _ = crate::http::body::decode_json::<CreateTask>(bytes);
+    let _ = crate::http::body::decode_json::<SetStatus>(bytes);
+    let _ = crate::http::body::decode_json::<ClaimBody>(bytes);
+    let _ = crate::http::body::decode_json::<HeartbeatBody>(bytes);
+}

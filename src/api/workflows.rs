@@ -100,3 +100,8 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
             .opt_timestamp("completed_at", run.completed_at);
     }))
 }
+
+/// Decodes `bytes` as every request body of this resource (for the fuzzers).
+pub(crate) fn decode_all(bytes: &[u8]) {
+    let _ = crate::http::body::decode_json::<Start>(bytes);
+}

@@ -31,7 +31,7 @@ use crate::events::Publisher;
 
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
-pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter};
+pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
 pub use records::{
     Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus,
     Project, Task, WorkflowRun,
@@ -525,6 +525,20 @@ impl Shared {
             }
         }
     }
+}
+
+/// Decodes `bytes` as every stored record type: the entry point of the codec fuzzer. A corrupt
+/// record must give an error, never a panic.
+#[doc(hidden)]
+pub fn fuzz_decode_records(bytes: &[u8]) {
+    let _ = codec::decode::<records::Project>(bytes);
+    let _ = codec::decode::<records::Task>(bytes);
+    let _ = codec::decode::<records::Agent>(bytes);
+    let _ = codec::decode::<records::AgentHistoryEntry>(bytes);
+    let _ = codec::decode::<records::Artifact>(bytes);
+    let _ = codec::decode::<records::HitlRequest>(bytes);
+    let _ = codec::decode::<records::WorkflowRun>(bytes);
+    let _ = codec::decode::<records::EventRecord>(bytes);
 }
 
 /// Opens the database of a data directory that must already hold one (offline commands).

@@ -328,6 +328,18 @@ fn error_frame(code: &str, message: &str) -> Bytes {
     frame::text(&body)
 }
 
+/// The client-message parser and the close-frame validation: the entry point of the WebSocket
+/// fuzzer. Bad input must give an error frame or a close code, never a panic.
+#[doc(hidden)]
+pub fn fuzz_client_input(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<ClientMessage>(bytes);
+    let (code, _) = answer_to_close(bytes);
+    assert!(
+        matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999),
+        "close code {code}"
+    );
+}
+
 /// The close a reading error calls for; none when the peer is simply gone.
 fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     match error {

@@ -4,6 +4,9 @@
 //! hyper and fastwebsockets.
 
 mod conn;
+
+#[doc(hidden)]
+pub use conn::fuzz_client_input;
 pub mod frame;
 
 use std::sync::Arc;
