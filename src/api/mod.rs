@@ -44,19 +44,18 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     let matched = route(req.method(), &path).map(|m| (m.route, m.param.to_string()));
     let (label, result) = match matched {
         Ok((route, param)) => {
-            let query_token = if route.is_websocket() {
-                Query::parse(req.query()).get("token").map(String::from)
-            } else {
-                None
-            };
+            let query = Query::parse(req.query());
             let allowed = state.keys.authorize(
                 route,
                 req.method(),
                 req.header("authorization"),
-                query_token.as_deref(),
+                query.get("token"),
             );
             match allowed {
-                Ok(()) => (Some(route), dispatch(state, route, &param, req).await),
+                Ok(()) => (
+                    Some(route),
+                    dispatch(state, route, &param, &query, req).await,
+                ),
                 Err(e) => (Some(route), Err(e)),
             }
         }
@@ -77,17 +76,17 @@ async fn dispatch(
     state: &AppState,
     route: Route,
     param: &str,
+    query: &Query,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(req.query());
     use Route::*;
     match route {
-        ProjectsList => projects::list(state, &query),
+        ProjectsList => projects::list(state, query),
         ProjectsCreate => projects::create(state, req).await,
         ProjectGet => projects::get(state, param),
         ProjectStatus => projects::status(state, param),
         ProjectCompletion => projects::completion(state, param),
-        ProjectTasksList => tasks::list(state, param, &query),
+        ProjectTasksList => tasks::list(state, param, query),
         ProjectTasksCreate => tasks::create(state, param, req).await,
         TaskGet => tasks::get(state, param),
         TaskSetStatus => tasks::set_status(state, param, req).await,
@@ -99,28 +98,28 @@ async fn dispatch(
         TaskHeartbeat => tasks::heartbeat(state, param, req).await,
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),
-        AgentStatusHistory => agents::history(state, param, &query),
+        AgentStatusHistory => agents::history(state, param, query),
         AgentReset => agents::reset(state, param).await,
         ArtifactCreate => artifacts::create(state, req).await,
         ArtifactBatch => artifacts::batch(state, req).await,
         ArtifactGet => artifacts::get(state, param),
         ArtifactUpdate => artifacts::update(state, param, req).await,
         ArtifactDelete => artifacts::delete(state, param).await,
-        ProjectArtifacts => artifacts::list(state, param, &query),
+        ProjectArtifacts => artifacts::list(state, param, query),
         HitlCreate => hitl::create(state, req).await,
-        HitlPending => hitl::pending(state, &query),
+        HitlPending => hitl::pending(state, query),
         HitlBulkApprove => hitl::bulk_approve(state, req).await,
-        HitlProjectRequests => hitl::list(state, param, &query),
+        HitlProjectRequests => hitl::list(state, param, query),
         OversightGet => hitl::oversight_get(state, param),
         OversightSet => hitl::oversight_set(state, param, req).await,
         HitlGet => hitl::get(state, param),
         HitlHistory => hitl::history(state, param),
         HitlRespond => hitl::respond(state, param, req).await,
-        EventsList => events::list(state, &query),
-        WsAll => events::subscribe(state, query.get("project_id"), &query, req),
-        WsProject => events::subscribe(state, Some(param), &query, req),
+        EventsList => events::list(state, query),
+        WsAll => events::subscribe(state, query.get("project_id"), query, req),
+        WsProject => events::subscribe(state, Some(param), query, req),
         Livez => health::livez(),
-        Readyz => health::readyz(state, &query).await,
+        Readyz => health::readyz(state, query).await,
         Health => health::health(),
         HealthDetailed => health::detailed(state).await,
         HealthReady => health::ready(state).await,

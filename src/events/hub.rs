@@ -96,8 +96,6 @@ struct Registry {
 pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
-    /// The newest seq handed to `publish`.
-    published: AtomicU64,
 }
 
 impl Hub {
@@ -163,11 +161,6 @@ impl Hub {
         self.registry.read().members.len()
     }
 
-    /// The newest seq published so far.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Acquire)
-    }
-
     /// Queues each event's frame to every subscriber it concerns: a project's events to that
     /// project's subscribers and to those of everything; events without a project to everyone.
     pub fn publish(&self, events: &[CommittedEvent]) {
@@ -197,9 +190,6 @@ impl Hub {
                     }
                 }
             }
-        }
-        if let Some(last) = events.last() {
-            self.published.store(last.seq, Ordering::Release);
         }
     }
 }

@@ -370,10 +370,6 @@ impl Store {
         self.shared.summaries.read().get(project).cloned()
     }
 
-    pub fn project_count(&self) -> usize {
-        self.shared.summaries.read().len()
-    }
-
     /// A project's workflow, if one was started.
     pub fn workflow(&self, project: &Id) -> Result<Option<WorkflowRun>, StoreError> {
         let txn = begin_read(&self.shared)?;
@@ -382,15 +378,6 @@ impl Store {
             Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
             None => Ok(None),
         }
-    }
-
-    /// The workflow definitions this server knows.
-    pub fn workflow_names(&self) -> Vec<String> {
-        self.shared
-            .workflows
-            .iter()
-            .map(|w| w.name.clone())
-            .collect()
     }
 
     /// The task timing settings.
@@ -407,10 +394,6 @@ impl Store {
             at.copy_from_slice(&key.value()[..8]);
             u64::from_be_bytes(at) as Micros
         }))
-    }
-
-    pub fn data_path(dir: &Path) -> PathBuf {
-        dir.join(DB_FILE)
     }
 
     /// Sums over every project's summary.

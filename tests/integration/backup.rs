@@ -80,12 +80,7 @@ fn an_online_backup_restores_to_a_server_with_the_same_data() {
             "a snapshot between the writes: {total}"
         );
         let events = restored.all_events(None);
-        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as u64).collect::<Vec<_>>(),
-            "a consistent prefix of the log"
-        );
+        let seqs = crate::common::assert_gap_free(&events);
         assert_eq!(
             summary["latest_seq"].as_u64().unwrap(),
             *seqs.last().unwrap()

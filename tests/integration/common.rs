@@ -377,3 +377,18 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Asserts that the events' seqs run 1, 2, 3, … with no gap and no duplicate; returns them.
+#[track_caller]
+pub fn assert_gap_free(events: &[Value]) -> Vec<u64> {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "the seqs have a gap or a duplicate"
+    );
+    seqs
+}

@@ -132,12 +132,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
         }
     }
     let events = s.all_events(None);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "no gap, no duplicate"
-    );
+    crate::common::assert_gap_free(&events);
     let created = events
         .iter()
         .filter(|e| e["event_type"] == "task_created")

@@ -31,12 +31,7 @@ fn every_change_emits_one_event_with_a_gap_free_seq() {
     )
     .expect(200);
     let events = s.all_events(None);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "gap-free and ordered"
-    );
+    crate::common::assert_gap_free(&events);
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())

@@ -74,12 +74,7 @@ fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
         (s.get("/readyz").status == 200).then_some(())
     });
     let events = s.all_events(None);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "no seq lost or reused"
-    );
+    crate::common::assert_gap_free(&events);
     let dir = s.stop();
     let (ok, report) = check(dir.path());
     assert!(ok, "{report}");
