@@ -350,19 +350,19 @@ fn describe_all(process: &metrics_process::Collector) {
     describe_gauge!(store_names::RECORDS, "Records per table.");
     describe_counter!(
         store_names::CACHE_HITS,
-        "Artifact responses served from the cache."
+        "Encoded responses (artifacts, project statuses) served from the cache."
     );
     describe_counter!(
         store_names::CACHE_MISSES,
-        "Artifact responses encoded because the cache did not hold them."
+        "Responses encoded because the cache did not hold them."
     );
     describe_counter!(
         store_names::CACHE_EVICTIONS,
-        "Artifact responses evicted from the cache to make room."
+        "Responses evicted from the cache to make room."
     );
     describe_gauge!(
         store_names::CACHE_ENTRIES,
-        "Artifact responses in the cache."
+        "Encoded responses in the cache."
     );
     describe_gauge!(TASKS, "Tasks by status.");
     describe_gauge!(PROJECTS, "Projects.");
