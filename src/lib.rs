@@ -12,7 +12,8 @@
 //! - [`events`]: the event wire format and the hub that fans committed events out;
 //! - [`ws`]: the WebSocket endpoint: upgrade, replay, live delivery, heartbeats;
 //! - [`json`]: the response writer that splices stored client JSON;
-//! - [`monitor`]: metrics, windowed latency, health checks and alert rules.
+//! - [`monitor`]: metrics, windowed latency, health checks and alert rules;
+//! - [`load`]: `flightdeck bench`, the load benchmark driver (a client of the HTTP API).
 
 pub mod api;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod json;
+pub mod load;
 pub mod monitor;
 pub mod server;
 pub mod store;

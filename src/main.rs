@@ -45,6 +45,12 @@ fn main() -> ExitCode {
             flightdeck::store::compact_database(&args.data_dir)
                 .map(|(before, after)| format!("compacted: {before} bytes -> {after} bytes")),
         ),
+        Some(Command::Bench(args)) => bench(&args),
+        Some(Command::BenchWs) => io_outcome(flightdeck::load::ws::child_main()),
+        Some(Command::BenchBare { body_file }) => io_outcome(
+            std::fs::read(&body_file)
+                .and_then(|body| flightdeck::load::http::bare_server(body.into())),
+        ),
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }
@@ -94,6 +100,45 @@ fn serve(args: &ServeArgs) -> ExitCode {
     })
 }
 
+fn bench(args: &flightdeck::config::BenchArgs) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flightdeck: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(flightdeck::load::run(args)) {
+        Ok(report) => {
+            println!("{}", flightdeck::load::render(&report));
+            let path = args.json.clone().unwrap_or_else(|| {
+                format!("flightdeck-bench-{:?}.json", report.scenario.name)
+                    .to_lowercase()
+                    .into()
+            });
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            if let Err(e) = std::fs::write(&path, json) {
+                eprintln!("flightdeck: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("report written to {}", path.display());
+            if report.clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("flightdeck: bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check(data_dir: &std::path::Path) -> ExitCode {
     match flightdeck::store::check_database(data_dir) {
         Ok(report) => {
@@ -126,6 +171,16 @@ fn one_line(outcome: Result<String, flightdeck::store::StoreError>) -> ExitCode 
             println!("{text}");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("flightdeck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn io_outcome(outcome: std::io::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flightdeck: {e}");
             ExitCode::FAILURE
