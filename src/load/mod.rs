@@ -1345,3 +1345,96 @@ pub fn render(report: &Report) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server answering `/code/N` with status N.
+    async fn echo_status_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
+                        let code: u16 = req
+                            .uri()
+                            .path()
+                            .trim_start_matches("/code/")
+                            .parse()
+                            .unwrap_or(500);
+                        let mut response =
+                            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        *response.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                        response.headers_mut().insert(
+                            "server-timing",
+                            hyper::header::HeaderValue::from_static("app;dur=0.250"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn the_recorder_counts_unexpected_answers_and_failures_as_errors() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let addr = echo_status_server().await;
+            let mut client = Client::new(addr, None);
+            let mut rec = Recorder::default();
+            for path in [
+                "/code/200",
+                "/code/204",
+                "/code/503",
+                "/code/404",
+                "/code/200",
+            ] {
+                rec.request(
+                    &mut client,
+                    Class::StatusQuery,
+                    hyper::Method::GET,
+                    path,
+                    None,
+                    &[200, 204],
+                )
+                .await;
+            }
+            // Nobody listens here any more: a transport failure.
+            let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let gone = closed.local_addr().unwrap();
+            drop(closed);
+            rec.request(
+                &mut Client::new(gone, None),
+                Class::TaskOperation,
+                hyper::Method::POST,
+                "/x",
+                Some(&json!({})),
+                &[200],
+            )
+            .await;
+            assert_eq!(rec.errors(Class::StatusQuery), 2);
+            assert_eq!(rec.errors(Class::TaskOperation), 1);
+            let status = rec.client[Recorder::index(Class::StatusQuery)]
+                .clone()
+                .summary();
+            assert_eq!(status.count, 3, "only the expected answers are timed");
+            let server = rec.server[Recorder::index(Class::StatusQuery)]
+                .clone()
+                .summary();
+            assert_eq!((server.count, server.p99_ms), (3, 0.25));
+        });
+    }
+}

@@ -7,6 +7,7 @@ mod agents;
 mod artifacts;
 mod backup;
 mod bad_input;
+mod bench;
 mod cli;
 mod crash;
 mod events;
