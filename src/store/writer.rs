@@ -905,7 +905,7 @@ impl<'t> Batch<'t> {
         }
         if agent != before {
             agent.last_activity = self.now;
-            self.put_agent(&before, &agent, Some(task.id))?;
+            self.put_agent(&before, &agent, Some((task.id, task.project_id)))?;
         }
         if task.status == TaskStatus::Completed {
             self.after_task_completed(&task)?;
@@ -1698,8 +1698,16 @@ impl<'t> Batch<'t> {
         }
     }
 
-    /// Stores an agent's new state, its history entry and its `agent_status_change` event.
-    fn put_agent(&mut self, before: &Agent, agent: &Agent, task_id: Option<Id>) -> ApplyResult<()> {
+    /// Stores an agent's new state, its history entry and its `agent_status_change` event. A
+    /// change caused by a task belongs to that task's project stream (its subscribers, not every
+    /// connection, are told); a reset belongs to no project and reaches everyone.
+    fn put_agent(
+        &mut self,
+        before: &Agent,
+        agent: &Agent,
+        cause: Option<(Id, Id)>,
+    ) -> ApplyResult<()> {
+        let (task_id, project_id) = cause.unzip();
         self.agents
             .insert(agent.agent_type.code(), encode(agent).as_slice())?;
         let data = object_string(|o| {
@@ -1711,7 +1719,7 @@ impl<'t> Batch<'t> {
         });
         let seq = self.emit(
             EventType::AgentStatusChange,
-            None,
+            project_id,
             task_id,
             Some(agent.agent_type),
             data,

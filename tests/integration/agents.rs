@@ -86,10 +86,23 @@ fn agent_status_follows_its_tasks_and_can_be_reset() {
         .filter(|e| e["event_type"] == "agent_status_change")
         .collect();
     assert_eq!(changes.len(), 5);
+    assert!(changes.iter().all(|e| e["agent_type"] == "coder"));
+    // A change caused by a task is in that task's project stream; the reset is in no project's.
+    let (caused, reset): (Vec<&&serde_json::Value>, Vec<_>) =
+        changes.iter().partition(|e| e["task_id"].is_string());
+    assert_eq!(reset.len(), 1);
+    assert!(reset[0]["project_id"].is_null());
     assert!(
-        changes
+        caused.iter().all(|e| e["project_id"] == p.as_str()),
+        "{caused:?}"
+    );
+    let project_log = s.all_events(Some(&p));
+    assert_eq!(
+        project_log
             .iter()
-            .all(|e| e["project_id"].is_null() && e["agent_type"] == "coder")
+            .filter(|e| e["event_type"] == "agent_status_change")
+            .count(),
+        4
     );
 }
 

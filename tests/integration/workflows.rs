@@ -133,7 +133,16 @@ fn expected_story(gated: &[usize]) -> Vec<String> {
         "workflow_event:phase_started".into(),
     ];
     for i in 0..5 {
-        want.extend(["task_started", "artifact_created", "task_completed"].map(String::from));
+        want.extend(
+            [
+                "task_started",
+                "agent_status_change",
+                "artifact_created",
+                "task_completed",
+                "agent_status_change",
+            ]
+            .map(String::from),
+        );
         if gated.contains(&i) {
             want.extend(
                 [
