@@ -12,6 +12,7 @@
 mod backup;
 mod check;
 mod codec;
+mod migrate;
 mod read;
 pub mod records;
 mod tables;
@@ -540,7 +541,8 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreErro
 /// Free space needed before a poisoned database is reopened for writing.
 const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Creates every table, records the schema version in a new database and refuses a newer one.
+/// Creates every table, records the schema version in a new database, migrates an older one and
+/// refuses a newer one.
 fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
@@ -552,6 +554,16 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
                     found: v,
                     supported: tables::SCHEMA_VERSION,
                 });
+            }
+            Some(v) if v < tables::SCHEMA_VERSION => {
+                let done = migrate::migrate(&txn, v)?;
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+                tracing::info!(
+                    from = v,
+                    to = tables::SCHEMA_VERSION,
+                    events_moved = done.events_moved,
+                    "database migrated"
+                );
             }
             Some(_) => {}
             None => {

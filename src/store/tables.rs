@@ -7,8 +7,9 @@ use crate::domain::{Id, Vocabulary};
 
 use super::records::{Artifact, HitlRequest, Task};
 
-/// The schema version this build writes. Opening a database with a newer one fails.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema version this build writes. Opening a database with a newer one fails; an older one
+/// is migrated (`store::migrate`). 2: agent changes caused by a task are in its project's stream.
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";

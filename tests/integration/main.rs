@@ -19,6 +19,7 @@ mod projects;
 mod restart;
 mod security;
 mod tasks;
+mod upgrade;
 mod websocket;
 mod workers;
 mod workflows;
