@@ -7,8 +7,8 @@
 //!    start-up with them (own server only);
 //! 3. connect the WebSocket clients, one project each, from the current seq (in a child process
 //!    for the large scenario);
-//! 4. the workflow phase: creators give each project its tasks and start its `sdlc` workflow,
-//!    workers claim, post an artifact and complete, a reviewer approves every gate, status
+//! 4. the workflow phase: workers give each project its tasks and start its `sdlc` workflow, and
+//!    claim, post an artifact and complete, a reviewer approves every gate, status
 //!    clients query status, agents, projects, health and the context store, all at once, until
 //!    every task is completed (or the bound);
 //! 5. the WebSocket clients check they hold every event of their project's log exactly once and
@@ -53,9 +53,9 @@ pub struct Scenario {
     pub projects: usize,
     /// Tasks per project, the workflow's five phases included.
     pub tasks_per_project: usize,
-    /// Concurrent status-query clients, and concurrent creators.
+    /// Concurrent status-query clients.
     pub clients: usize,
-    /// Concurrent worker clients (plus one reviewer).
+    /// Concurrent worker clients, which also give the projects their work (plus one reviewer).
     pub workers: usize,
     pub ws_connections: usize,
     pub ws_in_child: bool,
@@ -443,23 +443,22 @@ impl Shared {
     }
 }
 
-/// Gives projects their tasks and starts their workflows until none is left.
-async fn creator(shared: Arc<Shared>) -> Recorder {
-    let mut rec = Recorder::default();
-    let mut client = shared.client();
+/// Gives the next project without work its tasks and starts its workflow; false when every
+/// project has been given its work.
+async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Recorder) -> bool {
     let extra = shared.scenario.tasks_per_project - SDLC.len();
-    loop {
-        let i = shared.next_project.fetch_add(1, Ordering::Relaxed);
-        let Some(project) = shared.projects.get(i) else {
-            return rec;
-        };
+    let i = shared.next_project.fetch_add(1, Ordering::Relaxed);
+    let Some(project) = shared.projects.get(i) else {
+        return false;
+    };
+    {
         for t in 0..extra {
             let body = json!({
                 "agent_type": SDLC[t % SDLC.len()].0,
                 "instructions": format!("benchmark task {t}"),
             });
             rec.request(
-                &mut client,
+                client,
                 Class::TaskOperation,
                 hyper::Method::POST,
                 &format!("/api/v1/projects/{project}/tasks"),
@@ -470,7 +469,7 @@ async fn creator(shared: Arc<Shared>) -> Recorder {
         }
         let body = json!({"workflow": "sdlc", "context": {"goal": "benchmark"}});
         rec.request(
-            &mut client,
+            client,
             Class::TaskOperation,
             hyper::Method::POST,
             &format!("/api/v1/projects/{project}/workflow"),
@@ -479,16 +478,25 @@ async fn creator(shared: Arc<Shared>) -> Recorder {
         )
         .await;
     }
+    true
 }
 
-/// Claims work of each sdlc agent type in turn, posts its artifact and completes it.
+/// A worker: gives a project its work (while some have none), then claims work of each sdlc agent
+/// type in turn, posts its artifact and completes it; after a project's worth of tasks, or when
+/// there is nothing to claim, it gives the next project its work.
 async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
     let expected = (shared.projects.len() * shared.scenario.tasks_per_project) as u64;
     let mut turn = n;
     let mut idle = 0;
+    let mut seeding = true;
+    let mut budget = 0;
     while !shared.is_done() {
+        if seeding && budget == 0 {
+            seeding = seed_next(&shared, &mut client, &mut rec).await;
+            budget = shared.scenario.tasks_per_project;
+        }
         let (agent, kind) = SDLC[turn % SDLC.len()];
         turn += 1;
         let claim =
@@ -509,7 +517,10 @@ async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         };
         if answer.status == 204 {
             idle += 1;
-            if idle >= SDLC.len() {
+            if idle >= SDLC.len() && seeding {
+                idle = 0;
+                budget = 0;
+            } else if idle >= SDLC.len() {
                 // Nothing of any type: poll again shortly, as a real worker would.
                 idle = 0;
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -517,6 +528,7 @@ async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
             continue;
         }
         idle = 0;
+        budget = budget.saturating_sub(1);
         let task = answer.json().unwrap_or_default();
         let (Some(task_id), Some(project)) =
             (task["task_id"].as_str(), task["project_id"].as_str())
@@ -949,10 +961,6 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
             shared.finish();
         })
     };
-    let creators = {
-        let shared = shared.clone();
-        tokio::spawn(fan_out(scenario.clients, move |_| creator(shared.clone())))
-    };
     let workers = {
         let shared = shared.clone();
         tokio::spawn(fan_out(scenario.workers, move |n| {
@@ -967,7 +975,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     };
     let review = tokio::spawn(reviewer(shared.clone()));
     let mut rec = Recorder::default();
-    for part in [creators, workers, readers, review] {
+    for part in [workers, readers, review] {
         rec.merge(part.await.map_err(|e| e.to_string())?);
     }
     let _ = bound.await;
@@ -1235,11 +1243,10 @@ pub fn render(report: &Report) -> String {
     let s = &report.scenario;
     let _ = writeln!(
         out,
-        "scenario {:?}: {} projects x {} tasks, {} status clients + {} creators, {} workers + 1 reviewer, {} WebSocket connections, {} artifacts preloaded",
+        "scenario {:?}: {} projects x {} tasks, {} status clients, {} workers + 1 reviewer, {} WebSocket connections, {} artifacts preloaded",
         s.name,
         s.projects,
         s.tasks_per_project,
-        s.clients,
         s.clients,
         s.workers,
         s.ws_connections,
