@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use flightdeck::load::stats::{frame_seq, frame_timestamp};
 use futures_util::StreamExt;
 use http_body_util::{Empty, Full};
 use parking_lot::Mutex;
@@ -141,32 +142,6 @@ struct Outcome {
     max: f64,
     delivered: f64,
     resumed: u64,
-}
-
-/// Microseconds since the epoch from `…"timestamp":"YYYY-MM-DDTHH:MM:SS.ffffffZ"…`.
-fn frame_time(text: &str) -> Option<i64> {
-    let at = text.find("\"timestamp\":\"")? + 13;
-    let t = text.get(at..at + 26)?.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> i64 {
-        t[r].iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
-    };
-    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + d - 1;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
-    Some(secs * 1_000_000 + num(20..26))
-}
-
-fn seq_of(text: &str) -> Option<u64> {
-    let at = text.find("\"seq\":")? + 6;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 fn now_micros() -> i64 {
@@ -317,8 +292,8 @@ async fn client(
         while let Some(Ok(message)) = socket.next().await {
             match message {
                 Message::Text(text) => {
-                    if let Some(at) = frame_time(&text) {
-                        let seq = seq_of(&text).unwrap_or(0);
+                    if let Some(at) = frame_timestamp(&text) {
+                        let seq = frame_seq(&text).unwrap_or(0);
                         if since.is_none_or(|s| seq > s) {
                             since = Some(seq);
                             latencies.lock().push((now_micros() - at).max(0) as u32);

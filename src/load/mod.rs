@@ -255,6 +255,11 @@ pub struct QuietPhase {
 pub struct ServerFigures {
     pub peak_rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,
+    /// CPU time of the driver process (HTTP clients, and WebSocket clients unless in a child).
+    pub driver_cpu_seconds: Option<f64>,
+    /// CPU time of the server and of the driver during the workflow phase alone.
+    pub phase_cpu_seconds: Option<f64>,
+    pub phase_driver_cpu_seconds: Option<f64>,
     pub startup_ms: Option<f64>,
     /// `flightdeck check` on the data directory after the run (own server only).
     pub consistent: Option<bool>,
@@ -351,7 +356,7 @@ async fn stop_child(child: &mut tokio::process::Child) {
 }
 
 /// Peak resident memory (VmHWM) and CPU seconds of a local process, from /proc.
-fn process_figures(pid: u32) -> (Option<u64>, Option<f64>) {
+pub(crate) fn process_figures(pid: u32) -> (Option<u64>, Option<f64>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -946,6 +951,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         done: AtomicBool::new(false),
         done_signal: tokio::sync::Notify::new(),
     });
+    let server_pid = target.process.as_ref().and_then(|own| own.child.id());
+    let cpu_now = move || {
+        (
+            server_pid.and_then(|pid| process_figures(pid).1),
+            process_figures(std::process::id()).1,
+        )
+    };
+    let cpu_before = cpu_now();
     let phase_started = Instant::now();
     let bound = {
         let shared = shared.clone();
@@ -980,6 +993,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let _ = bound.await;
     let workflow_seconds = phase_started.elapsed().as_secs_f64();
+    let cpu_after = cpu_now();
+    let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    server.phase_cpu_seconds = used(cpu_before.0, cpu_after.0);
+    server.phase_driver_cpu_seconds = used(cpu_before.1, cpu_after.1);
     let tasks_completed = shared.completed.load(Ordering::Acquire);
     let mut workflows_completed = 0;
     for p in &projects {
@@ -1055,6 +1072,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         throughput_ratio: ours_rate / base_rate.max(1e-6),
     };
 
+    server.driver_cpu_seconds = process_figures(std::process::id()).1;
     match &mut target.process {
         Some(own) => {
             let pid = own.child.id().unwrap_or_default();
@@ -1316,14 +1334,25 @@ pub fn render(report: &Report) -> String {
     );
     let mb =
         |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    let secs = |c: Option<f64>| c.map_or("n/a".into(), |c| format!("{c:.1} s"));
     let _ = writeln!(
         out,
-        "server: peak resident memory {}, CPU time {}, consistent after the run: {}\n",
+        "CPU time: server {}, driver {}, WebSocket client process {}; in the {:.1} s workflow phase: server {}, driver {}",
+        secs(report.server.cpu_seconds),
+        secs(report.server.driver_cpu_seconds),
+        secs(report.websocket.process_cpu_seconds),
+        report.workflow_seconds,
+        secs(report.server.phase_cpu_seconds),
+        secs(report.server.phase_driver_cpu_seconds)
+    );
+    let _ = writeln!(
+        out,
+        "server: peak resident memory {}, start-up {}, consistent after the run: {}\n",
         mb(report.server.peak_rss_bytes),
         report
             .server
-            .cpu_seconds
-            .map_or("n/a".into(), |c| format!("{c:.1} s")),
+            .startup_ms
+            .map_or("n/a".into(), |c| format!("{c:.0} ms")),
         report
             .server
             .consistent

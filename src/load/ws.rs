@@ -46,6 +46,8 @@ pub struct WsReport {
     pub errors: u64,
     /// Connections that had not received everything when the wait for stragglers ended.
     pub incomplete: u64,
+    /// CPU time of the client process, when the clients ran in one of their own.
+    pub process_cpu_seconds: Option<f64>,
 }
 
 #[derive(Default)]
@@ -294,7 +296,7 @@ pub fn child_main() -> std::io::Result<()> {
         }
         let _ = stop_tx.send(());
     });
-    let report = runtime.block_on(run(
+    let mut report = runtime.block_on(run(
         plan,
         |n| println!("ready {n}"),
         async {
@@ -302,6 +304,7 @@ pub fn child_main() -> std::io::Result<()> {
         },
         Duration::from_secs(60),
     ));
+    report.process_cpu_seconds = super::process_figures(std::process::id()).1;
     println!(
         "{}",
         serde_json::to_string(&report).map_err(std::io::Error::other)?
