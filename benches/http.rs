@@ -3,7 +3,11 @@
 //! id, span, duration histogram, counters, windowed latency, Server-Timing), in the same process
 //! and run, ABBA-ordered rounds. Throughput and latency percentiles from 10 keep-alive connections.
 //!
-//! `cargo bench --bench http` (`FLIGHTDECK_BENCH_SECONDS` per round, default 3; 4 rounds each).
+//! The server runs on one worker thread pinned to CPU 0 and the clients on CPU 1, so the server's
+//! core is the bottleneck (its busy share is printed) and the throughput ratio is the ratio of CPU
+//! per request; the log subscriber is the server's (text, `info`), so the request span is real.
+//!
+//! `cargo bench --bench http` (`FLIGHTDECK_BENCH_SECONDS` per round, default 2; 8 rounds each).
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -30,7 +34,9 @@ fn main() {
     let seconds: u64 = std::env::var("FLIGHTDECK_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(2);
+    // As `flightdeck serve` logs: text at `info` (to a sink here).
+    flightdeck::logging::init_with(flightdeck::config::LogFormat::Text, std::io::sink, false);
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path());
     config.durability = Durability::None;
@@ -59,8 +65,16 @@ fn main() {
         })
         .collect();
 
+    // Every thread of the server's runtime (one worker; blocking threads if any), for its CPU time.
+    let server_threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let tids = server_threads.clone();
     let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
+        .on_thread_start(move || {
+            pin_to(0);
+            // SAFETY: gettid has no preconditions.
+            tids.lock().push(unsafe { libc::gettid() });
+        })
         .enable_all()
         .build()
         .unwrap();
@@ -121,16 +135,33 @@ fn main() {
     println!("| handler | requests/s | p50 µs | p99 µs | max µs |");
     println!("|---|---|---|---|---|");
     let mut totals = [(0u64, Vec::new()), (0u64, Vec::new())];
-    // ABBA order (A B B A A B B A) so neither side always runs first or second.
-    for round in 0..8 {
-        let (which, addr) = if [0, 3, 4, 7].contains(&round) {
-            (0, plain)
-        } else {
-            (1, timed)
-        };
+    let mut busy = [0.0f64; 2];
+    let mut pairs = Vec::new();
+    let server_cpu = || -> u64 {
+        server_threads
+            .lock()
+            .iter()
+            .map(|t| thread_cpu_ticks(*t))
+            .sum()
+    };
+    // ABBA order (A B B A ...) so neither side always runs first or second; each A-B pair gives one
+    // ratio.
+    let rounds = 16;
+    let mut last = [0u64; 2];
+    for round in 0..rounds {
+        let which = if [0, 3].contains(&(round % 4)) { 0 } else { 1 };
+        let addr = if which == 0 { plain } else { timed };
+        let cpu_before = server_cpu();
+        let started = Instant::now();
         let (count, latencies) = load(addr, &projects, Duration::from_secs(seconds));
+        let wall = started.elapsed().as_secs_f64();
+        busy[which] += (server_cpu() - cpu_before) as f64 / 100.0 / wall;
         totals[which].0 += count;
         totals[which].1.extend(latencies);
+        last[which] = count;
+        if round % 2 == 1 {
+            pairs.push(last[1] as f64 / last[0] as f64);
+        }
     }
     let mut rates = [0.0; 2];
     for (i, name) in ["without instrumentation", "with instrumentation"]
@@ -141,7 +172,7 @@ fn main() {
         latencies.sort_unstable();
         let pct =
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-        rates[i] = *count as f64 / (4 * seconds) as f64;
+        rates[i] = *count as f64 / ((rounds / 2) as u64 * seconds) as f64;
         println!(
             "| {name} | {:.0} | {} | {} | {} |",
             rates[i],
@@ -150,10 +181,20 @@ fn main() {
             latencies.last().unwrap()
         );
     }
+    pairs.sort_by(f64::total_cmp);
     println!(
-        "\nthroughput with / without: {:.3} ({:+.1} %)",
+        "\nthroughput with / without: {:.3} ({:+.1} %); median of {} round pairs {:.3}, range {:.3}–{:.3}",
         rates[1] / rates[0],
-        (rates[1] / rates[0] - 1.0) * 100.0
+        (rates[1] / rates[0] - 1.0) * 100.0,
+        pairs.len(),
+        pairs[pairs.len() / 2],
+        pairs[0],
+        pairs[pairs.len() - 1]
+    );
+    println!(
+        "server core busy: {:.0} % without, {:.0} % with instrumentation",
+        busy[0] / (rounds / 2) as f64 * 100.0,
+        busy[1] / (rounds / 2) as f64 * 100.0
     );
     drop(server);
     store.close();
@@ -187,13 +228,36 @@ where
     addr
 }
 
-/// `CONNECTIONS` threads, each a keep-alive connection sending status queries for `duration`.
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// User plus system CPU time of one thread of this process, in clock ticks (1/100 s).
+fn thread_cpu_ticks(tid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// `CONNECTIONS` threads on CPU 1, each a keep-alive connection sending status queries for
+/// `duration`.
 fn load(addr: SocketAddr, projects: &[Id], duration: Duration) -> (u64, Vec<u32>) {
     let deadline = Instant::now() + duration;
     let threads: Vec<_> = (0..CONNECTIONS)
         .map(|c| {
             let project = projects[c % projects.len()];
             std::thread::spawn(move || {
+                pin_to(1);
                 let mut stream = TcpStream::connect(addr).unwrap();
                 stream.set_nodelay(true).unwrap();
                 let request = format!(

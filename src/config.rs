@@ -173,6 +173,15 @@ pub struct ServeArgs {
     /// Seconds between alert rule evaluations [default: 5]
     #[arg(long, env = "FLIGHTDECK_ALERT_EVAL_INTERVAL_SECS", value_name = "SECS")]
     pub alert_eval_interval_secs: Option<u64>,
+    /// Status queries slower than this are logged as warnings, in ms (0: every one) [default: 200]
+    #[arg(long, env = "FLIGHTDECK_SLOW_STATUS_QUERY_MS", value_name = "MS")]
+    pub slow_status_query_ms: Option<u64>,
+    /// Task operations slower than this are logged as warnings, in ms [default: 500]
+    #[arg(long, env = "FLIGHTDECK_SLOW_TASK_OPERATION_MS", value_name = "MS")]
+    pub slow_task_operation_ms: Option<u64>,
+    /// Other requests slower than this are logged as warnings, in ms [default: 1000]
+    #[arg(long, env = "FLIGHTDECK_SLOW_REQUEST_MS", value_name = "MS")]
+    pub slow_request_ms: Option<u64>,
     /// Readiness fails and the disk alert fires below this much free disk, in MiB [default: 256]
     #[arg(long, env = "FLIGHTDECK_MIN_FREE_DISK_MB", value_name = "MIB")]
     pub min_free_disk_mb: Option<u64>,
@@ -262,6 +271,9 @@ struct FileConfig {
     ws_echo: Option<bool>,
     alert_webhook_url: Option<String>,
     alert_eval_interval_secs: Option<u64>,
+    slow_status_query_ms: Option<u64>,
+    slow_task_operation_ms: Option<u64>,
+    slow_request_ms: Option<u64>,
     #[serde(default)]
     api_keys: Vec<String>,
     header_read_timeout_ms: Option<u64>,
@@ -418,6 +430,16 @@ impl Config {
         let millis = |name: &str, v: u64| {
             positive(name, v as usize).map(|v| std::time::Duration::from_millis(v as u64))
         };
+        let slow = std::time::Duration::from_millis;
+        if let Some(v) = args.slow_status_query_ms.or(file.slow_status_query_ms) {
+            config.monitor.slow_status_query = slow(v);
+        }
+        if let Some(v) = args.slow_task_operation_ms.or(file.slow_task_operation_ms) {
+            config.monitor.slow_task_operation = slow(v);
+        }
+        if let Some(v) = args.slow_request_ms.or(file.slow_request_ms) {
+            config.monitor.slow_other = slow(v);
+        }
         if let Some(v) = args.header_read_timeout_ms.or(file.header_read_timeout_ms) {
             config.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;
         }

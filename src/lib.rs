@@ -13,6 +13,7 @@
 //! - [`ws`]: the WebSocket endpoint: upgrade, replay, live delivery, heartbeats;
 //! - [`json`]: the response writer that splices stored client JSON;
 //! - [`monitor`]: metrics, windowed latency, health checks and alert rules;
+//! - [`logging`]: log output, with the request id on every line of a request;
 //! - [`load`]: `flightdeck bench`, the load benchmark driver (a client of the HTTP API).
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod json;
 pub mod load;
+pub mod logging;
 pub mod monitor;
 pub mod server;
 pub mod store;

@@ -434,3 +434,90 @@ fn an_alert_goes_pending_firing_and_resolved_with_events_and_webhooks() {
             .contains(r#"flightdeck_alerts_firing{rule="StatusQueryLatencyHigh"} 0"#)
     );
 }
+
+/// Starts the server with stderr captured and `args`; returns it, its address and its log lines.
+fn start_logging(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+    tempfile::TempDir,
+) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .env("FLIGHTDECK_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, addr, rx, dir)
+}
+
+/// The first log line containing `needle`, waiting up to a minute.
+fn log_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn log_lines_of_a_request_carry_its_id_in_text_and_json() {
+    for format in ["text", "json"] {
+        let (mut child, addr, rx, _dir) =
+            start_logging(&["--slow-status-query-ms", "0", "--log-format", format]);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent
+            .get(format!("http://{addr}/health"))
+            .header("x-request-id", "trace-abc-123")
+            .call()
+            .unwrap();
+        assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+        let line = log_line(&rx, "slow request");
+        match format {
+            "text" => {
+                assert!(line.contains("WARN"), "{line}");
+                assert!(line.ends_with(" request_id=trace-abc-123"), "{line}");
+            }
+            _ => {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(v["request_id"], "trace-abc-123", "{line}");
+                assert_eq!(v["fields"]["message"], "slow request", "{line}");
+                assert_eq!(v["level"], "WARN", "{line}");
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
