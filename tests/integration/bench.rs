@@ -74,6 +74,10 @@ fn assert_clean(report: &Value, output: &str) {
     );
     assert!(report["quiet"]["bare"]["count"].as_u64().unwrap() > 0);
     assert!(report["quiet"]["flightdeck"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(
+        report["quiet"]["flightdeck_server"]["count"], report["quiet"]["flightdeck"]["count"],
+        "every answer carries Server-Timing"
+    );
     assert!(!report["verdicts"].as_array().unwrap().is_empty());
 }
 
