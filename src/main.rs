@@ -65,15 +65,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     flightdeck::logging::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("flightdeck: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
@@ -100,17 +94,22 @@ fn serve(args: &ServeArgs) -> ExitCode {
     })
 }
 
-fn bench(args: &flightdeck::config::BenchArgs) -> ExitCode {
-    flightdeck::logging::init(LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-thread runtime, or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("flightdeck: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn bench(args: &flightdeck::config::BenchArgs) -> ExitCode {
+    flightdeck::logging::init(LogFormat::Text);
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     match runtime.block_on(flightdeck::load::run(args)) {
         Ok(report) => {

@@ -255,6 +255,8 @@ pub struct QuietPhase {
 
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct ServerFigures {
+    /// VmHWM of the server started by the driver; for `--url`, the largest of the resident sizes
+    /// its `/metrics` reported after the preload, after the workflow phase and at the end.
     pub peak_rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,
     /// CPU time of the driver process (HTTP clients, and WebSocket clients unless in a child).
@@ -375,7 +377,7 @@ pub(crate) fn process_figures(pid: u32) -> (Option<u64>, Option<f64>) {
     (hwm, cpu)
 }
 
-/// Peak resident memory and CPU seconds of a remote server, from its `/metrics`.
+/// Resident memory and CPU seconds of a remote server, from its `/metrics`.
 async fn remote_figures(client: &mut Client) -> (Option<u64>, Option<f64>) {
     let Ok(answer) = client.get("/metrics").await else {
         return (None, None);
@@ -388,8 +390,8 @@ async fn remote_figures(client: &mut Client) -> (Option<u64>, Option<f64>) {
             .and_then(|v| v.parse::<f64>().ok())
     };
     (
-        value("process_resident_memory_bytes").map(|b| b as u64),
-        value("process_cpu_seconds_total"),
+        value("flightdeck_process_resident_memory_bytes").map(|b| b as u64),
+        value("flightdeck_process_cpu_seconds_total"),
     )
 }
 
@@ -898,6 +900,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let addr = target.addr;
     let mut client = Client::new(addr, token.clone());
+    if target.process.is_none() {
+        server.peak_rss_bytes = remote_figures(&mut client).await.0;
+    }
     let since = latest_seq(&mut client).await?;
 
     // The WebSocket clients run until told to stop, then check their streams.
@@ -1003,6 +1008,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     let _ = bound.await;
     let workflow_seconds = phase_started.elapsed().as_secs_f64();
     let cpu_after = cpu_now();
+    if target.process.is_none() {
+        server.peak_rss_bytes = remote_figures(&mut client)
+            .await
+            .0
+            .max(server.peak_rss_bytes);
+    }
     let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     server.phase_cpu_seconds = used(cpu_before.0, cpu_after.0);
     server.phase_driver_cpu_seconds = used(cpu_before.1, cpu_after.1);
@@ -1103,7 +1114,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         }
         None => {
             let (rss, cpu) = remote_figures(&mut client).await;
-            server.peak_rss_bytes = rss;
+            server.peak_rss_bytes = rss.max(server.peak_rss_bytes);
             server.cpu_seconds = cpu;
         }
     }
