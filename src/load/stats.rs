@@ -121,10 +121,6 @@ impl StreamCheck {
         self.received.push(seq);
     }
 
-    pub fn last(&self) -> Option<u64> {
-        self.received.last().copied()
-    }
-
     /// Whether every seq of `expected` (sorted) has been received.
     pub fn has_all(&self, expected: &[u64]) -> bool {
         let mut got = self.received.clone();
