@@ -338,28 +338,25 @@ async fn idle_memory(conns: usize) -> f64 {
     let pid = server.child.id();
     // Warm up the allocator and the runtime with a few connections first.
     let mut sockets = Vec::new();
-    for _ in 0..100 {
-        sockets.push(
-            tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
-                .await
-                .unwrap()
-                .0,
-        );
-    }
+    open(&server.addr, 100, &mut sockets).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss(pid);
-    for _ in 0..conns {
-        sockets.push(
-            tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
-                .await
-                .unwrap()
-                .0,
-        );
-    }
+    open(&server.addr, conns, &mut sockets).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss(pid);
     drop(sockets);
     (after - before) / conns as f64
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `n` more idle connections to `/ws`.
+async fn open(addr: &str, n: usize, sockets: &mut Vec<Socket>) {
+    for _ in 0..n {
+        let url = format!("ws://{addr}/ws");
+        sockets.push(tokio_tungstenite::connect_async(url).await.unwrap().0);
+    }
 }
 
 /// The baseline: a bare fastwebsockets broadcast server. `POST /publish` stamps a frame and sends

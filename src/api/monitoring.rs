@@ -104,59 +104,55 @@ pub fn metrics(state: &AppState) -> Result<Response, ApiError> {
 /// traffic).
 pub fn performance(state: &AppState) -> Result<Response, ApiError> {
     let m = &state.monitor;
+    use crate::monitor::service_levels::{self as sl, original};
+    let (status, tasks) = (
+        m.class_summary(Class::StatusQuery, 300),
+        m.class_summary(Class::TaskOperation, 300),
+    );
+    let delivery = m.ws_delivery_summary(300);
     let levels: Vec<(&str, &str, f64, Summary)> = vec![
-        (
-            "status_query",
-            "flightdeck",
-            0.0005,
-            m.class_summary(Class::StatusQuery, 300),
-        ),
-        (
-            "task_operation",
-            "flightdeck",
-            0.005,
-            m.class_summary(Class::TaskOperation, 300),
-        ),
+        ("status_query", "flightdeck", sl::STATUS_QUERY, status),
+        ("task_operation", "flightdeck", sl::TASK_OPERATION, tasks),
         (
             "websocket_delivery",
             "flightdeck",
-            0.002,
-            m.ws_delivery_summary(300),
+            sl::WS_DELIVERY,
+            delivery,
         ),
         (
             "context_store_get",
             "flightdeck",
-            0.001,
+            sl::CONTEXT_GET,
             m.route_summary(Route::ArtifactGet, 300),
         ),
         (
             "context_store_list",
             "flightdeck",
-            0.005,
+            sl::CONTEXT_LIST,
             m.route_summary(Route::ProjectArtifacts, 300),
         ),
         (
             "status_query",
             "original_requirement",
-            0.2,
-            m.class_summary(Class::StatusQuery, 300),
+            original::STATUS_QUERY,
+            status,
         ),
         (
             "task_operation",
             "original_requirement",
-            0.5,
-            m.class_summary(Class::TaskOperation, 300),
+            original::TASK_OPERATION,
+            tasks,
         ),
         (
             "websocket_delivery",
             "original_requirement",
-            0.1,
-            m.ws_delivery_summary(300),
+            original::WS_DELIVERY,
+            delivery,
         ),
         (
             "context_store_retrieval",
             "original_requirement",
-            0.2,
+            original::CONTEXT_RETRIEVAL,
             m.class_summary(Class::ContextRetrieval, 300),
         ),
     ];
