@@ -83,12 +83,7 @@ pub async fn run(
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
         hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    handle(&state, Request::with_body_timeout(req, body_timeout)).await,
-                )
-            }
+            handle(&state, Request::with_body_timeout(req, body_timeout))
         }),
         monitor.clone(),
     );

@@ -14,9 +14,12 @@ mod tasks;
 mod workflows;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use crate::domain::{DomainError, Id, Vocabulary};
-use crate::http::timing::RouteLabel;
 use crate::http::{
     ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
 };
@@ -37,98 +40,213 @@ pub struct AppState {
     pub keys: crate::http::auth::ApiKeys,
 }
 
-/// Routes and answers one request. Every failure becomes a JSON error.
-pub async fn handle(state: &AppState, req: Request) -> Response {
-    let is_head = req.method() == Method::HEAD;
-    let path = req.path().to_string();
-    let matched = route(req.method(), &path).map(|m| (m.route, m.param.to_string()));
-    let (label, result) = match matched {
-        Ok((route, param)) => {
-            let query = Query::parse(req.query());
-            let allowed = state.keys.authorize(
-                route,
-                req.method(),
-                req.header("authorization"),
-                query.get("token"),
-            );
-            match allowed {
-                Ok(()) => (
-                    Some(route),
-                    dispatch(state, route, &param, &query, req).await,
-                ),
-                Err(e) => (Some(route), Err(e)),
-            }
+/// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
+/// the routes that wait — for a body, the writer or a probe — answer through a boxed future. The
+/// future of every request is moved when it is handed to hyper and to the timing wrapper, so it is
+/// kept to a response's size: one future with room for every waiting route's state was 1.6 KB.
+pub enum Answer {
+    Now(Option<Response>),
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Now(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("an answer is not polled after it completed"))),
+            Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
         }
-        Err(NoRoute::NotFound) => (None, Err(ApiError::not_found_route(&path))),
-        Err(NoRoute::MethodNotAllowed(allow)) => {
-            (None, Err(ApiError::method_not_allowed(req.method(), allow)))
-        }
-    };
+    }
+}
+
+/// The response of a result: every failure becomes a JSON error; a HEAD request gets no body.
+fn finish(result: Result<Response, ApiError>, is_head: bool) -> Response {
     let mut response = result.unwrap_or_else(ApiError::into_response);
     if is_head {
         *response.body_mut() = Body::default();
     }
-    response.extensions_mut().insert(RouteLabel(label));
     response
 }
 
-async fn dispatch(
-    state: &AppState,
-    route: Route,
-    param: &str,
-    query: &Query,
-    req: Request,
-) -> Result<Response, ApiError> {
+/// A route that waits, boxed; `answer` gets its own handle on the state.
+fn later<F, Fut>(state: &Arc<AppState>, is_head: bool, answer: F) -> Answer
+where
+    F: FnOnce(Arc<AppState>) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    let future = answer(state.clone());
+    Answer::Later(Box::pin(async move { finish(future.await, is_head) }))
+}
+
+/// Routes and answers one request.
+pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
+    let is_head = req.method() == Method::HEAD;
+    // The path is read through a handle of its own (a reference count, not a copy), so `req` can
+    // move into the routes that take it.
+    let uri = req.uri().clone();
+    let matched = match route(req.method(), uri.path()) {
+        Ok(matched) => matched,
+        Err(NoRoute::NotFound) => {
+            return Answer::Now(Some(finish(
+                Err(ApiError::not_found_route(uri.path())),
+                is_head,
+            )));
+        }
+        Err(NoRoute::MethodNotAllowed(allow)) => {
+            return Answer::Now(Some(finish(
+                Err(ApiError::method_not_allowed(req.method(), allow)),
+                is_head,
+            )));
+        }
+    };
+    let (route, param) = (matched.route, matched.param);
+    crate::http::timing::set_route(route);
+    let query = Query::parse(uri.query());
+    if let Err(e) = state.keys.authorize(
+        route,
+        req.method(),
+        req.header("authorization"),
+        query.get("token"),
+    ) {
+        return Answer::Now(Some(finish(Err(e), is_head)));
+    }
     use Route::*;
-    match route {
-        ProjectsList => projects::list(state, query),
-        ProjectsCreate => projects::create(state, req).await,
+    let result = match route {
+        ProjectsList => projects::list(state, &query),
+        ProjectsCreate => {
+            return later(state, is_head, |s| async move {
+                projects::create(&s, req).await
+            });
+        }
         ProjectGet => projects::get(state, param),
         ProjectStatus => projects::status(state, param),
         ProjectCompletion => projects::completion(state, param),
-        ProjectTasksList => tasks::list(state, param, query),
-        ProjectTasksCreate => tasks::create(state, param, req).await,
+        ProjectTasksList => tasks::list(state, param, &query),
+        ProjectTasksCreate => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                tasks::create(&s, &param, req).await
+            });
+        }
         TaskGet => tasks::get(state, param),
-        TaskSetStatus => tasks::set_status(state, param, req).await,
-        TaskClaim => tasks::claim(state, req).await,
-        WorkflowStart => workflows::start(state, param, req).await,
+        TaskSetStatus => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                tasks::set_status(&s, &param, req).await
+            });
+        }
+        TaskClaim => {
+            return later(
+                state,
+                is_head,
+                |s| async move { tasks::claim(&s, req).await },
+            );
+        }
+        WorkflowStart => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                workflows::start(&s, &param, req).await
+            });
+        }
         WorkflowGet => workflows::get(state, param),
-        AdminBackup => admin::backup(state).await,
+        AdminBackup => return later(state, is_head, |s| async move { admin::backup(&s).await }),
         OpenApi => openapi::serve(state),
-        TaskHeartbeat => tasks::heartbeat(state, param, req).await,
+        TaskHeartbeat => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                tasks::heartbeat(&s, &param, req).await
+            });
+        }
         AgentsStatus => agents::all(state),
         AgentStatus => agents::one(state, param),
-        AgentStatusHistory => agents::history(state, param, query),
-        AgentReset => agents::reset(state, param).await,
-        ArtifactCreate => artifacts::create(state, req).await,
-        ArtifactBatch => artifacts::batch(state, req).await,
+        AgentStatusHistory => agents::history(state, param, &query),
+        AgentReset => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                agents::reset(&s, &param).await
+            });
+        }
+        ArtifactCreate => {
+            return later(state, is_head, |s| async move {
+                artifacts::create(&s, req).await
+            });
+        }
+        ArtifactBatch => {
+            return later(state, is_head, |s| async move {
+                artifacts::batch(&s, req).await
+            });
+        }
         ArtifactGet => artifacts::get(state, param),
-        ArtifactUpdate => artifacts::update(state, param, req).await,
-        ArtifactDelete => artifacts::delete(state, param).await,
-        ProjectArtifacts => artifacts::list(state, param, query),
-        HitlCreate => hitl::create(state, req).await,
-        HitlPending => hitl::pending(state, query),
-        HitlBulkApprove => hitl::bulk_approve(state, req).await,
-        HitlProjectRequests => hitl::list(state, param, query),
+        ArtifactUpdate => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                artifacts::update(&s, &param, req).await
+            });
+        }
+        ArtifactDelete => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                artifacts::delete(&s, &param).await
+            });
+        }
+        ProjectArtifacts => artifacts::list(state, param, &query),
+        HitlCreate => {
+            return later(
+                state,
+                is_head,
+                |s| async move { hitl::create(&s, req).await },
+            );
+        }
+        HitlPending => hitl::pending(state, &query),
+        HitlBulkApprove => {
+            return later(state, is_head, |s| async move {
+                hitl::bulk_approve(&s, req).await
+            });
+        }
+        HitlProjectRequests => hitl::list(state, param, &query),
         OversightGet => hitl::oversight_get(state, param),
-        OversightSet => hitl::oversight_set(state, param, req).await,
+        OversightSet => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                hitl::oversight_set(&s, &param, req).await
+            });
+        }
         HitlGet => hitl::get(state, param),
         HitlHistory => hitl::history(state, param),
-        HitlRespond => hitl::respond(state, param, req).await,
-        EventsList => events::list(state, query),
-        WsAll => events::subscribe(state, query.get("project_id"), query, req),
-        WsProject => events::subscribe(state, Some(param), query, req),
+        HitlRespond => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                hitl::respond(&s, &param, req).await
+            });
+        }
+        EventsList => events::list(state, &query),
+        WsAll => events::subscribe(state, query.get("project_id"), &query, req),
+        WsProject => events::subscribe(state, Some(param), &query, req),
         Livez => health::livez(),
-        Readyz => health::readyz(state, query).await,
+        Readyz => {
+            return later(state, is_head, |s| async move {
+                health::readyz(&s, &query).await
+            });
+        }
         Health => health::health(),
-        HealthDetailed => health::detailed(state).await,
-        HealthReady => health::ready(state).await,
-        HealthZ => health::z(state).await,
+        HealthDetailed => {
+            return later(
+                state,
+                is_head,
+                |s| async move { health::detailed(&s).await },
+            );
+        }
+        HealthReady => return later(state, is_head, |s| async move { health::ready(&s).await }),
+        HealthZ => return later(state, is_head, |s| async move { health::z(&s).await }),
         Metrics => monitoring::prometheus(state),
         MonitoringMetrics => monitoring::metrics(state),
         MonitoringPerformance => monitoring::performance(state),
         MonitoringAlerts => monitoring::alerts(state),
-    }
+    };
+    Answer::Now(Some(finish(result, is_head)))
 }
 
 /// Decodes `bytes` as every request body type, and `text` as a query string: the entry point of

@@ -51,6 +51,10 @@ impl Request {
         self.inner.method()
     }
 
+    pub fn uri(&self) -> &hyper::Uri {
+        self.inner.uri()
+    }
+
     pub fn path(&self) -> &str {
         self.inner.uri().path()
     }

@@ -20,6 +20,7 @@ pub enum Route {
     WorkflowStart,
     WorkflowGet,
     AdminBackup,
+    OpenApi,
     AgentsStatus,
     AgentStatus,
     AgentStatusHistory,
@@ -52,7 +53,6 @@ pub enum Route {
     MonitoringMetrics,
     MonitoringPerformance,
     MonitoringAlerts,
-    OpenApi,
 }
 
 /// Which service level a route's latency counts towards.
@@ -145,6 +145,11 @@ impl Route {
     }
 
     /// The service-level class of the route.
+    /// Position in `Route::ALL` (the declaration order): an index for per-route arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn class(self) -> Class {
         use Route::*;
         match self {
@@ -363,6 +368,16 @@ mod tests {
     fn check(method: Method, path: &str, expected: Result<(Route, &str), NoRoute>) {
         let got = route(&method, path).map(|m| (m.route, m.param));
         assert_eq!(got, expected, "{method} {path}");
+    }
+
+    #[test]
+    fn every_route_is_listed_once_at_its_index() {
+        for (i, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(route.index(), i, "{route:?}");
+        }
+        // The last declared route ends the list: a route declared but missing from ALL would
+        // have an index past the end of every per-route array.
+        assert_eq!(Route::MonitoringAlerts.index(), Route::ALL.len() - 1);
     }
 
     #[test]

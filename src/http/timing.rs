@@ -2,17 +2,17 @@
 //! request, labels it by method, `Route::name()` and status (closed sets only), counts requests in
 //! flight and adds a `Server-Timing` header.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-
-use parking_lot::RwLock;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use hyper::body::Incoming;
+use tokio::task::futures::TaskLocalFuture;
+
 use hyper::service::Service;
 use hyper::{
     Method, Request, Response,
@@ -28,24 +28,51 @@ pub const REQUEST_DURATION: &str = "flightdeck_http_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "flightdeck_http_requests_total";
 pub const REQUESTS_IN_FLIGHT: &str = "flightdeck_http_requests_in_flight";
 
-/// Put into a response's extensions by the application: the route that answered (none when no
-/// route matched).
-#[derive(Copy, Clone, Debug)]
-pub struct RouteLabel(pub Option<Route>);
-
 tokio::task_local! {
-    /// The id of the request whose future is being polled; `crate::logging` adds it to every log
-    /// line written meanwhile. A task-local costs a thread-local swap per poll, where a tracing
-    /// span per request cost about a tenth of a core at 90,000 requests/s.
-    static REQUEST_ID: HeaderValue;
+    /// The request whose future is being polled. `crate::logging` adds its id to every log line
+    /// written meanwhile; the application names the route that answered (`set_route`). A
+    /// task-local costs a thread-local swap per poll, where a tracing span per request cost about a
+    /// tenth of a core at 90,000 requests/s and a response extension two allocations.
+    static REQUEST: RequestContext;
+}
+
+struct RequestContext {
+    /// Taken out only to be read and put back, or at completion.
+    id: Cell<Option<HeaderValue>>,
+    route: Cell<Option<Route>>,
+}
+
+impl RequestContext {
+    /// Moves the context out from behind a shared reference (the task-local's).
+    fn take(&self) -> RequestContext {
+        RequestContext {
+            id: Cell::new(self.id.take()),
+            route: Cell::new(self.route.get()),
+        }
+    }
 }
 
 /// Calls `f` with the id of the request being handled on this task, if any.
 pub fn with_request_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
-    match REQUEST_ID.try_with(|id| id.clone()) {
-        Ok(id) => f(id.to_str().ok()),
-        Err(_) => f(None),
+    let mut f = Some(f);
+    let called = REQUEST.try_with(|r| {
+        let id = r.id.take();
+        let result = f
+            .take()
+            .map(|f| f(id.as_ref().and_then(|v| v.to_str().ok())));
+        r.id.set(id);
+        result
+    });
+    match called {
+        Ok(Some(result)) => result,
+        _ => f.take().expect("not called yet")(None),
     }
+}
+
+/// Called by the application once it knows which route answers the request being handled: the
+/// label of its metric series. Outside a timed request (a bench's bare handler) it does nothing.
+pub fn set_route(route: Route) {
+    let _ = REQUEST.try_with(|r| r.route.set(Some(route)));
 }
 
 /// Wraps a service with timing.
@@ -63,49 +90,54 @@ struct TimedShared {
     handles: Handles,
 }
 
-/// (method, route, status) of a request.
-type SeriesKey = (&'static str, Option<Route>, u16);
-/// The duration histogram and the counter of one series.
+/// The duration histogram and the counter of one (method, route, status) series.
 type Series = (metrics::Histogram, metrics::Counter);
 
-/// Metric handles by (method, route, status), resolved once: the registry lookup per request is
-/// replaced by a read-locked map lookup.
+/// Series of one route (or of unmatched requests), by method and status index.
+type RouteSeries = [OnceLock<Series>; METHODS.len() * STATUSES.len()];
+
+/// Metric handles, each resolved from the registry on first use and then found by indexing: no
+/// lock, no hashing and no reference counting per request.
 struct Handles {
-    series: RwLock<HashMap<SeriesKey, Series>>,
+    /// By `Route::index()`; the last entry is for requests that matched no route.
+    routes: Box<[OnceLock<Box<RouteSeries>>]>,
 }
 
 impl Handles {
-    fn series(&self, method: &'static str, route: Option<Route>, code: u16) -> Series {
-        if let Some(found) = self.series.read().get(&(method, route, code)) {
-            return found.clone();
+    fn new() -> Handles {
+        Handles {
+            routes: (0..=Route::ALL.len()).map(|_| OnceLock::new()).collect(),
         }
-        let route_name = route.map_or("unmatched", Route::name);
-        let status = status_label(code);
-        let made = (
-            metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route_name, "status" => status),
-            metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route_name, "status" => status),
-        );
-        self.series
-            .write()
-            .insert((method, route, code), made.clone());
-        made
+    }
+
+    fn series(&self, method: usize, route: Option<Route>, status: usize) -> &Series {
+        let block = self.routes[route.map_or(Route::ALL.len(), Route::index)]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        block[method * STATUSES.len() + status].get_or_init(|| {
+            let route_name = route.map_or("unmatched", Route::name);
+            let (method, status) = (METHODS[method], STATUSES[status]);
+            (
+                metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route_name, "status" => status),
+                metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route_name, "status" => status),
+            )
+        })
     }
 }
 
 impl<S> Timed<S> {
     pub fn new(inner: S, monitor: Arc<Monitor>) -> Timed<S> {
-        let handles = Handles {
-            series: RwLock::default(),
-        };
         Timed {
             inner,
-            shared: Box::leak(Box::new(TimedShared { monitor, handles })),
+            shared: Box::leak(Box::new(TimedShared {
+                monitor,
+                handles: Handles::new(),
+            })),
         }
     }
 }
 
 /// The request id: the client's `x-request-id` if it is a sane token, else a fresh one.
-fn request_id(req: &Request<Incoming>) -> HeaderValue {
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
     req.headers()
         .get(&X_REQUEST_ID)
         .filter(|v| {
@@ -140,8 +172,7 @@ fn fresh_request_id() -> HeaderValue {
         text[2 * i] = HEX[usize::from(byte >> 4)];
         text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
-        .expect("hex digits are a valid header value")
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -151,100 +182,278 @@ static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// `app;dur=1.234` (milliseconds) without going through `format!`.
 fn server_timing(elapsed: std::time::Duration) -> HeaderValue {
     let micros = elapsed.as_micros() as u64;
-    let mut text = Vec::with_capacity(24);
-    text.extend_from_slice(b"app;dur=");
-    text.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-    let fraction = micros % 1000;
-    text.push(b'.');
-    text.push(b'0' + (fraction / 100) as u8);
-    text.push(b'0' + (fraction / 10 % 10) as u8);
-    text.push(b'0' + (fraction % 10) as u8);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-        .expect("digits are a valid header value")
+    let fraction = (micros % 1000) as u8;
+    let mut itoa = itoa::Buffer::new();
+    let mut text = [0u8; 32];
+    let mut len = 0;
+    for part in [
+        &b"app;dur="[..],
+        itoa.format(micros / 1000).as_bytes(),
+        &[
+            b'.',
+            b'0' + fraction / 100,
+            b'0' + fraction / 10 % 10,
+            b'0' + fraction % 10,
+        ],
+    ] {
+        text[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    HeaderValue::from_bytes(&text[..len]).expect("digits are a valid header value")
 }
 
-impl<S> Service<Request<Incoming>> for Timed<S>
+impl<S, B> Service<Request<B>> for Timed<S>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = TimedFuture<S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let method = method_label(req.method());
-        let id = request_id(&req);
-        let shared = self.shared;
+        let method = method_index(req.method());
+        let context = RequestContext {
+            id: Cell::new(Some(request_id(&req))),
+            route: Cell::new(None),
+        };
+        let in_flight = InFlight::start(self.shared);
+        // The application may answer right here (a read does): its route and log lines need the
+        // context now, as they do in every later poll.
+        let (inner, context) = REQUEST.sync_scope(context, || {
+            (self.inner.call(req), REQUEST.with(RequestContext::take))
+        });
+        TimedFuture {
+            inner: REQUEST.scope(context, inner),
+            start,
+            method,
+            shared: self.shared,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's future with the request's context in scope; measures the request when it
+    /// completes. A concrete type, so hyper keeps it inline: no allocation per request.
+    pub struct TimedFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<RequestContext, F>,
+        start: Instant,
+        method: usize,
+        shared: &'static TimedShared,
+        // Dropped when the request finishes, or with the future if it never does (the client
+        // went away).
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// One request counted in flight while this lives.
+struct InFlight(&'static TimedShared);
+
+impl InFlight {
+    fn start(shared: &'static TimedShared) -> InFlight {
         shared.monitor.request_started();
-        let future = self.inner.call(req);
-        // Every log line of this request carries its id (see `crate::logging`).
-        Box::pin(REQUEST_ID.scope(id.clone(), async move {
-            let Ok(mut response) = future.await;
-            let elapsed = start.elapsed();
-            let route = response.extensions().get::<RouteLabel>().and_then(|r| r.0);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.monitor.request_finished();
+    }
+}
+
+impl<F> Future for TimedFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let elapsed = this.start.elapsed();
+        drop(this.in_flight.take());
+        let mut context = this
+            .inner
+            .take_value()
+            .expect("the context is taken once, at completion");
+        let route = context.route.get();
+        let code = response.status().as_u16();
+        let shared = *this.shared;
+        let monitor = &shared.monitor;
+        let (histogram, counter) = shared
+            .handles
+            .series(*this.method, route, status_index(code));
+        histogram.record(elapsed.as_secs_f64());
+        counter.increment(1);
+        monitor.observe_request(route, code, *this.start, elapsed);
+        let class = route.map_or(Class::Other, Route::class);
+        if elapsed > monitor.slow_threshold(class) {
+            let millis = elapsed.as_secs_f64() * 1000.0;
             let route_name = route.map_or("unmatched", Route::name);
-            let code = response.status().as_u16();
-            let monitor = &shared.monitor;
-            monitor.request_finished();
-            let (histogram, counter) = shared.handles.series(method, route, code);
-            histogram.record(elapsed.as_secs_f64());
-            counter.increment(1);
-            monitor.observe_request(route, code, start, elapsed);
-            response
-                .headers_mut()
-                .insert(SERVER_TIMING.clone(), server_timing(elapsed));
-            response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-            let class = route.map_or(Class::Other, Route::class);
-            if elapsed > monitor.slow_threshold(class) {
-                let millis = elapsed.as_secs_f64() * 1000.0;
+            // Back in the request's scope, so the line carries its id like every other.
+            context = REQUEST.sync_scope(context, || {
                 tracing::warn!(route = route_name, status = code, millis, "slow request");
-            }
-            Ok(response)
-        }))
+                REQUEST.with(RequestContext::take)
+            });
+        }
+        if let Some(id) = context.id.take() {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        }
+        response
+            .headers_mut()
+            .insert(SERVER_TIMING.clone(), server_timing(elapsed));
+        Poll::Ready(Ok(response))
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// Method labels; the index is the series' position.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+];
+
+/// Status labels: the usual codes, anything else grouped by class.
+const STATUSES: [&str; 22] = [
+    "101", "200", "201", "204", "400", "401", "403", "404", "405", "409", "413", "415", "422",
+    "429", "500", "503", "507", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-/// Status codes as static labels; anything unexpected is grouped by class.
-pub fn status_label(code: u16) -> &'static str {
+fn status_index(code: u16) -> usize {
     match code {
-        101 => "101",
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        415 => "415",
-        422 => "422",
-        429 => "429",
-        500 => "500",
-        503 => "503",
-        507 => "507",
+        101 => 0,
+        200 => 1,
+        201 => 2,
+        204 => 3,
+        400 => 4,
+        401 => 5,
+        403 => 6,
+        404 => 7,
+        405 => 8,
+        409 => 9,
+        413 => 10,
+        415 => 11,
+        422 => 12,
+        429 => 13,
+        500 => 14,
+        503 => 15,
+        507 => 16,
         _ => match code / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+            1 => 17,
+            2 => 18,
+            3 => 19,
+            4 => 20,
+            _ => 21,
         },
+    }
+}
+
+/// The label of a status code.
+pub fn status_label(code: u16) -> &'static str {
+    STATUSES[status_index(code)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::MonitorConfig;
+
+    #[test]
+    fn a_request_dropped_before_it_finished_is_no_longer_in_flight() {
+        let monitor = Monitor::new(MonitorConfig::default());
+        let timed = Timed::new(
+            hyper::service::service_fn(|_: Request<Body>| {
+                std::future::pending::<Result<Response<Body>, Infallible>>()
+            }),
+            monitor.clone(),
+        );
+        let first = timed.call(Request::new(Body::default()));
+        let second = timed.call(Request::new(Body::default()));
+        assert_eq!(monitor.in_flight(), 2);
+        // The client went away: hyper drops the request's future unfinished.
+        drop(first);
+        assert_eq!(monitor.in_flight(), 1);
+        drop(second);
+        assert_eq!(monitor.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_finished_request_carries_its_timing_and_id() {
+        let monitor = Monitor::new(MonitorConfig::default());
+        let timed = Timed::new(
+            hyper::service::service_fn(|_: Request<Body>| {
+                set_route(Route::Livez);
+                std::future::ready(Ok::<_, Infallible>(crate::http::body::json(
+                    hyper::StatusCode::OK,
+                    "{}",
+                )))
+            }),
+            monitor.clone(),
+        );
+        let mut request = Request::new(Body::default());
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-1"));
+        let mut future = std::pin::pin!(timed.call(request));
+        let waker = std::task::Waker::noop();
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut Context::from_waker(waker))
+        else {
+            panic!("a ready answer completes on its first poll");
+        };
+        assert_eq!(response.headers()[&X_REQUEST_ID], "abc-1");
+        let timing = response.headers()[&SERVER_TIMING].to_str().unwrap();
+        assert!(timing.starts_with("app;dur="), "{timing}");
+        assert_eq!(monitor.in_flight(), 0);
+        assert_eq!(monitor.route_summary(Route::Livez, 60).count, 1);
+    }
+
+    #[test]
+    fn server_timing_is_milliseconds_with_three_decimals() {
+        for (micros, text) in [
+            (0, "app;dur=0.000"),
+            (7, "app;dur=0.007"),
+            (1234, "app;dur=1.234"),
+            (120_050, "app;dur=120.050"),
+        ] {
+            assert_eq!(
+                server_timing(std::time::Duration::from_micros(micros)),
+                text
+            );
+        }
+    }
+
+    #[test]
+    fn fresh_ids_are_32_hex_digits_and_distinct() {
+        let a = fresh_request_id();
+        let b = fresh_request_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+    }
+
+    #[test]
+    fn every_status_has_a_label_and_unknown_codes_go_by_class() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(507), "507");
+        assert_eq!(status_label(302), "3xx");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(599), "5xx");
+        assert_eq!(status_label(102), "1xx");
     }
 }

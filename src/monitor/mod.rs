@@ -6,7 +6,6 @@ pub mod health;
 mod webhook;
 pub mod window;
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -121,8 +120,8 @@ pub struct Monitor {
     pub config: MonitorConfig,
     started: Instant,
     prometheus: Option<PrometheusHandle>,
-    /// One series per route; class and overall figures merge them when asked.
-    routes: HashMap<Route, window::Window>,
+    /// One series per route, by `Route::index()`; class and overall figures merge them when asked.
+    routes: Box<[window::Window]>,
     /// Requests that matched no route.
     unmatched: window::Window,
     ws_delivery: window::Window,
@@ -146,7 +145,7 @@ impl Monitor {
             prometheus,
             routes: Route::ALL
                 .iter()
-                .map(|r| (*r, window::Window::default()))
+                .map(|_| window::Window::default())
                 .collect(),
             unmatched: window::Window::default(),
             ws_delivery: window::Window::default(),
@@ -171,6 +170,11 @@ impl Monitor {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// HTTP requests being handled.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn request_finished(&self) {
         self.in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -186,9 +190,7 @@ impl Monitor {
         started: Instant,
         elapsed: Duration,
     ) {
-        let window = route
-            .and_then(|r| self.routes.get(&r))
-            .unwrap_or(&self.unmatched);
+        let window = route.map_or(&self.unmatched, |r| &self.routes[r.index()]);
         let at = started.saturating_duration_since(self.started).as_secs();
         window.record(at, elapsed.as_micros() as u64, status >= 500);
     }
@@ -211,18 +213,14 @@ impl Monitor {
     }
 
     pub fn route_summary(&self, route: Route, seconds: u64) -> Summary {
-        self.routes
-            .get(&route)
-            .map(|w| w.summary(self.now_secs(), seconds))
-            .unwrap_or_default()
+        self.routes[route.index()].summary(self.now_secs(), seconds)
     }
 
     pub fn class_summary(&self, class: Class, seconds: u64) -> Summary {
-        let windows: Vec<&window::Window> = self
-            .routes
+        let windows: Vec<&window::Window> = Route::ALL
             .iter()
-            .filter(|(r, _)| r.class() == class)
-            .map(|(_, w)| w)
+            .filter(|r| r.class() == class)
+            .map(|r| &self.routes[r.index()])
             .collect();
         window::summarize(&windows, self.now_secs(), seconds)
     }
@@ -232,7 +230,7 @@ impl Monitor {
     }
 
     pub fn http_summary(&self, seconds: u64) -> Summary {
-        let windows: Vec<&window::Window> = self.routes.values().chain([&self.unmatched]).collect();
+        let windows: Vec<&window::Window> = self.routes.iter().chain([&self.unmatched]).collect();
         window::summarize(&windows, self.now_secs(), seconds)
     }
 
