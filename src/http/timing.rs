@@ -449,6 +449,10 @@ mod tests {
 
     #[test]
     fn every_status_has_a_label_and_unknown_codes_go_by_class() {
+        // Each listed code maps to its own label (the index table and the label table agree).
+        for label in STATUSES.iter().filter(|l| !l.ends_with("xx")) {
+            assert_eq!(status_label(label.parse().unwrap()), *label);
+        }
         assert_eq!(status_label(200), "200");
         assert_eq!(status_label(507), "507");
         assert_eq!(status_label(302), "3xx");
