@@ -19,6 +19,7 @@
 //!    both in the same microsecond, so the difference is the wrapper's CPU per request to within a
 //!    few nanoseconds; the drain of histogram samples is charged to the instrumented side. The
 //!    throughput this costs a saturated core follows from the server's total CPU per request.
+//!    Then the same for a task list of 50 (read and encoded per request), for scale.
 //!
 //! `cargo bench --bench http` (`FLIGHTDECK_BENCH_ROUNDS`, default 48, of
 //! `FLIGHTDECK_BENCH_ROUND_MS`, default 500, for each measurement; `FLIGHTDECK_BENCH_ONLY=plain|timed`
@@ -185,8 +186,12 @@ fn main() {
         let addr = if which == 0 { plain } else { timed };
         let cpu_before = server_cpu();
         let started = Instant::now();
-        let (mut latencies, client_nanos) =
-            load(&[addr], &projects, Duration::from_millis(round_ms));
+        let (mut latencies, client_nanos) = load(
+            &[addr],
+            &projects,
+            Query::Status,
+            Duration::from_millis(round_ms),
+        );
         let latencies = latencies.remove(0);
         let this = Round {
             count: latencies.len() as u64,
@@ -258,15 +263,16 @@ fn main() {
         );
     }
     if only.is_none() || only.as_deref() == Some("side") {
-        side_by_side(
+        let both = Both {
             plain,
             timed,
-            &projects,
-            &busy,
-            rounds,
-            round_ms,
-            &server_cpu,
-        );
+            projects: &projects,
+            busy: &busy,
+            server_cpu: &server_cpu,
+        };
+        side_by_side(&both, Query::Status, rounds, round_ms);
+        // For scale: the same wrapper in front of a read that does its own work.
+        side_by_side(&both, Query::Tasks, rounds / 3, round_ms);
     }
     drop(server);
     store.close();
@@ -274,21 +280,35 @@ fn main() {
 
 /// Measurement 2: both servers at once; the wrapper's cost is the difference in polling time per
 /// request.
-fn side_by_side(
+/// The two servers and what measures them.
+struct Both<'a> {
     plain: SocketAddr,
     timed: SocketAddr,
-    projects: &[Id],
-    busy: &[Arc<AtomicU64>; 3],
-    rounds: usize,
-    round_ms: u64,
-    server_cpu: &dyn Fn() -> u64,
-) {
+    projects: &'a [Id],
+    /// Time spent polling: the plain server's connections, the timed server's, the upkeep task.
+    busy: &'a [Arc<AtomicU64>; 3],
+    server_cpu: &'a dyn Fn() -> u64,
+}
+
+fn side_by_side(both: &Both, query: Query, rounds: usize, round_ms: u64) {
+    let Both {
+        plain,
+        timed,
+        projects,
+        busy,
+        server_cpu,
+    } = *both;
     let read = || busy.each_ref().map(|b| b.load(Ordering::Relaxed));
     let (mut counts, mut polled, mut cpu) = ([0u64; 2], [0u64; 3], 0u64);
     let mut differences = Vec::new();
     for _ in 0..rounds {
         let (before, cpu_before) = (read(), server_cpu());
-        let (latencies, _) = load(&[plain, timed], projects, Duration::from_millis(round_ms));
+        let (latencies, _) = load(
+            &[plain, timed],
+            projects,
+            query,
+            Duration::from_millis(round_ms),
+        );
         let after = read();
         let n = [latencies[0].len() as u64, latencies[1].len() as u64];
         let d: [u64; 3] = std::array::from_fn(|i| after[i] - before[i]);
@@ -310,7 +330,8 @@ fn side_by_side(
     let (without, with) = (mixed - difference / 2.0, mixed + difference / 2.0);
     differences.sort_by(f64::total_cmp);
     println!(
-        "\n# side by side: both servers on the one core at once, {CONNECTIONS} connections each, {rounds} rounds of {round_ms} ms"
+        "\n# side by side, {}: both servers on the one core at once, {CONNECTIONS} connections each, {rounds} rounds of {round_ms} ms",
+        query.describe()
     );
     println!("| handler | requests | polling µs/request |");
     println!("|---|---|---|");
@@ -336,6 +357,24 @@ fn side_by_side(
         without / with,
         (without / with - 1.0) * 100.0
     );
+}
+
+/// The request every client sends.
+#[derive(Clone, Copy)]
+enum Query {
+    /// `GET /api/v1/projects/{id}/status`: answered from the response cache.
+    Status,
+    /// `GET /api/v1/projects/{id}/tasks?limit=50`: 50 task records read and encoded per request.
+    Tasks,
+}
+
+impl Query {
+    fn describe(self) -> &'static str {
+        match self {
+            Query::Status => "status query (response cache)",
+            Query::Tasks => "task list of 50 (read and encoded per request)",
+        }
+    }
 }
 
 /// What one round measured.
@@ -455,7 +494,12 @@ fn thread_cpu_nanos(tid: i32) -> u64 {
 /// from one thread on CPU 1 running a single-threaded runtime: an event loop like wrk's, so the
 /// client costs less per request than the server. Returns every latency (µs) per address and the
 /// client thread's CPU time.
-fn load(addrs: &[SocketAddr], projects: &[Id], duration: Duration) -> (Vec<Vec<u32>>, u64) {
+fn load(
+    addrs: &[SocketAddr],
+    projects: &[Id],
+    query: Query,
+    duration: Duration,
+) -> (Vec<Vec<u32>>, u64) {
     let projects = projects.to_vec();
     let addrs = addrs.to_vec();
     std::thread::spawn(move || {
@@ -475,7 +519,7 @@ fn load(addrs: &[SocketAddr], projects: &[Id], duration: Duration) -> (Vec<Vec<u
                     (0..CONNECTIONS)
                         .map(|c| {
                             let project = projects[c % projects.len()];
-                            tokio::spawn(client(*addr, project, deadline))
+                            tokio::spawn(client(*addr, project, query, deadline))
                         })
                         .collect()
                 })
@@ -496,10 +540,14 @@ fn load(addrs: &[SocketAddr], projects: &[Id], duration: Duration) -> (Vec<Vec<u
     .unwrap()
 }
 
-async fn client(addr: SocketAddr, project: Id, deadline: Instant) -> Vec<u32> {
+async fn client(addr: SocketAddr, project: Id, query: Query, deadline: Instant) -> Vec<u32> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let request = format!("GET /api/v1/projects/{project}/status HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let path = match query {
+        Query::Status => "status",
+        Query::Tasks => "tasks?limit=50",
+    };
+    let request = format!("GET /api/v1/projects/{project}/{path} HTTP/1.1\r\nHost: bench\r\n\r\n");
     let mut latencies = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while Instant::now() < deadline {
