@@ -157,7 +157,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(48);
-    // For profiling one side alone: FLIGHTDECK_BENCH_ONLY=plain|timed.
+    // FLIGHTDECK_BENCH_ONLY=plain|timed: one side's rounds alone, for profiling; =side: only measurement 2.
     let only = std::env::var("FLIGHTDECK_BENCH_ONLY").ok();
     let server_cpu = || -> u64 {
         server_threads
