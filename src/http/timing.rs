@@ -394,8 +394,12 @@ mod tests {
     #[test]
     fn a_finished_request_carries_its_timing_and_id() {
         let monitor = Monitor::new(MonitorConfig::default());
+        // What a log line written while the application answers would carry.
+        let seen = Arc::new(parking_lot::Mutex::new(None::<String>));
+        let seen_inside = seen.clone();
         let timed = Timed::new(
-            hyper::service::service_fn(|_: Request<Body>| {
+            hyper::service::service_fn(move |_: Request<Body>| {
+                *seen_inside.lock() = with_request_id(|id| id.map(str::to_owned));
                 set_route(Route::Livez);
                 std::future::ready(Ok::<_, Infallible>(crate::http::body::json(
                     hyper::StatusCode::OK,
@@ -415,10 +419,57 @@ mod tests {
             panic!("a ready answer completes on its first poll");
         };
         assert_eq!(response.headers()[&X_REQUEST_ID], "abc-1");
+        assert_eq!(seen.lock().as_deref(), Some("abc-1"));
+        assert_eq!(with_request_id(|id| id.map(str::to_owned)), None);
         let timing = response.headers()[&SERVER_TIMING].to_str().unwrap();
         assert!(timing.starts_with("app;dur="), "{timing}");
         assert_eq!(monitor.in_flight(), 0);
         assert_eq!(monitor.route_summary(Route::Livez, 60).count, 1);
+    }
+
+    #[test]
+    fn a_request_that_waits_keeps_its_id_in_every_poll() {
+        let monitor = Monitor::new(MonitorConfig::default());
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen_inside = seen.clone();
+        let timed = Timed::new(
+            hyper::service::service_fn(move |_: Request<Body>| {
+                let seen = seen_inside.clone();
+                let mut polls = 0;
+                std::future::poll_fn(move |cx| {
+                    seen.lock()
+                        .push(with_request_id(|id| id.map(str::to_owned)));
+                    polls += 1;
+                    if polls == 1 {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(Ok::<_, Infallible>(crate::http::body::json(
+                            hyper::StatusCode::CREATED,
+                            "{}",
+                        )))
+                    }
+                })
+            }),
+            monitor.clone(),
+        );
+        let mut request = Request::new(Body::default());
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static("w-2"));
+        let mut future = std::pin::pin!(timed.call(request));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(monitor.in_flight(), 1);
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("the second poll completes");
+        };
+        assert_eq!(response.headers()[&X_REQUEST_ID], "w-2");
+        assert_eq!(
+            *seen.lock(),
+            vec![Some("w-2".to_owned()), Some("w-2".to_owned())]
+        );
+        assert_eq!(monitor.in_flight(), 0);
     }
 
     #[test]
