@@ -372,6 +372,18 @@ mod tests {
     use super::*;
     use crate::monitor::MonitorConfig;
 
+    fn request_with_id(id: &'static str) -> Request<Body> {
+        let mut request = Request::new(Body::default());
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static(id));
+        request
+    }
+
+    fn ok_json(status: hyper::StatusCode) -> Result<Response<Body>, Infallible> {
+        Ok(crate::http::body::json(status, "{}"))
+    }
+
     #[test]
     fn a_request_dropped_before_it_finished_is_no_longer_in_flight() {
         let monitor = Monitor::new(MonitorConfig::default());
@@ -401,18 +413,11 @@ mod tests {
             hyper::service::service_fn(move |_: Request<Body>| {
                 *seen_inside.lock() = with_request_id(|id| id.map(str::to_owned));
                 set_route(Route::Livez);
-                std::future::ready(Ok::<_, Infallible>(crate::http::body::json(
-                    hyper::StatusCode::OK,
-                    "{}",
-                )))
+                std::future::ready(ok_json(hyper::StatusCode::OK))
             }),
             monitor.clone(),
         );
-        let mut request = Request::new(Body::default());
-        request
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-1"));
-        let mut future = std::pin::pin!(timed.call(request));
+        let mut future = std::pin::pin!(timed.call(request_with_id("abc-1")));
         let waker = std::task::Waker::noop();
         let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut Context::from_waker(waker))
         else {
@@ -444,20 +449,13 @@ mod tests {
                         cx.waker().wake_by_ref();
                         Poll::Pending
                     } else {
-                        Poll::Ready(Ok::<_, Infallible>(crate::http::body::json(
-                            hyper::StatusCode::CREATED,
-                            "{}",
-                        )))
+                        Poll::Ready(ok_json(hyper::StatusCode::CREATED))
                     }
                 })
             }),
             monitor.clone(),
         );
-        let mut request = Request::new(Body::default());
-        request
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static("w-2"));
-        let mut future = std::pin::pin!(timed.call(request));
+        let mut future = std::pin::pin!(timed.call(request_with_id("w-2")));
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(future.as_mut().poll(&mut cx).is_pending());
         assert_eq!(monitor.in_flight(), 1);
