@@ -208,6 +208,27 @@ fn main() {
             ));
         }
     }
+    if separate_rounds > 0 {
+        print_rounds(&mut sides, pairs, rounds, round_ms);
+    }
+    if only.is_none() || only.as_deref() == Some("side") {
+        let both = Both {
+            plain,
+            timed,
+            projects: &projects,
+            busy: &busy,
+            server_cpu: &server_cpu,
+        };
+        side_by_side(&both, Query::Status, rounds, round_ms);
+        // For scale: the same wrapper in front of a read that does its own work.
+        side_by_side(&both, Query::Tasks, (rounds / 3).max(1), round_ms);
+    }
+    drop(server);
+    store.close();
+}
+
+/// Measurement 1's report: per side, and the ratio per pair of rounds.
+fn print_rounds(sides: &mut [Side; 2], pairs: Vec<(f64, f64)>, rounds: usize, round_ms: u64) {
     println!(
         "# status query, 10 projects x 50 tasks, {CONNECTIONS} connections, {rounds} rounds of {round_ms} ms"
     );
@@ -262,24 +283,8 @@ fn main() {
             &mut cpu_ratios,
         );
     }
-    if only.is_none() || only.as_deref() == Some("side") {
-        let both = Both {
-            plain,
-            timed,
-            projects: &projects,
-            busy: &busy,
-            server_cpu: &server_cpu,
-        };
-        side_by_side(&both, Query::Status, rounds, round_ms);
-        // For scale: the same wrapper in front of a read that does its own work.
-        side_by_side(&both, Query::Tasks, rounds / 3, round_ms);
-    }
-    drop(server);
-    store.close();
 }
 
-/// Measurement 2: both servers at once; the wrapper's cost is the difference in polling time per
-/// request.
 /// The two servers and what measures them.
 struct Both<'a> {
     plain: SocketAddr,
@@ -290,6 +295,8 @@ struct Both<'a> {
     server_cpu: &'a dyn Fn() -> u64,
 }
 
+/// Measurement 2: both servers at once; the wrapper's cost is the difference in polling time per
+/// request.
 fn side_by_side(both: &Both, query: Query, rounds: usize, round_ms: u64) {
     let Both {
         plain,
