@@ -71,6 +71,11 @@ fn finish(result: Result<Response, ApiError>, is_head: bool) -> Response {
     response
 }
 
+/// An answer given at once.
+fn now(result: Result<Response, ApiError>, is_head: bool) -> Answer {
+    Answer::Now(Some(finish(result, is_head)))
+}
+
 /// A route that waits, boxed; `answer` gets its own handle on the state.
 fn later<F, Fut>(state: &Arc<AppState>, is_head: bool, answer: F) -> Answer
 where
@@ -90,16 +95,13 @@ pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
     let matched = match route(req.method(), uri.path()) {
         Ok(matched) => matched,
         Err(NoRoute::NotFound) => {
-            return Answer::Now(Some(finish(
-                Err(ApiError::not_found_route(uri.path())),
-                is_head,
-            )));
+            return now(Err(ApiError::not_found_route(uri.path())), is_head);
         }
         Err(NoRoute::MethodNotAllowed(allow)) => {
-            return Answer::Now(Some(finish(
+            return now(
                 Err(ApiError::method_not_allowed(req.method(), allow)),
                 is_head,
-            )));
+            );
         }
     };
     let (route, param) = (matched.route, matched.param);
@@ -111,7 +113,7 @@ pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
         req.header("authorization"),
         query.get("token"),
     ) {
-        return Answer::Now(Some(finish(Err(e), is_head)));
+        return now(Err(e), is_head);
     }
     use Route::*;
     let result = match route {
@@ -246,7 +248,7 @@ pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
         MonitoringPerformance => monitoring::performance(state),
         MonitoringAlerts => monitoring::alerts(state),
     };
-    Answer::Now(Some(finish(result, is_head)))
+    now(result, is_head)
 }
 
 /// Decodes `bytes` as every request body type, and `text` as a query string: the entry point of
