@@ -131,6 +131,7 @@ fn main() {
             monitor: monitor.clone(),
             health,
             keys: Default::default(),
+            cors: Default::default(),
         });
         let plain_state = state.clone();
         let plain = serve(

@@ -148,9 +148,23 @@ pub struct ServeArgs {
     /// Most open HTTP connections; further ones wait to be accepted [default: 10000]
     #[arg(long, env = "FLIGHTDECK_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Entries of the cache of encoded artifacts [default: 10000]
-    #[arg(long, env = "FLIGHTDECK_ARTIFACT_CACHE_ENTRIES", value_name = "N")]
-    pub artifact_cache_entries: Option<usize>,
+    /// Bytes the cache of encoded responses (artifacts, project statuses) may hold, in MiB; a
+    /// response larger than an eighth of it is not cached [default: 256]
+    #[arg(long, env = "FLIGHTDECK_CACHE_MIB", value_name = "MIB")]
+    pub cache_mib: Option<usize>,
+    /// Status changes kept per agent type; older ones are trimmed in the background
+    /// [default: 10000]
+    #[arg(long, env = "FLIGHTDECK_AGENT_HISTORY_RETENTION", value_name = "N")]
+    pub agent_history_retention: Option<u64>,
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated, or `*`;
+    /// when set, WebSocket upgrades from other origins are refused [default: none]
+    #[arg(
+        long = "cors-origins",
+        env = "FLIGHTDECK_CORS_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Events kept in the log; older ones are trimmed in the background [default: 1000000]
     #[arg(long, env = "FLIGHTDECK_EVENT_RETENTION", value_name = "N")]
     pub event_retention: Option<u64>,
@@ -170,6 +184,14 @@ pub struct ServeArgs {
     /// POST alert transitions here, in the Alertmanager v2 format
     #[arg(long, env = "FLIGHTDECK_ALERT_WEBHOOK_URL", value_name = "URL")]
     pub alert_webhook_url: Option<String>,
+    /// While an alert fires it is sent again this often, valid for four times as long, so the
+    /// receiver never resolves it on its own [default: 60]
+    #[arg(
+        long,
+        env = "FLIGHTDECK_ALERT_RESEND_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
+    pub alert_resend_interval_secs: Option<u64>,
     /// Seconds between alert rule evaluations [default: 5]
     #[arg(long, env = "FLIGHTDECK_ALERT_EVAL_INTERVAL_SECS", value_name = "SECS")]
     pub alert_eval_interval_secs: Option<u64>,
@@ -262,7 +284,10 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     writer_queue: Option<usize>,
     max_connections: Option<usize>,
-    artifact_cache_entries: Option<usize>,
+    cache_mib: Option<usize>,
+    agent_history_retention: Option<u64>,
+    cors_origins: Option<CorsOrigins>,
+    alert_resend_interval_secs: Option<u64>,
     page_cache_mib: Option<usize>,
     event_retention: Option<u64>,
     ws_queue_bytes: Option<usize>,
@@ -293,6 +318,23 @@ struct FileConfig {
     /// Workflow definitions; one named `sdlc` replaces the built-in one.
     #[serde(default)]
     workflows: Vec<crate::domain::workflow::WorkflowDef>,
+}
+
+/// `cors_origins` in the file: a list, or one comma-separated string as in the variable.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum CorsOrigins {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl CorsOrigins {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            CorsOrigins::List(list) => list,
+            CorsOrigins::Text(text) => text.split(',').map(str::to_string).collect(),
+        }
+    }
 }
 
 /// What protects the server from slow or oversized clients.
@@ -327,6 +369,10 @@ pub struct Config {
     /// How often due timers are fired.
     pub timer_tick: std::time::Duration,
     pub api_keys: ApiKeys,
+    /// Browser origins allowed to call the API.
+    pub cors: crate::http::cors::Cors,
+    /// Status changes kept per agent type.
+    pub agent_history_retention: u64,
     pub limits: HttpLimits,
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
@@ -346,6 +392,8 @@ impl Config {
             event_retention: 1_000_000,
             timer_tick: std::time::Duration::from_millis(100),
             api_keys: ApiKeys::default(),
+            cors: crate::http::cors::Cors::default(),
+            agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),
@@ -384,8 +432,32 @@ impl Config {
         if let Some(v) = args.max_connections.or(file.max_connections) {
             config.max_connections = positive("max_connections", v)?;
         }
-        if let Some(v) = args.artifact_cache_entries.or(file.artifact_cache_entries) {
-            config.store.artifact_cache_entries = positive("artifact_cache_entries", v)?;
+        if let Some(v) = args.cache_mib.or(file.cache_mib) {
+            config.store.cache_bytes = positive("cache_mib", v)?.saturating_mul(1024 * 1024);
+        }
+        if let Some(v) = args
+            .agent_history_retention
+            .or(file.agent_history_retention)
+        {
+            config.agent_history_retention =
+                positive("agent_history_retention", v as usize)? as u64;
+        }
+        let origins = if args.cors_origins.is_empty() {
+            file.cors_origins
+                .map(CorsOrigins::into_list)
+                .unwrap_or_default()
+        } else {
+            args.cors_origins.clone()
+        };
+        config.cors = crate::http::cors::Cors::parse(&origins)?;
+        if let Some(v) = args
+            .alert_resend_interval_secs
+            .or(file.alert_resend_interval_secs)
+        {
+            config.monitor.resend_interval = std::time::Duration::from_secs(positive(
+                "alert_resend_interval_secs",
+                v as usize,
+            )? as u64);
         }
         if let Some(v) = args.event_retention.or(file.event_retention) {
             config.event_retention = positive("event_retention", v as usize)? as u64;

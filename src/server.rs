@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{AppState, handle};
+use std::collections::HashMap;
+
 use crate::config::Config;
+use crate::domain::{AgentType, Vocabulary};
 use crate::events::hub::Hub;
 use crate::http::Request;
 use crate::http::timing::Timed;
@@ -79,6 +82,7 @@ pub async fn run(
         monitor: monitor.clone(),
         health: health.clone(),
         keys: config.api_keys.clone(),
+        cors: config.cors.clone(),
     });
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
@@ -109,9 +113,10 @@ pub async fn run(
         config.timer_tick,
         stopping.clone(),
     ));
-    tracker.spawn(retain_events(
+    tracker.spawn(retain(
         store.clone(),
         config.event_retention,
+        config.agent_history_retention,
         stopping.clone(),
     ));
 
@@ -320,40 +325,78 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Keeps the newest `retention` events, trimming older ones through the writer in bounded steps.
-async fn retain_events(store: Store, retention: u64, stopping: CancellationToken) {
+/// Keeps the newest `events` events and the newest `agent_history` status changes per agent
+/// type, trimming older ones through the writer in bounded steps.
+async fn retain(store: Store, events: u64, agent_history: u64, stopping: CancellationToken) {
     let mut tick = tokio::time::interval(RETENTION_PERIOD);
+    // The newest seq each agent type's history was last measured at: unchanged means nothing new.
+    let mut measured: HashMap<AgentType, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stopping.cancelled() => return,
         }
-        loop {
-            let latest = store.latest_seq();
-            let oldest = match store.oldest_seq() {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the event log for retention failed");
-                    break;
-                }
-            };
-            if oldest == 0 || latest.saturating_sub(oldest) < retention {
-                break;
+        retain_events(&store, events).await;
+        let latest = store.latest_seq();
+        for agent_type in AgentType::ALL {
+            if measured.get(agent_type) == Some(&latest) {
+                continue;
             }
-            let through = latest - retention;
-            match store
-                .write(Command::TrimEvents {
+            measured.insert(*agent_type, latest);
+            loop {
+                let through = match store.agent_history_cutoff(*agent_type, agent_history) {
+                    Ok(Some(through)) => through,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the agent history for retention failed");
+                        break;
+                    }
+                };
+                let command = Command::TrimAgentHistory {
+                    agent_type: *agent_type,
                     through,
                     max: TRIM_BATCH,
-                })
-                .await
-            {
-                Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "trimming the event log failed");
-                    break;
+                };
+                match store.write(command).await {
+                    Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "trimming the agent history failed");
+                        break;
+                    }
                 }
+            }
+        }
+    }
+}
+
+/// Trims the event log to its newest `retention` events.
+async fn retain_events(store: &Store, retention: u64) {
+    loop {
+        let latest = store.latest_seq();
+        let oldest = match store.oldest_seq() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the event log for retention failed");
+                return;
+            }
+        };
+        if oldest == 0 || latest.saturating_sub(oldest) < retention {
+            return;
+        }
+        let through = latest - retention;
+        match store
+            .write(Command::TrimEvents {
+                through,
+                max: TRIM_BATCH,
+            })
+            .await
+        {
+            Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "trimming the event log failed");
+                return;
             }
         }
     }

@@ -11,8 +11,8 @@ use flightdeck::domain::{
 };
 use flightdeck::events::no_publisher;
 use flightdeck::store::{
-    ArtifactFilter, CacheKey, Command, Durability, HitlFilter, Reply, Store, StoreConfig,
-    StoreError, TaskFilter,
+    ArtifactFilter, Command, Durability, HitlFilter, Reply, Store, StoreConfig, StoreError,
+    TaskFilter,
 };
 use proptest::prelude::*;
 
@@ -525,29 +525,27 @@ impl Model {
                 project_log.last().map(|e| e.0).unwrap_or(0)
             );
 
-            // The cached status response must follow every change to the project's tasks.
-            let status_line = |tasks: Vec<(Id, TaskStatus)>| -> Vec<u8> {
-                tasks
-                    .iter()
-                    .map(|(id, st)| format!("{id}:{st};"))
-                    .collect::<String>()
-                    .into_bytes()
-            };
-            let cached = store
-                .cached(CacheKey::ProjectStatus(*project), |s| {
-                    let page = s.project_tasks(project, TaskFilter::default(), None, 100_000)?;
-                    Ok(Some(status_line(
-                        page.items.iter().map(|t| (t.id, t.status)).collect(),
-                    )))
-                })
+            // The cached status view must follow every change to the project's tasks: the same
+            // tasks, oldest first, each with its current status.
+            let status = store.project_status(project).unwrap().expect("status");
+            let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+            let got: Vec<(String, String)> = status["tasks"]
+                .as_array()
                 .unwrap()
-                .unwrap();
-            let want = status_line(tasks.iter().map(|(id, t)| (**id, t.status)).collect());
-            assert_eq!(
-                cached.as_ref(),
-                want.as_slice(),
-                "the cached status is stale"
-            );
+                .iter()
+                .map(|t| {
+                    (
+                        t["task_id"].as_str().unwrap().to_string(),
+                        t["status"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> = tasks
+                .iter()
+                .map(|(id, t)| (id.to_string(), t.status.as_str().to_string()))
+                .collect();
+            assert_eq!(got, want, "the cached status is stale");
+            assert_eq!(status["project_id"], project.to_string());
 
             let mut filters = vec![TaskFilter::default()];
             filters.extend(TaskStatus::ALL.iter().map(|s| TaskFilter {
@@ -706,7 +704,7 @@ fn all_pages(mut page: impl FnMut(Option<&str>) -> (Vec<Id>, Option<String>)) ->
 fn open(dir: &std::path::Path) -> Store {
     let mut config = StoreConfig::new(dir);
     config.durability = Durability::None;
-    config.artifact_cache_entries = 8;
+    config.cache_bytes = 8 * 1024;
     Store::open(&config, no_publisher()).unwrap()
 }
 

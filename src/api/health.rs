@@ -150,7 +150,8 @@ pub async fn detailed(state: &AppState) -> Result<Response, ApiError> {
                 .object("cache", |k| {
                     k.str("status", "healthy")
                         .u64("entries", cache.entries)
-                        .u64("capacity", cache.capacity)
+                        .u64("bytes", cache.bytes)
+                        .u64("budget_bytes", cache.budget)
                         .u64("hits", cache.hits)
                         .u64("misses", cache.misses);
                 })

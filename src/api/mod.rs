@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use crate::domain::{DomainError, Id, Vocabulary};
+use crate::http::cors::{self, Cors};
 use crate::http::{
     ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
 };
@@ -38,6 +39,8 @@ pub struct AppState {
     pub monitor: std::sync::Arc<crate::monitor::Monitor>,
     pub health: std::sync::Arc<crate::monitor::health::Health>,
     pub keys: crate::http::auth::ApiKeys,
+    /// The origins whose pages may call the API (and open WebSockets, when any is set).
+    pub cors: Cors,
 }
 
 /// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
@@ -86,8 +89,53 @@ where
     Answer::Later(Box::pin(async move { finish(future.await, is_head) }))
 }
 
-/// Routes and answers one request.
+/// Routes and answers one request. An answer to an allowed browser origin carries the CORS
+/// headers, whatever route or error it is.
 pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
+    let origin = if state.cors.enabled() {
+        state.cors.allowed_origin(req.header("origin"))
+    } else {
+        None
+    };
+    let answer = dispatch(state, req, origin.as_ref());
+    match (origin, answer) {
+        (None, answer) => answer,
+        (Some(origin), Answer::Now(mut response)) => {
+            if let Some(r) = response.as_mut() {
+                cors::decorate(r, origin);
+            }
+            Answer::Now(response)
+        }
+        (Some(origin), Answer::Later(future)) => Answer::Later(Box::pin(async move {
+            let mut response = future.await;
+            cors::decorate(&mut response, origin);
+            response
+        })),
+    }
+}
+
+/// `OPTIONS` on a known path: 204 with `Allow`, and for an allowed origin's preflight the
+/// `Access-Control-Allow-*` headers. Answered before the API key is checked, as browsers send
+/// preflights without credentials.
+fn options(req: &Request, origin: Option<&http::HeaderValue>) -> Result<Response, ApiError> {
+    let allow = match route(&Method::OPTIONS, req.path()) {
+        Err(NoRoute::MethodNotAllowed(allow)) => allow,
+        _ => return Err(ApiError::not_found_route(req.path())),
+    };
+    let mut response = crate::http::body::empty(StatusCode::NO_CONTENT);
+    set_header(&mut response, "allow", &format!("{allow}, OPTIONS"));
+    if let Some(origin) = origin
+        && req.header("access-control-request-method").is_some()
+    {
+        cors::preflight(&mut response, origin.clone(), allow);
+    }
+    Ok(response)
+}
+
+fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderValue>) -> Answer {
+    if req.method() == Method::OPTIONS {
+        return now(options(&req, origin), false);
+    }
     let is_head = req.method() == Method::HEAD;
     // The path is read through a handle of its own (a reference count, not a copy), so `req` can
     // move into the routes that take it.
@@ -106,6 +154,14 @@ pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
     };
     let (route, param) = (matched.route, matched.param);
     crate::http::timing::set_route(route);
+    if route.is_websocket()
+        && state.cors.enabled()
+        && origin.is_none()
+        && let Some(foreign) = req.header("origin")
+    {
+        // A page on another origin may not ride the user's WebSocket (cross-site hijacking).
+        return now(Err(ApiError::origin_not_allowed(foreign)), is_head);
+    }
     let query = Query::parse(uri.query());
     if let Err(e) = state.keys.authorize(
         route,
@@ -124,7 +180,7 @@ pub fn handle(state: &Arc<AppState>, req: Request) -> Answer {
             });
         }
         ProjectGet => projects::get(state, param),
-        ProjectStatus => projects::status(state, param),
+        ProjectStatus => projects::status(state, param, &query),
         ProjectCompletion => projects::completion(state, param),
         ProjectTasksList => tasks::list(state, param, &query),
         ProjectTasksCreate => {

@@ -86,7 +86,8 @@ pub fn metrics(state: &AppState) -> Result<Response, ApiError> {
         })
         .object("cache", |c| {
             c.u64("entries", cache.entries)
-                .u64("capacity", cache.capacity)
+                .u64("bytes", cache.bytes)
+                .u64("budget_bytes", cache.budget)
                 .u64("hits", cache.hits)
                 .u64("misses", cache.misses)
                 .u64("evictions", cache.evictions);

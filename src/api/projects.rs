@@ -3,14 +3,12 @@
 use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::{AppState, Query, envelope, parse_id, tasks};
+use super::{AppState, Query, envelope, parse_id};
 use crate::domain::{Id, Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{
-    CacheKey, Command, Project, ProjectSummary, Reply, Store, StoreError, TaskFilter,
-};
+use crate::store::{Command, Project, ProjectSummary, Reply};
 
 #[derive(Deserialize)]
 struct CreateProject {
@@ -56,44 +54,21 @@ pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     ))
 }
 
-/// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`.
-pub fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
+/// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`,
+/// every task by default; `?limit=` (and `?cursor=`) asks for one page, with `next_cursor`.
+pub fn status(state: &AppState, id: &str, query: &Query) -> Result<Response, ApiError> {
     let id = parse_id("project_id", id)?;
-    // Served from the response cache; any change to the project or its tasks invalidates it.
-    let body = state.store.cached(CacheKey::ProjectStatus(id), |store| {
-        encode_status(store, &id)
-    })?;
+    let body = if query.get("limit").is_some() || query.cursor().is_some() {
+        state
+            .store
+            .project_status_page(&id, query.cursor(), query.limit()?)?
+    } else {
+        state.store.project_status(&id)?
+    };
     match body {
         Some(bytes) => Ok(json(StatusCode::OK, bytes)),
         None => Err(crate::domain::DomainError::not_found("project", id).into()),
     }
-}
-
-fn encode_status(store: &Store, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(project) = store.get_project(id)? else {
-        return Ok(None);
-    };
-    let mut task_views = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = store.project_tasks(
-            &project.id,
-            TaskFilter::default(),
-            cursor.as_deref(),
-            super::MAX_LIMIT,
-        )?;
-        task_views.extend(page.items.iter().map(tasks::encode_brief));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    Ok(Some(object(|o| {
-        o.id("project_id", project.id)
-            .str("status", project.status.as_str())
-            .str("name", &project.name)
-            .raw_array("tasks", task_views.iter().map(Vec::as_slice));
-    })))
 }
 
 /// BotArmy: `{project_id, completion_percentage, total_tasks, completed_tasks, artifacts_available}`.

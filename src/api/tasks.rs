@@ -189,16 +189,6 @@ pub(crate) fn encode(t: &Task) -> Vec<u8> {
 }
 
 /// The BotArmy status view of a task.
-pub(crate) fn encode_brief(t: &Task) -> Vec<u8> {
-    object(|o| {
-        o.id("task_id", t.id)
-            .str("agent_type", t.agent_type.as_str())
-            .str("status", t.status.as_str())
-            .timestamp("created_at", t.created_at)
-            .timestamp("updated_at", t.updated_at);
-    })
-}
-
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<CreateTask>(bytes);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -39,27 +39,15 @@ pub async fn read_optional_json<T: DeserializeOwned + Default>(
         .get(header::CONTENT_LENGTH)
         .is_none_or(|v| v.as_bytes() == b"0");
     if untyped && no_length {
-        let rest = Limited::new(req.into_body(), limit)
-            .collect()
-            .await
-            .map(|c| c.to_bytes());
-        return match rest {
-            Ok(body) if body.is_empty() => Ok(T::default()),
-            Ok(_) => Err(ApiError::new(
+        let body = collect(req, limit, timeout).await?;
+        return if body.is_empty() {
+            Ok(T::default())
+        } else {
+            Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "a body must be JSON with Content-Type: application/json",
-            )),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than the limit of {limit} bytes"),
-            )),
-            _ => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "a body must be JSON with Content-Type: application/json",
-            )),
+            ))
         };
     }
     read_json(req, limit, timeout).await
@@ -70,6 +58,14 @@ fn body_timeout(timeout: Duration) -> ApiError {
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
         format!("the body did not arrive within {} ms", timeout.as_millis()),
+    )
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than the limit of {limit} bytes"),
     )
 }
 
@@ -85,44 +81,118 @@ async fn read_body(
     match content_type {
         Some(ct) if is_json(ct) => {}
         other => {
-            return Err(ApiError::new(
+            let error = ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
                     "the body must be JSON with Content-Type: application/json (got {})",
                     other.unwrap_or("no Content-Type")
                 ),
-            ));
+            );
+            linger(req);
+            return Err(error);
         }
     }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than the limit of {limit} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        linger(req);
+        return Err(too_large(limit));
     }
-    let collected =
-        match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
-            Ok(collected) => collected,
-            Err(_) => return Err(body_timeout(timeout)),
+    collect(req, limit, timeout).await
+}
+
+/// Reads the whole body: 413 past `limit` bytes, 408 past `timeout`. On either, what the client
+/// still sends is drained (`linger`) so it can read the answer.
+async fn collect(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let continues = expects_continue(&req);
+    let mut body = req.into_body();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                drain(body, continues);
+                return Err(body_timeout(timeout));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(
+                    "body_read_failed",
+                    format!("reading the body failed: {e}"),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
         };
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(
-            "body_read_failed",
-            format!("reading the body failed: {e}"),
-        )),
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let received = first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len();
+        if received > limit {
+            drain(body, continues);
+            return Err(too_large(limit));
+        }
+        // One frame is kept as it came; only a body of several frames is copied together.
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            Some(earlier) => {
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
+            }
+            None => joined.extend_from_slice(&data),
+        }
     }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
+/// The most of an unwanted body read and discarded after the answer, and for how long: what
+/// nginx calls a lingering close. A client that writes its whole body before it reads (Python's
+/// urllib, requests) would otherwise meet a reset connection instead of the answer.
+pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// Drains whatever is left of a request's body in the background, bounded by `LINGER_BYTES` and
+/// `LINGER_TIME`, while the answer goes out. Nothing to do for a body already complete, and
+/// nothing for a client that waits for `100 Continue` (it sends no body after a final answer).
+pub fn linger(req: Request<Incoming>) {
+    let continues = expects_continue(&req);
+    drain(req.into_body(), continues);
+}
+
+fn expects_continue<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn drain(mut body: Incoming, continues: bool) {
+    use hyper::body::Body as _;
+    if continues || body.is_end_stream() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let mut drained = 0u64;
+        while drained < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => break,
+            }
+        }
+    });
 }
 
 fn is_json(content_type: &str) -> bool {

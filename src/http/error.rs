@@ -70,6 +70,15 @@ impl ApiError {
         }
     }
 
+    /// A WebSocket upgrade from a page on an origin that is not allowed.
+    pub fn origin_not_allowed(origin: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("WebSocket connections from origin `{origin}` are not allowed (cors_origins)"),
+        )
+    }
+
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = object(|o| {
             o.object("error", |e| {

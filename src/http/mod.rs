@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod router;
 pub mod timing;
@@ -19,9 +20,12 @@ pub use router::{Class, Matched, NoRoute, Route, route};
 /// A response as the handlers build it.
 pub type Response = hyper::Response<Body>;
 
-/// A request as the handlers see it: method, path, query and a body decoded on demand.
+/// A request as the handlers see it: method, path, query and a body decoded on demand. A body
+/// the handler never read is drained when the request is dropped (`body::linger`), so a client
+/// that writes its whole body before reading still reads the answer.
 pub struct Request {
-    inner: hyper::Request<Incoming>,
+    /// `None` only once the request was consumed (its body read, or handed to the upgrade).
+    inner: Option<hyper::Request<Incoming>>,
     /// Longest the body may take to arrive.
     body_timeout: std::time::Duration,
 }
@@ -31,10 +35,7 @@ pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 impl Request {
     pub fn new(inner: hyper::Request<Incoming>) -> Request {
-        Request {
-            inner,
-            body_timeout: DEFAULT_BODY_TIMEOUT,
-        }
+        Request::with_body_timeout(inner, DEFAULT_BODY_TIMEOUT)
     }
 
     pub fn with_body_timeout(
@@ -42,30 +43,45 @@ impl Request {
         body_timeout: std::time::Duration,
     ) -> Request {
         Request {
-            inner,
+            inner: Some(inner),
             body_timeout,
         }
     }
 
+    fn head(&self) -> &hyper::Request<Incoming> {
+        self.inner
+            .as_ref()
+            .expect("a request is only consumed by value")
+    }
+
+    fn take(mut self) -> hyper::Request<Incoming> {
+        self.inner
+            .take()
+            .expect("a request is only consumed by value")
+    }
+
     pub fn method(&self) -> &Method {
-        self.inner.method()
+        self.head().method()
     }
 
     pub fn uri(&self) -> &hyper::Uri {
-        self.inner.uri()
+        self.head().uri()
     }
 
     pub fn path(&self) -> &str {
-        self.inner.uri().path()
+        self.head().uri().path()
     }
 
     pub fn query(&self) -> Option<&str> {
-        self.inner.uri().query()
+        self.head().uri().query()
     }
 
     /// A header's value, if it is valid text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.headers().get(name).and_then(|v| v.to_str().ok())
+        self.head()
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The body as JSON, or `T::default()` when there is no body at all.
@@ -73,17 +89,27 @@ impl Request {
         self,
         limit: usize,
     ) -> Result<T, ApiError> {
-        body::read_optional_json(self.inner, limit, self.body_timeout).await
+        let timeout = self.body_timeout;
+        body::read_optional_json(self.take(), limit, timeout).await
     }
 
     /// The request itself, for the WebSocket upgrade.
     pub fn into_hyper(self) -> hyper::Request<Incoming> {
-        self.inner
+        self.take()
     }
 
     /// The body as JSON of type `T`, at most `limit` bytes (see `body::read_json`).
     pub async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
-        body::read_json(self.inner, limit, self.body_timeout).await
+        let timeout = self.body_timeout;
+        body::read_json(self.take(), limit, timeout).await
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some(req) = self.inner.take() {
+            body::linger(req);
+        }
     }
 }
 

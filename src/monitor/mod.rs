@@ -66,6 +66,8 @@ pub struct MonitorConfig {
     pub rules: Vec<RuleConfig>,
     /// Where alert transitions are POSTed, in the Alertmanager v2 format.
     pub webhook_url: Option<String>,
+    /// How often a firing alert is sent again (with `endsAt` four intervals ahead).
+    pub resend_interval: Duration,
     pub eval_interval: Duration,
     /// Readiness fails, and the disk alert fires, below this many free bytes.
     pub min_free_disk_bytes: u64,
@@ -81,6 +83,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             rules: alerts::default_rules(floor),
             webhook_url: None,
+            resend_interval: Duration::from_secs(60),
             eval_interval: Duration::from_secs(5),
             min_free_disk_bytes: floor,
             slow_status_query: Duration::from_millis(200),
@@ -294,7 +297,9 @@ impl Monitor {
         }
         metrics::gauge!(store_names::FILE_SIZE_BYTES).set(store.file_size() as f64);
         metrics::gauge!(store_names::WRITER_QUEUE_DEPTH).set(store.writer_queue_depth() as f64);
-        metrics::gauge!(store_names::CACHE_ENTRIES).set(store.cache_stats().entries as f64);
+        let cache = store.cache_stats();
+        metrics::gauge!(store_names::CACHE_ENTRIES).set(cache.entries as f64);
+        metrics::gauge!(store_names::CACHE_BYTES).set(cache.bytes as f64);
     }
 
     /// The `flightdeck_process_*` figures as the recorder last rendered them, for the JSON views.
@@ -382,6 +387,11 @@ fn describe_all(process: &metrics_process::Collector) {
     describe_gauge!(
         store_names::CACHE_ENTRIES,
         "Encoded responses in the cache."
+    );
+    describe_gauge!(
+        store_names::CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes the response cache holds (bounded by --cache-mib)."
     );
     describe_gauge!(TASKS, "Tasks by status.");
     describe_gauge!(PROJECTS, "Projects.");

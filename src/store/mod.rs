@@ -3,13 +3,15 @@
 //! - `tables`: table definitions and composite index keys;
 //! - `records` and `codec`: what is stored and how it is encoded;
 //! - `writer`: the single writer thread, group commit, index maintenance and the event log;
-//! - `read`: read transactions, pagination and the encoded-artifact cache;
+//! - `read`: read transactions, pagination, project statuses;
+//! - `cache`: the response cache, bounded in bytes, patched by the writer;
 //! - `check`: the consistency check behind `flightdeck check`.
 //!
 //! Reads never wait for the writer (redb MVCC). The in-memory project summaries and the artifact
 //! cache are changed only by the writer, after its commit succeeded.
 
 mod backup;
+mod cache;
 mod check;
 mod codec;
 mod migrate;
@@ -23,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -52,6 +53,7 @@ pub mod metric_names {
     pub const CACHE_MISSES: &str = "flightdeck_cache_misses_total";
     pub const CACHE_EVICTIONS: &str = "flightdeck_cache_evictions_total";
     pub const CACHE_ENTRIES: &str = "flightdeck_cache_entries";
+    pub const CACHE_BYTES: &str = "flightdeck_cache_bytes";
     /// The `operation` label values of `READ_SECONDS`.
     pub const READ_OPERATIONS: &[&str] = &["get", "list", "events", "replay", "agents"];
 }
@@ -78,8 +80,8 @@ pub struct StoreConfig {
     pub writer_queue: usize,
     /// Most writes one transaction takes from the queue.
     pub max_batch: usize,
-    /// Entries of the encoded-artifact LRU.
-    pub artifact_cache_entries: usize,
+    /// Bytes the cache of encoded responses may hold.
+    pub cache_bytes: usize,
     /// redb's page cache, in bytes.
     pub page_cache_bytes: usize,
     pub tasks: TaskSettings,
@@ -118,7 +120,7 @@ impl StoreConfig {
             durability: Durability::Immediate,
             writer_queue: 16_384,
             max_batch: 512,
-            artifact_cache_entries: 10_000,
+            cache_bytes: 256 * 1024 * 1024,
             page_cache_bytes: 1024 * 1024 * 1024,
             tasks: TaskSettings::default(),
             workflows: vec![crate::domain::workflow::sdlc()],
@@ -241,11 +243,13 @@ pub struct Totals {
     pub artifacts: u64,
 }
 
-/// The artifact cache's figures.
+/// The response cache's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub entries: u64,
-    pub capacity: u64,
+    /// Bytes held, and the most it may hold.
+    pub bytes: u64,
+    pub budget: u64,
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
@@ -262,7 +266,7 @@ pub(crate) struct Shared {
     /// reopens the database once there is room for it.
     poisoned: AtomicBool,
     summaries: RwLock<HashMap<Id, ProjectSummary>>,
-    cache: Mutex<ArtifactCache>,
+    cache: Mutex<cache::ResponseCache>,
     /// The seq of the newest committed event.
     latest_seq: AtomicU64,
     queue_depth: AtomicUsize,
@@ -272,16 +276,6 @@ pub(crate) struct Shared {
     path: PathBuf,
     settings: TaskSettings,
     workflows: Vec<crate::domain::workflow::WorkflowDef>,
-}
-
-/// Encoded artifact responses. `epoch` is raised by every invalidation, under the same lock, so a
-/// reader that read before an update cannot insert what it read after the update was committed.
-pub(crate) struct ArtifactCache {
-    entries: lru::LruCache<CacheKey, Bytes>,
-    epoch: u64,
-    hits: u64,
-    misses: u64,
-    evictions: u64,
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
@@ -308,20 +302,12 @@ impl Store {
             .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
         init_schema(&db)?;
         let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
-        let cache_entries = std::num::NonZeroUsize::new(config.artifact_cache_entries.max(1))
-            .expect("max(1) is non-zero");
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             page_cache_bytes: config.page_cache_bytes,
             poisoned: AtomicBool::new(false),
             summaries: RwLock::new(summaries),
-            cache: Mutex::new(ArtifactCache {
-                entries: lru::LruCache::new(cache_entries),
-                epoch: 0,
-                hits: 0,
-                misses: 0,
-                evictions: 0,
-            }),
+            cache: Mutex::new(cache::ResponseCache::new(config.cache_bytes)),
             latest_seq: AtomicU64::new(latest_seq),
             queue_depth: AtomicUsize::new(0),
             writer_alive: AtomicBool::new(true),
@@ -415,14 +401,7 @@ impl Store {
     }
 
     pub fn cache_stats(&self) -> CacheStats {
-        let cache = self.shared.cache.lock();
-        CacheStats {
-            entries: cache.entries.len() as u64,
-            capacity: cache.entries.cap().get() as u64,
-            hits: cache.hits,
-            misses: cache.misses,
-            evictions: cache.evictions,
-        }
+        self.shared.cache.lock().stats()
     }
 
     /// The directory holding the database.

@@ -13,10 +13,33 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabulary};
 
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+use super::cache::{self, Cached, StatusView};
 use super::codec::decode;
 use super::records::*;
 use super::tables::{self, trailing_id};
 use super::{CacheKey, ProjectSummary, Store, StoreError, begin_read, metric_names};
+
+/// The project's fields at the head of its status answer.
+fn write_status_head(o: &mut crate::json::ObjectWriter<'_>, p: &Project) {
+    o.id("project_id", p.id)
+        .str("status", p.status.as_str())
+        .str("name", &p.name);
+}
+
+/// A task's entry in its project's status: `{task_id, agent_type, status, created_at,
+/// updated_at}`.
+pub fn task_status_entry(t: &Task) -> Vec<u8> {
+    crate::json::object(|o| {
+        o.id("task_id", t.id)
+            .str("agent_type", t.agent_type.as_str())
+            .str("status", t.status.as_str())
+            .timestamp("created_at", t.created_at)
+            .timestamp("updated_at", t.updated_at);
+    })
+}
 
 /// A read transaction that records its duration, by operation, when dropped.
 struct TimedTxn {
@@ -122,43 +145,95 @@ impl Store {
         id: &Id,
         encode: impl FnOnce(&Artifact) -> Vec<u8>,
     ) -> Result<Option<Bytes>, StoreError> {
-        self.cached(CacheKey::Artifact(*id), |store| {
-            Ok(store.get_artifact(id)?.map(|a| encode(&a)))
-        })
-    }
-
-    /// A response from the cache, or built from committed data by `build` and cached. The writer
-    /// invalidates a key in the transaction's aftermath; `epoch` makes sure a response built from
-    /// a snapshot older than an invalidation is not cached.
-    pub fn cached(
-        &self,
-        key: CacheKey,
-        build: impl FnOnce(&Store) -> Result<Option<Vec<u8>>, StoreError>,
-    ) -> Result<Option<Bytes>, StoreError> {
-        let epoch = {
-            let mut cache = self.shared.cache.lock();
-            if let Some(hit) = cache.entries.get(&key).cloned() {
-                cache.hits += 1;
-                metrics::counter!(metric_names::CACHE_HITS).increment(1);
-                return Ok(Some(hit));
-            }
-            cache.misses += 1;
-            cache.epoch
+        let key = CacheKey::Artifact(*id);
+        let looked_up = self.shared.cache.lock().lookup_encoded(&key);
+        let since = match looked_up {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(since) => since,
         };
-        metrics::counter!(metric_names::CACHE_MISSES).increment(1);
-        let Some(built) = build(self)? else {
+        let Some(artifact) = self.get_artifact(id)? else {
             return Ok(None);
         };
-        let encoded = Bytes::from(built);
-        let mut cache = self.shared.cache.lock();
-        if cache.epoch == epoch
-            && let Some((evicted, _)) = cache.entries.push(key, encoded.clone())
-            && evicted != key
-        {
-            cache.evictions += 1;
-            metrics::counter!(metric_names::CACHE_EVICTIONS).increment(1);
-        }
+        let encoded = Bytes::from(encode(&artifact));
+        self.shared
+            .cache
+            .lock()
+            .insert_built(key, Cached::Encoded(encoded.clone()), since);
         Ok(Some(encoded))
+    }
+
+    /// `GET /api/v1/projects/{id}/status`, BotArmy's shape: `{project_id, status, name,
+    /// tasks:[{task_id, agent_type, status, created_at, updated_at}]}`, every task oldest first.
+    /// Served from the project's cached view, which the writer patches task by task; a miss reads
+    /// the project's tasks once.
+    pub fn project_status(&self, project: &Id) -> Result<Option<Bytes>, StoreError> {
+        let key = CacheKey::ProjectStatus(*project);
+        let looked_up = self.shared.cache.lock().lookup_status(&key);
+        let view = match looked_up {
+            Ok(view) => view,
+            Err(since) => {
+                let Some(view) = self.build_status_view(project)? else {
+                    return Ok(None);
+                };
+                let view = Arc::new(Mutex::new(view));
+                self.shared
+                    .cache
+                    .lock()
+                    .insert_built(key, Cached::Status(view.clone()), since);
+                view
+            }
+        };
+        let (body, weight) = {
+            let mut v = view.lock();
+            let body = v.body();
+            (body, cache::view_weight(&v))
+        };
+        self.shared.cache.lock().reweigh(&key, &view, weight);
+        Ok(Some(body))
+    }
+
+    /// One page of a project's status: the same shape with at most `limit` tasks after the
+    /// cursor, and `next_cursor`.
+    pub fn project_status_page(
+        &self,
+        project: &Id,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let Some(found) = self.get_project(project)? else {
+            return Ok(None);
+        };
+        let page = self.project_tasks(project, TaskFilter::default(), cursor, limit)?;
+        let entries: Vec<Vec<u8>> = page.items.iter().map(task_status_entry).collect();
+        Ok(Some(Bytes::from(crate::json::object(|o| {
+            write_status_head(o, &found);
+            o.raw_array("tasks", entries.iter().map(Vec::as_slice))
+                .opt_str("next_cursor", page.next_cursor.as_deref());
+        }))))
+    }
+
+    fn build_status_view(&self, project: &Id) -> Result<Option<StatusView>, StoreError> {
+        let txn = self.txn("list")?;
+        let Some(found) = get::<Project>(&txn, tables::PROJECTS, project)? else {
+            return Ok(None);
+        };
+        let mut head = crate::json::object(|o| write_status_head(o, &found));
+        head.pop(); // the closing brace: the tasks follow
+        head.extend_from_slice(b",\"tasks\":[");
+        let mut view = StatusView::new(head);
+        let tasks: Vec<Task> = scan(
+            &txn,
+            tables::TASKS_BY_PROJECT,
+            &project.0,
+            None,
+            usize::MAX - 1,
+            tables::TASKS,
+            |_| true,
+        )?;
+        for task in &tasks {
+            view.set_task(task.id, Bytes::from(task_status_entry(task)));
+        }
+        Ok(Some(view))
     }
 
     /// Projects, newest first.
@@ -398,6 +473,26 @@ impl Store {
             None
         };
         Ok((items, next))
+    }
+
+    /// The seq of the newest status change of `agent_type` beyond the `keep` newest ones: what
+    /// retention trims through. `None` when there are at most `keep`.
+    pub fn agent_history_cutoff(
+        &self,
+        agent_type: AgentType,
+        keep: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let txn = self.txn("agents")?;
+        let table = txn.open_table(tables::AGENT_HISTORY)?;
+        let lo = tables::agent_history_key(agent_type.code(), 0);
+        let hi = tables::agent_history_key(agent_type.code(), u64::MAX);
+        let Some(entry) = table.range::<&[u8; 9]>(&lo..=&hi)?.rev().nth(keep as usize) else {
+            return Ok(None);
+        };
+        let (key, _) = entry?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&key.value()[1..]);
+        Ok(Some(u64::from_be_bytes(seq)))
     }
 
     /// Events with seq > `since`, oldest first, all of them or one project's. Returns the frames'

@@ -27,6 +27,7 @@ use crate::domain::{
 use crate::events::{self, CommittedEvent, EventDraft, Publisher};
 use crate::json::object_string;
 
+use super::cache::Change as CacheChange;
 use super::codec::{decode, encode};
 use super::records::*;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys};
@@ -101,6 +102,13 @@ pub enum Command {
     },
     /// Deletes the oldest events, those with seq <= `through`, at most `max` of them. No event.
     TrimEvents {
+        through: u64,
+        max: usize,
+    },
+    /// Deletes an agent type's oldest status changes, those with seq <= `through`, at most `max`
+    /// of them. No event.
+    TrimAgentHistory {
+        agent_type: AgentType,
         through: u64,
         max: usize,
     },
@@ -382,11 +390,17 @@ impl Writer {
                 summaries.insert(id, summary);
             }
         }
-        if !output.invalidated.is_empty() {
-            let mut cache = self.shared.cache.lock();
-            cache.epoch += 1;
-            for id in &output.invalidated {
-                cache.entries.pop(id);
+        // The cached project statuses are patched task by task; the writer answers nobody before
+        // this is done, so a client reads its own write.
+        let patches = self.shared.cache.lock().apply(output.changes);
+        for (key, view, change) in patches {
+            if let CacheChange::Task { task, entry, .. } = change {
+                let weight = {
+                    let mut v = view.lock();
+                    v.set_task(task, entry);
+                    super::cache::view_weight(&v)
+                };
+                self.shared.cache.lock().reweigh(&key, &view, weight);
             }
         }
         if let Some(last) = output.events.last() {
@@ -436,7 +450,8 @@ struct BatchOutput {
     next_seq: u64,
     events: Vec<CommittedEvent>,
     summaries: HashMap<Id, ProjectSummary>,
-    invalidated: Vec<CacheKey>,
+    /// What the response cache must learn once this commits.
+    changes: Vec<CacheChange>,
 }
 
 type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
@@ -474,7 +489,7 @@ struct Batch<'t> {
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
-    invalidated: Vec<CacheKey>,
+    changes: Vec<CacheChange>,
 }
 
 impl<'t> Batch<'t> {
@@ -514,7 +529,7 @@ impl<'t> Batch<'t> {
             events_by_project: txn.open_table(tables::EVENTS_BY_PROJECT)?,
             committed: Vec::new(),
             summaries: HashMap::new(),
-            invalidated: Vec::new(),
+            changes: Vec::new(),
         })
     }
 
@@ -526,7 +541,7 @@ impl<'t> Batch<'t> {
             next_seq: self.next_seq,
             events: self.committed,
             summaries: self.summaries,
-            invalidated: self.invalidated,
+            changes: self.changes,
         })
     }
 
@@ -577,6 +592,11 @@ impl<'t> Batch<'t> {
                 self.set_oversight_level(project_id, level)
             }
             Command::TrimEvents { through, max } => self.trim_events(through, max),
+            Command::TrimAgentHistory {
+                agent_type,
+                through,
+                max,
+            } => self.trim_agent_history(agent_type, through, max),
             Command::Claim {
                 agent_type,
                 worker_id,
@@ -1374,7 +1394,8 @@ impl<'t> Batch<'t> {
         project.updated_at = self.now;
         self.projects
             .insert(project.id.as_bytes(), encode(&project).as_slice())?;
-        self.invalidated.push(CacheKey::ProjectStatus(project.id));
+        self.changes
+            .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
         self.workflow_event(run, "project_completed", None, None)
     }
 
@@ -1519,7 +1540,8 @@ impl<'t> Batch<'t> {
         project.updated_at = self.now;
         self.projects
             .insert(project.id.as_bytes(), encode(&project).as_slice())?;
-        self.invalidated.push(CacheKey::ProjectStatus(project.id));
+        self.changes
+            .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
         let data = object_string(|o| {
             o.str("level", level.as_str())
                 .str("previous_level", old.oversight_level.as_str());
@@ -1552,6 +1574,25 @@ impl<'t> Batch<'t> {
         Ok(Reply::Trimmed(doomed.len() as u64))
     }
 
+    fn trim_agent_history(
+        &mut self,
+        agent_type: AgentType,
+        through: u64,
+        max: usize,
+    ) -> ApplyResult<Reply> {
+        let lo = tables::agent_history_key(agent_type.code(), 0);
+        let hi = tables::agent_history_key(agent_type.code(), through);
+        let mut doomed = Vec::new();
+        for entry in self.agent_history.range::<&[u8; 9]>(&lo..=&hi)?.take(max) {
+            let (key, _) = entry?;
+            doomed.push(*key.value());
+        }
+        for key in &doomed {
+            self.agent_history.remove(key)?;
+        }
+        Ok(Reply::Trimmed(doomed.len() as u64))
+    }
+
     // ----- records and their indexes ---------------------------------------------------------
 
     fn require_project(&self, id: &Id) -> ApplyResult<Project> {
@@ -1574,8 +1615,11 @@ impl<'t> Batch<'t> {
     fn put_task(&mut self, old: Option<&Task>, new: &Task) -> ApplyResult<()> {
         self.tasks
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
-        self.invalidated
-            .push(CacheKey::ProjectStatus(new.project_id));
+        self.changes.push(CacheChange::Task {
+            project: new.project_id,
+            task: new.id,
+            entry: Bytes::from(super::read::task_status_entry(new)),
+        });
         let old_keys = old.map(TaskKeys::of);
         let new_keys = TaskKeys::of(new);
         reindex(
@@ -1642,7 +1686,8 @@ impl<'t> Batch<'t> {
             new_keys.map(|k| k.by_source),
         )?;
         if let Some(o) = old {
-            self.invalidated.push(CacheKey::Artifact(o.id));
+            self.changes
+                .push(CacheChange::Invalidate(CacheKey::Artifact(o.id)));
         }
         let delta: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
         let project = new.or(old).map(|a| a.project_id);
