@@ -370,6 +370,38 @@ mod tests {
         assert_eq!(got, expected, "{method} {path}");
     }
 
+    /// The Prometheus rules shipped for operators select each class's routes by name; they must
+    /// be exactly the routes `Route::class` puts in it.
+    #[test]
+    fn the_shipped_prometheus_rules_select_each_class_by_its_routes() {
+        let rules = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/prometheus/flightdeck-rules.yml"
+        ))
+        .unwrap();
+        for (record, class) in [
+            ("status_query", Class::StatusQuery),
+            ("task_operation", Class::TaskOperation),
+            ("context_retrieval", Class::ContextRetrieval),
+        ] {
+            let at = rules
+                .find(&format!("record: flightdeck:{record}_latency_seconds:p99_1m"))
+                .unwrap_or_else(|| panic!("no {record} rule"));
+            let rest = &rules[at..];
+            let start = rest.find("route=~\"").unwrap() + "route=~\"".len();
+            let end = start + rest[start..].find('"').unwrap();
+            let mut listed: Vec<&str> = rest[start..end].split('|').collect();
+            listed.sort_unstable();
+            let mut want: Vec<&str> = Route::ALL
+                .iter()
+                .filter(|r| r.class() == class)
+                .map(|r| r.name())
+                .collect();
+            want.sort_unstable();
+            assert_eq!(listed, want, "{record}");
+        }
+    }
+
     #[test]
     fn every_route_is_listed_once_at_its_index() {
         for (i, route) in Route::ALL.iter().enumerate() {

@@ -200,6 +200,8 @@ pub struct Rule {
     pub value: f64,
     /// When the alert last started firing (Alertmanager's `startsAt`).
     pub fired_at: f64,
+    /// When the receiver was last told the alert fires (`None`: not since it started firing).
+    last_sent: Option<f64>,
 }
 
 /// A change of state.
@@ -223,6 +225,7 @@ impl Rule {
             last_held: 0.0,
             value: 0.0,
             fired_at: 0.0,
+            last_sent: None,
         }
     }
 
@@ -266,10 +269,42 @@ impl Rule {
         };
         if next == State::Firing {
             self.fired_at = now;
+            self.last_sent = None;
         }
         self.state = next;
         self.since = now;
         Some(transition)
+    }
+}
+
+/// What the receiver (Alertmanager) is told about one alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    pub rule: String,
+    pub severity: String,
+    pub summary: String,
+    pub value: f64,
+    pub threshold: f64,
+    /// When the alert started firing, on the caller's clock.
+    pub starts_at: f64,
+    /// Until when the alert holds unless sent again: four resend intervals ahead while firing
+    /// (so the receiver never resolves it on its own), the resolve time once resolved.
+    pub ends_at: f64,
+    pub firing: bool,
+}
+
+impl Rule {
+    fn notification(&self, firing: bool, ends_at: f64) -> Notification {
+        Notification {
+            rule: self.config.name.clone(),
+            severity: self.config.severity.clone(),
+            summary: self.config.summary.clone(),
+            value: self.value,
+            threshold: self.config.threshold,
+            starts_at: self.fired_at,
+            ends_at,
+            firing,
+        }
     }
 }
 
@@ -290,9 +325,40 @@ impl Alerts {
         }
     }
 
+    /// What is due to the receiver at `now`, as Prometheus does it: a firing alert when it starts
+    /// firing and again every `resend` seconds, each time valid until four intervals ahead; a
+    /// resolved one once, ending at the time it resolved. `transitions` are this evaluation's.
+    pub fn notifications(
+        &mut self,
+        now: f64,
+        resend: f64,
+        transitions: &[Transition],
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for rule in &mut self.rules {
+            match rule.state {
+                State::Firing if rule.last_sent.is_none_or(|at| now - at >= resend) => {
+                    rule.last_sent = Some(now);
+                    out.push(rule.notification(true, now + 4.0 * resend));
+                }
+                State::Resolved
+                    if transitions
+                        .iter()
+                        .any(|t| t.rule == rule.config.name && t.to == State::Resolved) =>
+                {
+                    rule.last_sent = None;
+                    out.push(rule.notification(false, now));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Takes new rule definitions; a rule that keeps its name keeps its state, so a changed
-    /// threshold is judged at the next evaluation.
-    pub fn replace_rules(&mut self, configs: Vec<RuleConfig>) {
+    /// threshold is judged at the next evaluation. Returns the resolve notifications of the
+    /// rules that were firing and are gone, so the receiver does not keep them.
+    pub fn replace_rules(&mut self, configs: Vec<RuleConfig>, now: f64) -> Vec<Notification> {
         let mut old = std::mem::take(&mut self.rules);
         self.rules = configs
             .into_iter()
@@ -306,6 +372,10 @@ impl Alerts {
                 },
             )
             .collect();
+        old.iter()
+            .filter(|r| r.state == State::Firing)
+            .map(|r| r.notification(false, now))
+            .collect()
     }
 
     /// Evaluates every rule with `value_of(signal, window_seconds)`.
@@ -406,6 +476,46 @@ mod tests {
                 (16.0, 0.0, Resolved),
             ],
         );
+    }
+
+    #[test]
+    fn a_firing_alert_is_sent_again_every_interval_and_resolved_once() {
+        let mut alerts = Alerts::new(vec![rule(0, 0).config]);
+        let mut sent = Vec::new();
+        for t in 0..=130 {
+            let now = t as f64;
+            let value = if t < 100 { 2.0 } else { 0.0 };
+            let transitions = alerts.evaluate(now, |_, _| value);
+            for n in alerts.notifications(now, 30.0, &transitions) {
+                sent.push((now, n.firing, n.ends_at, n.starts_at));
+            }
+        }
+        assert_eq!(
+            sent,
+            vec![
+                (0.0, true, 120.0, 0.0),
+                (30.0, true, 150.0, 0.0),
+                (60.0, true, 180.0, 0.0),
+                (90.0, true, 210.0, 0.0),
+                (100.0, false, 100.0, 0.0),
+            ]
+        );
+        // Firing again: sent at once, with the new start.
+        let transitions = alerts.evaluate(140.0, |_, _| 2.0);
+        let again = alerts.notifications(140.0, 30.0, &transitions);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].starts_at, again[0].ends_at), (140.0, 260.0));
+    }
+
+    #[test]
+    fn a_rule_removed_while_firing_is_resolved() {
+        let mut alerts = Alerts::new(vec![rule(0, 0).config]);
+        alerts.evaluate(0.0, |_, _| 2.0);
+        assert_eq!(alerts.rules[0].state, Firing);
+        let resolved = alerts.replace_rules(Vec::new(), 5.0);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!((resolved[0].firing, resolved[0].ends_at), (false, 5.0));
+        assert!(alerts.rules.is_empty());
     }
 
     #[test]

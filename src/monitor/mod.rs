@@ -58,6 +58,7 @@ pub const HITL_PENDING: &str = "flightdeck_hitl_requests_pending";
 pub const EVENTS_RETAINED: &str = "flightdeck_events_retained";
 pub const LATEST_SEQ: &str = "flightdeck_events_latest_seq";
 pub const ALERTS_FIRING: &str = "flightdeck_alerts_firing";
+pub const DISK_FREE_BYTES: &str = "flightdeck_disk_free_bytes";
 pub const ALERT_TRANSITIONS: &str = "flightdeck_alert_transitions_total";
 
 /// Monitoring settings.
@@ -122,6 +123,9 @@ fn prometheus() -> Option<PrometheusHandle> {
 pub struct Monitor {
     pub config: MonitorConfig,
     started: Instant,
+    /// The wall clock at `started`, in microseconds: uptime seconds (the alert rules' clock) to
+    /// timestamps.
+    started_wall: crate::domain::Micros,
     prometheus: Option<PrometheusHandle>,
     /// One series per route, by `Route::index()`; class and overall figures merge them when asked.
     routes: Box<[window::Window]>,
@@ -145,6 +149,7 @@ impl Monitor {
         Arc::new(Monitor {
             config,
             started: Instant::now(),
+            started_wall: crate::domain::now_micros(),
             prometheus,
             routes: Route::ALL
                 .iter()
@@ -162,6 +167,11 @@ impl Monitor {
     /// Seconds since start-up: the clock of the windows.
     pub fn now_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// The wall-clock time of `seconds` of uptime, in microseconds.
+    pub fn wall_clock(&self, seconds: f64) -> crate::domain::Micros {
+        self.started_wall + (seconds * 1e6) as crate::domain::Micros
     }
 
     pub fn uptime(&self) -> Duration {
@@ -393,6 +403,11 @@ fn describe_all(process: &metrics_process::Collector) {
         Unit::Bytes,
         "Bytes the response cache holds (bounded by --cache-mib)."
     );
+    describe_gauge!(
+        DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the data directory's disk, as of the last alert evaluation."
+    );
     describe_gauge!(TASKS, "Tasks by status.");
     describe_gauge!(PROJECTS, "Projects.");
     describe_gauge!(HITL_PENDING, "HITL requests waiting for an answer.");
@@ -470,7 +485,9 @@ pub async fn run(
                     Ok(rules) => {
                         register_series(&rules);
                         tracing::info!(rules = rules.len(), "alert rules reloaded");
-                        monitor.alerts().replace_rules(rules);
+                        let now = monitor.uptime().as_secs_f64();
+                        let gone = monitor.alerts().replace_rules(rules, now);
+                        notify(&monitor, webhook.as_ref(), &gone, &generator_url);
                     }
                     Err(e) => tracing::error!(error = %e, "alert rules not reloaded; keeping the current ones"),
                 }
@@ -486,23 +503,63 @@ pub async fn run(
             }
         }
         let disk_free = health.disk_free();
+        metrics::gauge!(DISK_FREE_BYTES).set(disk_free as f64);
         let now = monitor.uptime().as_secs_f64();
-        let transitions = {
+        let resend = monitor.config.resend_interval.as_secs_f64();
+        let (transitions, due) = {
             let mut alerts = monitor.alerts();
-            alerts.evaluate(now, |signal, window| {
+            let transitions = alerts.evaluate(now, |signal, window| {
                 monitor.signal(signal, window, &store, disk_free)
-            })
+            });
+            let due = alerts.notifications(now, resend, &transitions);
+            (transitions, due)
         };
         for transition in transitions {
-            act(
-                &monitor,
-                &store,
-                &transition,
-                webhook.as_ref(),
-                &generator_url,
-            )
-            .await;
+            act(&monitor, &store, &transition).await;
         }
+        notify(&monitor, webhook.as_ref(), &due, &generator_url);
+    }
+}
+
+/// Queues the notifications due to the alert receiver as one Alertmanager v2 body. The queue is
+/// bounded and never waited on: when it is full, this round is dropped (a firing alert is sent
+/// again at its next interval).
+fn notify(
+    monitor: &Monitor,
+    webhook: Option<&tokio::sync::mpsc::Sender<String>>,
+    due: &[alerts::Notification],
+    generator_url: &str,
+) {
+    let Some(webhook) = webhook else { return };
+    if due.is_empty() {
+        return;
+    }
+    let wall = |t: f64| monitor.wall_clock(t);
+    let alerts: Vec<String> = due
+        .iter()
+        .map(|n| {
+            crate::json::object_string(|o| {
+                o.object("labels", |l| {
+                    l.str("alertname", &n.rule)
+                        .str("severity", &n.severity)
+                        .str("service", "flightdeck");
+                })
+                .object("annotations", |a| {
+                    a.str("summary", &n.summary)
+                        .str("value", &n.value.to_string())
+                        .str("threshold", &n.threshold.to_string());
+                })
+                .timestamp("startsAt", wall(n.starts_at))
+                .timestamp("endsAt", wall(n.ends_at))
+                .str("generatorURL", generator_url);
+            })
+        })
+        .collect();
+    if webhook.try_send(format!("[{}]", alerts.join(","))).is_err() {
+        tracing::warn!(
+            alerts = due.len(),
+            "the alert webhook queue is full; these notifications are dropped"
+        );
     }
 }
 
@@ -533,13 +590,7 @@ async fn next_hangup(_: &mut Option<()>) {
     std::future::pending().await
 }
 
-async fn act(
-    monitor: &Monitor,
-    store: &Store,
-    t: &Transition,
-    webhook: Option<&tokio::sync::mpsc::Sender<String>>,
-    generator_url: &str,
-) {
+async fn act(monitor: &Monitor, store: &Store, t: &Transition) {
     let (severity, summary, fired_at) = {
         let alerts = monitor.alerts();
         let rule = alerts.rules.iter().find(|r| r.config.name == t.rule);
@@ -568,8 +619,7 @@ async fn act(
         return;
     }
     let firing = t.to == State::Firing;
-    let now = crate::domain::now_micros();
-    let started = now - ((monitor.uptime().as_secs_f64() - fired_at).max(0.0) * 1e6) as i64;
+    let started = monitor.wall_clock(fired_at);
     let data = crate::json::object_string(|o| {
         o.str("rule", &t.rule)
             .str("state", to)
@@ -584,27 +634,5 @@ async fn act(
         .await
     {
         tracing::warn!(error = %e, "recording the alert event failed");
-    }
-    if let Some(webhook) = webhook {
-        let alert = crate::json::object_string(|o| {
-            o.object("labels", |l| {
-                l.str("alertname", &t.rule)
-                    .str("severity", &severity)
-                    .str("service", "flightdeck");
-            })
-            .object("annotations", |a| {
-                a.str("summary", &summary)
-                    .str("value", &t.value.to_string())
-                    .str("threshold", &t.threshold.to_string());
-            })
-            .timestamp("startsAt", started);
-            if !firing {
-                o.timestamp("endsAt", now);
-            }
-            o.str("generatorURL", generator_url);
-        });
-        if webhook.try_send(format!("[{alert}]")).is_err() {
-            tracing::warn!(rule = %t.rule, "the alert webhook queue is full; notification dropped");
-        }
     }
 }

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod bench;
 mod cli;
+mod clients;
 mod crash;
 mod events;
 mod full_disk;

@@ -330,6 +330,8 @@ fn an_alert_goes_pending_firing_and_resolved_with_events_and_webhooks() {
         "1",
         "--alert-webhook-url",
         &url,
+        "--alert-resend-interval-secs",
+        "2",
     ]);
     assert_eq!(rule_state(&s).0, "inactive");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -400,7 +402,17 @@ fn an_alert_goes_pending_firing_and_resolved_with_events_and_webhooks() {
     assert_eq!(hook[0]["labels"]["alertname"], "StatusQueryLatencyHigh");
     assert_eq!(hook[0]["labels"]["severity"], "critical");
     assert_eq!(hook[0]["annotations"]["summary"], "test rule");
-    assert!(hook[0]["startsAt"].is_string() && hook[0].get("endsAt").is_none());
+    // Valid for four resend intervals, so a receiver never resolves it by itself meanwhile.
+    let starts = timestamp(&hook[0]["startsAt"]);
+    let ends = timestamp(&hook[0]["endsAt"]);
+    let ahead = (ends - chrono::Utc::now()).num_milliseconds();
+    assert!((5_000..=8_500).contains(&ahead), "endsAt {ahead} ms ahead: {hook}");
+    // Sent again while it fires, with the same start and a later end.
+    let again: Value =
+        serde_json::from_str(&hooks.recv_timeout(PATIENCE).expect("a resend")).unwrap();
+    assert_eq!(again[0]["labels"]["alertname"], "StatusQueryLatencyHigh");
+    assert_eq!(timestamp(&again[0]["startsAt"]), starts);
+    assert!(timestamp(&again[0]["endsAt"]) > ends, "{again}");
     assert!(
         hook[0]["generatorURL"]
             .as_str()
@@ -425,14 +437,28 @@ fn an_alert_goes_pending_firing_and_resolved_with_events_and_webhooks() {
     });
     let resolved = next_alert_event(&mut socket);
     assert_eq!(resolved["event_type"], "alert_resolved");
-    let hook: Value =
-        serde_json::from_str(&hooks.recv_timeout(PATIENCE).expect("a webhook")).unwrap();
-    assert!(hook[0]["endsAt"].is_string(), "{hook}");
+    // Resends may still be queued; the resolve notice ends the alert now, not ahead.
+    let resolved_hook = loop {
+        let hook: Value =
+            serde_json::from_str(&hooks.recv_timeout(PATIENCE).expect("a webhook")).unwrap();
+        if timestamp(&hook[0]["endsAt"]) <= chrono::Utc::now() {
+            break hook;
+        }
+    };
+    assert_eq!(timestamp(&resolved_hook[0]["startsAt"]), starts);
+    // And nothing more is sent for it.
+    assert!(hooks.recv_timeout(Duration::from_secs(5)).is_err());
     assert!(
         s.get("/metrics")
             .body
             .contains(r#"flightdeck_alerts_firing{rule="StatusQueryLatencyHigh"} 0"#)
     );
+}
+
+fn timestamp(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a timestamp"))
+        .expect("RFC 3339")
+        .to_utc()
 }
 
 /// Starts the server with stderr captured and `args`; returns it, its address and its log lines.
