@@ -435,8 +435,16 @@ impl Model {
                     comment: None,
                 });
                 match (self.hitl.get_mut(&id), reply) {
-                    (Some(m), Ok(Reply::Hitl(h))) => {
+                    (
+                        Some(m),
+                        Ok(Reply::HitlAnswered {
+                            request: h,
+                            workflow_resumed,
+                        }),
+                    ) => {
                         assert_eq!(m.status, HitlStatus::Pending);
+                        // The model runs no workflows: no answer resumes one.
+                        assert!(!workflow_resumed);
                         m.status = h.status;
                         self.events += 1;
                     }
@@ -598,9 +606,11 @@ impl Model {
             }
 
             for status in std::iter::once(None).chain(HitlStatus::ALL.iter().map(|s| Some(*s))) {
+                // Newest first, as BotArmy lists them.
                 let want: Vec<Id> = self
                     .hitl
                     .iter()
+                    .rev()
                     .filter(|(_, h)| h.project == *project && status.is_none_or(|s| h.status == s))
                     .map(|(id, _)| *id)
                     .collect();
@@ -617,6 +627,7 @@ impl Model {
         let pending: Vec<Id> = self
             .hitl
             .iter()
+            .rev()
             .filter(|(_, h)| h.status == HitlStatus::Pending)
             .map(|(id, _)| *id)
             .collect();

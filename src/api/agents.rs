@@ -27,7 +27,9 @@ pub fn one(state: &AppState, agent: &str) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, object(|o| write(o, &agent))))
 }
 
-/// Newest first; `?cursor=` is the seq of the last entry of the previous page.
+/// BotArmy: `[{agent_type, status, current_task_id, last_activity, error_message, updated_at}]`
+/// (plus `task_id`, `timestamp`, `seq`), newest first; `?cursor=` is the seq of the last entry of
+/// the previous page.
 pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
     let before = match query.cursor() {
@@ -45,8 +47,11 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response,
             object(|o| {
                 o.str("agent_type", e.agent_type.as_str())
                     .str("status", e.status.as_str())
-                    .opt_id("task_id", e.task_id)
+                    .opt_id("current_task_id", e.task_id)
+                    .timestamp("last_activity", e.at)
                     .opt_str("error_message", e.error_message.as_deref())
+                    .timestamp("updated_at", e.at)
+                    .opt_id("task_id", e.task_id)
                     .timestamp("timestamp", e.at)
                     .u64("seq", e.seq);
             })

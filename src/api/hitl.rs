@@ -75,20 +75,11 @@ pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, encode(&request)))
 }
 
+/// BotArmy: `{history:[{timestamp, action, user_id, content, comment}]}` (plus `request_id` and
+/// `status`). `user_id` is null: answers are not yet attributed to a named user.
 pub fn history(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let request = load(state, id)?;
-    let entries: Vec<Vec<u8>> = request
-        .history
-        .iter()
-        .map(|h| {
-            object(|o| {
-                o.timestamp("timestamp", h.at)
-                    .str("action", &h.action)
-                    .opt_raw("content", h.content.as_deref())
-                    .opt_str("comment", h.comment.as_deref());
-            })
-        })
-        .collect();
+    let entries = history_entries(&request);
     let body = object(|o| {
         o.id("request_id", request.id)
             .str("status", request.status.as_str())
@@ -122,7 +113,10 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
         comment: body.comment,
     };
     match state.store.write(command).await? {
-        Reply::Hitl(h) => {
+        Reply::HitlAnswered {
+            request: h,
+            workflow_resumed,
+        } => {
             let message = match action {
                 HitlAction::Approve => "Request approved.",
                 HitlAction::Reject => "Request rejected.",
@@ -133,7 +127,7 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
                     .str("action", action.as_str())
                     .str("status", h.status.as_str())
                     .str("message", message)
-                    .bool("workflow_resumed", false)
+                    .bool("workflow_resumed", workflow_resumed)
                     .object("request", |r| write(r, &h));
             });
             Ok(json(StatusCode::OK, body))
@@ -147,7 +141,8 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
     }
 }
 
-/// BotArmy: the project's requests as a bare array; `?status=` filters.
+/// BotArmy: the project's requests as a bare array, newest first; `?status=` (or
+/// `?status_filter=`) filters.
 pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
     let status = match query.get("status").or(query.get("status_filter")) {
@@ -164,11 +159,25 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
     Ok(bare_list(&items, page.next_cursor.as_deref()))
 }
 
-/// BotArmy: every pending request, oldest first, as a bare array.
+/// BotArmy: the pending requests that have not expired, newest first, as a bare array; of one
+/// project with `?project_id=`.
 pub fn pending(state: &AppState, query: &Query) -> Result<Response, ApiError> {
-    let page = state
-        .store
-        .hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?;
+    let page = match query.id("project_id")? {
+        Some(project) => {
+            require(state, &project.to_string())?;
+            state.store.project_hitl(
+                &project,
+                HitlFilter {
+                    status: Some(HitlStatus::Pending),
+                },
+                query.cursor(),
+                query.limit()?,
+            )?
+        }
+        None => state
+            .store
+            .hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?,
+    };
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
     Ok(bare_list(&items, page.next_cursor.as_deref()))
 }
@@ -203,6 +212,10 @@ pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, Ap
     {
         Reply::BulkApproved { approved, skipped } => {
             let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
+            let errors: Vec<String> = skipped
+                .iter()
+                .map(|(id, reason)| format!("{id}: {reason}"))
+                .collect();
             let skipped: Vec<Vec<u8>> = skipped
                 .iter()
                 .map(|(id, reason)| {
@@ -211,8 +224,16 @@ pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, Ap
                     })
                 })
                 .collect();
+            let message = format!(
+                "Approved {} of {} requests.",
+                approved_ids.len(),
+                approved_ids.len() + errors.len()
+            );
             let body = object(|o| {
                 o.u64("approved_count", approved_ids.len() as u64)
+                    .u64("failed_count", errors.len() as u64)
+                    .strs("errors", &errors)
+                    .str("message", &message)
                     .ids("approved", &approved_ids)
                     .raw_array("skipped", skipped.iter().map(Vec::as_slice));
             });
@@ -222,10 +243,12 @@ pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, Ap
     }
 }
 
+/// BotArmy: `{project_id, oversight_level}` (plus `level`, flightdeck's earlier name).
 pub fn oversight_get(state: &AppState, project: &str) -> Result<Response, ApiError> {
     let p = find(state, project)?;
     let body = object(|o| {
         o.id("project_id", p.id)
+            .str("oversight_level", p.oversight_level.as_str())
             .str("level", p.oversight_level.as_str());
     });
     Ok(json(StatusCode::OK, body))
@@ -250,9 +273,12 @@ pub async fn oversight_set(
         .await?
     {
         Reply::Project(p) => {
+            let level = p.oversight_level.as_str();
             let body = object(|o| {
-                o.id("project_id", p.id)
-                    .str("level", p.oversight_level.as_str());
+                o.str("message", &format!("Oversight level set to {level}."))
+                    .id("project_id", p.id)
+                    .str("oversight_level", level)
+                    .str("level", level);
             });
             Ok(json(StatusCode::OK, body))
         }
@@ -284,11 +310,29 @@ fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
         }),
         None => o.null("amended_content"),
     };
+    let history = history_entries(h);
     o.opt_str("response_comment", h.response_comment.as_deref())
+        .raw_array("history", history.iter().map(Vec::as_slice))
         .opt_timestamp("expires_at", h.expires_at)
         .opt_timestamp("responded_at", h.responded_at)
         .timestamp("created_at", h.created_at)
         .timestamp("updated_at", h.updated_at);
+}
+
+/// The answers given, oldest first, as BotArmy's history entries.
+fn history_entries(h: &HitlRequest) -> Vec<Vec<u8>> {
+    h.history
+        .iter()
+        .map(|entry| {
+            object(|o| {
+                o.timestamp("timestamp", entry.at)
+                    .str("action", &entry.action)
+                    .null("user_id")
+                    .opt_raw("content", entry.content.as_deref())
+                    .opt_str("comment", entry.comment.as_deref());
+            })
+        })
+        .collect()
 }
 
 fn encode(h: &HitlRequest) -> Vec<u8> {

@@ -71,7 +71,10 @@ pub fn status(state: &AppState, id: &str, query: &Query) -> Result<Response, Api
     }
 }
 
-/// BotArmy: `{project_id, completion_percentage, total_tasks, completed_tasks, artifacts_available}`.
+/// BotArmy: `{project_id, project_name, project_status, completion_percentage, total_tasks,
+/// completed_tasks, failed_tasks, pending_tasks, working_tasks, artifacts_count,
+/// artifacts_available, last_updated, is_complete}`. `artifacts_available` means the project has
+/// an artifact (BotArmy: its ZIP export exists, a feature flightdeck has not).
 pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
     let summary = state.store.summary(&project.id).unwrap_or_default();
@@ -89,7 +92,18 @@ pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
             .u64("completed_tasks", completed)
             .bool("artifacts_available", summary.artifacts > 0)
             .u64("artifact_count", summary.artifacts)
-            .str("status", project.status.as_str());
+            .str("status", project.status.as_str())
+            .str("project_name", &project.name)
+            .str("project_status", project.status.as_str())
+            .u64("failed_tasks", summary.count(TaskStatus::Failed))
+            .u64("pending_tasks", summary.count(TaskStatus::Pending))
+            .u64("working_tasks", summary.count(TaskStatus::Working))
+            .u64("artifacts_count", summary.artifacts)
+            .timestamp("last_updated", project.updated_at)
+            .bool(
+                "is_complete",
+                project.status == crate::domain::ProjectStatus::Completed,
+            );
     });
     Ok(json(StatusCode::OK, body))
 }

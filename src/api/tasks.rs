@@ -44,7 +44,15 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
         context_ids,
     };
     match state.store.write(command).await? {
-        Reply::Task(t) => Ok(json(StatusCode::CREATED, encode(&t))),
+        // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are
+        // run by external workers, so there is none.
+        Reply::Task(t) => Ok(json(
+            StatusCode::CREATED,
+            object(|o| {
+                write(o, &t);
+                o.null("celery_task_id");
+            }),
+        )),
         other => Err(unexpected(other)),
     }
 }
@@ -166,26 +174,28 @@ pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Respo
 }
 
 pub(crate) fn encode(t: &Task) -> Vec<u8> {
-    object(|o| {
-        o.id("task_id", t.id)
-            .id("project_id", t.project_id)
-            .str("agent_type", t.agent_type.as_str())
-            .str("status", t.status.as_str())
-            .str("instructions", &t.instructions)
-            .ids("context_ids", &t.context_ids)
-            .opt_raw("output", t.output.as_deref())
-            .opt_str("error_message", t.error_message.as_deref())
-            .u64("attempts", u64::from(t.attempts))
-            .u64("failures", u64::from(t.failures))
-            .opt_str("worker_id", t.worker_id.as_deref())
-            .opt_timestamp("lease_expires_at", t.lease_expires_at)
-            .opt_timestamp("retry_at", t.retry_at)
-            .opt_timestamp("timeout_at", t.timeout_at)
-            .timestamp("created_at", t.created_at)
-            .timestamp("updated_at", t.updated_at)
-            .opt_timestamp("started_at", t.started_at)
-            .opt_timestamp("completed_at", t.completed_at);
-    })
+    object(|o| write(o, t))
+}
+
+fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
+    o.id("task_id", t.id)
+        .id("project_id", t.project_id)
+        .str("agent_type", t.agent_type.as_str())
+        .str("status", t.status.as_str())
+        .str("instructions", &t.instructions)
+        .ids("context_ids", &t.context_ids)
+        .opt_raw("output", t.output.as_deref())
+        .opt_str("error_message", t.error_message.as_deref())
+        .u64("attempts", u64::from(t.attempts))
+        .u64("failures", u64::from(t.failures))
+        .opt_str("worker_id", t.worker_id.as_deref())
+        .opt_timestamp("lease_expires_at", t.lease_expires_at)
+        .opt_timestamp("retry_at", t.retry_at)
+        .opt_timestamp("timeout_at", t.timeout_at)
+        .timestamp("created_at", t.created_at)
+        .timestamp("updated_at", t.updated_at)
+        .opt_timestamp("started_at", t.started_at)
+        .opt_timestamp("completed_at", t.completed_at);
 }
 
 /// The BotArmy status view of a task.

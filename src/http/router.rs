@@ -385,7 +385,9 @@ mod tests {
             ("context_retrieval", Class::ContextRetrieval),
         ] {
             let at = rules
-                .find(&format!("record: flightdeck:{record}_latency_seconds:p99_1m"))
+                .find(&format!(
+                    "record: flightdeck:{record}_latency_seconds:p99_1m"
+                ))
                 .unwrap_or_else(|| panic!("no {record} rule"));
             let rest = &rules[at..];
             let start = rest.find("route=~\"").unwrap() + "route=~\"".len();

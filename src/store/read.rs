@@ -365,7 +365,7 @@ impl Store {
         Ok(found)
     }
 
-    /// A project's HITL requests, oldest first.
+    /// A project's HITL requests, newest first (as BotArmy lists them).
     pub fn project_hitl(
         &self,
         project: &Id,
@@ -376,7 +376,7 @@ impl Store {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let items = match filter.status {
-            Some(status) => scan(
+            Some(status) => scan_newest(
                 &txn,
                 tables::HITL_BY_PROJECT_STATUS,
                 &prefix3(project, status.code()),
@@ -385,7 +385,7 @@ impl Store {
                 tables::HITL,
                 |_| true,
             )?,
-            None => scan(
+            None => scan_newest(
                 &txn,
                 tables::HITL_BY_PROJECT,
                 &project.0,
@@ -398,7 +398,7 @@ impl Store {
         Ok(paginate(items, limit, |h| h.id))
     }
 
-    /// HITL requests in one status across all projects, oldest first.
+    /// HITL requests in one status across all projects, newest first.
     pub fn hitl_by_status(
         &self,
         status: HitlStatus,
@@ -407,7 +407,7 @@ impl Store {
     ) -> Result<Page<HitlRequest>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let items = scan(
+        let items = scan_newest(
             &txn,
             tables::HITL_BY_STATUS,
             &[status.code()],
@@ -659,8 +659,9 @@ fn bound<const N: usize>(prefix: &[u8], tail: &[u8; 16]) -> [u8; N] {
     k
 }
 
-/// Scans the index entries under `prefix` after the cursor id, in key order, fetching each record
-/// and keeping those `keep` accepts, until `limit + 1` are found (the extra one says there is more).
+/// Scans the index entries under `prefix` after the cursor id, in key order (oldest first),
+/// fetching each record and keeping those `keep` accepts, until `limit + 1` are found (the extra
+/// one says there is more).
 fn scan<T: DeserializeOwned, const N: usize>(
     txn: &ReadTransaction,
     index: TableDefinition<'static, &'static [u8; N], ()>,
@@ -670,22 +671,53 @@ fn scan<T: DeserializeOwned, const N: usize>(
     records: RecordDef,
     keep: impl Fn(&T) -> bool,
 ) -> Result<Vec<T>, StoreError> {
+    scan_in(txn, index, prefix, after, limit, records, keep, false)
+}
+
+/// `scan`, newest first: the cursor id bounds the range from above.
+fn scan_newest<T: DeserializeOwned, const N: usize>(
+    txn: &ReadTransaction,
+    index: TableDefinition<'static, &'static [u8; N], ()>,
+    prefix: &[u8],
+    before: Option<Id>,
+    limit: usize,
+    records: RecordDef,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, StoreError> {
+    scan_in(txn, index, prefix, before, limit, records, keep, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_in<T: DeserializeOwned, const N: usize>(
+    txn: &ReadTransaction,
+    index: TableDefinition<'static, &'static [u8; N], ()>,
+    prefix: &[u8],
+    cursor: Option<Id>,
+    limit: usize,
+    records: RecordDef,
+    keep: impl Fn(&T) -> bool,
+    newest_first: bool,
+) -> Result<Vec<T>, StoreError> {
     debug_assert_eq!(prefix.len() + 16, N);
     let index = txn.open_table(index)?;
     let records = txn.open_table(records)?;
+    let lo: [u8; N] = bound(prefix, &[0; 16]);
     let hi: [u8; N] = bound(prefix, &[0xff; 16]);
-    let range = match after {
-        Some(id) => {
-            let lo: [u8; N] = bound(prefix, &id.0);
-            index.range::<&[u8; N]>((Bound::Excluded(&lo), Bound::Included(&hi)))?
+    let at: Option<[u8; N]> = cursor.map(|id| bound(prefix, &id.0));
+    let range = match (&at, newest_first) {
+        (None, _) => index.range::<&[u8; N]>(&lo..=&hi)?,
+        (Some(at), false) => {
+            index.range::<&[u8; N]>((Bound::Excluded(at), Bound::Included(&hi)))?
         }
-        None => {
-            let lo: [u8; N] = bound(prefix, &[0; 16]);
-            index.range::<&[u8; N]>(&lo..=&hi)?
-        }
+        (Some(at), true) => index.range::<&[u8; N]>((Bound::Included(&lo), Bound::Excluded(at)))?,
+    };
+    let entries: Box<dyn Iterator<Item = _>> = if newest_first {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
     };
     let mut items = Vec::new();
-    for entry in range {
+    for entry in entries {
         let (key, _) = entry?;
         let id = trailing_id(key.value());
         let bytes = records.get(id.as_bytes())?.ok_or_else(|| {

@@ -172,6 +172,12 @@ pub enum Reply {
     Artifact(Artifact),
     ArtifactDeleted(Id),
     Hitl(HitlRequest),
+    /// A HITL request answered; `workflow_resumed` when it was a workflow's gate, which the
+    /// answer moved on (handed off, or sent back to its phase).
+    HitlAnswered {
+        request: HitlRequest,
+        workflow_resumed: bool,
+    },
     /// The request had passed its `expires_at`: it is now `expired` and was not answered.
     HitlExpired(HitlRequest),
     BulkApproved {
@@ -1232,8 +1238,11 @@ impl<'t> Batch<'t> {
             None,
             data,
         )?;
-        self.after_gate_answered(&request, action)?;
-        Ok(Reply::Hitl(request))
+        let workflow_resumed = self.after_gate_answered(&request, action)?;
+        Ok(Reply::HitlAnswered {
+            request,
+            workflow_resumed,
+        })
     }
 
     // ----- workflows ----------------------------------------------------------------------------
@@ -1401,17 +1410,18 @@ impl<'t> Batch<'t> {
 
     /// A human answered a workflow gate: approve hands off; amend stores the amended content as
     /// an artifact, then hands off; reject sends the phase's task back with the comment.
+    /// Whether the request was the workflow's open gate (and so the workflow moved on).
     fn after_gate_answered(
         &mut self,
         request: &HitlRequest,
         action: HitlAction,
-    ) -> ApplyResult<()> {
+    ) -> ApplyResult<bool> {
         let Some(mut run) = read::<WorkflowRun>(&self.workflows, &request.project_id)? else {
-            return Ok(());
+            return Ok(false);
         };
         let index = run.current as usize;
         if run.completed || run.phases[index].gate_id != Some(request.id) {
-            return Ok(());
+            return Ok(false);
         }
         match action {
             HitlAction::Approve => self.hand_off(&mut run)?,
@@ -1464,7 +1474,7 @@ impl<'t> Batch<'t> {
         }
         self.workflows
             .insert(run.project_id.as_bytes(), encode(&run).as_slice())?;
-        Ok(())
+        Ok(true)
     }
 
     fn workflow_event(
@@ -1523,7 +1533,7 @@ impl<'t> Batch<'t> {
         let mut skipped = Vec::new();
         for id in hitl_ids {
             match self.respond_hitl(id, HitlAction::Approve, None, comment.clone()) {
-                Ok(Reply::Hitl(request)) => approved.push(request),
+                Ok(Reply::HitlAnswered { request, .. }) => approved.push(request),
                 Ok(Reply::HitlExpired(_)) => skipped.push((id, "expired".to_string())),
                 Ok(_) => unreachable!("respond_hitl answers with a HITL request"),
                 Err(ApplyError::Domain(e)) => skipped.push((id, e.to_string())),

@@ -67,6 +67,16 @@ fn agent_status_follows_its_tasks_and_can_be_reset() {
         vec!["idle", "idle", "working", "working", "working"],
         "newest first"
     );
+    // BotArmy's fields: the task the agent was on, and when.
+    let newest_working = &history[2];
+    assert!(
+        newest_working["current_task_id"].is_string(),
+        "{newest_working}"
+    );
+    assert_eq!(newest_working["current_task_id"], newest_working["task_id"]);
+    assert_eq!(newest_working["last_activity"], newest_working["timestamp"]);
+    assert_eq!(newest_working["updated_at"], newest_working["timestamp"]);
+    assert!(history[0]["current_task_id"].is_null(), "reset: no task");
     let page = s.get("/api/v1/agents/status-history/coder?limit=2");
     assert_eq!(page.expect(200).as_array().unwrap().len(), 2);
     let cursor = page

@@ -34,7 +34,10 @@ fn a_browser_on_an_allowed_origin_is_answered_with_cors_headers() {
         &[
             ("origin", UI),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "content-type, idempotency-key"),
+            (
+                "access-control-request-headers",
+                "content-type, idempotency-key",
+            ),
         ],
     );
     assert_eq!(pre.status, 204, "{}", pre.body);
@@ -44,7 +47,12 @@ fn a_browser_on_an_allowed_origin_is_answered_with_cors_headers() {
         Some("GET, HEAD, POST")
     );
     let allowed = pre.header("access-control-allow-headers").unwrap();
-    for needed in ["authorization", "content-type", "x-request-id", "idempotency-key"] {
+    for needed in [
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "idempotency-key",
+    ] {
         assert!(allowed.contains(needed), "{needed} in {allowed}");
     }
     assert_eq!(pre.header("access-control-max-age"), Some("600"));
@@ -89,7 +97,11 @@ fn a_browser_on_an_allowed_origin_is_answered_with_cors_headers() {
             ],
         );
         assert!(foreign.status == 204 || foreign.status == 200, "{method}");
-        assert_eq!(foreign.header("access-control-allow-origin"), None, "{method}");
+        assert_eq!(
+            foreign.header("access-control-allow-origin"),
+            None,
+            "{method}"
+        );
         assert_eq!(foreign.header("access-control-allow-methods"), None);
     }
     // OPTIONS of an unknown path is a 404, of a known one 204 with Allow.
@@ -118,7 +130,12 @@ fn without_cors_origins_no_page_elsewhere_can_read_the_api() {
 
 #[test]
 fn a_preflight_needs_no_api_key_but_the_request_does() {
-    let s = Server::start_with(&["--cors-origins", "*", "--api-key", "a-long-enough-secret-key"]);
+    let s = Server::start_with(&[
+        "--cors-origins",
+        "*",
+        "--api-key",
+        "a-long-enough-secret-key",
+    ]);
     let pre = request(
         &s,
         "OPTIONS",
@@ -135,7 +152,9 @@ fn a_preflight_needs_no_api_key_but_the_request_does() {
 
 /// The status line of a WebSocket handshake sent with `origin`.
 fn upgrade_status(s: &Server, origin: Option<&str>) -> String {
-    let origin = origin.map(|o| format!("origin: {o}\r\n")).unwrap_or_default();
+    let origin = origin
+        .map(|o| format!("origin: {o}\r\n"))
+        .unwrap_or_default();
     let request = format!(
         "GET /ws HTTP/1.1\r\nhost: {}\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{origin}\r\n",
@@ -187,7 +206,9 @@ fn write_first(s: &Server, head: &str, body: &[u8]) -> String {
 #[test]
 fn a_client_that_writes_first_reads_the_413_of_an_oversize_body() {
     let s = Server::start();
-    let body = vec![b'x'; 2 * 1024 * 1024];
+    // More than loopback's socket buffers take at once, so the client is still writing when the
+    // server answers.
+    let body = vec![b'x'; 24 * 1024 * 1024];
     let head = format!(
         "POST /api/v1/projects HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n",
@@ -195,11 +216,14 @@ fn a_client_that_writes_first_reads_the_413_of_an_oversize_body() {
     );
     let answer = write_first(&s, &head, &body);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
-    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer:.400}");
+    assert!(
+        answer.contains(r#""code":"payload_too_large""#),
+        "{answer:.400}"
+    );
 
     // Chunked, so the size is only known while reading: the same.
     let mut chunked = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..384 {
         chunked.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
         chunked.extend_from_slice(&[b' '; 64 * 1024]);
         chunked.extend_from_slice(b"\r\n");
@@ -217,7 +241,11 @@ fn a_client_that_writes_first_reads_the_413_of_an_oversize_body() {
     let answer = write_first(&s, &head.replace("application/json", "text/plain"), &body);
     assert!(answer.starts_with("HTTP/1.1 415"), "{answer:.200}");
     // An unknown route with a body: its 404.
-    let answer = write_first(&s, &head.replace("/api/v1/projects", "/api/v1/nowhere"), &body);
+    let answer = write_first(
+        &s,
+        &head.replace("/api/v1/projects", "/api/v1/nowhere"),
+        &body,
+    );
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer:.200}");
     // Nothing was stored.
     assert_eq!(s.get("/api/v1/projects").expect(200)["items"], json!([]));
@@ -290,7 +318,11 @@ fn project_status_pages_on_request_and_follows_every_write() {
         assert_eq!(page["project_id"], p.as_str());
         let items = page["tasks"].as_array().unwrap();
         assert!(items.len() <= 3);
-        seen.extend(items.iter().map(|t| t["task_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            items
+                .iter()
+                .map(|t| t["task_id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -334,4 +366,60 @@ fn agent_history_is_trimmed_to_its_retention() {
         .unwrap();
     assert_eq!(seqs[0], newest);
     assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+}
+
+/// Resident memory of a process, in bytes: the peak (`VmHWM`) and now (`VmRSS`).
+fn resident(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+fn large_artifacts_read_back_stay_inside_the_memory_budget() {
+    // 1,200 artifacts of 0.9 MB, each read once (twice for some): with a 64 MiB page cache and a
+    // 64 MiB response cache, the server's resident set stays under 320 MiB throughout.
+    let s = Server::start_with(&[
+        "--page-cache-mib",
+        "64",
+        "--cache-mib",
+        "64",
+        "--durability",
+        "none",
+    ]);
+    let p = s.project("big");
+    let blob = "y".repeat(900 * 1024);
+    let ids: Vec<String> = (0..1200)
+        .map(|i| s.artifact(&p, "source_code", "coder", json!({"i": i, "blob": blob})))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let got = s.get(&format!("/api/v1/context/artifacts/{id}"));
+        assert_eq!(got.status, 200);
+        assert!(got.body.len() > 900 * 1024 && got.body.contains(id.as_str()));
+        if i % 10 == 0 {
+            // Read again: a cache hit while it is still cached.
+            assert_eq!(
+                s.get(&format!("/api/v1/context/artifacts/{id}")).status,
+                200
+            );
+        }
+    }
+    let metrics = s.get("/metrics").body;
+    let cache_bytes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flightdeck_cache_bytes "))
+        .expect("flightdeck_cache_bytes")
+        .parse()
+        .unwrap();
+    assert!(cache_bytes <= 64.0 * 1024.0 * 1024.0, "{cache_bytes}");
+    let (peak, now) = resident(s.pid());
+    eprintln!("resident: peak {} MiB, now {} MiB", peak >> 20, now >> 20);
+    assert!(peak < 320 << 20, "peak resident {} MiB", peak >> 20);
 }

@@ -31,8 +31,9 @@ fn approve_once_with_history() {
     assert_eq!(r["request_id"], id);
     assert_eq!(r["action"], "approve");
     assert_eq!(r["status"], "approved");
-    assert!(r["message"].is_string());
-    assert!(r["workflow_resumed"].is_boolean());
+    assert_eq!(r["message"], "Request approved.");
+    // No workflow waits on this request.
+    assert_eq!(r["workflow_resumed"], false);
     s.post(
         &format!("/api/v1/hitl/{id}/respond"),
         json!({"action": "reject"}),
@@ -111,11 +112,12 @@ fn lists_pending_and_bulk_approval() {
             .map(|h| h["request_id"].as_str().unwrap().to_string())
             .collect()
     };
+    // Newest first, as BotArmy lists them.
     assert_eq!(
         ids(s
             .get(&format!("/api/v1/hitl/project/{p}/requests"))
             .expect(200)),
-        vec![a.clone(), b.clone()]
+        vec![b.clone(), a.clone()]
     );
     assert_eq!(
         ids(s
@@ -127,8 +129,30 @@ fn lists_pending_and_bulk_approval() {
     );
     assert_eq!(
         ids(s.get("/api/v1/hitl/pending").expect(200)),
-        vec![a.clone(), c.clone()]
+        vec![c.clone(), a.clone()]
     );
+    // One project's pending requests.
+    assert_eq!(
+        ids(s
+            .get(&format!("/api/v1/hitl/pending?project_id={q}"))
+            .expect(200)),
+        vec![c.clone()]
+    );
+    s.get("/api/v1/hitl/pending?project_id=nope")
+        .expect_error(400, "invalid_id");
+    // Every request carries its history (BotArmy's `history`), attributed to no user yet.
+    let rejected = s.get(&format!("/api/v1/hitl/{b}")).expect(200);
+    let actions: Vec<&str> = rejected["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["created", "reject"]);
+    assert!(rejected["history"][1]["user_id"].is_null());
+    assert!(rejected["history"][1].get("user_id").is_some());
+    let untouched = s.get(&format!("/api/v1/hitl/{a}")).expect(200);
+    assert_eq!(untouched["history"].as_array().unwrap().len(), 1);
     assert_eq!(
         s.get(&format!("/api/v1/projects/{p}")).expect(200)["pending_hitl_requests"],
         1
@@ -140,6 +164,10 @@ fn lists_pending_and_bulk_approval() {
         )
         .expect(200);
     assert_eq!(r["approved_count"], 2);
+    assert_eq!(r["failed_count"], 1);
+    let error = r["errors"][0].as_str().unwrap();
+    assert!(error.starts_with(&format!("{b}: ")), "{error}");
+    assert_eq!(r["message"], "Approved 2 of 3 requests.");
     assert_eq!(r["skipped"][0]["request_id"], b.as_str());
     assert_eq!(
         ids(s.get("/api/v1/hitl/pending").expect(200)),
@@ -154,10 +182,15 @@ fn oversight_level_round_trips() {
     let s = Server::start();
     let p = s.project("p");
     let path = format!("/api/v1/hitl/project/{p}/oversight-level");
-    assert_eq!(s.get(&path).expect(200)["level"], "medium");
+    let got = s.get(&path).expect(200);
+    assert_eq!(got["oversight_level"], "medium");
+    assert_eq!(got["level"], "medium");
     let v = s.post(&path, json!({"level": "high"})).expect(200);
+    assert_eq!(v["oversight_level"], "high");
     assert_eq!(v["level"], "high");
-    assert_eq!(s.get(&path).expect(200)["level"], "high");
+    assert_eq!(v["project_id"], p.as_str());
+    assert_eq!(v["message"], "Oversight level set to high.");
+    assert_eq!(s.get(&path).expect(200)["oversight_level"], "high");
     s.post(&path, json!({"level": "extreme"}))
         .expect_error(422, "invalid_field");
     s.get("/api/v1/hitl/project/0190b5c2-1111-7000-8000-000000000000/oversight-level")

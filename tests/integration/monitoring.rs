@@ -406,7 +406,10 @@ fn an_alert_goes_pending_firing_and_resolved_with_events_and_webhooks() {
     let starts = timestamp(&hook[0]["startsAt"]);
     let ends = timestamp(&hook[0]["endsAt"]);
     let ahead = (ends - chrono::Utc::now()).num_milliseconds();
-    assert!((5_000..=8_500).contains(&ahead), "endsAt {ahead} ms ahead: {hook}");
+    assert!(
+        (5_000..=8_500).contains(&ahead),
+        "endsAt {ahead} ms ahead: {hook}"
+    );
     // Sent again while it fires, with the same start and a later end.
     let again: Value =
         serde_json::from_str(&hooks.recv_timeout(PATIENCE).expect("a resend")).unwrap();

@@ -75,6 +75,16 @@ fn status_and_completion_follow_the_tasks() {
     assert_eq!(c["completed_tasks"], 1);
     assert_eq!(c["completion_percentage"], 33.33);
     assert_eq!(c["artifacts_available"], false);
+    // BotArmy's other fields, with its meanings.
+    assert_eq!(c["project_name"], "p");
+    assert_eq!(c["project_status"], "active");
+    assert_eq!(c["failed_tasks"], 0);
+    assert_eq!(c["pending_tasks"], 1);
+    assert_eq!(c["working_tasks"], 0);
+    assert_eq!(c["artifacts_count"], 0);
+    assert_eq!(c["is_complete"], false);
+    let project = s.get(&format!("/api/v1/projects/{p}")).expect(200);
+    assert_eq!(c["last_updated"], project["updated_at"]);
     let got = s.get(&format!("/api/v1/projects/{p}")).expect(200);
     assert_eq!(got["task_counts"]["cancelled"], 1);
     assert_eq!(got["task_counts"]["pending"], 1);

@@ -15,6 +15,8 @@ fn create_returns_201_with_task_id_and_context() {
         .expect(201);
     assert_eq!(v["status"], "pending");
     assert_eq!(v["context_ids"][0], a.as_str());
+    // BotArmy names the Celery job; flightdeck has none, and says so.
+    assert!(v.get("celery_task_id").is_some_and(|c| c.is_null()), "{v}");
     let id = v["task_id"].as_str().unwrap();
     let got = s.get(&format!("/api/v1/tasks/{id}")).expect(200);
     assert_eq!(got["instructions"], "build");

@@ -96,11 +96,13 @@ fn run_sdlc(level: &str) -> (Server, String, usize) {
             assert_eq!(view["phases"][i]["status"], "awaiting_approval");
             assert_eq!(view["pending_gates"][0], gate["request_id"]);
             let id = gate["request_id"].as_str().unwrap();
-            s.post(
-                &format!("/api/v1/hitl/{id}/respond"),
-                json!({"action": "approve"}),
-            )
-            .expect(200);
+            let answer = s
+                .post(
+                    &format!("/api/v1/hitl/{id}/respond"),
+                    json!({"action": "approve"}),
+                )
+                .expect(200);
+            assert_eq!(answer["workflow_resumed"], true, "{answer}");
         }
     }
     let view = s.get(&format!("/api/v1/projects/{p}/workflow")).expect(200);
@@ -120,6 +122,8 @@ fn run_sdlc(level: &str) -> (Server, String, usize) {
         .get(&format!("/api/v1/projects/{p}/completion"))
         .expect(200);
     assert_eq!(c["completion_percentage"], 100.0);
+    assert_eq!(c["is_complete"], true);
+    assert_eq!(c["project_status"], "completed");
     (s, p, gates)
 }
 
@@ -213,11 +217,16 @@ fn a_rejected_phase_goes_back_with_the_comment_and_an_amendment_becomes_an_artif
         .as_str()
         .unwrap()
         .to_string();
-    s.post(
-        &format!("/api/v1/hitl/{gate}/respond"),
-        json!({"action": "reject", "comment": "cover payments too"}),
-    )
-    .expect(200);
+    let answer = s
+        .post(
+            &format!("/api/v1/hitl/{gate}/respond"),
+            json!({"action": "reject", "comment": "cover payments too"}),
+        )
+        .expect(200);
+    assert_eq!(
+        answer["workflow_resumed"], true,
+        "a reject sends the phase back to work"
+    );
     let again = work(&s, "analyst", "software_specification", &p);
     assert_eq!(
         again["task_id"], first["task_id"],

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Real clients against a live flightdeck: Python's urllib writing an oversize body before it
+reads (it must read the 413, not a broken pipe), and headless Chromium (Debian's chromium) on a
+page of another origin calling the API (CORS preflight, reading a header the API exposes, a
+WebSocket) — from an allowed origin, and from a foreign one that must be refused.
+
+usage: check_clients.py FLIGHTDECK_BINARY
+"""
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+PAGE = """<!doctype html><html><body><pre id="out">running</pre><script>
+const api = "http://%(api)s/api/v1";
+const out = document.getElementById("out");
+async function run() {
+  const result = {};
+  try {
+    const created = await fetch(api + "/projects", {
+      method: "POST",
+      headers: {"content-type": "application/json", "x-request-id": "from-the-page"},
+      body: JSON.stringify({name: "from " + location.origin}),
+    });
+    result.create_status = created.status;
+    result.request_id = created.headers.get("x-request-id");
+    result.project = (await created.json()).name;
+    const listed = await fetch(api + "/hitl/pending?limit=1");
+    result.list_status = listed.status;
+  } catch (e) {
+    result.fetch_error = String(e);
+  }
+  result.websocket = await new Promise((resolve) => {
+    const ws = new WebSocket("ws://%(api)s/ws");
+    ws.onopen = () => { ws.close(); resolve("open"); };
+    ws.onerror = () => resolve("refused");
+  });
+  out.textContent = "RESULT " + JSON.stringify(result);
+}
+run();
+</script></body></html>"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise SystemExit(f"clients check: timed out waiting for {what}")
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve_page(directory, port):
+    handler = functools.partial(QuietHandler, directory=directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def chromium_result(url, profile):
+    dom = subprocess.run(
+        [
+            CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url,
+        ],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    start = dom.find("RESULT ")
+    if start < 0:
+        raise SystemExit(f"clients check: the page did not finish: {dom[:2000]}")
+    return json.loads(dom[start + len("RESULT "):dom.index("</pre>", start)])
+
+
+def main():
+    binary = sys.argv[1]
+    work = tempfile.mkdtemp(prefix="flightdeck-clients-")
+    allowed_port, foreign_port = free_port(), free_port()
+    started = []
+    try:
+        out_path = os.path.join(work, "fd.out")
+        fd = subprocess.Popen(
+            [binary, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
+             "--cors-origins", f"http://127.0.0.1:{allowed_port}"],
+            stdout=open(out_path, "w"), stderr=open(os.path.join(work, "fd.err"), "w"),
+        )
+        started.append(fd)
+
+        def listening():
+            with open(out_path) as f:
+                for line in f:
+                    if line.startswith("listening on "):
+                        return line.split()[-1]
+            return None
+
+        addr = wait_for("flightdeck to listen", listening)
+
+        # Python's urllib sends the whole body, then reads: it must see the 413 and its JSON.
+        for size in (2 * 1024 * 1024, 24 * 1024 * 1024):
+            request = urllib.request.Request(
+                f"http://{addr}/api/v1/projects", data=b"x" * size, method="POST",
+                headers={"content-type": "application/json"},
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30)
+                raise SystemExit("clients check: an oversize body was accepted")
+            except urllib.error.HTTPError as e:
+                body = json.load(e)
+                assert e.code == 413, e.code
+                assert body["error"]["code"] == "payload_too_large", body
+        print("clients: urllib read the 413 of a 2 MiB and a 24 MiB body")
+
+        pages = os.path.join(work, "pages")
+        os.makedirs(pages)
+        with open(os.path.join(pages, "index.html"), "w") as f:
+            f.write(PAGE % {"api": addr})
+        started_servers = [serve_page(pages, allowed_port), serve_page(pages, foreign_port)]
+
+        allowed = chromium_result(f"http://127.0.0.1:{allowed_port}/index.html",
+                                  os.path.join(work, "profile-a"))
+        assert allowed.get("create_status") == 201, allowed
+        assert allowed.get("request_id") == "from-the-page", allowed
+        assert allowed.get("project") == f"from http://127.0.0.1:{allowed_port}", allowed
+        assert allowed.get("list_status") == 200, allowed
+        assert allowed.get("websocket") == "open", allowed
+        print(f"clients: chromium on an allowed origin: {allowed}")
+
+        foreign = chromium_result(f"http://127.0.0.1:{foreign_port}/index.html",
+                                  os.path.join(work, "profile-f"))
+        assert "fetch_error" in foreign and "create_status" not in foreign, foreign
+        assert foreign.get("websocket") == "refused", foreign
+        # The preflight stopped the POST: nothing from the foreign page was stored.
+        with urllib.request.urlopen(f"http://{addr}/api/v1/projects", timeout=10) as r:
+            names = [p["name"] for p in json.load(r)["items"]]
+        assert names == [f"from http://127.0.0.1:{allowed_port}"], names
+        print(f"clients: chromium on a foreign origin: {foreign}")
+        for server in started_servers:
+            server.shutdown()
+        print("clients: 3 passed, 0 failed")
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
