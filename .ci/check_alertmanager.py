@@ -20,24 +20,10 @@ import tempfile
 import time
 import urllib.request
 
+from ci_common import free_port, start_flightdeck, stop, wait_for
+
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 RULE = "CiAlwaysFiring"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"alertmanager check: timed out waiting for {what}")
 
 
 def get_json(url):
@@ -94,19 +80,12 @@ def main():
         base = f"http://127.0.0.1:{am_port}/api/v2"
         wait_for("Alertmanager to answer", lambda: get_json(f"{base}/status"))
 
-        out = open(os.path.join(work, "fd.out"), "w+")
-        fd = subprocess.Popen(
-            [
-                binary,
-                "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(work, "data"),
-                "--config", fd_config,
-                "--alert-eval-interval-secs", "1",
-                "--alert-resend-interval-secs", "5",
-                "--alert-webhook-url", f"{base}/alerts",
-            ],
-            stdout=out,
-            stderr=open(os.path.join(work, "fd.err"), "w"),
+        fd, _ = start_flightdeck(
+            binary, work,
+            "--config", fd_config,
+            "--alert-eval-interval-secs", "1",
+            "--alert-resend-interval-secs", "5",
+            "--alert-webhook-url", f"{base}/alerts",
         )
         started.append(fd)
 
@@ -138,12 +117,7 @@ def main():
         print(f"alertmanager: {RULE} resolved {time.monotonic() - cleared:.1f} s after the rule cleared")
         print("alertmanager: 2 passed, 0 failed")
     finally:
-        for process in reversed(started):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(started)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
+from ci_common import free_port, start_flightdeck, stop, wait_for
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 PAGE = """<!doctype html><html><body><pre id="out">running</pre><script>
@@ -51,22 +53,6 @@ async function run() {
 }
 run();
 </script></body></html>"""
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"clients check: timed out waiting for {what}")
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -102,22 +88,9 @@ def main():
     allowed_port, foreign_port = free_port(), free_port()
     started = []
     try:
-        out_path = os.path.join(work, "fd.out")
-        fd = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
-             "--cors-origins", f"http://127.0.0.1:{allowed_port}"],
-            stdout=open(out_path, "w"), stderr=open(os.path.join(work, "fd.err"), "w"),
-        )
+        fd, addr = start_flightdeck(
+            binary, work, "--cors-origins", f"http://127.0.0.1:{allowed_port}")
         started.append(fd)
-
-        def listening():
-            with open(out_path) as f:
-                for line in f:
-                    if line.startswith("listening on "):
-                        return line.split()[-1]
-            return None
-
-        addr = wait_for("flightdeck to listen", listening)
 
         # Python's urllib sends the whole body, then reads: it must see the 413 and its JSON.
         for size in (2 * 1024 * 1024, 24 * 1024 * 1024):
@@ -162,12 +135,7 @@ def main():
             server.shutdown()
         print("clients: 3 passed, 0 failed")
     finally:
-        for process in reversed(started):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(started)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,25 +22,11 @@ import time
 import urllib.parse
 import urllib.request
 
+from ci_common import free_port, start_flightdeck, stop, wait_for
+
 PROMETHEUS = "/usr/bin/prometheus"
 RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "prometheus",
                      "flightdeck-rules.yml")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, timeout=90.0, every=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"prometheus check: timed out waiting for {what}")
 
 
 def http(url, data=None):
@@ -68,32 +54,21 @@ def main():
     binary = sys.argv[1]
     work = tempfile.mkdtemp(prefix="flightdeck-prom-")
     started = []
-    stop = threading.Event()
+    traffic_done = threading.Event()
     try:
-        out_path = os.path.join(work, "fd.out")
-        fd = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data")],
-            stdout=open(out_path, "w"),
-            stderr=open(os.path.join(work, "fd.err"), "w"),
-        )
+        fd, target = start_flightdeck(binary, work)
         started.append(fd)
-
-        def listening():
-            with open(out_path) as f:
-                for line in f:
-                    if line.startswith("listening on "):
-                        return line.split()[-1]
-            return None
-
-        target = wait_for("flightdeck to listen", listening)
         api = f"http://{target}/api/v1"
         project = http(f"{api}/projects", json.dumps({"name": "prometheus"}).encode())["id"]
 
         def traffic():
-            while not stop.is_set():
-                for _ in range(20):
-                    http(f"{api}/projects/{project}/status")
-                time.sleep(0.05)
+            try:
+                while not traffic_done.is_set():
+                    for _ in range(20):
+                        http(f"{api}/projects/{project}/status")
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the server is being stopped
 
         threading.Thread(target=traffic, daemon=True).start()
 
@@ -145,13 +120,8 @@ def main():
         print(f"prometheus: flightdeck:status_query_latency_seconds:p99_1m = {recorded * 1000:.3f} ms")
         print("prometheus: 3 passed, 0 failed")
     finally:
-        stop.set()
-        for process in reversed(started):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        traffic_done.set()
+        stop(started)
         shutil.rmtree(work, ignore_errors=True)
 
 
