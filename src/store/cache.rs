@@ -69,6 +69,11 @@ impl StatusView {
             + self.body.as_ref().map_or(0, Bytes::len)
     }
 
+    /// The whole answer, if it was assembled since the last change.
+    pub fn assembled(&self) -> Option<Bytes> {
+        self.body.clone()
+    }
+
     /// The whole answer: the head, the task entries joined by commas, `]}`. Kept until the next
     /// change.
     pub fn body(&mut self) -> Bytes {

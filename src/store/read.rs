@@ -183,12 +183,17 @@ impl Store {
                 view
             }
         };
-        let (body, weight) = {
+        let (body, assembled) = {
             let mut v = view.lock();
-            let body = v.body();
-            (body, cache::view_weight(&v))
+            match v.assembled() {
+                Some(body) => (body, None),
+                None => (v.body(), Some(cache::view_weight(&v))),
+            }
         };
-        self.shared.cache.lock().reweigh(&key, &view, weight);
+        // Only an answer assembled now changed the entry's weight.
+        if let Some(weight) = assembled {
+            self.shared.cache.lock().reweigh(&key, &view, weight);
+        }
         Ok(Some(body))
     }
 

@@ -395,9 +395,25 @@ fn large_artifacts_read_back_stay_inside_the_memory_budget() {
         "none",
     ]);
     let p = s.project("big");
+    // Bodies written as text: encoding 0.9 MB through serde_json 1,200 times would cost the
+    // (debug-built) test more than the server spends.
     let blob = "y".repeat(900 * 1024);
     let ids: Vec<String> = (0..1200)
-        .map(|i| s.artifact(&p, "source_code", "coder", json!({"i": i, "blob": blob})))
+        .map(|i| {
+            let body = format!(
+                r#"{{"project_id":"{p}","source_agent":"coder","artifact_type":"source_code","content":{{"i":{i},"blob":"{blob}"}}}}"#
+            );
+            s.send(
+                "POST",
+                "/api/v1/context/artifacts",
+                Some("application/json"),
+                body.into_bytes(),
+            )
+            .expect(201)["context_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     for (i, id) in ids.iter().enumerate() {
         let got = s.get(&format!("/api/v1/context/artifacts/{id}"));
