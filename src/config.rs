@@ -179,8 +179,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FLIGHTDECK_MAX_WS_CONNECTIONS", value_name = "N")]
     pub max_ws_connections: Option<usize>,
     /// Protocol conformance testing only: /ws echoes every message instead of serving events
-    #[arg(long, env = "FLIGHTDECK_WS_ECHO")]
-    pub ws_echo: bool,
+    #[arg(
+        long,
+        env = "FLIGHTDECK_WS_ECHO",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub ws_echo: Option<bool>,
     /// POST alert transitions here, in the Alertmanager v2 format
     #[arg(long, env = "FLIGHTDECK_ALERT_WEBHOOK_URL", value_name = "URL")]
     pub alert_webhook_url: Option<String>,
@@ -234,9 +240,16 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// Require an API key for /metrics too (probes always stay open)
-    #[arg(long, env = "FLIGHTDECK_PROTECT_METRICS")]
-    pub protect_metrics: bool,
+    /// Require an API key for /metrics too (probes always stay open); `--protect-metrics=false`
+    /// overrides the file [default: false]
+    #[arg(
+        long,
+        env = "FLIGHTDECK_PROTECT_METRICS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub protect_metrics: Option<bool>,
     /// Longest a client may take to send a request's headers (slowloris), in ms [default: 30000]
     #[arg(long, env = "FLIGHTDECK_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
     pub header_read_timeout_ms: Option<u64>,
@@ -474,7 +487,7 @@ impl Config {
         if let Some(v) = args.max_ws_connections.or(file.max_ws_connections) {
             config.ws.max_connections = positive("max_ws_connections", v)?;
         }
-        config.ws.echo = args.ws_echo || file.ws_echo.unwrap_or(false);
+        config.ws.echo = args.ws_echo.or(file.ws_echo).unwrap_or(false);
         if let Some(url) = args.alert_webhook_url.clone().or(file.alert_webhook_url) {
             if !url.starts_with("http://") {
                 return Err(format!(
@@ -536,7 +549,9 @@ impl Config {
             .collect();
         config.api_keys = ApiKeys::parse(
             &keys,
-            args.protect_metrics || file.protect_metrics.unwrap_or(false),
+            args.protect_metrics
+                .or(file.protect_metrics)
+                .unwrap_or(false),
         )?;
         for workflow in file.workflows {
             workflow
@@ -647,6 +662,32 @@ mod tests {
         assert_eq!(c.store.durability, Durability::None);
         assert_eq!(c.max_body_bytes, 20);
         assert_eq!(c.store.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn boolean_flags_override_the_file_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "protect_metrics = true\n").unwrap();
+        let path = file.to_str().unwrap();
+        let resolve = |extra: &[&str]| {
+            let mut argv = vec!["flightdeck", "--config", path];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            Config::resolve(&cli.serve)
+                .unwrap()
+                .api_keys
+                .protect_metrics
+        };
+        assert!(resolve(&[]), "the file's true");
+        assert!(
+            !resolve(&["--protect-metrics=false"]),
+            "the flag's false wins"
+        );
+        assert!(resolve(&["--protect-metrics"]), "a bare flag is true");
+        std::fs::write(&file, "protect_metrics = false\n").unwrap();
+        assert!(resolve(&["--protect-metrics=true"]));
+        assert!(!resolve(&[]));
     }
 
     #[test]

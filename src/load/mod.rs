@@ -67,7 +67,7 @@ pub struct Scenario {
     pub quiet_seconds: u64,
     /// Bound of the workflow phase.
     pub max_seconds: u64,
-    /// p99 target of WebSocket delivery at this size (DESIGN.md).
+    /// p99 target of WebSocket delivery at this size (service level).
     pub ws_target_ms: f64,
 }
 
@@ -149,8 +149,8 @@ impl Class {
         }
     }
 
-    /// DESIGN.md's p99 target for the time inside the server, and the original requirement's
-    /// for the time the client sees, in ms.
+    /// The p99 target of `docs/service-levels.md` for the time inside the server, and the original
+    /// requirement's for the time the client sees, in ms.
     fn targets(self) -> (Option<f64>, Option<f64>) {
         use crate::monitor::service_levels::{self as sl, original};
         let (design, original) = match self {
@@ -1179,7 +1179,7 @@ fn verdicts(
         if let Some(t) = design {
             out.push(Verdict {
                 what: format!(
-                    "{} p99, inside the server, workflow phase (DESIGN.md)",
+                    "{} p99, inside the server, workflow phase (service level)",
                     row.class
                 ),
                 target: format!("< {t} ms"),
@@ -1201,7 +1201,7 @@ fn verdicts(
     }
     out.push(Verdict {
         what: format!(
-            "status query p99 seen by the client, quiet, {} clients, vs bare hyper (DESIGN.md)",
+            "status query p99 seen by the client, quiet, {} clients, vs bare hyper (service level)",
             scenario.clients
         ),
         target: "within 1.5x".into(),
@@ -1215,7 +1215,7 @@ fn verdicts(
     });
     out.push(Verdict {
         what: format!(
-            "status query p99 inside the server, quiet, {} clients (DESIGN.md)",
+            "status query p99 inside the server, quiet, {} clients (service level)",
             scenario.clients
         ),
         target: "< 0.5 ms".into(),
@@ -1223,7 +1223,7 @@ fn verdicts(
         met: quiet.flightdeck_server.count > 0 && quiet.flightdeck_server.p99_ms < 0.5,
     });
     out.push(Verdict {
-        what: "status query throughput vs bare hyper (DESIGN.md)".into(),
+        what: "status query throughput vs bare hyper (service level)".into(),
         target: "at least 0.5x".into(),
         measured: format!(
             "{:.2}x ({:.0}/s vs {:.0}/s)",
@@ -1233,7 +1233,7 @@ fn verdicts(
     });
     out.push(Verdict {
         what: format!(
-            "WebSocket delivery p99, {} connections (DESIGN.md)",
+            "WebSocket delivery p99, {} connections (service level)",
             websocket.connections
         ),
         target: format!("< {} ms", scenario.ws_target_ms),
@@ -1262,7 +1262,10 @@ fn verdicts(
     });
     if let Some(startup) = server.startup_ms {
         out.push(Verdict {
-            what: format!("start-up with {} artifacts (DESIGN.md)", scenario.artifacts),
+            what: format!(
+                "start-up with {} artifacts (service level)",
+                scenario.artifacts
+            ),
             target: "< 1000 ms".into(),
             measured: ms(startup),
             met: startup < 1000.0,

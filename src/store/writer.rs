@@ -105,6 +105,9 @@ pub enum Command {
         through: u64,
         max: usize,
     },
+    /// A test's injected fault: applying it panics.
+    #[cfg(test)]
+    InjectPanic,
     /// Deletes an agent type's oldest status changes, those with seq <= `through`, at most `max`
     /// of them. No event.
     TrimAgentHistory {
@@ -306,8 +309,9 @@ impl Writer {
                     self.commit_batch(pending, &mut next_seq)
                 }));
                 if outcome.is_err() {
-                    tracing::error!("the writer panicked while committing a batch; stopping");
-                    break;
+                    // After its commit (publishing, the caches): what committed stays; its callers
+                    // are told the writer failed. The writer goes on.
+                    tracing::error!("the writer panicked after committing a batch");
                 }
             }
         }
@@ -332,7 +336,17 @@ impl Writer {
             .set(self.shared.queue_depth.load(Ordering::Relaxed) as f64);
         let now = now_micros();
         let started = std::time::Instant::now();
-        let result = self.apply_all(commands, now, *next_seq);
+        // A panic while applying (a bug, never bad input) abandons this batch only: its
+        // transaction is dropped uncommitted, its callers are answered, and the writer goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply_all(commands, now, *next_seq)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("the writer panicked while applying a batch; the batch is abandoned");
+            Err(StoreError::Unavailable(
+                "the writer failed on this batch; nothing of it was committed; retry".into(),
+            ))
+        });
         metrics::histogram!(metric_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Ok((outcomes, output)) => {
@@ -345,12 +359,11 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "write transaction failed; nothing of it was committed");
                 let message = e.to_string();
-                let full = matches!(e, StoreError::DiskFull(_));
                 for reply in replies {
-                    let error = if full {
-                        StoreError::DiskFull(message.clone())
-                    } else {
-                        StoreError::Storage(message.clone())
+                    let error = match &e {
+                        StoreError::DiskFull(_) => StoreError::DiskFull(message.clone()),
+                        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                        _ => StoreError::Storage(message.clone()),
                     };
                     let _ = reply.send(Err(error));
                 }
@@ -414,6 +427,25 @@ impl Writer {
             (self.publisher)(&output.events);
         }
     }
+}
+
+/// A stored workflow's phase, or `Corrupt` when the run names a phase it does not have.
+fn phase_at(run: &WorkflowRun, index: usize) -> Result<&PhaseRun, StoreError> {
+    run.phases.get(index).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the workflow of project {} is at phase {index} of {}",
+            run.project_id,
+            run.phases.len()
+        ))
+    })
+}
+
+/// A step of the writer answered with a reply of another kind: a bug, reported as a storage
+/// failure (the batch is abandoned) instead of a panic.
+fn misanswered(step: &str) -> ApplyError {
+    ApplyError::Storage(StoreError::Storage(format!(
+        "{step} answered with an unexpected reply"
+    )))
 }
 
 fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
@@ -598,6 +630,8 @@ impl<'t> Batch<'t> {
                 self.set_oversight_level(project_id, level)
             }
             Command::TrimEvents { through, max } => self.trim_events(through, max),
+            #[cfg(test)]
+            Command::InjectPanic => panic!("injected fault"),
             Command::TrimAgentHistory {
                 agent_type,
                 through,
@@ -1287,25 +1321,29 @@ impl<'t> Batch<'t> {
         let phases = def
             .phases
             .iter()
-            .map(|p| PhaseRun {
-                agent_type: AgentType::parse(&p.agent_type)
-                    .expect("definitions are validated at start-up"),
-                instructions: crate::domain::workflow::render(
-                    &p.instructions,
-                    &project.name,
-                    context.as_deref(),
-                ),
-                produces: p
-                    .produces
-                    .iter()
-                    .filter_map(|k| ArtifactType::parse(k))
-                    .collect(),
-                gated: crate::domain::workflow::gated(project.oversight_level, p.gate),
-                status: PhaseStatus::Waiting,
-                task_id: None,
-                gate_id: None,
+            .map(|p| -> Result<PhaseRun, DomainError> {
+                Ok(PhaseRun {
+                    // Definitions are validated at start-up; a bad one still refuses, not panics.
+                    agent_type: AgentType::parse(&p.agent_type).ok_or_else(|| {
+                        DomainError::unknown_value::<AgentType>("agent_type", &p.agent_type)
+                    })?,
+                    instructions: crate::domain::workflow::render(
+                        &p.instructions,
+                        &project.name,
+                        context.as_deref(),
+                    ),
+                    produces: p
+                        .produces
+                        .iter()
+                        .filter_map(|k| ArtifactType::parse(k))
+                        .collect(),
+                    gated: crate::domain::workflow::gated(project.oversight_level, p.gate),
+                    status: PhaseStatus::Waiting,
+                    task_id: None,
+                    gate_id: None,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, DomainError>>()?;
         let mut run = WorkflowRun {
             project_id,
             workflow: name,
@@ -1335,7 +1373,7 @@ impl<'t> Batch<'t> {
         {
             context_ids.push(tables::trailing_id(entry?.0.value()));
         }
-        let phase = &run.phases[index];
+        let phase = phase_at(run, index)?;
         let reply = self.create_task(
             run.project_id,
             phase.agent_type,
@@ -1343,7 +1381,7 @@ impl<'t> Batch<'t> {
             context_ids,
         )?;
         let Reply::Task(task) = reply else {
-            unreachable!("create_task answers with a task")
+            return Err(misanswered("create_task"));
         };
         run.current = index as u32;
         run.phases[index].task_id = Some(task.id);
@@ -1357,7 +1395,7 @@ impl<'t> Batch<'t> {
             return Ok(());
         };
         let index = run.current as usize;
-        if run.completed || run.phases[index].task_id != Some(task.id) {
+        if run.completed || phase_at(&run, index)?.task_id != Some(task.id) {
             return Ok(());
         }
         if run.phases[index].gated {
@@ -1373,7 +1411,7 @@ impl<'t> Batch<'t> {
             let Reply::Hitl(gate) =
                 self.create_hitl(task.project_id, Some(task.id), question, options, None)?
             else {
-                unreachable!("create_hitl answers with a request")
+                return Err(misanswered("create_hitl"));
             };
             run.phases[index].status = PhaseStatus::AwaitingApproval;
             run.phases[index].gate_id = Some(gate.id);
@@ -1389,6 +1427,7 @@ impl<'t> Batch<'t> {
     /// The current phase is done: start the next, or complete the project.
     fn hand_off(&mut self, run: &mut WorkflowRun) -> ApplyResult<()> {
         let index = run.current as usize;
+        phase_at(run, index)?;
         run.phases[index].status = PhaseStatus::Done;
         run.phases[index].gate_id = None;
         self.workflow_event(run, "phase_completed", run.phases[index].task_id, None)?;
@@ -1420,7 +1459,7 @@ impl<'t> Batch<'t> {
             return Ok(false);
         };
         let index = run.current as usize;
-        if run.completed || run.phases[index].gate_id != Some(request.id) {
+        if run.completed || phase_at(&run, index)?.gate_id != Some(request.id) {
             return Ok(false);
         }
         match action {
@@ -1441,9 +1480,12 @@ impl<'t> Batch<'t> {
                 self.hand_off(&mut run)?;
             }
             HitlAction::Reject => {
-                let task_id = run.phases[index]
-                    .task_id
-                    .expect("a gated phase has its task");
+                let task_id = run.phases[index].task_id.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the workflow of project {} gates phase {index}, which has no task",
+                        run.project_id
+                    ))
+                })?;
                 let old: Task = read(&self.tasks, &task_id)?.ok_or_else(|| {
                     StoreError::Corrupt(format!("workflow names task {task_id}, which is missing"))
                 })?;
@@ -1484,7 +1526,7 @@ impl<'t> Batch<'t> {
         task: Option<Id>,
         gate: Option<Id>,
     ) -> ApplyResult<()> {
-        let phase = &run.phases[run.current as usize];
+        let phase = phase_at(run, run.current as usize)?;
         let data = object_string(|o| {
             o.str("workflow", &run.workflow)
                 .str("action", action)
@@ -1535,7 +1577,7 @@ impl<'t> Batch<'t> {
             match self.respond_hitl(id, HitlAction::Approve, None, comment.clone()) {
                 Ok(Reply::HitlAnswered { request, .. }) => approved.push(request),
                 Ok(Reply::HitlExpired(_)) => skipped.push((id, "expired".to_string())),
-                Ok(_) => unreachable!("respond_hitl answers with a HITL request"),
+                Ok(_) => return Err(misanswered("respond_hitl")),
                 Err(ApplyError::Domain(e)) => skipped.push((id, e.to_string())),
                 Err(storage) => return Err(storage),
             }
@@ -1873,4 +1915,40 @@ fn artifact_event_data(artifact: &Artifact) -> String {
             .str("source_agent", artifact.source_agent.as_str())
             .u64("version", u64::from(artifact.version));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::no_publisher;
+    use crate::store::{Store, StoreConfig};
+
+    #[test]
+    fn a_panic_abandons_its_batch_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.durability = Durability::None;
+        let store = Store::open(&config, no_publisher()).unwrap();
+        let before = store.latest_seq();
+        let error = store.write_blocking(Command::InjectPanic).unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(store.writer_alive());
+        // Nothing of the batch was committed, and the next write works.
+        assert_eq!(store.latest_seq(), before);
+        let created = store
+            .write_blocking(Command::CreateProject {
+                name: "after".into(),
+                description: None,
+            })
+            .unwrap();
+        let Reply::Project(project) = created else {
+            panic!("{created:?}")
+        };
+        assert_eq!(
+            store.get_project(&project.id).unwrap().unwrap().name,
+            "after"
+        );
+        assert_eq!(store.latest_seq(), before + 1);
+        store.close();
+    }
 }
