@@ -36,27 +36,12 @@ fn snapshot(from: &ReadTransaction, to: &Path) -> Result<u64, StoreError> {
     let target = redb::Database::create(to)?;
     let txn = target.begin_write()?;
     let mut records = 0;
-    records += copy(from, &txn, tables::META)?;
-    records += copy(from, &txn, tables::PROJECTS)?;
-    records += copy(from, &txn, tables::TASKS)?;
-    records += copy(from, &txn, tables::ARTIFACTS)?;
-    records += copy(from, &txn, tables::HITL)?;
-    records += copy(from, &txn, tables::AGENTS)?;
-    records += copy(from, &txn, tables::AGENT_HISTORY)?;
-    records += copy(from, &txn, tables::EVENTS)?;
-    records += copy(from, &txn, tables::WORKFLOWS)?;
-    records += copy(from, &txn, tables::TIMERS)?;
-    records += copy(from, &txn, tables::TASKS_BY_PROJECT)?;
-    records += copy(from, &txn, tables::TASKS_BY_PROJECT_STATUS)?;
-    records += copy(from, &txn, tables::TASKS_BY_PROJECT_AGENT)?;
-    records += copy(from, &txn, tables::TASKS_BY_AGENT_STATUS)?;
-    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT)?;
-    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT_TYPE)?;
-    records += copy(from, &txn, tables::ARTIFACTS_BY_PROJECT_SOURCE)?;
-    records += copy(from, &txn, tables::HITL_BY_PROJECT)?;
-    records += copy(from, &txn, tables::HITL_BY_PROJECT_STATUS)?;
-    records += copy(from, &txn, tables::HITL_BY_STATUS)?;
-    records += copy(from, &txn, tables::EVENTS_BY_PROJECT)?;
+    macro_rules! copy_table {
+        ($table:ident) => {
+            records += copy(from, &txn, tables::$table)?;
+        };
+    }
+    tables::for_each_table!(copy_table);
     txn.commit()?;
     Ok(records)
 }

@@ -504,6 +504,71 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
     let _ = codec::decode::<records::EventRecord>(bytes);
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, TableHandle};
+
+    /// The schema's table list (`tables::for_each_table`) is exactly what a database that has seen
+    /// every kind of write holds: a table the writer opens but the list forgets would be missing
+    /// from every backup.
+    #[test]
+    fn the_table_list_names_every_table_a_database_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.durability = Durability::None;
+        let store = Store::open(&config, crate::events::no_publisher()).unwrap();
+        let Ok(Reply::Project(p)) = store.write_blocking(Command::CreateProject {
+            name: "p".into(),
+            description: None,
+        }) else {
+            panic!("project")
+        };
+        for command in [
+            Command::StartWorkflow {
+                project_id: p.id,
+                workflow: "sdlc".into(),
+                context: None,
+            },
+            Command::CreateHitl {
+                project_id: p.id,
+                task_id: None,
+                question: "q".into(),
+                options: Vec::new(),
+                expires_in_seconds: Some(60),
+            },
+            Command::CreateArtifact {
+                project_id: p.id,
+                source_agent: crate::domain::AgentType::Coder,
+                artifact_type: crate::domain::ArtifactType::SourceCode,
+                content: "{}".into(),
+                metadata: None,
+            },
+        ] {
+            store.write_blocking(command).unwrap();
+        }
+        let db = store.shared.database().unwrap();
+        let mut held: Vec<String> = db
+            .begin_read()
+            .unwrap()
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        held.sort();
+        let mut listed: Vec<String> = Vec::new();
+        macro_rules! name {
+            ($table:ident) => {
+                listed.push(tables::$table.name().to_string());
+            };
+        }
+        tables::for_each_table!(name);
+        listed.sort();
+        assert_eq!(held, listed);
+        store.close();
+    }
+}
+
 /// Opens the database of a data directory that must already hold one (offline commands).
 pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
     let path = data_dir.join(DB_FILE);
@@ -549,27 +614,14 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
                 meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
             }
         }
-        txn.open_table(tables::PROJECTS)?;
-        txn.open_table(tables::TASKS)?;
-        txn.open_table(tables::ARTIFACTS)?;
-        txn.open_table(tables::HITL)?;
-        txn.open_table(tables::AGENTS)?;
-        txn.open_table(tables::AGENT_HISTORY)?;
-        txn.open_table(tables::EVENTS)?;
-        txn.open_table(tables::TASKS_BY_PROJECT)?;
-        txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?;
-        txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?;
-        txn.open_table(tables::TASKS_BY_AGENT_STATUS)?;
-        txn.open_table(tables::TIMERS)?;
-        txn.open_table(tables::WORKFLOWS)?;
-        txn.open_table(tables::ARTIFACTS_BY_PROJECT)?;
-        txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?;
-        txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?;
-        txn.open_table(tables::HITL_BY_PROJECT)?;
-        txn.open_table(tables::HITL_BY_PROJECT_STATUS)?;
-        txn.open_table(tables::HITL_BY_STATUS)?;
-        txn.open_table(tables::EVENTS_BY_PROJECT)?;
     }
+    // Every table exists from the start (meta again too: its handle above is closed).
+    macro_rules! open_table {
+        ($table:ident) => {
+            txn.open_table(tables::$table)?;
+        };
+    }
+    tables::for_each_table!(open_table);
     txn.commit()?;
     Ok(())
 }

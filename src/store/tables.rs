@@ -235,3 +235,33 @@ impl HitlKeys {
         }
     }
 }
+
+/// Every table of the schema, named once: `$apply!(TABLE)` for each. Opening a database and
+/// taking a backup go through this list, and a test checks it against the tables a database
+/// really holds, so a new table cannot be left out of either.
+macro_rules! for_each_table {
+    ($apply:ident) => {
+        $apply!(META);
+        $apply!(PROJECTS);
+        $apply!(TASKS);
+        $apply!(ARTIFACTS);
+        $apply!(HITL);
+        $apply!(AGENTS);
+        $apply!(AGENT_HISTORY);
+        $apply!(EVENTS);
+        $apply!(WORKFLOWS);
+        $apply!(TIMERS);
+        $apply!(TASKS_BY_PROJECT);
+        $apply!(TASKS_BY_PROJECT_STATUS);
+        $apply!(TASKS_BY_PROJECT_AGENT);
+        $apply!(TASKS_BY_AGENT_STATUS);
+        $apply!(ARTIFACTS_BY_PROJECT);
+        $apply!(ARTIFACTS_BY_PROJECT_TYPE);
+        $apply!(ARTIFACTS_BY_PROJECT_SOURCE);
+        $apply!(HITL_BY_PROJECT);
+        $apply!(HITL_BY_PROJECT_STATUS);
+        $apply!(HITL_BY_STATUS);
+        $apply!(EVENTS_BY_PROJECT);
+    };
+}
+pub(crate) use for_each_table;
