@@ -504,6 +504,68 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
     let _ = codec::decode::<records::EventRecord>(bytes);
 }
 
+/// Opens the database of a data directory that must already hold one (offline commands).
+pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Storage(format!(
+            "no database at {}",
+            path.display()
+        )));
+    }
+    redb::Database::open(&path)
+        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Free space needed before a poisoned database is reopened for writing.
+const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Creates every table, records the schema version in a new database, migrates an older one and
+/// refuses a newer one.
+fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(tables::META)?;
+        let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
+        match found {
+            Some(v) if v > tables::SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    found: v,
+                    supported: tables::SCHEMA_VERSION,
+                });
+            }
+            Some(v) if v < tables::SCHEMA_VERSION => {
+                let done = migrate::migrate(&txn, v)?;
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+                tracing::info!(
+                    from = v,
+                    to = tables::SCHEMA_VERSION,
+                    events_moved = done.events_moved,
+                    "database migrated"
+                );
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+            }
+        }
+    }
+    // Every table exists from the start (meta again too: its handle above is closed).
+    macro_rules! open_table {
+        ($table:ident) => {
+            txn.open_table(tables::$table)?;
+        };
+    }
+    tables::for_each_table!(open_table);
+    txn.commit()?;
+    Ok(())
+}
+
+/// A read transaction: a consistent snapshot of everything committed so far.
+fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
+    Ok(shared.database()?.begin_read()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,66 +629,4 @@ mod tests {
         assert_eq!(held, listed);
         store.close();
     }
-}
-
-/// Opens the database of a data directory that must already hold one (offline commands).
-pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
-    let path = data_dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(StoreError::Storage(format!(
-            "no database at {}",
-            path.display()
-        )));
-    }
-    redb::Database::open(&path)
-        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
-}
-
-/// Free space needed before a poisoned database is reopened for writing.
-const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Creates every table, records the schema version in a new database, migrates an older one and
-/// refuses a newer one.
-fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(tables::META)?;
-        let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
-        match found {
-            Some(v) if v > tables::SCHEMA_VERSION => {
-                return Err(StoreError::NewerSchema {
-                    found: v,
-                    supported: tables::SCHEMA_VERSION,
-                });
-            }
-            Some(v) if v < tables::SCHEMA_VERSION => {
-                let done = migrate::migrate(&txn, v)?;
-                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
-                tracing::info!(
-                    from = v,
-                    to = tables::SCHEMA_VERSION,
-                    events_moved = done.events_moved,
-                    "database migrated"
-                );
-            }
-            Some(_) => {}
-            None => {
-                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
-            }
-        }
-    }
-    // Every table exists from the start (meta again too: its handle above is closed).
-    macro_rules! open_table {
-        ($table:ident) => {
-            txn.open_table(tables::$table)?;
-        };
-    }
-    tables::for_each_table!(open_table);
-    txn.commit()?;
-    Ok(())
-}
-
-/// A read transaction: a consistent snapshot of everything committed so far.
-fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
-    Ok(shared.database()?.begin_read()?)
 }
