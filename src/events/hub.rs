@@ -170,7 +170,7 @@ impl Hub {
                 seq: event.seq,
                 project: event.project_id,
                 committed_at: event.committed_at,
-                frame: crate::ws::frame::text(&event.json),
+                frame: super::frame::text(&event.json),
             };
             match event.project_id {
                 None => {

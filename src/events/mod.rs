@@ -2,6 +2,7 @@
 //! `GET /api/v1/events` and in WebSocket frames) and the hand-off of committed events to whoever
 //! publishes them.
 
+pub mod frame;
 pub mod hub;
 
 use std::sync::Arc;

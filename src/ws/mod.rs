@@ -7,7 +7,7 @@ mod conn;
 
 #[doc(hidden)]
 pub use conn::fuzz_client_input;
-pub mod frame;
+pub use crate::events::frame;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
