@@ -44,7 +44,7 @@ pub enum Command {
     Compact(CheckArgs),
     /// The load benchmark: workers running the sdlc workflow, status-query clients and WebSocket
     /// subscribers against a fresh server (or `--url`), reported against the service levels.
-    Bench(BenchArgs),
+    Bench(crate::load::BenchArgs),
     /// Internal to `bench`: WebSocket clients in a process of their own.
     #[command(hide = true)]
     BenchWs,
@@ -54,38 +54,6 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         body_file: PathBuf,
     },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchArgs {
-    /// seed: 10 projects x 50 tasks, 10 clients, 100 WebSocket connections; x100: 1,000 projects,
-    /// 100 clients, 10,000 connections, 1,000,000 artifacts; tiny: a smoke run of a few seconds
-    #[arg(long, value_enum, default_value = "seed")]
-    pub scenario: crate::load::ScenarioName,
-    /// Load a running server (`http://127.0.0.1:8080`) instead of starting a release server on a
-    /// temporary directory
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// API key (read-write) for a server that requires one
-    #[arg(
-        long,
-        env = "FLIGHTDECK_BENCH_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    pub api_key: Option<String>,
-    /// Where to write the JSON report [default: flightdeck-bench-SCENARIO.json]
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Override the scenario's artifacts preloaded for the context-store rows
-    #[arg(long, value_name = "N")]
-    pub artifacts: Option<usize>,
-    /// Override the scenario's WebSocket connections
-    #[arg(long, value_name = "N")]
-    pub ws_connections: Option<usize>,
-    /// Override the bound on the workflow phase, in seconds
-    #[arg(long, value_name = "SECS")]
-    pub max_seconds: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -122,7 +122,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn bench(args: &flightdeck::config::BenchArgs) -> ExitCode {
+fn bench(args: &flightdeck::load::BenchArgs) -> ExitCode {
     flightdeck::logging::init(LogFormat::Text);
     let runtime = match runtime() {
         Ok(r) => r,

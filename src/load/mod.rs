@@ -32,8 +32,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::config::BenchArgs;
 use crate::domain::Vocabulary;
+use clap::Args;
 use http::{Answer, Client};
 use stats::{Samples, Summary};
 use ws::{WsPlan, WsReport};
@@ -841,6 +841,39 @@ async fn latest_seq(client: &mut Client) -> Result<u64, String> {
         .json()
         .and_then(|v| v["store"]["latest_seq"].as_u64())
         .ok_or_else(|| format!("monitoring metrics answered {}", answer.status))
+}
+
+/// `flightdeck bench`'s command line.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// seed: 10 projects x 50 tasks, 10 clients, 100 WebSocket connections; x100: 1,000 projects,
+    /// 100 clients, 10,000 connections, 1,000,000 artifacts; tiny: a smoke run of a few seconds
+    #[arg(long, value_enum, default_value = "seed")]
+    pub scenario: ScenarioName,
+    /// Load a running server (`http://127.0.0.1:8080`) instead of starting a release server on a
+    /// temporary directory
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key (read-write) for a server that requires one
+    #[arg(
+        long,
+        env = "FLIGHTDECK_BENCH_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Where to write the JSON report [default: flightdeck-bench-SCENARIO.json]
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Override the scenario's artifacts preloaded for the context-store rows
+    #[arg(long, value_name = "N")]
+    pub artifacts: Option<usize>,
+    /// Override the scenario's WebSocket connections
+    #[arg(long, value_name = "N")]
+    pub ws_connections: Option<usize>,
+    /// Override the bound on the workflow phase, in seconds
+    #[arg(long, value_name = "SECS")]
+    pub max_seconds: Option<u64>,
 }
 
 /// Runs the benchmark described by `args`; the report, or why it could not run.

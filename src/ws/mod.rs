@@ -5,9 +5,9 @@
 
 mod conn;
 
+pub use crate::events::frame;
 #[doc(hidden)]
 pub use conn::fuzz_client_input;
-pub use crate::events::frame;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
