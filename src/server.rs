@@ -244,14 +244,18 @@ async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) 
 
 /// Answers a connection over the limit with 503 and closes it.
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    let body = br#"{"error":{"code":"too_many_connections","message":"the server is at its connection limit; retry shortly"}}"#;
+    let body = crate::http::ApiError::new(
+        crate::http::ErrorCode::TooManyConnections,
+        "the server is at its connection limit; retry shortly",
+    )
+    .body();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
+        stream.write_all(&body).await?;
         stream.shutdown().await
     })
     .await;

@@ -3,6 +3,7 @@
 
 use super::AppState;
 use crate::domain::now_micros;
+use crate::http::ErrorCode;
 use crate::http::body::json;
 use crate::http::{ApiError, Response, StatusCode};
 use crate::json::object;
@@ -18,13 +19,7 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
         store.backup_to(&target)
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "backup_failed",
-            e.to_string(),
-        )
-    })??;
+    .map_err(|e| ApiError::new(ErrorCode::BackupFailed, e.to_string()))??;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let body = object(|o| {
         o.str("path", &path.display().to_string())

@@ -1,5 +1,6 @@
 //! Agent status (BotArmy): all agents, one agent, its history, and reset.
 
+use crate::http::ErrorCode;
 use crate::http::{Response, StatusCode};
 
 use super::projects::unexpected;
@@ -34,7 +35,10 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response,
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
     let before = match query.cursor() {
         Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "the cursor is not one this server issued",
+            )
         })?),
         None => None,
     };

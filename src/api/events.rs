@@ -2,6 +2,7 @@
 //! sends them, oldest first.
 
 use super::{AppState, Query, envelope, parse_id};
+use crate::http::ErrorCode;
 use crate::http::{ApiError, Request, Response};
 
 pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
@@ -14,7 +15,10 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     // `cursor` (what the previous page returned) and `since` mean the same: events after that seq.
     let since = match query.cursor() {
         Some(c) => c.parse::<u64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "the cursor is not one this server issued",
+            )
         })?,
         None => query.u64("since")?.unwrap_or(0),
     };

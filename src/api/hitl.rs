@@ -1,6 +1,7 @@
 //! Human-in-the-loop requests (BotArmy routes): create, get, history, respond, lists, bulk
 //! approval and the project's oversight level.
 
+use crate::http::ErrorCode;
 use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -133,8 +134,7 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
             Ok(json(StatusCode::OK, body))
         }
         Reply::HitlExpired(h) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "hitl_expired",
+            ErrorCode::HitlExpired,
             format!("HITL request {} expired before it was answered", h.id),
         )),
         other => Err(unexpected(other)),

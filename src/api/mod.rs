@@ -13,6 +13,7 @@ mod projects;
 mod tasks;
 mod workflows;
 
+use crate::http::ErrorCode;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -329,7 +330,10 @@ pub fn fuzz_decode(bytes: &[u8]) {
 /// A path or query id: 400 when it is not a UUID.
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Id, ApiError> {
     Id::parse(text).ok_or_else(|| {
-        ApiError::bad_request("invalid_id", format!("{field} `{text}` is not a UUID"))
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("{field} `{text}` is not a UUID"),
+        )
     })
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::domain::{AgentType, Vocabulary};
 use crate::http::body::json as json_response;
-use crate::http::{ApiError, Response, Route, StatusCode};
+use crate::http::{ApiError, ErrorCode, Response, Route, StatusCode};
 
 /// One operation: method, path template, route, summary, request body schema, success status.
 pub struct Operation {
@@ -368,10 +368,23 @@ fn schemas() -> Value {
     let string = json!({"type": "string"});
     let uuid = json!({"type": "string", "format": "uuid"});
     let any = json!({});
+    // Every error code, from the one table, with its status and meaning.
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    let meanings: serde_json::Map<String, Value> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            (
+                c.as_str().to_string(),
+                json!(format!("{}: {}", c.status().as_u16(), c.description())),
+            )
+        })
+        .collect();
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
-            "properties": {"code": string, "message": string}}}},
+            "properties": {
+                "code": {"type": "string", "enum": codes, "x-meanings": meanings},
+                "message": string}}}},
         "CreateProject": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": ["string", "null"]}}},
         "CreateTask": {"type": "object", "required": ["agent_type", "instructions"], "properties": {

@@ -1,5 +1,6 @@
 //! Projects: create, list, get, status (BotArmy) and completion (BotArmy).
 
+use crate::http::ErrorCode;
 use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
@@ -156,11 +157,7 @@ fn write(o: &mut ObjectWriter<'_>, p: &Project) {
 /// A reply of the wrong kind is a bug: answer 500 and log it.
 pub(crate) fn unexpected(reply: Reply) -> ApiError {
     tracing::error!(?reply, "the writer answered with an unexpected reply");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "unexpected reply from the store",
-    )
+    ApiError::new(ErrorCode::InternalError, "unexpected reply from the store")
 }
 
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).

@@ -2,11 +2,12 @@
 //! WebSocket upgrades, as `?token=`). Compared in constant time; never logged. Probes stay open,
 //! and `/metrics` too unless `protect_metrics` is set.
 
+use crate::http::ErrorCode;
 use subtle::ConstantTimeEq;
 
+use super::Method;
 use super::error::ApiError;
 use super::router::Route;
-use super::{Method, StatusCode};
 
 /// What a key may do.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -98,8 +99,7 @@ impl ApiKeys {
             return Err(ApiError {
                 www_authenticate: true,
                 ..ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
+                    ErrorCode::Unauthorized,
                     "a valid API key is required: Authorization: Bearer <key>",
                 )
             });
@@ -107,8 +107,7 @@ impl ApiKeys {
         let writes = !(method == Method::GET || method == Method::HEAD);
         if writes && access == Access::ReadOnly {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "this API key is read-only",
             ));
         }

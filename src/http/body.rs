@@ -1,6 +1,7 @@
 //! Request bodies in (size-limited, JSON only, depth-limited, errors naming the field) and JSON
 //! responses out.
 
+use crate::http::ErrorCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,8 +45,7 @@ pub async fn read_optional_json<T: DeserializeOwned + Default>(
             Ok(T::default())
         } else {
             Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "a body must be JSON with Content-Type: application/json",
             ))
         };
@@ -55,16 +55,14 @@ pub async fn read_optional_json<T: DeserializeOwned + Default>(
 
 fn body_timeout(timeout: Duration) -> ApiError {
     ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "body_timeout",
+        ErrorCode::BodyTimeout,
         format!("the body did not arrive within {} ms", timeout.as_millis()),
     )
 }
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("the body is larger than the limit of {limit} bytes"),
     )
 }
@@ -82,8 +80,7 @@ async fn read_body(
         Some(ct) if is_json(ct) => {}
         other => {
             let error = ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "the body must be JSON with Content-Type: application/json (got {})",
                     other.unwrap_or("no Content-Type")
@@ -125,8 +122,8 @@ async fn collect(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return Err(ApiError::bad_request(
-                    "body_read_failed",
+                return Err(ApiError::new(
+                    ErrorCode::BodyReadFailed,
                     format!("reading the body failed: {e}"),
                 ));
             }
@@ -215,8 +212,8 @@ fn is_json(content_type: &str) -> bool {
 /// the wrong shape.
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if nesting_depth(bytes, MAX_JSON_DEPTH) > MAX_JSON_DEPTH {
-        return Err(ApiError::bad_request(
-            "too_deep",
+        return Err(ApiError::new(
+            ErrorCode::TooDeep,
             format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
@@ -232,14 +229,17 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             };
             ApiError::invalid_field(&field, strip_position(&inner.to_string()))
         } else {
-            ApiError::bad_request(
-                "malformed_json",
+            ApiError::new(
+                ErrorCode::MalformedJson,
                 format!("the body is not valid JSON: {inner}"),
             )
         }
     })?;
     de.end().map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     Ok(value)
 }

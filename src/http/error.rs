@@ -9,11 +9,218 @@ use crate::domain::DomainError;
 use crate::json::object;
 use crate::store::StoreError;
 
+/// Every error an answer can carry: its code (the `error.code` of the JSON body), its status and
+/// what it means. The one place an error code is named; OpenAPI lists this table.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    MalformedJson,
+    TooDeep,
+    InvalidId,
+    InvalidCursor,
+    BodyReadFailed,
+    BadWebsocketHandshake,
+    Unauthorized,
+    Forbidden,
+    OriginNotAllowed,
+    ProjectNotFound,
+    TaskNotFound,
+    ArtifactNotFound,
+    HitlRequestNotFound,
+    WorkflowNotFound,
+    NotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    BodyTimeout,
+    InvalidTransition,
+    HitlExpired,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidField,
+    UpgradeRequired,
+    InternalError,
+    StorageError,
+    BackupFailed,
+    Overloaded,
+    Unavailable,
+    ShuttingDown,
+    TooManyConnections,
+    DiskFull,
+}
+
+impl ErrorCode {
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::MalformedJson,
+        ErrorCode::TooDeep,
+        ErrorCode::InvalidId,
+        ErrorCode::InvalidCursor,
+        ErrorCode::BodyReadFailed,
+        ErrorCode::BadWebsocketHandshake,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::ProjectNotFound,
+        ErrorCode::TaskNotFound,
+        ErrorCode::ArtifactNotFound,
+        ErrorCode::HitlRequestNotFound,
+        ErrorCode::WorkflowNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyTimeout,
+        ErrorCode::InvalidTransition,
+        ErrorCode::HitlExpired,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidField,
+        ErrorCode::UpgradeRequired,
+        ErrorCode::InternalError,
+        ErrorCode::StorageError,
+        ErrorCode::BackupFailed,
+        ErrorCode::Overloaded,
+        ErrorCode::Unavailable,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooManyConnections,
+        ErrorCode::DiskFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::TooDeep => "too_deep",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::BodyReadFailed => "body_read_failed",
+            ErrorCode::BadWebsocketHandshake => "bad_websocket_handshake",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::ProjectNotFound => "project_not_found",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::ArtifactNotFound => "artifact_not_found",
+            ErrorCode::HitlRequestNotFound => "hitl_request_not_found",
+            ErrorCode::WorkflowNotFound => "workflow_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::HitlExpired => "hitl_expired",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::StorageError => "storage_error",
+            ErrorCode::BackupFailed => "backup_failed",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::DiskFull => "disk_full",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
+            ErrorCode::TooDeep => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidId => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidCursor => StatusCode::BAD_REQUEST,
+            ErrorCode::BodyReadFailed => StatusCode::BAD_REQUEST,
+            ErrorCode::BadWebsocketHandshake => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::ProjectNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::TaskNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::HitlRequestNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::WorkflowNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RouteNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::InvalidTransition => StatusCode::CONFLICT,
+            ErrorCode::HitlExpired => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BackupFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "the body is not valid JSON",
+            ErrorCode::TooDeep => "JSON nested deeper than 64 levels",
+            ErrorCode::InvalidId => "an id that is not a UUID",
+            ErrorCode::InvalidCursor => "a cursor this server did not issue",
+            ErrorCode::BodyReadFailed => "the body could not be read",
+            ErrorCode::BadWebsocketHandshake => "a WebSocket upgrade request that is not one",
+            ErrorCode::Unauthorized => "no or unknown API key",
+            ErrorCode::Forbidden => "a read-only key on a write",
+            ErrorCode::OriginNotAllowed => "a WebSocket upgrade from an origin not in cors_origins",
+            ErrorCode::ProjectNotFound => "no project with that id",
+            ErrorCode::TaskNotFound => "no task with that id",
+            ErrorCode::ArtifactNotFound => "no artifact with that id",
+            ErrorCode::HitlRequestNotFound => "no HITL request with that id",
+            ErrorCode::WorkflowNotFound => "no workflow of that name, or none started",
+            ErrorCode::NotFound => "no such thing",
+            ErrorCode::RouteNotFound => "no route for the path",
+            ErrorCode::MethodNotAllowed => "the path exists with other methods (see Allow)",
+            ErrorCode::BodyTimeout => "the body did not arrive within --body-read-timeout-ms",
+            ErrorCode::InvalidTransition => "a state change the rules do not allow",
+            ErrorCode::HitlExpired => "the HITL request expired before it was answered",
+            ErrorCode::PayloadTooLarge => "the body is over --max-body-bytes",
+            ErrorCode::UnsupportedMediaType => "a body not sent as application/json",
+            ErrorCode::InvalidField => "a missing, ill-typed, unknown-valued or too long field",
+            ErrorCode::UpgradeRequired => "a plain request to a WebSocket route",
+            ErrorCode::InternalError => "a bug: the server answered itself wrongly",
+            ErrorCode::StorageError => "the store failed; nothing of the write was kept",
+            ErrorCode::BackupFailed => "the backup could not be written",
+            ErrorCode::Overloaded => "the writer queue is full (see Retry-After)",
+            ErrorCode::Unavailable => {
+                "the store is being reopened or the writer failed (see Retry-After)"
+            }
+            ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::TooManyConnections => "the connection or WebSocket limit is reached",
+            ErrorCode::DiskFull => "the disk is full; nothing was stored",
+        }
+    }
+
+    /// The code of "no {kind} with that id".
+    fn not_found(kind: &str) -> ErrorCode {
+        match kind {
+            "project" => ErrorCode::ProjectNotFound,
+            "task" => ErrorCode::TaskNotFound,
+            "artifact" => ErrorCode::ArtifactNotFound,
+            "hitl_request" => ErrorCode::HitlRequestNotFound,
+            "workflow" => ErrorCode::WorkflowNotFound,
+            _ => ErrorCode::NotFound,
+        }
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// Always `code.status()`.
     pub status: StatusCode,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// For 405: the `Allow` header.
     pub allow: Option<&'static str>,
@@ -24,14 +231,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
-            code: code.into(),
+            status: code.status(),
+            code,
             message: message.into(),
             allow: None,
             retry_after: None,
@@ -39,32 +242,19 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
     pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!("{field}: {message}"),
-        )
+        ApiError::new(ErrorCode::InvalidField, format!("{field}: {message}"))
     }
 
     pub fn not_found_route(path: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            format!("no route for {path}"),
-        )
+        ApiError::new(ErrorCode::RouteNotFound, format!("no route for {path}"))
     }
 
     pub fn method_not_allowed(method: &hyper::Method, allow: &'static str) -> ApiError {
         ApiError {
             allow: Some(allow),
             ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed here; allowed: {allow}"),
             )
         }
@@ -73,18 +263,23 @@ impl ApiError {
     /// A WebSocket upgrade from a page on an origin that is not allowed.
     pub fn origin_not_allowed(origin: &str) -> ApiError {
         ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             format!("WebSocket connections from origin `{origin}` are not allowed (cors_origins)"),
         )
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = object(|o| {
+    /// The JSON body: `{"error":{"code","message"}}`.
+    pub fn body(&self) -> Vec<u8> {
+        object(|o| {
             o.object("error", |e| {
-                e.str("code", &self.code).str("message", &self.message);
+                e.str("code", self.code.as_str())
+                    .str("message", &self.message);
             });
-        });
+        })
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = self.body();
         let mut builder = Response::builder()
             .status(self.status)
             .header(header::CONTENT_TYPE, "application/json");
@@ -106,19 +301,15 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         match &e {
-            DomainError::NotFound { kind, .. } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("{kind}_not_found"),
-                e.to_string(),
-            ),
-            DomainError::InvalidTransition { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
+            DomainError::NotFound { kind, .. } => {
+                ApiError::new(ErrorCode::not_found(kind), e.to_string())
             }
-            DomainError::InvalidField { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                e.to_string(),
-            ),
+            DomainError::InvalidTransition { .. } => {
+                ApiError::new(ErrorCode::InvalidTransition, e.to_string())
+            }
+            DomainError::InvalidField { .. } => {
+                ApiError::new(ErrorCode::InvalidField, e.to_string())
+            }
         }
     }
 }
@@ -127,41 +318,65 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::InvalidCursor => {
-                ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
-            }
+            StoreError::InvalidCursor => ApiError::new(
+                ErrorCode::InvalidCursor,
+                "the cursor is not one this server issued",
+            ),
             StoreError::Overloaded => ApiError {
                 retry_after: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+                ..ApiError::new(ErrorCode::Overloaded, e.to_string())
             },
             StoreError::DiskFull(_) => ApiError {
                 retry_after: Some(10),
-                ..ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+                ..ApiError::new(ErrorCode::DiskFull, e.to_string())
             },
             StoreError::Unavailable(_) => ApiError {
                 retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    e.to_string(),
-                )
+                ..ApiError::new(ErrorCode::Unavailable, e.to_string())
             },
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    e.to_string(),
-                )
+                ..ApiError::new(ErrorCode::Unavailable, e.to_string())
             },
             StoreError::Storage(_) | StoreError::Corrupt(_) | StoreError::NewerSchema { .. } => {
                 tracing::error!(error = %e, "store failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    e.to_string(),
-                )
+                ApiError::new(ErrorCode::StorageError, e.to_string())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_named_once_and_answers_its_status() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a code named twice");
+        for code in ErrorCode::ALL {
+            let e = ApiError::new(*code, "m");
+            assert_eq!(e.status, code.status());
+            let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(body["error"]["code"], code.as_str());
+            assert!(!code.description().is_empty());
+        }
+    }
+
+    #[test]
+    fn domain_not_found_names_its_kind() {
+        for (kind, code, status) in [
+            ("project", "project_not_found", 404),
+            ("task", "task_not_found", 404),
+            ("artifact", "artifact_not_found", 404),
+            ("hitl_request", "hitl_request_not_found", 404),
+            ("workflow", "workflow_not_found", 404),
+        ] {
+            let e: ApiError = DomainError::not_found(kind, "x").into();
+            assert_eq!((e.code.as_str(), e.status.as_u16()), (code, status));
         }
     }
 }

@@ -13,7 +13,7 @@ use hyper::header::HeaderValue;
 use serde::de::DeserializeOwned;
 
 pub use body::Body;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use hyper::{Method, StatusCode};
 pub use router::{Class, Matched, NoRoute, Route, route};
 

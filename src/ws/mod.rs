@@ -9,6 +9,7 @@ pub use crate::events::frame;
 #[doc(hidden)]
 pub use conn::fuzz_client_input;
 
+use crate::http::ErrorCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::Id;
 use crate::events::hub::Hub;
-use crate::http::{ApiError, Request, Response, StatusCode};
+use crate::http::{ApiError, Request, Response};
 use crate::store::Store;
 
 /// Metric names of the WebSocket layer.
@@ -120,15 +121,13 @@ pub fn upgrade(
     let mut req = req.into_hyper();
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
+            ErrorCode::UpgradeRequired,
             "this route speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
         ));
     }
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "the server is shutting down",
         ));
     }
@@ -137,8 +136,7 @@ pub fn upgrade(
         return Err(ApiError {
             retry_after: Some(5),
             ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_connections",
+                ErrorCode::TooManyConnections,
                 format!(
                     "at most {} WebSocket connections are served",
                     ctx.config.max_connections
@@ -149,7 +147,7 @@ pub fn upgrade(
     metrics::gauge!(CONNECTIONS).increment(1.0);
     let guard = OpenGuard(ctx.clone());
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut req)
-        .map_err(|e| ApiError::bad_request("bad_websocket_handshake", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadWebsocketHandshake, e.to_string()))?;
     let ctx = ctx.clone();
     // The upgrade completes only after the 101 response has been sent, so it is awaited here.
     ctx.tracker.clone().spawn(async move {
