@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::futures::TaskLocalFuture;
 
@@ -21,7 +21,6 @@ use hyper::{
 
 use super::body::Body;
 use super::router::{Class, Route};
-use crate::monitor::Monitor;
 
 /// Metric names of the HTTP layer.
 pub const REQUEST_DURATION: &str = "flightdeck_http_request_duration_seconds";
@@ -86,8 +85,48 @@ pub struct Timed<S> {
 }
 
 struct TimedShared {
-    monitor: Arc<Monitor>,
+    monitor: Arc<dyn Observer>,
     handles: Handles,
+}
+
+/// Who learns of every request: the monitoring side (`monitor::Monitor` implements it), so this
+/// layer reports without depending on it.
+pub trait Observer: Send + Sync + 'static {
+    fn request_started(&self);
+    fn request_finished(&self);
+    /// One answered request; `started` is when it began.
+    fn observe_request(
+        &self,
+        route: Option<Route>,
+        status: u16,
+        started: Instant,
+        elapsed: Duration,
+    );
+    /// Requests of the class slower than this are logged as warnings.
+    fn slow_threshold(&self, class: Class) -> Duration;
+}
+
+/// The descriptions of this layer's metrics, and their series that exist from start-up (every
+/// route's usual answer).
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request duration inside the server, by method, route and status."
+    );
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "HTTP requests answered, by method, route and status."
+    );
+    describe_gauge!(REQUESTS_IN_FLIGHT, "HTTP requests being handled.");
+    for route in Route::ALL {
+        let (method, status) = route.primary();
+        let status = status_label(status);
+        metrics::counter!(REQUESTS_TOTAL, "method" => method, "route" => route.name(), "status" => status).increment(0);
+        let _ = metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route.name(), "status" => status);
+    }
+    metrics::gauge!(REQUESTS_IN_FLIGHT).set(0.0);
 }
 
 /// The duration histogram and the counter of one (method, route, status) series.
@@ -125,7 +164,7 @@ impl Handles {
 }
 
 impl<S> Timed<S> {
-    pub fn new(inner: S, monitor: Arc<Monitor>) -> Timed<S> {
+    pub fn new(inner: S, monitor: Arc<dyn Observer>) -> Timed<S> {
         Timed {
             inner,
             shared: Box::leak(Box::new(TimedShared {
@@ -370,7 +409,7 @@ pub fn status_label(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::MonitorConfig;
+    use crate::monitor::{Monitor, MonitorConfig};
 
     fn request_with_id(id: &'static str) -> Request<Body> {
         let mut request = Request::new(Body::default());

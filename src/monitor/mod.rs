@@ -9,7 +9,7 @@ pub mod window;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 
@@ -218,7 +218,7 @@ impl Monitor {
     }
 
     /// The slow-request threshold of a class.
-    pub fn slow_threshold(&self, class: Class) -> Duration {
+    pub fn slow_threshold_of(&self, class: Class) -> Duration {
         match class {
             Class::StatusQuery => self.config.slow_status_query,
             Class::TaskOperation => self.config.slow_task_operation,
@@ -328,82 +328,10 @@ impl Monitor {
 
 fn describe_all(process: &metrics_process::Collector) {
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
-    describe_histogram!(
-        timing::REQUEST_DURATION,
-        Unit::Seconds,
-        "HTTP request duration inside the server, by method, route and status."
-    );
-    describe_counter!(
-        timing::REQUESTS_TOTAL,
-        "HTTP requests answered, by method, route and status."
-    );
-    describe_gauge!(timing::REQUESTS_IN_FLIGHT, "HTTP requests being handled.");
-    describe_gauge!(ws::CONNECTIONS, "Open WebSocket connections.");
-    describe_counter!(ws::FRAMES_SENT, "WebSocket frames written.");
-    describe_counter!(ws::BYTES_SENT, Unit::Bytes, "WebSocket bytes written.");
-    describe_counter!(
-        ws::SLOW_CONSUMER_CLOSES,
-        "WebSocket connections closed with 4008 for falling behind."
-    );
-    describe_counter!(
-        ws::REPLAYED_EVENTS,
-        "Events replayed from the log to resuming WebSocket clients."
-    );
-    describe_histogram!(
-        ws::DELIVERY_SECONDS,
-        Unit::Seconds,
-        "Time from an event's commit to its frame being written to a WebSocket."
-    );
-    describe_histogram!(
-        store_names::WRITE_BATCH_SIZE,
-        "Writes committed per write transaction."
-    );
-    describe_histogram!(
-        store_names::COMMIT_SECONDS,
-        Unit::Seconds,
-        "Time to apply and commit one write transaction."
-    );
-    describe_gauge!(
-        store_names::WRITER_QUEUE_DEPTH,
-        "Writes waiting for the writer thread."
-    );
-    describe_histogram!(
-        store_names::READ_SECONDS,
-        Unit::Seconds,
-        "Read transaction duration, by operation."
-    );
-    describe_gauge!(
-        store_names::FILE_SIZE_BYTES,
-        Unit::Bytes,
-        "Size of the database file."
-    );
-    describe_gauge!(
-        store_names::USED_BYTES,
-        Unit::Bytes,
-        "Bytes of the database file in use (allocated pages)."
-    );
-    describe_gauge!(store_names::RECORDS, "Records per table.");
-    describe_counter!(
-        store_names::CACHE_HITS,
-        "Encoded responses (artifacts, project statuses) served from the cache."
-    );
-    describe_counter!(
-        store_names::CACHE_MISSES,
-        "Responses encoded because the cache did not hold them."
-    );
-    describe_counter!(
-        store_names::CACHE_EVICTIONS,
-        "Responses evicted from the cache to make room."
-    );
-    describe_gauge!(
-        store_names::CACHE_ENTRIES,
-        "Encoded responses in the cache."
-    );
-    describe_gauge!(
-        store_names::CACHE_BYTES,
-        Unit::Bytes,
-        "Bytes the response cache holds (bounded by --cache-mib)."
-    );
+    // Each layer describes its own metrics.
+    timing::describe_metrics();
+    ws::describe_metrics();
+    store_names::describe();
     describe_gauge!(
         DISK_FREE_BYTES,
         Unit::Bytes,
@@ -425,33 +353,46 @@ fn describe_all(process: &metrics_process::Collector) {
 /// Creates the series whose labels are known in advance, so they exist (at zero) from start-up.
 fn register_series(rules: &[RuleConfig]) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    for route in Route::ALL {
-        let (method, status) = route.primary();
-        let status = timing::status_label(status);
-        metrics::counter!(timing::REQUESTS_TOTAL, "method" => method, "route" => route.name(), "status" => status).increment(0);
-        let _ = metrics::histogram!(timing::REQUEST_DURATION, "method" => method, "route" => route.name(), "status" => status);
-    }
-    metrics::gauge!(timing::REQUESTS_IN_FLIGHT).set(0.0);
-    metrics::counter!(ws::FRAMES_SENT).increment(0);
-    metrics::counter!(ws::BYTES_SENT).increment(0);
-    metrics::counter!(ws::SLOW_CONSUMER_CLOSES).increment(0);
-    metrics::counter!(ws::REPLAYED_EVENTS).increment(0);
-    let _ = metrics::histogram!(ws::DELIVERY_SECONDS);
-    let _ = metrics::histogram!(store_names::WRITE_BATCH_SIZE);
-    let _ = metrics::histogram!(store_names::COMMIT_SECONDS);
-    for operation in store_names::READ_OPERATIONS {
-        let _ = metrics::histogram!(store_names::READ_SECONDS, "operation" => *operation);
-    }
-    metrics::gauge!(store_names::USED_BYTES).set(0.0);
-    metrics::counter!(store_names::CACHE_HITS).increment(0);
-    metrics::counter!(store_names::CACHE_MISSES).increment(0);
-    metrics::counter!(store_names::CACHE_EVICTIONS).increment(0);
     for rule in rules {
         metrics::gauge!(ALERTS_FIRING, "rule" => rule.name.clone()).set(0.0);
         for state in ["pending", "firing", "resolved", "inactive"] {
             metrics::counter!(ALERT_TRANSITIONS, "rule" => rule.name.clone(), "state" => state)
                 .increment(0);
         }
+    }
+}
+
+impl timing::Observer for Monitor {
+    fn request_started(&self) {
+        Monitor::request_started(self);
+    }
+
+    fn request_finished(&self) {
+        Monitor::request_finished(self);
+    }
+
+    fn observe_request(
+        &self,
+        route: Option<Route>,
+        status: u16,
+        started: Instant,
+        elapsed: Duration,
+    ) {
+        Monitor::observe_request(self, route, status, started, elapsed);
+    }
+
+    fn slow_threshold(&self, class: Class) -> Duration {
+        self.slow_threshold_of(class)
+    }
+}
+
+impl ws::Observer for Monitor {
+    fn observe_delivery(&self, micros: u64) {
+        Monitor::observe_delivery(self, micros);
+    }
+
+    fn observe_slow_consumer_close(&self) {
+        Monitor::observe_slow_consumer_close(self);
     }
 }
 

@@ -56,6 +56,57 @@ pub mod metric_names {
     pub const CACHE_BYTES: &str = "flightdeck_cache_bytes";
     /// The `operation` label values of `READ_SECONDS`.
     pub const READ_OPERATIONS: &[&str] = &["get", "list", "events", "replay", "agents"];
+
+    /// The descriptions of the store's metrics, and their series at zero from start-up.
+    pub fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_histogram!(WRITE_BATCH_SIZE, "Writes committed per write transaction.");
+        describe_histogram!(
+            COMMIT_SECONDS,
+            Unit::Seconds,
+            "Time to apply and commit one write transaction."
+        );
+        describe_gauge!(WRITER_QUEUE_DEPTH, "Writes waiting for the writer thread.");
+        describe_histogram!(
+            READ_SECONDS,
+            Unit::Seconds,
+            "Read transaction duration, by operation."
+        );
+        describe_gauge!(FILE_SIZE_BYTES, Unit::Bytes, "Size of the database file.");
+        describe_gauge!(
+            USED_BYTES,
+            Unit::Bytes,
+            "Bytes of the database file in use (allocated pages)."
+        );
+        describe_gauge!(RECORDS, "Records per table.");
+        describe_counter!(
+            CACHE_HITS,
+            "Encoded responses (artifacts, project statuses) served from the cache."
+        );
+        describe_counter!(
+            CACHE_MISSES,
+            "Responses encoded because the cache did not hold them."
+        );
+        describe_counter!(
+            CACHE_EVICTIONS,
+            "Responses evicted from the cache to make room."
+        );
+        describe_gauge!(CACHE_ENTRIES, "Encoded responses in the cache.");
+        describe_gauge!(
+            CACHE_BYTES,
+            Unit::Bytes,
+            "Bytes the response cache holds (bounded by --cache-mib)."
+        );
+        let _ = metrics::histogram!(WRITE_BATCH_SIZE);
+        let _ = metrics::histogram!(COMMIT_SECONDS);
+        for operation in READ_OPERATIONS {
+            let _ = metrics::histogram!(READ_SECONDS, "operation" => *operation);
+        }
+        metrics::gauge!(USED_BYTES).set(0.0);
+        metrics::counter!(CACHE_HITS).increment(0);
+        metrics::counter!(CACHE_MISSES).increment(0);
+        metrics::counter!(CACHE_EVICTIONS).increment(0);
+    }
 }
 
 /// The file inside the data directory that holds the database.

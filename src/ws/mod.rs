@@ -62,12 +62,47 @@ impl Default for WsConfig {
     }
 }
 
+/// Who learns of deliveries and slow-consumer closes: the monitoring side (`monitor::Monitor`
+/// implements it), so this layer reports without depending on it.
+pub trait Observer: Send + Sync + 'static {
+    /// One frame written, `micros` after its event was committed.
+    fn observe_delivery(&self, micros: u64);
+    /// A connection closed with 4008 for falling behind.
+    fn observe_slow_consumer_close(&self);
+}
+
+/// The descriptions of this layer's metrics, and their series at zero from start-up.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
+    describe_counter!(FRAMES_SENT, "WebSocket frames written.");
+    describe_counter!(BYTES_SENT, Unit::Bytes, "WebSocket bytes written.");
+    describe_counter!(
+        SLOW_CONSUMER_CLOSES,
+        "WebSocket connections closed with 4008 for falling behind."
+    );
+    describe_counter!(
+        REPLAYED_EVENTS,
+        "Events replayed from the log to resuming WebSocket clients."
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from an event's commit to its frame being written to a WebSocket."
+    );
+    metrics::counter!(FRAMES_SENT).increment(0);
+    metrics::counter!(BYTES_SENT).increment(0);
+    metrics::counter!(SLOW_CONSUMER_CLOSES).increment(0);
+    metrics::counter!(REPLAYED_EVENTS).increment(0);
+    let _ = metrics::histogram!(DELIVERY_SECONDS);
+}
+
 /// What every connection shares.
 pub struct WsContext {
     pub config: WsConfig,
     pub hub: Arc<Hub>,
     pub store: Store,
-    pub monitor: Arc<crate::monitor::Monitor>,
+    pub monitor: Arc<dyn Observer>,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -80,7 +115,7 @@ impl WsContext {
         config: WsConfig,
         hub: Arc<Hub>,
         store: Store,
-        monitor: Arc<crate::monitor::Monitor>,
+        monitor: Arc<dyn Observer>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<WsContext> {
