@@ -5,7 +5,6 @@
 //! for its replay, so every event is either in the replay, in the live queue, or both; the writer
 //! passes each frame through a per-stream gate (highest seq delivered) that drops the second copy.
 
-use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Gate;
 use super::{
     BYTES_SENT, DELIVERY_SECONDS, FRAMES_SENT, REPLAYED_EVENTS, SLOW_CONSUMER_CLOSES, WsContext,
     frame,
@@ -90,9 +90,7 @@ pub(super) async fn run(
         sink: write,
         outbox,
         member,
-        gate: HashMap::new(),
-        all: false,
-        projects: HashSet::new(),
+        gate: Gate::default(),
         last_written: since.unwrap_or_else(|| ctx.store.latest_seq()),
         missed_pongs: missed_pongs.clone(),
     };
@@ -378,24 +376,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Which delivery order a frame belongs to, for the exactly-once gate.
-#[derive(Copy, Clone, PartialEq, Eq, Hash)]
-enum Stream {
-    All,
-    Global,
-    Project(Id),
-}
-
 /// The writer side: the only code that writes to the socket.
 struct Writer {
     ctx: Arc<WsContext>,
     sink: WriteHalf<Io>,
     outbox: Arc<Outbox>,
     member: u64,
-    /// The highest seq delivered per stream.
-    gate: HashMap<Stream, u64>,
-    all: bool,
-    projects: HashSet<Id>,
+    /// What the subscriptions want, and what was written of it.
+    gate: Gate,
     /// The seq of the last event frame written: what a client resumes from.
     last_written: u64,
     missed_pongs: Arc<AtomicU32>,
@@ -447,12 +435,7 @@ impl Writer {
             Control::Subscribe { project, since } => self.subscribe(project, since).await,
             Control::Unsubscribe { project } => {
                 self.ctx.hub.unsubscribe(self.member, project);
-                match project {
-                    None => self.all = false,
-                    Some(p) => {
-                        self.projects.remove(&p);
-                    }
-                }
+                self.gate.unsubscribe(project);
                 let ack = object(|o| {
                     o.str("op", "unsubscribed").opt_id("project_id", project);
                 });
@@ -462,38 +445,15 @@ impl Writer {
         }
     }
 
-    fn stream_of(&self, project: Option<Id>) -> Stream {
-        match (self.all, project) {
-            (true, _) => Stream::All,
-            (false, None) => Stream::Global,
-            (false, Some(p)) => Stream::Project(p),
-        }
-    }
-
-    /// Whether the subscription wants this event and has not had it yet; records it as had.
     fn pass(&mut self, seq: u64, project: Option<Id>) -> bool {
-        let wanted = self.all || project.is_none_or(|p| self.projects.contains(&p));
-        if !wanted {
-            return false;
-        }
-        let delivered = self.gate.entry(self.stream_of(project)).or_insert(0);
-        if seq <= *delivered {
-            return false;
-        }
-        *delivered = seq;
-        true
+        self.gate.pass(seq, project)
     }
 
     /// Registers with the hub first, then replays from the log: no gap, and the gate drops the
     /// frames that arrive both ways.
     async fn subscribe(&mut self, project: Option<Id>, since: Option<u64>) -> Result<(), Stop> {
         self.ctx.hub.subscribe(self.member, project);
-        match project {
-            None => self.all = true,
-            Some(p) => {
-                self.projects.insert(p);
-            }
-        }
+        self.gate.subscribe(project);
         if let Some(since) = since {
             self.replay(project, since).await?;
         }

@@ -4,6 +4,7 @@
 //! hyper and fastwebsockets.
 
 mod conn;
+mod gate;
 
 pub use crate::events::frame;
 #[doc(hidden)]
