@@ -16,6 +16,8 @@
 //! - [`logging`]: log output, with the request id on every line of a request;
 //! - [`load`]: `flightdeck bench`, the load benchmark driver (a client of the HTTP API).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod config;
 pub mod domain;
