@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::auth::ApiKeys;
 use crate::monitor::{MonitorConfig, RuleConfig};
@@ -89,7 +89,11 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-#[derive(Args, Debug, Default, Clone)]
+/// Every setting of the server, declared once: a flag (with its `FLIGHTDECK_*` variable) and the
+/// key of the same name in the TOML file. `Config::resolve` lays the flags over the file over the
+/// defaults. Unknown keys in the file are refused.
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "FLIGHTDECK_LISTEN", value_name = "ADDR")]
@@ -99,6 +103,7 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of these settings (flags and environment variables win over it)
     #[arg(long, env = "FLIGHTDECK_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// immediate: every acknowledged write is fsynced; none: faster, a crash loses recent writes
     /// [default: immediate]
@@ -132,6 +137,7 @@ pub struct ServeArgs {
         value_name = "ORIGINS",
         value_delimiter = ','
     )]
+    #[serde(deserialize_with = "list_or_text")]
     pub cors_origins: Vec<String>,
     /// Events kept in the log; older ones are trimmed in the background [default: 1000000]
     #[arg(long, env = "FLIGHTDECK_EVENT_RETENTION", value_name = "N")]
@@ -233,6 +239,12 @@ pub struct ServeArgs {
     /// redb's page cache, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
+    /// File only: rules that replace the default of the same name, or add to them.
+    #[arg(skip)]
+    pub alert_rules: Vec<RuleConfig>,
+    /// File only: workflow definitions; one named `sdlc` replaces the built-in one.
+    #[arg(skip)]
+    pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
 }
 
 #[derive(Args, Debug)]
@@ -247,75 +259,41 @@ pub struct CheckArgs {
     pub data_dir: PathBuf,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// The config file: the same settings as the flags, snake_case. Unknown keys are refused.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    durability: Option<Durability>,
-    log_format: Option<LogFormat>,
-    max_body_bytes: Option<usize>,
-    writer_queue: Option<usize>,
-    max_connections: Option<usize>,
-    cache_mib: Option<usize>,
-    agent_history_retention: Option<u64>,
-    cors_origins: Option<CorsOrigins>,
-    alert_resend_interval_secs: Option<u64>,
-    page_cache_mib: Option<usize>,
-    event_retention: Option<u64>,
-    ws_queue_bytes: Option<usize>,
-    ws_ping_interval_secs: Option<u64>,
-    max_ws_connections: Option<usize>,
-    ws_echo: Option<bool>,
-    alert_webhook_url: Option<String>,
-    alert_eval_interval_secs: Option<u64>,
-    slow_status_query_ms: Option<u64>,
-    slow_task_operation_ms: Option<u64>,
-    slow_request_ms: Option<u64>,
-    #[serde(default)]
-    api_keys: Vec<String>,
-    header_read_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    body_read_timeout_ms: Option<u64>,
-    max_header_bytes: Option<usize>,
-    protect_metrics: Option<bool>,
-    task_timeout_ms: Option<u64>,
-    max_attempts: Option<u32>,
-    retry_backoff_ms: Option<u64>,
-    default_lease_ms: Option<u64>,
-    timer_tick_ms: Option<u64>,
-    min_free_disk_mb: Option<u64>,
-    /// Rules that replace the default of the same name, or add to them.
-    #[serde(default)]
-    alert_rules: Vec<RuleConfig>,
-    /// Workflow definitions; one named `sdlc` replaces the built-in one.
-    #[serde(default)]
-    workflows: Vec<crate::domain::workflow::WorkflowDef>,
-}
-
 /// `cors_origins` in the file: a list, or one comma-separated string as in the variable.
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
-enum CorsOrigins {
-    List(Vec<String>),
-    Text(String),
+fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(list) => list,
+        ListOrText::Text(text) => text.split(',').map(str::to_string).collect(),
+    })
 }
 
-impl CorsOrigins {
-    fn into_list(self) -> Vec<String> {
-        match self {
-            CorsOrigins::List(list) => list,
-            CorsOrigins::Text(text) => text.split(',').map(str::to_string).collect(),
+/// The settings of `over` laid on those of `under`: each one `over` sets (a value, or a list that
+/// is not empty) replaces `under`'s.
+fn overlay(under: ServeArgs, over: &ServeArgs) -> Result<ServeArgs, String> {
+    let mut merged = serde_json::to_value(under).map_err(|e| e.to_string())?;
+    let over = serde_json::to_value(over).map_err(|e| e.to_string())?;
+    if let (Some(merged), Some(over)) = (merged.as_object_mut(), over.as_object()) {
+        for (key, value) in over {
+            let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+            if !unset {
+                merged.insert(key.clone(), value.clone());
+            }
         }
     }
+    serde_json::from_value(merged).map_err(|e| e.to_string())
 }
 
 /// What protects the server from slow or oversized clients.
@@ -387,76 +365,63 @@ impl Config {
     pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
-        let data_dir = args
+        let s = overlay(file, args)?;
+        let data_dir = s
             .data_dir
             .clone()
-            .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./data"));
         let mut config = Config::for_data_dir(data_dir);
-        if let Some(v) = args.listen.or(file.listen) {
+        if let Some(v) = s.listen {
             config.listen = v;
         }
-        if let Some(v) = args.log_format.or(file.log_format) {
+        if let Some(v) = s.log_format {
             config.log_format = v;
         }
-        if let Some(v) = args.durability.or(file.durability) {
+        if let Some(v) = s.durability {
             config.store.durability = v;
         }
-        if let Some(v) = args.max_body_bytes.or(file.max_body_bytes) {
+        if let Some(v) = s.max_body_bytes {
             config.max_body_bytes = positive("max_body_bytes", v)?;
         }
-        if let Some(v) = args.writer_queue.or(file.writer_queue) {
+        if let Some(v) = s.writer_queue {
             config.store.writer_queue = positive("writer_queue", v)?;
         }
-        if let Some(v) = args.max_connections.or(file.max_connections) {
+        if let Some(v) = s.max_connections {
             config.max_connections = positive("max_connections", v)?;
         }
-        if let Some(v) = args.cache_mib.or(file.cache_mib) {
+        if let Some(v) = s.cache_mib {
             config.store.cache_bytes = positive("cache_mib", v)?.saturating_mul(1024 * 1024);
         }
-        if let Some(v) = args
-            .agent_history_retention
-            .or(file.agent_history_retention)
-        {
+        if let Some(v) = s.agent_history_retention {
             config.agent_history_retention =
                 positive("agent_history_retention", v as usize)? as u64;
         }
-        let origins = if args.cors_origins.is_empty() {
-            file.cors_origins
-                .map(CorsOrigins::into_list)
-                .unwrap_or_default()
-        } else {
-            args.cors_origins.clone()
-        };
-        config.cors = crate::http::cors::Cors::parse(&origins)?;
-        if let Some(v) = args
-            .alert_resend_interval_secs
-            .or(file.alert_resend_interval_secs)
-        {
+        config.cors = crate::http::cors::Cors::parse(&s.cors_origins)?;
+        if let Some(v) = s.alert_resend_interval_secs {
             config.monitor.resend_interval = std::time::Duration::from_secs(positive(
                 "alert_resend_interval_secs",
                 v as usize,
             )? as u64);
         }
-        if let Some(v) = args.event_retention.or(file.event_retention) {
+        if let Some(v) = s.event_retention {
             config.event_retention = positive("event_retention", v as usize)? as u64;
         }
-        if let Some(v) = args.ws_queue_bytes.or(file.ws_queue_bytes) {
+        if let Some(v) = s.ws_queue_bytes {
             config.ws.queue_bytes = positive("ws_queue_bytes", v)?;
         }
-        if let Some(v) = args.ws_ping_interval_secs.or(file.ws_ping_interval_secs) {
+        if let Some(v) = s.ws_ping_interval_secs {
             config.ws.ping_interval = std::time::Duration::from_secs(positive(
                 "ws_ping_interval_secs",
                 v as usize,
             )? as u64);
         }
-        if let Some(v) = args.max_ws_connections.or(file.max_ws_connections) {
+        if let Some(v) = s.max_ws_connections {
             config.ws.max_connections = positive("max_ws_connections", v)?;
         }
-        config.ws.echo = args.ws_echo.or(file.ws_echo).unwrap_or(false);
-        if let Some(url) = args.alert_webhook_url.clone().or(file.alert_webhook_url) {
+        config.ws.echo = s.ws_echo.unwrap_or(false);
+        if let Some(url) = s.alert_webhook_url.clone() {
             if !url.starts_with("http://") {
                 return Err(format!(
                     "alert_webhook_url must be an http:// URL (got {url})"
@@ -464,64 +429,55 @@ impl Config {
             }
             config.monitor.webhook_url = Some(url);
         }
-        if let Some(v) = args
-            .alert_eval_interval_secs
-            .or(file.alert_eval_interval_secs)
-        {
+        if let Some(v) = s.alert_eval_interval_secs {
             config.monitor.eval_interval = std::time::Duration::from_secs(positive(
                 "alert_eval_interval_secs",
                 v as usize,
             )? as u64);
         }
-        if let Some(mib) = args.min_free_disk_mb.or(file.min_free_disk_mb) {
+        if let Some(mib) = s.min_free_disk_mb {
             config.monitor.min_free_disk_bytes = mib.saturating_mul(1024 * 1024);
             config.monitor.rules =
                 crate::monitor::alerts::default_rules(config.monitor.min_free_disk_bytes);
         }
-        config.monitor.rules = merge_rules(config.monitor.rules, file.alert_rules)?;
+        config.monitor.rules = merge_rules(config.monitor.rules, s.alert_rules.clone())?;
         config.source = args.config.clone();
         let millis = |name: &str, v: u64| {
             positive(name, v as usize).map(|v| std::time::Duration::from_millis(v as u64))
         };
         let slow = std::time::Duration::from_millis;
-        if let Some(v) = args.slow_status_query_ms.or(file.slow_status_query_ms) {
+        if let Some(v) = s.slow_status_query_ms {
             config.monitor.slow_status_query = slow(v);
         }
-        if let Some(v) = args.slow_task_operation_ms.or(file.slow_task_operation_ms) {
+        if let Some(v) = s.slow_task_operation_ms {
             config.monitor.slow_task_operation = slow(v);
         }
-        if let Some(v) = args.slow_request_ms.or(file.slow_request_ms) {
+        if let Some(v) = s.slow_request_ms {
             config.monitor.slow_other = slow(v);
         }
-        if let Some(v) = args.header_read_timeout_ms.or(file.header_read_timeout_ms) {
+        if let Some(v) = s.header_read_timeout_ms {
             config.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;
         }
-        if let Some(v) = args.idle_timeout_ms.or(file.idle_timeout_ms) {
+        if let Some(v) = s.idle_timeout_ms {
             config.limits.idle_timeout = millis("idle_timeout_ms", v)?;
         }
-        if let Some(v) = args.body_read_timeout_ms.or(file.body_read_timeout_ms) {
+        if let Some(v) = s.body_read_timeout_ms {
             config.limits.body_read_timeout = millis("body_read_timeout_ms", v)?;
         }
-        if let Some(v) = args.max_header_bytes.or(file.max_header_bytes) {
+        if let Some(v) = s.max_header_bytes {
             if v < 8192 {
                 return Err("max_header_bytes must be at least 8192".into());
             }
             config.limits.max_header_bytes = v;
         }
-        let keys: Vec<String> = args
+        let keys: Vec<String> = s
             .api_keys
             .iter()
-            .chain(file.api_keys.iter())
             .filter(|k| !k.is_empty())
             .cloned()
             .collect();
-        config.api_keys = ApiKeys::parse(
-            &keys,
-            args.protect_metrics
-                .or(file.protect_metrics)
-                .unwrap_or(false),
-        )?;
-        for workflow in file.workflows {
+        config.api_keys = ApiKeys::parse(&keys, s.protect_metrics.unwrap_or(false))?;
+        for workflow in s.workflows {
             workflow
                 .validate()
                 .map_err(|e| format!("config file: {e}"))?;
@@ -538,23 +494,23 @@ impl Config {
         let ms = |name: &str, v: u64| -> Result<i64, String> {
             positive(name, v as usize).map(|v| (v as i64).saturating_mul(1000))
         };
-        if let Some(v) = args.task_timeout_ms.or(file.task_timeout_ms) {
+        if let Some(v) = s.task_timeout_ms {
             config.store.tasks.task_timeout = ms("task_timeout_ms", v)?;
         }
-        if let Some(v) = args.max_attempts.or(file.max_attempts) {
+        if let Some(v) = s.max_attempts {
             config.store.tasks.max_attempts = positive("max_attempts", v as usize)? as u32;
         }
-        if let Some(v) = args.retry_backoff_ms.or(file.retry_backoff_ms) {
+        if let Some(v) = s.retry_backoff_ms {
             config.store.tasks.retry_backoff = ms("retry_backoff_ms", v)?;
         }
-        if let Some(v) = args.default_lease_ms.or(file.default_lease_ms) {
+        if let Some(v) = s.default_lease_ms {
             config.store.tasks.default_lease = ms("default_lease_ms", v)?;
         }
-        if let Some(v) = args.timer_tick_ms.or(file.timer_tick_ms) {
+        if let Some(v) = s.timer_tick_ms {
             config.timer_tick =
                 std::time::Duration::from_millis(positive("timer_tick_ms", v as usize)? as u64);
         }
-        if let Some(v) = args.page_cache_mib.or(file.page_cache_mib) {
+        if let Some(v) = s.page_cache_mib {
             config.store.page_cache_bytes =
                 positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);
         }
@@ -598,7 +554,7 @@ fn positive(name: &str, value: usize) -> Result<usize, String> {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, String> {
+fn read_file(path: &Path) -> Result<ServeArgs, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
@@ -656,6 +612,49 @@ mod tests {
         std::fs::write(&file, "protect_metrics = false\n").unwrap();
         assert!(resolve(&["--protect-metrics=true"]));
         assert!(!resolve(&[]));
+    }
+
+    #[test]
+    fn lists_from_flags_replace_the_files_and_the_file_takes_both_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(
+            &file,
+            "cors_origins = \"http://a.example, http://b.example\"\n\
+             api_keys = [\"ro:file-key-0123456789\"]\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let resolve = |extra: &[&str]| {
+            let mut argv = vec!["flightdeck", "--config", path];
+            argv.extend_from_slice(extra);
+            Config::resolve(&Cli::try_parse_from(argv).unwrap().serve).unwrap()
+        };
+        let c = resolve(&[]);
+        assert!(c.cors.allows("http://b.example") && !c.cors.allows("http://c.example"));
+        // The file's read-only key: it reads, it may not write.
+        let write = |c: &Config, key: &str| {
+            c.api_keys
+                .authorize(
+                    crate::http::Route::ProjectsCreate,
+                    &crate::http::Method::POST,
+                    Some(&format!("Bearer {key}")),
+                    None,
+                )
+                .map_err(|e| e.status.as_u16())
+        };
+        assert_eq!(write(&c, "file-key-0123456789"), Err(403));
+        let c = resolve(&[
+            "--cors-origins",
+            "http://c.example",
+            "--api-key",
+            "flag-key-0123456789",
+        ]);
+        assert!(c.cors.allows("http://c.example") && !c.cors.allows("http://a.example"));
+        assert_eq!(write(&c, "file-key-0123456789"), Err(401));
+        assert_eq!(write(&c, "flag-key-0123456789"), Ok(()));
+        std::fs::write(&file, "cors_origins = [\"http://d.example\"]\n").unwrap();
+        assert!(resolve(&[]).cors.allows("http://d.example"));
     }
 
     #[test]

@@ -113,7 +113,9 @@ pub mod metric_names {
 pub const DB_FILE: &str = "flightdeck.redb";
 
 /// Whether a commit waits for fsync.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Every acknowledged write is on disk (fsync before the answer).
