@@ -152,7 +152,9 @@ pub struct ServeArgs {
     /// Most open WebSocket connections; further upgrades answer 503 [default: 10000]
     #[arg(long, env = "FLIGHTDECK_MAX_WS_CONNECTIONS", value_name = "N")]
     pub max_ws_connections: Option<usize>,
-    /// Protocol conformance testing only: /ws echoes every message instead of serving events
+    /// Protocol conformance testing only: /ws echoes every message instead of serving events.
+    /// Present only in builds with the `conformance` feature.
+    #[cfg(feature = "conformance")]
     #[arg(
         long,
         env = "FLIGHTDECK_WS_ECHO",
@@ -420,7 +422,10 @@ impl Config {
         if let Some(v) = s.max_ws_connections {
             config.ws.max_connections = positive("max_ws_connections", v)?;
         }
-        config.ws.echo = s.ws_echo.unwrap_or(false);
+        #[cfg(feature = "conformance")]
+        {
+            config.ws.echo = s.ws_echo.unwrap_or(false);
+        }
         if let Some(url) = s.alert_webhook_url.clone() {
             if !url.starts_with("http://") {
                 return Err(format!(
