@@ -194,6 +194,7 @@ fn encode_summary(a: &Artifact) -> Vec<u8> {
     })
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<CreateArtifact>(bytes);

@@ -339,6 +339,7 @@ fn encode(h: &HitlRequest) -> Vec<u8> {
     object(|o| write(o, h))
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<CreateHitl>(bytes);

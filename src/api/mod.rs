@@ -308,6 +308,7 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
     now(result, is_head)
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every request body type, and `text` as a query string: the entry point of
 /// the request-decoding fuzzer. Bad input must give errors, never panics.
 #[doc(hidden)]

@@ -160,6 +160,7 @@ pub(crate) fn unexpected(reply: Reply) -> ApiError {
     ApiError::new(ErrorCode::InternalError, "unexpected reply from the store")
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<CreateProject>(bytes);

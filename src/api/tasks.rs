@@ -198,8 +198,8 @@ fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
         .opt_timestamp("completed_at", t.completed_at);
 }
 
-/// The BotArmy status view of a task.
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<CreateTask>(bytes);
     let _ = crate::http::body::decode_json::<SetStatus>(bytes);

@@ -101,6 +101,7 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
     }))
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<Start>(bytes);

@@ -543,6 +543,7 @@ impl Shared {
     }
 }
 
+#[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every stored record type: the entry point of the codec fuzzer. A corrupt
 /// record must give an error, never a panic.
 #[doc(hidden)]

@@ -326,6 +326,7 @@ fn error_frame(code: &str, message: &str) -> Bytes {
     frame::text(&body)
 }
 
+#[cfg(feature = "fuzzing")]
 /// The client-message parser and the close-frame validation: the entry point of the WebSocket
 /// fuzzer. Bad input must give an error frame or a close code, never a panic.
 #[doc(hidden)]

@@ -8,6 +8,7 @@ mod gate;
 
 pub use crate::events::frame;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub use conn::fuzz_client_input;
 
 use crate::http::ErrorCode;
