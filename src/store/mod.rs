@@ -17,6 +17,7 @@ mod codec;
 mod migrate;
 mod read;
 pub mod records;
+mod status;
 mod tables;
 mod writer;
 

@@ -1,0 +1,413 @@
+//! The batch: every table opened once per transaction, the dispatch of each command, and the
+//! records' writes with their index entries and events.
+
+use super::*;
+
+impl<'t> Batch<'t> {
+    pub(super) fn open(
+        txn: &'t WriteTransaction,
+        shared: &'t Shared,
+        now: Micros,
+        next_seq: u64,
+    ) -> Result<Batch<'t>, StoreError> {
+        Ok(Batch {
+            txn,
+            shared,
+            now,
+            next_seq,
+            meta: txn.open_table(tables::META)?,
+            first_seq: next_seq,
+            projects: txn.open_table(tables::PROJECTS)?,
+            tasks: txn.open_table(tables::TASKS)?,
+            artifacts: txn.open_table(tables::ARTIFACTS)?,
+            hitl: txn.open_table(tables::HITL)?,
+            agents: txn.open_table(tables::AGENTS)?,
+            agent_history: txn.open_table(tables::AGENT_HISTORY)?,
+            events: txn.open_table(tables::EVENTS)?,
+            tasks_by_project: txn.open_table(tables::TASKS_BY_PROJECT)?,
+            tasks_by_status: txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?,
+            tasks_by_agent: txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?,
+            tasks_by_agent_status: txn.open_table(tables::TASKS_BY_AGENT_STATUS)?,
+            timers: txn.open_table(tables::TIMERS)?,
+            workflows: txn.open_table(tables::WORKFLOWS)?,
+            settings: &shared.settings,
+            artifacts_by_project: txn.open_table(tables::ARTIFACTS_BY_PROJECT)?,
+            artifacts_by_type: txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?,
+            artifacts_by_source: txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?,
+            hitl_by_project: txn.open_table(tables::HITL_BY_PROJECT)?,
+            hitl_by_project_status: txn.open_table(tables::HITL_BY_PROJECT_STATUS)?,
+            hitl_by_status: txn.open_table(tables::HITL_BY_STATUS)?,
+            events_by_project: txn.open_table(tables::EVENTS_BY_PROJECT)?,
+            committed: Vec::new(),
+            summaries: HashMap::new(),
+            changes: Vec::new(),
+        })
+    }
+
+    pub(super) fn finish(mut self) -> Result<BatchOutput, StoreError> {
+        if self.next_seq != self.first_seq {
+            self.meta.insert(tables::META_LAST_SEQ, self.next_seq - 1)?;
+        }
+        Ok(BatchOutput {
+            next_seq: self.next_seq,
+            events: self.committed,
+            summaries: self.summaries,
+            changes: self.changes,
+        })
+    }
+
+    pub(super) fn apply(&mut self, command: Command) -> ApplyResult<Reply> {
+        match command {
+            Command::CreateProject { name, description } => self.create_project(name, description),
+            Command::CreateTask {
+                project_id,
+                agent_type,
+                instructions,
+                context_ids,
+            } => self.create_task(project_id, agent_type, instructions, context_ids),
+            Command::SetTaskStatus {
+                task_id,
+                status,
+                output,
+                error_message,
+            } => self.set_task_status(task_id, status, output, error_message),
+            Command::ResetAgent { agent_type } => self.reset_agent(agent_type),
+            Command::CreateArtifact {
+                project_id,
+                source_agent,
+                artifact_type,
+                content,
+                metadata,
+            } => self.create_artifact(project_id, source_agent, artifact_type, content, metadata),
+            Command::UpdateArtifact {
+                artifact_id,
+                content,
+                metadata,
+            } => self.update_artifact(artifact_id, content, metadata),
+            Command::DeleteArtifact { artifact_id } => self.delete_artifact(artifact_id),
+            Command::CreateHitl {
+                project_id,
+                task_id,
+                question,
+                options,
+                expires_in_seconds,
+            } => self.create_hitl(project_id, task_id, question, options, expires_in_seconds),
+            Command::RespondHitl {
+                hitl_id,
+                action,
+                content,
+                comment,
+            } => self.respond_hitl(hitl_id, action, content, comment),
+            Command::BulkApproveHitl { hitl_ids, comment } => self.bulk_approve(hitl_ids, comment),
+            Command::SetOversightLevel { project_id, level } => {
+                self.set_oversight_level(project_id, level)
+            }
+            Command::TrimEvents { through, max } => self.trim_events(through, max),
+            #[cfg(test)]
+            Command::InjectPanic => panic!("injected fault"),
+            Command::TrimAgentHistory {
+                agent_type,
+                through,
+                max,
+            } => self.trim_agent_history(agent_type, through, max),
+            Command::Claim {
+                agent_type,
+                worker_id,
+                lease,
+            } => self.claim(agent_type, worker_id, lease),
+            Command::Heartbeat {
+                task_id,
+                worker_id,
+                lease,
+            } => self.heartbeat(task_id, worker_id, lease),
+            Command::FireTimers { now, max } => self.fire_timers(now, max),
+            Command::StartWorkflow {
+                project_id,
+                workflow,
+                context,
+            } => self.start_workflow(project_id, workflow, context),
+            Command::Probe => {
+                self.meta
+                    .insert(tables::META_PROBE, self.now.max(0) as u64)?;
+                Ok(Reply::Probed)
+            }
+            Command::MeasureUsage => {
+                let stats = self.txn.stats()?;
+                let used = stats.allocated_pages() * stats.page_size() as u64;
+                self.shared.used_bytes.store(used, Ordering::Relaxed);
+                Ok(Reply::Usage(used))
+            }
+            Command::RecordAlert { firing, data } => {
+                let kind = if firing {
+                    EventType::AlertFiring
+                } else {
+                    EventType::AlertResolved
+                };
+                self.emit(kind, None, None, None, data)?;
+                Ok(Reply::Recorded)
+            }
+        }
+    }
+
+    // ----- records and their indexes ---------------------------------------------------------
+
+    pub(super) fn require_project(&self, id: &Id) -> ApplyResult<Project> {
+        Ok(read(&self.projects, id)?.ok_or_else(|| DomainError::not_found("project", id))?)
+    }
+
+    /// The batch's copy of a project's summary, taken from the shared map on first touch.
+    pub(super) fn summary(&mut self, project: Id) -> &mut ProjectSummary {
+        let shared = self.shared;
+        self.summaries.entry(project).or_insert_with(|| {
+            shared
+                .summaries
+                .read()
+                .get(&project)
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    pub(super) fn put_task(&mut self, old: Option<&Task>, new: &Task) -> ApplyResult<()> {
+        self.tasks
+            .insert(new.id.as_bytes(), encode(new).as_slice())?;
+        self.changes.push(CacheChange::Task {
+            project: new.project_id,
+            task: new.id,
+            entry: Bytes::from(crate::store::status::task_status_entry(new)),
+        });
+        let old_keys = old.map(TaskKeys::of);
+        let new_keys = TaskKeys::of(new);
+        reindex(
+            &mut self.tasks_by_project,
+            old_keys.map(|k| k.by_project),
+            Some(new_keys.by_project),
+        )?;
+        reindex(
+            &mut self.tasks_by_status,
+            old_keys.map(|k| k.by_status),
+            Some(new_keys.by_status),
+        )?;
+        reindex(
+            &mut self.tasks_by_agent,
+            old_keys.map(|k| k.by_agent),
+            Some(new_keys.by_agent),
+        )?;
+        reindex(
+            &mut self.tasks_by_agent_status,
+            old_keys.map(|k| k.by_agent_status),
+            Some(new_keys.by_agent_status),
+        )?;
+        let old_timers = old.map(tables::task_timers).unwrap_or_default();
+        for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
+            reindex(&mut self.timers, old_key, new_key)?;
+        }
+        let summary = self.summary(new.project_id);
+        if let Some(old) = old {
+            let slot = &mut summary.task_counts[usize::from(old.status.code())];
+            *slot = slot.saturating_sub(1);
+        }
+        summary.task_counts[usize::from(new.status.code())] += 1;
+        Ok(())
+    }
+
+    /// Writes, replaces (`old` and `new`) or deletes (`new` = None) an artifact.
+    pub(super) fn put_artifact(
+        &mut self,
+        old: Option<&Artifact>,
+        new: Option<&Artifact>,
+    ) -> ApplyResult<()> {
+        let old_keys = old.map(ArtifactKeys::of);
+        let new_keys = new.map(ArtifactKeys::of);
+        match new {
+            Some(a) => {
+                self.artifacts
+                    .insert(a.id.as_bytes(), encode(a).as_slice())?;
+            }
+            None => {
+                if let Some(o) = old {
+                    self.artifacts.remove(o.id.as_bytes())?;
+                }
+            }
+        }
+        reindex(
+            &mut self.artifacts_by_project,
+            old_keys.map(|k| k.by_project),
+            new_keys.map(|k| k.by_project),
+        )?;
+        reindex(
+            &mut self.artifacts_by_type,
+            old_keys.map(|k| k.by_type),
+            new_keys.map(|k| k.by_type),
+        )?;
+        reindex(
+            &mut self.artifacts_by_source,
+            old_keys.map(|k| k.by_source),
+            new_keys.map(|k| k.by_source),
+        )?;
+        if let Some(o) = old {
+            self.changes
+                .push(CacheChange::Invalidate(CacheKey::Artifact(o.id)));
+        }
+        let delta: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
+        let project = new.or(old).map(|a| a.project_id);
+        if let (Some(project), true) = (project, delta != 0) {
+            let summary = self.summary(project);
+            summary.artifacts = summary.artifacts.saturating_add_signed(delta);
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_hitl(
+        &mut self,
+        old: Option<&HitlRequest>,
+        new: &HitlRequest,
+    ) -> ApplyResult<()> {
+        self.hitl
+            .insert(new.id.as_bytes(), encode(new).as_slice())?;
+        let old_keys = old.map(HitlKeys::of);
+        let new_keys = HitlKeys::of(new);
+        reindex(
+            &mut self.hitl_by_project,
+            old_keys.map(|k| k.by_project),
+            Some(new_keys.by_project),
+        )?;
+        reindex(
+            &mut self.hitl_by_project_status,
+            old_keys.map(|k| k.by_project_status),
+            Some(new_keys.by_project_status),
+        )?;
+        reindex(
+            &mut self.hitl_by_status,
+            old_keys.map(|k| k.by_status),
+            Some(new_keys.by_status),
+        )?;
+        reindex(
+            &mut self.timers,
+            old.and_then(tables::hitl_timer),
+            tables::hitl_timer(new),
+        )?;
+        let was_pending = old.is_some_and(|o| o.status == HitlStatus::Pending);
+        let is_pending = new.status == HitlStatus::Pending;
+        if was_pending != is_pending {
+            let summary = self.summary(new.project_id);
+            summary.hitl_pending = if is_pending {
+                summary.hitl_pending + 1
+            } else {
+                summary.hitl_pending.saturating_sub(1)
+            };
+        }
+        Ok(())
+    }
+
+    pub(super) fn agent(&self, agent_type: AgentType) -> ApplyResult<Agent> {
+        match self.agents.get(agent_type.code())? {
+            Some(bytes) => Ok(decode(bytes.value())?),
+            None => Ok(Agent::idle(agent_type)),
+        }
+    }
+
+    /// Stores an agent's new state, its history entry and its `agent_status_change` event. A
+    /// change caused by a task belongs to that task's project stream (its subscribers, not every
+    /// connection, are told); a reset belongs to no project and reaches everyone.
+    pub(super) fn put_agent(
+        &mut self,
+        before: &Agent,
+        agent: &Agent,
+        cause: Option<(Id, Id)>,
+    ) -> ApplyResult<()> {
+        let (task_id, project_id) = cause.unzip();
+        self.agents
+            .insert(agent.agent_type.code(), encode(agent).as_slice())?;
+        let data = object_string(|o| {
+            o.str("agent_type", agent.agent_type.as_str())
+                .str("status", agent.status.as_str())
+                .str("previous_status", before.status.as_str())
+                .opt_id("current_task_id", agent.current_task_id)
+                .opt_str("error_message", agent.error_message.as_deref());
+        });
+        let seq = self.emit(
+            EventType::AgentStatusChange,
+            project_id,
+            task_id,
+            Some(agent.agent_type),
+            data,
+        )?;
+        let entry = AgentHistoryEntry {
+            seq,
+            agent_type: agent.agent_type,
+            status: agent.status,
+            task_id,
+            error_message: agent.error_message.clone(),
+            at: self.now,
+        };
+        let key = tables::agent_history_key(agent.agent_type.code(), seq);
+        self.agent_history.insert(&key, encode(&entry).as_slice())?;
+        Ok(())
+    }
+
+    /// Appends an event to the log with the next seq, indexed by its project.
+    pub(super) fn emit(
+        &mut self,
+        event_type: EventType,
+        project_id: Option<Id>,
+        task_id: Option<Id>,
+        agent_type: Option<AgentType>,
+        data: String,
+    ) -> ApplyResult<u64> {
+        let seq = self.next_seq;
+        let draft = EventDraft {
+            event_type,
+            project_id,
+            task_id,
+            agent_type,
+            data,
+        };
+        let json = events::encode(seq, self.now, &draft);
+        let record = EventRecord { project_id, json };
+        self.events.insert(seq, encode(&record).as_slice())?;
+        let stream = project_id.unwrap_or(tables::GLOBAL_STREAM);
+        self.events_by_project
+            .insert(&tables::event_project_key(&stream, seq), ())?;
+        if let Some(project) = project_id {
+            self.summary(project).latest_seq = seq;
+        }
+        self.next_seq += 1;
+        self.committed.push(CommittedEvent {
+            seq,
+            event_type,
+            project_id,
+            committed_at: self.now,
+            json: Bytes::from(record.json),
+        });
+        Ok(seq)
+    }
+}
+
+pub(super) fn read<T: DeserializeOwned>(
+    table: &RecordTable<'_>,
+    id: &Id,
+) -> Result<Option<T>, StoreError> {
+    match table.get(id.as_bytes())? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Moves an index entry from its old key to its new one; nothing when they are equal.
+pub(super) fn reindex<const N: usize>(
+    index: &mut Index<'_, N>,
+    old: Option<[u8; N]>,
+    new: Option<[u8; N]>,
+) -> Result<(), redb::StorageError> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        index.remove(&old)?;
+    }
+    if let Some(new) = new {
+        index.insert(&new, ())?;
+    }
+    Ok(())
+}
