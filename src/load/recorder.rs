@@ -1,0 +1,68 @@
+//! Per class, the latencies the clients saw and the server reported.
+
+use super::*;
+
+/// Per class, what the clients saw and what the server reported in `Server-Timing`.
+#[derive(Default)]
+pub struct Recorder {
+    pub(super) client: [Samples; 6],
+    pub(super) server: [Samples; 6],
+}
+
+impl Recorder {
+    pub(super) fn index(class: Class) -> usize {
+        Class::ALL.iter().position(|c| *c == class).expect("listed")
+    }
+
+    pub fn merge(&mut self, other: Recorder) {
+        for (mine, theirs) in self.client.iter_mut().zip(other.client) {
+            mine.merge(theirs);
+        }
+        for (mine, theirs) in self.server.iter_mut().zip(other.server) {
+            mine.merge(theirs);
+        }
+    }
+
+    pub fn errors(&self, class: Class) -> u64 {
+        self.client[Self::index(class)].clone().summary().errors
+    }
+
+    /// Sends one request and records it under `class`: an answer with a status outside `ok`, or
+    /// no answer, is an error.
+    pub async fn request(
+        &mut self,
+        client: &mut Client,
+        class: Class,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&Value>,
+        ok: &[u16],
+    ) -> Option<Answer> {
+        let i = Self::index(class);
+        let body = body.map(|b| serde_json::to_vec(b).expect("a JSON value serialises"));
+        match client.send(method, path, body).await {
+            Ok(answer) if ok.contains(&answer.status) => {
+                self.client[i].record(answer.elapsed);
+                if let Some(micros) = answer.server_micros {
+                    self.server[i].record_micros(micros);
+                }
+                Some(answer)
+            }
+            Ok(answer) => {
+                tracing::warn!(
+                    %path,
+                    status = answer.status,
+                    body = %String::from_utf8_lossy(&answer.body),
+                    "unexpected answer"
+                );
+                self.client[i].error();
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "request failed");
+                self.client[i].error();
+                None
+            }
+        }
+    }
+}

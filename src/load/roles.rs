@@ -1,0 +1,437 @@
+//! The load's roles: workers running sdlc, the reviewer, status clients, and the set-up (projects, preload).
+
+use super::*;
+
+/// A tiny deterministic generator for picking projects and ids.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+pub(super) const SDLC: [(&str, &str); 5] = [
+    ("analyst", "software_specification"),
+    ("architect", "system_architecture"),
+    ("coder", "source_code"),
+    ("tester", "test_results"),
+    ("deployer", "deployment_package"),
+];
+
+/// Everything the concurrent clients of the workflow phase share.
+pub(super) struct Shared {
+    pub(super) addr: SocketAddr,
+    pub(super) token: Option<String>,
+    pub(super) projects: Vec<String>,
+    pub(super) artifact_ids: Vec<String>,
+    pub(super) scenario: Scenario,
+    pub(super) next_project: AtomicUsize,
+    pub(super) completed: AtomicU64,
+    pub(super) done: AtomicBool,
+    pub(super) done_signal: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn client(&self) -> Client {
+        Client::new(self.addr, self.token.clone())
+    }
+
+    pub(super) fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.done_signal.notify_waiters();
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+/// Gives the next project without work its tasks and starts its workflow; false when every
+/// project has been given its work.
+pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Recorder) -> bool {
+    let extra = shared.scenario.tasks_per_project - SDLC.len();
+    let i = shared.next_project.fetch_add(1, Ordering::Relaxed);
+    let Some(project) = shared.projects.get(i) else {
+        return false;
+    };
+    {
+        for t in 0..extra {
+            let body = json!({
+                "agent_type": SDLC[t % SDLC.len()].0,
+                "instructions": format!("benchmark task {t}"),
+            });
+            rec.request(
+                client,
+                Class::TaskOperation,
+                hyper::Method::POST,
+                &format!("/api/v1/projects/{project}/tasks"),
+                Some(&body),
+                &[201],
+            )
+            .await;
+        }
+        let body = json!({"workflow": "sdlc", "context": {"goal": "benchmark"}});
+        rec.request(
+            client,
+            Class::TaskOperation,
+            hyper::Method::POST,
+            &format!("/api/v1/projects/{project}/workflow"),
+            Some(&body),
+            &[201],
+        )
+        .await;
+    }
+    true
+}
+
+/// A worker: gives a project its work (while some have none), then claims work of each sdlc agent
+/// type in turn, posts its artifact and completes it; after a project's worth of tasks, or when
+/// there is nothing to claim, it gives the next project its work.
+pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
+    let mut rec = Recorder::default();
+    let mut client = shared.client();
+    let expected = (shared.projects.len() * shared.scenario.tasks_per_project) as u64;
+    let mut turn = n;
+    let mut idle = 0;
+    let mut seeding = true;
+    let mut budget = 0;
+    while !shared.is_done() {
+        if seeding && budget == 0 {
+            seeding = seed_next(&shared, &mut client, &mut rec).await;
+            budget = shared.scenario.tasks_per_project;
+        }
+        let (agent, kind) = SDLC[turn % SDLC.len()];
+        turn += 1;
+        let claim =
+            json!({"agent_type": agent, "worker_id": format!("bench-{n}"), "lease_seconds": 600});
+        let Some(answer) = rec
+            .request(
+                &mut client,
+                Class::TaskOperation,
+                hyper::Method::POST,
+                "/api/v1/tasks/claim",
+                Some(&claim),
+                &[200, 204],
+            )
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if answer.status == 204 {
+            idle += 1;
+            if idle >= SDLC.len() && seeding {
+                idle = 0;
+                budget = 0;
+            } else if idle >= SDLC.len() {
+                // Nothing of any type: poll again shortly, as a real worker would.
+                idle = 0;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            continue;
+        }
+        idle = 0;
+        budget = budget.saturating_sub(1);
+        let task = answer.json().unwrap_or_default();
+        let (Some(task_id), Some(project)) =
+            (task["task_id"].as_str(), task["project_id"].as_str())
+        else {
+            rec.client[Recorder::index(Class::TaskOperation)].error();
+            continue;
+        };
+        let artifact = json!({
+            "project_id": project,
+            "source_agent": agent,
+            "artifact_type": kind,
+            "content": {"task": task_id, "text": "benchmark output of the phase"},
+        });
+        rec.request(
+            &mut client,
+            Class::ContextPut,
+            hyper::Method::POST,
+            "/api/v1/context/artifacts",
+            Some(&artifact),
+            &[201],
+        )
+        .await;
+        let done = json!({"status": "completed", "output": {"by": agent}});
+        if rec
+            .request(
+                &mut client,
+                Class::TaskOperation,
+                hyper::Method::POST,
+                &format!("/api/v1/tasks/{task_id}/status"),
+                Some(&done),
+                &[200],
+            )
+            .await
+            .is_some()
+            && shared.completed.fetch_add(1, Ordering::AcqRel) + 1 == expected
+        {
+            shared.finish();
+        }
+    }
+    rec
+}
+
+/// Approves every pending HITL gate.
+pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
+    let mut rec = Recorder::default();
+    let mut client = shared.client();
+    while !shared.is_done() {
+        let pending = rec
+            .request(
+                &mut client,
+                Class::Hitl,
+                hyper::Method::GET,
+                "/api/v1/hitl/pending",
+                None,
+                &[200],
+            )
+            .await
+            .and_then(|a| a.json())
+            .unwrap_or_default();
+        let items = pending
+            .as_array()
+            .or_else(|| pending["items"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        if items.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for item in items {
+            if let Some(id) = item["request_id"].as_str().or(item["id"].as_str()) {
+                rec.request(
+                    &mut client,
+                    Class::Hitl,
+                    hyper::Method::POST,
+                    &format!("/api/v1/hitl/{id}/respond"),
+                    Some(&json!({"action": "approve", "comment": "benchmark reviewer"})),
+                    &[200],
+                )
+                .await;
+            }
+        }
+    }
+    rec
+}
+
+/// Status queries and context-store reads in a fixed mix until the phase ends.
+pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
+    let mut rec = Recorder::default();
+    let mut client = shared.client();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
+    let types = crate::domain::ArtifactType::ALL;
+    let mut turn = n;
+    while !shared.is_done() {
+        let project = &shared.projects[rng.below(shared.projects.len())];
+        let (class, path) = match turn % 6 {
+            0 => (
+                Class::StatusQuery,
+                format!("/api/v1/projects/{project}/status"),
+            ),
+            1 => (Class::StatusQuery, "/api/v1/agents/status".to_string()),
+            2 => (Class::StatusQuery, format!("/api/v1/projects/{project}")),
+            3 => (Class::StatusQuery, "/health".to_string()),
+            4 if !shared.artifact_ids.is_empty() => {
+                let id = &shared.artifact_ids[rng.below(shared.artifact_ids.len())];
+                (Class::ContextGet, format!("/api/v1/context/artifacts/{id}"))
+            }
+            _ => {
+                let kind = types[rng.below(types.len())].as_str();
+                (
+                    Class::ContextList,
+                    format!(
+                        "/api/v1/context/project/{project}/artifacts?artifact_type={kind}&limit=100"
+                    ),
+                )
+            }
+        };
+        turn += 1;
+        rec.request(&mut client, class, hyper::Method::GET, &path, None, &[200])
+            .await;
+    }
+    rec
+}
+
+/// Status queries only, for `seconds`, from `clients` connections to `addr`: the samples seen by
+/// the clients, those the server reported in `Server-Timing` (none from the bare server), and the
+/// answers per second.
+pub(super) async fn status_only(
+    addr: SocketAddr,
+    token: Option<String>,
+    paths: Arc<Vec<String>>,
+    clients: usize,
+    seconds: u64,
+) -> (Samples, Samples, f64) {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|n| {
+            let (paths, token) = (paths.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut client = Client::new(addr, token);
+                let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (n as u64 + 1));
+                let (mut seen, mut inside) = (Samples::default(), Samples::default());
+                while Instant::now() < until {
+                    let path = &paths[rng.below(paths.len())];
+                    match client.get(path).await {
+                        Ok(a) if a.status == 200 => {
+                            seen.record(a.elapsed);
+                            if let Some(micros) = a.server_micros {
+                                inside.record_micros(micros);
+                            }
+                        }
+                        _ => seen.error(),
+                    }
+                }
+                (seen, inside)
+            })
+        })
+        .collect();
+    let (mut all, mut server) = (Samples::default(), Samples::default());
+    for h in handles {
+        if let Ok((seen, inside)) = h.await {
+            all.merge(seen);
+            server.merge(inside);
+        }
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    (all, server, rate)
+}
+
+/// Runs `jobs` concurrent clients `make(0..jobs)` and merges their recorders.
+pub(super) async fn fan_out<F, Fut>(jobs: usize, make: F) -> Recorder
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Recorder> + Send + 'static,
+{
+    let handles: Vec<_> = (0..jobs).map(|j| tokio::spawn(make(j))).collect();
+    let mut rec = Recorder::default();
+    for h in handles {
+        if let Ok(r) = h.await {
+            rec.merge(r);
+        }
+    }
+    rec
+}
+
+/// Creates the projects; returns their ids.
+pub(super) async fn create_projects(
+    addr: SocketAddr,
+    token: &Option<String>,
+    count: usize,
+    clients: usize,
+) -> Result<Vec<String>, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (next, token) = (next.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut client = Client::new(addr, token);
+                let mut ids = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return Ok(ids);
+                    }
+                    let body = json!({"name": format!("bench project {i}"), "description": "flightdeck bench"});
+                    let answer = client
+                        .post("/api/v1/projects", &body)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match answer.json() {
+                        Some(p) if answer.status == 201 => {
+                            ids.push(p["id"].as_str().unwrap_or_default().to_string())
+                        }
+                        _ => {
+                            return Err(format!(
+                                "creating a project answered {}: {}",
+                                answer.status,
+                                String::from_utf8_lossy(&answer.body)
+                            ));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(count);
+    for h in handles {
+        ids.extend(h.await.map_err(|e| e.to_string())??);
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Preloads `count` artifacts spread over the projects and artifact types; returns a sample of
+/// their ids (at most 10,000) for the context-store gets.
+pub(super) async fn preload(
+    addr: SocketAddr,
+    token: &Option<String>,
+    projects: &[String],
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let projects = Arc::new(projects.to_vec());
+    let keep_every = (count / 10_000).max(1);
+    let text = "x".repeat(200);
+    let handles: Vec<_> = (0..64)
+        .map(|_| {
+            let (next, token, projects, text) =
+                (next.clone(), token.clone(), projects.clone(), text.clone());
+            tokio::spawn(async move {
+                let mut client = Client::new(addr, token);
+                let mut kept = Vec::new();
+                let types = crate::domain::ArtifactType::ALL;
+                let agents = crate::domain::AgentType::ALL;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return Ok(kept);
+                    }
+                    let body = json!({
+                        "project_id": projects[i % projects.len()],
+                        "source_agent": agents[i % agents.len()].as_str(),
+                        "artifact_type": types[(i / projects.len()) % types.len()].as_str(),
+                        "content": {"n": i, "text": text},
+                    });
+                    let answer = client
+                        .post("/api/v1/context/artifacts", &body)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if answer.status != 201 {
+                        return Err(format!("preloading answered {}", answer.status));
+                    }
+                    if i % keep_every == 0 {
+                        let id = answer
+                            .json()
+                            .and_then(|a| a["context_id"].as_str().map(String::from));
+                        kept.extend(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.extend(h.await.map_err(|e| e.to_string())??);
+    }
+    Ok(ids)
+}
+
+/// The server's latest event seq, from the monitoring API.
+pub(super) async fn latest_seq(client: &mut Client) -> Result<u64, String> {
+    let answer = client
+        .get("/api/v1/monitoring/metrics")
+        .await
+        .map_err(|e| e.to_string())?;
+    answer
+        .json()
+        .and_then(|v| v["store"]["latest_seq"].as_u64())
+        .ok_or_else(|| format!("monitoring metrics answered {}", answer.status))
+}
