@@ -456,6 +456,7 @@ impl Writer {
         self.ctx.hub.subscribe(self.member, project);
         self.gate.subscribe(project);
         if let Some(since) = since {
+            self.gate.resume_after(project, since);
             self.replay(project, since).await?;
         }
         let ack = object(|o| {
