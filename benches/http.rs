@@ -40,7 +40,7 @@ use flightdeck::http::Request;
 use flightdeck::http::timing::Timed;
 use flightdeck::monitor::health::Health;
 use flightdeck::monitor::{Monitor, MonitorConfig};
-use flightdeck::store::{Command, Durability, Reply, Store, StoreConfig};
+use flightdeck::store::{Durability, Store, StoreConfig, command};
 use flightdeck::ws::{WsConfig, WsContext};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,15 +60,15 @@ fn main() {
     let store = Store::open(&config, Arc::new(move |e| publisher_hub.publish(e))).unwrap();
     let projects: Vec<Id> = (0..10)
         .map(|i| {
-            let Ok(Reply::Project(p)) = store.write_blocking(Command::CreateProject {
-                name: format!("p{i}"),
-                description: None,
-            }) else {
-                panic!()
-            };
+            let p = store
+                .write_blocking(command::CreateProject {
+                    name: format!("p{i}"),
+                    description: None,
+                })
+                .unwrap();
             for _ in 0..50 {
                 store
-                    .write_blocking(Command::CreateTask {
+                    .write_blocking(command::CreateTask {
                         project_id: p.id,
                         agent_type: AgentType::Coder,
                         instructions: "benchmark task".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use flightdeck::domain::{AgentType, ArtifactType, Id, Vocabulary};
 use flightdeck::events::no_publisher;
-use flightdeck::store::{ArtifactFilter, Command, Durability, Reply, Store, StoreConfig};
+use flightdeck::store::{ArtifactFilter, Durability, Store, StoreConfig, command};
 use redb::{ReadableDatabase, TableDefinition};
 
 const PROJECTS: usize = 10;
@@ -34,13 +34,13 @@ fn main() {
     let store = Store::open(&config, no_publisher()).unwrap();
     let projects: Vec<Id> = (0..PROJECTS)
         .map(|i| {
-            match store.write_blocking(Command::CreateProject {
-                name: format!("p{i}"),
-                description: None,
-            }) {
-                Ok(Reply::Project(p)) => p.id,
-                other => panic!("{other:?}"),
-            }
+            store
+                .write_blocking(command::CreateProject {
+                    name: format!("p{i}"),
+                    description: None,
+                })
+                .unwrap()
+                .id
         })
         .collect();
     let started = Instant::now();
@@ -52,17 +52,14 @@ fn main() {
                     (t..count)
                         .step_by(8)
                         .map(|i| {
-                            let command = Command::CreateArtifact {
+                            let command = command::CreateArtifact {
                                 project_id: projects[i % PROJECTS],
                                 source_agent: AgentType::ALL[i % 6],
                                 artifact_type: ArtifactType::ALL[i % 11],
                                 content: content.clone(),
                                 metadata: None,
                             };
-                            match store.write_blocking(command) {
-                                Ok(Reply::Artifact(a)) => a.id,
-                                other => panic!("{other:?}"),
-                            }
+                            store.write_blocking(command).unwrap().id
                         })
                         .collect::<Vec<_>>()
                 })
@@ -157,7 +154,7 @@ fn main() {
     config.durability = Durability::Immediate;
     let store = Store::open(&config, no_publisher()).unwrap();
     let ours = sample(COMMITS, |i| {
-        let command = Command::CreateTask {
+        let command = command::CreateTask {
             project_id: projects[i % PROJECTS],
             agent_type: AgentType::Coder,
             instructions: "benchmark".into(),

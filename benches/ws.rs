@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use flightdeck::load::stats::{frame_seq, frame_timestamp};
+use flightdeck::events::peek::{frame_seq, frame_timestamp};
 use futures_util::StreamExt;
 use http_body_util::{Empty, Full};
 use parking_lot::Mutex;

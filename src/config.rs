@@ -44,16 +44,16 @@ pub enum Command {
     Compact(CheckArgs),
     /// The load benchmark: workers running the sdlc workflow, status-query clients and WebSocket
     /// subscribers against a fresh server (or `--url`), reported against the service levels.
-    Bench(crate::load::BenchArgs),
-    /// Internal to `bench`: WebSocket clients in a process of their own.
-    #[command(hide = true)]
-    BenchWs,
-    /// Internal to `bench`: the bare hyper baseline server, answering a file's bytes.
-    #[command(hide = true)]
-    BenchBare {
-        #[arg(long, value_name = "FILE")]
-        body_file: PathBuf,
-    },
+    /// Hands over to the `flightdeck-bench` executable (`flightdeck bench --help` for its options).
+    Bench(BenchHandOff),
+}
+
+/// Everything after `bench`, passed to `flightdeck-bench` as it is.
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct BenchHandOff {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -483,9 +483,7 @@ impl Config {
             .collect();
         config.api_keys = ApiKeys::parse(&keys, s.protect_metrics.unwrap_or(false))?;
         for workflow in s.workflows {
-            workflow
-                .validate()
-                .map_err(|e| format!("config file: {e}"))?;
+            let workflow = workflow.parse().map_err(|e| format!("config file: {e}"))?;
             match config
                 .store
                 .workflows

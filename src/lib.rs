@@ -14,7 +14,6 @@
 //! - [`json`]: the response writer that splices stored client JSON;
 //! - [`monitor`]: metrics, windowed latency, health checks and alert rules;
 //! - [`logging`]: log output, with the request id on every line of a request;
-//! - [`load`]: `flightdeck bench`, the load benchmark driver (a client of the HTTP API).
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +23,6 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod json;
-pub mod load;
 pub mod logging;
 pub mod monitor;
 pub mod server;

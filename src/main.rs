@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use flightdeck::config::{Cli, Command, Config, LogFormat, ServeArgs};
+use flightdeck::config::{Cli, Command, Config, ServeArgs};
 
 /// glibc's malloc raises its mmap threshold each time a large block is freed, after which blocks
 /// of that size (an artifact response of nearly 1 MB) come from the heap arenas, whose freed
@@ -62,12 +62,7 @@ fn main() -> ExitCode {
             flightdeck::store::compact_database(&args.data_dir)
                 .map(|(before, after)| format!("compacted: {before} bytes -> {after} bytes")),
         ),
-        Some(Command::Bench(args)) => bench(&args),
-        Some(Command::BenchWs) => io_outcome(flightdeck::load::ws::child_main()),
-        Some(Command::BenchBare { body_file }) => io_outcome(
-            std::fs::read(&body_file)
-                .and_then(|body| flightdeck::load::http::bare_server(body.into())),
-        ),
+        Some(Command::Bench(args)) => bench(&args.args),
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }
@@ -122,37 +117,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn bench(args: &flightdeck::load::BenchArgs) -> ExitCode {
-    flightdeck::logging::init(LogFormat::Text);
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match runtime.block_on(flightdeck::load::run(args)) {
-        Ok(report) => {
-            println!("{}", flightdeck::load::render(&report));
-            let path = args.json.clone().unwrap_or_else(|| {
-                format!("flightdeck-bench-{:?}.json", report.scenario.name)
-                    .to_lowercase()
-                    .into()
-            });
-            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-            if let Err(e) = std::fs::write(&path, json) {
-                eprintln!("flightdeck: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            println!("report written to {}", path.display());
-            if report.clean {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+/// `flightdeck bench …` hands over to the `flightdeck-bench` executable beside this one (the
+/// benchmark is not part of the server).
+fn bench(args: &[String]) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("flightdeck-bench"),
         Err(e) => {
             eprintln!("flightdeck: bench: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    use std::os::unix::process::CommandExt;
+    let error = std::process::Command::new(&exe).args(args).exec();
+    eprintln!(
+        "flightdeck: bench: cannot run {}: {error} (build it: cargo build --release --bin flightdeck-bench)",
+        exe.display()
+    );
+    ExitCode::FAILURE
 }
 
 fn check(data_dir: &std::path::Path) -> ExitCode {
@@ -187,16 +168,6 @@ fn one_line(outcome: Result<String, flightdeck::store::StoreError>) -> ExitCode 
             println!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("flightdeck: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn io_outcome(outcome: std::io::Result<()>) -> ExitCode {
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flightdeck: {e}");
             ExitCode::FAILURE

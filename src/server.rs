@@ -28,7 +28,7 @@ use crate::http::Request;
 use crate::http::timing::Timed;
 use crate::monitor::Monitor;
 use crate::monitor::health::Health;
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Store, StoreError, command};
 use crate::ws::WsContext;
 
 /// How long in-flight requests and open WebSockets get to finish after shutdown begins.
@@ -228,11 +228,10 @@ async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) 
                     break;
                 }
             }
-            match store.write(Command::FireTimers { now, max: BATCH }).await {
-                Ok(crate::store::Reply::Fired(_)) => {
+            match store.write(command::FireTimers { now, max: BATCH }).await {
+                Ok(_) => {
                     // Loop while timers remain due (a batch may not have covered them all).
                 }
-                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "firing timers failed");
                     break;
@@ -356,13 +355,13 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
                         break;
                     }
                 };
-                let command = Command::TrimAgentHistory {
+                let command = command::TrimAgentHistory {
                     agent_type: *agent_type,
                     through,
                     max: TRIM_BATCH,
                 };
                 match store.write(command).await {
-                    Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
+                    Ok(n) if n as usize == TRIM_BATCH => continue,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "trimming the agent history failed");
@@ -390,13 +389,13 @@ async fn retain_events(store: &Store, retention: u64) {
         }
         let through = latest - retention;
         match store
-            .write(Command::TrimEvents {
+            .write(command::TrimEvents {
                 through,
                 max: TRIM_BATCH,
             })
             .await
         {
-            Ok(crate::store::Reply::Trimmed(n)) if n as usize == TRIM_BATCH => continue,
+            Ok(n) if n as usize == TRIM_BATCH => continue,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "trimming the event log failed");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use flightdeck::domain::{AgentType, Id, TaskStatus, Vocabulary, task_transition};
 use flightdeck::events::no_publisher;
-use flightdeck::store::{Command, Durability, Reply, Store, StoreConfig, StoreError, TaskFilter};
+use flightdeck::store::{Durability, Store, StoreConfig, StoreError, Task, TaskFilter, command};
 use proptest::prelude::*;
 
 /// One command of a round: a new task of the round's project, or a status change of a task
@@ -42,12 +42,12 @@ proptest! {
         config.durability = Durability::None;
         let store = Store::open(&config, no_publisher()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let Ok(Reply::Project(project)) = store.write_blocking(Command::CreateProject {
-            name: "batches".into(),
-            description: None,
-        }) else {
-            panic!("project")
-        };
+        let project = store
+            .write_blocking(command::CreateProject {
+                name: "batches".into(),
+                description: None,
+            })
+            .unwrap();
         let mut events = 1u64;
         // The model: each task's status, in creation order.
         let mut tasks: Vec<Id> = Vec::new();
@@ -62,27 +62,29 @@ proptest! {
                     Op::Set { task, .. } => tasks.get(*task).copied(),
                 })
                 .collect();
-            let commands: Vec<Command> = round
-                .iter()
-                .map(|op| match op {
-                    Op::Create => Command::CreateTask {
-                        project_id: project.id,
-                        agent_type: AgentType::Coder,
-                        instructions: "x".into(),
-                        context_ids: Vec::new(),
-                    },
-                    Op::Set { task, status } => Command::SetTaskStatus {
-                        task_id: tasks.get(*task).copied().unwrap_or(unknown),
-                        status: TaskStatus::ALL[*status],
-                        output: None,
-                        error_message: None,
-                    },
-                })
-                .collect();
             // Every write is submitted on its first poll, in order, before any answer is awaited.
-            let replies: Vec<Result<Reply, StoreError>> = runtime.block_on(async {
-                let mut futures: Vec<_> =
-                    commands.into_iter().map(|c| Box::pin(store.write(c))).collect();
+            let replies: Vec<Result<Task, StoreError>> = runtime.block_on(async {
+                type Answer<'a> =
+                    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Task, StoreError>> + 'a>>;
+                let mut futures: Vec<Answer<'_>> = round
+                    .iter()
+                    .map(|op| -> Answer<'_> {
+                        match op {
+                            Op::Create => Box::pin(store.write(command::CreateTask {
+                                project_id: project.id,
+                                agent_type: AgentType::Coder,
+                                instructions: "x".into(),
+                                context_ids: Vec::new(),
+                            })),
+                            Op::Set { task, status } => Box::pin(store.write(command::SetTaskStatus {
+                                task_id: tasks.get(*task).copied().unwrap_or(unknown),
+                                status: TaskStatus::ALL[*status],
+                                output: None,
+                                error_message: None,
+                            })),
+                        }
+                    })
+                    .collect();
                 // Poll each once (that submits it), then await the ones not answered yet.
                 let mut early = Vec::with_capacity(futures.len());
                 for f in futures.iter_mut() {
@@ -103,7 +105,7 @@ proptest! {
             for ((op, target), reply) in round.iter().zip(targets).zip(replies) {
                 match op {
                     Op::Create => {
-                        let Ok(Reply::Task(t)) = reply else {
+                        let Ok(t) = reply else {
                             panic!("create: {reply:?}")
                         };
                         prop_assert_eq!(t.status, TaskStatus::Pending);
@@ -121,7 +123,7 @@ proptest! {
                         };
                         let from = status[&id];
                         match (task_transition(from, to), reply) {
-                            (Ok(_), Ok(Reply::Task(t))) => {
+                            (Ok(_), Ok(t)) => {
                                 prop_assert_eq!(t.status, to);
                                 status.insert(id, to);
                                 // The task's event, and the agent's when the task starts or

@@ -10,9 +10,9 @@ use flightdeck::domain::{
     task_transition,
 };
 use flightdeck::events::no_publisher;
+use flightdeck::store::command::{self, BulkApproved, HitlAnswer};
 use flightdeck::store::{
-    ArtifactFilter, Command, Durability, HitlFilter, Reply, Store, StoreConfig, StoreError,
-    TaskFilter,
+    ArtifactFilter, Durability, HitlFilter, Store, StoreConfig, StoreError, TaskFilter,
 };
 use proptest::prelude::*;
 
@@ -147,7 +147,7 @@ impl Model {
     }
 
     fn set_status(&mut self, store: &Store, id: Id, to: TaskStatus) {
-        let reply = store.write_blocking(Command::SetTaskStatus {
+        let reply = store.write_blocking(command::SetTaskStatus {
             task_id: id,
             status: to,
             output: Some("{\"ok\":true}".into()),
@@ -158,7 +158,7 @@ impl Model {
             return;
         };
         match (task_transition(mtask.status, to), reply) {
-            (Ok(_), Ok(Reply::Task(t))) => {
+            (Ok(_), Ok(t)) => {
                 assert_eq!(t.status, to);
                 assert_eq!(
                     t.retry_at.is_some(),
@@ -226,13 +226,11 @@ impl Model {
     fn step(&mut self, store: &Store, op: &Op) {
         match op {
             Op::CreateProject => {
-                let reply = store.write_blocking(Command::CreateProject {
+                let reply = store.write_blocking(command::CreateProject {
                     name: "p".into(),
                     description: None,
                 });
-                let Ok(Reply::Project(p)) = reply else {
-                    panic!("{reply:?}")
-                };
+                let Ok(p) = reply else { panic!("{reply:?}") };
                 self.project_ids.push(p.id);
                 self.events += 1;
             }
@@ -247,7 +245,7 @@ impl Model {
                     .iter()
                     .map(|c| pick(&self.artifact_ids, *c))
                     .collect();
-                let reply = store.write_blocking(Command::CreateTask {
+                let reply = store.write_blocking(command::CreateTask {
                     project_id,
                     agent_type: agent,
                     instructions: "do".into(),
@@ -260,7 +258,7 @@ impl Model {
                         .is_some_and(|a| a.project == project_id)
                 });
                 match reply {
-                    Ok(Reply::Task(t)) => {
+                    Ok(t) => {
                         assert!(exists && context_ok);
                         self.task_ids.push(t.id);
                         self.tasks.insert(
@@ -279,7 +277,6 @@ impl Model {
                         assert!(!(exists && context_ok), "refused: {e}");
                         assert_eq!(fail_kind(&e), want);
                     }
-                    other => panic!("{other:?}"),
                 }
             }
             Op::SetTaskStatus { task, status } => {
@@ -298,7 +295,7 @@ impl Model {
             }
             Op::Claim { agent } => {
                 let agent = AgentType::ALL[*agent];
-                let reply = store.write_blocking(Command::Claim {
+                let reply = store.write_blocking(command::Claim {
                     agent_type: agent,
                     worker_id: "w".into(),
                     lease: 60_000_000,
@@ -310,12 +307,12 @@ impl Model {
                     .map(|(id, t)| (*id, t.clone()))
                     .next();
                 match (oldest, reply) {
-                    (Some((id, mtask)), Ok(Reply::Task(t))) => {
+                    (Some((id, mtask)), Ok(Some(t))) => {
                         assert_eq!(t.id, id, "the oldest pending task");
                         assert_eq!(t.worker_id.as_deref(), Some("w"));
                         self.start_or_leave(store, id, mtask, TaskStatus::Working);
                     }
-                    (None, Ok(Reply::NothingToClaim)) => {}
+                    (None, Ok(None)) => {}
                     (want, got) => panic!("claim: model {want:?}, store {got:?}"),
                 }
             }
@@ -328,7 +325,7 @@ impl Model {
                 let project_id = pick(&self.project_ids, *project);
                 let (kind, source) = (ArtifactType::ALL[*kind], AgentType::ALL[*source]);
                 let content = format!("{{\"n\":{content}}}");
-                let reply = store.write_blocking(Command::CreateArtifact {
+                let reply = store.write_blocking(command::CreateArtifact {
                     project_id,
                     source_agent: source,
                     artifact_type: kind,
@@ -336,7 +333,7 @@ impl Model {
                     metadata: None,
                 });
                 match reply {
-                    Ok(Reply::Artifact(a)) => {
+                    Ok(a) => {
                         assert!(self.project_ids.contains(&project_id));
                         self.artifact_ids.push(a.id);
                         self.artifacts.insert(
@@ -355,7 +352,6 @@ impl Model {
                         assert!(!self.project_ids.contains(&project_id));
                         assert_eq!(fail_kind(&e), "not_found");
                     }
-                    other => panic!("{other:?}"),
                 }
             }
             Op::UpdateArtifact { artifact, content } => {
@@ -363,13 +359,13 @@ impl Model {
                 // Read first so the cache holds the old version; the update must invalidate it.
                 let _ = store.artifact_response(&id, |a| a.content.clone().into_bytes());
                 let content = format!("[{content}]");
-                let reply = store.write_blocking(Command::UpdateArtifact {
+                let reply = store.write_blocking(command::UpdateArtifact {
                     artifact_id: id,
                     content: Some(content.clone()),
                     metadata: None,
                 });
                 match (self.artifacts.get_mut(&id), reply) {
-                    (Some(m), Ok(Reply::Artifact(a))) => {
+                    (Some(m), Ok(a)) => {
                         m.content = content;
                         m.version += 1;
                         assert_eq!(a.version, m.version);
@@ -382,9 +378,9 @@ impl Model {
             Op::DeleteArtifact { artifact } => {
                 let id = pick(&self.artifact_ids, *artifact);
                 let _ = store.artifact_response(&id, |a| a.content.clone().into_bytes());
-                let reply = store.write_blocking(Command::DeleteArtifact { artifact_id: id });
+                let reply = store.write_blocking(command::DeleteArtifact { artifact_id: id });
                 match (self.artifacts.remove(&id), reply) {
-                    (Some(_), Ok(Reply::ArtifactDeleted(got))) => {
+                    (Some(_), Ok(got)) => {
                         assert_eq!(got, id);
                         self.events += 1;
                     }
@@ -395,7 +391,7 @@ impl Model {
             Op::CreateHitl { project, with_task } => {
                 let project_id = pick(&self.project_ids, *project);
                 let task_id = with_task.map(|t| pick(&self.task_ids, t));
-                let reply = store.write_blocking(Command::CreateHitl {
+                let reply = store.write_blocking(command::CreateHitl {
                     project_id,
                     task_id,
                     question: "ok?".into(),
@@ -406,7 +402,7 @@ impl Model {
                 let task_ok = task_id
                     .is_none_or(|t| self.tasks.get(&t).is_some_and(|m| m.project == project_id));
                 match reply {
-                    Ok(Reply::Hitl(h)) => {
+                    Ok(h) => {
                         assert!(exists && task_ok);
                         self.hitl_ids.push(h.id);
                         self.hitl.insert(
@@ -422,13 +418,12 @@ impl Model {
                         assert!(!(exists && task_ok));
                         assert_eq!(fail_kind(&e), if exists { "invalid" } else { "not_found" });
                     }
-                    other => panic!("{other:?}"),
                 }
             }
             Op::RespondHitl { hitl, action } => {
                 let id = pick(&self.hitl_ids, *hitl);
                 let action = HitlAction::ALL[*action];
-                let reply = store.write_blocking(Command::RespondHitl {
+                let reply = store.write_blocking(command::RespondHitl {
                     hitl_id: id,
                     action,
                     content: Some("\"amended\"".into()),
@@ -437,7 +432,7 @@ impl Model {
                 match (self.hitl.get_mut(&id), reply) {
                     (
                         Some(m),
-                        Ok(Reply::HitlAnswered {
+                        Ok(HitlAnswer::Answered {
                             request: h,
                             workflow_resumed,
                         }),
@@ -458,11 +453,11 @@ impl Model {
             }
             Op::BulkApprove { hitls } => {
                 let ids: Vec<Id> = hitls.iter().map(|h| pick(&self.hitl_ids, *h)).collect();
-                let reply = store.write_blocking(Command::BulkApproveHitl {
+                let reply = store.write_blocking(command::BulkApproveHitl {
                     hitl_ids: ids.clone(),
                     comment: None,
                 });
-                let Ok(Reply::BulkApproved { approved, skipped }) = reply else {
+                let Ok(BulkApproved { approved, skipped }) = reply else {
                     panic!("{reply:?}")
                 };
                 let mut want_approved = Vec::new();
@@ -483,10 +478,8 @@ impl Model {
             }
             Op::ResetAgent { agent } => {
                 let agent = AgentType::ALL[*agent];
-                let reply = store.write_blocking(Command::ResetAgent { agent_type: agent });
-                let Ok(Reply::Agent(a)) = reply else {
-                    panic!("{reply:?}")
-                };
+                let reply = store.write_blocking(command::ResetAgent { agent_type: agent });
+                let Ok(a) = reply else { panic!("{reply:?}") };
                 assert_eq!(a.status, AgentStatus::Idle);
                 self.agent(agent).0 = AgentStatus::Idle;
                 self.events += 1;

@@ -3,13 +3,12 @@
 use crate::http::ErrorCode;
 use crate::http::{Response, StatusCode};
 
-use super::projects::unexpected;
 use super::{AppState, Query, bare_list, parse_vocab};
 use crate::domain::{AgentType, Vocabulary};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{Agent, Command, Reply};
+use crate::store::{Agent, command};
 
 /// BotArmy: an object keyed by agent type.
 pub fn all(state: &AppState) -> Result<Response, ApiError> {
@@ -67,20 +66,15 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response,
 /// BotArmy: back to idle, 200 with the agent; broadcasts `agent_status_change`.
 pub async fn reset(state: &AppState, agent: &str) -> Result<Response, ApiError> {
     let agent_type: AgentType = parse_vocab("agent_type", agent)?;
-    match state
+    let agent = state
         .store
-        .write(Command::ResetAgent { agent_type })
-        .await?
-    {
-        Reply::Agent(agent) => {
-            let body = object(|o| {
-                write(o, &agent);
-                o.str("message", &format!("agent {agent_type} reset to idle"));
-            });
-            Ok(json(StatusCode::OK, body))
-        }
-        other => Err(unexpected(other)),
-    }
+        .write(command::ResetAgent { agent_type })
+        .await?;
+    let body = object(|o| {
+        write(o, &agent);
+        o.str("message", &format!("agent {agent_type} reset to idle"));
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 fn write(o: &mut ObjectWriter<'_>, a: &Agent) {

@@ -5,13 +5,12 @@ use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::projects::{require, unexpected};
-use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
+use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab, require};
 use crate::domain::{AgentType, ArtifactType, DomainError, Limits, Vocabulary};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{Artifact, ArtifactFilter, Command, Reply};
+use crate::store::{Artifact, ArtifactFilter, command};
 
 #[derive(Deserialize)]
 struct CreateArtifact {
@@ -34,17 +33,15 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
     })?;
     let source_agent: AgentType = parse_vocab("source_agent", &body.source_agent)?;
     let artifact_type: ArtifactType = parse_vocab("artifact_type", &body.artifact_type)?;
-    let command = Command::CreateArtifact {
+    let command = command::CreateArtifact {
         project_id,
         source_agent,
         artifact_type,
         content: raw_text(body.content),
         metadata: body.metadata.map(raw_text),
     };
-    match state.store.write(command).await? {
-        Reply::Artifact(a) => Ok(json(StatusCode::CREATED, encode(&a))),
-        other => Err(unexpected(other)),
-    }
+    let a = state.store.write(command).await?;
+    Ok(json(StatusCode::CREATED, encode(&a)))
 }
 
 /// BotArmy: `{context_id, project_id, source_agent, artifact_type, content, metadata, created_at, updated_at}`.
@@ -73,32 +70,25 @@ pub async fn update(state: &AppState, id: &str, req: Request) -> Result<Response
             "give content, metadata or both",
         ));
     }
-    let command = Command::UpdateArtifact {
+    let command = command::UpdateArtifact {
         artifact_id,
         content: body.content.map(raw_text),
         metadata: body.metadata.map(raw_text),
     };
-    match state.store.write(command).await? {
-        Reply::Artifact(a) => Ok(json(StatusCode::OK, encode(&a))),
-        other => Err(unexpected(other)),
-    }
+    let a = state.store.write(command).await?;
+    Ok(json(StatusCode::OK, encode(&a)))
 }
 
 pub async fn delete(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let artifact_id = parse_id("context_id", id)?;
-    match state
-        .store
-        .write(Command::DeleteArtifact { artifact_id })
-        .await?
-    {
-        Reply::ArtifactDeleted(id) => Ok(json(
-            StatusCode::OK,
-            object(|o| {
-                o.id("context_id", id).bool("deleted", true);
-            }),
-        )),
-        other => Err(unexpected(other)),
-    }
+    let command = command::DeleteArtifact { artifact_id };
+    let id = state.store.write(command).await?;
+    Ok(json(
+        StatusCode::OK,
+        object(|o| {
+            o.id("context_id", id).bool("deleted", true);
+        }),
+    ))
 }
 
 /// BotArmy: the project's artifacts as a bare array of summaries (`?include=content` adds content).

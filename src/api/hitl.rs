@@ -6,15 +6,15 @@ use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::projects::{find, require, unexpected};
-use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab};
+use super::{AppState, Query, bare_list, find, parse_id, parse_ids, parse_vocab, require};
 use crate::domain::{
     DomainError, HitlAction, HitlStatus, Limits, OversightLevel, Vocabulary, check_len,
 };
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{Command, HitlFilter, HitlRequest, Reply};
+use crate::store::command::{self, BulkApproved, HitlAnswer};
+use crate::store::{HitlFilter, HitlRequest};
 
 #[derive(Deserialize)]
 struct CreateHitl {
@@ -58,17 +58,15 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
             format!("must be from 1 to {}", Limits::MAX_EXPIRES_IN_SECONDS),
         ));
     }
-    let command = Command::CreateHitl {
+    let command = command::CreateHitl {
         project_id,
         task_id,
         question: body.question,
         options: body.options,
         expires_in_seconds: body.expires_in_seconds,
     };
-    match state.store.write(command).await? {
-        Reply::Hitl(h) => Ok(json(StatusCode::CREATED, encode(&h))),
-        other => Err(unexpected(other)),
-    }
+    let h = state.store.write(command).await?;
+    Ok(json(StatusCode::CREATED, encode(&h)))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
@@ -107,14 +105,14 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
         check_len("comment", c, Limits::COMMENT, false)?;
     }
     let content = body.content.map(|raw| String::from(Box::<str>::from(raw)));
-    let command = Command::RespondHitl {
+    let command = command::RespondHitl {
         hitl_id,
         action,
         content,
         comment: body.comment,
     };
     match state.store.write(command).await? {
-        Reply::HitlAnswered {
+        HitlAnswer::Answered {
             request: h,
             workflow_resumed,
         } => {
@@ -133,11 +131,10 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
             });
             Ok(json(StatusCode::OK, body))
         }
-        Reply::HitlExpired(h) => Err(ApiError::new(
+        HitlAnswer::Expired(h) => Err(ApiError::new(
             ErrorCode::HitlExpired,
             format!("HITL request {} expired before it was answered", h.id),
         )),
-        other => Err(unexpected(other)),
     }
 }
 
@@ -202,45 +199,38 @@ pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, Ap
         check_len("comment", c, Limits::COMMENT, false)?;
     }
     let hitl_ids = parse_ids("request_ids", &body.request_ids)?;
-    match state
-        .store
-        .write(Command::BulkApproveHitl {
-            hitl_ids,
-            comment: body.comment,
+    let command = command::BulkApproveHitl {
+        hitl_ids,
+        comment: body.comment,
+    };
+    let BulkApproved { approved, skipped } = state.store.write(command).await?;
+    let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
+    let errors: Vec<String> = skipped
+        .iter()
+        .map(|(id, reason)| format!("{id}: {reason}"))
+        .collect();
+    let skipped: Vec<Vec<u8>> = skipped
+        .iter()
+        .map(|(id, reason)| {
+            object(|o| {
+                o.id("request_id", *id).str("reason", reason);
+            })
         })
-        .await?
-    {
-        Reply::BulkApproved { approved, skipped } => {
-            let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
-            let errors: Vec<String> = skipped
-                .iter()
-                .map(|(id, reason)| format!("{id}: {reason}"))
-                .collect();
-            let skipped: Vec<Vec<u8>> = skipped
-                .iter()
-                .map(|(id, reason)| {
-                    object(|o| {
-                        o.id("request_id", *id).str("reason", reason);
-                    })
-                })
-                .collect();
-            let message = format!(
-                "Approved {} of {} requests.",
-                approved_ids.len(),
-                approved_ids.len() + errors.len()
-            );
-            let body = object(|o| {
-                o.u64("approved_count", approved_ids.len() as u64)
-                    .u64("failed_count", errors.len() as u64)
-                    .strs("errors", &errors)
-                    .str("message", &message)
-                    .ids("approved", &approved_ids)
-                    .raw_array("skipped", skipped.iter().map(Vec::as_slice));
-            });
-            Ok(json(StatusCode::OK, body))
-        }
-        other => Err(unexpected(other)),
-    }
+        .collect();
+    let message = format!(
+        "Approved {} of {} requests.",
+        approved_ids.len(),
+        approved_ids.len() + errors.len()
+    );
+    let body = object(|o| {
+        o.u64("approved_count", approved_ids.len() as u64)
+            .u64("failed_count", errors.len() as u64)
+            .strs("errors", &errors)
+            .str("message", &message)
+            .ids("approved", &approved_ids)
+            .raw_array("skipped", skipped.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 /// BotArmy: `{project_id, oversight_level}` (plus `level`, flightdeck's earlier name).
@@ -267,23 +257,16 @@ pub async fn oversight_set(
     let project_id = require(state, project)?;
     let body: SetLevel = req.json(state.max_body_bytes).await?;
     let level: OversightLevel = parse_vocab("level", &body.level)?;
-    match state
-        .store
-        .write(Command::SetOversightLevel { project_id, level })
-        .await?
-    {
-        Reply::Project(p) => {
-            let level = p.oversight_level.as_str();
-            let body = object(|o| {
-                o.str("message", &format!("Oversight level set to {level}."))
-                    .id("project_id", p.id)
-                    .str("oversight_level", level)
-                    .str("level", level);
-            });
-            Ok(json(StatusCode::OK, body))
-        }
-        other => Err(unexpected(other)),
-    }
+    let command = command::SetOversightLevel { project_id, level };
+    let p = state.store.write(command).await?;
+    let level = p.oversight_level.as_str();
+    let body = object(|o| {
+        o.str("message", &format!("Oversight level set to {level}."))
+            .id("project_id", p.id)
+            .str("oversight_level", level)
+            .str("level", level);
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 fn load(state: &AppState, id: &str) -> Result<HitlRequest, ApiError> {

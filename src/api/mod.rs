@@ -329,6 +329,24 @@ pub fn fuzz_decode(bytes: &[u8]) {
 }
 
 /// A path or query id: 400 when it is not a UUID.
+/// Loads a project by its textual id: 400 if not a UUID, 404 if unknown.
+pub(crate) fn find(state: &AppState, id: &str) -> Result<crate::store::Project, ApiError> {
+    let id = parse_id("project_id", id)?;
+    state
+        .store
+        .get_project(&id)?
+        .ok_or_else(|| DomainError::not_found("project", id).into())
+}
+
+/// Checks that a project exists, without decoding it when the summary says so.
+pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
+    let id = parse_id("project_id", id)?;
+    if state.store.summary(&id).is_some() {
+        return Ok(id);
+    }
+    Err(DomainError::not_found("project", id).into())
+}
+
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Id, ApiError> {
     Id::parse(text).ok_or_else(|| {
         ApiError::new(

@@ -1,15 +1,14 @@
 //! Projects: create, list, get, status (BotArmy) and completion (BotArmy).
 
-use crate::http::ErrorCode;
 use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::{AppState, Query, envelope, parse_id};
-use crate::domain::{Id, Limits, TaskStatus, Vocabulary, check_len};
+use super::{AppState, Query, envelope, find, parse_id};
+use crate::domain::{Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
-use crate::store::{Command, Project, ProjectSummary, Reply};
+use crate::store::{Project, ProjectSummary, command};
 
 #[derive(Deserialize)]
 struct CreateProject {
@@ -24,17 +23,15 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
     if let Some(d) = &body.description {
         check_len("description", d, Limits::DESCRIPTION, false)?;
     }
-    let command = Command::CreateProject {
+    let command = command::CreateProject {
         name: body.name,
         description: body.description,
     };
-    match state.store.write(command).await? {
-        Reply::Project(p) => Ok(json(
-            StatusCode::CREATED,
-            encode(&p, state.store.summary(&p.id).as_ref()),
-        )),
-        other => Err(unexpected(other)),
-    }
+    let p = state.store.write(command).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        encode(&p, state.store.summary(&p.id).as_ref()),
+    ))
 }
 
 pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
@@ -109,24 +106,6 @@ pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, body))
 }
 
-/// Loads a project by its textual id: 400 if not a UUID, 404 if unknown.
-pub(crate) fn find(state: &AppState, id: &str) -> Result<Project, ApiError> {
-    let id = parse_id("project_id", id)?;
-    state
-        .store
-        .get_project(&id)?
-        .ok_or_else(|| crate::domain::DomainError::not_found("project", id).into())
-}
-
-/// Checks that a project exists, without decoding it when the summary says so.
-pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
-    let id = parse_id("project_id", id)?;
-    if state.store.summary(&id).is_some() {
-        return Ok(id);
-    }
-    Err(crate::domain::DomainError::not_found("project", id).into())
-}
-
 fn encode(p: &Project, summary: Option<&ProjectSummary>) -> Vec<u8> {
     object(|o| {
         write(o, p);
@@ -152,12 +131,6 @@ fn write(o: &mut ObjectWriter<'_>, p: &Project) {
         .str("oversight_level", p.oversight_level.as_str())
         .timestamp("created_at", p.created_at)
         .timestamp("updated_at", p.updated_at);
-}
-
-/// A reply of the wrong kind is a bug: answer 500 and log it.
-pub(crate) fn unexpected(reply: Reply) -> ApiError {
-    tracing::error!(?reply, "the writer answered with an unexpected reply");
-    ApiError::new(ErrorCode::InternalError, "unexpected reply from the store")
 }
 
 #[cfg(feature = "fuzzing")]

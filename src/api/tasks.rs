@@ -4,13 +4,12 @@ use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::projects::{require, unexpected};
-use super::{AppState, Query, envelope, parse_id, parse_ids, parse_vocab};
+use super::{AppState, Query, envelope, parse_id, parse_ids, parse_vocab, require};
 use crate::domain::{AgentType, DomainError, Limits, TaskStatus, Vocabulary, check_len};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::object;
-use crate::store::{Command, Reply, Task, TaskFilter};
+use crate::store::{Task, TaskFilter, command};
 
 #[derive(Deserialize)]
 struct CreateTask {
@@ -37,24 +36,22 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
         ));
     }
     let context_ids = parse_ids("context_ids", &body.context_ids)?;
-    let command = Command::CreateTask {
+    let command = command::CreateTask {
         project_id,
         agent_type,
         instructions: body.instructions,
         context_ids,
     };
-    match state.store.write(command).await? {
-        // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are
-        // run by external workers, so there is none.
-        Reply::Task(t) => Ok(json(
-            StatusCode::CREATED,
-            object(|o| {
-                write(o, &t);
-                o.null("celery_task_id");
-            }),
-        )),
-        other => Err(unexpected(other)),
-    }
+    let t = state.store.write(command).await?;
+    // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are run
+    // by external workers, so there is none.
+    Ok(json(
+        StatusCode::CREATED,
+        object(|o| {
+            write(o, &t);
+            o.null("celery_task_id");
+        }),
+    ))
 }
 
 pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
@@ -96,16 +93,14 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
         check_len("error_message", m, Limits::ERROR_MESSAGE, false)?;
     }
     let output = body.output.map(|raw| String::from(Box::<str>::from(raw)));
-    let command = Command::SetTaskStatus {
+    let command = command::SetTaskStatus {
         task_id,
         status,
         output,
         error_message: body.error_message,
     };
-    match state.store.write(command).await? {
-        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
-        other => Err(unexpected(other)),
-    }
+    let t = state.store.write(command).await?;
+    Ok(json(StatusCode::OK, encode(&t)))
 }
 
 #[derive(Deserialize)]
@@ -137,15 +132,14 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
     let lease = lease(state, body.lease_seconds)?;
-    let command = Command::Claim {
+    let command = command::Claim {
         agent_type,
         worker_id: body.worker_id,
         lease,
     };
     match state.store.write(command).await? {
-        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
-        Reply::NothingToClaim => Ok(crate::http::body::empty(StatusCode::NO_CONTENT)),
-        other => Err(unexpected(other)),
+        Some(t) => Ok(json(StatusCode::OK, encode(&t))),
+        None => Ok(crate::http::body::empty(StatusCode::NO_CONTENT)),
     }
 }
 
@@ -162,15 +156,13 @@ pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Respo
     let task_id = parse_id("task_id", id)?;
     let body: HeartbeatBody = req.optional_json(state.max_body_bytes).await?;
     let lease = lease(state, body.lease_seconds)?;
-    let command = Command::Heartbeat {
+    let command = command::Heartbeat {
         task_id,
         worker_id: body.worker_id,
         lease,
     };
-    match state.store.write(command).await? {
-        Reply::Task(t) => Ok(json(StatusCode::OK, encode(&t))),
-        other => Err(unexpected(other)),
-    }
+    let t = state.store.write(command).await?;
+    Ok(json(StatusCode::OK, encode(&t)))
 }
 
 pub(crate) fn encode(t: &Task) -> Vec<u8> {

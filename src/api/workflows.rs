@@ -3,13 +3,12 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::projects::{require, unexpected};
-use super::{AppState, MAX_LIMIT};
+use super::{AppState, MAX_LIMIT, require};
 use crate::domain::{DomainError, Id, Vocabulary};
 use crate::http::body::json;
 use crate::http::{ApiError, Request, Response, StatusCode};
 use crate::json::object;
-use crate::store::{ArtifactFilter, Command, Reply, WorkflowRun};
+use crate::store::{ArtifactFilter, WorkflowRun, command};
 
 #[derive(Deserialize)]
 struct Start {
@@ -23,15 +22,13 @@ pub async fn start(state: &AppState, project: &str, req: Request) -> Result<Resp
     let project_id = require(state, project)?;
     let body: Start = req.json(state.max_body_bytes).await?;
     let context = body.context.map(|raw| String::from(Box::<str>::from(raw)));
-    let command = Command::StartWorkflow {
+    let command = command::StartWorkflow {
         project_id,
         workflow: body.workflow,
         context,
     };
-    match state.store.write(command).await? {
-        Reply::Workflow(run) => Ok(json(StatusCode::CREATED, encode(state, &run)?)),
-        other => Err(unexpected(other)),
-    }
+    let run = state.store.write(command).await?;
+    Ok(json(StatusCode::CREATED, encode(state, &run)?))
 }
 
 pub fn get(state: &AppState, project: &str) -> Result<Response, ApiError> {

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::Id;
+use super::records::{PhaseRun, PhaseStatus, Project, WorkflowRun};
 use super::rules::DomainError;
+use super::time::Micros;
 use super::vocab::{AgentType, ArtifactType, OversightLevel, Vocabulary};
 
 /// One phase as defined (in the config file: `agent_type`, `instructions`, `produces`, `gate`).
@@ -74,9 +77,37 @@ pub fn sdlc() -> WorkflowDef {
     }
 }
 
+/// A phase of a parsed definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Phase {
+    pub agent_type: AgentType,
+    pub instructions: String,
+    pub produces: Vec<ArtifactType>,
+    pub gate: bool,
+}
+
+/// A definition parsed at the edge (start-up, reload): typed, and known to be well formed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    pub phases: Vec<Phase>,
+}
+
+/// The built-in `sdlc` workflow, parsed.
+pub fn builtin() -> Workflow {
+    sdlc()
+        .parse()
+        .unwrap_or_else(|e| unreachable!("the built-in workflow is malformed: {e}"))
+}
+
 impl WorkflowDef {
     /// Checks names, agent types and artifact types; a malformed definition stops start-up.
     pub fn validate(&self) -> Result<(), DomainError> {
+        self.parse().map(|_| ())
+    }
+
+    /// The typed definition, or why it is malformed.
+    pub fn parse(&self) -> Result<Workflow, DomainError> {
         if self.name.trim().is_empty() {
             return Err(DomainError::invalid("workflows.name", "must not be empty"));
         }
@@ -86,31 +117,199 @@ impl WorkflowDef {
                 "needs at least one phase",
             ));
         }
+        let mut phases = Vec::with_capacity(self.phases.len());
         for (i, phase) in self.phases.iter().enumerate() {
             let field = |f: &str| format!("workflows.{}.phases[{i}].{f}", self.name);
-            if AgentType::parse(&phase.agent_type).is_none() {
+            let Some(agent_type) = AgentType::parse(&phase.agent_type) else {
                 return Err(DomainError::unknown_value::<AgentType>(
                     &field("agent_type"),
                     &phase.agent_type,
                 ));
-            }
+            };
             if phase.instructions.trim().is_empty() {
                 return Err(DomainError::invalid(
                     field("instructions"),
                     "must not be empty",
                 ));
             }
+            let mut produces = Vec::with_capacity(phase.produces.len());
             for kind in &phase.produces {
-                if ArtifactType::parse(kind).is_none() {
+                let Some(kind) = ArtifactType::parse(kind) else {
                     return Err(DomainError::unknown_value::<ArtifactType>(
                         &field("produces"),
                         kind,
                     ));
-                }
+                };
+                produces.push(kind);
             }
+            phases.push(Phase {
+                agent_type,
+                instructions: phase.instructions.clone(),
+                produces,
+                gate: phase.gate,
+            });
         }
-        Ok(())
+        Ok(Workflow {
+            name: self.name.clone(),
+            phases,
+        })
     }
+}
+
+impl Workflow {
+    /// A new run of this workflow on a project: every phase waiting, its instructions rendered and
+    /// its gate decided by the project's oversight level.
+    pub fn start(&self, project: &Project, context: Option<String>, now: Micros) -> WorkflowRun {
+        let phases = self
+            .phases
+            .iter()
+            .map(|p| PhaseRun {
+                agent_type: p.agent_type,
+                instructions: render(&p.instructions, &project.name, context.as_deref()),
+                produces: p.produces.clone(),
+                gated: gated(project.oversight_level, p.gate),
+                status: PhaseStatus::Waiting,
+                task_id: None,
+                gate_id: None,
+            })
+            .collect();
+        WorkflowRun {
+            project_id: project.id,
+            workflow: self.name.clone(),
+            context,
+            phases,
+            current: 0,
+            completed: false,
+            started_at: now,
+            completed_at: None,
+        }
+    }
+}
+
+/// A stored run that names a phase it does not have, or a gated phase without its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenRun(pub String);
+
+/// The run's current phase.
+pub fn current(run: &WorkflowRun) -> Result<&PhaseRun, BrokenRun> {
+    let index = run.current as usize;
+    run.phases.get(index).ok_or_else(|| {
+        BrokenRun(format!(
+            "the workflow of project {} is at phase {index} of {}",
+            run.project_id,
+            run.phases.len()
+        ))
+    })
+}
+
+fn current_mut(run: &mut WorkflowRun) -> Result<&mut PhaseRun, BrokenRun> {
+    current(run)?;
+    let index = run.current as usize;
+    Ok(&mut run.phases[index])
+}
+
+/// What a completed task means for its project's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnCompleted {
+    /// Not the running phase's task (or the run is over): nothing.
+    Nothing,
+    /// A human approves the hand-off first: ask this.
+    OpenGate {
+        question: String,
+        options: Vec<String>,
+    },
+    /// Hand off at once (`hand_off`).
+    HandOff,
+}
+
+pub fn on_completed(run: &WorkflowRun, task_id: Id) -> Result<OnCompleted, BrokenRun> {
+    if run.completed {
+        return Ok(OnCompleted::Nothing);
+    }
+    let phase = current(run)?;
+    if phase.task_id != Some(task_id) {
+        return Ok(OnCompleted::Nothing);
+    }
+    if !phase.gated {
+        return Ok(OnCompleted::HandOff);
+    }
+    let next = run
+        .phases
+        .get(run.current as usize + 1)
+        .map_or("completion".to_string(), |p| p.agent_type.to_string());
+    Ok(OnCompleted::OpenGate {
+        question: format!(
+            "Approve the {} phase's work on this project and hand it to {next}?",
+            phase.agent_type
+        ),
+        options: vec!["approve".into(), "reject".into(), "amend".into()],
+    })
+}
+
+/// The gate of the current phase is open, waiting for `gate_id`.
+pub fn gate_opened(run: &mut WorkflowRun, gate_id: Id) -> Result<(), BrokenRun> {
+    let phase = current_mut(run)?;
+    phase.status = PhaseStatus::AwaitingApproval;
+    phase.gate_id = Some(gate_id);
+    Ok(())
+}
+
+/// Whether `request` is the run's open gate (its answer moves the run on).
+pub fn is_open_gate(run: &WorkflowRun, request: Id) -> Result<bool, BrokenRun> {
+    Ok(!run.completed && current(run)?.gate_id == Some(request))
+}
+
+/// What follows a hand-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Start this phase (its task).
+    Phase(usize),
+    /// That was the last phase: the run and the project are complete.
+    Complete,
+}
+
+/// The current phase is done: the next starts, or the run completes.
+pub fn hand_off(run: &mut WorkflowRun, now: Micros) -> Result<Next, BrokenRun> {
+    let phase = current_mut(run)?;
+    phase.status = PhaseStatus::Done;
+    phase.gate_id = None;
+    let index = run.current as usize;
+    if index + 1 < run.phases.len() {
+        return Ok(Next::Phase(index + 1));
+    }
+    run.completed = true;
+    run.completed_at = Some(now);
+    Ok(Next::Complete)
+}
+
+/// A phase's task was created: the phase runs.
+pub fn phase_started(run: &mut WorkflowRun, index: usize, task_id: Id) -> Result<(), BrokenRun> {
+    run.current = u32::try_from(index).map_err(|_| BrokenRun(format!("phase {index}")))?;
+    let phase = current_mut(run)?;
+    phase.task_id = Some(task_id);
+    phase.status = PhaseStatus::Running;
+    Ok(())
+}
+
+/// The gate was rejected: the phase runs again, its task reopened with the reviewer's feedback.
+/// The task to reopen.
+pub fn gate_rejected(run: &mut WorkflowRun) -> Result<Id, BrokenRun> {
+    let project = run.project_id;
+    let index = run.current;
+    let phase = current_mut(run)?;
+    let task = phase.task_id.ok_or_else(|| {
+        BrokenRun(format!(
+            "the workflow of project {project} gates phase {index}, which has no task"
+        ))
+    })?;
+    phase.status = PhaseStatus::Running;
+    phase.gate_id = None;
+    Ok(task)
+}
+
+/// The reviewer's feedback a rejected gate sends back with its task.
+pub fn rejection_feedback(comment: Option<&str>) -> String {
+    comment.unwrap_or("rejected without a comment").to_string()
 }
 
 /// Whether the hand-off after a phase waits for a human at this oversight level.

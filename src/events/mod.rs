@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod hub;
+pub mod peek;
 
 use std::sync::Arc;
 

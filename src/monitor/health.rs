@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Command, Store};
+use crate::store::{Store, command};
 
 /// How long a write probe's answer is reused, and how long it may take.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -88,7 +88,7 @@ impl Health {
             return check.clone();
         }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(PROBE_TIMEOUT, self.store.write(Command::Probe)).await;
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, self.store.write(command::Probe)).await;
         let (ok, detail) = match outcome {
             Ok(Ok(_)) => (true, String::new()),
             Ok(Err(e)) => (false, e.to_string()),

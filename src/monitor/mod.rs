@@ -438,9 +438,7 @@ pub async fn run(
         monitor.upkeep();
         if measured.is_none_or(|at| at.elapsed() >= USAGE_EVERY) {
             measured = Some(Instant::now());
-            if let Ok(crate::store::Reply::Usage(bytes)) =
-                store.write(crate::store::Command::MeasureUsage).await
-            {
+            if let Ok(bytes) = store.write(crate::store::command::MeasureUsage).await {
                 metrics::gauge!(store_names::USED_BYTES).set(bytes as f64);
             }
         }
@@ -572,7 +570,7 @@ async fn act(monitor: &Monitor, store: &Store, t: &Transition) {
             .timestamp("starts_at", started);
     });
     if let Err(e) = store
-        .write(crate::store::Command::RecordAlert { firing, data })
+        .write(crate::store::command::RecordAlert { firing, data })
         .await
     {
         tracing::warn!(error = %e, "recording the alert event failed");

@@ -10,9 +10,9 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::codec::{decode, encode};
-use super::records::{EventRecord, Task};
 use super::tables;
 use crate::domain::Id;
+use crate::domain::records::{EventRecord, Task};
 
 /// What a migration changed.
 #[derive(Debug, Default, PartialEq, Eq)]

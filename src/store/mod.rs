@@ -1,7 +1,7 @@
 //! The store: the only module that imports redb.
 //!
 //! - `tables`: table definitions and composite index keys;
-//! - `records` and `codec`: what is stored and how it is encoded;
+//! - `codec`: how the records (`domain::records`) are encoded;
 //! - `writer`: the single writer thread, group commit, index maintenance and the event log;
 //! - `read`: read transactions, pagination, project statuses;
 //! - `cache`: the response cache, bounded in bytes, patched by the writer;
@@ -16,7 +16,6 @@ mod check;
 mod codec;
 mod migrate;
 mod read;
-pub mod records;
 mod status;
 mod tables;
 mod writer;
@@ -32,14 +31,24 @@ use redb::{ReadableDatabase, ReadableTable};
 use crate::domain::{DomainError, Id, Micros, TaskStatus, Vocabulary};
 use crate::events::Publisher;
 
-pub use backup::{backup_database, compact_database, restore_database};
-pub use check::{CheckReport, check_database};
-pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
-pub use records::{
+pub use crate::domain::TaskSettings;
+pub use crate::domain::records::{
     Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus,
     Project, Task, WorkflowRun,
 };
-pub use writer::{Command, Reply};
+pub use backup::{backup_database, compact_database, restore_database};
+pub use check::{CheckReport, check_database};
+pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
+/// The commands of the store, each its own type with its own result (`Store::write`).
+pub mod command {
+    pub use super::writer::{
+        BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl, CreateProject,
+        CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, MeasureUsage, Probe,
+        RecordAlert, ResetAgent, RespondHitl, SetOversightLevel, SetTaskStatus, StartWorkflow,
+        TrimAgentHistory, TrimEvents, UpdateArtifact, Write,
+    };
+}
+pub use writer::Write;
 
 /// Metric names of the store.
 pub mod metric_names {
@@ -139,31 +148,29 @@ pub struct StoreConfig {
     /// redb's page cache, in bytes.
     pub page_cache_bytes: usize,
     pub tasks: TaskSettings,
-    /// Workflow definitions by name (validated); `sdlc` is built in.
-    pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
+    /// Workflow definitions by name, parsed; `sdlc` is built in.
+    pub workflows: Vec<crate::domain::workflow::Workflow>,
+    /// The writer's clock: every batch's `now`. The system clock, except in tests.
+    pub clock: Clock,
 }
 
-/// How workers' tasks are timed.
-#[derive(Clone, Debug)]
-pub struct TaskSettings {
-    /// A working task older than this counts as a failed attempt (microseconds).
-    pub task_timeout: Micros,
-    /// Failed attempts after which a task stays failed and is escalated to a human.
-    pub max_attempts: u32,
-    /// The first retry's delay; each further one doubles it (microseconds).
-    pub retry_backoff: Micros,
-    /// A claim's lease when the worker does not ask for one (microseconds).
-    pub default_lease: Micros,
+/// A source of the current time in microseconds since the epoch.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> Micros + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(crate::domain::now_micros))
+    }
+
+    pub fn now(&self) -> Micros {
+        (self.0)()
+    }
 }
 
-impl Default for TaskSettings {
-    fn default() -> TaskSettings {
-        TaskSettings {
-            task_timeout: 300_000_000,
-            max_attempts: 3,
-            retry_backoff: 1_000_000,
-            default_lease: 60_000_000,
-        }
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
     }
 }
 
@@ -177,7 +184,8 @@ impl StoreConfig {
             cache_bytes: 256 * 1024 * 1024,
             page_cache_bytes: 1024 * 1024 * 1024,
             tasks: TaskSettings::default(),
-            workflows: vec![crate::domain::workflow::sdlc()],
+            workflows: vec![crate::domain::workflow::builtin()],
+            clock: Clock::system(),
         }
     }
 }
@@ -207,6 +215,18 @@ pub enum StoreError {
     /// The database is being reopened after an I/O error.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+}
+
+impl StoreError {
+    /// A copy of a batch's failure for each of its callers.
+    pub(crate) fn for_caller(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull(_) => StoreError::DiskFull(self.to_string()),
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            _ => StoreError::Storage(self.to_string()),
+        }
+    }
 }
 
 fn is_storage_full(e: &redb::StorageError) -> bool {
@@ -329,7 +349,8 @@ pub(crate) struct Shared {
     used_bytes: AtomicU64,
     path: PathBuf,
     settings: TaskSettings,
-    workflows: Vec<crate::domain::workflow::WorkflowDef>,
+    workflows: Vec<crate::domain::workflow::Workflow>,
+    clock: Clock,
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
@@ -369,13 +390,14 @@ impl Store {
             path: path.clone(),
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
+            clock: config.clock.clone(),
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
     }
 
     /// Queues a write and waits for its durable commit.
-    pub async fn write(&self, command: Command) -> Result<Reply, StoreError> {
+    pub async fn write<C: Write>(&self, command: C) -> Result<C::Output, StoreError> {
         self.writer
             .submit(command)?
             .await
@@ -383,7 +405,7 @@ impl Store {
     }
 
     /// `write` for callers outside an async runtime (tests, tools).
-    pub fn write_blocking(&self, command: Command) -> Result<Reply, StoreError> {
+    pub fn write_blocking<C: Write>(&self, command: C) -> Result<C::Output, StoreError> {
         self.writer
             .submit(command)?
             .blocking_recv()
@@ -549,14 +571,14 @@ impl Shared {
 /// record must give an error, never a panic.
 #[doc(hidden)]
 pub fn fuzz_decode_records(bytes: &[u8]) {
-    let _ = codec::decode::<records::Project>(bytes);
-    let _ = codec::decode::<records::Task>(bytes);
-    let _ = codec::decode::<records::Agent>(bytes);
-    let _ = codec::decode::<records::AgentHistoryEntry>(bytes);
-    let _ = codec::decode::<records::Artifact>(bytes);
-    let _ = codec::decode::<records::HitlRequest>(bytes);
-    let _ = codec::decode::<records::WorkflowRun>(bytes);
-    let _ = codec::decode::<records::EventRecord>(bytes);
+    let _ = codec::decode::<crate::domain::records::Project>(bytes);
+    let _ = codec::decode::<crate::domain::records::Task>(bytes);
+    let _ = codec::decode::<crate::domain::records::Agent>(bytes);
+    let _ = codec::decode::<crate::domain::records::AgentHistoryEntry>(bytes);
+    let _ = codec::decode::<crate::domain::records::Artifact>(bytes);
+    let _ = codec::decode::<crate::domain::records::HitlRequest>(bytes);
+    let _ = codec::decode::<crate::domain::records::WorkflowRun>(bytes);
+    let _ = codec::decode::<crate::domain::records::EventRecord>(bytes);
 }
 
 /// Opens the database of a data directory that must already hold one (offline commands).
@@ -635,35 +657,37 @@ mod tests {
         let mut config = StoreConfig::new(dir.path());
         config.durability = Durability::None;
         let store = Store::open(&config, crate::events::no_publisher()).unwrap();
-        let Ok(Reply::Project(p)) = store.write_blocking(Command::CreateProject {
-            name: "p".into(),
-            description: None,
-        }) else {
-            panic!("project")
-        };
-        for command in [
-            Command::StartWorkflow {
+        let p = store
+            .write_blocking(command::CreateProject {
+                name: "p".into(),
+                description: None,
+            })
+            .unwrap();
+        store
+            .write_blocking(command::StartWorkflow {
                 project_id: p.id,
                 workflow: "sdlc".into(),
                 context: None,
-            },
-            Command::CreateHitl {
+            })
+            .unwrap();
+        store
+            .write_blocking(command::CreateHitl {
                 project_id: p.id,
                 task_id: None,
                 question: "q".into(),
                 options: Vec::new(),
                 expires_in_seconds: Some(60),
-            },
-            Command::CreateArtifact {
+            })
+            .unwrap();
+        store
+            .write_blocking(command::CreateArtifact {
                 project_id: p.id,
                 source_agent: crate::domain::AgentType::Coder,
                 artifact_type: crate::domain::ArtifactType::SourceCode,
                 content: "{}".into(),
                 metadata: None,
-            },
-        ] {
-            store.write_blocking(command).unwrap();
-        }
+            })
+            .unwrap();
         let db = store.shared.database().unwrap();
         let mut held: Vec<String> = db
             .begin_read()
@@ -682,6 +706,25 @@ mod tests {
         tables::for_each_table!(name);
         listed.sort();
         assert_eq!(held, listed);
+        // The check reads every one of them.
+        let mut declared: Vec<&str> = Vec::new();
+        macro_rules! declared {
+            ($table:ident) => {
+                declared.push(stringify!($table));
+            };
+        }
+        tables::for_each_table!(declared);
+        declared.sort();
+        let mut checked: Vec<&str> = check::CHECKED_TABLES
+            .iter()
+            .chain(tables::TaskKeys::TABLES)
+            .chain(tables::ArtifactKeys::TABLES)
+            .chain(tables::HitlKeys::TABLES)
+            .copied()
+            .collect();
+        checked.sort();
+        assert_eq!(declared, checked);
+        assert!(store.check().unwrap().is_consistent());
         store.close();
     }
 }

@@ -15,9 +15,9 @@ use crate::domain::{AgentType, ArtifactType, HitlStatus, Id, TaskStatus, Vocabul
 
 use super::cache::Cached;
 use super::codec::decode;
-use super::records::*;
 use super::tables::{self, trailing_id};
 use super::{CacheKey, ProjectSummary, Store, StoreError, begin_read, metric_names};
+use crate::domain::records::*;
 
 /// A read transaction that records its duration, by operation, when dropped.
 pub(super) struct TimedTxn {

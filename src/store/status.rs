@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 
 use super::cache::{self, Cached, StatusView};
 use super::read::{get, scan};
-use super::records::{Project, Task};
 use super::{CacheKey, Store, StoreError, TaskFilter, tables};
+use crate::domain::records::{Project, Task};
 use crate::domain::{Id, Vocabulary};
 
 /// The project's fields at the head of its status answer.

@@ -5,7 +5,7 @@ use redb::TableDefinition;
 
 use crate::domain::{Id, Vocabulary};
 
-use super::records::{Artifact, HitlRequest, Task};
+use crate::domain::records::{Artifact, HitlRequest, Task};
 
 /// The schema version this build writes. Opening a database with a newer one fails; an older one
 /// is migrated (`store::migrate`). 2: agent changes caused by a task are in its project's stream.
@@ -179,61 +179,123 @@ pub fn trailing_id<const N: usize>(key: &[u8; N]) -> Id {
     Id(id)
 }
 
-/// The index keys a task has.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub struct TaskKeys {
-    pub by_project: [u8; 32],
-    pub by_status: [u8; 33],
-    pub by_agent: [u8; 33],
-    /// (agent type, status, task): the claim queue, oldest first.
-    pub by_agent_status: [u8; 18],
+/// Declares a record kind's secondary indexes once: each index's table and how its key derives
+/// from a record. From that come the keys type (`of`), the writer's opened tables with their
+/// maintenance (`reindex`), and the consistency check of every index (`check`).
+macro_rules! indexes {
+    ($(#[$doc:meta])* $keys:ident, $open:ident for $record:ty {
+        $($(#[$fdoc:meta])* $field:ident: $table:ident [$n:literal] = |$r:ident| $derive:expr;)+
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+        pub struct $keys {
+            $($(#[$fdoc])* pub $field: [u8; $n],)+
+        }
+
+        impl $keys {
+            /// The index tables' names.
+            #[cfg(test)]
+            pub const TABLES: &[&str] = &[$(stringify!($table)),+];
+
+            pub fn of(record: &$record) -> $keys {
+                $keys {
+                    $($field: (|$r: &$record| $derive)(record),)+
+                }
+            }
+
+            /// Checks each index table against the keys the records call for, both ways.
+            pub(crate) fn check(
+                txn: &redb::ReadTransaction,
+                keys: &[$keys],
+                report: &mut super::check::CheckReport,
+            ) -> Result<(), super::StoreError> {
+                $(super::check::check_index(
+                    txn,
+                    $table,
+                    keys.iter().map(|k| k.$field).collect(),
+                    report,
+                )?;)+
+                Ok(())
+            }
+        }
+
+        /// The index tables opened in a write transaction.
+        pub(crate) struct $open<'t> {
+            $(pub $field: redb::Table<'t, &'static [u8; $n], ()>,)+
+        }
+
+        impl<'t> $open<'t> {
+            pub fn open(txn: &'t redb::WriteTransaction) -> Result<$open<'t>, redb::TableError> {
+                Ok($open {
+                    $($field: txn.open_table($table)?,)+
+                })
+            }
+
+            /// Moves every index entry from `old`'s keys to `new`'s: `None` for a record created
+            /// (no old keys) or deleted (no new ones).
+            pub fn reindex(
+                &mut self,
+                old: Option<&$record>,
+                new: Option<&$record>,
+            ) -> Result<(), redb::StorageError> {
+                let old = old.map($keys::of);
+                let new = new.map($keys::of);
+                $(move_key(&mut self.$field, old.map(|k| k.$field), new.map(|k| k.$field))?;)+
+                Ok(())
+            }
+        }
+    };
 }
 
-impl TaskKeys {
-    pub fn of(t: &Task) -> TaskKeys {
-        TaskKeys {
-            by_project: key2(&t.project_id, &t.id),
-            by_status: key3(&t.project_id, t.status.code(), &t.id),
-            by_agent: key3(&t.project_id, t.agent_type.code(), &t.id),
-            by_agent_status: agent_status_key(t.agent_type.code(), t.status.code(), &t.id),
-        }
+indexes! {
+    /// The index keys a task has.
+    TaskKeys, TaskIndexes for Task {
+        by_project: TASKS_BY_PROJECT [32] = |t| key2(&t.project_id, &t.id);
+        by_status: TASKS_BY_PROJECT_STATUS [33] = |t| key3(&t.project_id, t.status.code(), &t.id);
+        by_agent: TASKS_BY_PROJECT_AGENT [33] = |t| key3(&t.project_id, t.agent_type.code(), &t.id);
+        /// (agent type, status, task): the claim queue, oldest first.
+        by_agent_status: TASKS_BY_AGENT_STATUS [18] =
+            |t| agent_status_key(t.agent_type.code(), t.status.code(), &t.id);
     }
 }
 
-/// The index keys an artifact has.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub struct ArtifactKeys {
-    pub by_project: [u8; 32],
-    pub by_type: [u8; 33],
-    pub by_source: [u8; 33],
-}
-
-impl ArtifactKeys {
-    pub fn of(a: &Artifact) -> ArtifactKeys {
-        ArtifactKeys {
-            by_project: key2(&a.project_id, &a.id),
-            by_type: key3(&a.project_id, a.artifact_type.code(), &a.id),
-            by_source: key3(&a.project_id, a.source_agent.code(), &a.id),
-        }
+indexes! {
+    /// The index keys an artifact has.
+    ArtifactKeys, ArtifactIndexes for Artifact {
+        by_project: ARTIFACTS_BY_PROJECT [32] = |a| key2(&a.project_id, &a.id);
+        by_type: ARTIFACTS_BY_PROJECT_TYPE [33] =
+            |a| key3(&a.project_id, a.artifact_type.code(), &a.id);
+        by_source: ARTIFACTS_BY_PROJECT_SOURCE [33] =
+            |a| key3(&a.project_id, a.source_agent.code(), &a.id);
     }
 }
 
-/// The index keys a HITL request has.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub struct HitlKeys {
-    pub by_project: [u8; 32],
-    pub by_project_status: [u8; 33],
-    pub by_status: [u8; 17],
+indexes! {
+    /// The index keys a HITL request has.
+    HitlKeys, HitlIndexes for HitlRequest {
+        by_project: HITL_BY_PROJECT [32] = |h| key2(&h.project_id, &h.id);
+        by_project_status: HITL_BY_PROJECT_STATUS [33] =
+            |h| key3(&h.project_id, h.status.code(), &h.id);
+        by_status: HITL_BY_STATUS [17] = |h| status_key(h.status.code(), &h.id);
+    }
 }
 
-impl HitlKeys {
-    pub fn of(h: &HitlRequest) -> HitlKeys {
-        HitlKeys {
-            by_project: key2(&h.project_id, &h.id),
-            by_project_status: key3(&h.project_id, h.status.code(), &h.id),
-            by_status: status_key(h.status.code(), &h.id),
-        }
+/// Moves an index entry from its old key to its new one; nothing when they are equal.
+pub(crate) fn move_key<const N: usize>(
+    index: &mut redb::Table<'_, &'static [u8; N], ()>,
+    old: Option<[u8; N]>,
+    new: Option<[u8; N]>,
+) -> Result<(), redb::StorageError> {
+    if old == new {
+        return Ok(());
     }
+    if let Some(old) = old {
+        index.remove(&old)?;
+    }
+    if let Some(new) = new {
+        index.insert(&new, ())?;
+    }
+    Ok(())
 }
 
 /// Every table of the schema, named once: `$apply!(TABLE)` for each. Opening a database and

@@ -2,23 +2,117 @@
 
 use super::*;
 
+/// A new artifact in a project's context store.
+#[derive(Clone, Debug)]
+pub struct CreateArtifact {
+    pub project_id: Id,
+    pub source_agent: AgentType,
+    pub artifact_type: ArtifactType,
+    /// JSON text.
+    pub content: String,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+impl Write for CreateArtifact {
+    type Plan = CreateArtifact;
+    type Output = Artifact;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<CreateArtifact> {
+        batch.require_project(&self.project_id)?;
+        Ok(self)
+    }
+
+    fn apply(c: CreateArtifact, batch: &mut Batch<'_>) -> Written<Artifact> {
+        batch.insert_artifact(c)
+    }
+}
+
+/// Replaces an artifact's content and/or metadata; its version goes up by one.
+#[derive(Clone, Debug)]
+pub struct UpdateArtifact {
+    pub artifact_id: Id,
+    /// JSON text.
+    pub content: Option<String>,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+impl Write for UpdateArtifact {
+    type Plan = (Artifact, Artifact);
+    type Output = Artifact;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<(Artifact, Artifact)> {
+        let old: Artifact = read(&batch.artifacts, &self.artifact_id)?
+            .ok_or_else(|| DomainError::not_found("artifact", self.artifact_id))?;
+        let mut artifact = old.clone();
+        if let Some(content) = self.content {
+            artifact.content = content;
+        }
+        if self.metadata.is_some() {
+            artifact.metadata = self.metadata;
+        }
+        artifact.updated_at = batch.now;
+        artifact.version += 1;
+        Ok((old, artifact))
+    }
+
+    fn apply((old, artifact): (Artifact, Artifact), batch: &mut Batch<'_>) -> Written<Artifact> {
+        batch.put_artifact(Some(&old), Some(&artifact))?;
+        let data = artifact_event_data(&artifact);
+        batch.emit(
+            EventType::ArtifactUpdated,
+            Some(artifact.project_id),
+            None,
+            Some(artifact.source_agent),
+            data,
+        )?;
+        Ok(artifact)
+    }
+}
+
+/// Deletes an artifact; answers its id.
+#[derive(Clone, Debug)]
+pub struct DeleteArtifact {
+    pub artifact_id: Id,
+}
+
+impl Write for DeleteArtifact {
+    type Plan = Artifact;
+    type Output = Id;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Artifact> {
+        Ok(read(&batch.artifacts, &self.artifact_id)?
+            .ok_or_else(|| DomainError::not_found("artifact", self.artifact_id))?)
+    }
+
+    fn apply(old: Artifact, batch: &mut Batch<'_>) -> Written<Id> {
+        batch.put_artifact(Some(&old), None)?;
+        let data = object_string(|o| {
+            o.id("context_id", old.id)
+                .str("artifact_type", old.artifact_type.as_str());
+        });
+        batch.emit(
+            EventType::ArtifactDeleted,
+            Some(old.project_id),
+            None,
+            Some(old.source_agent),
+            data,
+        )?;
+        Ok(old.id)
+    }
+}
+
 impl<'t> Batch<'t> {
-    pub(super) fn create_artifact(
-        &mut self,
-        project_id: Id,
-        source_agent: AgentType,
-        artifact_type: ArtifactType,
-        content: String,
-        metadata: Option<String>,
-    ) -> ApplyResult<Reply> {
-        self.require_project(&project_id)?;
+    /// Writes a new artifact (its project already checked) and its event.
+    pub(super) fn insert_artifact(&mut self, c: CreateArtifact) -> Written<Artifact> {
         let artifact = Artifact {
             id: Id::new_v7(),
-            project_id,
-            source_agent,
-            artifact_type,
-            content,
-            metadata,
+            project_id: c.project_id,
+            source_agent: c.source_agent,
+            artifact_type: c.artifact_type,
+            content: c.content,
+            metadata: c.metadata,
             created_at: self.now,
             updated_at: self.now,
             version: 1,
@@ -27,60 +121,12 @@ impl<'t> Batch<'t> {
         let data = artifact_event_data(&artifact);
         self.emit(
             EventType::ArtifactCreated,
-            Some(project_id),
+            Some(artifact.project_id),
             None,
-            Some(source_agent),
+            Some(artifact.source_agent),
             data,
         )?;
-        Ok(Reply::Artifact(artifact))
-    }
-
-    pub(super) fn update_artifact(
-        &mut self,
-        artifact_id: Id,
-        content: Option<String>,
-        metadata: Option<String>,
-    ) -> ApplyResult<Reply> {
-        let old: Artifact = read(&self.artifacts, &artifact_id)?
-            .ok_or_else(|| DomainError::not_found("artifact", artifact_id))?;
-        let mut artifact = old.clone();
-        if let Some(content) = content {
-            artifact.content = content;
-        }
-        if metadata.is_some() {
-            artifact.metadata = metadata;
-        }
-        artifact.updated_at = self.now;
-        artifact.version += 1;
-        self.put_artifact(Some(&old), Some(&artifact))?;
-        let data = artifact_event_data(&artifact);
-        let (project, source) = (artifact.project_id, artifact.source_agent);
-        self.emit(
-            EventType::ArtifactUpdated,
-            Some(project),
-            None,
-            Some(source),
-            data,
-        )?;
-        Ok(Reply::Artifact(artifact))
-    }
-
-    pub(super) fn delete_artifact(&mut self, artifact_id: Id) -> ApplyResult<Reply> {
-        let old: Artifact = read(&self.artifacts, &artifact_id)?
-            .ok_or_else(|| DomainError::not_found("artifact", artifact_id))?;
-        self.put_artifact(Some(&old), None)?;
-        let data = object_string(|o| {
-            o.id("context_id", old.id)
-                .str("artifact_type", old.artifact_type.as_str());
-        });
-        self.emit(
-            EventType::ArtifactDeleted,
-            Some(old.project_id),
-            None,
-            Some(old.source_agent),
-            data,
-        )?;
-        Ok(Reply::ArtifactDeleted(artifact_id))
+        Ok(artifact)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The batch: every table opened once per transaction, the dispatch of each command, and the
-//! records' writes with their index entries and events.
+//! The batch: every table opened once per transaction, and the records' writes with their index
+//! entries, summaries, cache changes and events.
 
 use super::*;
 
@@ -24,19 +24,12 @@ impl<'t> Batch<'t> {
             agents: txn.open_table(tables::AGENTS)?,
             agent_history: txn.open_table(tables::AGENT_HISTORY)?,
             events: txn.open_table(tables::EVENTS)?,
-            tasks_by_project: txn.open_table(tables::TASKS_BY_PROJECT)?,
-            tasks_by_status: txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?,
-            tasks_by_agent: txn.open_table(tables::TASKS_BY_PROJECT_AGENT)?,
-            tasks_by_agent_status: txn.open_table(tables::TASKS_BY_AGENT_STATUS)?,
+            task_ix: TaskIndexes::open(txn)?,
             timers: txn.open_table(tables::TIMERS)?,
             workflows: txn.open_table(tables::WORKFLOWS)?,
             settings: &shared.settings,
-            artifacts_by_project: txn.open_table(tables::ARTIFACTS_BY_PROJECT)?,
-            artifacts_by_type: txn.open_table(tables::ARTIFACTS_BY_PROJECT_TYPE)?,
-            artifacts_by_source: txn.open_table(tables::ARTIFACTS_BY_PROJECT_SOURCE)?,
-            hitl_by_project: txn.open_table(tables::HITL_BY_PROJECT)?,
-            hitl_by_project_status: txn.open_table(tables::HITL_BY_PROJECT_STATUS)?,
-            hitl_by_status: txn.open_table(tables::HITL_BY_STATUS)?,
+            artifact_ix: ArtifactIndexes::open(txn)?,
+            hitl_ix: HitlIndexes::open(txn)?,
             events_by_project: txn.open_table(tables::EVENTS_BY_PROJECT)?,
             committed: Vec::new(),
             summaries: HashMap::new(),
@@ -56,103 +49,32 @@ impl<'t> Batch<'t> {
         })
     }
 
-    pub(super) fn apply(&mut self, command: Command) -> ApplyResult<Reply> {
-        match command {
-            Command::CreateProject { name, description } => self.create_project(name, description),
-            Command::CreateTask {
-                project_id,
-                agent_type,
-                instructions,
-                context_ids,
-            } => self.create_task(project_id, agent_type, instructions, context_ids),
-            Command::SetTaskStatus {
-                task_id,
-                status,
-                output,
-                error_message,
-            } => self.set_task_status(task_id, status, output, error_message),
-            Command::ResetAgent { agent_type } => self.reset_agent(agent_type),
-            Command::CreateArtifact {
-                project_id,
-                source_agent,
-                artifact_type,
-                content,
-                metadata,
-            } => self.create_artifact(project_id, source_agent, artifact_type, content, metadata),
-            Command::UpdateArtifact {
-                artifact_id,
-                content,
-                metadata,
-            } => self.update_artifact(artifact_id, content, metadata),
-            Command::DeleteArtifact { artifact_id } => self.delete_artifact(artifact_id),
-            Command::CreateHitl {
-                project_id,
-                task_id,
-                question,
-                options,
-                expires_in_seconds,
-            } => self.create_hitl(project_id, task_id, question, options, expires_in_seconds),
-            Command::RespondHitl {
-                hitl_id,
-                action,
-                content,
-                comment,
-            } => self.respond_hitl(hitl_id, action, content, comment),
-            Command::BulkApproveHitl { hitl_ids, comment } => self.bulk_approve(hitl_ids, comment),
-            Command::SetOversightLevel { project_id, level } => {
-                self.set_oversight_level(project_id, level)
-            }
-            Command::TrimEvents { through, max } => self.trim_events(through, max),
-            #[cfg(test)]
-            Command::InjectPanic => panic!("injected fault"),
-            Command::TrimAgentHistory {
-                agent_type,
-                through,
-                max,
-            } => self.trim_agent_history(agent_type, through, max),
-            Command::Claim {
-                agent_type,
-                worker_id,
-                lease,
-            } => self.claim(agent_type, worker_id, lease),
-            Command::Heartbeat {
-                task_id,
-                worker_id,
-                lease,
-            } => self.heartbeat(task_id, worker_id, lease),
-            Command::FireTimers { now, max } => self.fire_timers(now, max),
-            Command::StartWorkflow {
-                project_id,
-                workflow,
-                context,
-            } => self.start_workflow(project_id, workflow, context),
-            Command::Probe => {
-                self.meta
-                    .insert(tables::META_PROBE, self.now.max(0) as u64)?;
-                Ok(Reply::Probed)
-            }
-            Command::MeasureUsage => {
-                let stats = self.txn.stats()?;
-                let used = stats.allocated_pages() * stats.page_size() as u64;
-                self.shared.used_bytes.store(used, Ordering::Relaxed);
-                Ok(Reply::Usage(used))
-            }
-            Command::RecordAlert { firing, data } => {
-                let kind = if firing {
-                    EventType::AlertFiring
-                } else {
-                    EventType::AlertResolved
-                };
-                self.emit(kind, None, None, None, data)?;
-                Ok(Reply::Recorded)
-            }
-        }
-    }
-
     // ----- records and their indexes ---------------------------------------------------------
 
-    pub(super) fn require_project(&self, id: &Id) -> ApplyResult<Project> {
+    /// For `check`: the project, or `not_found`.
+    pub(super) fn require_project(&self, id: &Id) -> Checked<Project> {
         Ok(read(&self.projects, id)?.ok_or_else(|| DomainError::not_found("project", id))?)
+    }
+
+    /// For `apply`: a project a record refers to, which must exist.
+    pub(super) fn project_record(&self, id: &Id) -> Written<Project> {
+        read(&self.projects, id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("project {id} is referred to but missing")))
+    }
+
+    /// A task a record or an index refers to, which must exist.
+    pub(super) fn task_record(&self, id: &Id, referrer: &str) -> Result<Task, StoreError> {
+        read(&self.tasks, id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("{referrer} names task {id}, which is missing"))
+        })
+    }
+
+    pub(super) fn put_project(&mut self, project: &Project) -> Written<()> {
+        self.projects
+            .insert(project.id.as_bytes(), encode(project).as_slice())?;
+        self.changes
+            .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
+        Ok(())
     }
 
     /// The batch's copy of a project's summary, taken from the shared map on first touch.
@@ -168,7 +90,7 @@ impl<'t> Batch<'t> {
         })
     }
 
-    pub(super) fn put_task(&mut self, old: Option<&Task>, new: &Task) -> ApplyResult<()> {
+    pub(super) fn put_task(&mut self, old: Option<&Task>, new: &Task) -> Written<()> {
         self.tasks
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
         self.changes.push(CacheChange::Task {
@@ -176,31 +98,10 @@ impl<'t> Batch<'t> {
             task: new.id,
             entry: Bytes::from(crate::store::status::task_status_entry(new)),
         });
-        let old_keys = old.map(TaskKeys::of);
-        let new_keys = TaskKeys::of(new);
-        reindex(
-            &mut self.tasks_by_project,
-            old_keys.map(|k| k.by_project),
-            Some(new_keys.by_project),
-        )?;
-        reindex(
-            &mut self.tasks_by_status,
-            old_keys.map(|k| k.by_status),
-            Some(new_keys.by_status),
-        )?;
-        reindex(
-            &mut self.tasks_by_agent,
-            old_keys.map(|k| k.by_agent),
-            Some(new_keys.by_agent),
-        )?;
-        reindex(
-            &mut self.tasks_by_agent_status,
-            old_keys.map(|k| k.by_agent_status),
-            Some(new_keys.by_agent_status),
-        )?;
+        self.task_ix.reindex(old, Some(new))?;
         let old_timers = old.map(tables::task_timers).unwrap_or_default();
         for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
-            reindex(&mut self.timers, old_key, new_key)?;
+            tables::move_key(&mut self.timers, old_key, new_key)?;
         }
         let summary = self.summary(new.project_id);
         if let Some(old) = old {
@@ -216,9 +117,7 @@ impl<'t> Batch<'t> {
         &mut self,
         old: Option<&Artifact>,
         new: Option<&Artifact>,
-    ) -> ApplyResult<()> {
-        let old_keys = old.map(ArtifactKeys::of);
-        let new_keys = new.map(ArtifactKeys::of);
+    ) -> Written<()> {
         match new {
             Some(a) => {
                 self.artifacts
@@ -230,21 +129,7 @@ impl<'t> Batch<'t> {
                 }
             }
         }
-        reindex(
-            &mut self.artifacts_by_project,
-            old_keys.map(|k| k.by_project),
-            new_keys.map(|k| k.by_project),
-        )?;
-        reindex(
-            &mut self.artifacts_by_type,
-            old_keys.map(|k| k.by_type),
-            new_keys.map(|k| k.by_type),
-        )?;
-        reindex(
-            &mut self.artifacts_by_source,
-            old_keys.map(|k| k.by_source),
-            new_keys.map(|k| k.by_source),
-        )?;
+        self.artifact_ix.reindex(old, new)?;
         if let Some(o) = old {
             self.changes
                 .push(CacheChange::Invalidate(CacheKey::Artifact(o.id)));
@@ -258,31 +143,11 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    pub(super) fn put_hitl(
-        &mut self,
-        old: Option<&HitlRequest>,
-        new: &HitlRequest,
-    ) -> ApplyResult<()> {
+    pub(super) fn put_hitl(&mut self, old: Option<&HitlRequest>, new: &HitlRequest) -> Written<()> {
         self.hitl
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
-        let old_keys = old.map(HitlKeys::of);
-        let new_keys = HitlKeys::of(new);
-        reindex(
-            &mut self.hitl_by_project,
-            old_keys.map(|k| k.by_project),
-            Some(new_keys.by_project),
-        )?;
-        reindex(
-            &mut self.hitl_by_project_status,
-            old_keys.map(|k| k.by_project_status),
-            Some(new_keys.by_project_status),
-        )?;
-        reindex(
-            &mut self.hitl_by_status,
-            old_keys.map(|k| k.by_status),
-            Some(new_keys.by_status),
-        )?;
-        reindex(
+        self.hitl_ix.reindex(old, Some(new))?;
+        tables::move_key(
             &mut self.timers,
             old.and_then(tables::hitl_timer),
             tables::hitl_timer(new),
@@ -300,7 +165,7 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    pub(super) fn agent(&self, agent_type: AgentType) -> ApplyResult<Agent> {
+    pub(super) fn agent(&self, agent_type: AgentType) -> Written<Agent> {
         match self.agents.get(agent_type.code())? {
             Some(bytes) => Ok(decode(bytes.value())?),
             None => Ok(Agent::idle(agent_type)),
@@ -315,7 +180,7 @@ impl<'t> Batch<'t> {
         before: &Agent,
         agent: &Agent,
         cause: Option<(Id, Id)>,
-    ) -> ApplyResult<()> {
+    ) -> Written<()> {
         let (task_id, project_id) = cause.unzip();
         self.agents
             .insert(agent.agent_type.code(), encode(agent).as_slice())?;
@@ -354,7 +219,7 @@ impl<'t> Batch<'t> {
         task_id: Option<Id>,
         agent_type: Option<AgentType>,
         data: String,
-    ) -> ApplyResult<u64> {
+    ) -> Written<u64> {
         let seq = self.next_seq;
         let draft = EventDraft {
             event_type,
@@ -392,22 +257,4 @@ pub(super) fn read<T: DeserializeOwned>(
         Some(bytes) => Ok(Some(decode(bytes.value())?)),
         None => Ok(None),
     }
-}
-
-/// Moves an index entry from its old key to its new one; nothing when they are equal.
-pub(super) fn reindex<const N: usize>(
-    index: &mut Index<'_, N>,
-    old: Option<[u8; N]>,
-    new: Option<[u8; N]>,
-) -> Result<(), redb::StorageError> {
-    if old == new {
-        return Ok(());
-    }
-    if let Some(old) = old {
-        index.remove(&old)?;
-    }
-    if let Some(new) = new {
-        index.insert(&new, ())?;
-    }
-    Ok(())
 }

@@ -1,34 +1,227 @@
-//! HITL requests: created, answered, expired, bulk-approved; a project's oversight level.
+//! HITL requests: created, answered, expired, bulk-approved.
 
 use super::*;
 
+/// A question to a human about a project (and optionally one of its tasks).
+#[derive(Clone, Debug)]
+pub struct CreateHitl {
+    pub project_id: Id,
+    pub task_id: Option<Id>,
+    pub question: String,
+    pub options: Vec<String>,
+    pub expires_in_seconds: Option<u64>,
+}
+
+impl Write for CreateHitl {
+    type Plan = CreateHitl;
+    type Output = HitlRequest;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<CreateHitl> {
+        batch.require_project(&self.project_id)?;
+        if let Some(task_id) = self.task_id {
+            let task: Option<Task> = read(&batch.tasks, &task_id)?;
+            if task.is_none_or(|t| t.project_id != self.project_id) {
+                return Err(DomainError::invalid(
+                    "task_id",
+                    format!(
+                        "task {task_id} does not exist in project {}",
+                        self.project_id
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(self)
+    }
+
+    fn apply(c: CreateHitl, batch: &mut Batch<'_>) -> Written<HitlRequest> {
+        let expires_at = crate::domain::tasks::hitl_expiry(batch.now, c.expires_in_seconds);
+        batch.insert_hitl(c.project_id, c.task_id, c.question, c.options, expires_at)
+    }
+}
+
+/// A human's answer to a HITL request.
+#[derive(Clone, Debug)]
+pub struct RespondHitl {
+    pub hitl_id: Id,
+    pub action: HitlAction,
+    /// JSON text.
+    pub content: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// What answering a HITL request came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HitlAnswer {
+    /// Answered; `workflow_resumed` when it was a workflow's open gate, which the answer moved on
+    /// (handed off, or sent back to its phase).
+    Answered {
+        request: HitlRequest,
+        workflow_resumed: bool,
+    },
+    /// The request had passed its `expires_at`: it is now `expired` and was not answered.
+    Expired(HitlRequest),
+}
+
+pub enum AnswerPlan {
+    Answer {
+        old: HitlRequest,
+        new: Box<HitlRequest>,
+        action: HitlAction,
+    },
+    Expire(HitlRequest),
+}
+
+impl Write for RespondHitl {
+    type Plan = AnswerPlan;
+    type Output = HitlAnswer;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<AnswerPlan> {
+        let old: HitlRequest = read(&batch.hitl, &self.hitl_id)?
+            .ok_or_else(|| DomainError::not_found("hitl_request", self.hitl_id))?;
+        batch.plan_answer(old, self.action, self.content, self.comment)
+    }
+
+    fn apply(plan: AnswerPlan, batch: &mut Batch<'_>) -> Written<HitlAnswer> {
+        batch.answer_hitl(plan)
+    }
+}
+
+/// Approves many HITL requests; each that cannot be approved is skipped with the reason.
+#[derive(Clone, Debug)]
+pub struct BulkApproveHitl {
+    pub hitl_ids: Vec<Id>,
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BulkApproved {
+    pub approved: Vec<HitlRequest>,
+    /// (id, why it was not approved).
+    pub skipped: Vec<(Id, String)>,
+}
+
+pub struct BulkPlan {
+    answers: Vec<AnswerPlan>,
+    skipped: Vec<(Id, String)>,
+}
+
+impl Write for BulkApproveHitl {
+    type Plan = BulkPlan;
+    type Output = BulkApproved;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<BulkPlan> {
+        let mut answers = Vec::new();
+        let mut skipped = Vec::new();
+        // What a repeat of an id listed earlier meets: the state the earlier one left.
+        let mut again: HashMap<Id, String> = HashMap::new();
+        let answered_as = |status: HitlStatus| {
+            hitl_outcome(status, HitlAction::Approve)
+                .err()
+                .map_or_else(|| status.to_string(), |e| e.to_string())
+        };
+        for id in self.hitl_ids {
+            if let Some(reason) = again.get(&id) {
+                skipped.push((id, reason.clone()));
+                continue;
+            }
+            let Some(old) = read::<HitlRequest>(&batch.hitl, &id)? else {
+                let reason = DomainError::not_found("hitl_request", id).to_string();
+                again.insert(id, reason.clone());
+                skipped.push((id, reason));
+                continue;
+            };
+            match batch.plan_answer(old, HitlAction::Approve, None, self.comment.clone()) {
+                Ok(AnswerPlan::Expire(old)) => {
+                    again.insert(id, answered_as(HitlStatus::Expired));
+                    skipped.push((id, "expired".to_string()));
+                    answers.push(AnswerPlan::Expire(old));
+                }
+                Ok(plan) => {
+                    again.insert(id, answered_as(HitlStatus::Approved));
+                    answers.push(plan);
+                }
+                Err(Refusal::Domain(e)) => {
+                    again.insert(id, e.to_string());
+                    skipped.push((id, e.to_string()));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(BulkPlan { answers, skipped })
+    }
+
+    fn apply(plan: BulkPlan, batch: &mut Batch<'_>) -> Written<BulkApproved> {
+        let mut approved = Vec::new();
+        for answer in plan.answers {
+            if let HitlAnswer::Answered { request, .. } = batch.answer_hitl(answer)? {
+                approved.push(request);
+            }
+        }
+        Ok(BulkApproved {
+            approved,
+            skipped: plan.skipped,
+        })
+    }
+}
+
 impl<'t> Batch<'t> {
-    pub(super) fn create_hitl(
+    /// The answer to `old`, or its expiry when its time has passed.
+    fn plan_answer(
+        &self,
+        old: HitlRequest,
+        action: HitlAction,
+        content: Option<String>,
+        comment: Option<String>,
+    ) -> Checked<AnswerPlan> {
+        if crate::domain::tasks::hitl_expired(&old, self.now) {
+            return Ok(AnswerPlan::Expire(old));
+        }
+        let new = crate::domain::tasks::answer_hitl(&old, action, content, comment, self.now)?;
+        Ok(AnswerPlan::Answer {
+            old,
+            new: Box::new(new),
+            action,
+        })
+    }
+
+    fn answer_hitl(&mut self, plan: AnswerPlan) -> Written<HitlAnswer> {
+        let (old, request, action) = match plan {
+            AnswerPlan::Expire(old) => return Ok(HitlAnswer::Expired(self.expire_hitl(old)?)),
+            AnswerPlan::Answer { old, new, action } => (old, *new, action),
+        };
+        self.put_hitl(Some(&old), &request)?;
+        let data = object_string(|o| {
+            o.id("request_id", request.id)
+                .str("action", action.as_str())
+                .str("status", request.status.as_str())
+                .str("user_response", request.status.as_str())
+                .opt_raw("amended_content", request.amended_content.as_deref())
+                .opt_str("comment", request.response_comment.as_deref());
+        });
+        self.emit(
+            EventType::HitlResponse,
+            Some(request.project_id),
+            request.task_id,
+            None,
+            data,
+        )?;
+        let workflow_resumed = self.after_gate_answered(&request, action)?;
+        Ok(HitlAnswer::Answered {
+            request,
+            workflow_resumed,
+        })
+    }
+
+    /// Writes a new pending request (its references already checked) and its event.
+    pub(super) fn insert_hitl(
         &mut self,
         project_id: Id,
         task_id: Option<Id>,
         question: String,
         options: Vec<String>,
-        expires_in_seconds: Option<u64>,
-    ) -> ApplyResult<Reply> {
-        self.require_project(&project_id)?;
-        if let Some(task_id) = task_id {
-            let task: Option<Task> = read(&self.tasks, &task_id)?;
-            if task.is_none_or(|t| t.project_id != project_id) {
-                return Err(DomainError::invalid(
-                    "task_id",
-                    format!("task {task_id} does not exist in project {project_id}"),
-                )
-                .into());
-            }
-        }
-        let expires_at = expires_in_seconds.map(|s| {
-            self.now.saturating_add(
-                i64::try_from(s)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000),
-            )
-        });
+        expires_at: Option<Micros>,
+    ) -> Written<HitlRequest> {
         let request = HitlRequest {
             id: Id::new_v7(),
             project_id,
@@ -64,72 +257,11 @@ impl<'t> Batch<'t> {
             None,
             data,
         )?;
-        Ok(Reply::Hitl(request))
+        Ok(request)
     }
 
-    pub(super) fn respond_hitl(
-        &mut self,
-        hitl_id: Id,
-        action: HitlAction,
-        content: Option<String>,
-        comment: Option<String>,
-    ) -> ApplyResult<Reply> {
-        let old: HitlRequest = read(&self.hitl, &hitl_id)?
-            .ok_or_else(|| DomainError::not_found("hitl_request", hitl_id))?;
-        if old.status == HitlStatus::Pending && old.expires_at.is_some_and(|e| e <= self.now) {
-            return Ok(Reply::HitlExpired(self.expire_hitl(old)?));
-        }
-        let status = hitl_outcome(old.status, action)?;
-        if action == HitlAction::Amend && content.is_none() {
-            return Err(DomainError::invalid("content", "is required to amend").into());
-        }
-        let mut request = old.clone();
-        request.status = status;
-        request.updated_at = self.now;
-        request.responded_at = Some(self.now);
-        request.response_comment = comment.clone();
-        if action == HitlAction::Amend {
-            request.amended_content = content.clone();
-        }
-        request.history.push(HitlHistoryEntry {
-            action: action.as_str().into(),
-            at: self.now,
-            content,
-            comment,
-        });
-        self.put_hitl(Some(&old), &request)?;
-        let data = object_string(|o| {
-            o.id("request_id", request.id)
-                .str("action", action.as_str())
-                .str("status", request.status.as_str())
-                .str("user_response", request.status.as_str())
-                .opt_raw("amended_content", request.amended_content.as_deref())
-                .opt_str("comment", request.response_comment.as_deref());
-        });
-        self.emit(
-            EventType::HitlResponse,
-            Some(request.project_id),
-            request.task_id,
-            None,
-            data,
-        )?;
-        let workflow_resumed = self.after_gate_answered(&request, action)?;
-        Ok(Reply::HitlAnswered {
-            request,
-            workflow_resumed,
-        })
-    }
-
-    pub(super) fn expire_hitl(&mut self, old: HitlRequest) -> ApplyResult<HitlRequest> {
-        let mut request = old.clone();
-        request.status = HitlStatus::Expired;
-        request.updated_at = self.now;
-        request.history.push(HitlHistoryEntry {
-            action: "expire".into(),
-            at: self.now,
-            content: None,
-            comment: None,
-        });
+    pub(super) fn expire_hitl(&mut self, old: HitlRequest) -> Written<HitlRequest> {
+        let request = crate::domain::tasks::expire_hitl(&old, self.now);
         self.put_hitl(Some(&old), &request)?;
         let data = object_string(|o| {
             o.id("request_id", request.id)
@@ -144,51 +276,5 @@ impl<'t> Batch<'t> {
             data,
         )?;
         Ok(request)
-    }
-
-    pub(super) fn bulk_approve(
-        &mut self,
-        hitl_ids: Vec<Id>,
-        comment: Option<String>,
-    ) -> ApplyResult<Reply> {
-        let mut approved = Vec::new();
-        let mut skipped = Vec::new();
-        for id in hitl_ids {
-            match self.respond_hitl(id, HitlAction::Approve, None, comment.clone()) {
-                Ok(Reply::HitlAnswered { request, .. }) => approved.push(request),
-                Ok(Reply::HitlExpired(_)) => skipped.push((id, "expired".to_string())),
-                Ok(_) => return Err(misanswered("respond_hitl")),
-                Err(ApplyError::Domain(e)) => skipped.push((id, e.to_string())),
-                Err(storage) => return Err(storage),
-            }
-        }
-        Ok(Reply::BulkApproved { approved, skipped })
-    }
-
-    pub(super) fn set_oversight_level(
-        &mut self,
-        project_id: Id,
-        level: OversightLevel,
-    ) -> ApplyResult<Reply> {
-        let old = self.require_project(&project_id)?;
-        let mut project = old.clone();
-        project.oversight_level = level;
-        project.updated_at = self.now;
-        self.projects
-            .insert(project.id.as_bytes(), encode(&project).as_slice())?;
-        self.changes
-            .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
-        let data = object_string(|o| {
-            o.str("level", level.as_str())
-                .str("previous_level", old.oversight_level.as_str());
-        });
-        self.emit(
-            EventType::OversightLevelChanged,
-            Some(project_id),
-            None,
-            None,
-            data,
-        )?;
-        Ok(Reply::Project(project))
     }
 }

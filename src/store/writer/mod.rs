@@ -18,10 +18,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::domain::TaskTransition;
+use crate::domain::records::*;
+use crate::domain::tasks::{Lease, TaskChange, TaskUpdate, agent_follows};
+use crate::domain::workflow::BrokenRun;
 use crate::domain::{
-    AgentStatus, AgentType, ArtifactType, DomainError, EventType, HitlAction, HitlStatus, Id,
-    Micros, OversightLevel, ProjectStatus, TaskStatus, Vocabulary, hitl_outcome, now_micros,
+    AgentType, ArtifactType, DomainError, EventType, HitlAction, HitlStatus, Id, Micros,
+    OversightLevel, ProjectStatus, TaskStatus, TaskTransition, Vocabulary, hitl_outcome,
     task_transition,
 };
 use crate::events::{self, CommittedEvent, EventDraft, Publisher};
@@ -29,8 +31,7 @@ use crate::json::object_string;
 
 use super::cache::Change as CacheChange;
 use super::codec::{decode, encode};
-use super::records::*;
-use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys};
+use super::tables::{self, ArtifactIndexes, HitlIndexes, TaskIndexes};
 use super::{
     CacheKey, Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings,
     metric_names,
@@ -39,180 +40,138 @@ use super::{
 mod artifacts;
 mod batch;
 mod hitl;
+mod meta;
+mod projects;
 mod retention;
 mod tasks;
+mod timers;
 mod workflows;
 
+pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
+pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
+pub use meta::{MeasureUsage, Probe, RecordAlert};
+pub use projects::{CreateProject, SetOversightLevel};
+pub use retention::{TrimAgentHistory, TrimEvents};
+pub use tasks::{Claim, CreateTask, Heartbeat, ResetAgent, SetTaskStatus};
+pub use timers::FireTimers;
+pub use workflows::StartWorkflow;
+
 use batch::read;
-use tasks::task_event_data;
-use workflows::misanswered;
 
-/// A change to the store.
-#[derive(Clone, Debug)]
-pub enum Command {
-    CreateProject {
-        name: String,
-        description: Option<String>,
-    },
-    CreateTask {
-        project_id: Id,
-        agent_type: AgentType,
-        instructions: String,
-        context_ids: Vec<Id>,
-    },
-    SetTaskStatus {
-        task_id: Id,
-        status: TaskStatus,
-        /// JSON text.
-        output: Option<String>,
-        error_message: Option<String>,
-    },
-    ResetAgent {
-        agent_type: AgentType,
-    },
-    CreateArtifact {
-        project_id: Id,
-        source_agent: AgentType,
-        artifact_type: ArtifactType,
-        /// JSON text.
-        content: String,
-        /// JSON text.
-        metadata: Option<String>,
-    },
-    UpdateArtifact {
-        artifact_id: Id,
-        /// JSON text.
-        content: Option<String>,
-        /// JSON text.
-        metadata: Option<String>,
-    },
-    DeleteArtifact {
-        artifact_id: Id,
-    },
-    CreateHitl {
-        project_id: Id,
-        task_id: Option<Id>,
-        question: String,
-        options: Vec<String>,
-        expires_in_seconds: Option<u64>,
-    },
-    RespondHitl {
-        hitl_id: Id,
-        action: HitlAction,
-        /// JSON text.
-        content: Option<String>,
-        comment: Option<String>,
-    },
-    BulkApproveHitl {
-        hitl_ids: Vec<Id>,
-        comment: Option<String>,
-    },
-    SetOversightLevel {
-        project_id: Id,
-        level: OversightLevel,
-    },
-    /// Deletes the oldest events, those with seq <= `through`, at most `max` of them. No event.
-    TrimEvents {
-        through: u64,
-        max: usize,
-    },
-    /// A test's injected fault: applying it panics.
-    #[cfg(test)]
-    InjectPanic,
-    /// Deletes an agent type's oldest status changes, those with seq <= `through`, at most `max`
-    /// of them. No event.
-    TrimAgentHistory {
-        agent_type: AgentType,
-        through: u64,
-        max: usize,
-    },
-    /// Hands the oldest pending task of the agent type to one worker, under a lease.
-    Claim {
-        agent_type: AgentType,
-        worker_id: String,
-        /// Microseconds.
-        lease: Micros,
-    },
-    /// Extends a working task's lease by `lease` from now.
-    Heartbeat {
-        task_id: Id,
-        worker_id: Option<String>,
-        /// Microseconds.
-        lease: Micros,
-    },
-    /// Fires the timers due by `now`, at most `max` of them.
-    FireTimers {
-        now: Micros,
-        max: usize,
-    },
-    /// Starts a workflow on a project: its first phase's task.
-    StartWorkflow {
-        project_id: Id,
-        workflow: String,
-        /// JSON text.
-        context: Option<String>,
-    },
-    /// A write round trip for readiness: records the time in the meta table. No event.
-    Probe,
-    /// Measures the bytes of the file in use (walks every table: run it rarely). No event.
-    MeasureUsage,
-    /// An alert changed state: only its event (`alert_firing` or `alert_resolved`), no record.
-    RecordAlert {
-        firing: bool,
-        data: String,
-    },
+/// A change to the store, its own type with its own result: `store.write(CreateTask { … })`
+/// answers a `Task`. Applying one is two steps, so that a refused command leaves nothing behind:
+/// `check` reads (it has only a shared borrow of the batch) and either refuses or answers a plan;
+/// `apply` writes the plan and cannot refuse (only storage can fail it, which abandons the batch).
+pub trait Write: Send + Sized + 'static {
+    /// Everything `check` found that `apply` needs.
+    type Plan;
+    /// What the caller gets once the batch has committed.
+    type Output: Send + 'static;
+    #[doc(hidden)]
+    fn check(self, batch: &Batch<'_>) -> Checked<Self::Plan>;
+    #[doc(hidden)]
+    fn apply(plan: Self::Plan, batch: &mut Batch<'_>) -> Written<Self::Output>;
 }
 
-/// How a task's status changes.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Change {
-    To(TaskTransition),
-    /// working → pending: the worker's lease ran out.
-    LeaseExpired,
+/// A queued command with the channel its answer goes to, its type erased for the queue.
+trait Job: Send {
+    /// Checks and applies the command. An error abandons the whole batch.
+    fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError>;
+    /// Answers the caller: with its own outcome, or with the batch's failure.
+    fn answer(self: Box<Self>, batch_failed: Option<&StoreError>);
 }
 
-/// A worker taking a task.
-struct Claim {
-    worker_id: String,
-    lease_expires_at: Micros,
+struct Queued<C: Write> {
+    command: Option<C>,
+    outcome: Option<Result<C::Output, StoreError>>,
+    reply: oneshot::Sender<Result<C::Output, StoreError>>,
 }
 
-/// What a committed command produced.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reply {
-    Project(Project),
-    Task(Task),
-    Agent(Agent),
-    Artifact(Artifact),
-    ArtifactDeleted(Id),
-    Hitl(HitlRequest),
-    /// A HITL request answered; `workflow_resumed` when it was a workflow's gate, which the
-    /// answer moved on (handed off, or sent back to its phase).
-    HitlAnswered {
-        request: HitlRequest,
-        workflow_resumed: bool,
-    },
-    /// The request had passed its `expires_at`: it is now `expired` and was not answered.
-    HitlExpired(HitlRequest),
-    BulkApproved {
-        approved: Vec<HitlRequest>,
-        skipped: Vec<(Id, String)>,
-    },
-    /// How many events were trimmed.
-    Trimmed(u64),
-    Probed,
-    /// No pending task of that agent type.
-    NothingToClaim,
-    Workflow(WorkflowRun),
-    /// How many timers acted.
-    Fired(u64),
-    /// Bytes of the file in use.
-    Usage(u64),
-    Recorded,
+impl<C: Write> Job for Queued<C> {
+    fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError> {
+        let Some(command) = self.command.take() else {
+            return Ok(());
+        };
+        match command.check(batch) {
+            Ok(plan) => {
+                self.outcome = Some(Ok(C::apply(plan, batch)?));
+                Ok(())
+            }
+            // Nothing was written: only this command is refused.
+            Err(Refusal::Domain(e)) => {
+                self.outcome = Some(Err(StoreError::Domain(e)));
+                Ok(())
+            }
+            Err(Refusal::Corrupt(m)) => {
+                self.outcome = Some(Err(StoreError::Corrupt(m)));
+                Ok(())
+            }
+            Err(Refusal::Storage(e)) => Err(e),
+        }
+    }
+
+    fn answer(self: Box<Self>, batch_failed: Option<&StoreError>) {
+        let outcome = match (batch_failed, self.outcome) {
+            (Some(e), _) => Err(e.for_caller()),
+            (None, Some(outcome)) => outcome,
+            (None, None) => Err(StoreError::Unavailable(
+                "the writer did not apply this command; retry".into(),
+            )),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Why `check` refused a command: the request's fault, a record that is not what it must be
+/// (both answered to this caller only; nothing was written) or storage failing (the batch is
+/// abandoned).
+pub enum Refusal {
+    Domain(DomainError),
+    Corrupt(String),
+    Storage(StoreError),
+}
+
+impl From<DomainError> for Refusal {
+    fn from(e: DomainError) -> Refusal {
+        Refusal::Domain(e)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Refusal {
+        match e {
+            StoreError::Domain(d) => Refusal::Domain(d),
+            StoreError::Corrupt(m) => Refusal::Corrupt(m),
+            other => Refusal::Storage(other),
+        }
+    }
+}
+
+impl From<redb::StorageError> for Refusal {
+    fn from(e: redb::StorageError) -> Refusal {
+        Refusal::Storage(e.into())
+    }
+}
+
+/// The result of `check`: a plan, or a refusal.
+pub type Checked<T> = Result<T, Refusal>;
+/// The result of `apply` and of every write step: only storage can fail it.
+pub type Written<T> = Result<T, StoreError>;
+
+impl From<BrokenRun> for StoreError {
+    fn from(e: BrokenRun) -> StoreError {
+        StoreError::Corrupt(e.0)
+    }
+}
+
+impl From<BrokenRun> for Refusal {
+    fn from(e: BrokenRun) -> Refusal {
+        Refusal::Corrupt(e.0)
+    }
 }
 
 enum Msg {
-    Write(Command, oneshot::Sender<Result<Reply, StoreError>>),
+    Write(Box<dyn Job>),
     Shutdown,
 }
 
@@ -225,16 +184,21 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(crate) fn submit(
+    pub(crate) fn submit<C: Write>(
         &self,
-        command: Command,
-    ) -> Result<oneshot::Receiver<Result<Reply, StoreError>>, StoreError> {
+        command: C,
+    ) -> Result<oneshot::Receiver<Result<C::Output, StoreError>>, StoreError> {
         if !self.shared.writer_alive.load(Ordering::Acquire) {
             return Err(StoreError::WriterGone);
         }
         let (reply, answer) = oneshot::channel();
+        let job = Box::new(Queued {
+            command: Some(command),
+            outcome: None,
+            reply,
+        });
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Write(command, reply)) {
+        match self.tx.try_send(Msg::Write(job)) {
             Ok(()) => Ok(answer),
             Err(e) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -292,7 +256,7 @@ struct Writer {
     publisher: Publisher,
 }
 
-type Pending = Vec<(Command, oneshot::Sender<Result<Reply, StoreError>>)>;
+type Pending = Vec<Box<dyn Job>>;
 
 impl Writer {
     fn run(self, rx: Receiver<Msg>) {
@@ -301,12 +265,12 @@ impl Writer {
         while !stop {
             let mut pending: Pending = Vec::new();
             match rx.recv() {
-                Ok(Msg::Write(c, r)) => pending.push((c, r)),
+                Ok(Msg::Write(job)) => pending.push(job),
                 Ok(Msg::Shutdown) | Err(_) => stop = true,
             }
             while !stop && pending.len() < self.max_batch {
                 match rx.try_recv() {
-                    Ok(Msg::Write(c, r)) => pending.push((c, r)),
+                    Ok(Msg::Write(job)) => pending.push(job),
                     Ok(Msg::Shutdown) => stop = true,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => stop = true,
@@ -340,17 +304,16 @@ impl Writer {
         // Anything still queued is answered `WriterGone` when its sender drops with `rx`.
     }
 
-    fn commit_batch(&self, pending: Pending, next_seq: &mut u64) {
-        let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        metrics::histogram!(metric_names::WRITE_BATCH_SIZE).record(commands.len() as f64);
+    fn commit_batch(&self, mut pending: Pending, next_seq: &mut u64) {
+        metrics::histogram!(metric_names::WRITE_BATCH_SIZE).record(pending.len() as f64);
         metrics::gauge!(metric_names::WRITER_QUEUE_DEPTH)
             .set(self.shared.queue_depth.load(Ordering::Relaxed) as f64);
-        let now = now_micros();
+        let now = self.shared.clock.now();
         let started = std::time::Instant::now();
         // A panic while applying (a bug, never bad input) abandons this batch only: its
         // transaction is dropped uncommitted, its callers are answered, and the writer goes on.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.apply_all(commands, now, *next_seq)
+            self.apply_all(&mut pending, now, *next_seq)
         }))
         .unwrap_or_else(|_| {
             tracing::error!("the writer panicked while applying a batch; the batch is abandoned");
@@ -360,23 +323,17 @@ impl Writer {
         });
         metrics::histogram!(metric_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
-            Ok((outcomes, output)) => {
+            Ok(output) => {
                 *next_seq = output.next_seq;
                 self.after_commit(output);
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome.map_err(StoreError::Domain));
+                for job in pending {
+                    job.answer(None);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "write transaction failed; nothing of it was committed");
-                let message = e.to_string();
-                for reply in replies {
-                    let error = match &e {
-                        StoreError::DiskFull(_) => StoreError::DiskFull(message.clone()),
-                        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                        _ => StoreError::Storage(message.clone()),
-                    };
-                    let _ = reply.send(Err(error));
+                for job in pending {
+                    job.answer(Some(&e));
                 }
                 // An I/O error leaves redb refusing every later write until the database is
                 // reopened; the next write does that once there is room (`Shared::heal`).
@@ -387,30 +344,24 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn apply_all(
         &self,
-        commands: Vec<Command>,
+        pending: &mut Pending,
         now: Micros,
         next_seq: u64,
-    ) -> Result<(Vec<Result<Reply, DomainError>>, BatchOutput), StoreError> {
+    ) -> Result<BatchOutput, StoreError> {
         self.shared.heal()?;
         let mut txn = self.shared.database()?.begin_write()?;
         txn.set_durability(self.durability)?;
-        let mut outcomes = Vec::with_capacity(commands.len());
         let output = {
             let mut batch = Batch::open(&txn, &self.shared, now, next_seq)?;
-            for command in commands {
-                match batch.apply(command) {
-                    Ok(reply) => outcomes.push(Ok(reply)),
-                    Err(ApplyError::Domain(e)) => outcomes.push(Err(e)),
-                    Err(ApplyError::Storage(e)) => return Err(e),
-                }
+            for job in pending.iter_mut() {
+                job.run(&mut batch)?;
             }
             batch.finish()?
         };
         commit(txn)?;
-        Ok((outcomes, output))
+        Ok(output)
     }
 
     fn after_commit(&self, output: BatchOutput) {
@@ -445,36 +396,6 @@ fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Why one command of a batch failed: its own fault (answered, the batch goes on) or the storage's
-/// (the whole batch is abandoned).
-enum ApplyError {
-    Domain(DomainError),
-    Storage(StoreError),
-}
-
-impl From<DomainError> for ApplyError {
-    fn from(e: DomainError) -> ApplyError {
-        ApplyError::Domain(e)
-    }
-}
-
-impl From<StoreError> for ApplyError {
-    fn from(e: StoreError) -> ApplyError {
-        match e {
-            StoreError::Domain(d) => ApplyError::Domain(d),
-            other => ApplyError::Storage(other),
-        }
-    }
-}
-
-impl From<redb::StorageError> for ApplyError {
-    fn from(e: redb::StorageError) -> ApplyError {
-        ApplyError::Storage(e.into())
-    }
-}
-
-type ApplyResult<T> = Result<T, ApplyError>;
-
 /// What a batch hands over once its transaction has committed.
 struct BatchOutput {
     next_seq: u64,
@@ -488,7 +409,7 @@ type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
 type Index<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
 
 /// Every table, opened once per transaction, plus what the batch has produced so far.
-struct Batch<'t> {
+pub struct Batch<'t> {
     txn: &'t WriteTransaction,
     shared: &'t Shared,
     now: Micros,
@@ -502,19 +423,12 @@ struct Batch<'t> {
     agents: Table<'t, u8, &'static [u8]>,
     agent_history: Table<'t, &'static [u8; 9], &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
-    tasks_by_project: Index<'t, 32>,
-    tasks_by_status: Index<'t, 33>,
-    tasks_by_agent: Index<'t, 33>,
-    tasks_by_agent_status: Index<'t, 18>,
+    task_ix: TaskIndexes<'t>,
     timers: Index<'t, 25>,
     workflows: RecordTable<'t>,
     settings: &'t TaskSettings,
-    artifacts_by_project: Index<'t, 32>,
-    artifacts_by_type: Index<'t, 33>,
-    artifacts_by_source: Index<'t, 33>,
-    hitl_by_project: Index<'t, 32>,
-    hitl_by_project_status: Index<'t, 33>,
-    hitl_by_status: Index<'t, 17>,
+    artifact_ix: ArtifactIndexes<'t>,
+    hitl_ix: HitlIndexes<'t>,
     events_by_project: Index<'t, 24>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
@@ -535,20 +449,17 @@ mod tests {
         config.durability = Durability::None;
         let store = Store::open(&config, no_publisher()).unwrap();
         let before = store.latest_seq();
-        let error = store.write_blocking(Command::InjectPanic).unwrap_err();
+        let error = store.write_blocking(meta::InjectPanic).unwrap_err();
         assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
         assert!(store.writer_alive());
         // Nothing of the batch was committed, and the next write works.
         assert_eq!(store.latest_seq(), before);
-        let created = store
-            .write_blocking(Command::CreateProject {
+        let project = store
+            .write_blocking(CreateProject {
                 name: "after".into(),
                 description: None,
             })
             .unwrap();
-        let Reply::Project(project) = created else {
-            panic!("{created:?}")
-        };
         assert_eq!(
             store.get_project(&project.id).unwrap().unwrap().name,
             "after"

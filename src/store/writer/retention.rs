@@ -2,10 +2,21 @@
 
 use super::*;
 
-impl<'t> Batch<'t> {
-    pub(super) fn trim_events(&mut self, through: u64, max: usize) -> ApplyResult<Reply> {
+/// Deletes the oldest events, those with seq <= `through`, at most `max` of them; answers how many.
+/// No event.
+#[derive(Clone, Debug)]
+pub struct TrimEvents {
+    pub through: u64,
+    pub max: usize,
+}
+
+impl Write for TrimEvents {
+    type Plan = Vec<(u64, Id)>;
+    type Output = u64;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<(u64, Id)>> {
         let mut doomed = Vec::new();
-        for entry in self.events.range(..=through)?.take(max) {
+        for entry in batch.events.range(..=self.through)?.take(self.max) {
             let (seq, value) = entry?;
             let record: EventRecord = decode(value.value())?;
             doomed.push((
@@ -13,30 +24,51 @@ impl<'t> Batch<'t> {
                 record.project_id.unwrap_or(tables::GLOBAL_STREAM),
             ));
         }
-        for (seq, stream) in &doomed {
-            self.events.remove(*seq)?;
-            self.events_by_project
-                .remove(&tables::event_project_key(stream, *seq))?;
-        }
-        Ok(Reply::Trimmed(doomed.len() as u64))
+        Ok(doomed)
     }
 
-    pub(super) fn trim_agent_history(
-        &mut self,
-        agent_type: AgentType,
-        through: u64,
-        max: usize,
-    ) -> ApplyResult<Reply> {
-        let lo = tables::agent_history_key(agent_type.code(), 0);
-        let hi = tables::agent_history_key(agent_type.code(), through);
+    fn apply(doomed: Vec<(u64, Id)>, batch: &mut Batch<'_>) -> Written<u64> {
+        for (seq, stream) in &doomed {
+            batch.events.remove(*seq)?;
+            batch
+                .events_by_project
+                .remove(&tables::event_project_key(stream, *seq))?;
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+/// Deletes an agent type's oldest status changes, those with seq <= `through`, at most `max` of
+/// them; answers how many. No event.
+#[derive(Clone, Debug)]
+pub struct TrimAgentHistory {
+    pub agent_type: AgentType,
+    pub through: u64,
+    pub max: usize,
+}
+
+impl Write for TrimAgentHistory {
+    type Plan = Vec<[u8; 9]>;
+    type Output = u64;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 9]>> {
+        let lo = tables::agent_history_key(self.agent_type.code(), 0);
+        let hi = tables::agent_history_key(self.agent_type.code(), self.through);
         let mut doomed = Vec::new();
-        for entry in self.agent_history.range::<&[u8; 9]>(&lo..=&hi)?.take(max) {
-            let (key, _) = entry?;
-            doomed.push(*key.value());
+        for entry in batch
+            .agent_history
+            .range::<&[u8; 9]>(&lo..=&hi)?
+            .take(self.max)
+        {
+            doomed.push(*entry?.0.value());
         }
+        Ok(doomed)
+    }
+
+    fn apply(doomed: Vec<[u8; 9]>, batch: &mut Batch<'_>) -> Written<u64> {
         for key in &doomed {
-            self.agent_history.remove(key)?;
+            batch.agent_history.remove(key)?;
         }
-        Ok(Reply::Trimmed(doomed.len() as u64))
+        Ok(doomed.len() as u64)
     }
 }

@@ -1,174 +1,130 @@
-//! Workflows: a run started, each phase's task, gates and hand-offs, the project's completion.
+//! Workflows: a run started, each phase's task, gates and hand-offs, the project's completion. The
+//! rules are `domain::workflow`'s; this writes what they decide.
 
 use super::*;
+use crate::domain::workflow::{self as wf, Next, OnCompleted};
 
-impl<'t> Batch<'t> {
-    // ----- workflows ----------------------------------------------------------------------------
+/// Starts a workflow on a project: its first phase's task.
+#[derive(Clone, Debug)]
+pub struct StartWorkflow {
+    pub project_id: Id,
+    pub workflow: String,
+    /// JSON text.
+    pub context: Option<String>,
+}
 
-    pub(super) fn start_workflow(
-        &mut self,
-        project_id: Id,
-        name: String,
-        context: Option<String>,
-    ) -> ApplyResult<Reply> {
-        let project = self.require_project(&project_id)?;
-        let Some(def) = self
-            .shared
-            .workflows
-            .iter()
-            .find(|w| w.name == name)
-            .cloned()
-        else {
-            let known: Vec<&str> = self
-                .shared
-                .workflows
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect();
+impl Write for StartWorkflow {
+    type Plan = WorkflowRun;
+    type Output = WorkflowRun;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<WorkflowRun> {
+        let project = batch.require_project(&self.project_id)?;
+        let workflows = &batch.shared.workflows;
+        let Some(def) = workflows.iter().find(|w| w.name == self.workflow) else {
+            let known: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
             return Err(DomainError::invalid(
                 "workflow",
-                format!("unknown workflow `{name}`; known: {}", known.join(", ")),
+                format!(
+                    "unknown workflow `{}`; known: {}",
+                    self.workflow,
+                    known.join(", ")
+                ),
             )
             .into());
         };
-        if let Some(run) = read::<WorkflowRun>(&self.workflows, &project_id)?
+        if let Some(run) = read::<WorkflowRun>(&batch.workflows, &self.project_id)?
             && !run.completed
         {
             return Err(DomainError::InvalidTransition {
                 message: format!(
-                    "project {project_id} already runs the `{}` workflow",
-                    run.workflow
+                    "project {} already runs the `{}` workflow",
+                    self.project_id, run.workflow
                 ),
             }
             .into());
         }
-        let phases = def
-            .phases
-            .iter()
-            .map(|p| -> Result<PhaseRun, DomainError> {
-                Ok(PhaseRun {
-                    // Definitions are validated at start-up; a bad one still refuses, not panics.
-                    agent_type: AgentType::parse(&p.agent_type).ok_or_else(|| {
-                        DomainError::unknown_value::<AgentType>("agent_type", &p.agent_type)
-                    })?,
-                    instructions: crate::domain::workflow::render(
-                        &p.instructions,
-                        &project.name,
-                        context.as_deref(),
-                    ),
-                    produces: p
-                        .produces
-                        .iter()
-                        .filter_map(|k| ArtifactType::parse(k))
-                        .collect(),
-                    gated: crate::domain::workflow::gated(project.oversight_level, p.gate),
-                    status: PhaseStatus::Waiting,
-                    task_id: None,
-                    gate_id: None,
-                })
-            })
-            .collect::<Result<Vec<_>, DomainError>>()?;
-        let mut run = WorkflowRun {
-            project_id,
-            workflow: name,
-            context,
-            phases,
-            current: 0,
-            completed: false,
-            started_at: self.now,
-            completed_at: None,
-        };
-        self.workflow_event(&run, "workflow_started", None, None)?;
-        self.start_phase(&mut run, 0)?;
+        let run = def.start(&project, self.context, batch.now);
+        wf::current(&run)?;
+        Ok(run)
+    }
+
+    fn apply(mut run: WorkflowRun, batch: &mut Batch<'_>) -> Written<WorkflowRun> {
+        batch.workflow_event(&run, "workflow_started", None, None)?;
+        batch.start_phase(&mut run, 0)?;
+        batch.put_workflow(&run)?;
+        Ok(run)
+    }
+}
+
+impl<'t> Batch<'t> {
+    fn put_workflow(&mut self, run: &WorkflowRun) -> Written<()> {
         self.workflows
-            .insert(project_id.as_bytes(), encode(&run).as_slice())?;
-        Ok(Reply::Workflow(run))
+            .insert(run.project_id.as_bytes(), encode(run).as_slice())?;
+        Ok(())
     }
 
     /// Creates a phase's task, with every artifact of the project so far as its context.
-    pub(super) fn start_phase(&mut self, run: &mut WorkflowRun, index: usize) -> ApplyResult<()> {
+    fn start_phase(&mut self, run: &mut WorkflowRun, index: usize) -> Written<()> {
         let lo = tables::key2(&run.project_id, &Id([0; 16]));
         let hi = tables::key2(&run.project_id, &Id([0xff; 16]));
         let mut context_ids = Vec::new();
         for entry in self
-            .artifacts_by_project
+            .artifact_ix
+            .by_project
             .range::<&[u8; 32]>(&lo..=&hi)?
             .take(crate::domain::Limits::CONTEXT_IDS)
         {
             context_ids.push(tables::trailing_id(entry?.0.value()));
         }
-        let phase = phase_at(run, index)?;
-        let reply = self.create_task(
-            run.project_id,
-            phase.agent_type,
-            phase.instructions.clone(),
+        let phase = run.phases.get(index).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the workflow of project {} has no phase {index}",
+                run.project_id
+            ))
+        })?;
+        let task = self.insert_task(CreateTask {
+            project_id: run.project_id,
+            agent_type: phase.agent_type,
+            instructions: phase.instructions.clone(),
             context_ids,
-        )?;
-        let Reply::Task(task) = reply else {
-            return Err(misanswered("create_task"));
-        };
-        run.current = index as u32;
-        run.phases[index].task_id = Some(task.id);
-        run.phases[index].status = PhaseStatus::Running;
+        })?;
+        wf::phase_started(run, index, task.id)?;
         self.workflow_event(run, "phase_started", Some(task.id), None)
     }
 
     /// A completed task that is its workflow's current phase: gate the hand-off or hand off.
-    pub(super) fn after_task_completed(&mut self, task: &Task) -> ApplyResult<()> {
+    pub(super) fn after_task_completed(&mut self, task: &Task) -> Written<()> {
         let Some(mut run) = read::<WorkflowRun>(&self.workflows, &task.project_id)? else {
             return Ok(());
         };
-        let index = run.current as usize;
-        if run.completed || phase_at(&run, index)?.task_id != Some(task.id) {
-            return Ok(());
+        match wf::on_completed(&run, task.id)? {
+            OnCompleted::Nothing => return Ok(()),
+            OnCompleted::OpenGate { question, options } => {
+                let gate =
+                    self.insert_hitl(task.project_id, Some(task.id), question, options, None)?;
+                wf::gate_opened(&mut run, gate.id)?;
+                self.workflow_event(&run, "gate_opened", Some(task.id), Some(gate.id))?;
+            }
+            OnCompleted::HandOff => self.hand_off(&mut run)?,
         }
-        if run.phases[index].gated {
-            let next = run
-                .phases
-                .get(index + 1)
-                .map_or("completion".to_string(), |p| p.agent_type.to_string());
-            let question = format!(
-                "Approve the {} phase's work on this project and hand it to {next}?",
-                run.phases[index].agent_type
-            );
-            let options = vec!["approve".into(), "reject".into(), "amend".into()];
-            let Reply::Hitl(gate) =
-                self.create_hitl(task.project_id, Some(task.id), question, options, None)?
-            else {
-                return Err(misanswered("create_hitl"));
-            };
-            run.phases[index].status = PhaseStatus::AwaitingApproval;
-            run.phases[index].gate_id = Some(gate.id);
-            self.workflow_event(&run, "gate_opened", Some(task.id), Some(gate.id))?;
-        } else {
-            self.hand_off(&mut run)?;
-        }
-        self.workflows
-            .insert(task.project_id.as_bytes(), encode(&run).as_slice())?;
-        Ok(())
+        self.put_workflow(&run)
     }
 
     /// The current phase is done: start the next, or complete the project.
-    pub(super) fn hand_off(&mut self, run: &mut WorkflowRun) -> ApplyResult<()> {
-        let index = run.current as usize;
-        phase_at(run, index)?;
-        run.phases[index].status = PhaseStatus::Done;
-        run.phases[index].gate_id = None;
-        self.workflow_event(run, "phase_completed", run.phases[index].task_id, None)?;
-        if index + 1 < run.phases.len() {
-            return self.start_phase(run, index + 1);
+    fn hand_off(&mut self, run: &mut WorkflowRun) -> Written<()> {
+        let done = wf::current(run)?.task_id;
+        let next = wf::hand_off(run, self.now)?;
+        self.workflow_event(run, "phase_completed", done, None)?;
+        match next {
+            Next::Phase(index) => self.start_phase(run, index),
+            Next::Complete => {
+                let mut project = self.project_record(&run.project_id)?;
+                project.status = ProjectStatus::Completed;
+                project.updated_at = self.now;
+                self.put_project(&project)?;
+                self.workflow_event(run, "project_completed", None, None)
+            }
         }
-        run.completed = true;
-        run.completed_at = Some(self.now);
-        let old = self.require_project(&run.project_id)?;
-        let mut project = old.clone();
-        project.status = ProjectStatus::Completed;
-        project.updated_at = self.now;
-        self.projects
-            .insert(project.id.as_bytes(), encode(&project).as_slice())?;
-        self.changes
-            .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
-        self.workflow_event(run, "project_completed", None, None)
     }
 
     /// A human answered a workflow gate: approve hands off; amend stores the amended content as
@@ -178,12 +134,11 @@ impl<'t> Batch<'t> {
         &mut self,
         request: &HitlRequest,
         action: HitlAction,
-    ) -> ApplyResult<bool> {
+    ) -> Written<bool> {
         let Some(mut run) = read::<WorkflowRun>(&self.workflows, &request.project_id)? else {
             return Ok(false);
         };
-        let index = run.current as usize;
-        if run.completed || phase_at(&run, index)?.gate_id != Some(request.id) {
+        if !wf::is_open_gate(&run, request.id)? {
             return Ok(false);
         }
         match action {
@@ -193,64 +148,36 @@ impl<'t> Batch<'t> {
                     .amended_content
                     .clone()
                     .unwrap_or_else(|| "null".into());
-                let agent = run.phases[index].agent_type;
-                self.create_artifact(
-                    run.project_id,
-                    agent,
-                    ArtifactType::HitlResponse,
+                let source_agent = wf::current(&run)?.agent_type;
+                self.insert_artifact(CreateArtifact {
+                    project_id: run.project_id,
+                    source_agent,
+                    artifact_type: ArtifactType::HitlResponse,
                     content,
-                    None,
-                )?;
+                    metadata: None,
+                })?;
                 self.hand_off(&mut run)?;
             }
             HitlAction::Reject => {
-                let task_id = run.phases[index].task_id.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "the workflow of project {} gates phase {index}, which has no task",
-                        run.project_id
-                    ))
-                })?;
-                let old: Task = read(&self.tasks, &task_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("workflow names task {task_id}, which is missing"))
-                })?;
-                let mut task = old.clone();
-                task.status = TaskStatus::Pending;
-                task.completed_at = None;
-                task.updated_at = self.now;
-                task.instructions.push_str(&format!(
-                    "\n\nReviewer feedback: {}",
-                    request
-                        .response_comment
-                        .as_deref()
-                        .unwrap_or("rejected without a comment")
-                ));
-                self.put_task(Some(&old), &task)?;
-                let data = task_event_data(&task);
-                self.emit(
-                    EventType::TaskReopened,
-                    Some(task.project_id),
-                    Some(task.id),
-                    Some(task.agent_type),
-                    data,
-                )?;
-                run.phases[index].status = PhaseStatus::Running;
-                run.phases[index].gate_id = None;
+                let task_id = wf::gate_rejected(&mut run)?;
+                let old = self.task_record(&task_id, "the workflow")?;
+                let feedback = wf::rejection_feedback(request.response_comment.as_deref());
+                self.change_task(old, TaskChange::Reopened { feedback }, None, None, None)?;
                 self.workflow_event(&run, "phase_rejected", Some(task_id), Some(request.id))?;
             }
         }
-        self.workflows
-            .insert(run.project_id.as_bytes(), encode(&run).as_slice())?;
+        self.put_workflow(&run)?;
         Ok(true)
     }
 
-    pub(super) fn workflow_event(
+    fn workflow_event(
         &mut self,
         run: &WorkflowRun,
         action: &str,
         task: Option<Id>,
         gate: Option<Id>,
-    ) -> ApplyResult<()> {
-        let phase = phase_at(run, run.current as usize)?;
+    ) -> Written<()> {
+        let phase = wf::current(run)?;
         let data = object_string(|o| {
             o.str("workflow", &run.workflow)
                 .str("action", action)
@@ -267,23 +194,4 @@ impl<'t> Batch<'t> {
         )?;
         Ok(())
     }
-}
-
-/// A stored workflow's phase, or `Corrupt` when the run names a phase it does not have.
-pub(super) fn phase_at(run: &WorkflowRun, index: usize) -> Result<&PhaseRun, StoreError> {
-    run.phases.get(index).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the workflow of project {} is at phase {index} of {}",
-            run.project_id,
-            run.phases.len()
-        ))
-    })
-}
-
-/// A step of the writer answered with a reply of another kind: a bug, reported as a storage
-/// failure (the batch is abandoned) instead of a panic.
-pub(super) fn misanswered(step: &str) -> ApplyError {
-    ApplyError::Storage(StoreError::Storage(format!(
-        "{step} answered with an unexpected reply"
-    )))
 }

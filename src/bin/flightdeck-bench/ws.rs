@@ -2,7 +2,7 @@
 //! every event's delivery latency (commit timestamp in the frame to receipt) and records the seqs
 //! it received; at the end the seqs are checked against the project's event log read over HTTP.
 //! They run in the driver's process or, for large fleets, in a child process of their own
-//! (`flightdeck bench-ws`, which reads a [`WsPlan`] and `stop` on stdin and answers with a
+//! (`flightdeck-bench ws-clients`, which reads a [`WsPlan`] and `stop` on stdin and answers with a
 //! [`WsReport`] on stdout).
 
 use std::collections::HashMap;
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 use super::http::Client;
-use super::stats::{Samples, StreamCheck, StreamVerdict, Summary, frame_seq, frame_timestamp};
+use super::stats::{Samples, StreamCheck, StreamVerdict, Summary};
+use flightdeck::events::peek::{frame_seq, frame_timestamp};
 
 /// Who connects where.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -134,7 +135,7 @@ async fn connection(
                     match (frame_seq(text), frame_timestamp(text)) {
                         // Events of other streams (alerts have no project) are not judged.
                         (Some(seq), Some(at)) if text.contains(&marker) => {
-                            let now = crate::domain::now_micros();
+                            let now = flightdeck::domain::now_micros();
                             let mut r = received.lock();
                             r.check.observe(seq);
                             r.latency.record_micros((now - at).max(0) as u64);
@@ -277,7 +278,7 @@ async fn project_seqs(client: &mut Client, project: &str, since: u64) -> Result<
     }
 }
 
-/// `flightdeck bench-ws`: the clients as a child process. Reads one JSON [`WsPlan`] line, prints
+/// `flightdeck-bench ws-clients`: the clients as a child process. Reads one JSON [`WsPlan`] line, prints
 /// `ready N`, waits for a `stop` line, prints the [`WsReport`] as one JSON line.
 pub fn child_main() -> std::io::Result<()> {
     let mut first = String::new();
@@ -321,7 +322,7 @@ pub async fn run_in_child(
 ) -> Result<WsReport, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut child = tokio::process::Command::new(exe)
-        .arg("bench-ws")
+        .arg("ws-clients")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

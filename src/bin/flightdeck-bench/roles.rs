@@ -225,7 +225,7 @@ pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
-    let types = crate::domain::ArtifactType::ALL;
+    let types = flightdeck::domain::ArtifactType::ALL;
     let mut turn = n;
     while !shared.is_done() {
         let project = &shared.projects[rng.below(shared.projects.len())];
@@ -387,8 +387,8 @@ pub(super) async fn preload(
             tokio::spawn(async move {
                 let mut client = Client::new(addr, token);
                 let mut kept = Vec::new();
-                let types = crate::domain::ArtifactType::ALL;
-                let agents = crate::domain::AgentType::ALL;
+                let types = flightdeck::domain::ArtifactType::ALL;
+                let agents = flightdeck::domain::AgentType::ALL;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {

@@ -1,4 +1,5 @@
-//! The stored records. Each is encoded with postcard behind a one-byte format version (`codec`).
+//! The records the store keeps. The store encodes each with postcard behind a one-byte format
+//! version (`store::codec`); field order is the encoding, so fields are only ever appended.
 //! Client JSON (artifact content and metadata, task output, HITL content) is kept as the client's
 //! text, validated once on the way in, and spliced into responses as it is.
 

@@ -1,5 +1,6 @@
-//! `flightdeck bench`: the load benchmark of the original requirement, run as a client of the
-//! real HTTP and WebSocket API.
+//! `flightdeck-bench` (also `flightdeck bench …`, which hands over to it): the load benchmark of
+//! the original requirement, run as a client of the real HTTP and WebSocket API. A binary of its
+//! own, outside the server library: it starts the `flightdeck` executable beside it.
 //!
 //! One run, in order:
 //! 1. start a server on a temporary directory (the same executable, `serve`) or use `--url`;
@@ -17,13 +18,13 @@
 //!    answering the same JSON, alternating, same clients;
 //! 7. stop the server, run `flightdeck check` on its directory, report.
 
-pub mod http;
+mod http;
 mod process;
 mod recorder;
 mod report;
 mod roles;
-pub mod stats;
-pub mod ws;
+mod stats;
+mod ws;
 
 use process::*;
 pub use recorder::*;
@@ -41,11 +42,98 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::domain::Vocabulary;
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
+use flightdeck::domain::Vocabulary;
 use http::{Answer, Client};
 use stats::{Samples, Summary};
 use ws::{WsPlan, WsReport};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flightdeck-bench",
+    version,
+    about = "The flightdeck load benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    part: Option<Part>,
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+/// The benchmark's own child processes.
+#[derive(Subcommand, Debug)]
+enum Part {
+    /// WebSocket clients in a process of their own.
+    #[command(hide = true)]
+    WsClients,
+    /// The bare hyper baseline server, answering a file's bytes.
+    #[command(hide = true)]
+    Bare {
+        #[arg(long, value_name = "FILE")]
+        body_file: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.part {
+        Some(Part::WsClients) => io_outcome(ws::child_main()),
+        Some(Part::Bare { body_file }) => {
+            io_outcome(std::fs::read(&body_file).and_then(|body| http::bare_server(body.into())))
+        }
+        None => bench(&cli.args),
+    }
+}
+
+fn io_outcome(result: std::io::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flightdeck-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    flightdeck::logging::init(flightdeck::config::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flightdeck-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(run(args)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("flightdeck-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", render(&report));
+    let path = args.json.clone().unwrap_or_else(|| {
+        format!("flightdeck-bench-{:?}.json", report.scenario.name)
+            .to_lowercase()
+            .into()
+    });
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if let Err(e) = std::fs::write(&path, json) {
+        eprintln!("flightdeck-bench: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("report written to {}", path.display());
+    if report.clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,8 +143,9 @@ pub enum ScenarioName {
     X100,
 }
 
-const WS_DELIVERY_MS: f64 = crate::monitor::service_levels::WS_DELIVERY * 1e3;
-const ORIGINAL_WS_DELIVERY_MS: f64 = crate::monitor::service_levels::original::WS_DELIVERY * 1e3;
+const WS_DELIVERY_MS: f64 = flightdeck::monitor::service_levels::WS_DELIVERY * 1e3;
+const ORIGINAL_WS_DELIVERY_MS: f64 =
+    flightdeck::monitor::service_levels::original::WS_DELIVERY * 1e3;
 
 /// The size of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -120,7 +209,7 @@ impl Scenario {
                 artifacts: 1_000_000,
                 quiet_seconds: 5,
                 max_seconds: 600,
-                ws_target_ms: crate::monitor::service_levels::WS_DELIVERY_10K * 1e3,
+                ws_target_ms: flightdeck::monitor::service_levels::WS_DELIVERY_10K * 1e3,
             },
         }
     }
@@ -161,7 +250,7 @@ impl Class {
     /// The p99 target of `docs/service-levels.md` for the time inside the server, and the original
     /// requirement's for the time the client sees, in ms.
     fn targets(self) -> (Option<f64>, Option<f64>) {
-        use crate::monitor::service_levels::{self as sl, original};
+        use flightdeck::monitor::service_levels::{self as sl, original};
         let (design, original) = match self {
             Class::StatusQuery => (sl::STATUS_QUERY, original::STATUS_QUERY),
             Class::TaskOperation => (sl::TASK_OPERATION, original::TASK_OPERATION),
@@ -173,7 +262,7 @@ impl Class {
     }
 }
 
-/// `flightdeck bench`'s command line.
+/// The benchmark's command line.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// seed: 10 projects x 50 tasks, 10 clients, 100 WebSocket connections; x100: 1,000 projects,
@@ -218,7 +307,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     if let Some(s) = args.max_seconds {
         scenario.max_seconds = s;
     }
+    // This executable runs the WebSocket clients and the bare baseline; the server is the
+    // `flightdeck` executable beside it.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let server_exe = exe.with_file_name("flightdeck");
     let token = args.api_key.clone();
     let mut target = match &args.url {
         Some(url) => Target {
@@ -227,13 +319,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         },
         None => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let (child, addr) = spawn_listening(&exe, &server_args(dir.path())).await?;
+            let (child, addr) = spawn_listening(&server_exe, &server_args(dir.path())).await?;
             Target {
                 addr,
                 process: Some(OwnServer {
                     child,
                     dir,
-                    exe: exe.clone(),
+                    exe: server_exe.clone(),
                 }),
             }
         }
@@ -415,7 +507,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     let (mut bare, bare_addr) = spawn_listening(
         &exe,
         &[
-            "bench-bare".into(),
+            "bare".into(),
             "--body-file".into(),
             body_file.path().display().to_string(),
         ],

@@ -1,0 +1,561 @@
+//! What happens to a task, its agent and its HITL requests when their state changes: every
+//! transition (the client's, a claim's, a lease running out, a work timeout, a retry, a gate
+//! reopening a completed task), the retry backoff, the escalation to a human after the last failed
+//! attempt, the agent status that follows its tasks, and HITL answers and expiry. Pure: the writer
+//! reads the records, asks these functions and writes what they answer.
+
+use super::records::{Agent, HitlHistoryEntry, HitlRequest, Task};
+use super::rules::{DomainError, TaskTransition, hitl_outcome};
+use super::time::Micros;
+use super::vocab::{AgentStatus, EventType, HitlAction, HitlStatus, TaskStatus, Vocabulary};
+
+/// How workers' tasks are timed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// A working task older than this counts as a failed attempt (microseconds).
+    pub task_timeout: Micros,
+    /// Failed attempts after which a task stays failed and is escalated to a human.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it (microseconds).
+    pub retry_backoff: Micros,
+    /// A claim's lease when the worker does not ask for one (microseconds).
+    pub default_lease: Micros,
+}
+
+impl Default for TaskSettings {
+    fn default() -> TaskSettings {
+        TaskSettings {
+            task_timeout: 300_000_000,
+            max_attempts: 3,
+            retry_backoff: 1_000_000,
+            default_lease: 60_000_000,
+        }
+    }
+}
+
+impl TaskSettings {
+    /// The delay before the retry that follows the `failures`-th failed attempt (1-based): the
+    /// backoff, doubled for each earlier failure (at most 2^20 times).
+    pub fn backoff(&self, failures: u32) -> Micros {
+        self.retry_backoff
+            .saturating_mul(1 << failures.saturating_sub(1).min(20))
+    }
+
+    /// The message a task timed out with.
+    pub fn timeout_message(&self) -> String {
+        format!(
+            "timed out: working for longer than {} ms",
+            self.task_timeout / 1000
+        )
+    }
+}
+
+/// How a task's status changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskChange {
+    /// A transition of the state machine (`rules::task_transition`), asked by a client, a claim
+    /// (`Start`) or a timer (`Fail` on a work timeout, `Retry` when a retry is due).
+    To(TaskTransition),
+    /// working → pending: the worker's lease ran out.
+    LeaseExpired,
+    /// completed → pending: a human rejected the work at a workflow gate; `feedback` is appended to
+    /// the instructions.
+    Reopened { feedback: String },
+}
+
+/// A worker taking a task, until `expires_at` unless it heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub worker_id: String,
+    pub expires_at: Micros,
+}
+
+/// What a change of a task's status comes to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskUpdate {
+    pub task: Task,
+    pub event: EventType,
+    /// The last allowed attempt failed: the agent goes to `error` and a human is asked.
+    pub escalate: bool,
+}
+
+/// Applies a change to a task: its status, timestamps, attempts and failures, the retry time or
+/// escalation, the lease. `output` and `error_message`, when given, replace the task's.
+pub fn change_task(
+    old: &Task,
+    change: TaskChange,
+    lease: Option<Lease>,
+    output: Option<String>,
+    error_message: Option<String>,
+    now: Micros,
+    settings: &TaskSettings,
+) -> TaskUpdate {
+    let mut task = old.clone();
+    task.updated_at = now;
+    if output.is_some() {
+        task.output = output;
+    }
+    if error_message.is_some() {
+        task.error_message = error_message;
+    }
+    let mut escalate = false;
+    let event = match change {
+        TaskChange::To(transition) => {
+            task.status = match transition {
+                TaskTransition::Start => TaskStatus::Working,
+                TaskTransition::Complete => TaskStatus::Completed,
+                TaskTransition::Fail => TaskStatus::Failed,
+                TaskTransition::Cancel => TaskStatus::Cancelled,
+                TaskTransition::Retry => TaskStatus::Pending,
+            };
+            match transition {
+                TaskTransition::Start => {
+                    task.started_at = Some(now);
+                    task.timeout_at = Some(now.saturating_add(settings.task_timeout));
+                    task.attempts += 1;
+                    task.error_message = None;
+                    task.completed_at = None;
+                }
+                TaskTransition::Complete | TaskTransition::Cancel => {
+                    task.completed_at = Some(now);
+                    task.retry_at = None;
+                }
+                TaskTransition::Fail => {
+                    task.completed_at = Some(now);
+                    task.failures += 1;
+                    if task.failures < settings.max_attempts {
+                        task.retry_at = Some(now.saturating_add(settings.backoff(task.failures)));
+                    } else {
+                        task.retry_at = None;
+                        escalate = true;
+                    }
+                }
+                TaskTransition::Retry => {
+                    task.completed_at = None;
+                    task.retry_at = None;
+                }
+            }
+            transition.event_type()
+        }
+        TaskChange::LeaseExpired => {
+            task.status = TaskStatus::Pending;
+            EventType::TaskLeaseExpired
+        }
+        TaskChange::Reopened { feedback } => {
+            task.status = TaskStatus::Pending;
+            task.completed_at = None;
+            task.instructions
+                .push_str(&format!("\n\nReviewer feedback: {feedback}"));
+            EventType::TaskReopened
+        }
+    };
+    match lease {
+        Some(lease) => {
+            task.worker_id = Some(lease.worker_id);
+            task.lease_expires_at = Some(lease.expires_at);
+        }
+        None if task.status != TaskStatus::Working => {
+            task.worker_id = None;
+            task.lease_expires_at = None;
+            task.timeout_at = None;
+        }
+        None => {}
+    }
+    TaskUpdate {
+        task,
+        event,
+        escalate,
+    }
+}
+
+/// A heartbeat: the working task's lease extended to `expires_at`. Only its worker may, when the
+/// heartbeat names one.
+pub fn heartbeat(
+    old: &Task,
+    worker_id: Option<&str>,
+    expires_at: Micros,
+    now: Micros,
+) -> Result<Task, DomainError> {
+    if old.status != TaskStatus::Working {
+        return Err(DomainError::InvalidTransition {
+            message: format!(
+                "task {} is {}, not working: there is no lease to extend",
+                old.id, old.status
+            ),
+        });
+    }
+    if let (Some(asked), Some(holder)) = (worker_id, old.worker_id.as_deref())
+        && asked != holder
+    {
+        return Err(DomainError::InvalidTransition {
+            message: format!("task {} is claimed by another worker", old.id),
+        });
+    }
+    let mut task = old.clone();
+    task.lease_expires_at = Some(expires_at);
+    task.updated_at = now;
+    Ok(task)
+}
+
+/// What a task's timer does at `now`, if its record still calls for it.
+pub fn due_change(task: &Task, now: Micros) -> Option<TaskChange> {
+    let due = |at: Option<Micros>| at.filter(|at| *at <= now);
+    match task.status {
+        // Both due: the earlier deadline acts (a lease first on a tie), as the timers are ordered.
+        TaskStatus::Working => match (due(task.lease_expires_at), due(task.timeout_at)) {
+            (Some(lease), Some(timeout)) if timeout < lease => {
+                Some(TaskChange::To(TaskTransition::Fail))
+            }
+            (Some(_), _) => Some(TaskChange::LeaseExpired),
+            (None, Some(_)) => Some(TaskChange::To(TaskTransition::Fail)),
+            (None, None) => None,
+        },
+        TaskStatus::Failed if due(task.retry_at).is_some() => {
+            Some(TaskChange::To(TaskTransition::Retry))
+        }
+        _ => None,
+    }
+}
+
+/// The agent after one of its tasks changed from `old` to `new`: working while it holds a working
+/// task; idle when its last one stops; `error`, with the reason, when the task was escalated.
+/// `last_activity` moves only when something else changed.
+pub fn agent_follows(agent: &Agent, old: &Task, new: &Task, escalate: bool, now: Micros) -> Agent {
+    let mut next = agent.clone();
+    if new.status == TaskStatus::Working {
+        next.working_tasks += 1;
+        next.current_task_id = Some(new.id);
+        next.status = AgentStatus::Working;
+        next.error_message = None;
+    } else if old.status == TaskStatus::Working {
+        next.working_tasks = next.working_tasks.saturating_sub(1);
+        if next.current_task_id == Some(new.id) {
+            next.current_task_id = None;
+        }
+        if new.status == TaskStatus::Failed {
+            next.error_message = new.error_message.clone();
+        }
+        if next.working_tasks == 0 && next.status == AgentStatus::Working {
+            next.status = AgentStatus::Idle;
+        }
+    }
+    if escalate {
+        next.status = AgentStatus::Error;
+        next.error_message = Some(format!(
+            "task {} failed {} times: {}",
+            new.id,
+            new.failures,
+            new.error_message.as_deref().unwrap_or("no error message")
+        ));
+    }
+    if next != *agent {
+        next.last_activity = now;
+    }
+    next
+}
+
+/// An agent reset by an operator: idle, no current task, no error.
+pub fn reset_agent(agent: &Agent, now: Micros) -> Agent {
+    let mut next = agent.clone();
+    next.status = AgentStatus::Idle;
+    next.current_task_id = None;
+    next.error_message = None;
+    next.last_activity = now;
+    next
+}
+
+/// The question and options of the HITL request an escalated task raises.
+pub fn escalation(task: &Task) -> (String, Vec<String>) {
+    let question = format!(
+        "Task {} ({}) failed {} times, last with: {}. Retry it or cancel it?",
+        task.id,
+        task.agent_type,
+        task.failures,
+        task.error_message.as_deref().unwrap_or("no error message")
+    );
+    (question, vec!["retry".into(), "cancel".into()])
+}
+
+/// A new pending HITL request's expiry: `expires_in_seconds` from now.
+pub fn hitl_expiry(now: Micros, expires_in_seconds: Option<u64>) -> Option<Micros> {
+    expires_in_seconds.map(|s| {
+        now.saturating_add(
+            i64::try_from(s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+        )
+    })
+}
+
+/// Whether a pending request's expiry has passed at `now` (it can no longer be answered).
+pub fn hitl_expired(request: &HitlRequest, now: Micros) -> bool {
+    request.status == HitlStatus::Pending && request.expires_at.is_some_and(|at| at <= now)
+}
+
+/// A human's answer to a pending request. Amending requires content.
+pub fn answer_hitl(
+    old: &HitlRequest,
+    action: HitlAction,
+    content: Option<String>,
+    comment: Option<String>,
+    now: Micros,
+) -> Result<HitlRequest, DomainError> {
+    let status = hitl_outcome(old.status, action)?;
+    if action == HitlAction::Amend && content.is_none() {
+        return Err(DomainError::invalid("content", "is required to amend"));
+    }
+    let mut request = old.clone();
+    request.status = status;
+    request.updated_at = now;
+    request.responded_at = Some(now);
+    request.response_comment = comment.clone();
+    if action == HitlAction::Amend {
+        request.amended_content = content.clone();
+    }
+    request.history.push(HitlHistoryEntry {
+        action: action.as_str().into(),
+        at: now,
+        content,
+        comment,
+    });
+    Ok(request)
+}
+
+/// A pending request whose time ran out.
+pub fn expire_hitl(old: &HitlRequest, now: Micros) -> HitlRequest {
+    let mut request = old.clone();
+    request.status = HitlStatus::Expired;
+    request.updated_at = now;
+    request.history.push(HitlHistoryEntry {
+        action: "expire".into(),
+        at: now,
+        content: None,
+        comment: None,
+    });
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentType, Id};
+
+    fn settings() -> TaskSettings {
+        TaskSettings {
+            task_timeout: 10_000,
+            max_attempts: 3,
+            retry_backoff: 100,
+            default_lease: 1_000,
+        }
+    }
+
+    fn task(status: TaskStatus) -> Task {
+        Task {
+            id: Id::new_v7(),
+            project_id: Id::new_v7(),
+            agent_type: AgentType::Coder,
+            status,
+            instructions: "do it".into(),
+            context_ids: vec![],
+            output: None,
+            error_message: None,
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            completed_at: None,
+            attempts: 0,
+            failures: 0,
+            worker_id: None,
+            lease_expires_at: None,
+            retry_at: None,
+            timeout_at: None,
+        }
+    }
+
+    fn claim(t: &Task, now: Micros) -> Task {
+        let lease = Lease {
+            worker_id: "w1".into(),
+            expires_at: now + 1_000,
+        };
+        let s = settings();
+        change_task(
+            t,
+            TaskChange::To(TaskTransition::Start),
+            Some(lease),
+            None,
+            None,
+            now,
+            &s,
+        )
+        .task
+    }
+
+    #[test]
+    fn a_claim_starts_an_attempt_under_a_lease_with_a_timeout() {
+        let t = claim(&task(TaskStatus::Pending), 50);
+        assert_eq!(t.status, TaskStatus::Working);
+        assert_eq!(t.attempts, 1);
+        assert_eq!(t.worker_id.as_deref(), Some("w1"));
+        assert_eq!(t.lease_expires_at, Some(1_050));
+        assert_eq!(t.timeout_at, Some(10_050));
+        assert_eq!(t.started_at, Some(50));
+    }
+
+    #[test]
+    fn failures_back_off_doubling_then_escalate_on_the_last_attempt() {
+        let s = settings();
+        let mut t = task(TaskStatus::Pending);
+        let mut retries = Vec::new();
+        for round in 0..3 {
+            let now = 1_000 * (round + 1);
+            t = claim(&t, now);
+            let update = change_task(
+                &t,
+                TaskChange::To(TaskTransition::Fail),
+                None,
+                None,
+                Some("boom".into()),
+                now,
+                &s,
+            );
+            t = update.task;
+            assert_eq!(t.status, TaskStatus::Failed);
+            assert_eq!(t.worker_id, None, "the lease is released");
+            assert_eq!(t.timeout_at, None);
+            if round < 2 {
+                assert!(!update.escalate);
+                retries.push(t.retry_at.unwrap() - now);
+                let due = due_change(&t, t.retry_at.unwrap()).unwrap();
+                assert_eq!(due, TaskChange::To(TaskTransition::Retry));
+                assert_eq!(due_change(&t, t.retry_at.unwrap() - 1), None);
+                t = change_task(&t, due, None, None, None, now, &s).task;
+                assert_eq!(t.status, TaskStatus::Pending);
+            } else {
+                assert!(update.escalate);
+                assert_eq!(t.retry_at, None);
+            }
+        }
+        assert_eq!(retries, vec![100, 200]);
+        assert_eq!(t.failures, 3);
+        assert_eq!(t.attempts, 3);
+    }
+
+    #[test]
+    fn a_lease_runs_out_before_the_work_timeout() {
+        let t = claim(&task(TaskStatus::Pending), 0);
+        assert_eq!(due_change(&t, 999), None);
+        assert_eq!(due_change(&t, 1_000), Some(TaskChange::LeaseExpired));
+        let mut extended = heartbeat(&t, Some("w1"), 20_000, 500).unwrap();
+        assert_eq!(
+            due_change(&extended, 10_000),
+            Some(TaskChange::To(TaskTransition::Fail))
+        );
+        extended = change_task(
+            &extended,
+            TaskChange::LeaseExpired,
+            None,
+            None,
+            None,
+            20_000,
+            &settings(),
+        )
+        .task;
+        assert_eq!(extended.status, TaskStatus::Pending);
+        assert_eq!(extended.lease_expires_at, None);
+        assert_eq!(extended.worker_id, None);
+    }
+
+    #[test]
+    fn only_the_holder_heartbeats_and_only_while_working() {
+        let t = claim(&task(TaskStatus::Pending), 0);
+        assert!(heartbeat(&t, Some("w2"), 5, 1).is_err());
+        assert_eq!(heartbeat(&t, None, 5, 1).unwrap().lease_expires_at, Some(5));
+        assert!(heartbeat(&task(TaskStatus::Pending), None, 5, 1).is_err());
+    }
+
+    #[test]
+    fn a_reopened_task_is_pending_with_the_feedback() {
+        let mut t = task(TaskStatus::Completed);
+        t.completed_at = Some(9);
+        let update = change_task(
+            &t,
+            TaskChange::Reopened {
+                feedback: "more tests".into(),
+            },
+            None,
+            None,
+            None,
+            10,
+            &settings(),
+        );
+        assert_eq!(update.event, EventType::TaskReopened);
+        assert_eq!(update.task.status, TaskStatus::Pending);
+        assert_eq!(update.task.completed_at, None);
+        assert!(
+            update
+                .task
+                .instructions
+                .ends_with("\n\nReviewer feedback: more tests")
+        );
+    }
+
+    #[test]
+    fn the_agent_follows_its_tasks() {
+        let idle = Agent::idle(AgentType::Coder);
+        let pending = task(TaskStatus::Pending);
+        let working = claim(&pending, 5);
+        let busy = agent_follows(&idle, &pending, &working, false, 5);
+        assert_eq!(busy.status, AgentStatus::Working);
+        assert_eq!(busy.working_tasks, 1);
+        assert_eq!(busy.current_task_id, Some(working.id));
+        assert_eq!(busy.last_activity, 5);
+        let mut failed = working.clone();
+        failed.status = TaskStatus::Failed;
+        failed.failures = 3;
+        failed.error_message = Some("boom".into());
+        let after = agent_follows(&busy, &working, &failed, true, 9);
+        assert_eq!(after.status, AgentStatus::Error);
+        assert_eq!(after.working_tasks, 0);
+        assert_eq!(after.current_task_id, None);
+        assert!(
+            after
+                .error_message
+                .unwrap()
+                .contains("failed 3 times: boom")
+        );
+        // A change that does not touch the agent leaves it as it was, activity included.
+        let unchanged = agent_follows(&idle, &pending, &pending, false, 99);
+        assert_eq!(unchanged, idle);
+        assert_eq!(reset_agent(&busy, 7).status, AgentStatus::Idle);
+    }
+
+    #[test]
+    fn a_hitl_request_is_answered_once_and_amend_needs_content() {
+        let request = HitlRequest {
+            id: Id::new_v7(),
+            project_id: Id::new_v7(),
+            task_id: None,
+            question: "ok?".into(),
+            options: vec![],
+            status: HitlStatus::Pending,
+            created_at: 0,
+            updated_at: 0,
+            expires_at: Some(100),
+            responded_at: None,
+            amended_content: None,
+            response_comment: None,
+            history: vec![],
+        };
+        assert!(answer_hitl(&request, HitlAction::Amend, None, None, 1).is_err());
+        let amended = answer_hitl(&request, HitlAction::Amend, Some("{}".into()), None, 1).unwrap();
+        assert_eq!(amended.status, HitlStatus::Amended);
+        assert_eq!(amended.amended_content.as_deref(), Some("{}"));
+        assert!(answer_hitl(&amended, HitlAction::Approve, None, None, 2).is_err());
+        assert!(!hitl_expired(&request, 99));
+        assert!(hitl_expired(&request, 100));
+        let expired = expire_hitl(&request, 100);
+        assert_eq!(expired.status, HitlStatus::Expired);
+        assert_eq!(expired.history.last().unwrap().action, "expire");
+        assert_eq!(hitl_expiry(10, Some(2)), Some(2_000_010));
+    }
+}

@@ -1,0 +1,88 @@
+//! Commands about the store itself: the readiness probe, the file's usage, alerts in the log.
+
+use super::*;
+
+/// A write round trip for readiness: records the time in the meta table. No event.
+#[derive(Clone, Debug)]
+pub struct Probe;
+
+impl Write for Probe {
+    type Plan = ();
+    type Output = ();
+
+    fn check(self, _: &Batch<'_>) -> Checked<()> {
+        Ok(())
+    }
+
+    fn apply((): (), batch: &mut Batch<'_>) -> Written<()> {
+        batch
+            .meta
+            .insert(tables::META_PROBE, batch.now.max(0) as u64)?;
+        Ok(())
+    }
+}
+
+/// Measures the bytes of the file in use (walks every table: run it rarely). No event.
+#[derive(Clone, Debug)]
+pub struct MeasureUsage;
+
+impl Write for MeasureUsage {
+    type Plan = ();
+    type Output = u64;
+
+    fn check(self, _: &Batch<'_>) -> Checked<()> {
+        Ok(())
+    }
+
+    fn apply((): (), batch: &mut Batch<'_>) -> Written<u64> {
+        let stats = batch.txn.stats()?;
+        let used = stats.allocated_pages() * stats.page_size() as u64;
+        batch.shared.used_bytes.store(used, Ordering::Relaxed);
+        Ok(used)
+    }
+}
+
+/// An alert changed state: only its event (`alert_firing` or `alert_resolved`), no record.
+#[derive(Clone, Debug)]
+pub struct RecordAlert {
+    pub firing: bool,
+    /// The event's data, a JSON object's text.
+    pub data: String,
+}
+
+impl Write for RecordAlert {
+    type Plan = RecordAlert;
+    type Output = ();
+
+    fn check(self, _: &Batch<'_>) -> Checked<RecordAlert> {
+        Ok(self)
+    }
+
+    fn apply(c: RecordAlert, batch: &mut Batch<'_>) -> Written<()> {
+        let kind = if c.firing {
+            EventType::AlertFiring
+        } else {
+            EventType::AlertResolved
+        };
+        batch.emit(kind, None, None, None, c.data)?;
+        Ok(())
+    }
+}
+
+/// A test's injected fault: applying it panics.
+#[cfg(test)]
+pub struct InjectPanic;
+
+#[cfg(test)]
+impl Write for InjectPanic {
+    type Plan = ();
+    type Output = ();
+
+    fn check(self, _: &Batch<'_>) -> Checked<()> {
+        Ok(())
+    }
+
+    fn apply((): (), _: &mut Batch<'_>) -> Written<()> {
+        panic!("injected fault")
+    }
+}

@@ -1,0 +1,95 @@
+//! The timers: lease expiries, work timeouts, retries and HITL expiries, fired when due.
+
+use super::*;
+
+/// Fires the timers due by `now`, at most `max` of them; answers how many acted.
+#[derive(Clone, Debug)]
+pub struct FireTimers {
+    pub now: Micros,
+    pub max: usize,
+}
+
+/// What one due timer does.
+pub enum Due {
+    Task(Task, TaskChange),
+    Hitl(HitlRequest),
+    /// A timer no record calls for (it cannot be, but it must not fire forever): removed.
+    Stale([u8; 25]),
+}
+
+impl Write for FireTimers {
+    type Plan = Vec<Due>;
+    type Output = u64;
+
+    /// A timer whose record no longer calls for it is simply gone: timers are an index derived
+    /// from the records. Each record acts at most once per round (its first due timer); what its
+    /// change leaves due fires in the next round.
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<Due>> {
+        let now = self.now;
+        let hi = tables::timer_key(now, tables::TimerKind::HitlExpiry, &Id([0xff; 16]));
+        let mut due = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in batch.timers.range::<&[u8; 25]>(..=&hi)?.take(self.max) {
+            let key = *entry?.0.value();
+            let id = tables::trailing_id(&key);
+            let kind = tables::TimerKind::from_code(key[8]);
+            if !seen.insert(id) {
+                continue;
+            }
+            let action = match kind {
+                Some(tables::TimerKind::HitlExpiry) => read::<HitlRequest>(&batch.hitl, &id)?
+                    .filter(|h| crate::domain::tasks::hitl_expired(h, now))
+                    .map(Due::Hitl),
+                Some(_) => read::<Task>(&batch.tasks, &id)?.and_then(|task| {
+                    crate::domain::tasks::due_change(&task, now)
+                        .filter(|change| timer_calls_for(kind, change))
+                        .map(|change| Due::Task(task, change))
+                }),
+                None => None,
+            };
+            due.push(action.unwrap_or(Due::Stale(key)));
+        }
+        Ok(due)
+    }
+
+    fn apply(due: Vec<Due>, batch: &mut Batch<'_>) -> Written<u64> {
+        let mut fired = 0;
+        for action in due {
+            match action {
+                Due::Task(old, change) => {
+                    let message = matches!(change, TaskChange::To(TaskTransition::Fail))
+                        .then(|| batch.settings.timeout_message());
+                    batch.change_task(old, change, None, None, message)?;
+                    fired += 1;
+                }
+                Due::Hitl(old) => {
+                    batch.expire_hitl(old)?;
+                    fired += 1;
+                }
+                Due::Stale(key) => {
+                    tracing::warn!(
+                        kind = key[8],
+                        id = %tables::trailing_id(&key),
+                        "removing a timer that no record calls for"
+                    );
+                    batch.timers.remove(&key)?;
+                }
+            }
+        }
+        Ok(fired)
+    }
+}
+
+/// Whether a task's due change is the one this kind of timer stands for.
+fn timer_calls_for(kind: Option<tables::TimerKind>, change: &TaskChange) -> bool {
+    use tables::TimerKind::*;
+    matches!(
+        (kind, change),
+        (Some(LeaseExpiry | WorkTimeout), TaskChange::LeaseExpired)
+            | (
+                Some(LeaseExpiry | WorkTimeout),
+                TaskChange::To(TaskTransition::Fail)
+            )
+            | (Some(Retry), TaskChange::To(TaskTransition::Retry))
+    )
+}
