@@ -1,0 +1,672 @@
+//! Model-based property test of everything in the store that time drives, under an injected clock:
+//! claims and their leases, heartbeats (only the holder's), work timeouts, failures with their
+//! doubling retry backoff and the escalation after the last attempt, HITL expiry (by the timer,
+//! and when an answer comes too late), workflows (phases, gates approved, rejected or amended,
+//! completion) and trimming the event log. Random operations go to the real store and to a model
+//! written from the documented rules; after every step each task, request, workflow and agent is
+//! compared, the event log must be gap-free up to the latest seq, and the consistency check runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use flightdeck::domain::records::PhaseStatus;
+use flightdeck::domain::{
+    AgentStatus, AgentType, HitlAction, HitlStatus, Id, OversightLevel, TaskSettings, TaskStatus,
+    Vocabulary,
+};
+use flightdeck::events::no_publisher;
+use flightdeck::store::command::{self, HitlAnswer};
+use flightdeck::store::{Clock, Durability, Store, StoreConfig, StoreError};
+use proptest::prelude::*;
+
+const SECOND: i64 = 1_000_000;
+const TIMEOUT: i64 = 10 * SECOND;
+const BACKOFF: i64 = SECOND;
+const MAX_ATTEMPTS: u32 = 3;
+const SDLC: [AgentType; 5] = [
+    AgentType::Analyst,
+    AgentType::Architect,
+    AgentType::Coder,
+    AgentType::Tester,
+    AgentType::Deployer,
+];
+/// The phases the built-in workflow gates at the medium level.
+const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
+
+#[derive(Debug, Clone)]
+enum Op {
+    CreateTask {
+        agent: usize,
+    },
+    Claim {
+        agent: usize,
+        lease_ms: i64,
+        worker: usize,
+    },
+    Heartbeat {
+        task: usize,
+        worker: usize,
+        lease_ms: i64,
+    },
+    Set {
+        task: usize,
+        status: usize,
+    },
+    Advance {
+        ms: i64,
+    },
+    CreateHitl {
+        task: Option<usize>,
+        expires_s: Option<u64>,
+    },
+    Respond {
+        hitl: usize,
+        action: usize,
+    },
+    StartWorkflow {
+        level: usize,
+    },
+    Trim {
+        keep: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let ix = 0usize..32;
+    prop_oneof![
+        3 => (0usize..6).prop_map(|agent| Op::CreateTask { agent }),
+        5 => (0usize..6, 1i64..6_000, 0usize..3)
+            .prop_map(|(agent, lease_ms, worker)| Op::Claim { agent, lease_ms, worker }),
+        3 => (ix.clone(), 0usize..3, 1i64..6_000)
+            .prop_map(|(task, worker, lease_ms)| Op::Heartbeat { task, worker, lease_ms }),
+        6 => (ix.clone(), prop::sample::select(vec![0usize, 2, 3, 4]))
+            .prop_map(|(task, status)| Op::Set { task, status }),
+        5 => prop_oneof![0i64..2_000, 0i64..15_000].prop_map(|ms| Op::Advance { ms }),
+        2 => (prop::option::of(ix.clone()), prop::option::of(1u64..20))
+            .prop_map(|(task, expires_s)| Op::CreateHitl { task, expires_s }),
+        4 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::Respond { hitl, action }),
+        1 => (0usize..3).prop_map(|level| Op::StartWorkflow { level }),
+        1 => (0u64..40).prop_map(|keep| Op::Trim { keep }),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MTask {
+    project: Id,
+    agent: AgentType,
+    status: TaskStatus,
+    worker: Option<String>,
+    lease: Option<i64>,
+    timeout: Option<i64>,
+    retry: Option<i64>,
+    failures: u32,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct MHitl {
+    status: HitlStatus,
+    expires: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct MRun {
+    gated: [bool; 5],
+    phase: usize,
+    tasks: [Option<Id>; 5],
+    statuses: [PhaseStatus; 5],
+    gate: Option<Id>,
+    completed: bool,
+}
+
+struct Model {
+    now: i64,
+    project: Id,
+    task_ids: Vec<Id>,
+    tasks: BTreeMap<Id, MTask>,
+    hitl_ids: Vec<Id>,
+    hitl: BTreeMap<Id, MHitl>,
+    runs: BTreeMap<Id, MRun>,
+    /// Per agent type: working tasks, and whether an escalation left it in error.
+    agents: BTreeMap<AgentType, (AgentStatus, u32)>,
+    /// Events trimmed away: the log starts after this seq.
+    trimmed_through: u64,
+}
+
+fn worker(i: usize) -> String {
+    format!("w{i}")
+}
+
+fn pick(ids: &[Id], i: usize) -> Option<Id> {
+    (!ids.is_empty()).then(|| ids[ids.len() - 1 - (i % ids.len())])
+}
+
+impl Model {
+    fn agent(&mut self, a: AgentType) -> &mut (AgentStatus, u32) {
+        self.agents.entry(a).or_insert((AgentStatus::Idle, 0))
+    }
+
+    fn add_task(&mut self, id: Id, project: Id, agent: AgentType) {
+        self.task_ids.push(id);
+        self.tasks.insert(
+            id,
+            MTask {
+                project,
+                agent,
+                status: TaskStatus::Pending,
+                worker: None,
+                lease: None,
+                timeout: None,
+                retry: None,
+                failures: 0,
+                attempts: 0,
+            },
+        );
+    }
+
+    /// A task leaves `working` (or any state) for `to`, with what follows for its agent.
+    fn leave(&mut self, id: Id, to: TaskStatus) {
+        let t = self.tasks.get_mut(&id).unwrap();
+        let was_working = t.status == TaskStatus::Working;
+        let agent = t.agent;
+        t.status = to;
+        if to != TaskStatus::Working {
+            t.worker = None;
+            t.lease = None;
+            t.timeout = None;
+        }
+        if was_working && to != TaskStatus::Working {
+            let a = self.agent(agent);
+            a.1 -= 1;
+            if a.1 == 0 && a.0 == AgentStatus::Working {
+                a.0 = AgentStatus::Idle;
+            }
+        }
+    }
+
+    /// A failed attempt: a retry after the doubled backoff, or the escalation to a human.
+    fn fail(&mut self, store: &Store, id: Id) {
+        self.leave(id, TaskStatus::Failed);
+        let now = self.now;
+        let t = self.tasks.get_mut(&id).unwrap();
+        t.failures += 1;
+        if t.failures < MAX_ATTEMPTS {
+            t.retry = Some(now + BACKOFF * (1 << (t.failures - 1)));
+        } else {
+            t.retry = None;
+            let agent = t.agent;
+            self.agent(agent).0 = AgentStatus::Error;
+            // The escalation: one new pending request about this task.
+            let new: Vec<Id> = store
+                .hitl_by_status(HitlStatus::Pending, None, 10_000)
+                .unwrap()
+                .items
+                .iter()
+                .filter(|h| !self.hitl.contains_key(&h.id) && h.task_id == Some(id))
+                .map(|h| {
+                    assert_eq!(h.options, vec!["retry".to_string(), "cancel".to_string()]);
+                    h.id
+                })
+                .collect();
+            assert_eq!(new.len(), 1, "one escalation request");
+            self.hitl_ids.push(new[0]);
+            self.hitl.insert(
+                new[0],
+                MHitl {
+                    status: HitlStatus::Pending,
+                    expires: None,
+                },
+            );
+        }
+    }
+
+    fn complete(&mut self, store: &Store, id: Id) {
+        self.leave(id, TaskStatus::Completed);
+        let project = self.tasks[&id].project;
+        let Some(run) = self.runs.get(&project).cloned() else {
+            return;
+        };
+        if run.completed || run.tasks[run.phase] != Some(id) {
+            return;
+        }
+        if run.gated[run.phase] {
+            let stored = store.workflow(&project).unwrap().unwrap();
+            let gate = stored.phases[run.phase].gate_id.expect("a gate opened");
+            let request = store.get_hitl(&gate).unwrap().unwrap();
+            assert_eq!(request.task_id, Some(id));
+            self.hitl_ids.push(gate);
+            self.hitl.insert(
+                gate,
+                MHitl {
+                    status: HitlStatus::Pending,
+                    expires: None,
+                },
+            );
+            let run = self.runs.get_mut(&project).unwrap();
+            run.statuses[run.phase] = PhaseStatus::AwaitingApproval;
+            run.gate = Some(gate);
+        } else {
+            self.hand_off(store, project);
+        }
+    }
+
+    fn hand_off(&mut self, store: &Store, project: Id) {
+        let run = self.runs.get_mut(&project).unwrap();
+        run.statuses[run.phase] = PhaseStatus::Done;
+        run.gate = None;
+        if run.phase == 4 {
+            run.completed = true;
+            return;
+        }
+        run.phase += 1;
+        run.statuses[run.phase] = PhaseStatus::Running;
+        let phase = run.phase;
+        let stored = store.workflow(&project).unwrap().unwrap();
+        let task = stored.phases[phase].task_id.expect("the next phase's task");
+        self.runs.get_mut(&project).unwrap().tasks[phase] = Some(task);
+        self.add_task(task, project, SDLC[phase]);
+    }
+
+    fn fire(&mut self, store: &Store) {
+        let now = self.now;
+        let due: Vec<(Id, MTask)> = self.tasks.iter().map(|(id, t)| (*id, t.clone())).collect();
+        for (id, t) in due {
+            match t.status {
+                TaskStatus::Working => {
+                    let lease = t.lease.filter(|at| *at <= now);
+                    let timeout = t.timeout.filter(|at| *at <= now);
+                    match (lease, timeout) {
+                        (Some(l), Some(o)) if o < l => self.fail(store, id),
+                        (Some(_), _) => self.leave(id, TaskStatus::Pending),
+                        (None, Some(_)) => self.fail(store, id),
+                        (None, None) => {}
+                    }
+                }
+                TaskStatus::Failed if t.retry.is_some_and(|at| at <= now) => {
+                    self.tasks.get_mut(&id).unwrap().retry = None;
+                    self.leave(id, TaskStatus::Pending);
+                }
+                _ => {}
+            }
+        }
+        for h in self.hitl.values_mut() {
+            if h.status == HitlStatus::Pending && h.expires.is_some_and(|at| at <= now) {
+                h.status = HitlStatus::Expired;
+            }
+        }
+    }
+
+    fn step(&mut self, store: &Store, clock: &AtomicI64, op: &Op) {
+        match *op {
+            Op::CreateTask { agent } => {
+                let agent = AgentType::ALL[agent];
+                let t = store
+                    .write_blocking(command::CreateTask {
+                        project_id: self.project,
+                        agent_type: agent,
+                        instructions: "x".into(),
+                        context_ids: Vec::new(),
+                    })
+                    .unwrap();
+                self.add_task(t.id, self.project, agent);
+            }
+            Op::Claim {
+                agent,
+                lease_ms,
+                worker: w,
+            } => {
+                let agent = AgentType::ALL[agent];
+                let got = store
+                    .write_blocking(command::Claim {
+                        agent_type: agent,
+                        worker_id: worker(w),
+                        lease: lease_ms * 1000,
+                    })
+                    .unwrap();
+                let oldest = self
+                    .tasks
+                    .iter()
+                    .find(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                    .map(|(id, _)| *id);
+                assert_eq!(
+                    got.as_ref().map(|t| t.id),
+                    oldest,
+                    "the oldest pending task"
+                );
+                if let Some(id) = oldest {
+                    let now = self.now;
+                    let t = self.tasks.get_mut(&id).unwrap();
+                    t.status = TaskStatus::Working;
+                    t.worker = Some(worker(w));
+                    t.lease = Some(now + lease_ms * 1000);
+                    t.timeout = Some(now + TIMEOUT);
+                    t.attempts += 1;
+                    let a = self.agent(agent);
+                    a.1 += 1;
+                    a.0 = AgentStatus::Working;
+                }
+            }
+            Op::Heartbeat {
+                task,
+                worker: w,
+                lease_ms,
+            } => {
+                let Some(id) = pick(&self.task_ids, task) else {
+                    return;
+                };
+                let reply = store.write_blocking(command::Heartbeat {
+                    task_id: id,
+                    worker_id: Some(worker(w)),
+                    lease: lease_ms * 1000,
+                });
+                let m = self.tasks.get_mut(&id).unwrap();
+                let allowed = m.status == TaskStatus::Working && m.worker == Some(worker(w));
+                match reply {
+                    Ok(t) => {
+                        assert!(allowed, "heartbeat accepted on {m:?} from {}", worker(w));
+                        m.lease = Some(self.now + lease_ms * 1000);
+                        assert_eq!(t.lease_expires_at, m.lease);
+                    }
+                    Err(StoreError::Domain(_)) => assert!(!allowed, "heartbeat refused"),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Op::Set { task, status } => {
+                let Some(id) = pick(&self.task_ids, task) else {
+                    return;
+                };
+                let to = TaskStatus::ALL[status];
+                let from = self.tasks[&id].status;
+                let reply = store.write_blocking(command::SetTaskStatus {
+                    task_id: id,
+                    status: to,
+                    output: None,
+                    error_message: Some("boom".into()).filter(|_| to == TaskStatus::Failed),
+                });
+                use TaskStatus::*;
+                let legal = matches!(
+                    (from, to),
+                    (Working, Completed)
+                        | (Working, Failed)
+                        | (Pending | Working, Cancelled)
+                        | (Failed, Pending)
+                );
+                match reply {
+                    Ok(t) => {
+                        assert!(legal, "{from} -> {to} accepted");
+                        assert_eq!(t.status, to);
+                    }
+                    Err(StoreError::Domain(_)) => {
+                        assert!(!legal, "{from} -> {to} refused");
+                        return;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                match to {
+                    Completed => self.complete(store, id),
+                    Failed => self.fail(store, id),
+                    Pending => {
+                        self.tasks.get_mut(&id).unwrap().retry = None;
+                        self.leave(id, Pending);
+                    }
+                    _ => {
+                        self.tasks.get_mut(&id).unwrap().retry = None;
+                        self.leave(id, to);
+                    }
+                }
+            }
+            Op::Advance { ms } => {
+                self.now += ms * 1000;
+                clock.store(self.now, Ordering::SeqCst);
+                store
+                    .write_blocking(command::FireTimers {
+                        now: self.now,
+                        max: 100_000,
+                    })
+                    .unwrap();
+                self.fire(store);
+            }
+            Op::CreateHitl { task, expires_s } => {
+                let task_id = task.and_then(|t| pick(&self.task_ids, t));
+                let project_id = task_id.map_or(self.project, |t| self.tasks[&t].project);
+                let h = store
+                    .write_blocking(command::CreateHitl {
+                        project_id,
+                        task_id,
+                        question: "ok?".into(),
+                        options: vec![],
+                        expires_in_seconds: expires_s,
+                    })
+                    .unwrap();
+                let expires = expires_s.map(|s| self.now + s as i64 * SECOND);
+                assert_eq!(h.expires_at, expires);
+                self.hitl_ids.push(h.id);
+                self.hitl.insert(
+                    h.id,
+                    MHitl {
+                        status: HitlStatus::Pending,
+                        expires,
+                    },
+                );
+            }
+            Op::Respond { hitl, action } => {
+                let Some(id) = pick(&self.hitl_ids, hitl) else {
+                    return;
+                };
+                let action = HitlAction::ALL[action];
+                let reply = store.write_blocking(command::RespondHitl {
+                    hitl_id: id,
+                    action,
+                    content: Some("{\"amended\":true}".into()),
+                    comment: Some("again".into()),
+                });
+                let m = self.hitl.get_mut(&id).unwrap();
+                let late =
+                    m.status == HitlStatus::Pending && m.expires.is_some_and(|at| at <= self.now);
+                match reply {
+                    Ok(HitlAnswer::Expired(h)) => {
+                        assert!(late, "expired early: {m:?}");
+                        assert_eq!(h.status, HitlStatus::Expired);
+                        m.status = HitlStatus::Expired;
+                    }
+                    Ok(HitlAnswer::Answered {
+                        request,
+                        workflow_resumed,
+                    }) => {
+                        assert!(m.status == HitlStatus::Pending && !late, "{m:?} answered");
+                        m.status = request.status;
+                        let gate_of = self
+                            .runs
+                            .iter()
+                            .find(|(_, r)| !r.completed && r.gate == Some(id))
+                            .map(|(p, _)| *p);
+                        assert_eq!(workflow_resumed, gate_of.is_some());
+                        if let Some(project) = gate_of {
+                            self.gate_answered(store, project, action);
+                        }
+                    }
+                    Err(StoreError::Domain(_)) => {
+                        assert!(m.status != HitlStatus::Pending, "{m:?} refused")
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Op::StartWorkflow { level } => {
+                let level = [
+                    OversightLevel::Low,
+                    OversightLevel::Medium,
+                    OversightLevel::High,
+                ][level];
+                let p = store
+                    .write_blocking(command::CreateProject {
+                        name: "wf".into(),
+                        description: None,
+                    })
+                    .unwrap();
+                store
+                    .write_blocking(command::SetOversightLevel {
+                        project_id: p.id,
+                        level,
+                    })
+                    .unwrap();
+                let run = store
+                    .write_blocking(command::StartWorkflow {
+                        project_id: p.id,
+                        workflow: "sdlc".into(),
+                        context: None,
+                    })
+                    .unwrap();
+                let first = run.phases[0].task_id.expect("the first phase's task");
+                let gated = match level {
+                    OversightLevel::Low => [false; 5],
+                    OversightLevel::Medium => MEDIUM_GATES,
+                    OversightLevel::High => [true; 5],
+                };
+                let mut statuses = [PhaseStatus::Waiting; 5];
+                statuses[0] = PhaseStatus::Running;
+                self.runs.insert(
+                    p.id,
+                    MRun {
+                        gated,
+                        phase: 0,
+                        tasks: [Some(first), None, None, None, None],
+                        statuses,
+                        gate: None,
+                        completed: false,
+                    },
+                );
+                self.add_task(first, p.id, SDLC[0]);
+            }
+            Op::Trim { keep } => {
+                let latest = store.latest_seq();
+                if latest > keep {
+                    let through = latest - keep;
+                    store
+                        .write_blocking(command::TrimEvents {
+                            through,
+                            max: 100_000,
+                        })
+                        .unwrap();
+                    self.trimmed_through = self.trimmed_through.max(through);
+                }
+            }
+        }
+    }
+
+    fn gate_answered(&mut self, store: &Store, project: Id, action: HitlAction) {
+        match action {
+            HitlAction::Approve | HitlAction::Amend => self.hand_off(store, project),
+            HitlAction::Reject => {
+                let run = self.runs.get_mut(&project).unwrap();
+                run.statuses[run.phase] = PhaseStatus::Running;
+                run.gate = None;
+                let task = run.tasks[run.phase].unwrap();
+                // Reopened with the feedback; the attempt counts stay.
+                self.leave(task, TaskStatus::Pending);
+                let stored = store.get_task(&task).unwrap().unwrap();
+                assert!(stored.instructions.ends_with("Reviewer feedback: again"));
+            }
+        }
+    }
+
+    fn compare(&self, store: &Store) {
+        for (id, m) in &self.tasks {
+            let t = store.get_task(id).unwrap().expect("task");
+            let got = MTask {
+                project: t.project_id,
+                agent: t.agent_type,
+                status: t.status,
+                worker: t.worker_id.clone(),
+                lease: t.lease_expires_at,
+                timeout: t.timeout_at,
+                retry: t.retry_at,
+                failures: t.failures,
+                attempts: t.attempts,
+            };
+            assert_eq!(&got, m, "task {id}");
+        }
+        for (id, m) in &self.hitl {
+            let h = store.get_hitl(id).unwrap().expect("request");
+            assert_eq!(h.status, m.status, "request {id}");
+        }
+        for (project, m) in &self.runs {
+            let run = store.workflow(project).unwrap().expect("run");
+            assert_eq!(run.completed, m.completed);
+            assert_eq!(run.current as usize, m.phase);
+            let statuses: Vec<PhaseStatus> = run.phases.iter().map(|p| p.status).collect();
+            assert_eq!(statuses, m.statuses.to_vec(), "phases of {project}");
+            let tasks: Vec<Option<Id>> = run.phases.iter().map(|p| p.task_id).collect();
+            assert_eq!(tasks, m.tasks.to_vec());
+            let gated: Vec<bool> = run.phases.iter().map(|p| p.gated).collect();
+            assert_eq!(gated, m.gated.to_vec());
+            assert_eq!(run.phases[m.phase].gate_id, m.gate);
+            let project_record = store.get_project(project).unwrap().unwrap();
+            assert_eq!(
+                project_record.status.as_str(),
+                if m.completed { "completed" } else { "active" }
+            );
+        }
+        for agent in store.agents().unwrap() {
+            let want = self
+                .agents
+                .get(&agent.agent_type)
+                .copied()
+                .unwrap_or((AgentStatus::Idle, 0));
+            assert_eq!(
+                (agent.status, agent.working_tasks),
+                want,
+                "{}",
+                agent.agent_type
+            );
+        }
+        let latest = store.latest_seq();
+        let (log, _) = store.events(None, 0, 1_000_000).unwrap();
+        let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+        let first = self.trimmed_through.min(latest) + 1;
+        assert_eq!(seqs, (first..=latest).collect::<Vec<_>>(), "the log");
+        let report = store.check().unwrap();
+        assert!(report.is_consistent(), "{:?}", report.problems);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn time_driven_state_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
+        let dir = tempfile::tempdir().unwrap();
+        let start = 1_800_000_000 * SECOND;
+        let clock = Arc::new(AtomicI64::new(start));
+        let reader = clock.clone();
+        let mut config = StoreConfig::new(dir.path());
+        config.durability = Durability::None;
+        config.tasks = TaskSettings {
+            task_timeout: TIMEOUT,
+            max_attempts: MAX_ATTEMPTS,
+            retry_backoff: BACKOFF,
+            default_lease: SECOND,
+        };
+        config.clock = Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+        let store = Store::open(&config, no_publisher()).unwrap();
+        let project = store
+            .write_blocking(command::CreateProject { name: "timed".into(), description: None })
+            .unwrap();
+        let mut model = Model {
+            now: start,
+            project: project.id,
+            task_ids: Vec::new(),
+            tasks: BTreeMap::new(),
+            hitl_ids: Vec::new(),
+            hitl: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            trimmed_through: 0,
+        };
+        for op in &ops {
+            model.step(&store, &clock, op);
+            model.compare(&store);
+        }
+        store.close();
+    }
+}
