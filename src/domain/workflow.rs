@@ -203,9 +203,12 @@ pub fn current(run: &WorkflowRun) -> Result<&PhaseRun, BrokenRun> {
 }
 
 fn current_mut(run: &mut WorkflowRun) -> Result<&mut PhaseRun, BrokenRun> {
-    current(run)?;
-    let index = run.current as usize;
-    Ok(&mut run.phases[index])
+    let (project, index, len) = (run.project_id, run.current as usize, run.phases.len());
+    run.phases.get_mut(index).ok_or_else(|| {
+        BrokenRun(format!(
+            "the workflow of project {project} is at phase {index} of {len}"
+        ))
+    })
 }
 
 /// What a completed task means for its project's run.
@@ -340,6 +343,72 @@ mod tests {
         assert_eq!(gates(OversightLevel::High), 5);
         assert_eq!(gates(OversightLevel::Medium), 2);
         assert_eq!(gates(OversightLevel::Low), 0);
+    }
+
+    fn project(level: OversightLevel) -> Project {
+        Project {
+            id: Id::new_v7(),
+            name: "todo".into(),
+            description: None,
+            status: crate::domain::ProjectStatus::Active,
+            oversight_level: level,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_gates_hands_off_reopens_and_completes() {
+        let mut run = builtin().start(&project(OversightLevel::Medium), Some("{}".into()), 5);
+        assert_eq!(run.phases.len(), 5);
+        assert!(run.phases[0].instructions.contains("todo"));
+        let gates: Vec<bool> = run.phases.iter().map(|p| p.gated).collect();
+        assert_eq!(gates, vec![false, true, false, true, false]);
+        let t0 = Id::new_v7();
+        phase_started(&mut run, 0, t0).unwrap();
+        assert_eq!(
+            on_completed(&run, Id::new_v7()).unwrap(),
+            OnCompleted::Nothing
+        );
+        assert_eq!(on_completed(&run, t0).unwrap(), OnCompleted::HandOff);
+        assert_eq!(hand_off(&mut run, 6).unwrap(), Next::Phase(1));
+        assert_eq!(run.phases[0].status, PhaseStatus::Done);
+        let t1 = Id::new_v7();
+        phase_started(&mut run, 1, t1).unwrap();
+        let OnCompleted::OpenGate { question, options } = on_completed(&run, t1).unwrap() else {
+            panic!("the architect's phase is gated")
+        };
+        assert!(
+            question.contains("architect") && question.contains("coder"),
+            "{question}"
+        );
+        assert_eq!(options, vec!["approve", "reject", "amend"]);
+        let gate = Id::new_v7();
+        gate_opened(&mut run, gate).unwrap();
+        assert!(is_open_gate(&run, gate).unwrap());
+        assert_eq!(gate_rejected(&mut run).unwrap(), t1);
+        assert_eq!(run.phases[1].status, PhaseStatus::Running);
+        assert!(!is_open_gate(&run, gate).unwrap());
+        for (index, _) in [(2, ()), (3, ()), (4, ())] {
+            assert_eq!(hand_off(&mut run, 7).unwrap(), Next::Phase(index));
+            phase_started(&mut run, index, Id::new_v7()).unwrap();
+        }
+        assert_eq!(hand_off(&mut run, 8).unwrap(), Next::Complete);
+        assert!(run.completed);
+        assert_eq!(run.completed_at, Some(8));
+        assert_eq!(on_completed(&run, t0).unwrap(), OnCompleted::Nothing);
+        assert_eq!(rejection_feedback(None), "rejected without a comment");
+    }
+
+    #[test]
+    fn a_run_at_a_phase_it_does_not_have_is_broken_not_a_panic() {
+        let mut run = builtin().start(&project(OversightLevel::High), None, 0);
+        run.current = 9;
+        assert!(current(&run).is_err());
+        assert!(on_completed(&run, Id::new_v7()).is_err());
+        assert!(hand_off(&mut run, 1).is_err());
+        assert!(gate_rejected(&mut run).is_err());
+        assert!(phase_started(&mut run, 7, Id::new_v7()).is_err());
     }
 
     #[test]
