@@ -73,6 +73,7 @@ fn main() {
                         agent_type: AgentType::Coder,
                         instructions: "benchmark task".into(),
                         context_ids: Vec::new(),
+                        priority: 3,
                     })
                     .unwrap();
             }
@@ -132,6 +133,7 @@ fn main() {
             health,
             keys: Default::default(),
             cors: Default::default(),
+            stopping: stop.clone(),
         });
         let plain_state = state.clone();
         let plain = serve(

@@ -159,6 +159,7 @@ fn main() {
             agent_type: AgentType::Coder,
             instructions: "benchmark".into(),
             context_ids: Vec::new(),
+            priority: 3,
         };
         store.write_blocking(command).unwrap();
     });

@@ -202,6 +202,9 @@ pub struct ServeArgs {
     /// A claim's lease when the worker does not ask for one, in ms [default: 60000]
     #[arg(long, env = "FLIGHTDECK_DEFAULT_LEASE_MS", value_name = "MS")]
     pub default_lease_ms: Option<u64>,
+    /// The longest a claim may wait for work (its `wait_ms`), in ms [default: 30000]
+    #[arg(long, env = "FLIGHTDECK_MAX_CLAIM_WAIT_MS", value_name = "MS")]
+    pub max_claim_wait_ms: Option<u64>,
     /// How often due timers (leases, retries, timeouts, HITL expiry) are checked, in ms
     /// [default: 100]
     #[arg(long, env = "FLIGHTDECK_TIMER_TICK_MS", value_name = "MS")]
@@ -508,6 +511,9 @@ impl Config {
         }
         if let Some(v) = s.default_lease_ms {
             config.store.tasks.default_lease = ms("default_lease_ms", v)?;
+        }
+        if let Some(v) = s.max_claim_wait_ms {
+            config.store.tasks.max_claim_wait = ms("max_claim_wait_ms", v)?;
         }
         if let Some(v) = s.timer_tick_ms {
             config.timer_tick =

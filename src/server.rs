@@ -61,6 +61,9 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let tracker = TaskTracker::new();
     let monitor = Monitor::new(config.monitor.clone());
+    // Each layer describes its own metrics (the monitor those of the layers below the API).
+    crate::api::describe_metrics();
+    store.report_queue_depth();
     let health = Arc::new(Health::new(
         store.clone(),
         config.store.data_dir.clone(),
@@ -83,6 +86,7 @@ pub async fn run(
         health: health.clone(),
         keys: config.api_keys.clone(),
         cors: config.cors.clone(),
+        stopping: stopping.clone(),
     });
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(

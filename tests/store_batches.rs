@@ -75,12 +75,14 @@ proptest! {
                                 agent_type: AgentType::Coder,
                                 instructions: "x".into(),
                                 context_ids: Vec::new(),
+                                priority: 3,
                             })),
                             Op::Set { task, status } => Box::pin(store.write(command::SetTaskStatus {
                                 task_id: tasks.get(*task).copied().unwrap_or(unknown),
                                 status: TaskStatus::ALL[*status],
                                 output: None,
                                 error_message: None,
+                                lease_id: None,
                             })),
                         }
                     })

@@ -91,6 +91,8 @@ struct MTask {
     agent: AgentType,
     status: TaskStatus,
     failures: u32,
+    /// The claim's lease id while it works under one.
+    lease: Option<Id>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +122,25 @@ struct Model {
     hitl: BTreeMap<Id, MHitl>,
     agents: BTreeMap<AgentType, (AgentStatus, u32)>,
     events: u64,
+    /// Per agent type, the project its last claim was served from.
+    turn: BTreeMap<AgentType, Id>,
+}
+
+/// The documented claim order: the highest priority (lowest number) first; within it, the first
+/// project after the one the last claim of this agent type was served from (by id, wrapping
+/// around); within the project, the oldest task.
+fn next_claim(tasks: impl Iterator<Item = (Id, Id, u8)>, turn: Option<Id>) -> Option<(Id, Id)> {
+    let pending: Vec<(Id, Id, u8)> = tasks.collect();
+    let best = pending.iter().map(|t| t.2).min()?;
+    let at: Vec<&(Id, Id, u8)> = pending.iter().filter(|t| t.2 == best).collect();
+    let project = at
+        .iter()
+        .map(|t| t.1)
+        .filter(|p| turn.is_some_and(|last| *p > last))
+        .min()
+        .or_else(|| at.iter().map(|t| t.1).min())?;
+    let task = at.iter().filter(|t| t.1 == project).map(|t| t.0).min()?;
+    Some((task, project))
 }
 
 /// Mostly an existing id (newest ones likelier), sometimes one never created.
@@ -147,11 +168,15 @@ impl Model {
     }
 
     fn set_status(&mut self, store: &Store, id: Id, to: TaskStatus) {
+        // The worker holding the claim finishes with its lease (the fencing itself is the timed
+        // model's subject).
+        let lease_id = self.tasks.get(&id).and_then(|t| t.lease);
         let reply = store.write_blocking(command::SetTaskStatus {
             task_id: id,
             status: to,
             output: Some("{\"ok\":true}".into()),
             error_message: None,
+            lease_id,
         });
         let Some(mtask) = self.tasks.get(&id).cloned() else {
             assert_eq!(fail_kind(&reply.unwrap_err()), "not_found");
@@ -192,6 +217,9 @@ impl Model {
         }
         let m = self.tasks.get_mut(&id).unwrap();
         m.status = to;
+        if to != TaskStatus::Working {
+            m.lease = None;
+        }
         if to == TaskStatus::Failed {
             m.failures += 1;
             if m.failures >= 3 {
@@ -250,6 +278,7 @@ impl Model {
                     agent_type: agent,
                     instructions: "do".into(),
                     context_ids: context_ids.clone(),
+                    priority: 3,
                 });
                 let exists = self.project_ids.contains(&project_id);
                 let context_ok = context_ids.iter().all(|c| {
@@ -268,6 +297,7 @@ impl Model {
                                 agent,
                                 status: TaskStatus::Pending,
                                 failures: 0,
+                                lease: None,
                             },
                         );
                         self.events += 1;
@@ -300,17 +330,23 @@ impl Model {
                     worker_id: "w".into(),
                     lease: 60_000_000,
                 });
-                let oldest = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
-                    .map(|(id, t)| (*id, t.clone()))
-                    .next();
-                match (oldest, reply) {
+                let next = next_claim(
+                    self.tasks
+                        .iter()
+                        .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                        .map(|(id, t)| (*id, t.project, 3)),
+                    self.turn.get(&agent).copied(),
+                );
+                if let Some((_, project)) = next {
+                    self.turn.insert(agent, project);
+                }
+                let next = next.map(|(id, _)| (id, self.tasks[&id].clone()));
+                match (next, reply) {
                     (Some((id, mtask)), Ok(Some(t))) => {
-                        assert_eq!(t.id, id, "the oldest pending task");
+                        assert_eq!(t.id, id, "the projects' turn, then the oldest");
                         assert_eq!(t.worker_id.as_deref(), Some("w"));
                         self.start_or_leave(store, id, mtask, TaskStatus::Working);
+                        self.tasks.get_mut(&id).unwrap().lease = t.lease_id;
                     }
                     (None, Ok(None)) => {}
                     (want, got) => panic!("claim: model {want:?}, store {got:?}"),

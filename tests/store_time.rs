@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use flightdeck::domain::records::PhaseStatus;
 use flightdeck::domain::{
-    AgentStatus, AgentType, HitlAction, HitlStatus, Id, OversightLevel, TaskSettings, TaskStatus,
-    Vocabulary,
+    AgentStatus, AgentType, DomainError, HitlAction, HitlStatus, Id, OversightLevel, TaskSettings,
+    TaskStatus, Vocabulary,
 };
 use flightdeck::events::no_publisher;
 use flightdeck::store::command::{self, HitlAnswer};
@@ -38,6 +38,9 @@ const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
 enum Op {
     CreateTask {
         agent: usize,
+        priority: u8,
+        /// 0: the timed project; otherwise one of the workflow projects (if any).
+        project: usize,
     },
     Claim {
         agent: usize,
@@ -48,10 +51,13 @@ enum Op {
         task: usize,
         worker: usize,
         lease_ms: i64,
+        fence: usize,
     },
+    /// `fence`: 0 the task's current lease (what its worker holds), 1 none, 2 a stale one.
     Set {
         task: usize,
         status: usize,
+        fence: usize,
     },
     Advance {
         ms: i64,
@@ -75,13 +81,14 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let ix = 0usize..32;
     prop_oneof![
-        3 => (0usize..6).prop_map(|agent| Op::CreateTask { agent }),
+        3 => (0usize..6, 1u8..=5, 0usize..3)
+            .prop_map(|(agent, priority, project)| Op::CreateTask { agent, priority, project }),
         5 => (0usize..6, 1i64..6_000, 0usize..3)
             .prop_map(|(agent, lease_ms, worker)| Op::Claim { agent, lease_ms, worker }),
-        3 => (ix.clone(), 0usize..3, 1i64..6_000)
-            .prop_map(|(task, worker, lease_ms)| Op::Heartbeat { task, worker, lease_ms }),
-        6 => (ix.clone(), prop::sample::select(vec![0usize, 2, 3, 4]))
-            .prop_map(|(task, status)| Op::Set { task, status }),
+        3 => (ix.clone(), 0usize..3, 1i64..6_000, prop::sample::select(vec![0usize, 0, 1, 2]))
+            .prop_map(|(task, worker, lease_ms, fence)| Op::Heartbeat { task, worker, lease_ms, fence }),
+        6 => (ix.clone(), prop::sample::select(vec![0usize, 2, 3, 4]), prop::sample::select(vec![0usize, 0, 0, 1, 2]))
+            .prop_map(|(task, status, fence)| Op::Set { task, status, fence }),
         5 => prop_oneof![0i64..2_000, 0i64..15_000].prop_map(|ms| Op::Advance { ms }),
         2 => (prop::option::of(ix.clone()), prop::option::of(1u64..20))
             .prop_map(|(task, expires_s)| Op::CreateHitl { task, expires_s }),
@@ -102,6 +109,9 @@ struct MTask {
     retry: Option<i64>,
     failures: u32,
     attempts: u32,
+    /// The claim's fencing token while it works under one.
+    lease_id: Option<Id>,
+    priority: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +142,27 @@ struct Model {
     agents: BTreeMap<AgentType, (AgentStatus, u32)>,
     /// Events trimmed away: the log starts after this seq.
     trimmed_through: u64,
+    /// The lease each task was last claimed under, once it no longer holds it.
+    stale: BTreeMap<Id, Id>,
+    /// Per agent type, the project its last claim was served from.
+    turn: BTreeMap<AgentType, Id>,
+}
+
+/// The documented claim order: the highest priority (lowest number) first; within it, the first
+/// project after the one the last claim of this agent type was served from (by id, wrapping
+/// around); within the project, the oldest task.
+fn next_claim(tasks: impl Iterator<Item = (Id, Id, u8)>, turn: Option<Id>) -> Option<(Id, Id)> {
+    let pending: Vec<(Id, Id, u8)> = tasks.collect();
+    let best = pending.iter().map(|t| t.2).min()?;
+    let at: Vec<&(Id, Id, u8)> = pending.iter().filter(|t| t.2 == best).collect();
+    let project = at
+        .iter()
+        .map(|t| t.1)
+        .filter(|p| turn.is_some_and(|last| *p > last))
+        .min()
+        .or_else(|| at.iter().map(|t| t.1).min())?;
+    let task = at.iter().filter(|t| t.1 == project).map(|t| t.0).min()?;
+    Some((task, project))
 }
 
 fn worker(i: usize) -> String {
@@ -148,6 +179,10 @@ impl Model {
     }
 
     fn add_task(&mut self, id: Id, project: Id, agent: AgentType) {
+        self.add_task_at(id, project, agent, 3);
+    }
+
+    fn add_task_at(&mut self, id: Id, project: Id, agent: AgentType, priority: u8) {
         self.task_ids.push(id);
         self.tasks.insert(
             id,
@@ -161,8 +196,24 @@ impl Model {
                 retry: None,
                 failures: 0,
                 attempts: 0,
+                lease_id: None,
+                priority,
             },
         );
+    }
+
+    /// The lease a request presents: the task's current one, none, or one it held once.
+    fn presented(&self, id: Id, fence: usize) -> Option<Id> {
+        match fence {
+            0 => self.tasks[&id].lease_id,
+            1 => None,
+            _ => self.stale.get(&id).copied().or(Some(Id([0xab; 16]))),
+        }
+    }
+
+    /// Whether a worker presenting `given` holds the task's claim (the documented rule).
+    fn holds(&self, id: Id, given: Option<Id>) -> bool {
+        self.tasks[&id].lease_id == given
     }
 
     /// A task leaves `working` (or any state) for `to`, with what follows for its agent.
@@ -175,6 +226,9 @@ impl Model {
             t.worker = None;
             t.lease = None;
             t.timeout = None;
+            if let Some(old) = t.lease_id.take() {
+                self.stale.insert(id, old);
+            }
         }
         if was_working && to != TaskStatus::Working {
             let a = self.agent(agent);
@@ -299,17 +353,31 @@ impl Model {
 
     fn step(&mut self, store: &Store, clock: &AtomicI64, op: &Op) {
         match *op {
-            Op::CreateTask { agent } => {
+            Op::CreateTask {
+                agent,
+                priority,
+                project,
+            } => {
                 let agent = AgentType::ALL[agent];
+                let projects: Vec<Id> = self.runs.keys().copied().collect();
+                let project_id = match project {
+                    0 => self.project,
+                    n => projects
+                        .get(n % projects.len().max(1))
+                        .copied()
+                        .unwrap_or(self.project),
+                };
                 let t = store
                     .write_blocking(command::CreateTask {
-                        project_id: self.project,
+                        project_id,
                         agent_type: agent,
                         instructions: "x".into(),
                         context_ids: Vec::new(),
+                        priority,
                     })
                     .unwrap();
-                self.add_task(t.id, self.project, agent);
+                assert_eq!(t.priority, priority);
+                self.add_task_at(t.id, project_id, agent, priority);
             }
             Op::Claim {
                 agent,
@@ -324,19 +392,28 @@ impl Model {
                         lease: lease_ms * 1000,
                     })
                     .unwrap();
-                let oldest = self
-                    .tasks
-                    .iter()
-                    .find(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
-                    .map(|(id, _)| *id);
+                let next = next_claim(
+                    self.tasks
+                        .iter()
+                        .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                        .map(|(id, t)| (*id, t.project, t.priority)),
+                    self.turn.get(&agent).copied(),
+                );
                 assert_eq!(
                     got.as_ref().map(|t| t.id),
-                    oldest,
-                    "the oldest pending task"
+                    next.map(|n| n.0),
+                    "priority, then the projects' turn, then the oldest"
                 );
-                if let Some(id) = oldest {
+                if let Some((_, project)) = next {
+                    self.turn.insert(agent, project);
+                }
+                if let Some(id) = next.map(|n| n.0) {
                     let now = self.now;
+                    let lease_id = got.as_ref().and_then(|t| t.lease_id);
+                    assert!(lease_id.is_some(), "a claim answers a lease id");
+                    assert_ne!(lease_id, self.stale.get(&id).copied(), "a fresh one");
                     let t = self.tasks.get_mut(&id).unwrap();
+                    t.lease_id = lease_id;
                     t.status = TaskStatus::Working;
                     t.worker = Some(worker(w));
                     t.lease = Some(now + lease_ms * 1000);
@@ -351,40 +428,63 @@ impl Model {
                 task,
                 worker: w,
                 lease_ms,
+                fence,
             } => {
                 let Some(id) = pick(&self.task_ids, task) else {
                     return;
                 };
+                let given = self.presented(id, fence);
+                let holds = self.holds(id, given);
                 let reply = store.write_blocking(command::Heartbeat {
                     task_id: id,
                     worker_id: Some(worker(w)),
+                    lease_id: given,
                     lease: lease_ms * 1000,
                 });
                 let m = self.tasks.get_mut(&id).unwrap();
-                let allowed = m.status == TaskStatus::Working && m.worker == Some(worker(w));
+                let cancelled = m.status == TaskStatus::Cancelled;
+                let allowed =
+                    holds && m.status == TaskStatus::Working && m.worker == Some(worker(w));
                 match reply {
                     Ok(t) => {
                         assert!(allowed, "heartbeat accepted on {m:?} from {}", worker(w));
                         m.lease = Some(self.now + lease_ms * 1000);
                         assert_eq!(t.lease_expires_at, m.lease);
                     }
-                    Err(StoreError::Domain(_)) => assert!(!allowed, "heartbeat refused"),
+                    Err(StoreError::Domain(DomainError::TaskCancelled { .. })) => {
+                        assert!(cancelled, "cancelled? {m:?}")
+                    }
+                    Err(StoreError::Domain(DomainError::LeaseLost { .. })) => {
+                        assert!(!cancelled && !holds, "lease lost? {m:?} given {given:?}")
+                    }
+                    Err(StoreError::Domain(_)) => {
+                        assert!(!allowed && holds && !cancelled, "heartbeat refused: {m:?}")
+                    }
                     Err(e) => panic!("{e}"),
                 }
             }
-            Op::Set { task, status } => {
+            Op::Set {
+                task,
+                status,
+                fence,
+            } => {
                 let Some(id) = pick(&self.task_ids, task) else {
                     return;
                 };
                 let to = TaskStatus::ALL[status];
                 let from = self.tasks[&id].status;
+                let given = self.presented(id, fence);
                 let reply = store.write_blocking(command::SetTaskStatus {
                     task_id: id,
                     status: to,
                     output: None,
                     error_message: Some("boom".into()).filter(|_| to == TaskStatus::Failed),
+                    lease_id: given,
                 });
                 use TaskStatus::*;
+                // Finishing needs the claim; anything naming a lease is held to it.
+                let fenced =
+                    (matches!(to, Completed | Failed) || given.is_some()) && !self.holds(id, given);
                 let legal = matches!(
                     (from, to),
                     (Working, Completed)
@@ -394,11 +494,15 @@ impl Model {
                 );
                 match reply {
                     Ok(t) => {
-                        assert!(legal, "{from} -> {to} accepted");
+                        assert!(legal && !fenced, "{from} -> {to} accepted ({given:?})");
                         assert_eq!(t.status, to);
                     }
+                    Err(StoreError::Domain(DomainError::LeaseLost { .. })) => {
+                        assert!(fenced, "{from} -> {to} lease lost with {given:?}");
+                        return;
+                    }
                     Err(StoreError::Domain(_)) => {
-                        assert!(!legal, "{from} -> {to} refused");
+                        assert!(!legal && !fenced, "{from} -> {to} refused");
                         return;
                     }
                     Err(e) => panic!("{e}"),
@@ -583,6 +687,8 @@ impl Model {
                 retry: t.retry_at,
                 failures: t.failures,
                 attempts: t.attempts,
+                lease_id: t.lease_id,
+                priority: t.priority,
             };
             assert_eq!(&got, m, "task {id}");
         }
@@ -646,6 +752,7 @@ proptest! {
             max_attempts: MAX_ATTEMPTS,
             retry_backoff: BACKOFF,
             default_lease: SECOND,
+            max_claim_wait: SECOND,
         };
         config.clock = Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
         let store = Store::open(&config, no_publisher()).unwrap();
@@ -662,6 +769,8 @@ proptest! {
             runs: BTreeMap::new(),
             agents: BTreeMap::new(),
             trimmed_through: 0,
+            stale: BTreeMap::new(),
+            turn: BTreeMap::new(),
         };
         for op in &ops {
             model.step(&store, &clock, op);

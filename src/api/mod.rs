@@ -42,6 +42,8 @@ pub struct AppState {
     pub keys: crate::http::auth::ApiKeys,
     /// The origins whose pages may call the API (and open WebSockets, when any is set).
     pub cors: Cors,
+    /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
@@ -345,6 +347,11 @@ pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
         return Ok(id);
     }
     Err(DomainError::not_found("project", id).into())
+}
+
+/// Describes the API's own metrics (the worker protocol's).
+pub fn describe_metrics() {
+    tasks::describe_metrics();
 }
 
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Id, ApiError> {

@@ -389,14 +389,21 @@ fn schemas() -> Value {
             "name": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": ["string", "null"]}}},
         "CreateTask": {"type": "object", "required": ["agent_type", "instructions"], "properties": {
             "agent_type": {"type": "string"}, "instructions": {"type": "string", "minLength": 1},
-            "context_ids": {"type": "array", "items": uuid, "maxItems": 1000}}},
+            "context_ids": {"type": "array", "items": uuid, "maxItems": 1000},
+            "priority": {"type": ["integer", "null"], "minimum": 1, "maximum": 5,
+                "description": "1 is the highest; claims hand out the highest priority first (default 3)"}}},
         "StartWorkflow": {"type": "object", "required": ["workflow"], "properties": {"workflow": string, "context": any}},
         "SetStatus": {"type": "object", "required": ["status"], "properties": {
             "status": {"enum": ["pending", "working", "completed", "failed", "cancelled"]},
-            "output": any, "error_message": {"type": ["string", "null"]}}},
+            "output": any, "error_message": {"type": ["string", "null"]},
+            "lease_id": {"type": ["string", "null"], "format": "uuid",
+                "description": "the claim's fencing token: required to complete or fail a claimed task"}}},
         "Claim": {"type": "object", "required": ["agent_type", "worker_id"], "properties": {
-            "agent_type": string, "worker_id": string, "lease_seconds": {"type": ["number", "null"]}}},
-        "Heartbeat": {"type": "object", "properties": {"worker_id": {"type": ["string", "null"]}, "lease_seconds": {"type": ["number", "null"]}}},
+            "agent_type": string, "worker_id": string, "lease_seconds": {"type": ["number", "null"]},
+            "wait_ms": {"type": ["integer", "null"], "minimum": 0,
+                "description": "with nothing to hand out, wait up to this long (at most --max-claim-wait-ms) for a task"}}},
+        "Heartbeat": {"type": "object", "properties": {"worker_id": {"type": ["string", "null"]}, "lease_seconds": {"type": ["number", "null"]},
+            "lease_id": {"type": ["string", "null"], "format": "uuid", "description": "the claim's fencing token (required for a claimed task)"}}},
         "CreateArtifact": {"type": "object", "required": ["project_id", "source_agent", "artifact_type", "content"], "properties": {
             "project_id": uuid, "source_agent": string, "artifact_type": string, "content": any, "metadata": any}},
         "UpdateArtifact": {"type": "object", "properties": {"content": any, "metadata": any}},

@@ -17,6 +17,9 @@ struct CreateTask {
     instructions: String,
     #[serde(default)]
     context_ids: Vec<String>,
+    /// 1 (highest) to 5 (lowest) [default: 3].
+    #[serde(default)]
+    priority: Option<u64>,
 }
 
 pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
@@ -36,11 +39,16 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
         ));
     }
     let context_ids = parse_ids("context_ids", &body.context_ids)?;
+    let priority = match body.priority {
+        Some(p) => crate::domain::tasks::check_priority("priority", p)?,
+        None => crate::domain::tasks::DEFAULT_PRIORITY,
+    };
     let command = command::CreateTask {
         project_id,
         agent_type,
         instructions: body.instructions,
         context_ids,
+        priority,
     };
     let t = state.store.write(command).await?;
     // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are run
@@ -83,6 +91,14 @@ struct SetStatus {
     output: Option<Box<RawValue>>,
     #[serde(default)]
     error_message: Option<String>,
+    /// The claim's fencing token; required to complete or fail a claimed task.
+    #[serde(default)]
+    lease_id: Option<String>,
+}
+
+/// The `lease_id` of a body, parsed.
+fn lease_id(text: Option<&str>) -> Result<Option<crate::domain::Id>, ApiError> {
+    text.map(|t| parse_id("lease_id", t)).transpose()
 }
 
 pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
@@ -98,6 +114,7 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
         status,
         output,
         error_message: body.error_message,
+        lease_id: lease_id(body.lease_id.as_deref())?,
     };
     let t = state.store.write(command).await?;
     Ok(json(StatusCode::OK, encode(&t)))
@@ -109,6 +126,39 @@ struct ClaimBody {
     worker_id: String,
     #[serde(default)]
     lease_seconds: Option<f64>,
+    /// With nothing to hand out, wait up to this long for a task (long poll).
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// Claims waiting for work, by agent type (a gauge).
+pub const WORKERS_WAITING: &str = "flightdeck_workers_waiting";
+
+/// Describes this module's metrics, present from start-up.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        WORKERS_WAITING,
+        "Claims waiting for a task of their agent type (long poll)."
+    );
+    for agent in AgentType::ALL {
+        metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.as_str()).set(0.0);
+    }
+}
+
+/// A waiting claim, counted while it exists (a client that goes away drops it).
+struct Waiting(AgentType);
+
+impl Waiting {
+    fn new(agent: AgentType) -> Waiting {
+        metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.as_str()).increment(1.0);
+        Waiting(agent)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(WORKERS_WAITING, "agent_type" => self.0.as_str()).decrement(1.0);
+    }
 }
 
 /// Most a lease may be asked for: a day.
@@ -125,21 +175,60 @@ fn lease(state: &AppState, seconds: Option<f64>) -> Result<crate::domain::Micros
     }
 }
 
-/// `{agent_type, worker_id, lease_seconds?}` → 200 the oldest pending task of that type, now
-/// working for this worker, or 204 when there is none.
+/// `{agent_type, worker_id, lease_seconds?, wait_ms?}` → 200 the oldest pending task of that
+/// type, now working for this worker, with the claim's `lease_id`; or 204 when there is none —
+/// at once, or after waiting up to `wait_ms` for one. A waiting claim is woken by the writer
+/// after the commit that made a task claimable (first come, first served), not by polling; one
+/// whose client goes away is dropped with its connection and claims nothing.
 pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let body: ClaimBody = req.json(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
     let lease = lease(state, body.lease_seconds)?;
-    let command = command::Claim {
-        agent_type,
-        worker_id: body.worker_id,
-        lease,
-    };
-    match state.store.write(command).await? {
-        Some(t) => Ok(json(StatusCode::OK, encode(&t))),
-        None => Ok(crate::http::body::empty(StatusCode::NO_CONTENT)),
+    let wait = wait(state, body.wait_ms)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let signal = state.store.claimable(agent_type);
+    let mut waiting = None;
+    loop {
+        // Registered before the try: a task committed between the try and the wait still wakes
+        // this claim.
+        let woken = signal.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let command = command::Claim {
+            agent_type,
+            worker_id: body.worker_id.clone(),
+            lease,
+        };
+        if let Some(t) = state.store.write(command).await? {
+            return Ok(json(StatusCode::OK, encode_leased(&t)));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+        }
+        waiting.get_or_insert_with(|| Waiting::new(agent_type));
+        tokio::select! {
+            () = &mut woken => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+            }
+            // Shutting down: nothing more to hand out from here; the worker claims elsewhere.
+            () = state.stopping.cancelled() => {
+                return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+            }
+        }
+    }
+}
+
+fn wait(state: &AppState, wait_ms: Option<u64>) -> Result<std::time::Duration, ApiError> {
+    let max = state.store.task_settings().max_claim_wait.max(0) as u64 / 1000;
+    match wait_ms {
+        None | Some(0) => Ok(std::time::Duration::ZERO),
+        Some(ms) if ms <= max => Ok(std::time::Duration::from_millis(ms)),
+        Some(ms) => Err(ApiError::invalid_field(
+            "wait_ms",
+            format!("{ms} is over the longest wait, {max} ms (--max-claim-wait-ms)"),
+        )),
     }
 }
 
@@ -149,9 +238,13 @@ struct HeartbeatBody {
     worker_id: Option<String>,
     #[serde(default)]
     lease_seconds: Option<f64>,
+    /// The claim's fencing token; required for a claimed task.
+    #[serde(default)]
+    lease_id: Option<String>,
 }
 
-/// Extends the claim's lease from now; 409 unless the task is working (for this worker).
+/// Extends the claim's lease from now: 409 `lease_lost` unless the body holds the task's current
+/// claim, 409 `task_cancelled` once it was cancelled, 409 unless it is working (for this worker).
 pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
     let task_id = parse_id("task_id", id)?;
     let body: HeartbeatBody = req.optional_json(state.max_body_bytes).await?;
@@ -159,14 +252,23 @@ pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Respo
     let command = command::Heartbeat {
         task_id,
         worker_id: body.worker_id,
+        lease_id: lease_id(body.lease_id.as_deref())?,
         lease,
     };
     let t = state.store.write(command).await?;
-    Ok(json(StatusCode::OK, encode(&t)))
+    Ok(json(StatusCode::OK, encode_leased(&t)))
 }
 
 pub(crate) fn encode(t: &Task) -> Vec<u8> {
     object(|o| write(o, t))
+}
+
+/// A task as its claim's holder sees it: with the `lease_id` (shown to nobody else).
+fn encode_leased(t: &Task) -> Vec<u8> {
+    object(|o| {
+        write(o, t);
+        o.opt_id("lease_id", t.lease_id);
+    })
 }
 
 fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
@@ -174,6 +276,7 @@ fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
         .id("project_id", t.project_id)
         .str("agent_type", t.agent_type.as_str())
         .str("status", t.status.as_str())
+        .u64("priority", u64::from(t.priority))
         .str("instructions", &t.instructions)
         .ids("context_ids", &t.context_ids)
         .opt_raw("output", t.output.as_deref())

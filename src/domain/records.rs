@@ -49,6 +49,11 @@ pub struct Task {
     pub retry_at: Option<Micros>,
     /// When a working task has worked too long and counts as a failed attempt.
     pub timeout_at: Option<Micros>,
+    /// The fencing token of the claim the task is working under: every later heartbeat and the
+    /// completion or failure must carry it. None when it was not claimed (or not since schema 3).
+    pub lease_id: Option<Id>,
+    /// 1 (highest) to 5 (lowest): claims hand out the highest first.
+    pub priority: u8,
 }
 
 /// The state of one agent type. Absent from the table means idle and never active.
@@ -164,6 +169,8 @@ pub struct PhaseRun {
     pub task_id: Option<Id>,
     /// The HITL request gating the hand-off, while it waits.
     pub gate_id: Option<Id>,
+    /// The priority of the phase's task.
+    pub priority: u8,
 }
 
 /// A project's workflow, keyed by project.

@@ -15,6 +15,13 @@ pub enum DomainError {
     /// A field is missing, ill-typed, out of range or refers to something that is not there.
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
+    /// The worker's claim is no longer the task's (its lease ran out, another worker holds it, or
+    /// it named none): it must stop working on the task.
+    #[error("{message}")]
+    LeaseLost { message: String },
+    /// The task was cancelled while the worker held it: it must stop.
+    #[error("{message}")]
+    TaskCancelled { message: String },
 }
 
 impl DomainError {

@@ -4,10 +4,26 @@
 //! attempt, the agent status that follows its tasks, and HITL answers and expiry. Pure: the writer
 //! reads the records, asks these functions and writes what they answer.
 
+use super::ids::Id;
 use super::records::{Agent, HitlHistoryEntry, HitlRequest, Task};
 use super::rules::{DomainError, TaskTransition, hitl_outcome};
 use super::time::Micros;
 use super::vocab::{AgentStatus, EventType, HitlAction, HitlStatus, TaskStatus, Vocabulary};
+
+/// A task's priority: 1 is the highest, 5 the lowest.
+pub const PRIORITIES: std::ops::RangeInclusive<u8> = 1..=5;
+/// The priority of a task that was given none.
+pub const DEFAULT_PRIORITY: u8 = 3;
+
+/// Checks a priority given by a client or a definition.
+pub fn check_priority(field: &str, priority: u64) -> Result<u8, DomainError> {
+    u8::try_from(priority)
+        .ok()
+        .filter(|p| PRIORITIES.contains(p))
+        .ok_or_else(|| {
+            DomainError::invalid(field, format!("{priority} is not a priority from 1 to 5"))
+        })
+}
 
 /// How workers' tasks are timed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +36,8 @@ pub struct TaskSettings {
     pub retry_backoff: Micros,
     /// A claim's lease when the worker does not ask for one (microseconds).
     pub default_lease: Micros,
+    /// The longest a claim may wait for work (`wait_ms`), in microseconds.
+    pub max_claim_wait: Micros,
 }
 
 impl Default for TaskSettings {
@@ -29,6 +47,7 @@ impl Default for TaskSettings {
             max_attempts: 3,
             retry_backoff: 1_000_000,
             default_lease: 60_000_000,
+            max_claim_wait: 30_000_000,
         }
     }
 }
@@ -63,11 +82,47 @@ pub enum TaskChange {
     Reopened { feedback: String },
 }
 
-/// A worker taking a task, until `expires_at` unless it heartbeats.
+/// A worker taking a task, until `expires_at` unless it heartbeats; `lease_id` is the claim's
+/// fencing token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub worker_id: String,
     pub expires_at: Micros,
+    pub lease_id: Id,
+}
+
+/// Whether a worker presenting `given` still holds the task's claim. A claimed task accepts only
+/// its current lease id; a task worked without a claim (BotArmy's `working` status) accepts only
+/// none, so a stale worker whose lease went to a status change is refused too.
+pub fn fence(task: &Task, given: Option<Id>) -> Result<(), DomainError> {
+    match (task.lease_id, given) {
+        (Some(held), Some(given)) if held == given => Ok(()),
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(DomainError::LeaseLost {
+            message: format!("task {} is held under a claim: give its lease_id", task.id),
+        }),
+        (_, Some(given)) => Err(DomainError::LeaseLost {
+            message: format!(
+                "lease {given} no longer holds task {} (it is {}); stop working on it",
+                task.id, task.status
+            ),
+        }),
+    }
+}
+
+/// A worker's status change of a task out of `working` (completed or failed) must come with the
+/// task's claim; any other change (a cancel, a retry, BotArmy's `working`) needs none, but one
+/// that names a lease is held to it.
+pub fn fence_status_change(
+    task: &Task,
+    to: TaskStatus,
+    given: Option<Id>,
+) -> Result<(), DomainError> {
+    let finishing = matches!(to, TaskStatus::Completed | TaskStatus::Failed);
+    if finishing || given.is_some() {
+        fence(task, given)?;
+    }
+    Ok(())
 }
 
 /// What a change of a task's status comes to.
@@ -153,12 +208,16 @@ pub fn change_task(
         Some(lease) => {
             task.worker_id = Some(lease.worker_id);
             task.lease_expires_at = Some(lease.expires_at);
+            task.lease_id = Some(lease.lease_id);
         }
         None if task.status != TaskStatus::Working => {
             task.worker_id = None;
             task.lease_expires_at = None;
             task.timeout_at = None;
+            task.lease_id = None;
         }
+        // Moved to working without a claim: no lease to fence with.
+        None if old.status != TaskStatus::Working => task.lease_id = None,
         None => {}
     }
     TaskUpdate {
@@ -168,14 +227,21 @@ pub fn change_task(
     }
 }
 
-/// A heartbeat: the working task's lease extended to `expires_at`. Only its worker may, when the
-/// heartbeat names one.
+/// A heartbeat: the working task's lease extended to `expires_at`. Only the holder of its claim
+/// may (`fence`), and only its worker when the heartbeat names one; a cancelled task says so.
 pub fn heartbeat(
     old: &Task,
     worker_id: Option<&str>,
+    lease_id: Option<Id>,
     expires_at: Micros,
     now: Micros,
 ) -> Result<Task, DomainError> {
+    if old.status == TaskStatus::Cancelled {
+        return Err(DomainError::TaskCancelled {
+            message: format!("task {} was cancelled; stop working on it", old.id),
+        });
+    }
+    fence(old, lease_id)?;
     if old.status != TaskStatus::Working {
         return Err(DomainError::InvalidTransition {
             message: format!(
@@ -346,6 +412,7 @@ mod tests {
             max_attempts: 3,
             retry_backoff: 100,
             default_lease: 1_000,
+            max_claim_wait: 1_000,
         }
     }
 
@@ -369,6 +436,8 @@ mod tests {
             lease_expires_at: None,
             retry_at: None,
             timeout_at: None,
+            lease_id: None,
+            priority: DEFAULT_PRIORITY,
         }
     }
 
@@ -376,6 +445,7 @@ mod tests {
         let lease = Lease {
             worker_id: "w1".into(),
             expires_at: now + 1_000,
+            lease_id: Id::new_v7(),
         };
         let s = settings();
         change_task(
@@ -445,7 +515,7 @@ mod tests {
         let t = claim(&task(TaskStatus::Pending), 0);
         assert_eq!(due_change(&t, 999), None);
         assert_eq!(due_change(&t, 1_000), Some(TaskChange::LeaseExpired));
-        let mut extended = heartbeat(&t, Some("w1"), 20_000, 500).unwrap();
+        let mut extended = heartbeat(&t, Some("w1"), t.lease_id, 20_000, 500).unwrap();
         assert_eq!(
             due_change(&extended, 10_000),
             Some(TaskChange::To(TaskTransition::Fail))
@@ -468,9 +538,84 @@ mod tests {
     #[test]
     fn only_the_holder_heartbeats_and_only_while_working() {
         let t = claim(&task(TaskStatus::Pending), 0);
-        assert!(heartbeat(&t, Some("w2"), 5, 1).is_err());
-        assert_eq!(heartbeat(&t, None, 5, 1).unwrap().lease_expires_at, Some(5));
-        assert!(heartbeat(&task(TaskStatus::Pending), None, 5, 1).is_err());
+        assert!(heartbeat(&t, Some("w2"), t.lease_id, 5, 1).is_err());
+        let extended = heartbeat(&t, None, t.lease_id, 5, 1).unwrap();
+        assert_eq!(extended.lease_expires_at, Some(5));
+        assert!(heartbeat(&task(TaskStatus::Pending), None, None, 5, 1).is_err());
+    }
+
+    #[test]
+    fn only_the_current_claim_finishes_or_heartbeats_a_claimed_task() {
+        let first = claim(&task(TaskStatus::Pending), 0);
+        let stale = first.lease_id;
+        assert!(stale.is_some());
+        // The lease runs out; another worker claims the task under a fresh lease.
+        let s = settings();
+        let expired = change_task(
+            &first,
+            TaskChange::LeaseExpired,
+            None,
+            None,
+            None,
+            2_000,
+            &s,
+        )
+        .task;
+        assert_eq!(expired.lease_id, None);
+        let second = claim(&expired, 2_000);
+        assert_ne!(second.lease_id, stale);
+        let lost = |r: Result<(), DomainError>| matches!(r, Err(DomainError::LeaseLost { .. }));
+        assert!(lost(fence_status_change(
+            &second,
+            TaskStatus::Completed,
+            stale
+        )));
+        assert!(lost(fence_status_change(&second, TaskStatus::Failed, None)));
+        assert!(fence_status_change(&second, TaskStatus::Completed, second.lease_id).is_ok());
+        // A human's cancel needs no lease; a stale heartbeat is refused, a cancelled task says so.
+        assert!(fence_status_change(&second, TaskStatus::Cancelled, None).is_ok());
+        assert!(matches!(
+            heartbeat(&second, None, stale, 9, 3),
+            Err(DomainError::LeaseLost { .. })
+        ));
+        let cancelled = change_task(
+            &second,
+            TaskChange::To(TaskTransition::Cancel),
+            None,
+            None,
+            None,
+            3_000,
+            &s,
+        )
+        .task;
+        assert!(matches!(
+            heartbeat(&cancelled, None, second.lease_id, 9, 3),
+            Err(DomainError::TaskCancelled { .. })
+        ));
+        // The pending task after expiry: the stale worker's completion is a lost lease.
+        assert!(lost(fence_status_change(
+            &expired,
+            TaskStatus::Completed,
+            stale
+        )));
+        // Worked without a claim (BotArmy's `working`): no lease is needed, and none is accepted.
+        let unclaimed = change_task(
+            &task(TaskStatus::Pending),
+            TaskChange::To(TaskTransition::Start),
+            None,
+            None,
+            None,
+            0,
+            &s,
+        )
+        .task;
+        assert_eq!(unclaimed.lease_id, None);
+        assert!(fence_status_change(&unclaimed, TaskStatus::Completed, None).is_ok());
+        assert!(lost(fence_status_change(
+            &unclaimed,
+            TaskStatus::Completed,
+            stale
+        )));
     }
 
     #[test]

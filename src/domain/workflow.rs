@@ -22,6 +22,9 @@ pub struct PhaseDef {
     /// Gated at the medium oversight level (high gates every phase, low none).
     #[serde(default)]
     pub gate: bool,
+    /// The priority of the phase's task, 1 (highest) to 5 [default: 3].
+    #[serde(default)]
+    pub priority: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,7 @@ pub fn sdlc() -> WorkflowDef {
         instructions: instructions.into(),
         produces: produces.iter().map(|p| p.to_string()).collect(),
         gate,
+        priority: None,
     };
     WorkflowDef {
         name: "sdlc".into(),
@@ -84,6 +88,7 @@ pub struct Phase {
     pub instructions: String,
     pub produces: Vec<ArtifactType>,
     pub gate: bool,
+    pub priority: u8,
 }
 
 /// A definition parsed at the edge (start-up, reload): typed, and known to be well formed.
@@ -142,11 +147,16 @@ impl WorkflowDef {
                 };
                 produces.push(kind);
             }
+            let priority = match phase.priority {
+                Some(p) => super::tasks::check_priority(&field("priority"), p)?,
+                None => super::tasks::DEFAULT_PRIORITY,
+            };
             phases.push(Phase {
                 agent_type,
                 instructions: phase.instructions.clone(),
                 produces,
                 gate: phase.gate,
+                priority,
             });
         }
         Ok(Workflow {
@@ -171,6 +181,7 @@ impl Workflow {
                 status: PhaseStatus::Waiting,
                 task_id: None,
                 gate_id: None,
+                priority: p.priority,
             })
             .collect();
         WorkflowRun {

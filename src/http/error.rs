@@ -32,6 +32,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     BodyTimeout,
     InvalidTransition,
+    LeaseLost,
+    TaskCancelled,
     HitlExpired,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -68,6 +70,8 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTimeout,
         ErrorCode::InvalidTransition,
+        ErrorCode::LeaseLost,
+        ErrorCode::TaskCancelled,
         ErrorCode::HitlExpired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -104,6 +108,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::BodyTimeout => "body_timeout",
             ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::LeaseLost => "lease_lost",
+            ErrorCode::TaskCancelled => "task_cancelled",
             ErrorCode::HitlExpired => "hitl_expired",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -141,6 +147,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InvalidTransition => StatusCode::CONFLICT,
+            ErrorCode::LeaseLost => StatusCode::CONFLICT,
+            ErrorCode::TaskCancelled => StatusCode::CONFLICT,
             ErrorCode::HitlExpired => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -178,6 +186,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "the path exists with other methods (see Allow)",
             ErrorCode::BodyTimeout => "the body did not arrive within --body-read-timeout-ms",
             ErrorCode::InvalidTransition => "a state change the rules do not allow",
+            ErrorCode::LeaseLost => {
+                "the worker's claim no longer holds the task (or it gave no lease_id): stop"
+            }
+            ErrorCode::TaskCancelled => "the task was cancelled while the worker held it: stop",
             ErrorCode::HitlExpired => "the HITL request expired before it was answered",
             ErrorCode::PayloadTooLarge => "the body is over --max-body-bytes",
             ErrorCode::UnsupportedMediaType => "a body not sent as application/json",
@@ -309,6 +321,10 @@ impl From<DomainError> for ApiError {
             }
             DomainError::InvalidField { .. } => {
                 ApiError::new(ErrorCode::InvalidField, e.to_string())
+            }
+            DomainError::LeaseLost { .. } => ApiError::new(ErrorCode::LeaseLost, e.to_string()),
+            DomainError::TaskCancelled { .. } => {
+                ApiError::new(ErrorCode::TaskCancelled, e.to_string())
             }
         }
     }

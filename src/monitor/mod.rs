@@ -108,6 +108,18 @@ fn prometheus() -> Option<PrometheusHandle> {
                         Matcher::Full(store_names::WRITE_BATCH_SIZE.into()),
                         BATCH_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(store_names::QUEUE_WAIT_SECONDS.into()),
+                        store_names::QUEUE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(store_names::TASK_RUN_SECONDS.into()),
+                        store_names::QUEUE_BUCKETS,
+                    )
                 });
             match builder.map(|b| b.install_recorder()) {
                 Ok(Ok(handle)) => Some(handle),

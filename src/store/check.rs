@@ -45,27 +45,29 @@ pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
 pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError> {
     let txn = db.begin_read()?;
     let mut report = CheckReport::default();
-    if let Some(v) = txn
+    let version = txn
         .open_table(tables::META)?
         .get(tables::META_SCHEMA_VERSION)?
-        .map(|v| v.value())
-    {
-        if v > tables::SCHEMA_VERSION {
+        .map(|v| v.value());
+    match version {
+        Some(v) if v > tables::SCHEMA_VERSION => {
             return Err(StoreError::NewerSchema {
                 found: v,
                 supported: tables::SCHEMA_VERSION,
             });
         }
-    } else {
-        report.problem("meta: no schema version".into());
+        Some(_) => {}
+        None => report.problem("meta: no schema version".into()),
     }
+    // An older database is checked as it is: its records in the shape its version wrote.
+    let version = version.unwrap_or(tables::SCHEMA_VERSION);
     // Timers are an index derived from tasks and HITL requests.
     let mut timers = Vec::new();
-    check_tasks(&txn, &mut report, &mut timers)?;
+    check_tasks(&txn, version, &mut report, &mut timers)?;
     check_artifacts(&txn, &mut report)?;
     check_hitl(&txn, &mut report, &mut timers)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
-    check_workflows(&txn, &mut report)?;
+    check_workflows(&txn, version, &mut report)?;
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
     check_agents(&txn, &mut report)?;
@@ -126,12 +128,23 @@ fn check_records<T: DeserializeOwned>(
     def: TableDefinition<&'static [u8; 16], &'static [u8]>,
     report: &mut CheckReport,
     id_of: impl Fn(&T) -> Id,
+    visit: impl FnMut(&T),
+) -> Result<(), StoreError> {
+    check_records_with(txn, def, report, decode::<T>, id_of, visit)
+}
+
+fn check_records_with<T>(
+    txn: &ReadTransaction,
+    def: TableDefinition<&'static [u8; 16], &'static [u8]>,
+    report: &mut CheckReport,
+    decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    id_of: impl Fn(&T) -> Id,
     mut visit: impl FnMut(&T),
 ) -> Result<(), StoreError> {
     for entry in txn.open_table(def)?.iter()? {
         let (key, value) = entry?;
         report.records += 1;
-        match decode::<T>(value.value()) {
+        match decode(value.value()) {
             Ok(record) => {
                 if id_of(&record).0 != *key.value() {
                     report.problem(format!(
@@ -199,15 +212,17 @@ pub(super) fn check_index<const N: usize>(
 
 fn check_tasks(
     txn: &ReadTransaction,
+    version: u64,
     report: &mut CheckReport,
     timers: &mut Vec<[u8; 25]>,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<TaskKeys> = Vec::new();
     let mut owners: Vec<(Id, Id)> = Vec::new();
-    check_records::<Task>(
+    check_records_with::<Task>(
         txn,
         tables::TASKS,
         report,
+        |bytes| super::migrate::decode_task(version, bytes),
         |t| t.id,
         |t| {
             keys.push(TaskKeys::of(t));
@@ -215,7 +230,7 @@ fn check_tasks(
             timers.extend(tables::task_timers(t).into_iter().flatten());
         },
     )?;
-    TaskKeys::check(txn, &keys, report)?;
+    TaskKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
     let projects = txn.open_table(tables::PROJECTS)?;
     for (task, project) in owners {
         if projects.get(project.as_bytes())?.is_none() {
@@ -234,7 +249,7 @@ fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<()
         |a| a.id,
         |a| keys.push(ArtifactKeys::of(a)),
     )?;
-    ArtifactKeys::check(txn, &keys, report)?;
+    ArtifactKeys::check(txn, &keys, &[], report)?;
     Ok(())
 }
 
@@ -254,19 +269,23 @@ fn check_hitl(
             timers.extend(tables::hitl_timer(h));
         },
     )?;
-    HitlKeys::check(txn, &keys, report)?;
+    HitlKeys::check(txn, &keys, &[], report)?;
     Ok(())
 }
 
 /// Every workflow belongs to a project and names tasks that exist, in its phases' order.
-fn check_workflows(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_workflows(
+    txn: &ReadTransaction,
+    version: u64,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
     let projects = txn.open_table(tables::PROJECTS)?;
     let tasks = txn.open_table(tables::TASKS)?;
     for entry in txn.open_table(tables::WORKFLOWS)?.iter()? {
         let (key, value) = entry?;
         report.records += 1;
         let project = Id(*key.value());
-        let run: WorkflowRun = match decode(value.value()) {
+        let run: WorkflowRun = match super::migrate::decode_workflow(version, value.value()) {
             Ok(run) => run,
             Err(e) => {
                 report.problem(format!("workflows: {project}: {e}"));

@@ -5,19 +5,147 @@
 //! - 1 → 2: an `agent_status_change` caused by a task moves from the global stream to that task's
 //!   project stream — record, frame JSON and index entry — as version 2 writes it. Agent resets
 //!   (no task) stay global.
+//! - 2 → 3: tasks gain `lease_id`, the fencing token of their claim, and `priority`; workflow
+//!   phases gain `priority`. Every task is rewritten with no lease id (a task claimed before the
+//!   upgrade finishes like one moved to working without a claim) and the default priority, every
+//!   workflow's phases with the default priority, and the claim queue index
+//!   `ix_tasks_agent_status` (agent type, status, task) is replaced by `ix_tasks_claim` (agent
+//!   type, status, priority, project, task).
 
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::codec::{decode, encode};
 use super::tables;
-use crate::domain::Id;
-use crate::domain::records::{EventRecord, Task};
+use crate::domain::records::{EventRecord, PhaseRun, PhaseStatus, Task, WorkflowRun};
+use crate::domain::tasks::DEFAULT_PRIORITY;
+use crate::domain::{AgentType, ArtifactType, Id, Micros, TaskStatus};
 
 /// What a migration changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Migrated {
     pub events_moved: u64,
+    pub tasks_rewritten: u64,
+}
+
+/// A task as schema versions 1 and 2 stored it (no `lease_id`).
+#[derive(serde::Deserialize)]
+struct TaskV2 {
+    id: Id,
+    project_id: Id,
+    agent_type: AgentType,
+    status: TaskStatus,
+    instructions: String,
+    context_ids: Vec<Id>,
+    output: Option<String>,
+    error_message: Option<String>,
+    created_at: Micros,
+    updated_at: Micros,
+    started_at: Option<Micros>,
+    completed_at: Option<Micros>,
+    attempts: u32,
+    failures: u32,
+    worker_id: Option<String>,
+    lease_expires_at: Option<Micros>,
+    retry_at: Option<Micros>,
+    timeout_at: Option<Micros>,
+}
+
+impl From<TaskV2> for Task {
+    fn from(t: TaskV2) -> Task {
+        Task {
+            id: t.id,
+            project_id: t.project_id,
+            agent_type: t.agent_type,
+            status: t.status,
+            instructions: t.instructions,
+            context_ids: t.context_ids,
+            output: t.output,
+            error_message: t.error_message,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            attempts: t.attempts,
+            failures: t.failures,
+            worker_id: t.worker_id,
+            lease_expires_at: t.lease_expires_at,
+            retry_at: t.retry_at,
+            timeout_at: t.timeout_at,
+            lease_id: None,
+            priority: DEFAULT_PRIORITY,
+        }
+    }
+}
+
+/// A workflow run as schema versions 1 and 2 stored it (phases without `priority`).
+#[derive(serde::Deserialize)]
+struct WorkflowRunV2 {
+    project_id: Id,
+    workflow: String,
+    context: Option<String>,
+    phases: Vec<PhaseRunV2>,
+    current: u32,
+    completed: bool,
+    started_at: Micros,
+    completed_at: Option<Micros>,
+}
+
+#[derive(serde::Deserialize)]
+struct PhaseRunV2 {
+    agent_type: AgentType,
+    instructions: String,
+    produces: Vec<ArtifactType>,
+    gated: bool,
+    status: PhaseStatus,
+    task_id: Option<Id>,
+    gate_id: Option<Id>,
+}
+
+impl From<WorkflowRunV2> for WorkflowRun {
+    fn from(r: WorkflowRunV2) -> WorkflowRun {
+        WorkflowRun {
+            project_id: r.project_id,
+            workflow: r.workflow,
+            context: r.context,
+            phases: r
+                .phases
+                .into_iter()
+                .map(|p| PhaseRun {
+                    agent_type: p.agent_type,
+                    instructions: p.instructions,
+                    produces: p.produces,
+                    gated: p.gated,
+                    status: p.status,
+                    task_id: p.task_id,
+                    gate_id: p.gate_id,
+                    priority: DEFAULT_PRIORITY,
+                })
+                .collect(),
+            current: r.current,
+            completed: r.completed,
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+        }
+    }
+}
+
+/// The claim queue index of schema versions 1 and 2.
+const TASKS_BY_AGENT_STATUS_V2: redb::TableDefinition<&[u8; 18], ()> =
+    redb::TableDefinition::new("ix_tasks_agent_status");
+
+/// The tables of today's schema that a database of `version` does not have yet (for `check`).
+pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
+    if version < 3 { &["TASKS_CLAIM"] } else { &[] }
+}
+
+/// A workflow run as a database of schema `version` stores it, in today's shape.
+pub(super) fn decode_workflow(version: u64, bytes: &[u8]) -> Result<WorkflowRun, StoreError> {
+    if version < 3 {
+        Ok(decode::<WorkflowRunV2>(bytes)?.into())
+    } else {
+        decode(bytes)
+    }
 }
 
 /// Brings a database of schema version `from` to [`tables::SCHEMA_VERSION`].
@@ -25,6 +153,10 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
     let mut done = Migrated::default();
     if from < 2 {
         done.events_moved += agent_events_to_projects(txn)?;
+    }
+    if from < 3 {
+        done.tasks_rewritten += tasks_with_lease_ids_and_priorities(txn)?;
+        workflows_with_priorities(txn)?;
     }
     Ok(done)
 }
@@ -60,7 +192,7 @@ fn agent_events_to_projects(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let Some(task) = tasks.get(&task_id.0)? else {
             continue;
         };
-        let project = decode::<Task>(task.value())?.project_id;
+        let project = decode::<TaskV2>(task.value())?.project_id;
         record.project_id = Some(project);
         // The frame's own `project_id` is its third field, before any data.
         record.json = record.json.replacen(
@@ -74,4 +206,48 @@ fn agent_events_to_projects(txn: &WriteTransaction) -> Result<u64, StoreError> {
         moved += 1;
     }
     Ok(moved)
+}
+
+/// A task record as a database of schema `version` stores it, in today's shape (for `check`,
+/// which reads older databases without migrating them).
+pub(super) fn decode_task(version: u64, bytes: &[u8]) -> Result<Task, StoreError> {
+    if version < 3 {
+        Ok(decode::<TaskV2>(bytes)?.into())
+    } else {
+        decode(bytes)
+    }
+}
+
+fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut tasks = txn.open_table(tables::TASKS)?;
+    let mut claim = txn.open_table(tables::TASKS_CLAIM)?;
+    let mut old = Vec::new();
+    for entry in tasks.iter()? {
+        let (_, value) = entry?;
+        old.push(decode::<TaskV2>(value.value())?);
+    }
+    let rewritten = old.len() as u64;
+    for task in old {
+        let task = Task::from(task);
+        tasks.insert(task.id.as_bytes(), encode(&task).as_slice())?;
+        claim.insert(&tables::TaskKeys::of(&task).claim, ())?;
+    }
+    drop((tasks, claim));
+    txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    Ok(rewritten)
+}
+
+fn workflows_with_priorities(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut workflows = txn.open_table(tables::WORKFLOWS)?;
+    let mut old = Vec::new();
+    for entry in workflows.iter()? {
+        let (_, value) = entry?;
+        old.push(decode::<WorkflowRunV2>(value.value())?);
+    }
+    for run in old {
+        let run = WorkflowRun::from(run);
+        workflows.insert(run.project_id.as_bytes(), encode(&run).as_slice())?;
+    }
+    Ok(())
 }

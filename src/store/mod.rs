@@ -64,6 +64,20 @@ pub mod metric_names {
     pub const CACHE_EVICTIONS: &str = "flightdeck_cache_evictions_total";
     pub const CACHE_ENTRIES: &str = "flightdeck_cache_entries";
     pub const CACHE_BYTES: &str = "flightdeck_cache_bytes";
+    /// Pending tasks, by agent type (a gauge).
+    pub const QUEUE_DEPTH: &str = "flightdeck_queue_depth";
+    /// From a task becoming pending to its claim, by agent type (a histogram).
+    pub const QUEUE_WAIT_SECONDS: &str = "flightdeck_queue_wait_seconds";
+    /// From a task's start to its completion or failure, by agent type (a histogram).
+    pub const TASK_RUN_SECONDS: &str = "flightdeck_task_run_seconds";
+    pub const LEASE_EXPIRATIONS: &str = "flightdeck_task_lease_expirations_total";
+    pub const RETRIES: &str = "flightdeck_task_retries_total";
+    pub const ESCALATIONS: &str = "flightdeck_task_escalations_total";
+    /// The buckets of the queue histograms, in seconds: 1 ms to an hour.
+    pub const QUEUE_BUCKETS: &[f64] = &[
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        1800.0, 3600.0,
+    ];
     /// The `operation` label values of `READ_SECONDS`.
     pub const READ_OPERATIONS: &[&str] = &["get", "list", "events", "replay", "agents"];
 
@@ -116,6 +130,37 @@ pub mod metric_names {
         metrics::counter!(CACHE_HITS).increment(0);
         metrics::counter!(CACHE_MISSES).increment(0);
         metrics::counter!(CACHE_EVICTIONS).increment(0);
+        describe_gauge!(QUEUE_DEPTH, "Pending tasks, by agent type.");
+        describe_histogram!(
+            QUEUE_WAIT_SECONDS,
+            Unit::Seconds,
+            "Time from a task becoming pending to its claim, by agent type."
+        );
+        describe_histogram!(
+            TASK_RUN_SECONDS,
+            Unit::Seconds,
+            "Time from a task's start to its completion or failure, by agent type."
+        );
+        describe_counter!(
+            LEASE_EXPIRATIONS,
+            "Claims whose lease ran out (the task went back to pending), by agent type."
+        );
+        describe_counter!(
+            RETRIES,
+            "Failed tasks sent back to pending for another attempt, by agent type."
+        );
+        describe_counter!(
+            ESCALATIONS,
+            "Tasks that failed their last attempt and were escalated to a human, by agent type."
+        );
+        for agent in <crate::domain::AgentType as crate::domain::Vocabulary>::ALL {
+            let a = crate::domain::Vocabulary::as_str(*agent);
+            let _ = metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a);
+            let _ = metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a);
+            metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a).increment(0);
+            metrics::counter!(RETRIES, "agent_type" => a).increment(0);
+            metrics::counter!(ESCALATIONS, "agent_type" => a).increment(0);
+        }
     }
 }
 
@@ -351,6 +396,13 @@ pub(crate) struct Shared {
     settings: TaskSettings,
     workflows: Vec<crate::domain::workflow::Workflow>,
     clock: Clock,
+    /// Per agent type (by code): signalled once per task that became claimable, after its commit.
+    claimable: Vec<tokio::sync::Notify>,
+    /// Per agent type (by code): the project the last claim was served from, where the next
+    /// claim's turn starts (round-robin over projects). Only the writer touches it.
+    claim_turn: Mutex<Vec<Option<Id>>>,
+    /// Per agent type (by code): pending tasks, counted at open and kept by the writer.
+    pending: Vec<AtomicU64>,
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
@@ -377,6 +429,7 @@ impl Store {
             .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
         init_schema(&db)?;
         let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
+        let pending = read::pending_by_agent(&db)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             page_cache_bytes: config.page_cache_bytes,
@@ -391,6 +444,12 @@ impl Store {
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
             clock: config.clock.clone(),
+            claimable: crate::domain::AgentType::ALL
+                .iter()
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
+            claim_turn: Mutex::new(vec![None; crate::domain::AgentType::ALL.len()]),
+            pending,
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
@@ -415,6 +474,25 @@ impl Store {
     /// Stops the writer after it has committed everything already queued. Idempotent.
     pub fn close(&self) {
         self.writer.close();
+    }
+
+    /// Signalled (`notify_one`, first waiter first) once per task of `agent_type` that became
+    /// claimable, after the commit that made it so. A claim that waits registers with it before it
+    /// tries, so no task slips between the try and the wait.
+    pub fn claimable(&self, agent_type: crate::domain::AgentType) -> &tokio::sync::Notify {
+        &self.shared.claimable[usize::from(agent_type.code())]
+    }
+
+    /// Sets the queue depth gauges to the pending counts (the writer keeps them from then on):
+    /// for start-up, once the metrics recorder is installed.
+    pub fn report_queue_depth(&self) {
+        for (agent, n) in crate::domain::AgentType::ALL
+            .iter()
+            .zip(&self.shared.pending)
+        {
+            metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.as_str())
+                .set(n.load(Ordering::Relaxed) as f64);
+        }
     }
 
     pub fn latest_seq(&self) -> u64 {
@@ -618,6 +696,7 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
                     from = v,
                     to = tables::SCHEMA_VERSION,
                     events_moved = done.events_moved,
+                    tasks_rewritten = done.tasks_rewritten,
                     "database migrated"
                 );
             }

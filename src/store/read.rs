@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -650,6 +651,22 @@ fn paginate<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T
 }
 
 /// Rebuilds every project's summary from the indexes, and finds the newest event seq.
+/// Pending tasks per agent type (by code), counted in the claim queue.
+pub(crate) fn pending_by_agent(db: &redb::Database) -> Result<Vec<AtomicU64>, StoreError> {
+    let txn = db.begin_read()?;
+    let queue = txn.open_table(tables::TASKS_CLAIM)?;
+    let pending = TaskStatus::Pending.code();
+    let (lo, hi) = (Id([0; 16]), Id([0xff; 16]));
+    let mut counts = Vec::with_capacity(AgentType::ALL.len());
+    for agent in AgentType::ALL {
+        let from = tables::claim_key(agent.code(), pending, 0, &lo, &lo);
+        let to = tables::claim_key(agent.code(), pending, u8::MAX, &hi, &hi);
+        let n = queue.range::<&[u8; 35]>(&from..=&to)?.count();
+        counts.push(AtomicU64::new(n as u64));
+    }
+    Ok(counts)
+}
+
 pub(crate) fn rebuild_summaries(
     db: &redb::Database,
 ) -> Result<(HashMap<Id, ProjectSummary>, u64), StoreError> {

@@ -9,7 +9,8 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 
 /// The schema version this build writes. Opening a database with a newer one fails; an older one
 /// is migrated (`store::migrate`). 2: agent changes caused by a task are in its project's stream.
-pub const SCHEMA_VERSION: u64 = 2;
+/// 3: tasks carry their claim's `lease_id`.
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -38,9 +39,10 @@ pub const TASKS_BY_PROJECT_STATUS: TableDefinition<&[u8; 33], ()> =
 /// (project, agent type code, task)
 pub const TASKS_BY_PROJECT_AGENT: TableDefinition<&[u8; 33], ()> =
     TableDefinition::new("ix_tasks_project_agent");
-/// (agent type code, status code, task)
-pub const TASKS_BY_AGENT_STATUS: TableDefinition<&[u8; 18], ()> =
-    TableDefinition::new("ix_tasks_agent_status");
+/// (agent type code, status code, priority, project, task): the claim queue, highest priority
+/// first, then project by project, oldest first within one. Schema 3; it replaced
+/// `ix_tasks_agent_status` (agent type, status, task).
+pub const TASKS_CLAIM: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_tasks_claim");
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
@@ -83,11 +85,14 @@ pub fn key3(a: &Id, code: u8, b: &Id) -> [u8; 33] {
     k
 }
 
-pub fn agent_status_key(agent: u8, status: u8, id: &Id) -> [u8; 18] {
-    let mut k = [0u8; 18];
+/// (agent type, status, priority, project, task).
+pub fn claim_key(agent: u8, status: u8, priority: u8, project: &Id, id: &Id) -> [u8; 35] {
+    let mut k = [0u8; 35];
     k[0] = agent;
     k[1] = status;
-    k[2..].copy_from_slice(&id.0);
+    k[2] = priority;
+    k[3..19].copy_from_slice(&project.0);
+    k[19..].copy_from_slice(&id.0);
     k
 }
 
@@ -203,18 +208,22 @@ macro_rules! indexes {
                 }
             }
 
-            /// Checks each index table against the keys the records call for, both ways.
+            /// Checks each index table against the keys the records call for, both ways; those
+            /// named in `absent` (tables the database's older schema does not have) are skipped.
             pub(crate) fn check(
                 txn: &redb::ReadTransaction,
                 keys: &[$keys],
+                absent: &[&str],
                 report: &mut super::check::CheckReport,
             ) -> Result<(), super::StoreError> {
-                $(super::check::check_index(
-                    txn,
-                    $table,
-                    keys.iter().map(|k| k.$field).collect(),
-                    report,
-                )?;)+
+                $(if !absent.contains(&stringify!($table)) {
+                    super::check::check_index(
+                        txn,
+                        $table,
+                        keys.iter().map(|k| k.$field).collect(),
+                        report,
+                    )?;
+                })+
                 Ok(())
             }
         }
@@ -253,9 +262,14 @@ indexes! {
         by_project: TASKS_BY_PROJECT [32] = |t| key2(&t.project_id, &t.id);
         by_status: TASKS_BY_PROJECT_STATUS [33] = |t| key3(&t.project_id, t.status.code(), &t.id);
         by_agent: TASKS_BY_PROJECT_AGENT [33] = |t| key3(&t.project_id, t.agent_type.code(), &t.id);
-        /// (agent type, status, task): the claim queue, oldest first.
-        by_agent_status: TASKS_BY_AGENT_STATUS [18] =
-            |t| agent_status_key(t.agent_type.code(), t.status.code(), &t.id);
+        /// The claim queue (`TASKS_CLAIM`).
+        claim: TASKS_CLAIM [35] = |t| claim_key(
+            t.agent_type.code(),
+            t.status.code(),
+            t.priority,
+            &t.project_id,
+            &t.id,
+        );
     }
 }
 
@@ -316,7 +330,7 @@ macro_rules! for_each_table {
         $apply!(TASKS_BY_PROJECT);
         $apply!(TASKS_BY_PROJECT_STATUS);
         $apply!(TASKS_BY_PROJECT_AGENT);
-        $apply!(TASKS_BY_AGENT_STATUS);
+        $apply!(TASKS_CLAIM);
         $apply!(ARTIFACTS_BY_PROJECT);
         $apply!(ARTIFACTS_BY_PROJECT_TYPE);
         $apply!(ARTIFACTS_BY_PROJECT_SOURCE);

@@ -1,6 +1,6 @@
-//! Upgrades: a database written by the previous schema version (the fixture in
-//! `tests/fixtures/schema-v1`, made by `tests/fixtures/make-fixture.sh` with that build) is
-//! migrated at open, keeps every record and passes `flightdeck check` before and after.
+//! Upgrades: databases written by earlier schema versions (the fixtures in
+//! `tests/fixtures/schema-v1` and `schema-v2`, made by `tests/fixtures/make-fixture.sh` with those
+//! builds) are migrated at open, keep every record and pass `flightdeck check` before and after.
 
 use std::sync::Arc;
 
@@ -119,11 +119,84 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 2);
+    assert_eq!(schema_version(dir.path()), 3);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
     let s = Server::start_in(dir.clone(), &[]);
     assert_eq!(s.all_events(None).len(), events_before_restart);
     assert_eq!(agent_changes(&s.all_events(Some(&p))).len(), 5);
+}
+
+const FIXTURE_V2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v2/flightdeck.redb"
+);
+
+#[test]
+fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V2, dir.path().join("flightdeck.redb")).unwrap();
+    assert_eq!(schema_version(dir.path()), 2);
+    let (ok, text) = check(dir.path());
+    assert!(ok, "the old database is consistent as it is: {text}");
+
+    let s = Server::start_in(dir.clone(), &[]);
+    let projects = items(&s.get("/api/v1/projects").expect(200));
+    let shop = projects
+        .iter()
+        .find(|p| p["name"] == "fixture shop")
+        .expect("the shop")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
+    assert_eq!(tasks.len(), 3, "every task decodes: {tasks:?}");
+    let coder = tasks.iter().find(|t| t["agent_type"] == "coder").unwrap();
+    assert_eq!(coder["output"], json!({"files": 3}));
+    // Claimed by the old build and still working: its lease had no fencing token, so it finishes
+    // like a task worked without a claim, and keeps its worker and deadline meanwhile.
+    let architect = tasks
+        .iter()
+        .find(|t| t["agent_type"] == "architect")
+        .unwrap();
+    assert_eq!(architect["status"], "working");
+    assert_eq!(architect["worker_id"], "w2");
+    assert!(architect["lease_expires_at"].is_string());
+    let id = architect["task_id"].as_str().unwrap();
+    s.post(
+        &format!("/api/v1/tasks/{id}/heartbeat"),
+        json!({"worker_id": "w2"}),
+    )
+    .expect(200);
+    s.post(
+        &format!("/api/v1/tasks/{id}/status"),
+        json!({"status": "completed", "output": {"sketch": true}}),
+    )
+    .expect(200);
+    // New claims are fenced.
+    let t = s.task(&shop, "deployer");
+    let claimed = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "deployer", "worker_id": "w3"}),
+        )
+        .expect(200);
+    assert_eq!(claimed["task_id"], t.as_str());
+    s.post(
+        &format!("/api/v1/tasks/{t}/status"),
+        json!({"status": "completed"}),
+    )
+    .expect_error(409, "lease_lost");
+    s.post(
+        &format!("/api/v1/tasks/{t}/status"),
+        json!({"status": "completed", "lease_id": claimed["lease_id"]}),
+    )
+    .expect(200);
+    assert_gap_free(&s.all_events(None));
+
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 3);
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
 }

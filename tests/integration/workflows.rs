@@ -46,7 +46,7 @@ fn work(s: &Server, agent: &str, kind: &str, p: &str) -> Value {
     .expect(201);
     s.post(
         &format!("/api/v1/tasks/{id}/status"),
-        json!({"status": "completed", "output": {"done": agent}}),
+        json!({"status": "completed", "output": {"done": agent}, "lease_id": task["lease_id"]}),
     )
     .expect(200);
     task

@@ -158,7 +158,11 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
             &[201],
         )
         .await;
-        let done = json!({"status": "completed", "output": {"by": agent}});
+        let done = json!({
+            "status": "completed",
+            "output": {"by": agent},
+            "lease_id": task["lease_id"],
+        });
         if rec
             .request(
                 &mut client,

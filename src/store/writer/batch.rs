@@ -34,6 +34,9 @@ impl<'t> Batch<'t> {
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),
+            claimable: vec![0; AgentType::ALL.len()],
+            pending_delta: vec![0; AgentType::ALL.len()],
+            queue: Vec::new(),
         })
     }
 
@@ -46,6 +49,9 @@ impl<'t> Batch<'t> {
             events: self.committed,
             summaries: self.summaries,
             changes: self.changes,
+            claimable: self.claimable,
+            pending_delta: self.pending_delta,
+            queue: self.queue,
         })
     }
 
@@ -99,6 +105,13 @@ impl<'t> Batch<'t> {
             entry: Bytes::from(crate::store::status::task_status_entry(new)),
         });
         self.task_ix.reindex(old, Some(new))?;
+        let agent = usize::from(new.agent_type.code());
+        let was_pending = old.is_some_and(|o| o.status == TaskStatus::Pending);
+        let is_pending = new.status == TaskStatus::Pending;
+        if is_pending && !was_pending {
+            self.claimable[agent] += 1;
+        }
+        self.pending_delta[agent] += i64::from(is_pending) - i64::from(was_pending);
         let old_timers = old.map(tables::task_timers).unwrap_or_default();
         for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
             tables::move_key(&mut self.timers, old_key, new_key)?;

@@ -388,8 +388,37 @@ impl Writer {
             self.shared.latest_seq.store(last.seq, Ordering::Release);
             (self.publisher)(&output.events);
         }
+        for (i, &delta) in output.pending_delta.iter().enumerate() {
+            if delta != 0 {
+                let counter = &self.shared.pending[i];
+                let n = if delta > 0 {
+                    counter.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
+                } else {
+                    let down = delta.unsigned_abs();
+                    counter
+                        .fetch_sub(down, Ordering::Relaxed)
+                        .saturating_sub(down)
+                };
+                let agent = AgentType::ALL[i];
+                metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.as_str())
+                    .set(n as f64);
+            }
+        }
+        for event in output.queue {
+            event.record();
+        }
+        // Waiting claims, one per task that became claimable (a waiter that finds it taken
+        // waits again).
+        for (signal, &n) in self.shared.claimable.iter().zip(&output.claimable) {
+            for _ in 0..n.min(CLAIM_WAKEUPS_PER_BATCH) {
+                signal.notify_one();
+            }
+        }
     }
 }
+
+/// Most waiting claims one batch wakes per agent type (each woken claim takes one task).
+const CLAIM_WAKEUPS_PER_BATCH: u32 = 4096;
 
 fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
     txn.commit()?;
@@ -403,6 +432,47 @@ struct BatchOutput {
     summaries: HashMap<Id, ProjectSummary>,
     /// What the response cache must learn once this commits.
     changes: Vec<CacheChange>,
+    /// Per agent type code: tasks that became claimable.
+    claimable: Vec<u32>,
+    /// Per agent type code: the change in pending tasks.
+    pending_delta: Vec<i64>,
+    /// What the queue metrics must record once this commits.
+    queue: Vec<QueueEvent>,
+}
+
+/// A task's step that a queue metric records.
+#[derive(Clone, Copy, Debug)]
+enum QueueEvent {
+    /// Claimed (or started) after waiting this many seconds since it became pending.
+    Waited(AgentType, f64),
+    /// Completed or failed after running this many seconds.
+    Ran(AgentType, f64),
+    LeaseExpired(AgentType),
+    Retried(AgentType),
+    Escalated(AgentType),
+}
+
+impl QueueEvent {
+    fn record(self) {
+        use metric_names::*;
+        match self {
+            QueueEvent::Waited(a, s) => {
+                metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a.as_str()).record(s)
+            }
+            QueueEvent::Ran(a, s) => {
+                metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a.as_str()).record(s)
+            }
+            QueueEvent::LeaseExpired(a) => {
+                metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a.as_str()).increment(1)
+            }
+            QueueEvent::Retried(a) => {
+                metrics::counter!(RETRIES, "agent_type" => a.as_str()).increment(1)
+            }
+            QueueEvent::Escalated(a) => {
+                metrics::counter!(ESCALATIONS, "agent_type" => a.as_str()).increment(1)
+            }
+        }
+    }
 }
 
 type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
@@ -434,6 +504,9 @@ pub struct Batch<'t> {
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
     changes: Vec<CacheChange>,
+    claimable: Vec<u32>,
+    pending_delta: Vec<i64>,
+    queue: Vec<QueueEvent>,
 }
 
 #[cfg(test)]

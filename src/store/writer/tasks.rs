@@ -1,5 +1,7 @@
 //! Tasks and their state changes, claims and leases, agents following their tasks and reset.
 
+use std::ops::Bound;
+
 use super::*;
 
 /// A new pending task in a project, working from artifacts of that project.
@@ -9,6 +11,8 @@ pub struct CreateTask {
     pub agent_type: AgentType,
     pub instructions: String,
     pub context_ids: Vec<Id>,
+    /// 1 (highest) to 5 (lowest); `domain::tasks::DEFAULT_PRIORITY` when the client gave none.
+    pub priority: u8,
 }
 
 impl Write for CreateTask {
@@ -17,6 +21,7 @@ impl Write for CreateTask {
 
     fn check(self, batch: &Batch<'_>) -> Checked<CreateTask> {
         batch.require_project(&self.project_id)?;
+        crate::domain::tasks::check_priority("priority", u64::from(self.priority))?;
         for (i, context_id) in self.context_ids.iter().enumerate() {
             let artifact: Option<Artifact> = read(&batch.artifacts, context_id)?;
             if artifact.is_none_or(|a| a.project_id != self.project_id) {
@@ -46,6 +51,8 @@ pub struct SetTaskStatus {
     /// JSON text.
     pub output: Option<String>,
     pub error_message: Option<String>,
+    /// The claim the worker holds: required to complete or fail a claimed task.
+    pub lease_id: Option<Id>,
 }
 
 pub struct StatusPlan {
@@ -62,6 +69,7 @@ impl Write for SetTaskStatus {
     fn check(self, batch: &Batch<'_>) -> Checked<StatusPlan> {
         let old: Task = read(&batch.tasks, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
+        crate::domain::tasks::fence_status_change(&old, self.status, self.lease_id)?;
         let transition = task_transition(old.status, self.status)?;
         Ok(StatusPlan {
             old,
@@ -96,27 +104,60 @@ impl Write for Claim {
     type Plan = Option<(Task, Lease)>;
     type Output = Option<Task>;
 
+    /// The highest priority first; within a priority the projects take turns (the next project
+    /// after the one the last claim of this agent type was served from, wrapping around), and
+    /// within a project the oldest task first.
     fn check(self, batch: &Batch<'_>) -> Checked<Option<(Task, Lease)>> {
         let code = self.agent_type.code();
         let pending = TaskStatus::Pending.code();
-        let lo = tables::agent_status_key(code, pending, &Id([0; 16]));
-        let hi = tables::agent_status_key(code, pending, &Id([0xff; 16]));
-        let first = match batch
-            .task_ix
-            .by_agent_status
-            .range::<&[u8; 18]>(&lo..=&hi)?
-            .next()
-        {
-            Some(entry) => Some(tables::trailing_id(entry?.0.value())),
-            None => None,
+        let (lo_id, hi_id) = (Id([0; 16]), Id([0xff; 16]));
+        let queue = &batch.task_ix.claim;
+        let first = |range: (Bound<[u8; 35]>, Bound<[u8; 35]>)| -> Checked<Option<[u8; 35]>> {
+            let (lo, hi) = (range.0.as_ref(), range.1.as_ref());
+            match queue.range::<&[u8; 35]>((lo, hi))?.next() {
+                Some(entry) => Ok(Some(*entry?.0.value())),
+                None => Ok(None),
+            }
         };
-        let Some(id) = first else {
+        let any = first((
+            Bound::Included(tables::claim_key(code, pending, 0, &lo_id, &lo_id)),
+            Bound::Included(tables::claim_key(code, pending, u8::MAX, &hi_id, &hi_id)),
+        ))?;
+        if any.is_none() {
+            return Ok(None);
+        }
+        let turn = batch.shared.claim_turn.lock()[usize::from(code)];
+        let mut found = None;
+        for priority in crate::domain::tasks::PRIORITIES {
+            let key =
+                |project: &Id, id: &Id| tables::claim_key(code, pending, priority, project, id);
+            let after_turn = match turn {
+                Some(last) => first((
+                    Bound::Excluded(key(&last, &hi_id)),
+                    Bound::Included(key(&hi_id, &hi_id)),
+                ))?,
+                None => None,
+            };
+            let hit = match after_turn {
+                Some(hit) => Some(hit),
+                None => first((
+                    Bound::Included(key(&lo_id, &lo_id)),
+                    Bound::Included(key(&hi_id, &hi_id)),
+                ))?,
+            };
+            if hit.is_some() {
+                found = hit;
+                break;
+            }
+        }
+        let Some(hit) = found else {
             return Ok(None);
         };
-        let old = batch.task_record(&id, "the claim index")?;
+        let old = batch.task_record(&tables::trailing_id(&hit), "the claim index")?;
         let lease = Lease {
             worker_id: self.worker_id,
             expires_at: batch.now.saturating_add(self.lease),
+            lease_id: Id::new_v7(),
         };
         Ok(Some((old, lease)))
     }
@@ -125,6 +166,7 @@ impl Write for Claim {
         let Some((old, lease)) = plan else {
             return Ok(None);
         };
+        batch.shared.claim_turn.lock()[usize::from(old.agent_type.code())] = Some(old.project_id);
         let start = TaskChange::To(TaskTransition::Start);
         batch
             .change_task(old, start, Some(lease), None, None)
@@ -132,11 +174,13 @@ impl Write for Claim {
     }
 }
 
-/// Extends a working task's lease by `lease` from now; only its worker may, when one is named.
+/// Extends a working task's lease by `lease` from now; only the holder of its claim may (and only
+/// its worker, when one is named).
 #[derive(Clone, Debug)]
 pub struct Heartbeat {
     pub task_id: Id,
     pub worker_id: Option<String>,
+    pub lease_id: Option<Id>,
     /// Microseconds.
     pub lease: Micros,
 }
@@ -152,6 +196,7 @@ impl Write for Heartbeat {
         let task = crate::domain::tasks::heartbeat(
             &old,
             self.worker_id.as_deref(),
+            self.lease_id,
             expires_at,
             batch.now,
         )?;
@@ -207,6 +252,8 @@ impl<'t> Batch<'t> {
             lease_expires_at: None,
             retry_at: None,
             timeout_at: None,
+            lease_id: None,
+            priority: c.priority,
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
@@ -231,6 +278,11 @@ impl<'t> Batch<'t> {
         output: Option<String>,
         error_message: Option<String>,
     ) -> Written<Task> {
+        let step = match &change {
+            TaskChange::To(t) => Some(*t),
+            _ => None,
+        };
+        let expired = matches!(change, TaskChange::LeaseExpired);
         let TaskUpdate {
             task,
             event,
@@ -244,6 +296,29 @@ impl<'t> Batch<'t> {
             self.now,
             self.settings,
         );
+        let agent_type = task.agent_type;
+        let seconds = |since: Micros| (self.now.saturating_sub(since)).max(0) as f64 / 1e6;
+        match step {
+            // A pending task changes only when it starts: `updated_at` is when it became pending.
+            Some(TaskTransition::Start) => {
+                self.queue
+                    .push(QueueEvent::Waited(agent_type, seconds(old.updated_at)));
+            }
+            Some(TaskTransition::Complete | TaskTransition::Fail) => {
+                if let Some(started) = old.started_at {
+                    self.queue
+                        .push(QueueEvent::Ran(agent_type, seconds(started)));
+                }
+            }
+            Some(TaskTransition::Retry) => self.queue.push(QueueEvent::Retried(agent_type)),
+            _ => {}
+        }
+        if expired {
+            self.queue.push(QueueEvent::LeaseExpired(agent_type));
+        }
+        if escalate {
+            self.queue.push(QueueEvent::Escalated(agent_type));
+        }
         self.put_task(Some(&old), &task)?;
         let data = task_event_data(&task);
         self.emit(

@@ -87,6 +87,7 @@ impl<'t> Batch<'t> {
             agent_type: phase.agent_type,
             instructions: phase.instructions.clone(),
             context_ids,
+            priority: phase.priority,
         })?;
         wf::phase_started(run, index, task.id)?;
         self.workflow_event(run, "phase_started", Some(task.id), None)
