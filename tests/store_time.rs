@@ -76,6 +76,17 @@ enum Op {
     Trim {
         keep: u64,
     },
+    /// 0 pause, 1 resume, 2 limit to `limit` working, 3 no limit.
+    Queue {
+        agent: usize,
+        change: usize,
+        limit: u32,
+    },
+    /// 0: the timed project, otherwise a workflow project.
+    PauseProject {
+        project: usize,
+        paused: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -95,6 +106,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::Respond { hitl, action }),
         1 => (0usize..3).prop_map(|level| Op::StartWorkflow { level }),
         1 => (0u64..40).prop_map(|keep| Op::Trim { keep }),
+        2 => (0usize..6, 0usize..4, 0u32..3)
+            .prop_map(|(agent, change, limit)| Op::Queue { agent, change, limit }),
+        1 => (0usize..3, any::<bool>()).prop_map(|(project, paused)| Op::PauseProject { project, paused }),
     ]
 }
 
@@ -146,6 +160,9 @@ struct Model {
     stale: BTreeMap<Id, Id>,
     /// Per agent type, the project its last claim was served from.
     turn: BTreeMap<AgentType, Id>,
+    /// Per agent type: paused, and the most working tasks it may have.
+    queues: BTreeMap<AgentType, (bool, Option<u32>)>,
+    paused_projects: std::collections::BTreeSet<Id>,
 }
 
 /// The documented claim order: the highest priority (lowest number) first; within it, the first
@@ -392,10 +409,14 @@ impl Model {
                         lease: lease_ms * 1000,
                     })
                     .unwrap();
+                let (paused, limit) = self.queues.get(&agent).copied().unwrap_or((false, None));
+                let working = self.agents.get(&agent).map_or(0, |a| a.1);
+                let open = !paused && limit.is_none_or(|n| working < n);
                 let next = next_claim(
                     self.tasks
                         .iter()
                         .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                        .filter(|(_, t)| open && !self.paused_projects.contains(&t.project))
                         .map(|(id, t)| (*id, t.project, t.priority)),
                     self.turn.get(&agent).copied(),
                 );
@@ -642,6 +663,59 @@ impl Model {
                 );
                 self.add_task(first, p.id, SDLC[0]);
             }
+            Op::Queue {
+                agent,
+                change,
+                limit,
+            } => {
+                let agent = AgentType::ALL[agent];
+                let entry = self.queues.entry(agent).or_insert((false, None));
+                let change = match change {
+                    0 => {
+                        entry.0 = true;
+                        command::QueueChange::Pause
+                    }
+                    1 => {
+                        entry.0 = false;
+                        command::QueueChange::Resume
+                    }
+                    2 => {
+                        entry.1 = Some(limit);
+                        command::QueueChange::Limit(Some(limit))
+                    }
+                    _ => {
+                        entry.1 = None;
+                        command::QueueChange::Limit(None)
+                    }
+                };
+                let want = *entry;
+                let got = store
+                    .write_blocking(command::SetQueue {
+                        agent_type: agent,
+                        change,
+                    })
+                    .unwrap();
+                assert_eq!((got.paused, got.max_working), want);
+            }
+            Op::PauseProject { project, paused } => {
+                let projects: Vec<Id> = self.runs.keys().copied().collect();
+                let project_id = match project {
+                    0 => self.project,
+                    n => projects
+                        .get(n % projects.len().max(1))
+                        .copied()
+                        .unwrap_or(self.project),
+                };
+                let got = store
+                    .write_blocking(command::SetProjectPaused { project_id, paused })
+                    .unwrap();
+                assert_eq!(got, paused);
+                if paused {
+                    self.paused_projects.insert(project_id);
+                } else {
+                    self.paused_projects.remove(&project_id);
+                }
+            }
             Op::Trim { keep } => {
                 let latest = store.latest_seq();
                 if latest > keep {
@@ -771,6 +845,8 @@ proptest! {
             trimmed_through: 0,
             stale: BTreeMap::new(),
             turn: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            paused_projects: std::collections::BTreeSet::new(),
         };
         for op in &ops {
             model.step(&store, &clock, op);

@@ -10,6 +10,7 @@ mod hitl;
 mod monitoring;
 pub mod openapi;
 mod projects;
+mod queues;
 mod tasks;
 mod workflows;
 
@@ -185,6 +186,24 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         ProjectGet => projects::get(state, param),
         ProjectStatus => projects::status(state, param, &query),
         ProjectCompletion => projects::completion(state, param),
+        QueuesList => queues::list(state),
+        QueuePause | QueueResume | ProjectPause | ProjectResume => {
+            let param = param.to_owned();
+            return later(state, is_head, move |s| async move {
+                match route {
+                    QueuePause => queues::pause(&s, &param, true).await,
+                    QueueResume => queues::pause(&s, &param, false).await,
+                    ProjectPause => queues::project(&s, &param, true).await,
+                    _ => queues::project(&s, &param, false).await,
+                }
+            });
+        }
+        QueueUpdate => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                queues::update(&s, &param, req).await
+            });
+        }
         ProjectTasksList => tasks::list(state, param, &query),
         ProjectTasksCreate => {
             let param = param.to_owned();

@@ -174,9 +174,13 @@ pub fn performance(state: &AppState) -> Result<Response, ApiError> {
             })
         })
         .collect();
+    let (waited, wait_p99) = state.store.queue_wait_p99(300);
     let body = object(|o| {
         o.u64("window_seconds", 300)
-            .raw_array("service_levels", items.iter().map(Vec::as_slice));
+            .raw_array("service_levels", items.iter().map(Vec::as_slice))
+            .object("queue_wait", |q| {
+                q.u64("claims", waited).f64("p99_seconds", wait_p99);
+            });
     });
     Ok(json(StatusCode::OK, body))
 }

@@ -156,6 +156,54 @@ pub fn operations() -> Vec<Operation> {
             200
         ),
         op!(
+            "get",
+            "/api/v1/queues",
+            QueuesList,
+            "Every agent type's queue: paused, pending, scheduled, working, waiting workers, oldest pending age, limit",
+            None,
+            200
+        ),
+        op!(
+            "post",
+            "/api/v1/queues/{agent_type}/pause",
+            QueuePause,
+            "Pause a queue: it hands out nothing, its tasks stay pending",
+            None,
+            200
+        ),
+        op!(
+            "post",
+            "/api/v1/queues/{agent_type}/resume",
+            QueueResume,
+            "Resume a queue",
+            None,
+            200
+        ),
+        op!(
+            "patch",
+            "/api/v1/queues/{agent_type}",
+            QueueUpdate,
+            "Set a queue's concurrency limit (max_working, or null for none)",
+            Some("QueueLimit"),
+            200
+        ),
+        op!(
+            "post",
+            "/api/v1/projects/{id}/pause",
+            ProjectPause,
+            "Pause a project: none of its tasks is handed out",
+            None,
+            200
+        ),
+        op!(
+            "post",
+            "/api/v1/projects/{id}/resume",
+            ProjectResume,
+            "Resume a project",
+            None,
+            200
+        ),
+        op!(
             "post",
             "/api/v1/agents/status/{agent_type}/reset",
             AgentReset,
@@ -413,6 +461,9 @@ fn schemas() -> Value {
             "options": {"type": "array", "items": string}, "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1}}},
         "BulkApprove": {"type": "object", "required": ["request_ids"], "properties": {
             "request_ids": {"type": "array", "items": uuid}, "comment": {"type": ["string", "null"]}}},
+        "QueueLimit": {"type": "object", "required": ["max_working"], "properties": {
+            "max_working": {"type": ["integer", "null"], "minimum": 0, "maximum": 4_294_967_295u64}},
+            "additionalProperties": false},
         "SetLevel": {"type": "object", "required": ["level"], "properties": {"level": {"enum": ["high", "medium", "low"]}}},
         "Respond": {"type": "object", "required": ["action"], "properties": {
             "action": {"enum": ["approve", "reject", "amend"]}, "content": any, "comment": {"type": ["string", "null"]}}}

@@ -146,17 +146,20 @@ pub fn describe_metrics() {
 }
 
 /// A waiting claim, counted while it exists (a client that goes away drops it).
-struct Waiting(AgentType);
+struct Waiting<'s>(AgentType, &'s std::sync::atomic::AtomicUsize);
 
-impl Waiting {
-    fn new(agent: AgentType) -> Waiting {
+impl<'s> Waiting<'s> {
+    fn new(state: &'s AppState, agent: AgentType) -> Waiting<'s> {
+        let count = state.store.waiting_claims(agent);
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.as_str()).increment(1.0);
-        Waiting(agent)
+        Waiting(agent, count)
     }
 }
 
-impl Drop for Waiting {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(WORKERS_WAITING, "agent_type" => self.0.as_str()).decrement(1.0);
     }
 }
@@ -206,7 +209,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         if tokio::time::Instant::now() >= deadline {
             return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
         }
-        waiting.get_or_insert_with(|| Waiting::new(agent_type));
+        waiting.get_or_insert_with(|| Waiting::new(state, agent_type));
         tokio::select! {
             () = &mut woken => {}
             () = tokio::time::sleep_until(deadline) => {

@@ -187,6 +187,15 @@ pub struct WorkflowRun {
     pub completed_at: Option<Micros>,
 }
 
+/// How an operator steers one agent type's queue; absent from the table means running, no limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    /// A paused queue hands out nothing; its tasks stay pending.
+    pub paused: bool,
+    /// No claim beyond this many working tasks of the type.
+    pub max_working: Option<u32>,
+}
+
 /// One entry of the event log: the frame's JSON text and, for the index, its project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

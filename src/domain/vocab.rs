@@ -161,6 +161,11 @@ vocabulary!(
         WorkflowEvent => "workflow_event",
         AlertFiring => "alert_firing",
         AlertResolved => "alert_resolved",
+        QueuePaused => "queue_paused",
+        QueueResumed => "queue_resumed",
+        QueueLimitChanged => "queue_limit_changed",
+        ProjectPaused => "project_paused",
+        ProjectResumed => "project_resumed",
     }
 );
 

@@ -53,6 +53,12 @@ pub enum Route {
     MonitoringMetrics,
     MonitoringPerformance,
     MonitoringAlerts,
+    QueuesList,
+    QueuePause,
+    QueueResume,
+    QueueUpdate,
+    ProjectPause,
+    ProjectResume,
 }
 
 /// Which service level a route's latency counts towards.
@@ -114,6 +120,12 @@ impl Route {
         Route::MonitoringMetrics,
         Route::MonitoringPerformance,
         Route::MonitoringAlerts,
+        Route::QueuesList,
+        Route::QueuePause,
+        Route::QueueResume,
+        Route::QueueUpdate,
+        Route::ProjectPause,
+        Route::ProjectResume,
     ];
 
     /// The method and status of the route's usual answer, for the series that exist from start-up.
@@ -123,8 +135,9 @@ impl Route {
             ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart
             | AdminBackup => ("POST", 201),
             TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
-            | HitlBulkApprove | OversightSet | HitlRespond => ("POST", 200),
-            ArtifactUpdate => ("PATCH", 200),
+            | HitlBulkApprove | OversightSet | HitlRespond | QueuePause | QueueResume
+            | ProjectPause | ProjectResume => ("POST", 200),
+            ArtifactUpdate | QueueUpdate => ("PATCH", 200),
             ArtifactDelete => ("DELETE", 200),
             WsAll | WsProject => ("GET", 101),
             _ => ("GET", 200),
@@ -213,6 +226,12 @@ impl Route {
             MonitoringMetrics => "monitoring.metrics",
             MonitoringPerformance => "monitoring.performance",
             MonitoringAlerts => "monitoring.alerts",
+            QueuesList => "queues.list",
+            QueuePause => "queues.pause",
+            QueueResume => "queues.resume",
+            QueueUpdate => "queues.update",
+            ProjectPause => "projects.pause",
+            ProjectResume => "projects.resume",
         }
     }
 }
@@ -301,6 +320,15 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
             pick2(get, ProjectTasksList, post, ProjectTasksCreate, id),
             "GET, HEAD, POST",
         ),
+        ["projects", id, "pause"] => (post.then_some((ProjectPause, *id)), "POST"),
+        ["projects", id, "resume"] => (post.then_some((ProjectResume, *id)), "POST"),
+        ["queues"] => (get.then_some((QueuesList, "")), "GET, HEAD"),
+        ["queues", agent] => (
+            (m == Method::PATCH).then_some((QueueUpdate, *agent)),
+            "PATCH",
+        ),
+        ["queues", agent, "pause"] => (post.then_some((QueuePause, *agent)), "POST"),
+        ["queues", agent, "resume"] => (post.then_some((QueueResume, *agent)), "POST"),
         ["tasks", "claim"] => (post.then_some((TaskClaim, "")), "POST"),
         ["tasks", id, "heartbeat"] => (post.then_some((TaskHeartbeat, *id)), "POST"),
         ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
@@ -411,7 +439,7 @@ mod tests {
         }
         // The last declared route ends the list: a route declared but missing from ALL would
         // have an index past the end of every per-route array.
-        assert_eq!(Route::MonitoringAlerts.index(), Route::ALL.len() - 1);
+        assert_eq!(Route::ProjectResume.index(), Route::ALL.len() - 1);
     }
 
     #[test]
@@ -494,7 +522,28 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 47);
+        assert_eq!(Route::ALL.len(), 53);
+        check(Method::GET, "/api/v1/queues", Ok((QueuesList, "")));
+        check(
+            Method::PATCH,
+            "/api/v1/queues/coder",
+            Ok((QueueUpdate, "coder")),
+        );
+        check(
+            Method::GET,
+            "/api/v1/queues/coder",
+            Err(NoRoute::MethodNotAllowed("PATCH")),
+        );
+        check(
+            Method::POST,
+            "/api/v1/queues/coder/pause",
+            Ok((QueuePause, "coder")),
+        );
+        check(
+            Method::POST,
+            &format!("/api/v1/projects/{id}/resume"),
+            Ok((ProjectResume, id)),
+        );
         check(
             Method::POST,
             &format!("/api/v1/projects/{id}/workflow"),

@@ -21,6 +21,8 @@ pub enum Signal {
     WriterQueueDepth,
     /// Free bytes on the data directory's disk.
     DiskFreeBytes,
+    /// p99 of the time tasks waited between becoming pending and their claim, in seconds.
+    QueueWaitP99,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +151,15 @@ pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
             60,
             30,
             "the writer queue holds more than 1000 writes",
+            "warning",
+        ),
+        rule(
+            "QueueWaitHigh",
+            Signal::QueueWaitP99,
+            60.0,
+            300,
+            60,
+            "tasks wait more than 60 s (p99 over 5 min) between becoming pending and their claim",
             "warning",
         ),
         RuleConfig {

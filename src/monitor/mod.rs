@@ -279,6 +279,7 @@ impl Monitor {
             Signal::SlowConsumerCloses => self.slow_consumer_closes(window) as f64,
             Signal::WriterQueueDepth => store.writer_queue_depth() as f64,
             Signal::DiskFreeBytes => disk_free as f64,
+            Signal::QueueWaitP99 => store.queue_wait_p99(window).1,
         }
     }
 

@@ -61,9 +61,14 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     }
     // An older database is checked as it is: its records in the shape its version wrote.
     let version = version.unwrap_or(tables::SCHEMA_VERSION);
-    // Timers are an index derived from tasks and HITL requests.
+    // Timers are an index derived from tasks and HITL requests; so is the pending-since index.
     let mut timers = Vec::new();
-    check_tasks(&txn, version, &mut report, &mut timers)?;
+    let mut pending = Vec::new();
+    check_tasks(&txn, version, &mut report, &mut timers, &mut pending)?;
+    if version >= 3 {
+        check_index(&txn, tables::TASKS_PENDING_SINCE, pending, &mut report)?;
+        check_queues(&txn, &mut report)?;
+    }
     check_artifacts(&txn, &mut report)?;
     check_hitl(&txn, &mut report, &mut timers)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
@@ -89,7 +94,36 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "WORKFLOWS",
     "TIMERS",
     "EVENTS_BY_PROJECT",
+    "TASKS_PENDING_SINCE",
+    "QUEUES",
+    "PAUSED_PROJECTS",
 ];
+
+/// Every queue setting is under a known agent type and decodes; every paused project exists.
+fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    for entry in txn.open_table(tables::QUEUES)?.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        if crate::domain::AgentType::from_code(key.value()).is_none() {
+            report.problem(format!("queues: key {} is no agent type", key.value()));
+        }
+        if let Err(e) = decode::<QueueSettings>(value.value()) {
+            report.problem(format!("queues: {}: {e}", key.value()));
+        }
+    }
+    let projects = txn.open_table(tables::PROJECTS)?;
+    for entry in txn.open_table(tables::PAUSED_PROJECTS)?.iter()? {
+        let (key, _) = entry?;
+        report.records += 1;
+        if projects.get(key.value())?.is_none() {
+            report.problem(format!(
+                "paused_projects: {} is no project",
+                Id(*key.value())
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Every agent's record is under its own type's code; every history entry under (its agent type,
 /// its seq).
@@ -215,6 +249,7 @@ fn check_tasks(
     version: u64,
     report: &mut CheckReport,
     timers: &mut Vec<[u8; 25]>,
+    pending: &mut Vec<[u8; 25]>,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<TaskKeys> = Vec::new();
     let mut owners: Vec<(Id, Id)> = Vec::new();
@@ -228,6 +263,7 @@ fn check_tasks(
             keys.push(TaskKeys::of(t));
             owners.push((t.id, t.project_id));
             timers.extend(tables::task_timers(t).into_iter().flatten());
+            pending.extend(tables::pending_since_key(t));
         },
     )?;
     TaskKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;

@@ -136,7 +136,16 @@ const TASKS_BY_AGENT_STATUS_V2: redb::TableDefinition<&[u8; 18], ()> =
 
 /// The tables of today's schema that a database of `version` does not have yet (for `check`).
 pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
-    if version < 3 { &["TASKS_CLAIM"] } else { &[] }
+    if version < 3 {
+        &[
+            "TASKS_CLAIM",
+            "TASKS_PENDING_SINCE",
+            "QUEUES",
+            "PAUSED_PROJECTS",
+        ]
+    } else {
+        &[]
+    }
 }
 
 /// A workflow run as a database of schema `version` stores it, in today's shape.
@@ -221,6 +230,7 @@ pub(super) fn decode_task(version: u64, bytes: &[u8]) -> Result<Task, StoreError
 fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let mut tasks = txn.open_table(tables::TASKS)?;
     let mut claim = txn.open_table(tables::TASKS_CLAIM)?;
+    let mut since = txn.open_table(tables::TASKS_PENDING_SINCE)?;
     let mut old = Vec::new();
     for entry in tasks.iter()? {
         let (_, value) = entry?;
@@ -231,8 +241,11 @@ fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, St
         let task = Task::from(task);
         tasks.insert(task.id.as_bytes(), encode(&task).as_slice())?;
         claim.insert(&tables::TaskKeys::of(&task).claim, ())?;
+        if let Some(key) = tables::pending_since_key(&task) {
+            since.insert(&key, ())?;
+        }
     }
-    drop((tasks, claim));
+    drop((tasks, claim, since));
     txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
         .map_err(|e| StoreError::Storage(e.to_string()))?;
     Ok(rewritten)

@@ -15,6 +15,7 @@ mod cache;
 mod check;
 mod codec;
 mod migrate;
+mod queues;
 mod read;
 mod status;
 mod tables;
@@ -38,14 +39,16 @@ pub use crate::domain::records::{
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
+pub use queues::QueueView;
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
 /// The commands of the store, each its own type with its own result (`Store::write`).
 pub mod command {
     pub use super::writer::{
         BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl, CreateProject,
         CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, MeasureUsage, Probe,
-        RecordAlert, ResetAgent, RespondHitl, SetOversightLevel, SetTaskStatus, StartWorkflow,
-        TrimAgentHistory, TrimEvents, UpdateArtifact, Write,
+        QueueChange, RecordAlert, ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused,
+        SetQueue, SetTaskStatus, StartWorkflow, TrimAgentHistory, TrimEvents, UpdateArtifact,
+        Write,
     };
 }
 pub use writer::Write;
@@ -403,6 +406,10 @@ pub(crate) struct Shared {
     claim_turn: Mutex<Vec<Option<Id>>>,
     /// Per agent type (by code): pending tasks, counted at open and kept by the writer.
     pending: Vec<AtomicU64>,
+    /// Per agent type (by code): claims waiting for a task.
+    waiting: Vec<AtomicUsize>,
+    /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
+    queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
 }
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
@@ -450,6 +457,11 @@ impl Store {
                 .collect(),
             claim_turn: Mutex::new(vec![None; crate::domain::AgentType::ALL.len()]),
             pending,
+            waiting: crate::domain::AgentType::ALL
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            queue_waits: Mutex::new(std::collections::VecDeque::new()),
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })

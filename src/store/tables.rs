@@ -43,6 +43,14 @@ pub const TASKS_BY_PROJECT_AGENT: TableDefinition<&[u8; 33], ()> =
 /// first, then project by project, oldest first within one. Schema 3; it replaced
 /// `ix_tasks_agent_status` (agent type, status, task).
 pub const TASKS_CLAIM: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_tasks_claim");
+/// (agent type code, pending since in microseconds big-endian, task): pending tasks only, oldest
+/// first: the queue's oldest pending task. Schema 3.
+pub const TASKS_PENDING_SINCE: TableDefinition<&[u8; 25], ()> =
+    TableDefinition::new("ix_tasks_pending_since");
+/// Queue settings by agent type code. Schema 3.
+pub const QUEUES: TableDefinition<u8, &[u8]> = TableDefinition::new("queues");
+/// Paused projects (their tasks are not handed out). Schema 3.
+pub const PAUSED_PROJECTS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("paused_projects");
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
@@ -130,6 +138,25 @@ pub fn timer_key(deadline: i64, kind: TimerKind, id: &Id) -> [u8; 25] {
     k[8] = kind as u8;
     k[9..].copy_from_slice(&id.0);
     k
+}
+
+/// A pending task's entry in the pending-since index (a pending task does not change until it
+/// leaves pending, so its `updated_at` is when it became pending).
+pub fn pending_since_key(t: &Task) -> Option<[u8; 25]> {
+    (t.status == crate::domain::TaskStatus::Pending).then(|| {
+        let mut k = [0u8; 25];
+        k[0] = t.agent_type.code();
+        k[1..9].copy_from_slice(&(t.updated_at.max(0) as u64).to_be_bytes());
+        k[9..].copy_from_slice(&t.id.0);
+        k
+    })
+}
+
+/// The project of a claim key.
+pub fn claim_key_project(key: &[u8; 35]) -> Id {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[3..19]);
+    Id(id)
 }
 
 /// The timers a task's state calls for: lease expiry, work timeout, retry (in that order).
@@ -331,6 +358,9 @@ macro_rules! for_each_table {
         $apply!(TASKS_BY_PROJECT_STATUS);
         $apply!(TASKS_BY_PROJECT_AGENT);
         $apply!(TASKS_CLAIM);
+        $apply!(TASKS_PENDING_SINCE);
+        $apply!(QUEUES);
+        $apply!(PAUSED_PROJECTS);
         $apply!(ARTIFACTS_BY_PROJECT);
         $apply!(ARTIFACTS_BY_PROJECT_TYPE);
         $apply!(ARTIFACTS_BY_PROJECT_SOURCE);

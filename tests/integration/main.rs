@@ -17,6 +17,7 @@ mod hitl;
 mod hostile;
 mod monitoring;
 mod projects;
+mod queues;
 mod restart;
 mod security;
 mod tasks;

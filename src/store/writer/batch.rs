@@ -31,12 +31,16 @@ impl<'t> Batch<'t> {
             artifact_ix: ArtifactIndexes::open(txn)?,
             hitl_ix: HitlIndexes::open(txn)?,
             events_by_project: txn.open_table(tables::EVENTS_BY_PROJECT)?,
+            pending_since: txn.open_table(tables::TASKS_PENDING_SINCE)?,
+            queues: txn.open_table(tables::QUEUES)?,
+            paused_projects: txn.open_table(tables::PAUSED_PROJECTS)?,
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),
             claimable: vec![0; AgentType::ALL.len()],
             pending_delta: vec![0; AgentType::ALL.len()],
             queue: Vec::new(),
+            wake_all: Vec::new(),
         })
     }
 
@@ -52,6 +56,7 @@ impl<'t> Batch<'t> {
             claimable: self.claimable,
             pending_delta: self.pending_delta,
             queue: self.queue,
+            wake_all: self.wake_all,
         })
     }
 
@@ -105,6 +110,11 @@ impl<'t> Batch<'t> {
             entry: Bytes::from(crate::store::status::task_status_entry(new)),
         });
         self.task_ix.reindex(old, Some(new))?;
+        tables::move_key(
+            &mut self.pending_since,
+            old.and_then(tables::pending_since_key),
+            tables::pending_since_key(new),
+        )?;
         let agent = usize::from(new.agent_type.code());
         let was_pending = old.is_some_and(|o| o.status == TaskStatus::Pending);
         let is_pending = new.status == TaskStatus::Pending;

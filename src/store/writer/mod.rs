@@ -42,6 +42,7 @@ mod batch;
 mod hitl;
 mod meta;
 mod projects;
+mod queues;
 mod retention;
 mod tasks;
 mod timers;
@@ -51,6 +52,7 @@ pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
 pub use meta::{MeasureUsage, Probe, RecordAlert};
 pub use projects::{CreateProject, SetOversightLevel};
+pub use queues::{QueueChange, SetProjectPaused, SetQueue};
 pub use retention::{TrimAgentHistory, TrimEvents};
 pub use tasks::{Claim, CreateTask, Heartbeat, ResetAgent, SetTaskStatus};
 pub use timers::FireTimers;
@@ -404,8 +406,15 @@ impl Writer {
                     .set(n as f64);
             }
         }
-        for event in output.queue {
-            event.record();
+        if !output.queue.is_empty() {
+            let now = self.shared.clock.now();
+            let mut waits = self.shared.queue_waits.lock();
+            for event in output.queue {
+                if let QueueEvent::Waited(_, seconds) = event {
+                    super::queues::remember_wait(&mut waits, now, seconds);
+                }
+                event.record();
+            }
         }
         // Waiting claims, one per task that became claimable (a waiter that finds it taken
         // waits again).
@@ -413,6 +422,9 @@ impl Writer {
             for _ in 0..n.min(CLAIM_WAKEUPS_PER_BATCH) {
                 signal.notify_one();
             }
+        }
+        for agent in output.wake_all {
+            self.shared.claimable[usize::from(agent.code())].notify_waiters();
         }
     }
 }
@@ -438,6 +450,7 @@ struct BatchOutput {
     pending_delta: Vec<i64>,
     /// What the queue metrics must record once this commits.
     queue: Vec<QueueEvent>,
+    wake_all: Vec<AgentType>,
 }
 
 /// A task's step that a queue metric records.
@@ -500,6 +513,9 @@ pub struct Batch<'t> {
     artifact_ix: ArtifactIndexes<'t>,
     hitl_ix: HitlIndexes<'t>,
     events_by_project: Index<'t, 24>,
+    pending_since: Index<'t, 25>,
+    queues: Table<'t, u8, &'static [u8]>,
+    paused_projects: Index<'t, 16>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
@@ -507,6 +523,9 @@ pub struct Batch<'t> {
     claimable: Vec<u32>,
     pending_delta: Vec<i64>,
     queue: Vec<QueueEvent>,
+    /// Agent types whose waiting claims must all try again (a queue or project resumed, a
+    /// limit raised).
+    wake_all: Vec<AgentType>,
 }
 
 #[cfg(test)]

@@ -126,28 +126,46 @@ impl Write for Claim {
         if any.is_none() {
             return Ok(None);
         }
+        let settings = batch.queue_settings(self.agent_type)?;
+        if settings.paused {
+            return Ok(None);
+        }
+        if let Some(limit) = settings.max_working
+            && batch.agent(self.agent_type)?.working_tasks >= limit
+        {
+            return Ok(None);
+        }
         let turn = batch.shared.claim_turn.lock()[usize::from(code)];
         let mut found = None;
-        for priority in crate::domain::tasks::PRIORITIES {
+        'priorities: for priority in crate::domain::tasks::PRIORITIES {
             let key =
                 |project: &Id, id: &Id| tables::claim_key(code, pending, priority, project, id);
-            let after_turn = match turn {
-                Some(last) => first((
-                    Bound::Excluded(key(&last, &hi_id)),
-                    Bound::Included(key(&hi_id, &hi_id)),
-                ))?,
-                None => None,
-            };
-            let hit = match after_turn {
-                Some(hit) => Some(hit),
-                None => first((
-                    Bound::Included(key(&lo_id, &lo_id)),
-                    Bound::Included(key(&hi_id, &hi_id)),
-                ))?,
-            };
-            if hit.is_some() {
-                found = hit;
-                break;
+            // The projects after the one whose turn it was, then from the start; a paused
+            // project is skipped (past all of its tasks).
+            let mut after = turn;
+            let mut wrapped = false;
+            loop {
+                let lo = match after {
+                    Some(project) => Bound::Excluded(key(&project, &hi_id)),
+                    None => Bound::Included(key(&lo_id, &lo_id)),
+                };
+                let Some(hit) = first((lo, Bound::Included(key(&hi_id, &hi_id))))? else {
+                    if wrapped || turn.is_none() {
+                        break;
+                    }
+                    wrapped = true;
+                    after = None;
+                    continue;
+                };
+                let project = tables::claim_key_project(&hit);
+                if wrapped && turn.is_some_and(|t| project > t) {
+                    break;
+                }
+                if !batch.project_paused(&project)? {
+                    found = Some(hit);
+                    break 'priorities;
+                }
+                after = Some(project);
             }
         }
         let Some(hit) = found else {
@@ -318,6 +336,13 @@ impl<'t> Batch<'t> {
         }
         if escalate {
             self.queue.push(QueueEvent::Escalated(agent_type));
+        }
+        // Under a concurrency limit, a task that stops working makes room for a waiting claim.
+        if old.status == TaskStatus::Working
+            && task.status != TaskStatus::Working
+            && self.queue_settings(agent_type)?.max_working.is_some()
+        {
+            self.claimable[usize::from(agent_type.code())] += 1;
         }
         self.put_task(Some(&old), &task)?;
         let data = task_event_data(&task);

@@ -1,0 +1,111 @@
+//! Queues an operator steers: an agent type's queue paused or resumed, its concurrency limit, a
+//! project's tasks paused or resumed. Claims read these (`tasks::Claim`).
+
+use super::*;
+
+/// A change to one agent type's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueChange {
+    Pause,
+    Resume,
+    /// At most this many working tasks of the type (None: no limit).
+    Limit(Option<u32>),
+}
+
+/// Changes an agent type's queue; answers its settings.
+#[derive(Clone, Debug)]
+pub struct SetQueue {
+    pub agent_type: AgentType,
+    pub change: QueueChange,
+}
+
+impl Write for SetQueue {
+    type Plan = (SetQueue, QueueSettings);
+    type Output = QueueSettings;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<(SetQueue, QueueSettings)> {
+        let settings = batch.queue_settings(self.agent_type)?;
+        Ok((self, settings))
+    }
+
+    fn apply((c, old): (SetQueue, QueueSettings), batch: &mut Batch<'_>) -> Written<QueueSettings> {
+        let mut new = old.clone();
+        let kind = match c.change {
+            QueueChange::Pause => {
+                new.paused = true;
+                EventType::QueuePaused
+            }
+            QueueChange::Resume => {
+                new.paused = false;
+                EventType::QueueResumed
+            }
+            QueueChange::Limit(limit) => {
+                new.max_working = limit;
+                EventType::QueueLimitChanged
+            }
+        };
+        batch
+            .queues
+            .insert(c.agent_type.code(), encode(&new).as_slice())?;
+        let data = object_string(|o| {
+            o.str("agent_type", c.agent_type.as_str())
+                .bool("paused", new.paused);
+            match new.max_working {
+                Some(n) => o.u64("max_working", u64::from(n)),
+                None => o.null("max_working"),
+            };
+        });
+        batch.emit(kind, None, None, Some(c.agent_type), data)?;
+        // Claims waiting on this queue try again: it may hand out work now.
+        batch.wake_all.push(c.agent_type);
+        Ok(new)
+    }
+}
+
+/// Pauses or resumes one project's tasks (none is handed out while paused); answers whether it
+/// is paused now.
+#[derive(Clone, Debug)]
+pub struct SetProjectPaused {
+    pub project_id: Id,
+    pub paused: bool,
+}
+
+impl Write for SetProjectPaused {
+    type Plan = SetProjectPaused;
+    type Output = bool;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<SetProjectPaused> {
+        batch.require_project(&self.project_id)?;
+        Ok(self)
+    }
+
+    fn apply(c: SetProjectPaused, batch: &mut Batch<'_>) -> Written<bool> {
+        let key = c.project_id.as_bytes();
+        let kind = if c.paused {
+            batch.paused_projects.insert(key, ())?;
+            EventType::ProjectPaused
+        } else {
+            batch.paused_projects.remove(key)?;
+            batch.wake_all.extend(AgentType::ALL.iter().copied());
+            EventType::ProjectResumed
+        };
+        let data = object_string(|o| {
+            o.id("project_id", c.project_id).bool("paused", c.paused);
+        });
+        batch.emit(kind, Some(c.project_id), None, None, data)?;
+        Ok(c.paused)
+    }
+}
+
+impl<'t> Batch<'t> {
+    pub(super) fn queue_settings(&self, agent_type: AgentType) -> Written<QueueSettings> {
+        match self.queues.get(agent_type.code())? {
+            Some(bytes) => decode(bytes.value()),
+            None => Ok(QueueSettings::default()),
+        }
+    }
+
+    pub(super) fn project_paused(&self, project: &Id) -> Written<bool> {
+        Ok(self.paused_projects.get(project.as_bytes())?.is_some())
+    }
+}
