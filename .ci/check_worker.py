@@ -42,6 +42,7 @@ def main():
 
         def handler_for(kind):
             def handle(task):
+                task.progress("writing", 50)
                 task.post_artifact(kind, {"by": task.agent_type, "task": task.id})
                 return {"done": task.agent_type}
             return handle
@@ -70,6 +71,7 @@ def main():
         items = tasks["items"] if isinstance(tasks, dict) else tasks
         assert [t["status"] for t in items] == ["completed"] * 5, items
         assert {t["output"]["done"] for t in items} == set(PHASES)
+        assert all(t["progress"]["message"] == "writing" for t in items), items
         artifacts = call(base, "GET", f"/api/v1/context/project/{p}/artifacts")
         assert sorted(a["artifact_type"] for a in artifacts) == sorted(PHASES.values()), artifacts
         assert len(run["phases"]) == 5

@@ -10,63 +10,19 @@
 //! `cargo bench --bench claims` (FLIGHTDECK_BENCH_CLAIMS sets the tasks timed, default 1000).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
+#[path = "support/server.rs"]
+mod server;
+use server::{agent, start};
+
 const WORKERS: usize = 100;
 const BACKLOG: usize = 4000;
 const POLL_SLEEP: Duration = Duration::from_millis(100);
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("FLIGHTDECK_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start flightdeck");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    Server {
-        child,
-        base: format!("http://{addr}/api/v1"),
-        _dir: dir,
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
 
 /// Claims a coder task (waiting up to `wait_ms`); the task, or None on 204.
 fn claim(agent: &ureq::Agent, base: &str, wait_ms: u64) -> Option<Value> {
@@ -126,7 +82,7 @@ struct Figures {
 }
 
 fn run(long: bool, tasks: usize) -> Figures {
-    let server = start();
+    let server = start(&[]);
     let base = server.base.clone();
     let agent = agent();
     let mut r = agent

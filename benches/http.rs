@@ -134,6 +134,7 @@ fn main() {
             keys: Default::default(),
             cors: Default::default(),
             stopping: stop.clone(),
+            progress: flightdeck::api::progress_coalescer(),
         });
         let plain_state = state.clone();
         let plain = serve(

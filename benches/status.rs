@@ -6,62 +6,18 @@
 //!
 //! `cargo bench --bench status` (FLIGHTDECK_BENCH_TASKS sets the task count, default 50000).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
+
+#[path = "support/server.rs"]
+mod server;
+use server::{agent, start};
 
 const WRITERS: usize = 4;
 const SAMPLES: usize = 200;
 const BASELINE_SAMPLES: usize = 40;
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(args: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args(args)
-        .env("FLIGHTDECK_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start flightdeck");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    Server {
-        child,
-        base: format!("http://{addr}/api/v1"),
-        _dir: dir,
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
 
 fn post(agent: &ureq::Agent, url: &str, body: Value) -> Value {
     agent

@@ -202,6 +202,9 @@ pub struct ServeArgs {
     /// A claim's lease when the worker does not ask for one, in ms [default: 60000]
     #[arg(long, env = "FLIGHTDECK_DEFAULT_LEASE_MS", value_name = "MS")]
     pub default_lease_ms: Option<u64>,
+    /// How long an `Idempotency-Key` is remembered, in hours [default: 24]
+    #[arg(long, env = "FLIGHTDECK_IDEMPOTENCY_TTL_HOURS", value_name = "HOURS")]
+    pub idempotency_ttl_hours: Option<u64>,
     /// The longest a claim may wait for work (its `wait_ms`), in ms [default: 30000]
     #[arg(long, env = "FLIGHTDECK_MAX_CLAIM_WAIT_MS", value_name = "MS")]
     pub max_claim_wait_ms: Option<u64>,
@@ -511,6 +514,10 @@ impl Config {
         }
         if let Some(v) = s.default_lease_ms {
             config.store.tasks.default_lease = ms("default_lease_ms", v)?;
+        }
+        if let Some(v) = s.idempotency_ttl_hours {
+            config.store.idempotency_ttl = (positive("idempotency_ttl_hours", v as usize)? as i64)
+                .saturating_mul(3_600_000_000);
         }
         if let Some(v) = s.max_claim_wait_ms {
             config.store.tasks.max_claim_wait = ms("max_claim_wait_ms", v)?;

@@ -87,6 +87,7 @@ pub async fn run(
         keys: config.api_keys.clone(),
         cors: config.cors.clone(),
         stopping: stopping.clone(),
+        progress: crate::api::progress_coalescer(),
     });
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
@@ -344,6 +345,7 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
             () = stopping.cancelled() => return,
         }
         retain_events(&store, events).await;
+        forget_idempotency_keys(&store).await;
         let latest = store.latest_seq();
         for agent_type in AgentType::ALL {
             if measured.get(agent_type) == Some(&latest) {
@@ -372,6 +374,27 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
                         break;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Forgets the idempotency keys older than their lifetime, in bounded steps.
+async fn forget_idempotency_keys(store: &Store) {
+    loop {
+        let before = crate::domain::now_micros().saturating_sub(store.idempotency_ttl());
+        match store
+            .write(command::TrimIdempotency {
+                before,
+                max: TRIM_BATCH,
+            })
+            .await
+        {
+            Ok(n) if n as usize == TRIM_BATCH => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "forgetting old idempotency keys failed");
+                return;
             }
         }
     }

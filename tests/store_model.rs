@@ -16,6 +16,10 @@ use flightdeck::store::{
 };
 use proptest::prelude::*;
 
+#[path = "support/claims.rs"]
+mod claims;
+use claims::next_claim;
+
 #[derive(Debug, Clone)]
 enum Op {
     CreateProject,
@@ -124,23 +128,6 @@ struct Model {
     events: u64,
     /// Per agent type, the project its last claim was served from.
     turn: BTreeMap<AgentType, Id>,
-}
-
-/// The documented claim order: the highest priority (lowest number) first; within it, the first
-/// project after the one the last claim of this agent type was served from (by id, wrapping
-/// around); within the project, the oldest task.
-fn next_claim(tasks: impl Iterator<Item = (Id, Id, u8)>, turn: Option<Id>) -> Option<(Id, Id)> {
-    let pending: Vec<(Id, Id, u8)> = tasks.collect();
-    let best = pending.iter().map(|t| t.2).min()?;
-    let at: Vec<&(Id, Id, u8)> = pending.iter().filter(|t| t.2 == best).collect();
-    let project = at
-        .iter()
-        .map(|t| t.1)
-        .filter(|p| turn.is_some_and(|last| *p > last))
-        .min()
-        .or_else(|| at.iter().map(|t| t.1).min())?;
-    let task = at.iter().filter(|t| t.1 == project).map(|t| t.0).min()?;
-    Some((task, project))
 }
 
 /// Mostly an existing id (newest ones likelier), sometimes one never created.

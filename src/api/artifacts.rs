@@ -27,7 +27,8 @@ fn raw_text(raw: Box<RawValue>) -> String {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let body: CreateArtifact = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (CreateArtifact, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let project_id = parse_id("project_id", &body.project_id).map_err(|_| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
     })?;
@@ -40,7 +41,8 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         content: raw_text(body.content),
         metadata: body.metadata.map(raw_text),
     };
-    let a = state.store.write(command).await?;
+    let route = crate::http::Route::ArtifactCreate;
+    let a = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
     Ok(json(StatusCode::CREATED, encode(&a)))
 }
 

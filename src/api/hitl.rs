@@ -29,7 +29,8 @@ struct CreateHitl {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let body: CreateHitl = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (CreateHitl, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let project_id = crate::domain::Id::parse(&body.project_id).ok_or_else(|| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
     })?;
@@ -65,7 +66,8 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         options: body.options,
         expires_in_seconds: body.expires_in_seconds,
     };
-    let h = state.store.write(command).await?;
+    let route = crate::http::Route::HitlCreate;
+    let h = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
     Ok(json(StatusCode::CREATED, encode(&h)))
 }
 

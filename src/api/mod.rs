@@ -9,6 +9,7 @@ mod health;
 mod hitl;
 mod monitoring;
 pub mod openapi;
+mod progress;
 mod projects;
 mod queues;
 mod tasks;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub cors: Cors,
     /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Task progress frames, at most 10 per second per task.
+    pub progress: std::sync::Arc<progress::Coalescer>,
 }
 
 /// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
@@ -187,6 +190,12 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         ProjectStatus => projects::status(state, param, &query),
         ProjectCompletion => projects::completion(state, param),
         QueuesList => queues::list(state),
+        TaskProgress => {
+            let param = param.to_owned();
+            return later(state, is_head, |s| async move {
+                progress::post(&s, &param, req).await
+            });
+        }
         QueuePause | QueueResume | ProjectPause | ProjectResume => {
             let param = param.to_owned();
             return later(state, is_head, move |s| async move {
@@ -366,6 +375,55 @@ pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
         return Ok(id);
     }
     Err(DomainError::not_found("project", id).into())
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Writes `command`, at most once per `Idempotency-Key` (`key`) on this route and path: a repeat
+/// with the same body answers the original output without writing; one with another body is 422
+/// `idempotency_key_reused`. Without a key, a plain write.
+pub(crate) async fn write_once<C>(
+    state: &AppState,
+    route: crate::http::Route,
+    param: &str,
+    key: Option<&str>,
+    body: &[u8],
+    command: C,
+) -> Result<C::Output, ApiError>
+where
+    C: crate::store::Write,
+    C::Output: crate::store::command::Remembered,
+{
+    use sha1::{Digest, Sha1};
+    let Some(key) = key else {
+        return Ok(state.store.write(command).await?);
+    };
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    let mut digest = Sha1::new();
+    for part in [route.name().as_bytes(), param.as_bytes(), key.as_bytes()] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    let command = crate::store::command::Idempotent {
+        inner: command,
+        key: digest.finalize().into(),
+        fingerprint: Sha1::digest(body).into(),
+    };
+    Ok(state.store.write(command).await?)
+}
+
+/// A fresh progress coalescer for `AppState::progress`.
+pub fn progress_coalescer() -> std::sync::Arc<progress::Coalescer> {
+    progress::Coalescer::new()
 }
 
 /// Describes the API's own metrics (the worker protocol's).

@@ -156,6 +156,14 @@ pub fn operations() -> Vec<Operation> {
             200
         ),
         op!(
+            "post",
+            "/api/v1/tasks/{id}/progress",
+            TaskProgress,
+            "Report a working task's progress (ephemeral: reaches WebSocket subscribers, not the log)",
+            Some("Progress"),
+            202
+        ),
+        op!(
             "get",
             "/api/v1/queues",
             QueuesList,
@@ -451,7 +459,9 @@ fn schemas() -> Value {
             "wait_ms": {"type": ["integer", "null"], "minimum": 0,
                 "description": "with nothing to hand out, wait up to this long (at most --max-claim-wait-ms) for a task"}}},
         "Heartbeat": {"type": "object", "properties": {"worker_id": {"type": ["string", "null"]}, "lease_seconds": {"type": ["number", "null"]},
-            "lease_id": {"type": ["string", "null"], "format": "uuid", "description": "the claim's fencing token (required for a claimed task)"}}},
+            "lease_id": {"type": ["string", "null"], "format": "uuid", "description": "the claim's fencing token (required for a claimed task)"},
+            "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+            "data": any}},
         "CreateArtifact": {"type": "object", "required": ["project_id", "source_agent", "artifact_type", "content"], "properties": {
             "project_id": uuid, "source_agent": string, "artifact_type": string, "content": any, "metadata": any}},
         "UpdateArtifact": {"type": "object", "properties": {"content": any, "metadata": any}},
@@ -461,6 +471,10 @@ fn schemas() -> Value {
             "options": {"type": "array", "items": string}, "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1}}},
         "BulkApprove": {"type": "object", "required": ["request_ids"], "properties": {
             "request_ids": {"type": "array", "items": uuid}, "comment": {"type": ["string", "null"]}}},
+        "Progress": {"type": "object", "properties": {
+            "lease_id": {"type": ["string", "null"], "format": "uuid"},
+            "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+            "data": any}},
         "QueueLimit": {"type": "object", "required": ["max_working"], "properties": {
             "max_working": {"type": ["integer", "null"], "minimum": 0, "maximum": 4_294_967_295u64}},
             "additionalProperties": false},
@@ -482,6 +496,20 @@ pub fn document() -> Value {
         if op.path.contains("{agent_type}") {
             let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
+        }
+        use Route::*;
+        if matches!(
+            op.route,
+            ProjectsCreate
+                | ProjectTasksCreate
+                | ArtifactCreate
+                | HitlCreate
+                | WorkflowStart
+                | TaskClaim
+        ) {
+            parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "a repeat with the same key and body answers the original without writing again",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}));
         }
         let mut responses = serde_json::Map::new();
         let success = if op.route == Route::Metrics {

@@ -18,7 +18,8 @@ struct CreateProject {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let body: CreateProject = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (CreateProject, _) = req.json_and_bytes(state.max_body_bytes).await?;
     check_len("name", &body.name, Limits::NAME, true)?;
     if let Some(d) = &body.description {
         check_len("description", d, Limits::DESCRIPTION, false)?;
@@ -27,7 +28,8 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         name: body.name,
         description: body.description,
     };
-    let p = state.store.write(command).await?;
+    let route = crate::http::Route::ProjectsCreate;
+    let p = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
     Ok(json(
         StatusCode::CREATED,
         encode(&p, state.store.summary(&p.id).as_ref()),

@@ -24,7 +24,8 @@ struct CreateTask {
 
 pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let body: CreateTask = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (CreateTask, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len(
         "instructions",
@@ -50,7 +51,8 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
         context_ids,
         priority,
     };
-    let t = state.store.write(command).await?;
+    let route = crate::http::Route::ProjectTasksCreate;
+    let t = super::write_once(state, route, project, key.as_deref(), &bytes, command).await?;
     // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are run
     // by external workers, so there is none.
     Ok(json(
@@ -77,10 +79,14 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let id = parse_id("task_id", id)?;
-    let task = state
+    let mut task = state
         .store
         .get_task(&id)?
         .ok_or_else(|| DomainError::not_found("task", id))?;
+    // The latest progress report, even before the task's next durable change stores it.
+    if let Some(report) = state.store.progress(&id) {
+        task.progress = Some(report);
+    }
     Ok(json(StatusCode::OK, encode(&task)))
 }
 
@@ -184,7 +190,8 @@ fn lease(state: &AppState, seconds: Option<f64>) -> Result<crate::domain::Micros
 /// after the commit that made a task claimable (first come, first served), not by polling; one
 /// whose client goes away is dropped with its connection and claims nothing.
 pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let body: ClaimBody = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (ClaimBody, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
     let lease = lease(state, body.lease_seconds)?;
@@ -203,7 +210,10 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
             worker_id: body.worker_id.clone(),
             lease,
         };
-        if let Some(t) = state.store.write(command).await? {
+        let route = crate::http::Route::TaskClaim;
+        if let Some(t) =
+            super::write_once(state, route, "", key.as_deref(), &bytes, command).await?
+        {
             return Ok(json(StatusCode::OK, encode_leased(&t)));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -244,11 +254,22 @@ struct HeartbeatBody {
     /// The claim's fencing token; required for a claimed task.
     #[serde(default)]
     lease_id: Option<String>,
+    /// A progress report may ride along (`POST …/progress`).
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    percent: Option<f64>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
 }
 
 /// Extends the claim's lease from now: 409 `lease_lost` unless the body holds the task's current
 /// claim, 409 `task_cancelled` once it was cancelled, 409 unless it is working (for this worker).
-pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
+pub async fn heartbeat(
+    state: &std::sync::Arc<AppState>,
+    id: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
     let task_id = parse_id("task_id", id)?;
     let body: HeartbeatBody = req.optional_json(state.max_body_bytes).await?;
     let lease = lease(state, body.lease_seconds)?;
@@ -258,7 +279,16 @@ pub async fn heartbeat(state: &AppState, id: &str, req: Request) -> Result<Respo
         lease_id: lease_id(body.lease_id.as_deref())?,
         lease,
     };
+    let report = super::progress::Report {
+        message: body.message,
+        percent: body.percent,
+        data: body.data,
+    };
+    report.validate()?;
     let t = state.store.write(command).await?;
+    if !report.is_empty() {
+        super::progress::publish(state, &t, &report)?;
+    }
     Ok(json(StatusCode::OK, encode_leased(&t)))
 }
 
@@ -290,6 +320,7 @@ fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
         .opt_timestamp("lease_expires_at", t.lease_expires_at)
         .opt_timestamp("retry_at", t.retry_at)
         .opt_timestamp("timeout_at", t.timeout_at)
+        .opt_raw("progress", t.progress.as_deref())
         .timestamp("created_at", t.created_at)
         .timestamp("updated_at", t.updated_at)
         .opt_timestamp("started_at", t.started_at)

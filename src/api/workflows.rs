@@ -20,14 +20,16 @@ struct Start {
 /// `{workflow, context?}` → 201 the workflow, its first phase's task created; 409 if one runs.
 pub async fn start(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let body: Start = req.json(state.max_body_bytes).await?;
+    let key = req.header("idempotency-key").map(str::to_owned);
+    let (body, bytes): (Start, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let context = body.context.map(|raw| String::from(Box::<str>::from(raw)));
     let command = command::StartWorkflow {
         project_id,
         workflow: body.workflow,
         context,
     };
-    let run = state.store.write(command).await?;
+    let route = crate::http::Route::WorkflowStart;
+    let run = super::write_once(state, route, project, key.as_deref(), &bytes, command).await?;
     Ok(json(StatusCode::CREATED, encode(state, &run)?))
 }
 

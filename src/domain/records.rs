@@ -54,6 +54,9 @@ pub struct Task {
     pub lease_id: Option<Id>,
     /// 1 (highest) to 5 (lowest): claims hand out the highest first.
     pub priority: u8,
+    /// The worker's latest progress report (`{message?, percent?, data?, at}` as JSON text), as of
+    /// the task's last durable change.
+    pub progress: Option<String>,
 }
 
 /// The state of one agent type. Absent from the table means idle and never active.
@@ -194,6 +197,16 @@ pub struct QueueSettings {
     pub paused: bool,
     /// No claim beyond this many working tasks of the type.
     pub max_working: Option<u32>,
+}
+
+/// A create remembered under its idempotency key: which request it was, and what it produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// A digest of the request body.
+    pub fingerprint: [u8; 20],
+    /// The command's output, encoded as the store encodes records.
+    pub output: Vec<u8>,
+    pub at: Micros,
 }
 
 /// One entry of the event log: the frame's JSON text and, for the index, its project.

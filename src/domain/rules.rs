@@ -22,6 +22,9 @@ pub enum DomainError {
     /// The task was cancelled while the worker held it: it must stop.
     #[error("{message}")]
     TaskCancelled { message: String },
+    /// An idempotency key came back with another request.
+    #[error("{message}")]
+    IdempotencyKeyReused { message: String },
 }
 
 impl DomainError {

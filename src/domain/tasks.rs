@@ -438,6 +438,7 @@ mod tests {
             timeout_at: None,
             lease_id: None,
             priority: DEFAULT_PRIORITY,
+            progress: None,
         }
     }
 

@@ -17,6 +17,8 @@ use crate::domain::{Id, Micros};
 /// A frame waiting in a subscriber's queue.
 #[derive(Clone, Debug)]
 pub struct Queued {
+    /// The event's seq; 0 for an ephemeral frame (task progress: not logged, not replayed, not
+    /// subject to the exactly-once gate).
     pub seq: u64,
     pub project: Option<Id>,
     pub committed_at: Micros,
@@ -189,6 +191,28 @@ impl Hub {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Queues an ephemeral frame (no seq, never logged) to the project's subscribers and those of
+    /// everything.
+    pub fn publish_ephemeral(&self, project: Id, at: Micros, json: &[u8]) {
+        let item = Queued {
+            seq: 0,
+            project: Some(project),
+            committed_at: at,
+            frame: super::frame::text(json),
+        };
+        let registry = self.registry.read();
+        for id in &registry.all {
+            push_to(&registry, *id, &item);
+        }
+        if let Some(ids) = registry.by_project.get(&project) {
+            for id in ids.iter().filter(|id| !registry.all.contains(id)) {
+                push_to(&registry, *id, &item);
             }
         }
     }

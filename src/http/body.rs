@@ -28,6 +28,16 @@ pub async fn read_json<T: DeserializeOwned>(
     decode_json(&bytes)
 }
 
+/// `read_json`, and the body's bytes (for an idempotency fingerprint).
+pub async fn read_json_and_bytes<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(T, Bytes), ApiError> {
+    let bytes = read_body(req, limit, timeout).await?;
+    Ok((decode_json(&bytes)?, bytes))
+}
+
 /// Like `read_json`, but a request with no body and no Content-Type decodes as `T::default()`.
 pub async fn read_optional_json<T: DeserializeOwned + Default>(
     req: Request<Incoming>,

@@ -34,6 +34,7 @@ pub enum ErrorCode {
     InvalidTransition,
     LeaseLost,
     TaskCancelled,
+    IdempotencyKeyReused,
     HitlExpired,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -72,6 +73,7 @@ impl ErrorCode {
         ErrorCode::InvalidTransition,
         ErrorCode::LeaseLost,
         ErrorCode::TaskCancelled,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::HitlExpired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::TaskCancelled => "task_cancelled",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::HitlExpired => "hitl_expired",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -149,6 +152,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => StatusCode::CONFLICT,
             ErrorCode::LeaseLost => StatusCode::CONFLICT,
             ErrorCode::TaskCancelled => StatusCode::CONFLICT,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::HitlExpired => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -190,6 +194,9 @@ impl ErrorCode {
                 "the worker's claim no longer holds the task (or it gave no lease_id): stop"
             }
             ErrorCode::TaskCancelled => "the task was cancelled while the worker held it: stop",
+            ErrorCode::IdempotencyKeyReused => {
+                "an Idempotency-Key already used with another request (within its lifetime)"
+            }
             ErrorCode::HitlExpired => "the HITL request expired before it was answered",
             ErrorCode::PayloadTooLarge => "the body is over --max-body-bytes",
             ErrorCode::UnsupportedMediaType => "a body not sent as application/json",
@@ -325,6 +332,9 @@ impl From<DomainError> for ApiError {
             DomainError::LeaseLost { .. } => ApiError::new(ErrorCode::LeaseLost, e.to_string()),
             DomainError::TaskCancelled { .. } => {
                 ApiError::new(ErrorCode::TaskCancelled, e.to_string())
+            }
+            DomainError::IdempotencyKeyReused { .. } => {
+                ApiError::new(ErrorCode::IdempotencyKeyReused, e.to_string())
             }
         }
     }

@@ -103,6 +103,15 @@ impl Request {
         let timeout = self.body_timeout;
         body::read_json(self.take(), limit, timeout).await
     }
+
+    /// `json`, with the body's bytes.
+    pub async fn json_and_bytes<T: DeserializeOwned>(
+        self,
+        limit: usize,
+    ) -> Result<(T, bytes::Bytes), ApiError> {
+        let timeout = self.body_timeout;
+        body::read_json_and_bytes(self.take(), limit, timeout).await
+    }
 }
 
 impl Drop for Request {

@@ -59,6 +59,7 @@ pub enum Route {
     QueueUpdate,
     ProjectPause,
     ProjectResume,
+    TaskProgress,
 }
 
 /// Which service level a route's latency counts towards.
@@ -126,6 +127,7 @@ impl Route {
         Route::QueueUpdate,
         Route::ProjectPause,
         Route::ProjectResume,
+        Route::TaskProgress,
     ];
 
     /// The method and status of the route's usual answer, for the series that exist from start-up.
@@ -137,6 +139,7 @@ impl Route {
             TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
             | HitlBulkApprove | OversightSet | HitlRespond | QueuePause | QueueResume
             | ProjectPause | ProjectResume => ("POST", 200),
+            TaskProgress => ("POST", 202),
             ArtifactUpdate | QueueUpdate => ("PATCH", 200),
             ArtifactDelete => ("DELETE", 200),
             WsAll | WsProject => ("GET", 101),
@@ -169,7 +172,7 @@ impl Route {
             ProjectGet | ProjectStatus | ProjectCompletion | AgentsStatus | AgentStatus | Livez
             | Readyz | Health | HealthReady | HealthZ => Class::StatusQuery,
             ProjectTasksCreate | TaskSetStatus | ProjectTasksList | TaskGet | TaskClaim
-            | TaskHeartbeat => Class::TaskOperation,
+            | TaskHeartbeat | TaskProgress => Class::TaskOperation,
             ArtifactGet | ProjectArtifacts | ArtifactBatch => Class::ContextRetrieval,
             _ => Class::Other,
         }
@@ -232,6 +235,7 @@ impl Route {
             QueueUpdate => "queues.update",
             ProjectPause => "projects.pause",
             ProjectResume => "projects.resume",
+            TaskProgress => "tasks.progress",
         }
     }
 }
@@ -331,6 +335,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         ["queues", agent, "resume"] => (post.then_some((QueueResume, *agent)), "POST"),
         ["tasks", "claim"] => (post.then_some((TaskClaim, "")), "POST"),
         ["tasks", id, "heartbeat"] => (post.then_some((TaskHeartbeat, *id)), "POST"),
+        ["tasks", id, "progress"] => (post.then_some((TaskProgress, *id)), "POST"),
         ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
         ["tasks", id, "status"] => (post.then_some((TaskSetStatus, *id)), "POST"),
         ["agents", "status"] => (get.then_some((AgentsStatus, "")), "GET, HEAD"),
@@ -439,7 +444,7 @@ mod tests {
         }
         // The last declared route ends the list: a route declared but missing from ALL would
         // have an index past the end of every per-route array.
-        assert_eq!(Route::ProjectResume.index(), Route::ALL.len() - 1);
+        assert_eq!(Route::TaskProgress.index(), Route::ALL.len() - 1);
     }
 
     #[test]
@@ -522,7 +527,12 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 53);
+        assert_eq!(Route::ALL.len(), 54);
+        check(
+            Method::POST,
+            &format!("/api/v1/tasks/{id}/progress"),
+            Ok((TaskProgress, id)),
+        );
         check(Method::GET, "/api/v1/queues", Ok((QueuesList, "")));
         check(
             Method::PATCH,

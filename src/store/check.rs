@@ -97,6 +97,8 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "TASKS_PENDING_SINCE",
     "QUEUES",
     "PAUSED_PROJECTS",
+    "IDEMPOTENCY",
+    "IDEMPOTENCY_BY_AGE",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.
@@ -110,6 +112,29 @@ fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
         if let Err(e) = decode::<QueueSettings>(value.value()) {
             report.problem(format!("queues: {}: {e}", key.value()));
         }
+    }
+    // Every remembered key has its age entry and no age entry names a key that is gone.
+    let mut ages = Vec::new();
+    for entry in txn.open_table(tables::IDEMPOTENCY)?.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        match decode::<IdempotencyRecord>(value.value()) {
+            Ok(record) => ages.push(tables::idempotency_age_key(record.at, key.value())),
+            Err(e) => report.problem(format!("idempotency: {e}")),
+        }
+    }
+    ages.sort_unstable();
+    let mut indexed = Vec::new();
+    for entry in txn.open_table(tables::IDEMPOTENCY_BY_AGE)?.iter()? {
+        report.index_entries += 1;
+        indexed.push(*entry?.0.value());
+    }
+    if ages != indexed {
+        report.problem(format!(
+            "ix_idempotency_age: {} entries for {} remembered keys, or at other times",
+            indexed.len(),
+            ages.len()
+        ));
     }
     let projects = txn.open_table(tables::PROJECTS)?;
     for entry in txn.open_table(tables::PAUSED_PROJECTS)?.iter()? {

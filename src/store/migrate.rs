@@ -74,6 +74,7 @@ impl From<TaskV2> for Task {
             timeout_at: t.timeout_at,
             lease_id: None,
             priority: DEFAULT_PRIORITY,
+            progress: None,
         }
     }
 }
@@ -142,6 +143,8 @@ pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
             "TASKS_PENDING_SINCE",
             "QUEUES",
             "PAUSED_PROJECTS",
+            "IDEMPOTENCY",
+            "IDEMPOTENCY_BY_AGE",
         ]
     } else {
         &[]

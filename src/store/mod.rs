@@ -45,10 +45,10 @@ pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode
 pub mod command {
     pub use super::writer::{
         BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl, CreateProject,
-        CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, MeasureUsage, Probe,
-        QueueChange, RecordAlert, ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused,
-        SetQueue, SetTaskStatus, StartWorkflow, TrimAgentHistory, TrimEvents, UpdateArtifact,
-        Write,
+        CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, Idempotent, MeasureUsage,
+        Probe, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl, SetOversightLevel,
+        SetProjectPaused, SetQueue, SetTaskStatus, StartWorkflow, TrimAgentHistory, TrimEvents,
+        TrimIdempotency, UpdateArtifact, Write,
     };
 }
 pub use writer::Write;
@@ -200,6 +200,8 @@ pub struct StoreConfig {
     pub workflows: Vec<crate::domain::workflow::Workflow>,
     /// The writer's clock: every batch's `now`. The system clock, except in tests.
     pub clock: Clock,
+    /// How long an idempotency key is remembered (microseconds).
+    pub idempotency_ttl: Micros,
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -234,6 +236,7 @@ impl StoreConfig {
             tasks: TaskSettings::default(),
             workflows: vec![crate::domain::workflow::builtin()],
             clock: Clock::system(),
+            idempotency_ttl: 24 * 3600 * 1_000_000,
         }
     }
 }
@@ -410,7 +413,14 @@ pub(crate) struct Shared {
     waiting: Vec<AtomicUsize>,
     /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
     queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
+    /// Each working task's latest progress report (JSON text), until its next durable change
+    /// takes it into the record. Bounded: at most `PROGRESS_KEPT` tasks.
+    progress: Mutex<HashMap<Id, String>>,
+    idempotency_ttl: Micros,
 }
+
+/// Tasks whose latest progress is kept in memory at most (about one per working task).
+const PROGRESS_KEPT: usize = 100_000;
 
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
 #[derive(Clone)]
@@ -462,6 +472,8 @@ impl Store {
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
             queue_waits: Mutex::new(std::collections::VecDeque::new()),
+            progress: Mutex::new(HashMap::new()),
+            idempotency_ttl: config.idempotency_ttl,
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
@@ -495,6 +507,11 @@ impl Store {
         &self.shared.claimable[usize::from(agent_type.code())]
     }
 
+    /// How long an idempotency key is remembered (microseconds).
+    pub fn idempotency_ttl(&self) -> Micros {
+        self.shared.idempotency_ttl
+    }
+
     /// Sets the queue depth gauges to the pending counts (the writer keeps them from then on):
     /// for start-up, once the metrics recorder is installed.
     pub fn report_queue_depth(&self) {
@@ -505,6 +522,23 @@ impl Store {
             metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.as_str())
                 .set(n.load(Ordering::Relaxed) as f64);
         }
+    }
+
+    /// Records a working task's latest progress report (JSON text of an object); it is shown with
+    /// the task and stored with it at its next durable change. False when too many tasks hold
+    /// reports already (the report still reaches the WebSocket subscribers).
+    pub fn set_progress(&self, task: Id, report: String) -> bool {
+        let mut board = self.shared.progress.lock();
+        if board.len() >= PROGRESS_KEPT && !board.contains_key(&task) {
+            return false;
+        }
+        board.insert(task, report);
+        true
+    }
+
+    /// The task's latest progress report not yet stored with it.
+    pub fn progress(&self, task: &Id) -> Option<String> {
+        self.shared.progress.lock().get(task).cloned()
     }
 
     pub fn latest_seq(&self) -> u64 {

@@ -47,6 +47,20 @@ pub const TASKS_CLAIM: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix
 /// first: the queue's oldest pending task. Schema 3.
 pub const TASKS_PENDING_SINCE: TableDefinition<&[u8; 25], ()> =
     TableDefinition::new("ix_tasks_pending_since");
+/// Creates remembered by idempotency key (a digest of the route and the key). Schema 3.
+pub const IDEMPOTENCY: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("idempotency");
+/// (remembered at, big-endian microseconds; key digest): for trimming the oldest. Schema 3.
+pub const IDEMPOTENCY_BY_AGE: TableDefinition<&[u8; 28], ()> =
+    TableDefinition::new("ix_idempotency_age");
+
+/// (when remembered, key): an entry of `IDEMPOTENCY_BY_AGE`.
+pub fn idempotency_age_key(at: i64, key: &[u8; 20]) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..8].copy_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(key);
+    k
+}
+
 /// Queue settings by agent type code. Schema 3.
 pub const QUEUES: TableDefinition<u8, &[u8]> = TableDefinition::new("queues");
 /// Paused projects (their tasks are not handed out). Schema 3.
@@ -361,6 +375,8 @@ macro_rules! for_each_table {
         $apply!(TASKS_PENDING_SINCE);
         $apply!(QUEUES);
         $apply!(PAUSED_PROJECTS);
+        $apply!(IDEMPOTENCY);
+        $apply!(IDEMPOTENCY_BY_AGE);
         $apply!(ARTIFACTS_BY_PROJECT);
         $apply!(ARTIFACTS_BY_PROJECT_TYPE);
         $apply!(ARTIFACTS_BY_PROJECT_SOURCE);

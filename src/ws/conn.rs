@@ -513,7 +513,12 @@ impl Writer {
         let mut frames = Vec::with_capacity(queued.len());
         let mut delivered: Vec<&Queued> = Vec::with_capacity(queued.len());
         for item in &queued {
-            if self.pass(item.seq, item.project) {
+            if item.seq == 0 {
+                // Ephemeral (task progress): wanted or not, never gated, never counted.
+                if self.gate.wants(item.project) {
+                    frames.push(item.frame.clone());
+                }
+            } else if self.pass(item.seq, item.project) {
                 frames.push(item.frame.clone());
                 delivered.push(item);
             }

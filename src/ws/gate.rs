@@ -70,11 +70,15 @@ impl Gate {
         }
     }
 
+    /// Whether the subscriptions want a frame of this project (or of none).
+    pub fn wants(&self, project: Option<Id>) -> bool {
+        self.all || project.is_none_or(|p| self.projects.contains(&p))
+    }
+
     /// Whether the subscriptions want this event and it was not written yet; records it as
     /// written.
     pub fn pass(&mut self, seq: u64, project: Option<Id>) -> bool {
-        let wanted = self.all || project.is_none_or(|p| self.projects.contains(&p));
-        if !wanted {
+        if !self.wants(project) {
             return false;
         }
         let delivered = self.delivered.entry(self.stream_of(project)).or_insert(0);

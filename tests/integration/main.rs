@@ -15,6 +15,7 @@ mod events;
 mod full_disk;
 mod hitl;
 mod hostile;
+mod idempotency;
 mod monitoring;
 mod projects;
 mod queues;

@@ -522,3 +522,141 @@ fn a_client_that_never_answers_pings_is_closed() {
     let pings = bytes.windows(2).filter(|w| w == &[0x89, 0x00]).count();
     assert!(pings >= 2, "{pings} pings");
 }
+
+/// The next `task_progress` frame, skipping events and acknowledgements.
+async fn next_progress(socket: &mut Socket) -> Value {
+    loop {
+        match recv(socket).await {
+            Incoming::Json(v) if v["event_type"] == "task_progress" => return v,
+            Incoming::Json(_) => continue,
+            other => panic!("expected progress, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn task_progress_reaches_subscribers_at_once_coalesced_and_never_logged() {
+    let s = Server::start();
+    let p = s.project("p");
+    let other = s.project("other");
+    let t = s.task(&p, "coder");
+    let claimed = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "coder", "worker_id": "w", "lease_seconds": 60}),
+        )
+        .expect(200);
+    let lease = claimed["lease_id"].clone();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}")).await;
+        subscribed(&mut socket).await;
+        let mut elsewhere = connect(&s, &format!("/ws/{other}")).await;
+        subscribed(&mut elsewhere).await;
+        let r = s
+            .post(
+                &format!("/api/v1/tasks/{t}/progress"),
+                json!({"lease_id": lease, "message": "parsing", "percent": 10, "data": {"files": 3}}),
+            )
+            .expect(202);
+        assert_eq!(r["accepted"], true);
+        let frame = next_progress(&mut socket).await;
+        assert_eq!(frame["task_id"], t.as_str());
+        assert_eq!(frame["project_id"], p.as_str());
+        assert_eq!(frame["agent_type"], "coder");
+        assert!(frame.get("seq").is_none(), "ephemeral: no seq: {frame}");
+        assert_eq!(frame["data"]["message"], "parsing");
+        assert_eq!(frame["data"]["percent"], 10.0);
+        assert_eq!(frame["data"]["data"], json!({"files": 3}));
+        assert!(frame["timestamp"].is_string());
+        // A burst: at most one frame per 100 ms, and the latest report is the last one sent.
+        let started = std::time::Instant::now();
+        for i in 0..40 {
+            s.post(
+                &format!("/api/v1/tasks/{t}/progress"),
+                json!({"lease_id": lease, "percent": i}),
+            )
+            .expect(202);
+        }
+        let burst = started.elapsed();
+        let mut frames = Vec::new();
+        loop {
+            let f = next_progress(&mut socket).await;
+            let percent = f["data"]["percent"].as_f64().unwrap();
+            frames.push(percent);
+            if percent == 39.0 {
+                break;
+            }
+        }
+        let allowed = (burst.as_millis() / 100 + 2) as usize;
+        assert!(frames.len() <= allowed, "{} frames in {burst:?}: {frames:?}", frames.len());
+        assert!(frames.len() < 40, "coalesced: {frames:?}");
+        // The other project's subscriber saw none of it: its next frame is its own project's.
+        s.task(&other, "tester");
+        let first = loop {
+            match recv(&mut elsewhere).await {
+                Incoming::Json(v) if v.get("op").is_some() => continue,
+                Incoming::Json(v) => break v,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(first["event_type"], "task_created", "{first}");
+    });
+    // The latest report is shown with the task, and stored with it at its next durable change.
+    let v = s.get(&format!("/api/v1/tasks/{t}")).expect(200);
+    assert_eq!(v["progress"]["percent"], 39.0);
+    s.post(
+        &format!("/api/v1/tasks/{t}/status"),
+        json!({"status": "completed", "lease_id": lease}),
+    )
+    .expect(200);
+    let dir = s.stop();
+    let s = Server::start_in(dir, &[]);
+    let v = s.get(&format!("/api/v1/tasks/{t}")).expect(200);
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["progress"]["percent"], 39.0, "kept with the task: {v}");
+    assert!(
+        s.all_events(None)
+            .iter()
+            .all(|e| e["event_type"] != "task_progress"),
+        "progress is never logged"
+    );
+    // Only a working task under its lease reports progress.
+    s.post(
+        &format!("/api/v1/tasks/{t}/progress"),
+        json!({"lease_id": lease, "percent": 100}),
+    )
+    .expect_error(409, "lease_lost");
+    let u = s.task(&p, "coder");
+    let claimed = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "coder", "worker_id": "w"}),
+        )
+        .expect(200);
+    s.post(
+        &format!("/api/v1/tasks/{u}/progress"),
+        json!({"lease_id": claimed["lease_id"], "percent": 101}),
+    )
+    .expect_error(422, "invalid_field");
+    // A heartbeat may carry a report.
+    s.post(
+        &format!("/api/v1/tasks/{u}/heartbeat"),
+        json!({"lease_id": claimed["lease_id"], "message": "still here"}),
+    )
+    .expect(200);
+    assert_eq!(
+        s.get(&format!("/api/v1/tasks/{u}")).expect(200)["progress"]["message"],
+        "still here"
+    );
+    s.post(
+        &format!("/api/v1/tasks/{u}/status"),
+        json!({"status": "cancelled"}),
+    )
+    .expect(200);
+    s.post(
+        &format!("/api/v1/tasks/{u}/progress"),
+        json!({"lease_id": claimed["lease_id"], "percent": 50}),
+    )
+    .expect_error(409, "task_cancelled");
+}

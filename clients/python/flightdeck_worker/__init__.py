@@ -9,7 +9,7 @@
     Worker("http://127.0.0.1:8080", "coder").run(write_code)
 
 The worker claims a task of its agent type with a long poll (`wait_ms`), heartbeats its lease in
-the background every third of the lease, and completes the task with the handler's return value,
+the background every third of the lease, lets the handler report progress (`task.progress(...)`), and completes the task with the handler's return value,
 or fails it with the exception's message, always with the claim's `lease_id`. When the server
 answers 409 `lease_lost` (the lease ran out and another worker may hold the task) or
 `task_cancelled`, the task is given up: `task.lost` becomes true, and nothing the worker sends for
@@ -69,6 +69,16 @@ class Task:
         if metadata is not None:
             body["metadata"] = metadata
         return self._worker._call("POST", "/api/v1/context/artifacts", body)[1]
+
+    def progress(self, message=None, percent=None, data=None):
+        """Reports progress: the project's WebSocket subscribers see it at once (coalesced to 10
+        frames per second), and it is shown with the task."""
+        self._check()
+        body = {"lease_id": self.lease_id}
+        for key, value in (("message", message), ("percent", percent), ("data", data)):
+            if value is not None:
+                body[key] = value
+        self._fenced("POST", f"/api/v1/tasks/{self.id}/progress", body)
 
     def heartbeat(self):
         """Extends the lease now (the worker also does it in the background)."""

@@ -34,6 +34,8 @@ impl<'t> Batch<'t> {
             pending_since: txn.open_table(tables::TASKS_PENDING_SINCE)?,
             queues: txn.open_table(tables::QUEUES)?,
             paused_projects: txn.open_table(tables::PAUSED_PROJECTS)?,
+            idempotency: txn.open_table(tables::IDEMPOTENCY)?,
+            idempotency_by_age: txn.open_table(tables::IDEMPOTENCY_BY_AGE)?,
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),

@@ -70,6 +70,8 @@ pub enum AnswerPlan {
         action: HitlAction,
     },
     Expire(HitlRequest),
+    /// Expired already (by its timer): answered as expired, nothing written.
+    Expired(HitlRequest),
 }
 
 impl Write for RespondHitl {
@@ -137,6 +139,10 @@ impl Write for BulkApproveHitl {
                     skipped.push((id, "expired".to_string()));
                     answers.push(AnswerPlan::Expire(old));
                 }
+                Ok(AnswerPlan::Expired(_)) => {
+                    again.insert(id, "expired".to_string());
+                    skipped.push((id, "expired".to_string()));
+                }
                 Ok(plan) => {
                     again.insert(id, answered_as(HitlStatus::Approved));
                     answers.push(plan);
@@ -177,6 +183,9 @@ impl<'t> Batch<'t> {
         if crate::domain::tasks::hitl_expired(&old, self.now) {
             return Ok(AnswerPlan::Expire(old));
         }
+        if old.status == HitlStatus::Expired {
+            return Ok(AnswerPlan::Expired(old));
+        }
         let new = crate::domain::tasks::answer_hitl(&old, action, content, comment, self.now)?;
         Ok(AnswerPlan::Answer {
             old,
@@ -188,6 +197,7 @@ impl<'t> Batch<'t> {
     fn answer_hitl(&mut self, plan: AnswerPlan) -> Written<HitlAnswer> {
         let (old, request, action) = match plan {
             AnswerPlan::Expire(old) => return Ok(HitlAnswer::Expired(self.expire_hitl(old)?)),
+            AnswerPlan::Expired(old) => return Ok(HitlAnswer::Expired(old)),
             AnswerPlan::Answer { old, new, action } => (old, *new, action),
         };
         self.put_hitl(Some(&old), &request)?;

@@ -40,6 +40,7 @@ use super::{
 mod artifacts;
 mod batch;
 mod hitl;
+mod idempotency;
 mod meta;
 mod projects;
 mod queues;
@@ -50,6 +51,7 @@ mod workflows;
 
 pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
+pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
 pub use meta::{MeasureUsage, Probe, RecordAlert};
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
@@ -516,6 +518,8 @@ pub struct Batch<'t> {
     pending_since: Index<'t, 25>,
     queues: Table<'t, u8, &'static [u8]>,
     paused_projects: Index<'t, 16>,
+    idempotency: Table<'t, &'static [u8; 20], &'static [u8]>,
+    idempotency_by_age: Index<'t, 28>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
@@ -557,6 +561,50 @@ mod tests {
             "after"
         );
         assert_eq!(store.latest_seq(), before + 1);
+        store.close();
+    }
+
+    #[test]
+    fn an_idempotency_key_answers_its_original_until_it_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
+        let reader = clock.clone();
+        let mut config = StoreConfig::new(dir.path());
+        config.durability = Durability::None;
+        config.clock = crate::store::Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+        config.idempotency_ttl = 10_000_000;
+        let store = Store::open(&config, no_publisher()).unwrap();
+        let create = |name: &str, fingerprint: u8| Idempotent {
+            inner: CreateProject {
+                name: name.into(),
+                description: None,
+            },
+            key: [7; 20],
+            fingerprint: [fingerprint; 20],
+        };
+        let first = store.write_blocking(create("a", 1)).unwrap();
+        let again = store.write_blocking(create("a", 1)).unwrap();
+        assert_eq!(first, again);
+        let refused = store.write_blocking(create("b", 2)).unwrap_err();
+        assert!(matches!(
+            refused,
+            StoreError::Domain(DomainError::IdempotencyKeyReused { .. })
+        ));
+        // Past its lifetime the key no longer holds: a new write.
+        clock.store(12_000_000, Ordering::SeqCst);
+        let later = store.write_blocking(create("c", 3)).unwrap();
+        assert_ne!(later.id, first.id);
+        // Trimming forgets keys remembered before the cut, with their index entries.
+        let trimmed = store
+            .write_blocking(TrimIdempotency {
+                before: 12_000_001,
+                max: 100,
+            })
+            .unwrap();
+        assert_eq!(trimmed, 1);
+        let fresh = store.write_blocking(create("d", 4)).unwrap();
+        assert_ne!(fresh.id, later.id);
+        assert!(store.check().unwrap().is_consistent());
         store.close();
     }
 }

@@ -221,7 +221,10 @@ impl Write for Heartbeat {
         Ok((old, task))
     }
 
-    fn apply((old, task): (Task, Task), batch: &mut Batch<'_>) -> Written<Task> {
+    fn apply((old, mut task): (Task, Task), batch: &mut Batch<'_>) -> Written<Task> {
+        if let Some(report) = batch.take_progress(&task.id, task.status) {
+            task.progress = Some(report);
+        }
         batch.put_task(Some(&old), &task)?;
         Ok(task)
     }
@@ -249,6 +252,17 @@ impl Write for ResetAgent {
 }
 
 impl<'t> Batch<'t> {
+    /// A task's latest progress report, to store with its durable change: taken off the board
+    /// when it stops working, copied while it still works.
+    fn take_progress(&self, task: &Id, status: TaskStatus) -> Option<String> {
+        let mut board = self.shared.progress.lock();
+        if status == TaskStatus::Working {
+            board.get(task).cloned()
+        } else {
+            board.remove(task)
+        }
+    }
+
     /// Writes a new pending task (its references already checked) and its event.
     pub(super) fn insert_task(&mut self, c: CreateTask) -> Written<Task> {
         let task = Task {
@@ -272,6 +286,7 @@ impl<'t> Batch<'t> {
             timeout_at: None,
             lease_id: None,
             priority: c.priority,
+            progress: None,
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
@@ -314,6 +329,10 @@ impl<'t> Batch<'t> {
             self.now,
             self.settings,
         );
+        let mut task = task;
+        if let Some(report) = self.take_progress(&task.id, task.status) {
+            task.progress = Some(report);
+        }
         let agent_type = task.agent_type;
         let seconds = |since: Micros| (self.now.saturating_sub(since)).max(0) as f64 / 1e6;
         match step {

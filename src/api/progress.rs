@@ -1,0 +1,200 @@
+//! Task progress: a worker's reports reach the project's WebSocket subscribers at once, as
+//! ephemeral frames (no seq, not fsynced, not replayed), at most 10 per second per task with the
+//! latest winning; the latest is shown with the task and stored with it at its next durable change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{AppState, parse_id};
+use crate::domain::{DomainError, Id, Limits, TaskStatus, Vocabulary, check_len, now_micros};
+use crate::http::{ApiError, Request, Response, StatusCode};
+use crate::json::object;
+use crate::store::Task;
+
+/// Frames per task at most this often.
+const EVERY: Duration = Duration::from_millis(100);
+/// Tasks whose send times are remembered; beyond it, the idle ones are forgotten.
+const TRACKED: usize = 10_000;
+
+/// A progress report as a worker sends it (with a heartbeat, or alone).
+#[derive(Deserialize, Default)]
+pub(super) struct Report {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub percent: Option<f64>,
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.message.is_none() && self.percent.is_none() && self.data.is_none()
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if let Some(m) = &self.message {
+            check_len("message", m, Limits::COMMENT, false)?;
+        }
+        if let Some(p) = self.percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            return Err(ApiError::invalid_field(
+                "percent",
+                format!("{p} is not from 0 to 100"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `{message?, percent?, data?, at}` as JSON text.
+    fn encode(&self, at: crate::domain::Micros) -> String {
+        String::from_utf8(object(|o| {
+            o.opt_str("message", self.message.as_deref());
+            if let Some(p) = self.percent {
+                o.f64("percent", p);
+            }
+            o.opt_raw("data", self.data.as_ref().map(|d| d.get()))
+                .timestamp("at", at);
+        }))
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize)]
+struct ProgressBody {
+    #[serde(default)]
+    lease_id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    percent: Option<f64>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+/// When each task's last frame went out, and the report waiting for its turn.
+#[derive(Default)]
+pub struct Coalescer {
+    tasks: Mutex<HashMap<Id, Slot>>,
+}
+
+struct Slot {
+    sent: Instant,
+    waiting: Option<Vec<u8>>,
+}
+
+impl Coalescer {
+    pub fn new() -> Arc<Coalescer> {
+        Arc::new(Coalescer::default())
+    }
+}
+
+/// `POST /api/v1/tasks/{id}/progress {lease_id, message?, percent?, data?}` → 202.
+pub async fn post(state: &Arc<AppState>, id: &str, req: Request) -> Result<Response, ApiError> {
+    let task_id = parse_id("task_id", id)?;
+    let body: ProgressBody = req.json(state.max_body_bytes).await?;
+    let lease_id = body
+        .lease_id
+        .as_deref()
+        .map(|t| parse_id("lease_id", t))
+        .transpose()?;
+    let report = Report {
+        message: body.message,
+        percent: body.percent,
+        data: body.data,
+    };
+    report.validate()?;
+    let task = state
+        .store
+        .get_task(&task_id)?
+        .ok_or_else(|| DomainError::not_found("task", task_id))?;
+    if task.status == TaskStatus::Cancelled {
+        return Err(DomainError::TaskCancelled {
+            message: format!("task {task_id} was cancelled; stop working on it"),
+        }
+        .into());
+    }
+    crate::domain::tasks::fence(&task, lease_id)?;
+    if task.status != TaskStatus::Working {
+        return Err(DomainError::InvalidTransition {
+            message: format!("task {task_id} is {}, not working", task.status),
+        }
+        .into());
+    }
+    publish(state, &task, &report)?;
+    Ok(crate::http::body::json(
+        StatusCode::ACCEPTED,
+        object(|o| {
+            o.id("task_id", task_id).bool("accepted", true);
+        }),
+    ))
+}
+
+/// Records a report as the task's latest and sends it to the project's subscribers now, or when
+/// the task's next frame is due (the latest report then).
+pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Result<(), ApiError> {
+    report.validate()?;
+    let at = now_micros();
+    let encoded = report.encode(at);
+    state.store.set_progress(task.id, encoded.clone());
+    let frame = object(|o| {
+        o.str("event_type", "task_progress")
+            .id("project_id", task.project_id)
+            .id("task_id", task.id)
+            .str("agent_type", task.agent_type.as_str())
+            .raw("data", &encoded)
+            .timestamp("timestamp", at);
+    });
+    let now = Instant::now();
+    let send_later = {
+        let mut tasks = state.progress.tasks.lock();
+        if tasks.len() >= TRACKED {
+            tasks.retain(|_, s| s.waiting.is_some() || now.duration_since(s.sent) < EVERY);
+        }
+        match tasks.get_mut(&task.id) {
+            Some(slot) if now.duration_since(slot.sent) < EVERY => {
+                // Not its turn: the latest waits; one timer per task sends it.
+                let armed = slot.waiting.is_some();
+                slot.waiting = Some(frame);
+                (!armed).then(|| slot.sent + EVERY)
+            }
+            _ => {
+                tasks.insert(
+                    task.id,
+                    Slot {
+                        sent: now,
+                        waiting: None,
+                    },
+                );
+                state.ws.hub.publish_ephemeral(task.project_id, at, &frame);
+                None
+            }
+        }
+    };
+    if let Some(due) = send_later {
+        let (state, task_id, project) = (state.clone(), task.id, task.project_id);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            let frame = {
+                let mut tasks = state.progress.tasks.lock();
+                tasks.get_mut(&task_id).and_then(|slot| {
+                    slot.sent = Instant::now();
+                    slot.waiting.take()
+                })
+            };
+            if let Some(frame) = frame {
+                state
+                    .ws
+                    .hub
+                    .publish_ephemeral(project, now_micros(), &frame);
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Idempotency keys: a create repeated with the same `Idempotency-Key` and body answers the
+//! original without writing again, across a restart and a SIGKILL right after the answer; the same
+//! key with another body is 422 `idempotency_key_reused`.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::{Resp, Server};
+
+fn post_with_key(s: &Server, path: &str, key: &str, body: &Value) -> Resp {
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(s.url(path))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string().into_bytes())
+        .unwrap();
+    s.send_request(request)
+}
+
+fn tasks_of(s: &Server, project: &str) -> Vec<Value> {
+    let v = s
+        .get(&format!("/api/v1/projects/{project}/tasks"))
+        .expect(200);
+    v["items"].as_array().or(v.as_array()).unwrap().clone()
+}
+
+#[test]
+fn a_repeated_create_answers_the_original_and_writes_once() {
+    let s = Server::start();
+    let project = post_with_key(&s, "/api/v1/projects", "p-1", &json!({"name": "shop"}));
+    let again = post_with_key(&s, "/api/v1/projects", "p-1", &json!({"name": "shop"}));
+    assert_eq!((project.status, again.status), (201, 201));
+    let p = project.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(again.json()["id"], p.as_str());
+    let body = json!({"agent_type": "coder", "instructions": "build it"});
+    let path = format!("/api/v1/projects/{p}/tasks");
+    let first = post_with_key(&s, &path, "t-1", &body).expect(201);
+    let latest = s.get("/api/v1/events?limit=1000").expect(200);
+    let events_before = latest["items"]
+        .as_array()
+        .or(latest.as_array())
+        .unwrap()
+        .len();
+    let second = post_with_key(&s, &path, "t-1", &body).expect(201);
+    assert_eq!(first["task_id"], second["task_id"]);
+    assert_eq!(tasks_of(&s, &p).len(), 1, "written once");
+    let latest = s.get("/api/v1/events?limit=1000").expect(200);
+    assert_eq!(
+        latest["items"]
+            .as_array()
+            .or(latest.as_array())
+            .unwrap()
+            .len(),
+        events_before,
+        "no new event"
+    );
+    // The same key with another body is refused and changes nothing.
+    let other = json!({"agent_type": "coder", "instructions": "build something else"});
+    post_with_key(&s, &path, "t-1", &other).expect_error(422, "idempotency_key_reused");
+    // The same key on another project's route is another key.
+    let q = s.project("q");
+    post_with_key(&s, &format!("/api/v1/projects/{q}/tasks"), "t-1", &body).expect(201);
+    // Without a key, or with a new one, every create writes.
+    post_with_key(&s, &path, "t-2", &body).expect(201);
+    s.post(&path, body.clone()).expect(201);
+    assert_eq!(tasks_of(&s, &p).len(), 3);
+    for bad in ["", &"k".repeat(256), "has space"] {
+        post_with_key(&s, &path, bad, &body).expect_error(422, "invalid_field");
+    }
+    // Artifacts, HITL requests and workflow starts too.
+    let artifact = json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code", "content": {"a": 1}});
+    let a1 = post_with_key(&s, "/api/v1/context/artifacts", "a-1", &artifact).expect(201);
+    let a2 = post_with_key(&s, "/api/v1/context/artifacts", "a-1", &artifact).expect(201);
+    assert_eq!(a1["context_id"], a2["context_id"]);
+    let hitl = json!({"project_id": p, "question": "ship it?"});
+    let h1 = post_with_key(&s, "/api/v1/hitl", "h-1", &hitl).expect(201);
+    let h2 = post_with_key(&s, "/api/v1/hitl", "h-1", &hitl).expect(201);
+    assert_eq!(h1["request_id"], h2["request_id"]);
+    let start = json!({"workflow": "sdlc"});
+    let w = format!("/api/v1/projects/{q}/workflow");
+    let w1 = post_with_key(&s, &w, "w-1", &start).expect(201);
+    // Without the key this is 409: a workflow already runs.
+    let w2 = post_with_key(&s, &w, "w-1", &start).expect(201);
+    assert_eq!(w1["phases"][0]["task_id"], w2["phases"][0]["task_id"]);
+    s.post(&w, start).expect_error(409, "invalid_transition");
+}
+
+#[test]
+fn a_repeated_claim_gets_the_same_task_and_lease_even_after_a_crash() {
+    let s = Server::start();
+    let p = s.project("p");
+    let t1 = s.task(&p, "coder");
+    let t2 = s.task(&p, "coder");
+    let claim = json!({"agent_type": "coder", "worker_id": "w"});
+    let first = post_with_key(&s, "/api/v1/tasks/claim", "c-1", &claim).expect(200);
+    assert_eq!(first["task_id"], t1.as_str());
+    // The worker never saw the answer: the server dies right after it, and comes back.
+    let pid = s.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = s.dir.clone();
+    drop(s);
+    let s = Server::start_in(dir, &[]);
+    let again = post_with_key(&s, "/api/v1/tasks/claim", "c-1", &claim).expect(200);
+    assert_eq!(
+        again["task_id"],
+        t1.as_str(),
+        "the same task, not the next one"
+    );
+    assert_eq!(again["lease_id"], first["lease_id"]);
+    // A claim that found nothing is not remembered: its retry may find work.
+    let other = json!({"agent_type": "tester", "worker_id": "w"});
+    let none = post_with_key(&s, "/api/v1/tasks/claim", "c-2", &other);
+    assert_eq!(none.status, 204);
+    let t3 = s.task(&p, "tester");
+    let found = post_with_key(&s, "/api/v1/tasks/claim", "c-2", &other).expect(200);
+    assert_eq!(found["task_id"], t3.as_str());
+    let next = post_with_key(&s, "/api/v1/tasks/claim", "c-3", &claim).expect(200);
+    assert_eq!(next["task_id"], t2.as_str());
+    let dir = s.stop();
+    let (ok, report) = crate::common::check(dir.path());
+    assert!(ok, "{report}");
+}
