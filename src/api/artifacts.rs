@@ -27,7 +27,7 @@ fn raw_text(raw: Box<RawValue>) -> String {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (CreateArtifact, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let project_id = parse_id("project_id", &body.project_id).map_err(|_| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))

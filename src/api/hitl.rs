@@ -29,7 +29,7 @@ struct CreateHitl {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (CreateHitl, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let project_id = crate::domain::Id::parse(&body.project_id).ok_or_else(|| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))

@@ -377,6 +377,12 @@ pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
     Err(DomainError::not_found("project", id).into())
 }
 
+/// The request's `Idempotency-Key` as sent (checked by `write_once`, so a malformed one is refused
+/// rather than ignored).
+pub(crate) fn idempotency_key(req: &crate::http::Request) -> Option<Vec<u8>> {
+    req.header_bytes("idempotency-key").map(<[u8]>::to_vec)
+}
+
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -387,7 +393,7 @@ pub(crate) async fn write_once<C>(
     state: &AppState,
     route: crate::http::Route,
     param: &str,
-    key: Option<&str>,
+    key: Option<&[u8]>,
     body: &[u8],
     command: C,
 ) -> Result<C::Output, ApiError>
@@ -399,17 +405,14 @@ where
     let Some(key) = key else {
         return Ok(state.store.write(command).await?);
     };
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.iter().all(u8::is_ascii_graphic) {
         return Err(ApiError::invalid_field(
             "Idempotency-Key",
             format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
     let mut digest = Sha1::new();
-    for part in [route.name().as_bytes(), param.as_bytes(), key.as_bytes()] {
+    for part in [route.name().as_bytes(), param.as_bytes(), key] {
         digest.update((part.len() as u64).to_be_bytes());
         digest.update(part);
     }

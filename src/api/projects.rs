@@ -18,7 +18,7 @@ struct CreateProject {
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (CreateProject, _) = req.json_and_bytes(state.max_body_bytes).await?;
     check_len("name", &body.name, Limits::NAME, true)?;
     if let Some(d) = &body.description {

@@ -24,7 +24,7 @@ struct CreateTask {
 
 pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (CreateTask, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len(
@@ -190,7 +190,7 @@ fn lease(state: &AppState, seconds: Option<f64>) -> Result<crate::domain::Micros
 /// after the commit that made a task claimable (first come, first served), not by polling; one
 /// whose client goes away is dropped with its connection and claims nothing.
 pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (ClaimBody, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;

@@ -20,7 +20,7 @@ struct Start {
 /// `{workflow, context?}` → 201 the workflow, its first phase's task created; 409 if one runs.
 pub async fn start(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let key = req.header("idempotency-key").map(str::to_owned);
+    let key = super::idempotency_key(&req);
     let (body, bytes): (Start, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let context = body.context.map(|raw| String::from(Box::<str>::from(raw)));
     let command = command::StartWorkflow {

@@ -77,6 +77,11 @@ impl Request {
     }
 
     /// A header's value, if it is valid text.
+    /// A header's bytes as sent, whatever they are.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.head().headers().get(name).map(|v| v.as_bytes())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head()
             .headers()

@@ -69,6 +69,19 @@ fn a_repeated_create_answers_the_original_and_writes_once() {
     for bad in ["", &"k".repeat(256), "has space"] {
         post_with_key(&s, &path, bad, &body).expect_error(422, "invalid_field");
     }
+    // A key that is not visible ASCII is refused too, never ignored.
+    let raw_body = body.to_string();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nidempotency-key: caf",
+        raw_body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice("\u{e9}\r\nconnection: close\r\n\r\n".as_bytes());
+    request.extend_from_slice(raw_body.as_bytes());
+    let answer = s.raw(&request);
+    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    assert!(answer.contains("Idempotency-Key"), "{answer}");
+    assert_eq!(tasks_of(&s, &p).len(), 3, "nothing written");
     // Artifacts, HITL requests and workflow starts too.
     let artifact = json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code", "content": {"a": 1}});
     let a1 = post_with_key(&s, "/api/v1/context/artifacts", "a-1", &artifact).expect(201);

@@ -72,6 +72,17 @@ pub(super) async fn stop_child(child: &mut tokio::process::Child) {
     }
 }
 
+/// The server's queue wait over its last 5 minutes (pending → claimed, measured by the server):
+/// claims counted, and their p99 in ms.
+pub(super) async fn queue_wait(client: &mut Client) -> Option<QueueWait> {
+    let answer = client.get("/api/v1/monitoring/performance").await.ok()?;
+    let v = answer.json()?;
+    Some(QueueWait {
+        claims: v["queue_wait"]["claims"].as_u64()?,
+        p99_ms: v["queue_wait"]["p99_seconds"].as_f64()? * 1e3,
+    })
+}
+
 /// Peak resident memory (VmHWM) and CPU seconds of a local process, from /proc.
 pub(crate) fn process_figures(pid: u32) -> (Option<u64>, Option<f64>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

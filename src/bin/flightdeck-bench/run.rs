@@ -25,6 +25,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         server.peak_rss_bytes = rss.max(server.peak_rss_bytes);
     }
     let workflows_completed = completed_workflows(&mut client, &work.projects).await;
+    let queue_wait = queue_wait(&mut client).await;
     eprintln!(
         "workflow phase: {} tasks in {:.1} s; checking the WebSocket streams",
         work.tasks_completed, work.seconds
@@ -41,7 +42,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     .await?;
     server.driver_cpu_seconds = process_figures(std::process::id()).1;
     finish_target(&mut target, &mut client, &mut server).await?;
-    Ok(report(
+    let mut report = report(
         args,
         &target,
         scenario,
@@ -50,7 +51,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         websocket,
         quiet,
         server,
-    ))
+    );
+    report.queue_wait = queue_wait;
+    Ok(report)
 }
 
 fn scenario_of(args: &BenchArgs) -> Scenario {
@@ -435,6 +438,7 @@ fn report(
         quiet,
         server,
         verdicts,
+        queue_wait: None,
         clean,
         scenario,
     }
