@@ -1,0 +1,112 @@
+//! Metric names of the store, their descriptions, and the queue histograms' buckets.
+
+pub const WRITE_BATCH_SIZE: &str = "flightdeck_store_write_batch_size";
+pub const COMMIT_SECONDS: &str = "flightdeck_store_commit_duration_seconds";
+pub const WRITER_QUEUE_DEPTH: &str = "flightdeck_store_writer_queue_depth";
+pub const READ_SECONDS: &str = "flightdeck_store_read_duration_seconds";
+pub const FILE_SIZE_BYTES: &str = "flightdeck_store_file_size_bytes";
+pub const USED_BYTES: &str = "flightdeck_store_used_bytes";
+pub const RECORDS: &str = "flightdeck_store_records";
+pub const CACHE_HITS: &str = "flightdeck_cache_hits_total";
+pub const CACHE_MISSES: &str = "flightdeck_cache_misses_total";
+pub const CACHE_EVICTIONS: &str = "flightdeck_cache_evictions_total";
+pub const CACHE_ENTRIES: &str = "flightdeck_cache_entries";
+pub const CACHE_BYTES: &str = "flightdeck_cache_bytes";
+/// Pending tasks, by agent type (a gauge).
+pub const QUEUE_DEPTH: &str = "flightdeck_queue_depth";
+/// From a task becoming pending to its claim, by agent type (a histogram).
+pub const QUEUE_WAIT_SECONDS: &str = "flightdeck_queue_wait_seconds";
+/// From a task's start to its completion or failure, by agent type (a histogram).
+pub const TASK_RUN_SECONDS: &str = "flightdeck_task_run_seconds";
+pub const LEASE_EXPIRATIONS: &str = "flightdeck_task_lease_expirations_total";
+pub const RETRIES: &str = "flightdeck_task_retries_total";
+pub const ESCALATIONS: &str = "flightdeck_task_escalations_total";
+/// The buckets of the queue histograms, in seconds: 1 ms to an hour.
+pub const QUEUE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0,
+];
+/// The `operation` label values of `READ_SECONDS`.
+pub const READ_OPERATIONS: &[&str] = &["get", "list", "events", "replay", "agents"];
+
+/// The descriptions of the store's metrics, and their series at zero from start-up.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(WRITE_BATCH_SIZE, "Writes committed per write transaction.");
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time to apply and commit one write transaction."
+    );
+    describe_gauge!(WRITER_QUEUE_DEPTH, "Writes waiting for the writer thread.");
+    describe_histogram!(
+        READ_SECONDS,
+        Unit::Seconds,
+        "Read transaction duration, by operation."
+    );
+    describe_gauge!(FILE_SIZE_BYTES, Unit::Bytes, "Size of the database file.");
+    describe_gauge!(
+        USED_BYTES,
+        Unit::Bytes,
+        "Bytes of the database file in use (allocated pages)."
+    );
+    describe_gauge!(RECORDS, "Records per table.");
+    describe_counter!(
+        CACHE_HITS,
+        "Encoded responses (artifacts, project statuses) served from the cache."
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Responses encoded because the cache did not hold them."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Responses evicted from the cache to make room."
+    );
+    describe_gauge!(CACHE_ENTRIES, "Encoded responses in the cache.");
+    describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes the response cache holds (bounded by --cache-mib)."
+    );
+    let _ = metrics::histogram!(WRITE_BATCH_SIZE);
+    let _ = metrics::histogram!(COMMIT_SECONDS);
+    for operation in READ_OPERATIONS {
+        let _ = metrics::histogram!(READ_SECONDS, "operation" => *operation);
+    }
+    metrics::gauge!(USED_BYTES).set(0.0);
+    metrics::counter!(CACHE_HITS).increment(0);
+    metrics::counter!(CACHE_MISSES).increment(0);
+    metrics::counter!(CACHE_EVICTIONS).increment(0);
+    describe_gauge!(QUEUE_DEPTH, "Pending tasks, by agent type.");
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time from a task becoming pending to its claim, by agent type."
+    );
+    describe_histogram!(
+        TASK_RUN_SECONDS,
+        Unit::Seconds,
+        "Time from a task's start to its completion or failure, by agent type."
+    );
+    describe_counter!(
+        LEASE_EXPIRATIONS,
+        "Claims whose lease ran out (the task went back to pending), by agent type."
+    );
+    describe_counter!(
+        RETRIES,
+        "Failed tasks sent back to pending for another attempt, by agent type."
+    );
+    describe_counter!(
+        ESCALATIONS,
+        "Tasks that failed their last attempt and were escalated to a human, by agent type."
+    );
+    for agent in <crate::domain::AgentType as crate::domain::Vocabulary>::ALL {
+        let a = crate::domain::Vocabulary::as_str(*agent);
+        let _ = metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a);
+        let _ = metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a);
+        metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a).increment(0);
+        metrics::counter!(RETRIES, "agent_type" => a).increment(0);
+        metrics::counter!(ESCALATIONS, "agent_type" => a).increment(0);
+    }
+}
