@@ -66,6 +66,8 @@ impl Report {
     }
 }
 
+/// The report's fields beside `lease_id`. They are repeated here and in the heartbeat's body rather
+/// than flattened from `Report`: serde's `flatten` buffers the value, which a `RawValue` refuses.
 #[derive(Deserialize)]
 struct ProgressBody {
     #[serde(default)]
