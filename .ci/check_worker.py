@@ -1,6 +1,7 @@
 """The Python worker library (clients/python, installed with pip) against a real server: a fleet
 of its workers, one per agent type, runs an sdlc workflow to completion; a worker whose lease ran
-out is refused when it comes back late; a cancelled task stops its worker's heartbeats."""
+out is refused when it comes back late; a cancelled task stops its worker's heartbeats; a worker
+that meets 503 backs off and claims once the server has room."""
 
 import json
 import sys
@@ -100,7 +101,49 @@ def main():
             raise SystemExit("a heartbeat on a cancelled task was accepted")
         except LeaseLost:
             assert fresh.lost_reason == "task_cancelled"
-        print("worker library: a fleet ran sdlc to completion; lease_lost and task_cancelled stop a worker")
+    finally:
+        stop([server])
+    backs_off_on_503(binary)
+    print("worker library: a fleet ran sdlc to completion; lease_lost and task_cancelled stop a "
+          "worker; a worker backs off on 503 and claims once the server has room")
+
+
+def backs_off_on_503(binary):
+    """A server at its connection limit answers 503; the worker backs off and claims once there is
+    room again."""
+    import socket
+    import urllib.error
+
+    work = tempfile.mkdtemp()
+    server, addr = start_flightdeck(binary, work, "--max-connections", "1")
+    base = f"http://{addr}"
+    try:
+        p = call(base, "POST", "/api/v1/projects", {"name": "busy"})["id"]
+        t = call(base, "POST", f"/api/v1/projects/{p}/tasks", {"agent_type": "tester", "instructions": "x"})["task_id"]
+        host, port = addr.rsplit(":", 1)
+        holder = socket.create_connection((host, int(port)))
+
+        def refused():
+            try:
+                call(base, "GET", "/api/v1/health")
+                return False
+            except urllib.error.HTTPError as e:
+                return e.code == 503
+            except (urllib.error.URLError, ConnectionError):
+                return False
+        wait_for("the held connection to fill the limit", refused)
+        worker = Worker(base, "tester", lease_seconds=30, wait_ms=0)
+        got = []
+        claimer = threading.Thread(target=lambda: got.append(worker.claim()), daemon=True)
+        claimer.start()
+        wait_for("the worker to back off twice",
+                 lambda: worker.unavailable + worker.unreachable >= 2)
+        assert not got, "nothing claimed while the server has no room"
+        holder.close()
+        claimer.join(timeout=60)
+        assert got and got[0] is not None and got[0].id == t, got
+        assert worker.unavailable >= 1, (worker.unavailable, worker.unreachable)
+        assert call(base, "GET", f"/api/v1/tasks/{t}")["worker_id"] == worker.worker_id
     finally:
         stop([server])
 

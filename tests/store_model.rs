@@ -1,7 +1,8 @@
 //! Model-based property test of the store: random sequences of creates, updates, transitions and
 //! deletes go to the real store and to an in-memory model; after every step every query (by id, by
 //! each index with pagination, summaries, agents, the event log) is compared and the consistency
-//! check runs.
+//! check runs. Long-polling claims wait among the ops, and the writer must hand each the task its
+//! claim would take, in the commit that made one claimable.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,15 @@ enum Op {
     Claim {
         agent: usize,
     },
+    /// A long-polling claim: it claims at once, or waits for the writer to hand it a task in the
+    /// commit that makes one claimable.
+    Wait {
+        agent: usize,
+    },
+    /// A waiting claim whose client goes away.
+    Leave {
+        waiter: usize,
+    },
     /// The next step of the pending → working → failed → pending cycle (or completion).
     Advance {
         task: usize,
@@ -85,6 +95,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::collection::vec(0usize..64, 0..4).prop_map(|hitls| Op::BulkApprove { hitls }),
         1 => (0usize..6).prop_map(|agent| Op::ResetAgent { agent }),
         3 => (0usize..6).prop_map(|agent| Op::Claim { agent }),
+        3 => (0usize..6).prop_map(|agent| Op::Wait { agent }),
+        1 => (0usize..8).prop_map(|waiter| Op::Leave { waiter }),
         6 => (0usize..4).prop_map(|task| Op::Advance { task }),
     ]
 }
@@ -128,7 +140,12 @@ struct Model {
     events: u64,
     /// Per agent type, the project its last claim was served from.
     turn: BTreeMap<AgentType, Id>,
+    /// Waiting claims registered so far (their worker ids are numbered).
+    waiters_seen: usize,
 }
+
+/// A waiting claim: its agent type, its worker id and its place in the store's queue.
+type Waiting<'s> = (AgentType, String, flightdeck::store::Ticket<'s>);
 
 /// Mostly an existing id (newest ones likelier), sometimes one never created.
 fn pick(ids: &[Id], i: usize) -> Id {
@@ -237,6 +254,61 @@ impl Model {
         }
     }
 
+    /// The task the next claim of `agent` takes, with its project.
+    fn next_claim(&self, agent: AgentType) -> Option<(Id, Id)> {
+        next_claim(
+            self.tasks
+                .iter()
+                .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                .map(|(id, t)| (*id, t.project, 3)),
+            self.turn.get(&agent).copied(),
+        )
+    }
+
+    /// Applies an op, with the waiting claims it may serve: a `Wait` claims at once when the model
+    /// says there is a task, else it waits; after every op each waiting claim, oldest first, is
+    /// handed the task its claim would take, as long as there is one.
+    fn run<'s>(&mut self, store: &'s Store, op: &Op, waiters: &mut Vec<Waiting<'s>>) {
+        match op {
+            Op::Wait { agent } => {
+                let agent_type = AgentType::ALL[*agent];
+                let claims_now = self.next_claim(agent_type).is_some();
+                self.step(store, &Op::Claim { agent: *agent });
+                if !claims_now {
+                    let worker = format!("waiter-{}", self.waiters_seen);
+                    self.waiters_seen += 1;
+                    let ticket = store.wait_for_task(agent_type, worker.clone(), 60_000_000);
+                    waiters.push((agent_type, worker, ticket));
+                }
+            }
+            Op::Leave { waiter } if !waiters.is_empty() => {
+                let i = waiter % waiters.len();
+                waiters.remove(i);
+            }
+            other => self.step(store, other),
+        }
+        let mut i = 0;
+        while i < waiters.len() {
+            let (agent, worker, ticket) = &mut waiters[i];
+            let (agent, worker) = (*agent, worker.clone());
+            let got = ticket.task.try_recv().ok();
+            match (self.next_claim(agent), got) {
+                (Some((id, project)), Some(t)) => {
+                    assert_eq!(t.id, id, "handed the task its claim would take");
+                    assert_eq!(t.worker_id.as_deref(), Some(worker.as_str()));
+                    assert_eq!(t.status, TaskStatus::Working);
+                    self.turn.insert(agent, project);
+                    let mtask = self.tasks[&id].clone();
+                    self.start_or_leave(store, id, mtask, TaskStatus::Working);
+                    self.tasks.get_mut(&id).unwrap().lease = t.lease_id;
+                    waiters.remove(i);
+                }
+                (None, None) => i += 1,
+                (want, got) => panic!("waiting claim {worker}: model {want:?}, store {got:?}"),
+            }
+        }
+    }
+
     /// Applies an op to the store and the model; checks the outcome kinds agree.
     fn step(&mut self, store: &Store, op: &Op) {
         match op {
@@ -310,6 +382,8 @@ impl Model {
                 };
                 self.set_status(store, id, next);
             }
+            // Waiting claims come and go in `run`, which holds their tickets.
+            Op::Wait { .. } | Op::Leave { .. } => {}
             Op::Claim { agent } => {
                 let agent = AgentType::ALL[*agent];
                 let reply = store.write_blocking(command::Claim {
@@ -317,13 +391,7 @@ impl Model {
                     worker_id: "w".into(),
                     lease: 60_000_000,
                 });
-                let next = next_claim(
-                    self.tasks
-                        .iter()
-                        .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
-                        .map(|(id, t)| (*id, t.project, 3)),
-                    self.turn.get(&agent).copied(),
-                );
+                let next = self.next_claim(agent);
                 if let Some((_, project)) = next {
                     self.turn.insert(agent, project);
                 }
@@ -743,11 +811,13 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let mut model = Model::default();
+        let mut waiters = Vec::new();
         model.step(&store, &Op::CreateProject);
         for op in &ops {
-            model.step(&store, op);
+            model.run(&store, op, &mut waiters);
             model.compare(&store);
         }
+        drop(waiters);
         prop_assert!(model.events >= 1);
         // Reopening rebuilds the summaries from the indexes: they must match what the writer kept.
         store.close();

@@ -220,17 +220,51 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
             return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
         }
         waiting.get_or_insert_with(|| Waiting::new(state, agent_type));
-        tokio::select! {
-            () = &mut woken => {}
-            () = tokio::time::sleep_until(deadline) => {
-                return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+        // Without an idempotency key the writer may claim a task for this waiter inside the
+        // commit that made it claimable (one durable commit instead of two); a claim with a key
+        // claims for itself, so that its answer is remembered with the key.
+        let mut ticket = key.is_none().then(|| {
+            state
+                .store
+                .wait_for_task(agent_type, body.worker_id.clone(), lease)
+        });
+        let handed = async {
+            match ticket.as_mut() {
+                Some(t) => (&mut t.task).await.ok(),
+                None => std::future::pending().await,
             }
+        };
+        let woke = tokio::select! {
+            biased;
+            task = handed => match task {
+                Some(t) => return Ok(json(StatusCode::OK, encode_leased(&t))),
+                // The writer's batch failed: try again.
+                None => Woke::Retry,
+            },
+            () = &mut woken => Woke::Retry,
+            () = tokio::time::sleep_until(deadline) => Woke::TimeUp,
             // Shutting down: nothing more to hand out from here; the worker claims elsewhere.
-            () = state.stopping.cancelled() => {
-                return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+            () = state.stopping.cancelled() => Woke::TimeUp,
+        };
+        // Leaving the queue: a task the writer handed over meanwhile is this claim's.
+        if let Some(t) = ticket.as_mut() {
+            t.task.close();
+            if let Ok(task) = t.task.try_recv() {
+                return Ok(json(StatusCode::OK, encode_leased(&task)));
             }
         }
+        if matches!(woke, Woke::TimeUp) {
+            return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+        }
     }
+}
+
+/// Why a waiting claim stopped waiting.
+enum Woke {
+    /// A task may have become claimable (or the writer's batch failed): try again.
+    Retry,
+    /// The wait is over (its time is up, or the server is stopping): 204.
+    TimeUp,
 }
 
 fn wait(state: &AppState, wait_ms: Option<u64>) -> Result<std::time::Duration, ApiError> {

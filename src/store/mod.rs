@@ -14,6 +14,7 @@ mod backup;
 mod cache;
 mod check;
 mod codec;
+mod handoff;
 mod migrate;
 mod queues;
 mod read;
@@ -39,6 +40,7 @@ pub use crate::domain::records::{
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
+pub use handoff::Ticket;
 pub use queues::QueueView;
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
 /// The commands of the store, each its own type with its own result (`Store::write`).
@@ -299,6 +301,8 @@ pub(crate) struct Shared {
     pending: Vec<AtomicU64>,
     /// Per agent type (by code): claims waiting for a task.
     waiting: Vec<AtomicUsize>,
+    /// Waiting claims the writer hands a task inside the commit that made it claimable.
+    handoffs: handoff::Handoffs,
     /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
     queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
     /// Each working task's latest progress report (JSON text), until its next durable change
@@ -359,6 +363,7 @@ impl Store {
                 .iter()
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            handoffs: handoff::Handoffs::new(),
             queue_waits: Mutex::new(std::collections::VecDeque::new()),
             progress: Mutex::new(HashMap::new()),
             idempotency_ttl: config.idempotency_ttl,
@@ -393,6 +398,18 @@ impl Store {
     /// tries, so no task slips between the try and the wait.
     pub fn claimable(&self, agent_type: crate::domain::AgentType) -> &tokio::sync::Notify {
         &self.shared.claimable[usize::from(agent_type.code())]
+    }
+
+    /// Leaves a waiting claim for the writer, which hands it the next task of `agent_type` that
+    /// becomes claimable, claimed for `worker_id` with `lease` in the very commit that made it
+    /// claimable (`handoff`). The claim leaves the queue when the ticket is dropped.
+    pub fn wait_for_task(
+        &self,
+        agent_type: crate::domain::AgentType,
+        worker_id: String,
+        lease: Micros,
+    ) -> handoff::Ticket<'_> {
+        self.shared.handoffs.wait(agent_type, worker_id, lease)
     }
 
     /// How long an idempotency key is remembered (microseconds).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::Server;
+use crate::common::{Server, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -125,7 +125,11 @@ fn connections_beyond_the_limit_are_refused_cleanly() {
 #[test]
 fn a_full_writer_queue_sheds_load_and_loses_nothing_accepted() {
     let s = Server::start_with(&["--writer-queue", "1"]);
-    let p = s.project("p");
+    // Even this create may meet a full queue of one (the background loops write too).
+    let p = wait_for("the project to be created", || {
+        let r = s.post("/api/v1/projects", json!({"name": "p"}));
+        (r.status == 201).then(|| r.json()["id"].as_str().unwrap().to_string())
+    });
     let accepted = Mutex::new(Vec::new());
     let shed = Mutex::new(0usize);
     let deadline = Instant::now() + PATIENCE;

@@ -100,13 +100,35 @@ fn max_working_limits_claims_and_a_finished_task_makes_room() {
     assert!(claim(&s, "tester").is_none(), "no claim beyond 2 working");
     assert_eq!(queue(&s, "tester")["working"], 2);
     assert_eq!(queue(&s, "tester")["pending"], 1);
-    let id = a["task_id"].as_str().unwrap();
-    s.post(
-        &format!("/api/v1/tasks/{id}/status"),
-        json!({"status": "completed", "lease_id": a["lease_id"]}),
-    )
-    .expect(200);
-    assert!(claim(&s, "tester").is_some(), "room for one more");
+    // A claim waiting at the limit is handed the pending task by the completion that makes room.
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            s.post(
+                "/api/v1/tasks/claim",
+                json!({"agent_type": "tester", "worker_id": "waiter", "wait_ms": 20_000}),
+            )
+        });
+        wait_for("the claim to wait", || {
+            (queue(&s, "tester")["workers_waiting"] == 1).then_some(())
+        });
+        let id = a["task_id"].as_str().unwrap();
+        s.post(
+            &format!("/api/v1/tasks/{id}/status"),
+            json!({"status": "completed", "lease_id": a["lease_id"]}),
+        )
+        .expect(200);
+        let got = waiter.join().unwrap().expect(200);
+        let held = s
+            .get(&format!(
+                "/api/v1/tasks/{}",
+                got["task_id"].as_str().unwrap()
+            ))
+            .expect(200);
+        assert_eq!(held["status"], "working");
+        assert_eq!(held["worker_id"], "waiter");
+    });
+    assert_eq!(queue(&s, "tester")["working"], 2);
+    assert_eq!(queue(&s, "tester")["pending"], 0);
     let lifted = s
         .patch("/api/v1/queues/tester", json!({"max_working": null}))
         .expect(200);

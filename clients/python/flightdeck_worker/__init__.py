@@ -120,6 +120,9 @@ class Worker:
         self.completed = 0
         self.failed = 0
         self.lost = 0
+        # Back-offs so far: 503 answers, and requests that failed to connect or were cut off.
+        self.unavailable = 0
+        self.unreachable = 0
 
     def stop(self):
         self._stop.set()
@@ -154,8 +157,9 @@ class Worker:
             except ServerError as e:
                 if e.status != 503:
                     raise
+                self.unavailable += 1
             except (urllib.error.URLError, ConnectionError, socket.timeout):
-                pass
+                self.unreachable += 1
             self._stop.wait(delay)
             delay = min(delay * 2, 5.0)
         return None

@@ -59,6 +59,7 @@ impl<'t> Batch<'t> {
             pending_delta: self.pending_delta,
             queue: self.queue,
             wake_all: self.wake_all,
+            handed: Vec::new(),
         })
     }
 

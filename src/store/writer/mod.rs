@@ -31,6 +31,7 @@ use crate::json::object_string;
 
 use super::cache::Change as CacheChange;
 use super::codec::{decode, encode};
+use super::handoff::Waiter;
 use super::tables::{self, ArtifactIndexes, HitlIndexes, TaskIndexes};
 use super::{
     CacheKey, Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings,
@@ -56,7 +57,7 @@ pub use meta::{MeasureUsage, Probe, RecordAlert};
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
 pub use retention::{TrimAgentHistory, TrimEvents};
-pub use tasks::{Claim, CreateTask, Heartbeat, ResetAgent, SetTaskStatus};
+pub use tasks::{Claim, CreateTask, Heartbeat, ReleaseClaim, ResetAgent, SetTaskStatus};
 pub use timers::FireTimers;
 pub use workflows::StartWorkflow;
 
@@ -174,6 +175,16 @@ impl From<BrokenRun> for Refusal {
     }
 }
 
+/// A command of the writer's own, queued without a caller (its answer goes nowhere).
+fn internal<C: Write>(command: C) -> Box<dyn Job> {
+    let (reply, _) = oneshot::channel();
+    Box::new(Queued {
+        command: Some(command),
+        outcome: None,
+        reply,
+    })
+}
+
 enum Msg {
     Write(Box<dyn Job>),
     Shutdown,
@@ -243,6 +254,7 @@ pub(crate) fn start(
                 durability,
                 max_batch,
                 publisher,
+                undelivered: Mutex::new(Vec::new()),
             };
             writer.run(rx);
         })?;
@@ -258,6 +270,8 @@ struct Writer {
     durability: redb::Durability,
     max_batch: usize,
     publisher: Publisher,
+    /// Claims handed to waiters that were gone by the commit: released in the next batch.
+    undelivered: Mutex<Vec<ReleaseClaim>>,
 }
 
 type Pending = Vec<Box<dyn Job>>;
@@ -267,10 +281,17 @@ impl Writer {
         let mut next_seq = self.shared.latest_seq.load(Ordering::Acquire) + 1;
         let mut stop = false;
         while !stop {
-            let mut pending: Pending = Vec::new();
-            match rx.recv() {
-                Ok(Msg::Write(job)) => pending.push(job),
-                Ok(Msg::Shutdown) | Err(_) => stop = true,
+            // Releases of undelivered hand-offs first, without waiting for a caller's write.
+            let mut pending: Pending = std::mem::take(&mut *self.undelivered.lock())
+                .into_iter()
+                .map(internal)
+                .collect();
+            let internal_jobs = pending.len();
+            if pending.is_empty() {
+                match rx.recv() {
+                    Ok(Msg::Write(job)) => pending.push(job),
+                    Ok(Msg::Shutdown) | Err(_) => stop = true,
+                }
             }
             while !stop && pending.len() < self.max_batch {
                 match rx.try_recv() {
@@ -283,7 +304,7 @@ impl Writer {
             if !pending.is_empty() {
                 self.shared
                     .queue_depth
-                    .fetch_sub(pending.len(), Ordering::Relaxed);
+                    .fetch_sub(pending.len() - internal_jobs, Ordering::Relaxed);
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.commit_batch(pending, &mut next_seq)
                 }));
@@ -327,9 +348,11 @@ impl Writer {
         });
         metrics::histogram!(metric_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
-            Ok(output) => {
+            Ok(mut output) => {
                 *next_seq = output.next_seq;
+                let handed = std::mem::take(&mut output.handed);
                 self.after_commit(output);
+                self.deliver(handed);
                 for job in pending {
                     job.answer(None);
                 }
@@ -362,10 +385,27 @@ impl Writer {
             for job in pending.iter_mut() {
                 job.run(&mut batch)?;
             }
-            batch.finish()?
+            let handed = batch.serve_waiting_claims()?;
+            let mut output = batch.finish()?;
+            output.handed = handed;
+            output
         };
         commit(txn)?;
         Ok(output)
+    }
+
+    /// Gives each handed-off claim its task, now that the commit that claimed it is durable; a
+    /// claim whose client went away meanwhile is released in the next batch.
+    fn deliver(&self, handed: Vec<(Waiter, Task)>) {
+        for (waiter, task) in handed {
+            let lease_id = task.lease_id;
+            if let (Err(task), Some(lease_id)) = (waiter.reply.send(task), lease_id) {
+                self.undelivered.lock().push(ReleaseClaim {
+                    task_id: task.id,
+                    lease_id,
+                });
+            }
+        }
     }
 
     fn after_commit(&self, output: BatchOutput) {
@@ -453,6 +493,8 @@ struct BatchOutput {
     /// What the queue metrics must record once this commits.
     queue: Vec<QueueEvent>,
     wake_all: Vec<AgentType>,
+    /// Waiting claims served in this batch, with the task each was handed.
+    handed: Vec<(Waiter, Task)>,
 }
 
 /// A task's step that a queue metric records.
@@ -561,6 +603,122 @@ mod tests {
             "after"
         );
         assert_eq!(store.latest_seq(), before + 1);
+        store.close();
+    }
+
+    /// Opens a store without durability, with one project.
+    fn store_with_project(dir: &std::path::Path) -> (Store, Id) {
+        let mut config = StoreConfig::new(dir);
+        config.durability = Durability::None;
+        let store = Store::open(&config, no_publisher()).unwrap();
+        let project = store
+            .write_blocking(CreateProject {
+                name: "p".into(),
+                description: None,
+            })
+            .unwrap();
+        (store, project.id)
+    }
+
+    fn create_task(store: &Store, project: Id, agent_type: AgentType) -> Task {
+        store
+            .write_blocking(CreateTask {
+                project_id: project,
+                agent_type,
+                instructions: "x".into(),
+                context_ids: Vec::new(),
+                priority: crate::domain::tasks::DEFAULT_PRIORITY,
+            })
+            .unwrap()
+    }
+
+    fn event_types(store: &Store, since: u64) -> Vec<String> {
+        let (events, _) = store.events(None, since, 100).unwrap();
+        events
+            .iter()
+            .map(|(_, json)| {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                v["event_type"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_waiting_claim_is_handed_its_task_in_the_commit_that_created_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, project) = store_with_project(dir.path());
+        let mut first = store.wait_for_task(AgentType::Coder, "first".into(), 60_000_000);
+        let mut second = store.wait_for_task(AgentType::Coder, "second".into(), 60_000_000);
+        let before = store.latest_seq();
+        // Another agent type's task is nobody's here.
+        create_task(&store, project, AgentType::Tester);
+        let created = create_task(&store, project, AgentType::Coder);
+        // The create's answer is the task as created; the waiter got it claimed, by the same
+        // commit (no other write happened).
+        assert_eq!(created.status, TaskStatus::Pending);
+        let handed = first.task.try_recv().expect("handed over with the commit");
+        assert_eq!(handed.id, created.id);
+        assert_eq!(handed.status, TaskStatus::Working);
+        assert_eq!(handed.worker_id.as_deref(), Some("first"));
+        assert!(second.task.try_recv().is_err(), "one task, one waiter");
+        let stored = store.get_task(&created.id).unwrap().unwrap();
+        assert_eq!(stored.lease_id, handed.lease_id);
+        assert_eq!(
+            event_types(&store, before),
+            [
+                "task_created",
+                "task_created",
+                "task_started",
+                "agent_status_change"
+            ]
+        );
+        assert!(store.check().unwrap().is_consistent());
+        store.close();
+    }
+
+    #[test]
+    fn a_hand_off_whose_waiter_went_away_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, project) = store_with_project(dir.path());
+        let mut gone = store.wait_for_task(AgentType::Coder, "gone".into(), 60_000_000);
+        // The client goes away after the writer took its claim, before the commit: here, its
+        // receiver closes while it is still queued.
+        gone.task.close();
+        let before = store.latest_seq();
+        let created = create_task(&store, project, AgentType::Coder);
+        // The release is the writer's next batch, without any other write.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let released = loop {
+            let t = store.get_task(&created.id).unwrap().unwrap();
+            if t.status == TaskStatus::Pending && t.attempts == 1 {
+                break t;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never released: {t:?}"
+            );
+            std::thread::yield_now();
+        };
+        assert_eq!(released.lease_id, None);
+        assert_eq!(released.worker_id, None);
+        let types = event_types(&store, before);
+        assert_eq!(types.first().map(String::as_str), Some("task_created"));
+        assert!(types.contains(&"task_started".to_string()), "{types:?}");
+        assert!(
+            types.contains(&"task_lease_expired".to_string()),
+            "{types:?}"
+        );
+        // The task is claimable again, by a claim that asks.
+        let claimed = store
+            .write_blocking(Claim {
+                agent_type: AgentType::Coder,
+                worker_id: "here".into(),
+                lease: 60_000_000,
+            })
+            .unwrap()
+            .expect("claimable again");
+        assert_eq!(claimed.id, created.id);
+        assert!(store.check().unwrap().is_consistent());
         store.close();
     }
 

@@ -192,6 +192,71 @@ impl Write for Claim {
     }
 }
 
+/// Returns a task claimed for a waiting claim that was gone by the time its commit was durable
+/// (`handoff`) to pending, as when a lease runs out; nothing when the claim no longer holds it.
+#[derive(Clone, Debug)]
+pub struct ReleaseClaim {
+    pub task_id: Id,
+    pub lease_id: Id,
+}
+
+impl Write for ReleaseClaim {
+    type Plan = Option<Task>;
+    type Output = bool;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Option<Task>> {
+        let task: Option<Task> = read(&batch.tasks, &self.task_id)?;
+        Ok(task.filter(|t| t.status == TaskStatus::Working && t.lease_id == Some(self.lease_id)))
+    }
+
+    fn apply(plan: Option<Task>, batch: &mut Batch<'_>) -> Written<bool> {
+        let Some(old) = plan else {
+            return Ok(false);
+        };
+        batch.change_task(old, TaskChange::LeaseExpired, None, None, None)?;
+        Ok(true)
+    }
+}
+
+impl<'t> Batch<'t> {
+    /// Serves the waiting claims (`handoff`) of every agent type this batch made a task claimable
+    /// for, first come first served, inside this transaction: each is claimed as its own `Claim`
+    /// would be (priorities, turns, pauses, limits). The tasks are handed over after the commit.
+    pub(super) fn serve_waiting_claims(&mut self) -> Written<Vec<(Waiter, Task)>> {
+        let mut handed = Vec::new();
+        for &agent in AgentType::ALL {
+            let i = usize::from(agent.code());
+            if (self.claimable[i] == 0 && !self.wake_all.contains(&agent))
+                || !self.shared.handoffs.any(agent)
+            {
+                continue;
+            }
+            while let Some(waiter) = self.shared.handoffs.take(agent) {
+                let claim = Claim {
+                    agent_type: agent,
+                    worker_id: waiter.worker_id.clone(),
+                    lease: waiter.lease,
+                };
+                let plan = match claim.check(self) {
+                    Ok(Some(plan)) => plan,
+                    // Nothing (more) to hand out, or a refusal its own claim will meet.
+                    Ok(None) | Err(Refusal::Domain(_) | Refusal::Corrupt(_)) => {
+                        self.shared.handoffs.put_back(agent, waiter);
+                        break;
+                    }
+                    Err(Refusal::Storage(e)) => return Err(e),
+                };
+                if let Some(task) = Claim::apply(Some(plan), self)? {
+                    // One claimable task fewer to wake a waiting claim for.
+                    self.claimable[i] = self.claimable[i].saturating_sub(1);
+                    handed.push((waiter, task));
+                }
+            }
+        }
+        Ok(handed)
+    }
+}
+
 /// Extends a working task's lease by `lease` from now; only the holder of its claim may (and only
 /// its worker, when one is named).
 #[derive(Clone, Debug)]
