@@ -24,11 +24,12 @@ def wait_for(what, check, timeout=60.0, every=0.2):
     raise SystemExit(f"{os.path.basename(__import__('sys').argv[0])}: timed out waiting for {what}")
 
 
-def start_flightdeck(binary, work, *args):
-    """Starts flightdeck on 127.0.0.1:0 with its data in `work`; returns (process, address)."""
+def start_flightdeck(binary, work, *args, listen="127.0.0.1:0"):
+    """Starts flightdeck on `listen` (a free port by default) with its data in `work`; returns
+    (process, address)."""
     out_path = os.path.join(work, "fd.out")
     process = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"), *args],
+        [binary, "--listen", listen, "--data-dir", os.path.join(work, "data"), *args],
         stdout=open(out_path, "w"),
         stderr=open(os.path.join(work, "fd.err"), "w"),
     )

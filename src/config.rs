@@ -657,6 +657,7 @@ mod tests {
                     Some(&format!("Bearer {key}")),
                     None,
                 )
+                .map(|_| ())
                 .map_err(|e| e.status.as_u16())
         };
         assert_eq!(write(&c, "file-key-0123456789"), Err(403));

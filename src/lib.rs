@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod events;
 pub mod http;

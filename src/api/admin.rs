@@ -1,5 +1,6 @@
 //! `POST /api/v1/admin/backup`: a consistent online snapshot into `DATA_DIR/backups/`, taken in a
 //! read transaction while the server keeps serving (a read-write key when keys are configured).
+//! `GET /api/v1/auth/whoami`: who the presented key is.
 
 use super::AppState;
 use crate::domain::now_micros;
@@ -28,4 +29,21 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
             .u64("bytes", bytes);
     });
     Ok(json(StatusCode::CREATED, body))
+}
+
+/// `{keys_required, name, access}`: whether the server asks for keys, the presented key's name
+/// (null without keys) and what it may do (`read_write` or `read_only`). Without a valid key when
+/// keys are set, the request was already answered 401.
+pub fn whoami(state: &AppState, principal: Option<&crate::http::auth::Principal>) -> Response {
+    use crate::http::auth::Access;
+    let access = match principal.map(|p| p.access) {
+        Some(Access::ReadOnly) => "read_only",
+        _ => "read_write",
+    };
+    let body = object(|o| {
+        o.bool("keys_required", state.keys.enabled())
+            .opt_str("name", principal.map(|p| p.name.as_str()))
+            .str("access", access);
+    });
+    json(StatusCode::OK, body)
 }

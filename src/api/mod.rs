@@ -170,14 +170,15 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         return now(Err(ApiError::origin_not_allowed(foreign)), is_head);
     }
     let query = Query::parse(uri.query());
-    if let Err(e) = state.keys.authorize(
+    let principal = match state.keys.authorize(
         route,
         req.method(),
         req.header("authorization"),
         query.get("token"),
     ) {
-        return now(Err(e), is_head);
-    }
+        Ok(principal) => principal,
+        Err(e) => return now(Err(e), is_head),
+    };
     use Route::*;
     let result = match route {
         ProjectsList => projects::list(state, &query),
@@ -334,6 +335,9 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         MonitoringMetrics => monitoring::metrics(state),
         MonitoringPerformance => monitoring::performance(state),
         MonitoringAlerts => monitoring::alerts(state),
+        MonitoringHistory => monitoring::history(state),
+        WhoAmI => Ok(admin::whoami(state, principal.as_ref())),
+        Console => crate::console::serve(param, req.header("if-none-match")),
     };
     now(result, is_head)
 }

@@ -185,6 +185,42 @@ pub fn performance(state: &AppState) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, body))
 }
 
+/// `GET /api/v1/monitoring/history`: the last hour of each class, a point every 30 s
+/// `{step_seconds, window_seconds, series:[{name, points:[{timestamp, p99_ms, rate_per_second,
+/// count}]}]}`, oldest first (the console's charts).
+pub fn history(state: &AppState) -> Result<Response, ApiError> {
+    use crate::monitor::history::{CLASSES, POINTS, STEP_SECONDS};
+    let points = state.monitor.history();
+    let series: Vec<Vec<u8>> = CLASSES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let items: Vec<Vec<u8>> = points
+                .iter()
+                .map(|p| {
+                    let c = p.classes[i];
+                    object(|o| {
+                        o.str("timestamp", &format_timestamp(p.at))
+                            .f64("p99_ms", c.p99 * 1e3)
+                            .f64("rate_per_second", c.rate)
+                            .u64("count", c.count);
+                    })
+                })
+                .collect();
+            object(|o| {
+                o.str("name", name)
+                    .raw_array("points", items.iter().map(Vec::as_slice));
+            })
+        })
+        .collect();
+    let body = object(|o| {
+        o.u64("step_seconds", STEP_SECONDS)
+            .u64("window_seconds", STEP_SECONDS * POINTS as u64)
+            .raw_array("series", series.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
 /// Every rule with its state, since when, current value, and the last 100 transitions.
 pub fn alerts(state: &AppState) -> Result<Response, ApiError> {
     let m = &state.monitor;

@@ -409,6 +409,23 @@ pub fn operations() -> Vec<Operation> {
             200
         ),
         op!(
+            "get",
+            "/api/v1/monitoring/history",
+            MonitoringHistory,
+            "The last hour of each class: p99 and rate every 30 s",
+            None,
+            200
+        ),
+        op!(
+            "get",
+            "/api/v1/auth/whoami",
+            WhoAmI,
+            "The presented API key's name and access",
+            None,
+            200
+        ),
+        op!("get", "/", Console, "The web console (HTML)", None, 200),
+        op!(
             "post",
             "/api/v1/admin/backup",
             AdminBackup,
@@ -516,6 +533,8 @@ pub fn document() -> Value {
             json!({"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}})
         } else if op.route == Route::Readyz {
             json!({"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}}})
+        } else if op.route == Route::Console {
+            json!({"description": "the console's page", "content": {"text/html": {"schema": {"type": "string"}}}})
         } else if op.status == 101 {
             json!({"description": "switching to WebSocket"})
         } else {

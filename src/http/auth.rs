@@ -16,10 +16,25 @@ pub enum Access {
     ReadWrite,
 }
 
+/// One configured key: its secret, what it may do and the name its answers are recorded under.
+#[derive(Clone)]
+struct Key {
+    secret: Vec<u8>,
+    access: Access,
+    name: String,
+}
+
+/// Who a request comes from: the name of the key it presented and what that key may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub access: Access,
+}
+
 /// The configured keys; none means the API is open.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    keys: Vec<(Vec<u8>, Access)>,
+    keys: Vec<Key>,
     pub protect_metrics: bool,
 }
 
@@ -35,23 +50,73 @@ impl std::fmt::Debug for ApiKeys {
 
 /// Shortest secret accepted.
 pub const MIN_KEY_LEN: usize = 16;
+/// Longest key name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A key name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The name of a key given without one: `key-` and the first 8 hex digits of its secret's SHA-256,
+/// so it stays the same when keys are added or reordered, and says nothing usable of the secret.
+fn generated_name(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("key-{hex}")
+}
 
 impl ApiKeys {
-    /// Parses `ro:SECRET`, `rw:SECRET` or `SECRET` (read-write).
+    /// Parses each key: `NAME:ro:SECRET` or `NAME:rw:SECRET` (named), or without a name
+    /// `ro:SECRET`, `rw:SECRET` or `SECRET` (read-write), which get a generated name. Names are
+    /// 1–64 of `A-Z a-z 0-9 . _ -`, each used once; secrets at least 16 printable characters.
     pub fn parse(specs: &[String], protect_metrics: bool) -> Result<ApiKeys, String> {
-        let mut keys = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
         for spec in specs {
-            let (access, secret) = match spec.split_once(':') {
-                Some(("ro", s)) => (Access::ReadOnly, s),
-                Some(("rw", s)) => (Access::ReadWrite, s),
-                _ => (Access::ReadWrite, spec.as_str()),
+            let access_of = |a: &str| match a {
+                "ro" => Some(Access::ReadOnly),
+                "rw" => Some(Access::ReadWrite),
+                _ => None,
+            };
+            let (name, access, secret) = if let Some((a, secret)) = spec.split_once(':')
+                && let Some(access) = access_of(a)
+            {
+                (None, access, secret)
+            } else if let Some((name, rest)) = spec.split_once(':')
+                && let Some((a, secret)) = rest.split_once(':')
+                && let Some(access) = access_of(a)
+            {
+                if !valid_name(name) {
+                    return Err(format!(
+                        "API key name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"
+                    ));
+                }
+                (Some(name.to_string()), access, secret)
+            } else {
+                (None, Access::ReadWrite, spec.as_str())
             };
             if secret.len() < MIN_KEY_LEN || !secret.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
-                    "an API key must be at least {MIN_KEY_LEN} printable characters (optionally prefixed ro: or rw:)"
+                    "an API key must be at least {MIN_KEY_LEN} printable characters (NAME:ro:SECRET, NAME:rw:SECRET, ro:SECRET, rw:SECRET or SECRET)"
                 ));
             }
-            keys.push((secret.as_bytes().to_vec(), access));
+            let name = name.unwrap_or_else(|| generated_name(secret));
+            if keys.iter().any(|k| k.name == name) {
+                return Err(format!("API key name {name:?} is used twice"));
+            }
+            if keys.iter().any(|k| k.secret == secret.as_bytes()) {
+                return Err(format!("API key {name:?} repeats another key's secret"));
+            }
+            keys.push(Key {
+                secret: secret.as_bytes().to_vec(),
+                access,
+                name,
+            });
         }
         Ok(ApiKeys {
             keys,
@@ -63,28 +128,29 @@ impl ApiKeys {
         !self.keys.is_empty()
     }
 
-    /// The access of a presented secret: every key is compared, in constant time per key.
-    fn access_of(&self, presented: &[u8]) -> Option<Access> {
+    /// The key a presented secret is: every key is compared, in constant time per key.
+    fn key_of(&self, presented: &[u8]) -> Option<&Key> {
         let mut found = None;
-        for (secret, access) in &self.keys {
-            if bool::from(secret.as_slice().ct_eq(presented)) {
-                found = Some(*access);
+        for key in &self.keys {
+            if bool::from(key.secret.as_slice().ct_eq(presented)) {
+                found = Some(key);
             }
         }
         found
     }
 
-    /// 401 without a known key, 403 for a read-only key on a write; open routes pass.
+    /// 401 without a known key, 403 for a read-only key on a write; open routes pass. Answers
+    /// who the request comes from: the key's name and access, or None when keys are off (or for
+    /// an open route asked without one).
     pub fn authorize(
         &self,
         route: Route,
         method: &Method,
         authorization: Option<&str>,
         query_token: Option<&str>,
-    ) -> Result<(), ApiError> {
-        if !self.enabled() || route.is_probe() || (route == Route::Metrics && !self.protect_metrics)
-        {
-            return Ok(());
+    ) -> Result<Option<Principal>, ApiError> {
+        if !self.enabled() {
+            return Ok(None);
         }
         let bearer = authorization.and_then(|h| {
             h.strip_prefix("Bearer ")
@@ -95,7 +161,17 @@ impl ApiKeys {
         } else {
             None
         });
-        let Some(access) = token.and_then(|t| self.access_of(t.trim().as_bytes())) else {
+        let key = token.and_then(|t| self.key_of(t.trim().as_bytes()));
+        let open = route.is_probe()
+            || route.is_console()
+            || (route == Route::Metrics && !self.protect_metrics);
+        if open {
+            return Ok(key.map(|k| Principal {
+                name: k.name.clone(),
+                access: k.access,
+            }));
+        }
+        let Some(key) = key else {
             return Err(ApiError {
                 www_authenticate: true,
                 ..ApiError::new(
@@ -105,13 +181,16 @@ impl ApiKeys {
             });
         };
         let writes = !(method == Method::GET || method == Method::HEAD);
-        if writes && access == Access::ReadOnly {
+        if writes && key.access == Access::ReadOnly {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "this API key is read-only",
+                format!("API key {:?} is read-only", key.name),
             ));
         }
-        Ok(())
+        Ok(Some(Principal {
+            name: key.name.clone(),
+            access: key.access,
+        }))
     }
 }
 
@@ -128,6 +207,7 @@ mod tests {
         .unwrap();
         let ok = |route, method: Method, auth: Option<&str>| {
             keys.authorize(route, &method, auth, None)
+                .map(|_| ())
                 .map_err(|e| e.status.as_u16())
         };
         assert_eq!(ok(Route::ProjectsList, Method::GET, None), Err(401));
@@ -187,5 +267,82 @@ mod tests {
                 .is_err()
         );
         assert!(!format!("{locked:?}").contains("writer-secret"));
+    }
+
+    #[test]
+    fn keys_have_names_given_or_generated() {
+        let keys = ApiKeys::parse(
+            &[
+                "alice:rw:alice-secret-0123456".into(),
+                "bots:ro:bots-secret-012345678".into(),
+                "ro:old-reader-secret-01".into(),
+                "old-writer:secret-0123".into(),
+            ],
+            false,
+        )
+        .unwrap();
+        let who = |secret: &str| {
+            keys.authorize(
+                Route::ProjectsList,
+                &Method::GET,
+                Some(&format!("Bearer {secret}")),
+                None,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(
+            who("alice-secret-0123456"),
+            Principal {
+                name: "alice".into(),
+                access: Access::ReadWrite
+            }
+        );
+        assert_eq!(who("bots-secret-012345678").access, Access::ReadOnly);
+        // Unnamed keys: a name from their secret's hash, stable, saying nothing of the secret.
+        let reader = who("old-reader-secret-01");
+        assert_eq!(reader.access, Access::ReadOnly);
+        assert_eq!(reader.name, generated_name("old-reader-secret-01"));
+        assert!(reader.name.starts_with("key-") && reader.name.len() == 12);
+        // A bare secret may contain colons: it is not a name unless ro/rw follows.
+        let writer = who("old-writer:secret-0123");
+        assert_eq!(writer.access, Access::ReadWrite);
+        assert_ne!(writer.name, reader.name);
+        // An open route answers who asked, when a key came with it; nobody otherwise.
+        assert_eq!(
+            keys.authorize(Route::Livez, &Method::GET, None, None)
+                .unwrap(),
+            None
+        );
+        let forbidden = keys
+            .authorize(
+                Route::ProjectsCreate,
+                &Method::POST,
+                Some("Bearer bots-secret-012345678"),
+                None,
+            )
+            .unwrap_err();
+        assert!(forbidden.message.contains("bots"), "{}", forbidden.message);
+        for bad in [
+            vec!["a b:rw:secret-secret-0123".to_string()],
+            vec!["x:rw:short".into()],
+            vec![
+                "same:rw:secret-secret-0123".into(),
+                "same:ro:secret-secret-4567".into(),
+            ],
+            vec![
+                "a:rw:secret-secret-0123".into(),
+                "b:ro:secret-secret-0123".into(),
+            ],
+        ] {
+            assert!(ApiKeys::parse(&bad, false).is_err(), "{bad:?}");
+        }
+        assert!(
+            ApiKeys::parse(&[], false)
+                .unwrap()
+                .authorize(Route::ProjectsCreate, &Method::POST, None, None)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -53,6 +53,7 @@ pub enum Route {
     MonitoringMetrics,
     MonitoringPerformance,
     MonitoringAlerts,
+    MonitoringHistory,
     QueuesList,
     QueuePause,
     QueueResume,
@@ -60,6 +61,10 @@ pub enum Route {
     ProjectPause,
     ProjectResume,
     TaskProgress,
+    /// The web console: `/` and its assets under `/console/`.
+    Console,
+    /// `GET /api/v1/auth/whoami`: the presented key's name and access.
+    WhoAmI,
 }
 
 /// Which service level a route's latency counts towards.
@@ -121,6 +126,7 @@ impl Route {
         Route::MonitoringMetrics,
         Route::MonitoringPerformance,
         Route::MonitoringAlerts,
+        Route::MonitoringHistory,
         Route::QueuesList,
         Route::QueuePause,
         Route::QueueResume,
@@ -128,6 +134,8 @@ impl Route {
         Route::ProjectPause,
         Route::ProjectResume,
         Route::TaskProgress,
+        Route::Console,
+        Route::WhoAmI,
     ];
 
     /// The method and status of the route's usual answer, for the series that exist from start-up.
@@ -154,6 +162,11 @@ impl Route {
             self,
             Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ | OpenApi
         )
+    }
+
+    /// The console's page and assets: served without a key (the page asks for one).
+    pub fn is_console(self) -> bool {
+        self == Route::Console
     }
 
     pub fn is_websocket(self) -> bool {
@@ -229,6 +242,7 @@ impl Route {
             MonitoringMetrics => "monitoring.metrics",
             MonitoringPerformance => "monitoring.performance",
             MonitoringAlerts => "monitoring.alerts",
+            MonitoringHistory => "monitoring.history",
             QueuesList => "queues.list",
             QueuePause => "queues.pause",
             QueueResume => "queues.resume",
@@ -236,6 +250,8 @@ impl Route {
             ProjectPause => "projects.pause",
             ProjectResume => "projects.resume",
             TaskProgress => "tasks.progress",
+            Console => "console",
+            WhoAmI => "auth.whoami",
         }
     }
 }
@@ -273,12 +289,27 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         "/api/v1/monitoring/metrics" => Some(MonitoringMetrics),
         "/api/v1/monitoring/performance" => Some(MonitoringPerformance),
         "/api/v1/monitoring/alerts" => Some(MonitoringAlerts),
+        "/api/v1/monitoring/history" => Some(MonitoringHistory),
         "/openapi.json" => Some(OpenApi),
+        "/" => Some(Console),
         _ => None,
     };
     if let Some(route) = plain {
         return if method == Method::GET || method == Method::HEAD {
             Ok(Matched { route, param: "" })
+        } else {
+            Err(NoRoute::MethodNotAllowed("GET, HEAD"))
+        };
+    }
+    if let Some(file) = path.strip_prefix("/console/") {
+        if file.is_empty() || file.contains('/') {
+            return Err(NoRoute::NotFound);
+        }
+        return if method == Method::GET || method == Method::HEAD {
+            Ok(Matched {
+                route: Console,
+                param: file,
+            })
         } else {
             Err(NoRoute::MethodNotAllowed("GET, HEAD"))
         };
@@ -376,6 +407,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         ["hitl", id, "respond"] => (post.then_some((HitlRespond, *id)), "POST"),
         ["admin", "backup"] => (post.then_some((AdminBackup, "")), "POST"),
         ["events"] => (get.then_some((EventsList, "")), "GET, HEAD"),
+        ["auth", "whoami"] => (get.then_some((WhoAmI, "")), "GET, HEAD"),
         _ => return Err(NoRoute::NotFound),
     };
     match found {
@@ -444,7 +476,7 @@ mod tests {
         }
         // The last declared route ends the list: a route declared but missing from ALL would
         // have an index past the end of every per-route array.
-        assert_eq!(Route::TaskProgress.index(), Route::ALL.len() - 1);
+        assert_eq!(Route::WhoAmI.index(), Route::ALL.len() - 1);
     }
 
     #[test]
@@ -508,7 +540,19 @@ mod tests {
             Err(NoRoute::NotFound),
         );
         check(Method::GET, "/api/v2/projects", Err(NoRoute::NotFound));
-        check(Method::GET, "/", Err(NoRoute::NotFound));
+        check(Method::GET, "/", Ok((Route::Console, "")));
+        check(
+            Method::GET,
+            "/console/app.js",
+            Ok((Route::Console, "app.js")),
+        );
+        check(Method::GET, "/console/a/b.js", Err(NoRoute::NotFound));
+        check(
+            Method::POST,
+            "/console/app.js",
+            Err(NoRoute::MethodNotAllowed("GET, HEAD")),
+        );
+        check(Method::GET, "/api/v1/auth/whoami", Ok((Route::WhoAmI, "")));
         check(Method::GET, "/ws", Ok((WsAll, "")));
         check(Method::GET, &format!("/ws/{id}"), Ok((WsProject, id)));
         check(Method::GET, &format!("/ws/{id}/"), Ok((WsProject, id)));
@@ -527,7 +571,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 54);
+        assert_eq!(Route::ALL.len(), 57);
         check(
             Method::POST,
             &format!("/api/v1/tasks/{id}/progress"),

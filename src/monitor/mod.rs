@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod health;
+pub mod history;
 mod webhook;
 pub mod window;
 
@@ -150,6 +151,8 @@ pub struct Monitor {
     process: metrics_process::Collector,
     /// HTTP requests being handled; exported as a gauge when metrics are read.
     in_flight: std::sync::atomic::AtomicI64,
+    /// The last hour of each class, for charts.
+    history: Mutex<history::History>,
 }
 
 impl Monitor {
@@ -174,6 +177,7 @@ impl Monitor {
             alerts,
             process,
             in_flight: std::sync::atomic::AtomicI64::new(0),
+            history: Mutex::new(history::History::default()),
         })
     }
 
@@ -262,6 +266,39 @@ impl Monitor {
 
     pub fn slow_consumer_closes(&self, seconds: u64) -> u64 {
         self.slow_closes.summary(self.now_secs(), seconds).count
+    }
+
+    /// Records the history point of the step just ended, if it has none yet (the monitor loop
+    /// calls this every evaluation).
+    pub fn record_history(&self) {
+        let now = self.now_secs();
+        let mut history = self.history.lock();
+        if !history.due(now) {
+            return;
+        }
+        // The step that just ended: its slots are complete.
+        let end = (now / history::STEP_SECONDS) * history::STEP_SECONDS;
+        let last = |class| {
+            let windows: Vec<&window::Window> = Route::ALL
+                .iter()
+                .filter(|r| r.class() == class)
+                .map(|r| &self.routes[r.index()])
+                .collect();
+            window::summarize(&windows, end.saturating_sub(1), history::STEP_SECONDS)
+        };
+        let summaries = [
+            last(Class::StatusQuery),
+            last(Class::TaskOperation),
+            last(Class::ContextRetrieval),
+            self.ws_delivery
+                .summary(end.saturating_sub(1), history::STEP_SECONDS),
+        ];
+        history.record(now, self.wall_clock(end as f64), summaries);
+    }
+
+    /// The history points, oldest first.
+    pub fn history(&self) -> Vec<history::Point> {
+        self.history.lock().points().cloned().collect()
     }
 
     pub fn alerts(&self) -> parking_lot::MutexGuard<'_, Alerts> {
@@ -449,6 +486,7 @@ pub async fn run(
             }
         }
         monitor.upkeep();
+        monitor.record_history();
         if measured.is_none_or(|at| at.elapsed() >= USAGE_EVERY) {
             measured = Some(Instant::now());
             if let Ok(bytes) = store.write(crate::store::command::MeasureUsage).await {

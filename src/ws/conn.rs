@@ -459,8 +459,13 @@ impl Writer {
             self.gate.resume_after(project, since);
             self.replay(project, since).await?;
         }
+        // `latest_seq`: every event after it reaches this subscription (a client that starts
+        // live resumes from here after a disconnect).
+        let latest = self.ctx.store.latest_seq();
         let ack = object(|o| {
-            o.str("op", "subscribed").opt_id("project_id", project);
+            o.str("op", "subscribed")
+                .opt_id("project_id", project)
+                .u64("latest_seq", latest);
         });
         self.write(vec![frame::text(&ack)]).await
     }

@@ -550,3 +550,43 @@ fn log_lines_of_a_request_carry_its_id_in_text_and_json() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn the_history_has_a_point_per_class_every_thirty_seconds_once_one_passed() {
+    let s = Server::start();
+    let h = s.get("/api/v1/monitoring/history").expect(200);
+    assert_eq!(h["step_seconds"], 30);
+    assert_eq!(h["window_seconds"], 3600);
+    let names: Vec<&str> = h["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "status_query",
+            "task_operation",
+            "context_retrieval",
+            "websocket_delivery"
+        ]
+    );
+    // Traffic, then the first step's point: its status-query count includes these requests.
+    for _ in 0..5 {
+        s.get("/api/v1/agents/status").expect(200);
+    }
+    let point = wait_for("the first history point (after 30 s)", || {
+        let h = s.get("/api/v1/monitoring/history").expect(200);
+        h["series"][0]["points"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    });
+    assert!(point["count"].as_u64().unwrap() >= 5, "{point}");
+    let rate = point["rate_per_second"].as_f64().unwrap();
+    assert!((rate - point["count"].as_f64().unwrap() / 30.0).abs() < 1e-9);
+    assert!(point["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(point["timestamp"].as_str().unwrap().ends_with('Z'));
+}

@@ -126,3 +126,70 @@ fn metrics_can_be_protected_and_weak_keys_are_refused() {
     assert!(err.contains("at least 16"), "{err}");
     assert!(!err.contains("short"), "the key is not echoed: {err}");
 }
+
+#[test]
+fn named_keys_answer_who_they_are_and_the_console_loads_without_one() {
+    let s = Server::start_with(&[
+        "--api-key",
+        "alice:rw:alice-secret-0123456",
+        "--api-key",
+        &format!("ro:{READER}"),
+    ]);
+    let me = with_key(
+        &s,
+        "GET",
+        "/api/v1/auth/whoami",
+        Some("alice-secret-0123456"),
+        None,
+    )
+    .expect(200);
+    assert_eq!(
+        me,
+        json!({"keys_required": true, "name": "alice", "access": "read_write"})
+    );
+    // An unnamed key gets a name from its secret's hash: stable, and not the secret.
+    let reader = with_key(&s, "GET", "/api/v1/auth/whoami", Some(READER), None).expect(200);
+    assert_eq!(reader["access"], "read_only");
+    let name = reader["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("key-") && !READER.contains(&name[4..]),
+        "{name}"
+    );
+    with_key(&s, "GET", "/api/v1/auth/whoami", None, None).expect_error(401, "unauthorized");
+    let refused = with_key(
+        &s,
+        "POST",
+        "/api/v1/projects",
+        Some(READER),
+        Some(json!({"name": "q"})),
+    );
+    refused.expect_error(403, "forbidden");
+    // The console's page and assets need no key (the page asks for one), with a strict policy.
+    for path in ["/", "/console/app.js", "/console/style.css"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    let page = s.get("/");
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.body
+            .contains("<script type=\"module\" src=\"/console/app.js\">")
+    );
+    assert!(!page.body.contains("<script>"), "no inline script");
+    s.get("/console/missing.js")
+        .expect_error(404, "route_not_found");
+    // Without keys whoami says so.
+    let open = Server::start();
+    assert_eq!(
+        open.get("/api/v1/auth/whoami").expect(200),
+        json!({"keys_required": false, "name": null, "access": "read_write"})
+    );
+}

@@ -660,3 +660,36 @@ fn task_progress_reaches_subscribers_at_once_coalesced_and_never_logged() {
     )
     .expect_error(409, "task_cancelled");
 }
+
+/// The acknowledgement names the latest seq: a client that started live and lost its connection
+/// resumes from it with `since`, and misses nothing committed meanwhile.
+#[test]
+fn the_ack_names_the_latest_seq_to_resume_from() {
+    let s = Server::start();
+    let p = s.project("p");
+    s.task(&p, "coder");
+    let before = latest_seq(&s);
+    assert!(before >= 2);
+    let rt = runtime();
+    let resume = rt.block_on(async {
+        let mut socket = connect(&s, "/ws").await;
+        loop {
+            match recv(&mut socket).await {
+                Incoming::Json(v) if v["op"] == "subscribed" => {
+                    break v["latest_seq"].as_u64().expect("latest_seq in the ack");
+                }
+                Incoming::Json(_) => continue,
+                other => panic!("expected the ack, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(resume, before);
+    // Committed while the client was away: replayed from the ack's seq.
+    let missed = s.task(&p, "tester");
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws?since={resume}")).await;
+        let first = next_event(&mut socket).await;
+        assert_eq!(first["seq"].as_u64(), Some(before + 1));
+        assert_eq!(first["task_id"], missed.as_str());
+    });
+}

@@ -1,0 +1,267 @@
+"""The web console in a real headless Chromium, driven through WebDriver (Debian's chromium and
+chromium-driver, the selenium client from PyPI):
+
+- the console loads, makes no request to another origin and logs no error;
+- a project and a HITL request created through the API after the page loaded appear without a
+  reload; a click approves a pending request, reject (with a comment) and amend (JSON, refused
+  while invalid) likewise, each checked through the API;
+- a question containing `<img src=x onerror=alert(1)>` shows as text and runs nothing;
+- the project and operations pages show the workflow, the board, a worker's progress as it is
+  reported, and the service levels;
+- after the server restarts the console says it is reconnecting, then catches up without a reload;
+- with API keys the page asks for one; a read-write key sees its name and the buttons, a read-only
+  key sees no action button.
+
+Screenshots of each page go to the check's temporary directory; with --screenshots DIR they are
+also copied there (the README's pictures, docs/console/)."""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from ci_common import start_flightdeck, stop, wait_for
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+XSS = "Ship it? <img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+def call(base, method, path, body=None, key=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    if key:
+        request.add_header("authorization", f"Bearer {key}")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1100",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def requested_urls(driver):
+    """Every URL the page requested or opened a WebSocket to, from Chrome's performance log."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+        elif message["method"] == "Network.webSocketCreated":
+            urls.append(message["params"]["url"])
+    return urls
+
+
+def errors(driver, allowed=()):
+    """Console entries of level SEVERE, except those naming something in `allowed`."""
+    return [e for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and not any(a in e["message"] for a in allowed)]
+
+
+def find(driver, css, what, timeout=30):
+    return wait_for(what, lambda: (driver.find_elements(By.CSS_SELECTOR, css) or [None])[0], timeout=timeout)
+
+
+def no_alert(driver):
+    try:
+        text = driver.switch_to.alert.text
+    except NoAlertPresentException:
+        return
+    raise SystemExit(f"console: a script ran: an alert says {text!r}")
+
+
+def shoot(driver, work, name, keep):
+    path = os.path.join(work, f"{name}.png")
+    driver.save_screenshot(path)
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(path, os.path.join(keep, f"{name}.png"))
+
+
+def main():
+    binary = sys.argv[1]
+    keep = sys.argv[sys.argv.index("--screenshots") + 1] if "--screenshots" in sys.argv else None
+    work = tempfile.mkdtemp()
+    server, addr = start_flightdeck(binary, work, "--timer-tick-ms", "50")
+    base = f"http://{addr}"
+    processes = [server]
+    driver = browser()
+    try:
+        driver.get(base + "/")
+        find(driver, "#live[data-state='live']", "the console's event stream to be live")
+        find(driver, "#inbox", "the home page")
+
+        # Created through the API after the page loaded: shown without a reload.
+        p = call(base, "POST", "/api/v1/projects", {"name": "console demo", "description": "a blog, built by agents"})["id"]
+        find(driver, f"[data-project='{p}']", "the new project on the home page")
+        call(base, "POST", f"/api/v1/projects/{p}/workflow", {"workflow": "sdlc", "context": {"goal": "a blog"}})
+        asked = [call(base, "POST", "/api/v1/hitl", {"project_id": p, "question": q, "options": ["yes", "no"],
+                                                    "expires_in_seconds": 3600})["request_id"]
+                 for q in (XSS, "Reject this one?", "Amend this one?")]
+        cards = [find(driver, f"[data-request='{r}']", f"request {r} in the inbox") for r in asked]
+
+        # Text, never markup: the question reads as written, and nothing ran.
+        question = cards[0].find_element(By.CSS_SELECTOR, ".question")
+        assert question.text == XSS, question.text
+        assert not cards[0].find_elements(By.TAG_NAME, "img"), "an <img> was created from a question"
+        assert not driver.find_elements(By.CSS_SELECTOR, "main script"), "a <script> was created"
+        no_alert(driver)
+        shoot(driver, work, "home", keep)
+
+        # Approve with a click.
+        cards[0].find_element(By.CSS_SELECTOR, "[data-action='approve']").click()
+        wait_for("the approval to reach the server",
+                 lambda: call(base, "GET", f"/api/v1/hitl/{asked[0]}")["status"] == "approved")
+        # Reject with a comment.
+        card = find(driver, f"[data-request='{asked[1]}']", "the second request")
+        card.find_element(By.CSS_SELECTOR, "[data-action='reject']").click()
+        card = find(driver, f"[data-request='{asked[1]}'] textarea[name='comment']", "the comment box")
+        card.send_keys("not good enough <b>yet</b>")
+        find(driver, f"[data-request='{asked[1]}'] [data-action='send-reject']", "the send button").click()
+        rejected = wait_for("the rejection to reach the server",
+                            lambda: (lambda r: r if r["status"] == "rejected" else None)(
+                                call(base, "GET", f"/api/v1/hitl/{asked[1]}")))
+        assert rejected["response_comment"] == "not good enough <b>yet</b>", rejected
+        # Amend: invalid JSON is refused before sending; valid JSON is sent as the content.
+        card = find(driver, f"[data-request='{asked[2]}']", "the third request")
+        card.find_element(By.CSS_SELECTOR, "[data-action='amend']").click()
+        content = find(driver, f"[data-request='{asked[2]}'] textarea[name='content']", "the JSON editor")
+        content.clear()
+        content.send_keys('{"title": "better", ')
+        send = find(driver, f"[data-request='{asked[2]}'] [data-action='send-amend']", "the send button")
+        assert not send.is_enabled(), "invalid JSON can be sent"
+        problem = driver.find_element(By.CSS_SELECTOR, f"[data-request='{asked[2]}'] [data-role='json-error']")
+        assert "not valid JSON" in problem.text, problem.text
+        content.send_keys('"pages": [1, 2]}')
+        wait_for("the editor to accept the JSON", send.is_enabled)
+        send.click()
+        amended = wait_for("the amendment to reach the server",
+                           lambda: (lambda r: r if r["status"] == "amended" else None)(
+                               call(base, "GET", f"/api/v1/hitl/{asked[2]}")))
+        assert amended["amended_content"]["amended_content"] == {"title": "better", "pages": [1, 2]}, amended
+        # Answered elsewhere (here, through the API): the inbox drops it without a reload.
+        other = call(base, "POST", "/api/v1/hitl", {"project_id": p, "question": "answered by the API"})["request_id"]
+        find(driver, f"[data-request='{other}']", "the fourth request")
+        call(base, "POST", f"/api/v1/hitl/{other}/respond", {"action": "approve"})
+        wait_for("the answered request to leave the inbox",
+                 lambda: not driver.find_elements(By.CSS_SELECTOR, f"#inbox [data-request='{other}']"))
+
+        # The project page: phases, board, a worker's progress as reported.
+        driver.get(f"{base}/#/project/{p}")
+        find(driver, "#workflow [data-phase='0']", "the workflow's phases")
+        claimed = call(base, "POST", "/api/v1/tasks/claim", {"agent_type": "analyst", "worker_id": "analyst-1"})
+        find(driver, f"[data-column='working'] [data-task='{claimed['task_id']}']", "the claimed task on the board")
+        call(base, "POST", f"/api/v1/tasks/{claimed['task_id']}/progress",
+             {"lease_id": claimed["lease_id"], "message": "drafting the specification", "percent": 40})
+        wait_for("the progress on the task's card", lambda: "drafting the specification" in driver.find_element(
+            By.CSS_SELECTOR, f"[data-task='{claimed['task_id']}'] .progress").text)
+        call(base, "POST", "/api/v1/context/artifacts", {"project_id": p, "source_agent": "analyst",
+                                                         "artifact_type": "software_specification",
+                                                         "content": {"title": "Blog", "pages": ["home", "post"]}})
+        artifact = find(driver, "#artifacts [data-artifact]", "the artifact")
+        artifact.find_element(By.TAG_NAME, "summary").click()
+        assert '"pages"' in artifact.find_element(By.CSS_SELECTOR, "pre").text
+        find(driver, "#timeline [data-seq]", "the event timeline")
+        shoot(driver, work, "project", keep)
+
+        # Operations.
+        driver.get(f"{base}/#/ops")
+        find(driver, "[data-level='flightdeck:status_query']", "the service levels")
+        find(driver, "[data-series='task_operation'] svg", "the charts")
+        find(driver, "[data-component='store']", "the readiness checks")
+        shoot(driver, work, "operations", keep)
+
+        urls = requested_urls(driver)
+        foreign = [u for u in urls
+                   if not (u.startswith(base) or u.startswith(f"ws://{addr}") or u.startswith("data:")
+                           or u.startswith("blob:"))]
+        assert not foreign, f"requests to another origin: {foreign}"
+        assert not errors(driver), errors(driver)
+        no_alert(driver)
+
+        # A restart: the console says it is reconnecting, then catches up without a reload.
+        driver.get(base + "/")
+        find(driver, "#live[data-state='live']", "the stream to be live")
+        stop([server])
+        processes.remove(server)
+        find(driver, "#live[data-state='reconnecting']", "the console to notice the disconnect")
+        assert "reconnecting" in driver.find_element(By.ID, "banner").text
+        server, _ = start_flightdeck(binary, work, "--timer-tick-ms", "50", listen=addr)
+        processes.append(server)
+        late = call(base, "POST", "/api/v1/projects", {"name": "created during the reconnect"})["id"]
+        find(driver, f"[data-project='{late}']", "the project created after the restart", timeout=60)
+        find(driver, "#live[data-state='live']", "the stream to be live again", timeout=60)
+        assert not driver.find_element(By.ID, "banner").is_displayed()
+        print(f"console: loads from this origin only, shows text as text, approves, rejects and amends with "
+              f"the mouse, follows the event stream, and catches up after a restart "
+              f"({len(urls)} requests checked)")
+    finally:
+        driver.quit()
+        stop(processes)
+
+    signed_in(binary, keep)
+
+
+def signed_in(binary, keep):
+    """With keys: the page asks for one; a read-only key sees no action buttons."""
+    work = tempfile.mkdtemp()
+    writer, reader = "alice-secret-0123456789", "bots-secret-0123456789"
+    server, addr = start_flightdeck(binary, work, "--api-key", f"alice:rw:{writer}",
+                                    "--api-key", f"bots:ro:{reader}")
+    base = f"http://{addr}"
+    driver = browser()
+    try:
+        p = call(base, "POST", "/api/v1/projects", {"name": "keyed"}, key=writer)["id"]
+        r = call(base, "POST", "/api/v1/hitl", {"project_id": p, "question": "ok?"}, key=writer)["request_id"]
+        driver.get(base + "/")
+        key = find(driver, "#signin input[type='password']", "the sign-in form")
+        shoot(driver, work, "signin", keep)
+        key.send_keys("wrong-key-0123456789")
+        driver.find_element(By.CSS_SELECTOR, "#signin button[type='submit']").click()
+        wait_for("the refusal", lambda: "not known" in driver.find_element(By.CSS_SELECTOR, "#signin .error").text)
+        key = driver.find_element(By.CSS_SELECTOR, "#signin input[type='password']")
+        key.clear()
+        key.send_keys(writer)
+        driver.find_element(By.CSS_SELECTOR, "#signin button[type='submit']").click()
+        card = find(driver, f"[data-request='{r}']", "the inbox after signing in")
+        assert driver.find_element(By.CSS_SELECTOR, "#who .key-name").text == "alice"
+        assert card.find_elements(By.CSS_SELECTOR, "[data-action='approve']"), "a read-write key sees the buttons"
+        find(driver, "#live[data-state='live']", "the stream, with ?token=")
+        # Kept for the session: a reload stays signed in.
+        driver.refresh()
+        find(driver, f"[data-request='{r}']", "the inbox after a reload")
+        driver.find_element(By.CSS_SELECTOR, "#who button").click()
+        key = find(driver, "#signin input[type='password']", "the sign-in form after signing out")
+        key.send_keys(reader)
+        driver.find_element(By.CSS_SELECTOR, "#signin button[type='submit']").click()
+        card = find(driver, f"[data-request='{r}']", "the inbox for the read-only key")
+        assert driver.find_element(By.CSS_SELECTOR, "#who .key-name").text == "bots"
+        assert "read-only" in driver.find_element(By.ID, "who").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-action]"), "a read-only key sees action buttons"
+        find(driver, "#live[data-state='live']", "the read-only key's stream")
+        # The only errors: the refused key's 401s.
+        assert not errors(driver, allowed=("401",)), errors(driver, allowed=("401",))
+        print("console: asks for a key, names it, and shows a read-only key no action button")
+    finally:
+        driver.quit()
+        stop([server])
+
+
+if __name__ == "__main__":
+    main()

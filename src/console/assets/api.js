@@ -1,0 +1,75 @@
+// The public REST API, as any client uses it. The API key (when the server asks for one) is kept
+// for this browser session only (sessionStorage) and sent as a Bearer token.
+
+const KEY = 'flightdeck.key';
+
+export const auth = {
+  key: sessionStorage.getItem(KEY),
+  /** `GET /api/v1/auth/whoami`: {keys_required, name, access}. */
+  me: null,
+  get readOnly() {
+    return this.me !== null && this.me.access === 'read_only';
+  },
+};
+
+export function setKey(key) {
+  auth.key = key;
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** One request; the parsed JSON answer (null for 204). Error answers throw ApiError. */
+export async function api(method, path, body) {
+  const headers = {};
+  if (auth.key) headers.authorization = `Bearer ${auth.key}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+    });
+  } catch (e) {
+    throw new ApiError(0, 'unreachable', `the server did not answer (${e.message})`);
+  }
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || String(text));
+  }
+  return data;
+}
+
+export const get = (path) => api('GET', path);
+export const post = (path, body) => api('POST', path, body === undefined ? {} : body);
+
+/** Every item of a paginated list (`{items, next_cursor}`), up to `max` items. */
+export async function all(path, max = 1000) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes('?') ? '&' : '?';
+    const page = await get(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+    if (Array.isArray(page)) return page.slice(0, max);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < max);
+  return items.slice(0, max);
+}

@@ -1,0 +1,164 @@
+// The console: sign-in, the pages (#/ home, #/project/ID, #/ops) and the one event stream that
+// keeps whichever page is shown up to date.
+
+import { api, auth, setKey, ApiError } from './api.js';
+import { h, fill } from './dom.js';
+import { Live } from './live.js';
+import { home } from './home.js';
+import { project, applyProgress } from './project.js';
+import { ops } from './ops.js';
+
+const app = document.getElementById('app');
+const liveBadge = document.getElementById('live');
+const banner = document.getElementById('banner');
+const who = document.getElementById('who');
+
+let live = null;
+let rendering = false;
+let again = false;
+let timer = null;
+
+function route() {
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const m = /^\/project\/([0-9a-fA-F-]{36})$/.exec(hash);
+  if (m) return { page: 'project', id: m[1] };
+  if (hash === '/ops') return { page: 'ops' };
+  return { page: 'home' };
+}
+
+/** Renders the current page; a render asked for while one runs happens once it is done. */
+async function render() {
+  if (rendering) {
+    again = true;
+    return;
+  }
+  rendering = true;
+  const r = route();
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    a.classList.toggle('active', a.dataset.nav === r.page);
+  }
+  try {
+    const content = r.page === 'project' ? await project(r.id, soon)
+      : r.page === 'ops' ? await ops()
+        : await home(soon);
+    fill(app, content);
+    app.dataset.page = r.page;
+    app.dataset.rendered = String(Number(app.dataset.rendered || 0) + 1);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      signIn('The key was refused; sign in again.');
+    } else {
+      fill(app, h('p', { class: 'error', text: e instanceof ApiError ? `${e.code}: ${e.message}` : String(e) }));
+    }
+  } finally {
+    rendering = false;
+    if (again) {
+      again = false;
+      render();
+    }
+  }
+}
+
+/** Renders again shortly: events often come in bursts. */
+function soon() {
+  clearTimeout(timer);
+  timer = setTimeout(render, 150);
+}
+
+function onEvent(frame) {
+  if (frame.event_type === 'task_progress') {
+    applyProgress(frame);
+    return;
+  }
+  const r = route();
+  if (r.page === 'project' && frame.project_id && frame.project_id !== r.id) return;
+  if (r.page === 'ops' && !String(frame.event_type).startsWith('alert_')) return;
+  soon();
+}
+
+function onState(state, detail) {
+  liveBadge.className = `live ${state === 'live' ? 'on' : 'off'}`;
+  liveBadge.textContent = state === 'live' ? 'live' : state === 'connecting' ? 'connecting…' : 'offline';
+  liveBadge.dataset.state = state;
+  if (state === 'reconnecting') {
+    banner.hidden = false;
+    banner.textContent = `${detail}; the page catches up once it is back.`;
+  } else if (state === 'live') {
+    banner.hidden = true;
+    banner.textContent = '';
+  }
+}
+
+function showWho() {
+  const me = auth.me;
+  if (!me || !me.keys_required) {
+    fill(who);
+    return;
+  }
+  const out = h('button', { class: 'link', text: 'sign out' });
+  out.addEventListener('click', () => {
+    setKey(null);
+    auth.me = null;
+    location.reload();
+  });
+  fill(who, h('span', { class: 'key-name', text: me.name }),
+    me.access === 'read_only' ? h('span', { class: 'badge s-read_only', text: 'read-only' }) : null, ' ', out);
+}
+
+function signIn(message) {
+  const key = h('input', { type: 'password', name: 'key', autocomplete: 'current-password', placeholder: 'API key', required: true });
+  const problem = h('p', { class: 'error', text: message || '' });
+  const form = h('form', { class: 'signin', id: 'signin' },
+    h('h2', {}, 'Sign in'),
+    h('p', { class: 'muted', text: 'This server asks for an API key. It is kept for this browser session only.' }),
+    h('label', {}, 'API key', key),
+    problem,
+    h('button', { class: 'primary', type: 'submit', text: 'Sign in' }));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    setKey(key.value.trim());
+    try {
+      auth.me = await api('GET', '/api/v1/auth/whoami');
+      showWho();
+      start();
+    } catch (err) {
+      setKey(null);
+      problem.textContent = err instanceof ApiError && err.status === 401 ? 'That key is not known to this server.' : String(err.message || err);
+    }
+  });
+  fill(app, form);
+  app.dataset.page = 'signin';
+  key.focus();
+}
+
+function start() {
+  if (live) live.restart();
+  else {
+    live = new Live({ onEvent, onState, onCaughtUp: render });
+    live.start();
+  }
+  render();
+}
+
+async function boot() {
+  window.addEventListener('hashchange', render);
+  try {
+    auth.me = await api('GET', '/api/v1/auth/whoami');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      setKey(null);
+      signIn(auth.key ? 'The saved key was refused.' : '');
+      return;
+    }
+    fill(app, h('p', { class: 'error', text: String(e.message || e) }));
+    return;
+  }
+  showWho();
+  start();
+  // Ages and expiries move on; operations figures too.
+  setInterval(() => {
+    if (!rendering && app.dataset.page !== 'signin') soon();
+  }, 15000);
+}
+
+boot();
