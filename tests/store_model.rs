@@ -514,11 +514,14 @@ impl Model {
             Op::RespondHitl { hitl, action } => {
                 let id = pick(&self.hitl_ids, *hitl);
                 let action = HitlAction::ALL[*action];
+                // Answered with a key's name, or without keys.
+                let by = (hitl % 2 == 0).then(|| format!("reviewer-{hitl}"));
                 let reply = store.write_blocking(command::RespondHitl {
                     hitl_id: id,
                     action,
                     content: Some("\"amended\"".into()),
                     comment: None,
+                    by: by.clone(),
                 });
                 match (self.hitl.get_mut(&id), reply) {
                     (
@@ -531,6 +534,10 @@ impl Model {
                         assert_eq!(m.status, HitlStatus::Pending);
                         // The model runs no workflows: no answer resumes one.
                         assert!(!workflow_resumed);
+                        assert_eq!(h.responded_by, by);
+                        assert_eq!(h.history.last().unwrap().user_id, by);
+                        let stored = store.get_hitl(&id).unwrap().unwrap();
+                        assert_eq!(stored.responded_by, by, "stored with the answer");
                         m.status = h.status;
                         self.events += 1;
                     }
@@ -547,10 +554,16 @@ impl Model {
                 let reply = store.write_blocking(command::BulkApproveHitl {
                     hitl_ids: ids.clone(),
                     comment: None,
+                    by: Some("bulk".into()),
                 });
                 let Ok(BulkApproved { approved, skipped }) = reply else {
                     panic!("{reply:?}")
                 };
+                assert!(
+                    approved
+                        .iter()
+                        .all(|h| h.responded_by.as_deref() == Some("bulk"))
+                );
                 let mut want_approved = Vec::new();
                 for id in &ids {
                     if let Some(m) = self.hitl.get_mut(id)

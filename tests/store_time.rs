@@ -572,6 +572,7 @@ impl Model {
                     action,
                     content: Some("{\"amended\":true}".into()),
                     comment: Some("again".into()),
+                    by: None,
                 });
                 let m = self.hitl.get_mut(&id).unwrap();
                 let late =

@@ -77,7 +77,7 @@ pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
 }
 
 /// BotArmy: `{history:[{timestamp, action, user_id, content, comment}]}` (plus `request_id` and
-/// `status`). `user_id` is null: answers are not yet attributed to a named user.
+/// `status`). `user_id` is the name of the API key that gave the answer (null without keys).
 pub fn history(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let request = load(state, id)?;
     let entries = history_entries(&request);
@@ -98,8 +98,14 @@ struct Respond {
     comment: Option<String>,
 }
 
-/// BotArmy: `{request_id, action, status, message, workflow_resumed}`.
-pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Response, ApiError> {
+/// BotArmy: `{request_id, action, status, message, workflow_resumed}`, plus `responded_by`: the
+/// name of the API key that answered (`by`; null without keys).
+pub async fn respond(
+    state: &AppState,
+    id: &str,
+    req: Request,
+    by: Option<String>,
+) -> Result<Response, ApiError> {
     let hitl_id = parse_id("request_id", id)?;
     let body: Respond = req.json(state.max_body_bytes).await?;
     let action: HitlAction = parse_vocab("action", &body.action)?;
@@ -112,6 +118,7 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
         action,
         content,
         comment: body.comment,
+        by,
     };
     match state.store.write(command).await? {
         HitlAnswer::Answered {
@@ -129,6 +136,7 @@ pub async fn respond(state: &AppState, id: &str, req: Request) -> Result<Respons
                     .str("status", h.status.as_str())
                     .str("message", message)
                     .bool("workflow_resumed", workflow_resumed)
+                    .opt_str("responded_by", h.responded_by.as_deref())
                     .object("request", |r| write(r, &h));
             });
             Ok(json(StatusCode::OK, body))
@@ -188,8 +196,13 @@ struct BulkApprove {
     comment: Option<String>,
 }
 
-/// BotArmy: approves every listed pending request in one transaction; reports the others.
-pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, ApiError> {
+/// BotArmy: approves every listed pending request in one transaction; reports the others. `by` is
+/// the approving API key's name.
+pub async fn bulk_approve(
+    state: &AppState,
+    req: Request,
+    by: Option<String>,
+) -> Result<Response, ApiError> {
     let body: BulkApprove = req.json(state.max_body_bytes).await?;
     if body.request_ids.len() > Limits::BATCH_IDS {
         return Err(ApiError::invalid_field(
@@ -204,6 +217,7 @@ pub async fn bulk_approve(state: &AppState, req: Request) -> Result<Response, Ap
     let command = command::BulkApproveHitl {
         hitl_ids,
         comment: body.comment,
+        by,
     };
     let BulkApproved { approved, skipped } = state.store.write(command).await?;
     let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
@@ -300,6 +314,7 @@ fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
         .raw_array("history", history.iter().map(Vec::as_slice))
         .opt_timestamp("expires_at", h.expires_at)
         .opt_timestamp("responded_at", h.responded_at)
+        .opt_str("responded_by", h.responded_by.as_deref())
         .timestamp("created_at", h.created_at)
         .timestamp("updated_at", h.updated_at);
 }
@@ -312,7 +327,7 @@ fn history_entries(h: &HitlRequest) -> Vec<Vec<u8>> {
             object(|o| {
                 o.timestamp("timestamp", entry.at)
                     .str("action", &entry.action)
-                    .null("user_id")
+                    .opt_str("user_id", entry.user_id.as_deref())
                     .opt_raw("content", entry.content.as_deref())
                     .opt_str("comment", entry.comment.as_deref());
             })

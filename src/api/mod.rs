@@ -292,8 +292,9 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         }
         HitlPending => hitl::pending(state, &query),
         HitlBulkApprove => {
+            let by = principal.map(|p| p.name);
             return later(state, is_head, |s| async move {
-                hitl::bulk_approve(&s, req).await
+                hitl::bulk_approve(&s, req, by).await
             });
         }
         HitlProjectRequests => hitl::list(state, param, &query),
@@ -308,8 +309,9 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         HitlHistory => hitl::history(state, param),
         HitlRespond => {
             let param = param.to_owned();
+            let by = principal.map(|p| p.name);
             return later(state, is_head, |s| async move {
-                hitl::respond(&s, &param, req).await
+                hitl::respond(&s, &param, req, by).await
             });
         }
         EventsList => events::list(state, &query),

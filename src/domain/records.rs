@@ -128,6 +128,8 @@ pub struct HitlRequest {
     pub amended_content: Option<String>,
     pub response_comment: Option<String>,
     pub history: Vec<HitlHistoryEntry>,
+    /// The name of the API key that answered (None without keys, or before schema 4).
+    pub responded_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,6 +140,9 @@ pub struct HitlHistoryEntry {
     /// The client's JSON text.
     pub content: Option<String>,
     pub comment: Option<String>,
+    /// The name of the API key that gave this answer (None without keys, for `created` and
+    /// `expire`, and before schema 4).
+    pub user_id: Option<String>,
 }
 
 /// Where a workflow phase stands.

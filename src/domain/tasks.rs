@@ -358,12 +358,14 @@ pub fn hitl_expired(request: &HitlRequest, now: Micros) -> bool {
     request.status == HitlStatus::Pending && request.expires_at.is_some_and(|at| at <= now)
 }
 
-/// A human's answer to a pending request. Amending requires content.
+/// A human's answer to a pending request, given by `by` (the API key's name; None without keys).
+/// Amending requires content.
 pub fn answer_hitl(
     old: &HitlRequest,
     action: HitlAction,
     content: Option<String>,
     comment: Option<String>,
+    by: Option<String>,
     now: Micros,
 ) -> Result<HitlRequest, DomainError> {
     let status = hitl_outcome(old.status, action)?;
@@ -378,11 +380,13 @@ pub fn answer_hitl(
     if action == HitlAction::Amend {
         request.amended_content = content.clone();
     }
+    request.responded_by = by.clone();
     request.history.push(HitlHistoryEntry {
         action: action.as_str().into(),
         at: now,
         content,
         comment,
+        user_id: by,
     });
     Ok(request)
 }
@@ -397,6 +401,7 @@ pub fn expire_hitl(old: &HitlRequest, now: Micros) -> HitlRequest {
         at: now,
         content: None,
         comment: None,
+        user_id: None,
     });
     request
 }
@@ -691,12 +696,26 @@ mod tests {
             amended_content: None,
             response_comment: None,
             history: vec![],
+            responded_by: None,
         };
-        assert!(answer_hitl(&request, HitlAction::Amend, None, None, 1).is_err());
-        let amended = answer_hitl(&request, HitlAction::Amend, Some("{}".into()), None, 1).unwrap();
+        assert!(answer_hitl(&request, HitlAction::Amend, None, None, None, 1).is_err());
+        let amended = answer_hitl(
+            &request,
+            HitlAction::Amend,
+            Some("{}".into()),
+            None,
+            Some("alice".into()),
+            1,
+        )
+        .unwrap();
+        assert_eq!(amended.responded_by.as_deref(), Some("alice"));
+        assert_eq!(
+            amended.history.last().unwrap().user_id.as_deref(),
+            Some("alice")
+        );
         assert_eq!(amended.status, HitlStatus::Amended);
         assert_eq!(amended.amended_content.as_deref(), Some("{}"));
-        assert!(answer_hitl(&amended, HitlAction::Approve, None, None, 2).is_err());
+        assert!(answer_hitl(&amended, HitlAction::Approve, None, None, None, 2).is_err());
         assert!(!hitl_expired(&request, 99));
         assert!(hitl_expired(&request, 100));
         let expired = expire_hitl(&request, 100);

@@ -70,7 +70,7 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
         check_queues(&txn, &mut report)?;
     }
     check_artifacts(&txn, &mut report)?;
-    check_hitl(&txn, &mut report, &mut timers)?;
+    check_hitl(&txn, version, &mut report, &mut timers)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_workflows(&txn, version, &mut report)?;
     check_events(&txn, &mut report)?;
@@ -316,14 +316,16 @@ fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<()
 
 fn check_hitl(
     txn: &ReadTransaction,
+    version: u64,
     report: &mut CheckReport,
     timers: &mut Vec<[u8; 25]>,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<HitlKeys> = Vec::new();
-    check_records::<HitlRequest>(
+    check_records_with::<HitlRequest>(
         txn,
         tables::HITL,
         report,
+        |bytes| super::migrate::decode_hitl(version, bytes),
         |h| h.id,
         |h| {
             keys.push(HitlKeys::of(h));

@@ -11,13 +11,19 @@
 //!   workflow's phases with the default priority, and the claim queue index
 //!   `ix_tasks_agent_status` (agent type, status, task) is replaced by `ix_tasks_claim` (agent
 //!   type, status, priority, project, task).
+//! - 3 → 4: HITL requests gain `responded_by` and their history entries `user_id` (the name of the
+//!   API key that answered). Every request is rewritten with neither: answers given before the
+//!   upgrade stay unattributed.
 
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::codec::{decode, encode};
 use super::tables;
-use crate::domain::records::{EventRecord, PhaseRun, PhaseStatus, Task, WorkflowRun};
+use crate::domain::HitlStatus;
+use crate::domain::records::{
+    EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, Task, WorkflowRun,
+};
 use crate::domain::tasks::DEFAULT_PRIORITY;
 use crate::domain::{AgentType, ArtifactType, Id, Micros, TaskStatus};
 
@@ -26,6 +32,88 @@ use crate::domain::{AgentType, ArtifactType, Id, Micros, TaskStatus};
 pub struct Migrated {
     pub events_moved: u64,
     pub tasks_rewritten: u64,
+    pub hitl_rewritten: u64,
+}
+
+/// A HITL request as schema versions 1 to 3 stored it (nobody named as the responder).
+#[derive(serde::Deserialize)]
+struct HitlRequestV3 {
+    id: Id,
+    project_id: Id,
+    task_id: Option<Id>,
+    question: String,
+    options: Vec<String>,
+    status: HitlStatus,
+    created_at: Micros,
+    updated_at: Micros,
+    expires_at: Option<Micros>,
+    responded_at: Option<Micros>,
+    amended_content: Option<String>,
+    response_comment: Option<String>,
+    history: Vec<HitlHistoryEntryV3>,
+}
+
+#[derive(serde::Deserialize)]
+struct HitlHistoryEntryV3 {
+    action: String,
+    at: Micros,
+    content: Option<String>,
+    comment: Option<String>,
+}
+
+impl From<HitlRequestV3> for HitlRequest {
+    fn from(h: HitlRequestV3) -> HitlRequest {
+        HitlRequest {
+            id: h.id,
+            project_id: h.project_id,
+            task_id: h.task_id,
+            question: h.question,
+            options: h.options,
+            status: h.status,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+            expires_at: h.expires_at,
+            responded_at: h.responded_at,
+            amended_content: h.amended_content,
+            response_comment: h.response_comment,
+            history: h
+                .history
+                .into_iter()
+                .map(|e| HitlHistoryEntry {
+                    action: e.action,
+                    at: e.at,
+                    content: e.content,
+                    comment: e.comment,
+                    user_id: None,
+                })
+                .collect(),
+            responded_by: None,
+        }
+    }
+}
+
+/// A HITL request as a database of schema `version` stores it, in today's shape (for `check`).
+pub(super) fn decode_hitl(version: u64, bytes: &[u8]) -> Result<HitlRequest, StoreError> {
+    if version < 4 {
+        Ok(decode::<HitlRequestV3>(bytes)?.into())
+    } else {
+        decode(bytes)
+    }
+}
+
+fn hitl_with_responders(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut hitl = txn.open_table(tables::HITL)?;
+    let mut old = Vec::new();
+    for entry in hitl.iter()? {
+        let (_, value) = entry?;
+        old.push(decode::<HitlRequestV3>(value.value())?);
+    }
+    let rewritten = old.len() as u64;
+    for request in old {
+        let request = HitlRequest::from(request);
+        hitl.insert(request.id.as_bytes(), encode(&request).as_slice())?;
+    }
+    Ok(rewritten)
 }
 
 /// A task as schema versions 1 and 2 stored it (no `lease_id`).
@@ -169,6 +257,9 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
     if from < 3 {
         done.tasks_rewritten += tasks_with_lease_ids_and_priorities(txn)?;
         workflows_with_priorities(txn)?;
+    }
+    if from < 4 {
+        done.hitl_rewritten += hitl_with_responders(txn)?;
     }
     Ok(done)
 }

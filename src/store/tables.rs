@@ -9,8 +9,8 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 
 /// The schema version this build writes. Opening a database with a newer one fails; an older one
 /// is migrated (`store::migrate`). 2: agent changes caused by a task are in its project's stream.
-/// 3: tasks carry their claim's `lease_id`.
-pub const SCHEMA_VERSION: u64 = 3;
+/// 3: tasks carry their claim's `lease_id`. 4: HITL requests record who answered them.
+pub const SCHEMA_VERSION: u64 = 4;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";

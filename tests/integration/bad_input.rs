@@ -92,7 +92,9 @@ fn routes_methods_ids_and_transitions() {
     let s = Server::start();
     s.get("/api/v1/nothing-here")
         .expect_error(404, "route_not_found");
-    s.get("/").expect_error(404, "route_not_found");
+    s.get("/console/nothing-here.js")
+        .expect_error(404, "route_not_found");
+    s.get("/elsewhere").expect_error(404, "route_not_found");
     let r = s.send(
         "PUT",
         "/api/v1/projects",

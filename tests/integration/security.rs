@@ -193,3 +193,91 @@ fn named_keys_answer_who_they_are_and_the_console_loads_without_one() {
         json!({"keys_required": false, "name": null, "access": "read_write"})
     );
 }
+
+#[test]
+fn every_answer_records_the_key_that_gave_it() {
+    let s = Server::start_with(&[
+        "--api-key",
+        "dana:rw:dana-secret-012345678",
+        "--api-key",
+        "erin:rw:erin-secret-012345678",
+    ]);
+    let (dana, erin) = (Some("dana-secret-012345678"), Some("erin-secret-012345678"));
+    let p = with_key(
+        &s,
+        "POST",
+        "/api/v1/projects",
+        dana,
+        Some(json!({"name": "p"})),
+    )
+    .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ask = |q: &str| {
+        with_key(
+            &s,
+            "POST",
+            "/api/v1/hitl",
+            dana,
+            Some(json!({"project_id": p, "question": q})),
+        )
+        .expect(201)["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two, three) = (ask("one?"), ask("two?"), ask("three?"));
+    let answer = with_key(
+        &s,
+        "POST",
+        &format!("/api/v1/hitl/{one}/respond"),
+        erin,
+        Some(json!({"action": "reject", "comment": "no"})),
+    )
+    .expect(200);
+    assert_eq!(answer["responded_by"], "erin");
+    let bulk = with_key(
+        &s,
+        "POST",
+        "/api/v1/hitl/bulk/approve",
+        dana,
+        Some(json!({"request_ids": [two, three]})),
+    )
+    .expect(200);
+    assert_eq!(bulk["approved_count"], 2);
+    for (id, who) in [(&one, "erin"), (&two, "dana"), (&three, "dana")] {
+        let r = with_key(&s, "GET", &format!("/api/v1/hitl/{id}"), erin, None).expect(200);
+        assert_eq!(r["responded_by"], who, "{id}");
+        let history =
+            with_key(&s, "GET", &format!("/api/v1/hitl/{id}/history"), erin, None).expect(200);
+        let entries = history["history"].as_array().unwrap();
+        assert!(
+            entries[0]["user_id"].is_null(),
+            "created by nobody's answer"
+        );
+        assert_eq!(entries[1]["user_id"], who);
+    }
+    // The events say who answered too.
+    let events = with_key(&s, "GET", "/api/v1/events?limit=100", dana, None).expect(200);
+    let answers: Vec<(&str, &str)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "hitl_response")
+        .map(|e| {
+            (
+                e["data"]["request_id"].as_str().unwrap(),
+                e["data"]["responded_by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (one.as_str(), "erin"),
+            (two.as_str(), "dana"),
+            (three.as_str(), "dana")
+        ]
+    );
+}

@@ -1,6 +1,7 @@
 //! Upgrades: databases written by earlier schema versions (the fixtures in
-//! `tests/fixtures/schema-v1` and `schema-v2`, made by `tests/fixtures/make-fixture.sh` with those
-//! builds) are migrated at open, keep every record and pass `flightdeck check` before and after.
+//! `tests/fixtures/schema-v1`, `schema-v2` and `schema-v3`, made by
+//! `tests/fixtures/make-fixture.sh` with those builds) are migrated at open, keep every record and
+//! pass `flightdeck check` before and after.
 
 use std::sync::Arc;
 
@@ -119,7 +120,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 3);
+    assert_eq!(schema_version(dir.path()), 4);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -196,7 +197,100 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 4);
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+}
+
+const FIXTURE_V3: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v3/flightdeck.redb"
+);
+
+#[test]
+fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responders() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V3, dir.path().join("flightdeck.redb")).unwrap();
     assert_eq!(schema_version(dir.path()), 3);
+    let (ok, text) = check(dir.path());
+    assert!(ok, "the old database is consistent as it is: {text}");
+
+    let s = Server::start_in(dir.clone(), &["--api-key", "carol:rw:carol-secret-0123456"]);
+    let key = "carol-secret-0123456";
+    let get = |path: &str| {
+        let r = s.send_request(
+            ureq::http::Request::get(s.url(path))
+                .header("authorization", format!("Bearer {key}"))
+                .body(Vec::new())
+                .unwrap(),
+        );
+        r.expect(200)
+    };
+    let projects = items(&get("/api/v1/projects"));
+    assert_eq!(projects.len(), 3, "{projects:?}");
+    let shop = projects
+        .iter()
+        .find(|p| p["name"] == "fixture shop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let requests = items(&get(&format!("/api/v1/hitl/project/{shop}/requests")));
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    // Answered before the upgrade: kept, with nobody named.
+    let rejected = requests.iter().find(|r| r["status"] == "rejected").unwrap();
+    assert_eq!(rejected["response_comment"], "not yet");
+    assert!(rejected["responded_by"].is_null());
+    let history = rejected["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|e| e["user_id"].is_null()));
+    // Answered after it: the key's name on the request, its history and the event.
+    let waiting = requests.iter().find(|r| r["status"] == "pending").unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = s.send_request(
+        ureq::http::Request::post(s.url(&format!("/api/v1/hitl/{waiting}/respond")))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(json!({"action": "approve"}).to_string().into_bytes())
+            .unwrap(),
+    );
+    assert_eq!(answer.expect(200)["responded_by"], "carol");
+    let request = get(&format!("/api/v1/hitl/{waiting}"));
+    assert_eq!(request["responded_by"], "carol");
+    assert_eq!(request["history"][1]["user_id"], "carol");
+    // Schema 3's own tables came through: the paused queue and the remembered key.
+    let queues = get("/api/v1/queues");
+    let deployer = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["agent_type"] == "deployer")
+        .unwrap()
+        .clone();
+    assert_eq!(deployer["paused"], true);
+    assert_eq!(deployer["pending"], 1);
+    let again = s.send_request(
+        ureq::http::Request::post(s.url("/api/v1/projects"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "fixture-key-1")
+            .body(
+                json!({"name": "fixture idempotent"})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .unwrap(),
+    );
+    assert_eq!(again.expect(201)["name"], "fixture idempotent");
+    assert_eq!(
+        items(&get("/api/v1/projects")).len(),
+        3,
+        "a repeat, not a new project"
+    );
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 4);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }

@@ -48,6 +48,8 @@ pub struct RespondHitl {
     /// JSON text.
     pub content: Option<String>,
     pub comment: Option<String>,
+    /// Who answers: the API key's name (None without keys).
+    pub by: Option<String>,
 }
 
 /// What answering a HITL request came to.
@@ -81,7 +83,7 @@ impl Write for RespondHitl {
     fn check(self, batch: &Batch<'_>) -> Checked<AnswerPlan> {
         let old: HitlRequest = read(&batch.hitl, &self.hitl_id)?
             .ok_or_else(|| DomainError::not_found("hitl_request", self.hitl_id))?;
-        batch.plan_answer(old, self.action, self.content, self.comment)
+        batch.plan_answer(old, self.action, self.content, self.comment, self.by)
     }
 
     fn apply(plan: AnswerPlan, batch: &mut Batch<'_>) -> Written<HitlAnswer> {
@@ -94,6 +96,8 @@ impl Write for RespondHitl {
 pub struct BulkApproveHitl {
     pub hitl_ids: Vec<Id>,
     pub comment: Option<String>,
+    /// Who approves: the API key's name (None without keys).
+    pub by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +137,8 @@ impl Write for BulkApproveHitl {
                 skipped.push((id, reason));
                 continue;
             };
-            match batch.plan_answer(old, HitlAction::Approve, None, self.comment.clone()) {
+            let by = self.by.clone();
+            match batch.plan_answer(old, HitlAction::Approve, None, self.comment.clone(), by) {
                 Ok(AnswerPlan::Expire(old)) => {
                     again.insert(id, answered_as(HitlStatus::Expired));
                     skipped.push((id, "expired".to_string()));
@@ -179,6 +184,7 @@ impl<'t> Batch<'t> {
         action: HitlAction,
         content: Option<String>,
         comment: Option<String>,
+        by: Option<String>,
     ) -> Checked<AnswerPlan> {
         if crate::domain::tasks::hitl_expired(&old, self.now) {
             return Ok(AnswerPlan::Expire(old));
@@ -186,7 +192,7 @@ impl<'t> Batch<'t> {
         if old.status == HitlStatus::Expired {
             return Ok(AnswerPlan::Expired(old));
         }
-        let new = crate::domain::tasks::answer_hitl(&old, action, content, comment, self.now)?;
+        let new = crate::domain::tasks::answer_hitl(&old, action, content, comment, by, self.now)?;
         Ok(AnswerPlan::Answer {
             old,
             new: Box::new(new),
@@ -207,7 +213,8 @@ impl<'t> Batch<'t> {
                 .str("status", request.status.as_str())
                 .str("user_response", request.status.as_str())
                 .opt_raw("amended_content", request.amended_content.as_deref())
-                .opt_str("comment", request.response_comment.as_deref());
+                .opt_str("comment", request.response_comment.as_deref())
+                .opt_str("responded_by", request.responded_by.as_deref());
         });
         self.emit(
             EventType::HitlResponse,
@@ -250,7 +257,9 @@ impl<'t> Batch<'t> {
                 at: self.now,
                 content: None,
                 comment: None,
+                user_id: None,
             }],
+            responded_by: None,
         };
         self.put_hitl(None, &request)?;
         let data = object_string(|o| {
