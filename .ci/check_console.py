@@ -7,7 +7,8 @@ chromium-driver, the selenium client from PyPI):
   while invalid) likewise, each checked through the API;
 - a question containing `<img src=x onerror=alert(1)>` shows as text and runs nothing;
 - the project and operations pages show the workflow, the board, a worker's progress as it is
-  reported, and the service levels;
+  reported (still there after a reload), and the service levels; a workflow's gate is approved
+  with a click and the workflow moves on;
 - after the server restarts the console says it is reconnecting, then catches up without a reload;
 - with API keys the page asks for one; a read-write key sees its name and the buttons, a read-only
   key sees no action button.
@@ -177,8 +178,32 @@ def main():
         artifact = find(driver, "#artifacts [data-artifact]", "the artifact")
         artifact.find_element(By.TAG_NAME, "summary").click()
         assert '"pages"' in artifact.find_element(By.CSS_SELECTOR, "pre").text
+        # The artifact re-rendered the page: the progress is still on the card, and after a
+        # reload too (the task list carries it).
+        def progress_text():
+            cards = driver.find_elements(By.CSS_SELECTOR, f"[data-task='{claimed['task_id']}'] .progress")
+            return cards[0].text if cards else ""
+        assert "drafting the specification" in progress_text(), progress_text()
+        driver.refresh()
+        wait_for("the progress after a reload", lambda: "drafting the specification 40 %" in progress_text())
+        find(driver, "#artifacts [data-artifact]", "the artifact after the reload").find_element(
+            By.TAG_NAME, "summary").click()
         find(driver, "#timeline [data-seq]", "the event timeline")
         shoot(driver, work, "project", keep)
+        # The workflow's gate: the analyst and the architect finish, the architect's gate shows
+        # on the page, a click approves it and the workflow hands off to the coder.
+        call(base, "POST", f"/api/v1/tasks/{claimed['task_id']}/status",
+             {"status": "completed", "output": {"spec": "done"}, "lease_id": claimed["lease_id"]})
+        architect = wait_for("the architect's task", lambda: call(
+            base, "POST", "/api/v1/tasks/claim", {"agent_type": "architect", "worker_id": "architect-1"}))
+        call(base, "POST", f"/api/v1/tasks/{architect['task_id']}/status",
+             {"status": "completed", "output": {"design": "done"}, "lease_id": architect["lease_id"]})
+        gate = wait_for("the gate", lambda: call(base, "GET", f"/api/v1/projects/{p}/workflow")["phases"][1]["gate_request_id"])
+        card = find(driver, f"#project-approvals [data-request='{gate}']", "the gate on the project page")
+        card.find_element(By.CSS_SELECTOR, "[data-action='approve']").click()
+        wait_for("the workflow to hand off to the coder", lambda: call(
+            base, "GET", f"/api/v1/projects/{p}/workflow")["phases"][2]["status"] == "running")
+        find(driver, "#workflow [data-phase='2'].status-running", "the coder's phase running on the page")
 
         # Operations.
         driver.get(f"{base}/#/ops")

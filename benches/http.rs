@@ -135,6 +135,7 @@ fn main() {
             cors: Default::default(),
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(),
+            webhooks: flightdeck::webhooks::Webhooks::new(Vec::new()),
         });
         let plain_state = state.clone();
         let plain = serve(

@@ -253,6 +253,13 @@ pub struct ServeArgs {
     /// File only: workflow definitions; one named `sdlc` replaces the built-in one.
     #[arg(skip)]
     pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
+    /// File only: `[[webhooks]]`, each a durable consumer of the event log.
+    #[arg(skip)]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// The address people reach this server at (`https://flightdeck.example`), for links into the
+    /// console in webhook messages
+    #[arg(long, env = "FLIGHTDECK_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +353,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// The config file, re-read for alert rules on SIGHUP.
     pub source: Option<PathBuf>,
+    pub webhooks: Vec<crate::webhooks::Webhook>,
+    /// Links into the console start with this (no trailing slash).
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -366,6 +376,8 @@ impl Config {
             monitor: MonitorConfig::default(),
             store: StoreConfig::new(data_dir),
             source: None,
+            webhooks: Vec::new(),
+            public_url: None,
         }
     }
 
@@ -431,6 +443,25 @@ impl Config {
         #[cfg(feature = "conformance")]
         {
             config.ws.echo = s.ws_echo.unwrap_or(false);
+        }
+        let mut names = std::collections::HashSet::new();
+        for entry in &s.webhooks {
+            let hook = crate::webhooks::Webhook::parse(entry)?;
+            if !names.insert(hook.name.clone()) {
+                return Err(format!(
+                    "webhooks: the name {} is used twice (name them with `name`)",
+                    hook.name
+                ));
+            }
+            config.webhooks.push(hook);
+        }
+        if let Some(url) = s.public_url.clone() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "public_url must be an http:// or https:// URL (got {url})"
+                ));
+            }
+            config.public_url = Some(url.trim_end_matches('/').to_string());
         }
         if let Some(url) = s.alert_webhook_url.clone() {
             if !url.starts_with("http://") {

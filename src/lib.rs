@@ -28,4 +28,5 @@ pub mod logging;
 pub mod monitor;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 pub mod ws;

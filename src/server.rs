@@ -53,7 +53,12 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let hub = Hub::new();
     let publisher_hub = hub.clone();
-    let publisher: crate::events::Publisher = Arc::new(move |events| publisher_hub.publish(events));
+    let webhooks = crate::webhooks::Webhooks::new(config.webhooks.clone());
+    let woken = webhooks.clone();
+    let publisher: crate::events::Publisher = Arc::new(move |events| {
+        publisher_hub.publish(events);
+        woken.committed();
+    });
     let store_config = config.store.clone();
     let store =
         tokio::task::spawn_blocking(move || Store::open(&store_config, publisher)).await??;
@@ -88,7 +93,15 @@ pub async fn run(
         cors: config.cors.clone(),
         stopping: stopping.clone(),
         progress: crate::api::progress_coalescer(),
+        webhooks: webhooks.clone(),
     });
+    crate::webhooks::start(
+        &webhooks,
+        &store,
+        config.public_url.clone(),
+        &tracker,
+        &stopping,
+    );
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
         hyper::service::service_fn(move |req| {

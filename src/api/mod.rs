@@ -48,6 +48,8 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
     /// Task progress frames, at most 10 per second per task.
     pub progress: std::sync::Arc<progress::Coalescer>,
+    /// The configured webhooks and what they have done.
+    pub webhooks: crate::webhooks::Shared,
 }
 
 /// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
@@ -338,6 +340,7 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         MonitoringPerformance => monitoring::performance(state),
         MonitoringAlerts => monitoring::alerts(state),
         MonitoringHistory => monitoring::history(state),
+        MonitoringWebhooks => monitoring::webhooks(state),
         WhoAmI => Ok(admin::whoami(state, principal.as_ref())),
         Console => crate::console::serve(param, req.header("if-none-match")),
     };

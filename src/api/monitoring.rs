@@ -221,6 +221,53 @@ pub fn history(state: &AppState) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, body))
 }
 
+/// `GET /api/v1/monitoring/webhooks`: `{webhooks:[{name, url (scheme and host only), format,
+/// events, project_id, signed, cursor, lag_events, delivered, failed, attempts, last_error,
+/// last_delivered_at, next_attempt_at}]}`.
+pub fn webhooks(state: &AppState) -> Result<Response, ApiError> {
+    let latest = state.store.latest_seq();
+    let items: Vec<Vec<u8>> = state
+        .webhooks
+        .statuses()
+        .iter()
+        .map(|(w, s)| {
+            let events: Vec<String> = match &w.events {
+                None => vec!["*".to_string()],
+                Some(types) => types
+                    .iter()
+                    .map(|t| crate::domain::Vocabulary::as_str(*t).to_string())
+                    .collect(),
+            };
+            object(|o| {
+                o.str("name", &w.name)
+                    .str("url", &w.shown_url())
+                    .str(
+                        "format",
+                        match w.format {
+                            crate::webhooks::Format::Json => "json",
+                            crate::webhooks::Format::Slack => "slack",
+                        },
+                    )
+                    .strs("events", &events)
+                    .opt_id("project_id", w.project)
+                    .bool("signed", w.secret.is_some())
+                    .u64("cursor", s.cursor)
+                    .u64("lag_events", latest.saturating_sub(s.cursor))
+                    .u64("delivered", s.delivered)
+                    .u64("failed", s.failed)
+                    .u64("attempts", u64::from(s.attempts))
+                    .opt_str("last_error", s.last_error.as_deref())
+                    .opt_timestamp("last_delivered_at", s.last_delivered_at)
+                    .opt_timestamp("next_attempt_at", s.next_attempt_at);
+            })
+        })
+        .collect();
+    let body = object(|o| {
+        o.raw_array("webhooks", items.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
 /// Every rule with its state, since when, current value, and the last 100 transitions.
 pub fn alerts(state: &AppState) -> Result<Response, ApiError> {
     let m = &state.monitor;

@@ -418,6 +418,14 @@ pub fn operations() -> Vec<Operation> {
         ),
         op!(
             "get",
+            "/api/v1/monitoring/webhooks",
+            MonitoringWebhooks,
+            "Each webhook: its cursor, lag, deliveries and last error",
+            None,
+            200
+        ),
+        op!(
+            "get",
             "/api/v1/auth/whoami",
             WhoAmI,
             "The presented API key's name and access",

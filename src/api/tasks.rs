@@ -70,9 +70,20 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
         status: query.vocab("status")?,
         agent_type: query.vocab("agent_type")?,
     };
-    let page = state
-        .store
-        .project_tasks(&project_id, filter, query.cursor(), query.limit()?)?;
+    let mut page =
+        state
+            .store
+            .project_tasks(&project_id, filter, query.cursor(), query.limit()?)?;
+    // A working task's latest progress, as `GET /api/v1/tasks/{id}` shows it.
+    for task in page
+        .items
+        .iter_mut()
+        .filter(|t| t.status == crate::domain::TaskStatus::Working)
+    {
+        if let Some(report) = state.store.progress(&task.id) {
+            task.progress = Some(report);
+        }
+    }
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
     Ok(envelope(&items, page.next_cursor.as_deref()))
 }

@@ -54,6 +54,7 @@ pub enum Route {
     MonitoringPerformance,
     MonitoringAlerts,
     MonitoringHistory,
+    MonitoringWebhooks,
     QueuesList,
     QueuePause,
     QueueResume,
@@ -127,6 +128,7 @@ impl Route {
         Route::MonitoringPerformance,
         Route::MonitoringAlerts,
         Route::MonitoringHistory,
+        Route::MonitoringWebhooks,
         Route::QueuesList,
         Route::QueuePause,
         Route::QueueResume,
@@ -243,6 +245,7 @@ impl Route {
             MonitoringPerformance => "monitoring.performance",
             MonitoringAlerts => "monitoring.alerts",
             MonitoringHistory => "monitoring.history",
+            MonitoringWebhooks => "monitoring.webhooks",
             QueuesList => "queues.list",
             QueuePause => "queues.pause",
             QueueResume => "queues.resume",
@@ -290,6 +293,7 @@ pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute>
         "/api/v1/monitoring/performance" => Some(MonitoringPerformance),
         "/api/v1/monitoring/alerts" => Some(MonitoringAlerts),
         "/api/v1/monitoring/history" => Some(MonitoringHistory),
+        "/api/v1/monitoring/webhooks" => Some(MonitoringWebhooks),
         "/openapi.json" => Some(OpenApi),
         "/" => Some(Console),
         _ => None,
@@ -571,7 +575,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 57);
+        assert_eq!(Route::ALL.len(), 58);
         check(
             Method::POST,
             &format!("/api/v1/tasks/{id}/progress"),

@@ -99,6 +99,7 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "PAUSED_PROJECTS",
     "IDEMPOTENCY",
     "IDEMPOTENCY_BY_AGE",
+    "WEBHOOK_CURSORS",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.
@@ -135,6 +136,24 @@ fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
             indexed.len(),
             ages.len()
         ));
+    }
+    // Webhook cursors: never past the log's end (a database of schema 3 has none yet).
+    if let Ok(cursors) = txn.open_table(tables::WEBHOOK_CURSORS) {
+        let last = txn
+            .open_table(tables::META)?
+            .get(tables::META_LAST_SEQ)?
+            .map_or(0, |v| v.value());
+        for entry in cursors.iter()? {
+            let (name, seq) = entry?;
+            report.records += 1;
+            if seq.value() > last {
+                report.problem(format!(
+                    "webhook_cursors: {} is at seq {}, past the log's last {last}",
+                    name.value(),
+                    seq.value()
+                ));
+            }
+        }
     }
     let projects = txn.open_table(tables::PROJECTS)?;
     for entry in txn.open_table(tables::PAUSED_PROJECTS)?.iter()? {

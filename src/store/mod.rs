@@ -49,8 +49,8 @@ pub mod command {
         BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl, CreateProject,
         CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, Idempotent, MeasureUsage,
         Probe, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl, SetOversightLevel,
-        SetProjectPaused, SetQueue, SetTaskStatus, StartWorkflow, TrimAgentHistory, TrimEvents,
-        TrimIdempotency, UpdateArtifact, Write,
+        SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor, StartWorkflow,
+        TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
     };
 }
 pub use writer::Write;

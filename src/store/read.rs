@@ -400,6 +400,13 @@ impl Store {
         Ok(Some(u64::from_be_bytes(seq)))
     }
 
+    /// A webhook's stored cursor: the seq of the last event it handled.
+    pub fn webhook_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.txn("webhook_cursors")?;
+        let cursors = txn.open_table(tables::WEBHOOK_CURSORS)?;
+        Ok(cursors.get(name)?.map(|v| v.value()))
+    }
+
     /// Events with seq > `since`, oldest first, all of them or one project's. Returns the frames'
     /// JSON text and whether more remain.
     pub fn events(

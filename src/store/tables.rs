@@ -65,6 +65,9 @@ pub fn idempotency_age_key(at: i64, key: &[u8; 20]) -> [u8; 28] {
 pub const QUEUES: TableDefinition<u8, &[u8]> = TableDefinition::new("queues");
 /// Paused projects (their tasks are not handed out). Schema 3.
 pub const PAUSED_PROJECTS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("paused_projects");
+/// Per configured webhook (by name): the seq of the last event it has handled (delivered, or
+/// skipped by its filter). Since schema 4.
+pub const WEBHOOK_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("webhook_cursors");
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
@@ -377,6 +380,7 @@ macro_rules! for_each_table {
         $apply!(PAUSED_PROJECTS);
         $apply!(IDEMPOTENCY);
         $apply!(IDEMPOTENCY_BY_AGE);
+        $apply!(WEBHOOK_CURSORS);
         $apply!(ARTIFACTS_BY_PROJECT);
         $apply!(ARTIFACTS_BY_PROJECT_TYPE);
         $apply!(ARTIFACTS_BY_PROJECT_SOURCE);

@@ -23,6 +23,7 @@ mod restart;
 mod security;
 mod tasks;
 mod upgrade;
+mod webhooks;
 mod websocket;
 mod workers;
 mod workflows;

@@ -602,9 +602,19 @@ fn task_progress_reaches_subscribers_at_once_coalesced_and_never_logged() {
         };
         assert_eq!(first["event_type"], "task_created", "{first}");
     });
-    // The latest report is shown with the task, and stored with it at its next durable change.
+    // The latest report is shown with the task (alone and in its project's list), and stored
+    // with it at its next durable change.
     let v = s.get(&format!("/api/v1/tasks/{t}")).expect(200);
     assert_eq!(v["progress"]["percent"], 39.0);
+    let listed = s.get(&format!("/api/v1/projects/{p}/tasks")).expect(200);
+    let item = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["task_id"] == t.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["progress"]["percent"], 39.0, "{item}");
     s.post(
         &format!("/api/v1/tasks/{t}/status"),
         json!({"status": "completed", "lease_id": lease}),

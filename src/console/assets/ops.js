@@ -5,10 +5,11 @@ import { get, ApiError } from './api.js';
 import { h, svg, ago, num, badge } from './dom.js';
 
 export async function ops() {
-  const [performance, history, alerts, ready, detailed] = await Promise.all([
+  const [performance, history, alerts, webhooks, ready, detailed] = await Promise.all([
     get('/api/v1/monitoring/performance'),
     get('/api/v1/monitoring/history'),
     get('/api/v1/monitoring/alerts'),
+    get('/api/v1/monitoring/webhooks'),
     get('/readyz').catch((e) => (e instanceof ApiError ? { status: 'not ready', failed: [e.message] } : Promise.reject(e))),
     get('/health/detailed').catch(() => null),
   ]);
@@ -50,6 +51,19 @@ export async function ops() {
           h('strong', { text: t.rule || t.name }), ' ', badge(t.from), ' → ', badge(t.to),
           h('span', { class: 'muted small', text: ` · ${ago(t.at || t.timestamp)}` }))))
         : h('p', { class: 'muted', text: 'No transitions since start-up.' })),
+    webhooks.webhooks.length ? h('section', { id: 'webhooks' },
+      h('h2', {}, 'Webhooks'),
+      h('table', {},
+        h('thead', {}, h('tr', {}, h('th', {}, 'webhook'), h('th', {}, 'to'), h('th', {}, 'events'), h('th', { class: 'n' }, 'delivered'),
+          h('th', { class: 'n' }, 'failed'), h('th', { class: 'n' }, 'lag'), h('th', {}, 'last error'))),
+        h('tbody', {}, webhooks.webhooks.map((w) => h('tr', { 'data-webhook': w.name },
+          h('td', { text: w.name }),
+          h('td', { class: 'muted small', text: `${w.url} (${w.format})` }),
+          h('td', { class: 'small', text: w.events.join(', ') }),
+          h('td', { class: 'n', text: num(w.delivered, 0) }),
+          h('td', { class: 'n', text: num(w.failed, 0) }),
+          h('td', { class: 'n', text: num(w.lag_events, 0) }),
+          h('td', { class: 'small error', text: w.attempts > 0 ? `${w.last_error} (attempt ${w.attempts})` : '' })))))) : null,
     h('section', { id: 'readiness' },
       h('h2', {}, 'Readiness ', badge(ready.status === 'ready' ? 'ready' : 'not_ready')),
       ready.failed && ready.failed.length ? h('ul', {}, ready.failed.map((f) => h('li', { class: 'error', text: typeof f === 'string' ? f : JSON.stringify(f) }))) : null,
@@ -62,7 +76,8 @@ export async function ops() {
   ];
 }
 
-/** A small line chart of `values` (oldest first), with its latest and highest value. */
+/** A small line chart of `values` (oldest first), with its latest and highest value; one point
+ * alone is a dot. */
 function chart(values, unit) {
   const width = 280;
   const height = 60;
@@ -74,6 +89,8 @@ function chart(values, unit) {
   return h('div', { class: 'sparkline' },
     svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': unit },
       svg('line', { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: 'axis' }),
-      values.length > 1 ? svg('polyline', { points, class: 'line' }) : svg('g', {})),
+      values.length > 1 ? svg('polyline', { points, class: 'line' })
+        : values.length === 1 ? svg('circle', { cx: width / 2, cy: height - 2 - values[0] * scale, r: 2.5, class: 'dot' })
+          : svg('g', {})),
     h('div', { class: 'small muted', text: values.length ? `${unit}: now ${num(latest, 3)}, max ${num(max, 3)}` : `${unit}: no points yet (one every 30 s)` }));
 }

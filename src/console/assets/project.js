@@ -74,9 +74,12 @@ function board(tasks) {
     })));
 }
 
+// The latest progress frame of each task seen on this page (frames come faster than reloads).
+const reported = new Map();
+
 function taskCard(t) {
   const progress = h('div', { class: 'progress' });
-  showProgress(progress, t.progress);
+  showProgress(progress, t.status === 'working' && reported.has(t.task_id) ? reported.get(t.task_id) : t.progress);
   return h('div', { class: 'task', 'data-task': t.task_id },
     h('div', {}, h('strong', { text: t.agent_type }), ' ', h('span', { class: 'mono muted', text: short(t.task_id) }),
       t.priority !== 3 ? h('span', { class: 'small muted', text: ` · p${t.priority}` }) : null),
@@ -96,6 +99,10 @@ function showProgress(el, report) {
 
 /** A `task_progress` frame: the task's card shows it at once, without a reload. */
 export function applyProgress(frame) {
+  if (frame.task_id) {
+    reported.set(frame.task_id, frame.data);
+    if (reported.size > 5000) reported.delete(reported.keys().next().value);
+  }
   const card = document.querySelector(`[data-task="${CSS.escape(frame.task_id || '')}"] .progress`);
   if (card) showProgress(card, frame.data);
 }

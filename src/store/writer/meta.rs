@@ -42,6 +42,29 @@ impl Write for MeasureUsage {
     }
 }
 
+/// A webhook's progress through the event log (`webhooks`): the seq of the last event it has
+/// handled. No event (a webhook of every event would otherwise see its own progress).
+#[derive(Clone, Debug)]
+pub struct SetWebhookCursor {
+    pub name: String,
+    pub seq: u64,
+}
+
+impl Write for SetWebhookCursor {
+    type Plan = SetWebhookCursor;
+    type Output = ();
+
+    fn check(self, _: &Batch<'_>) -> Checked<SetWebhookCursor> {
+        Ok(self)
+    }
+
+    fn apply(c: SetWebhookCursor, batch: &mut Batch<'_>) -> Written<()> {
+        let mut cursors = batch.txn.open_table(tables::WEBHOOK_CURSORS)?;
+        cursors.insert(c.name.as_str(), c.seq)?;
+        Ok(())
+    }
+}
+
 /// An alert changed state: only its event (`alert_firing` or `alert_resolved`), no record.
 #[derive(Clone, Debug)]
 pub struct RecordAlert {

@@ -1,0 +1,131 @@
+//! The bodies of webhook posts: the event frame as it is (`json`), or a message for a
+//! Slack-compatible incoming webhook (`slack`): `{"text": …}` in Slack's mrkdwn, with `&`, `<` and
+//! `>` escaped as Slack asks, and a link into the console when `public_url` is set.
+
+use serde_json::Value;
+
+/// Slack's escaping of message text: `&`, `<` and `>` (everything else is literal).
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+/// A one-line account of an event, from its frame.
+fn summary(frame: &Value) -> String {
+    let event_type = frame["event_type"].as_str().unwrap_or("event");
+    let data = &frame["data"];
+    let text = |v: &Value| v.as_str().map(|s| cut(s, 300));
+    let agent = frame["agent_type"].as_str();
+    match event_type {
+        "hitl_request_created" => format!(
+            "Approval needed: {}",
+            text(&data["question"]).unwrap_or_else(|| "(no question)".into())
+        ),
+        "hitl_response" => format!(
+            "Approval answered: {}{}{}",
+            data["status"].as_str().unwrap_or("answered"),
+            data["responded_by"]
+                .as_str()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            text(&data["comment"])
+                .map(|c| format!(" — {c}"))
+                .unwrap_or_default()
+        ),
+        "hitl_expired" => "Approval expired unanswered".into(),
+        "alert_firing" | "alert_resolved" => format!(
+            "Alert {}: {}{}",
+            if event_type == "alert_firing" {
+                "firing"
+            } else {
+                "resolved"
+            },
+            data["rule"]
+                .as_str()
+                .or(data["name"].as_str())
+                .unwrap_or("?"),
+            text(&data["summary"])
+                .map(|s| format!(" — {s}"))
+                .unwrap_or_default()
+        ),
+        "task_failed" => format!(
+            "Task failed ({}): {}",
+            agent.unwrap_or("?"),
+            text(&data["error_message"]).unwrap_or_else(|| "no message".into())
+        ),
+        "project_created" => format!(
+            "Project created: {}",
+            text(&data["name"]).unwrap_or_default()
+        ),
+        other => match agent {
+            Some(a) => format!("{other} ({a})"),
+            None => other.to_string(),
+        },
+    }
+}
+
+/// The Slack message for an event frame. `public_url` (no trailing slash) links the project's
+/// page, or the console's home for an event without a project.
+pub fn slack(frame_json: &str, public_url: Option<&str>) -> Vec<u8> {
+    let frame: Value = serde_json::from_str(frame_json).unwrap_or(Value::Null);
+    let mut text = format!("*flightdeck* · {}", slack_escape(&summary(&frame)));
+    if let Some(project) = frame["project_id"].as_str() {
+        text.push_str(&format!(
+            " · project `{}`",
+            &project[..project.len().min(8)]
+        ));
+    }
+    if let Some(base) = public_url {
+        let link = match frame["project_id"].as_str() {
+            Some(p) => format!("{base}/#/project/{p}"),
+            None => format!("{base}/"),
+        };
+        // Inside <…|…> only the delimiters would break the link; the URL is ours.
+        text.push_str(&format!(" · <{}|Open in flightdeck>", slack_escape(&link)));
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "text": text,
+        "unfurl_links": false,
+    }))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slack_message_escapes_text_and_links_the_project() {
+        let frame = r#"{"seq":7,"event_type":"hitl_request_created","project_id":"0190b5c2-0000-7000-8000-000000000000","task_id":null,"agent_type":null,"data":{"question":"Ship <b>it</b> & more?"},"timestamp":"2026-12-01T00:00:00Z"}"#;
+        let body: Value =
+            serde_json::from_slice(&slack(frame, Some("https://fd.example"))).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("Approval needed: Ship &lt;b&gt;it&lt;/b&gt; &amp; more?"),
+            "{text}"
+        );
+        assert!(text.ends_with(
+            "<https://fd.example/#/project/0190b5c2-0000-7000-8000-000000000000|Open in flightdeck>"
+        ), "{text}");
+        let without: Value = serde_json::from_slice(&slack(frame, None)).unwrap();
+        assert!(!without["text"].as_str().unwrap().contains("Open in"));
+        let answered = r#"{"seq":8,"event_type":"hitl_response","project_id":null,"data":{"status":"rejected","responded_by":"alice","comment":"not yet"}}"#;
+        let body: Value = serde_json::from_slice(&slack(answered, Some("http://h"))).unwrap();
+        assert_eq!(
+            body["text"],
+            "*flightdeck* · Approval answered: rejected by alice — not yet · <http://h/|Open in flightdeck>"
+        );
+        assert_eq!(cut("abcdef", 3), "abc…");
+    }
+}
