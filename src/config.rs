@@ -281,8 +281,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// `cors_origins` in the file: a list, or one comma-separated string as in the variable.
-fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list in the file, or one comma-separated string as in the variable (`cors_origins`, a
+/// webhook's `events`).
+pub(crate) fn list_or_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrText {

@@ -54,8 +54,8 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub name: Option<String>,
     pub url: String,
-    /// Event types to post, or `"*"` (also `["*"]`) for all. Required.
-    #[serde(default, deserialize_with = "events_list")]
+    /// Event types to post (a list, or one comma-separated string), or `"*"` for all. Required.
+    #[serde(default, deserialize_with = "crate::config::list_or_text")]
     pub events: Vec<String>,
     /// Only this project's events.
     #[serde(default)]
@@ -65,19 +65,6 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
     #[serde(default)]
     pub format: Format,
-}
-
-fn events_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
-    Ok(match ListOrText::deserialize(d)? {
-        ListOrText::List(list) => list,
-        ListOrText::Text(text) => vec![text],
-    })
 }
 
 /// A validated webhook.

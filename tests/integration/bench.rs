@@ -93,6 +93,26 @@ fn tiny_scenario_on_its_own_server() {
         output.contains("| service level | target | measured | met |"),
         "{output}"
     );
+    // Open loop at the scenario's rates, with `--rate` taken.
+    assert_eq!(report["scenario"]["rates"]["status"], 100.0);
+    assert!(output.contains("load: open loop"), "{output}");
+    // The cost phase: every class alone, its server CPU per operation from /proc.
+    let costs = report["costs"].as_array().unwrap();
+    let classes: Vec<&str> = costs.iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert_eq!(
+        classes,
+        [
+            "status query",
+            "task operation",
+            "context-store put",
+            "context-store get",
+            "context-store list"
+        ]
+    );
+    for c in costs {
+        assert!(c["operations"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["server_cpu_us"].as_f64().unwrap() > 0.0, "{c}");
+    }
 }
 
 #[test]
@@ -104,9 +124,23 @@ fn tiny_scenario_against_a_running_server_with_a_key() {
         "ro:bench-reader-0123456",
     ]);
     let url = format!("http://{}", s.addr);
-    let (ok, report, output) = bench(&["--url", &url, "--api-key", "bench-writer-0123456"]);
+    let (ok, report, output) = bench(&[
+        "--url",
+        &url,
+        "--api-key",
+        "bench-writer-0123456",
+        "--closed-loop",
+    ]);
     assert!(ok, "{output}");
     assert_clean(&report, &output);
+    // The saturation mode, and the cost phase from the server's /metrics.
+    assert!(report["scenario"]["rates"].is_null());
+    assert!(output.contains("load: closed loop"), "{output}");
+    assert_eq!(report["costs"].as_array().unwrap().len(), 5);
+    // Rates are checked before anything runs.
+    let (ok, _, output) = bench(&["--url", &url, "--rate", "status=fast"]);
+    assert!(!ok);
+    assert!(output.contains("--rate status=fast"), "{output}");
     assert_eq!(
         report["server"]["consistent"],
         Value::Null,

@@ -18,7 +18,9 @@
 //!    answering the same JSON, alternating, same clients;
 //! 7. stop the server, run `flightdeck check` on its directory, report.
 
+mod cost;
 mod http;
+mod pace;
 mod process;
 mod recorder;
 mod report;
@@ -47,6 +49,7 @@ use tokio::io::AsyncBufReadExt;
 use clap::{Args, Parser, Subcommand};
 use flightdeck::domain::Vocabulary;
 use http::{Answer, Client};
+use pace::{Pace, Rates};
 use stats::{Samples, Summary};
 use ws::{WsPlan, WsReport};
 
@@ -169,6 +172,9 @@ pub struct Scenario {
     pub max_seconds: u64,
     /// p99 target of WebSocket delivery at this size (service level).
     pub ws_target_ms: f64,
+    /// The offered rates of the workflow phase (open loop); None: closed loop, every client as
+    /// fast as the server answers (the saturation mode).
+    pub rates: Option<Rates>,
 }
 
 impl Scenario {
@@ -186,6 +192,11 @@ impl Scenario {
                 quiet_seconds: 1,
                 max_seconds: 60,
                 ws_target_ms: WS_DELIVERY_MS,
+                rates: Some(Rates {
+                    status: 100.0,
+                    tasks: 50.0,
+                    review: 10.0,
+                }),
             },
             ScenarioName::Seed => Scenario {
                 name,
@@ -199,6 +210,11 @@ impl Scenario {
                 quiet_seconds: 3,
                 max_seconds: 120,
                 ws_target_ms: WS_DELIVERY_MS,
+                rates: Some(Rates {
+                    status: 1000.0,
+                    tasks: 60.0,
+                    review: 20.0,
+                }),
             },
             ScenarioName::X100 => Scenario {
                 name,
@@ -212,6 +228,11 @@ impl Scenario {
                 quiet_seconds: 5,
                 max_seconds: 600,
                 ws_target_ms: flightdeck::monitor::service_levels::WS_DELIVERY_10K * 1e3,
+                rates: Some(Rates {
+                    status: 2000.0,
+                    tasks: 250.0,
+                    review: 50.0,
+                }),
             },
         }
     }
@@ -295,6 +316,15 @@ pub struct BenchArgs {
     /// Override the bound on the workflow phase, in seconds
     #[arg(long, value_name = "SECS")]
     pub max_seconds: Option<u64>,
+    /// Override an offered rate of the workflow phase, per second: status=N (status clients'
+    /// requests), tasks=N (workers' claim attempts), review=N (the reviewer's looks at the
+    /// pending approvals); repeatable
+    #[arg(long = "rate", value_name = "CLASS=N")]
+    pub rates: Vec<String>,
+    /// Closed loop: every client sends its next request as soon as the last is answered (the
+    /// saturation mode; the latencies then include the queueing behind the other clients)
+    #[arg(long, conflicts_with = "rates")]
+    pub closed_loop: bool,
 }
 
 #[cfg(test)]

@@ -38,11 +38,29 @@ impl Recorder {
         body: Option<&Value>,
         ok: &[u16],
     ) -> Option<Answer> {
+        self.request_due(None, client, class, method, path, body, ok)
+            .await
+    }
+
+    /// `request` for an open-loop client: the latency recorded runs from `due`, when the request
+    /// was due, rather than from when it could be sent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn request_due(
+        &mut self,
+        due: Option<Instant>,
+        client: &mut Client,
+        class: Class,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&Value>,
+        ok: &[u16],
+    ) -> Option<Answer> {
         let i = Self::index(class);
         let body = body.map(|b| serde_json::to_vec(b).expect("a JSON value serialises"));
         match client.send(method, path, body).await {
             Ok(answer) if ok.contains(&answer.status) => {
-                self.client[i].record(answer.elapsed);
+                let seen = due.map_or(answer.elapsed, |d| d.elapsed().max(answer.elapsed));
+                self.client[i].record(seen);
                 if let Some(micros) = answer.server_micros {
                     self.server[i].record_micros(micros);
                 }

@@ -65,6 +65,8 @@ pub struct Report {
     pub verdicts: Vec<Verdict>,
     /// How long tasks waited in their queue before a worker claimed them (the server's figure).
     pub queue_wait: Option<QueueWait>,
+    /// The server's CPU per operation, each class alone (the cost phase).
+    pub costs: Vec<super::cost::CostRow>,
     /// No errors, no event lost, duplicated or reordered, every task done, check consistent.
     pub clean: bool,
 }
@@ -229,6 +231,17 @@ pub fn render(report: &Report) -> String {
         "machine: {}; server: {}",
         report.machine, report.target
     );
+    let _ = match &s.rates {
+        Some(r) => writeln!(
+            out,
+            "load: open loop, offered {:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s; client latencies run from each request's due time",
+            r.status, r.tasks, r.review
+        ),
+        None => writeln!(
+            out,
+            "load: closed loop (saturation): each client sends as soon as it is answered; client latencies include queueing behind the other clients"
+        ),
+    };
     let _ = writeln!(
         out,
         "workflow phase: {} of {} tasks completed, {} of {} workflows, in {:.1} s; {:.0} HTTP requests/s; preload {:.1} s\n",
@@ -243,7 +256,7 @@ pub fn render(report: &Report) -> String {
     if let Some(q) = &report.queue_wait {
         let _ = writeln!(
             out,
-            "queue wait (pending → claimed, measured by the server; the workers poll every 5 ms when idle): p99 {:.3} ms over {} claims\n",
+            "queue wait (pending → claimed, measured by the server; the workers poll at their pace, or every 5 ms when idle in closed loop): p99 {:.3} ms over {} claims\n",
             q.p99_ms, q.claims
         );
     }
@@ -319,6 +332,26 @@ pub fn render(report: &Report) -> String {
             .consistent
             .map_or("not checked", |c| if c { "yes" } else { "NO" })
     );
+    if !report.costs.is_empty() {
+        let _ = writeln!(
+            out,
+            "server CPU per operation, each class alone ({} closed-loop clients):\n",
+            super::cost::CLIENTS
+        );
+        let _ = writeln!(
+            out,
+            "| class | operations | seconds | server CPU per operation | server p50 |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for c in &report.costs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {:.0} µs | {:.3} ms |",
+                c.class, c.operations, c.seconds, c.server_cpu_us, c.server_p50_ms
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "| service level | target | measured | met |");
     let _ = writeln!(out, "|---|---|---|---|");
     for v in &report.verdicts {

@@ -6,7 +6,11 @@ use super::*;
 pub(super) struct Rng(u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -90,10 +94,16 @@ pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Re
 
 /// A worker: gives a project its work (while some have none), then claims work of each sdlc agent
 /// type in turn, posts its artifact and completes it; after a project's worth of tasks, or when
-/// there is nothing to claim, it gives the next project its work.
+/// there is nothing to claim, it gives the next project its work. Open loop: its claim attempts
+/// are paced (its share of the `tasks` rate), each timed from when it was due.
 pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
+    let workers = shared.scenario.workers;
+    let mut pace = shared
+        .scenario
+        .rates
+        .map(|r| Pace::share(r.tasks, workers, n));
     let expected = (shared.projects.len() * shared.scenario.tasks_per_project) as u64;
     let mut turn = n;
     let mut idle = 0;
@@ -108,8 +118,13 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         turn += 1;
         let claim =
             json!({"agent_type": agent, "worker_id": format!("bench-{n}"), "lease_seconds": 600});
+        let due = match pace.as_mut() {
+            Some(p) => Some(p.due().await),
+            None => None,
+        };
         let Some(answer) = rec
-            .request(
+            .request_due(
+                due,
                 &mut client,
                 Class::TaskOperation,
                 hyper::Method::POST,
@@ -128,9 +143,12 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
                 idle = 0;
                 budget = 0;
             } else if idle >= SDLC.len() {
-                // Nothing of any type: poll again shortly, as a real worker would.
+                // Nothing of any type: poll again shortly, as a real worker would (paced workers
+                // wait for their next due time anyway).
                 idle = 0;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                if pace.is_none() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
             continue;
         }
@@ -182,13 +200,20 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
     rec
 }
 
-/// Approves every pending HITL gate.
+/// Approves every pending HITL gate. Open loop: its looks at the pending list are paced (the
+/// `review` rate).
 pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
+    let mut pace = shared.scenario.rates.map(|r| Pace::share(r.review, 1, 0));
     while !shared.is_done() {
+        let due = match pace.as_mut() {
+            Some(p) => Some(p.due().await),
+            None => None,
+        };
         let pending = rec
-            .request(
+            .request_due(
+                due,
                 &mut client,
                 Class::Hitl,
                 hyper::Method::GET,
@@ -204,7 +229,7 @@ pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
             .or_else(|| pending["items"].as_array())
             .cloned()
             .unwrap_or_default();
-        if items.is_empty() {
+        if items.is_empty() && pace.is_none() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         for item in items {
@@ -224,10 +249,16 @@ pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
     rec
 }
 
-/// Status queries and context-store reads in a fixed mix until the phase ends.
+/// Status queries and context-store reads in a fixed mix until the phase ends. Open loop: paced
+/// at its share of the `status` rate, each request timed from when it was due.
 pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
+    let clients = shared.scenario.clients;
+    let mut pace = shared
+        .scenario
+        .rates
+        .map(|r| Pace::share(r.status, clients, n));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
     let types = flightdeck::domain::ArtifactType::ALL;
     let mut turn = n;
@@ -256,8 +287,20 @@ pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
             }
         };
         turn += 1;
-        rec.request(&mut client, class, hyper::Method::GET, &path, None, &[200])
-            .await;
+        let due = match pace.as_mut() {
+            Some(p) => Some(p.due().await),
+            None => None,
+        };
+        rec.request_due(
+            due,
+            &mut client,
+            class,
+            hyper::Method::GET,
+            &path,
+            None,
+            &[200],
+        )
+        .await;
     }
     rec
 }

@@ -5,7 +5,7 @@ use super::*;
 
 /// Runs the benchmark described by `args`; the report, or why it could not run.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
-    let scenario = scenario_of(args);
+    let scenario = scenario_of(args)?;
     // This executable runs the WebSocket clients and the bare baseline; the server is the
     // `flightdeck` executable beside it.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -31,6 +31,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         work.tasks_completed, work.seconds
     );
     let websocket = subscribers.stop().await?;
+    let costs = cost::cost_phase(
+        &target,
+        &token,
+        &work.projects,
+        &work.artifact_ids,
+        scenario.quiet_seconds as f64,
+    )
+    .await;
     let quiet = quiet_phase(
         &exe,
         &target,
@@ -53,11 +61,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         server,
     );
     report.queue_wait = queue_wait;
+    report.costs = costs;
     Ok(report)
 }
 
-fn scenario_of(args: &BenchArgs) -> Scenario {
+fn scenario_of(args: &BenchArgs) -> Result<Scenario, String> {
     let mut scenario = Scenario::of(args.scenario);
+    scenario.rates = match (args.closed_loop, scenario.rates) {
+        (true, _) | (false, None) => None,
+        (false, Some(rates)) => Some(rates.with(&args.rates)?),
+    };
     if let Some(n) = args.artifacts {
         scenario.artifacts = n;
     }
@@ -67,7 +80,7 @@ fn scenario_of(args: &BenchArgs) -> Scenario {
     if let Some(s) = args.max_seconds {
         scenario.max_seconds = s;
     }
-    scenario
+    Ok(scenario)
 }
 
 /// Phase 1: a server of our own on a temporary directory, or the one `--url` names.
@@ -194,6 +207,7 @@ async fn subscribe(
 /// What the workflow phase did.
 struct Work {
     projects: Vec<String>,
+    artifact_ids: Vec<String>,
     preload_seconds: f64,
     rec: Recorder,
     seconds: f64,
@@ -265,6 +279,7 @@ async fn workflow_phase(
     server.phase_driver_cpu_seconds = used(cpu_before.1, cpu_after.1);
     Ok(Work {
         projects: prepared.projects,
+        artifact_ids: shared.artifact_ids.clone(),
         preload_seconds: prepared.preload_seconds,
         rec,
         seconds,
@@ -439,6 +454,7 @@ fn report(
         server,
         verdicts,
         queue_wait: None,
+        costs: Vec::new(),
         clean,
         scenario,
     }
