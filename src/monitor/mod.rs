@@ -446,8 +446,11 @@ impl ws::Observer for Monitor {
     }
 }
 
-/// How often the bytes in use are measured (it walks every table).
+/// How often at most the bytes in use are measured. It walks every B-tree on the writer thread, so
+/// it waits until the writer has been idle for `USAGE_IDLE` (never while writes flow), and the
+/// next one waits at least a minute and a hundred times as long as the last one took.
 const USAGE_EVERY: Duration = Duration::from_secs(60);
+const USAGE_IDLE: Duration = Duration::from_secs(2);
 
 /// Evaluates the alert rules every `eval_interval` and acts on each transition: log, count, the
 /// `alert_firing` / `alert_resolved` event (which reaches every WebSocket), and the webhook.
@@ -468,6 +471,7 @@ pub async fn run(
         .map(|url| webhook::start(url, &tracker, shutdown.clone()));
     let mut tick = tokio::time::interval(monitor.config.eval_interval);
     let mut measured: Option<Instant> = None;
+    let mut usage_every = USAGE_EVERY;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -487,11 +491,15 @@ pub async fn run(
         }
         monitor.upkeep();
         monitor.record_history();
-        if measured.is_none_or(|at| at.elapsed() >= USAGE_EVERY) {
-            measured = Some(Instant::now());
+        if measured.is_none_or(|at| at.elapsed() >= usage_every)
+            && store.writer_idle_for() >= USAGE_IDLE
+        {
+            let started = Instant::now();
+            measured = Some(started);
             if let Ok(bytes) = store.write(crate::store::command::MeasureUsage).await {
                 metrics::gauge!(store_names::USED_BYTES).set(bytes as f64);
             }
+            usage_every = USAGE_EVERY.max(started.elapsed() * 100);
         }
         let disk_free = health.disk_free();
         metrics::gauge!(DISK_FREE_BYTES).set(disk_free as f64);

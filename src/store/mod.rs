@@ -288,6 +288,9 @@ pub(crate) struct Shared {
     writer_alive: AtomicBool,
     /// Bytes of the file in use, as the writer last measured it.
     used_bytes: AtomicU64,
+    /// When the store was opened, and the microseconds after it of the writer's last commit.
+    opened: std::time::Instant,
+    last_commit: AtomicU64,
     path: PathBuf,
     settings: TaskSettings,
     workflows: Vec<crate::domain::workflow::Workflow>,
@@ -349,6 +352,8 @@ impl Store {
             queue_depth: AtomicUsize::new(0),
             writer_alive: AtomicBool::new(true),
             used_bytes: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
+            last_commit: AtomicU64::new(0),
             path: path.clone(),
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
@@ -456,6 +461,13 @@ impl Store {
 
     pub fn writer_alive(&self) -> bool {
         self.shared.writer_alive.load(Ordering::Acquire)
+    }
+
+    /// How long the writer has committed nothing (since the store opened, at most).
+    pub fn writer_idle_for(&self) -> std::time::Duration {
+        let last =
+            std::time::Duration::from_micros(self.shared.last_commit.load(Ordering::Relaxed));
+        self.shared.opened.elapsed().saturating_sub(last)
     }
 
     pub fn summary(&self, project: &Id) -> Option<ProjectSummary> {

@@ -113,6 +113,9 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         if seeding && budget == 0 {
             seeding = seed_next(&shared, &mut client, &mut rec).await;
             budget = shared.scenario.tasks_per_project;
+            if let Some(p) = pace.as_mut() {
+                p.restart();
+            }
         }
         let (agent, kind) = SDLC[turn % SDLC.len()];
         turn += 1;

@@ -22,7 +22,9 @@ impl Write for Probe {
     }
 }
 
-/// Measures the bytes of the file in use (walks every table: run it rarely). No event.
+/// Measures the bytes of the file in use. It walks every B-tree (redb's `stats`), holding the
+/// writer meanwhile — 0.3 s at 200,000 artifacts — so the monitor runs it only when the writer has
+/// been idle, and less often the longer it takes. No event.
 #[derive(Clone, Debug)]
 pub struct MeasureUsage;
 

@@ -347,6 +347,10 @@ impl Writer {
             ))
         });
         metrics::histogram!(metric_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.shared.last_commit.store(
+            self.shared.opened.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
         match result {
             Ok(mut output) => {
                 *next_seq = output.next_seq;
