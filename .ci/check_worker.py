@@ -133,7 +133,22 @@ def backs_off_on_503(binary):
         p = settled("POST", "/api/v1/projects", {"name": "busy"})["id"]
         t = settled("POST", f"/api/v1/projects/{p}/tasks", {"agent_type": "tester", "instructions": "x"})["task_id"]
         host, port = addr.rsplit(":", 1)
-        holder = socket.create_connection((host, int(port)))
+
+        def hold():
+            """A connection the server keeps open, waiting for its request: the one slot. One
+            that arrived while the server still counted an earlier connection is refused (503,
+            closed), and another one is tried."""
+            while True:
+                settled("GET", "/livez")
+                holder = socket.create_connection((host, int(port)))
+                holder.settimeout(1.0)
+                try:
+                    holder.recv(1)  # an answer or a close: refused
+                except socket.timeout:
+                    return holder  # silence: the server waits for this connection's request
+                holder.close()
+
+        holder = hold()
 
         def refused():
             try:
