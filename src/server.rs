@@ -54,10 +54,12 @@ pub async fn run(
     let hub = Hub::new();
     let publisher_hub = hub.clone();
     let webhooks = crate::webhooks::Webhooks::new(config.webhooks.clone());
-    let woken = webhooks.clone();
+    let woken = (!webhooks.is_empty()).then(|| webhooks.clone());
     let publisher: crate::events::Publisher = Arc::new(move |events| {
         publisher_hub.publish(events);
-        woken.committed();
+        if let Some(webhooks) = &woken {
+            webhooks.committed();
+        }
     });
     let store_config = config.store.clone();
     let store =

@@ -280,6 +280,17 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL (no shutdown of any kind), then waits for the process to be gone.
+    pub fn kill(mut self) -> Arc<tempfile::TempDir> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the server");
+            child.wait().expect("reap the server");
+        }
+        self.dir.clone()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -2,8 +2,6 @@
 //! original without writing again, across a restart and a SIGKILL right after the answer; the same
 //! key with another body is 422 `idempotency_key_reused`.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::common::{Resp, Server};
@@ -110,16 +108,7 @@ fn a_repeated_claim_gets_the_same_task_and_lease_even_after_a_crash() {
     let first = post_with_key(&s, "/api/v1/tasks/claim", "c-1", &claim).expect(200);
     assert_eq!(first["task_id"], t1.as_str());
     // The worker never saw the answer: the server dies right after it, and comes back.
-    let pid = s.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let dir = s.dir.clone();
-    drop(s);
+    let dir = s.kill();
     let s = Server::start_in(dir, &[]);
     let again = post_with_key(&s, "/api/v1/tasks/claim", "c-1", &claim).expect(200);
     assert_eq!(

@@ -389,13 +389,7 @@ format = "slack"
         // SIGKILL: nothing is lost; what was delivered since the last stored cursor may come again.
         receiver.refusing.store(true, Ordering::SeqCst);
         s.task(&q, "coder");
-        let pid = s.pid().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        drop(s);
+        s.kill();
         q
     };
     receiver.refusing.store(false, Ordering::SeqCst);

@@ -49,7 +49,7 @@ export function approvalCard(r, projectName, onAnswered) {
   if (r.status !== 'pending') {
     fill(result, answered(r));
   } else if (!auth.readOnly) {
-    fill(forms, actions(r, el, forms, result, onAnswered));
+    fill(forms, actions(r, el, forms, result, refresh, onAnswered));
   }
   return el;
 }
@@ -72,7 +72,7 @@ function answered(r) {
   ];
 }
 
-function actions(r, el, forms, result, onAnswered) {
+function actions(r, el, forms, result, refresh, onAnswered) {
   const buttons = h('div', { class: 'buttons' });
   const send = async (body, button) => {
     for (const b of el.querySelectorAll('button')) b.disabled = true;
@@ -93,7 +93,7 @@ function actions(r, el, forms, result, onAnswered) {
     }
   };
   const keep = (form) => {
-    open.set(r.request_id, { el, refresh: (req) => el.querySelector('.meta').replaceChildren(`asked ${ago(req.created_at)} · expires ${until(req.expires_at)}`) });
+    open.set(r.request_id, { el, refresh });
     fill(forms, buttons, form);
   };
   const close = () => {
