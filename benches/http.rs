@@ -55,7 +55,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path());
     config.durability = Durability::None;
-    let hub = Hub::new();
+    let hub = Hub::new(usize::MAX);
     let publisher_hub = hub.clone();
     let store = Store::open(&config, Arc::new(move |e| publisher_hub.publish(e))).unwrap();
     let projects: Vec<Id> = (0..10)

@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// Most open HTTP connections; further ones wait to be accepted [default: 10000]
     #[arg(long, env = "FLIGHTDECK_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connections the kernel queues for accepting (the listen backlog), capped by
+    /// net.core.somaxconn; clients beyond it wait for a SYN retransmit [default: 4096]
+    #[arg(long, env = "FLIGHTDECK_LISTEN_BACKLOG", value_name = "N")]
+    pub listen_backlog: Option<u32>,
     /// Bytes the cache of encoded responses (artifacts, project statuses) may hold, in MiB; a
     /// response larger than an eighth of it is not cached [default: 256]
     #[arg(long, env = "FLIGHTDECK_CACHE_MIB", value_name = "MIB")]
@@ -146,6 +150,16 @@ pub struct ServeArgs {
     /// 4008 and the seq to resume from [default: 4194304]
     #[arg(long, env = "FLIGHTDECK_WS_QUEUE_BYTES", value_name = "BYTES")]
     pub ws_queue_bytes: Option<usize>,
+    /// Bound of all WebSocket connections' unsent frames together, in MiB; over it, the
+    /// connections holding the most are closed with 4008 and the seq to resume from, largest
+    /// first [default: 512]
+    #[arg(long, env = "FLIGHTDECK_WS_TOTAL_QUEUE_MIB", value_name = "MIB")]
+    pub ws_total_queue_mib: Option<usize>,
+    /// Kernel send buffer (SO_SNDBUF) of each accepted connection, in KiB, so a client that
+    /// stops reading holds at most about this much kernel memory (the kernel caps it at
+    /// net.core.wmem_max); 0: the kernel's autotuning [default: 256]
+    #[arg(long, env = "FLIGHTDECK_SOCKET_SEND_BUFFER_KIB", value_name = "KIB")]
+    pub socket_send_buffer_kib: Option<usize>,
     /// Seconds between server pings; two missed pongs close the connection [default: 20]
     #[arg(long, env = "FLIGHTDECK_WS_PING_INTERVAL_SECS", value_name = "SECS")]
     pub ws_ping_interval_secs: Option<u64>,
@@ -338,6 +352,8 @@ impl Default for HttpLimits {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The listen backlog asked of the kernel (which caps it at net.core.somaxconn).
+    pub listen_backlog: u32,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub max_connections: usize,
@@ -366,6 +382,7 @@ impl Config {
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 4096,
             log_format: LogFormat::Text,
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
@@ -414,6 +431,9 @@ impl Config {
         if let Some(v) = s.max_connections {
             config.max_connections = positive("max_connections", v)?;
         }
+        if let Some(v) = s.listen_backlog {
+            config.listen_backlog = positive("listen_backlog", v as usize)? as u32;
+        }
         if let Some(v) = s.cache_mib {
             config.store.cache_bytes = positive("cache_mib", v)?.saturating_mul(1024 * 1024);
         }
@@ -433,6 +453,13 @@ impl Config {
         }
         if let Some(v) = s.ws_queue_bytes {
             config.ws.queue_bytes = positive("ws_queue_bytes", v)?;
+        }
+        if let Some(v) = s.ws_total_queue_mib {
+            config.ws.total_queue_bytes =
+                positive("ws_total_queue_mib", v)?.saturating_mul(1024 * 1024);
+        }
+        if let Some(v) = s.socket_send_buffer_kib {
+            config.ws.socket_send_buffer = v.saturating_mul(1024);
         }
         if let Some(v) = s.ws_ping_interval_secs {
             config.ws.ping_interval = std::time::Duration::from_secs(positive(

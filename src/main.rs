@@ -82,7 +82,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match flightdeck::server::listen(config.listen, config.listen_backlog) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("flightdeck: cannot listen on {}: {e}", config.listen);

@@ -46,12 +46,26 @@ pub enum ServerError {
 }
 
 /// Opens the store in `config.store.data_dir` and serves `listener` until `shutdown` resolves.
+/// Binds `addr` with a listen backlog of `backlog` (the kernel caps it at net.core.somaxconn):
+/// a burst of connects beyond the backlog would overflow the accept queue, and each client it
+/// drops waits for a SYN retransmit (1 s, then 3 s). Must be called inside the runtime.
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let hub = Hub::new();
+    let hub = Hub::new(config.ws.total_queue_bytes);
+    let ws_budget = hub.budget().clone();
     let publisher_hub = hub.clone();
     let webhooks = crate::webhooks::Webhooks::new(config.webhooks.clone());
     let woken = (!webhooks.is_empty()).then(|| webhooks.clone());
@@ -128,6 +142,7 @@ pub async fn run(
         tracker.clone(),
         stopping.clone(),
     ));
+    tracker.spawn(report_ws_queued_bytes(ws_budget, stopping.clone()));
     tracker.spawn(fire_timers(
         store.clone(),
         config.timer_tick,
@@ -141,6 +156,7 @@ pub async fn run(
     ));
 
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let send_buffer = config.ws.socket_send_buffer;
     let limits = config.limits.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
@@ -174,6 +190,9 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if send_buffer > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer);
+        }
         let activity = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let io = TokioIo::new(Tracked {
@@ -229,6 +248,23 @@ pub async fn run(
 
 /// Fires due timers (leases, work timeouts, retries, HITL expiry) through the writer. Timers live
 /// in the database, so those that came due while the server was down fire at the first tick.
+/// The gauge of every WebSocket's unsent bytes, once a second (publishing and writing only move
+/// the counter).
+async fn report_ws_queued_bytes(
+    budget: Arc<crate::events::hub::Budget>,
+    stopping: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                metrics::gauge!(crate::ws::QUEUED_BYTES).set(budget.used() as f64);
+            }
+            () = stopping.cancelled() => return,
+        }
+    }
+}
+
 async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) {
     const BATCH: usize = 1000;
     let mut interval = tokio::time::interval(tick);

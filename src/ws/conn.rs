@@ -45,6 +45,10 @@ const HEARTBEAT: u16 = 4009;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Events read from the log per replay step.
 const REPLAY_PAGE: usize = 256;
+/// About how many bytes of live frames one write takes from the outbox. The rest stays queued,
+/// where a lag (its own bound or the global budget) can drop it at once; a write blocked on a
+/// stalled client holds no more than this.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// What the reader asks of the writer.
 enum Control {
@@ -79,7 +83,7 @@ pub(super) async fn run(
     };
     reader.set_max_message_size(max_message + 1);
 
-    let outbox = Outbox::new(ctx.config.queue_bytes);
+    let outbox = Outbox::new(ctx.config.queue_bytes, ctx.hub.budget().clone());
     let member = ctx.hub.join(outbox.clone());
     let (control, controls) = mpsc::channel::<Control>(64);
     let missed_pongs = Arc::new(AtomicU32::new(0));
@@ -420,11 +424,17 @@ impl Writer {
                 break stop;
             }
         };
+        // A lagged client whose last write never completed (it stopped reading) is closed for
+        // falling behind too, though no close frame can reach it.
+        let lagged = match &stop {
+            Stop::Close(code, _) => *code == LAGGED,
+            Stop::Gone => self.outbox.lagged(),
+        };
+        if lagged {
+            metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
+            self.ctx.monitor.observe_slow_consumer_close();
+        }
         if let Stop::Close(code, reason) = stop {
-            if code == LAGGED {
-                metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
-                self.ctx.monitor.observe_slow_consumer_close();
-            }
             let _ = self.write(vec![frame::close(code, &reason)]).await;
             let _ = self.sink.shutdown().await;
         }
@@ -514,7 +524,7 @@ impl Writer {
     }
 
     async fn deliver_live(&mut self) -> Result<(), Stop> {
-        let (queued, lagged) = self.outbox.take();
+        let (queued, lagged) = self.outbox.take(WRITE_BATCH_BYTES);
         let mut frames = Vec::with_capacity(queued.len());
         let mut delivered: Vec<&Queued> = Vec::with_capacity(queued.len());
         for item in &queued {
@@ -528,8 +538,14 @@ impl Writer {
                 delivered.push(item);
             }
         }
-        if !frames.is_empty() {
-            self.write(frames).await?;
+        let written = match frames.is_empty() {
+            true => Ok(()),
+            false => self.write(frames).await,
+        };
+        // Written or never to be: either way the taken frames no longer count.
+        self.outbox.written();
+        written?;
+        if !delivered.is_empty() {
             let now = now_micros();
             let histogram = metrics::histogram!(DELIVERY_SECONDS);
             for item in &delivered {

@@ -33,12 +33,18 @@ pub const BYTES_SENT: &str = "flightdeck_ws_bytes_sent_total";
 pub const SLOW_CONSUMER_CLOSES: &str = "flightdeck_ws_slow_consumer_closes_total";
 pub const REPLAYED_EVENTS: &str = "flightdeck_ws_replayed_events_total";
 pub const DELIVERY_SECONDS: &str = "flightdeck_ws_delivery_seconds";
+pub const QUEUED_BYTES: &str = "flightdeck_ws_queued_bytes";
 
 /// WebSocket settings.
 #[derive(Clone, Debug)]
 pub struct WsConfig {
     /// Bound of each connection's queue of frames not yet written.
     pub queue_bytes: usize,
+    /// Bound of all connections' unsent frames together (the hub's budget).
+    pub total_queue_bytes: usize,
+    /// SO_SNDBUF of accepted connections (0: the kernel's autotuning), so a stalled client
+    /// holds at most this much kernel memory.
+    pub socket_send_buffer: usize,
     /// How often the server pings; a connection that misses two pongs is closed.
     pub ping_interval: Duration,
     /// Upgrades beyond this many open connections answer 503.
@@ -55,6 +61,8 @@ impl Default for WsConfig {
     fn default() -> WsConfig {
         WsConfig {
             queue_bytes: 4 * 1024 * 1024,
+            total_queue_bytes: 512 * 1024 * 1024,
+            socket_send_buffer: 256 * 1024,
             ping_interval: Duration::from_secs(20),
             max_connections: 10_000,
             max_message_bytes: 64 * 1024,
@@ -77,6 +85,11 @@ pub trait Observer: Send + Sync + 'static {
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
+    describe_gauge!(
+        QUEUED_BYTES,
+        Unit::Bytes,
+        "Bytes queued to WebSocket connections and not yet written, all connections together (bounded by --ws-total-queue-mib)."
+    );
     describe_counter!(FRAMES_SENT, "WebSocket frames written.");
     describe_counter!(BYTES_SENT, Unit::Bytes, "WebSocket bytes written.");
     describe_counter!(

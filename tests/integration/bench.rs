@@ -155,3 +155,108 @@ fn tiny_scenario_against_a_running_server_with_a_key() {
         "{output}"
     );
 }
+
+#[test]
+fn capacity_search_steps_up_or_down_and_reports_the_highest_load_that_held() {
+    let (ok, report, output) =
+        bench(&["--find-capacity", "--step-seconds", "2", "--max-steps", "3"]);
+    assert!(ok, "{output}");
+    assert_eq!(report["clean"], true, "{output}");
+    let steps = report["steps"].as_array().unwrap();
+    assert!((1..=3).contains(&steps.len()), "{output}");
+    let base = &report["scenario"]["rates"];
+    assert_eq!(base["status"], 100.0, "the tiny scenario's rates");
+    let mut tried = Vec::new();
+    for step in steps {
+        let factor = step["factor"].as_f64().unwrap();
+        for class in ["status", "tasks", "review"] {
+            let offered = step["offered"][class].as_f64().unwrap();
+            let expected = base[class].as_f64().unwrap() * factor;
+            assert!((offered - expected).abs() < 1e-9, "{class}: {step}");
+        }
+        // A fixed-time steady step: the workers kept the projects in work for the whole step.
+        assert!(step["seconds"].as_f64().unwrap() >= 2.0, "{step}");
+        assert!(step["tasks_completed_per_second"].as_f64().unwrap() > 0.0);
+        let ws = &step["websocket"]["verdict"];
+        assert!(ws["expected"].as_u64().unwrap() > 0, "{step}");
+        assert_eq!(ws["delivered"], ws["expected"], "{step}");
+        let verdicts = step["verdicts"].as_array().unwrap();
+        let met = verdicts.iter().all(|v| v["met"] == true);
+        assert_eq!(step["met"], met, "a step holds when every level does");
+        assert!(
+            verdicts.iter().any(|v| v["what"]
+                .as_str()
+                .unwrap()
+                .starts_with("task operation p99")),
+            "{step}"
+        );
+        tried.push((factor, met));
+    }
+    // Up by 1.5 from the scenario's rates while every level holds, down by half when the first
+    // step breaks.
+    assert_eq!(tried[0].0, 1.0);
+    if let Some(second) = tried.get(1) {
+        assert_eq!(second.0, if tried[0].1 { 1.5 } else { 0.5 }, "{tried:?}");
+    }
+    // The capacity is the highest load that held below every load that broke.
+    let lowest_broken = tried
+        .iter()
+        .filter(|t| !t.1)
+        .map(|t| t.0)
+        .fold(f64::INFINITY, f64::min);
+    let highest_held = tried
+        .iter()
+        .filter(|t| t.1 && t.0 < lowest_broken)
+        .map(|t| t.0)
+        .fold(None, |a: Option<f64>, f| Some(a.map_or(f, |a| a.max(f))));
+    let capacity = report["capacity"].as_u64().map(|i| tried[i as usize].0);
+    assert_eq!(capacity, highest_held, "{output}");
+    let first_break = report["first_break"].as_u64().map(|i| tried[i as usize].0);
+    assert_eq!(
+        first_break,
+        lowest_broken.is_finite().then_some(lowest_broken)
+    );
+    assert!(output.contains("capacity: "), "{output}");
+    assert_eq!(report["consistent"], true);
+    // The search offers rates: it cannot be closed loop.
+    let (ok, _, output) = bench(&["--find-capacity", "--closed-loop"]);
+    assert!(!ok);
+    assert!(output.contains("--closed-loop"), "{output}");
+}
+
+#[test]
+fn soak_reports_each_minute_with_memory_descriptors_and_alerts() {
+    let (_, report, output) = bench(&["--soak", "7"]);
+    let minutes = report["minutes"].as_array().expect(&output);
+    assert_eq!(minutes.len(), 1, "7 s: one (short) minute");
+    let m = &minutes[0];
+    assert_eq!(m["minute"], 1);
+    assert!(m["step"]["seconds"].as_f64().unwrap() >= 7.0, "{m}");
+    assert_eq!(m["step"]["errors"], 0, "{output}");
+    let ws = &m["step"]["websocket"]["verdict"];
+    assert!(ws["expected"].as_u64().unwrap() > 0);
+    assert_eq!(ws["delivered"], ws["expected"]);
+    // The server's own figures, from its /metrics (the first evaluation is 5 s after start).
+    assert!(m["rss_bytes"].as_u64().unwrap() > 1 << 20, "{m}");
+    assert!(m["open_fds"].as_u64().unwrap() >= 3, "{m}");
+    assert!(m["alerts_fired"].is_array());
+    let whats: Vec<&str> = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            "errors over the soak",
+            "events missing, duplicated or reordered",
+            "resident memory growth after the first two minutes",
+            "alerts fired"
+        ]
+    );
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["events_wrong"], 0);
+    assert_eq!(report["consistent"], true);
+    assert!(output.contains("| minute | resident MiB |"), "{output}");
+}

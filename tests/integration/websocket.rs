@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::Server;
+use crate::common::{Server, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -701,5 +701,209 @@ fn the_ack_names_the_latest_seq_to_resume_from() {
         let first = next_event(&mut socket).await;
         assert_eq!(first["seq"].as_u64(), Some(before + 1));
         assert_eq!(first["task_id"], missed.as_str());
+    });
+}
+
+/// A client whose kernel receive buffer is small (4 KiB), so that when it stops reading the
+/// server's queue fills after a few frames rather than after the megabytes loopback autotuning
+/// would take.
+async fn connect_small_buffer(s: &Server, path: &str) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(s.addr.parse().unwrap()).await.unwrap();
+    let url = format!("ws://{}{}", s.addr, path);
+    let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    socket
+}
+
+/// Reads a stalled client's backlog up to its close, which must be a 4008 naming the seq to
+/// resume from; answers the seqs it held and that seq.
+async fn drain_to_lag_close(socket: &mut Socket, after: u64) -> (Vec<u64>, u64) {
+    let mut seen = Vec::new();
+    loop {
+        match recv(socket).await {
+            Incoming::Json(v) if v.get("seq").is_some() => seen.push(v["seq"].as_u64().unwrap()),
+            Incoming::Json(_) => {}
+            Incoming::Close(code, reason) => {
+                assert_eq!(code, 4008, "{reason}");
+                let n: u64 = reason
+                    .strip_prefix("lagged; resume since=")
+                    .expect(&reason)
+                    .parse()
+                    .unwrap();
+                assert_eq!(seen.last().copied().unwrap_or(after), n);
+                return (seen, n);
+            }
+            Incoming::End => panic!("closed without a close frame"),
+        }
+    }
+}
+
+#[test]
+fn stalled_clients_over_the_global_budget_are_closed_largest_first_and_resume_without_loss() {
+    // Each connection's own bound (4 MiB) is far above the global budget (1 MiB): only the
+    // budget can close them.
+    let s = Arc::new(Server::start_with(&[
+        "--durability",
+        "none",
+        "--ws-total-queue-mib",
+        "1",
+        "--socket-send-buffer-kib",
+        "32",
+    ]));
+    let (busy, quiet) = (s.project("busy"), s.project("quiet"));
+    let rt = runtime();
+    rt.block_on(async {
+        // Two stalled clients of the busy project, and one of the quiet project that reads
+        // nothing meanwhile either but is queued little.
+        let mut stalled = Vec::new();
+        for _ in 0..2 {
+            let mut socket = connect_small_buffer(&s, &format!("/ws/{busy}")).await;
+            subscribed(&mut socket).await;
+            stalled.push(socket);
+        }
+        let mut small = connect_small_buffer(&s, &format!("/ws/{quiet}")).await;
+        subscribed(&mut small).await;
+        let after = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || latest_seq(&s))
+                .await
+                .unwrap()
+        };
+        let big = "x".repeat(60_000);
+        {
+            let (s, busy, quiet) = (s.clone(), busy.clone(), quiet.clone());
+            tokio::task::spawn_blocking(move || {
+                // About 4.8 MB for each busy client: far over the budget.
+                for i in 0..80 {
+                    let t = s.task(&busy, "coder");
+                    s.set_status(&t, "working").expect(200);
+                    s.post(
+                        &format!("/api/v1/tasks/{t}/status"),
+                        json!({"status": "completed", "output": {"blob": big}}),
+                    )
+                    .expect(200);
+                    if i % 20 == 0 {
+                        s.task(&quiet, "tester");
+                    }
+                }
+                // While over budget the stalled clients were closed; the sum of what is queued
+                // is back under it (the gauge is sampled every second).
+                let value = |name: &str| -> f64 {
+                    s.get("/metrics")
+                        .body
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                        .unwrap_or_else(|| panic!("{name} is exported"))
+                };
+                wait_for("the queued bytes back under the budget", || {
+                    (value("flightdeck_ws_queued_bytes") <= 1024.0 * 1024.0).then_some(())
+                });
+            })
+            .await
+            .unwrap();
+        }
+        let log = {
+            let (s, busy) = (s.clone(), busy.clone());
+            tokio::task::spawn_blocking(move || log_for(&s, &busy, after))
+                .await
+                .unwrap()
+        };
+        for mut socket in stalled {
+            let (mut seen, resume) = drain_to_lag_close(&mut socket, after).await;
+            let mut socket = connect(&s, &format!("/ws/{busy}?since={resume}")).await;
+            while seen.last() != log.last() {
+                seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+            }
+            assert_eq!(seen, log, "nothing lost, nothing repeated");
+        }
+        let closes = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || s.get("/metrics").body)
+                .await
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("flightdeck_ws_slow_consumer_closes_total "))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(
+            closes, "2",
+            "both stalled clients, and only they, were closed"
+        );
+        // The small queue was not the largest: it was never closed and holds every event of
+        // its project, in order.
+        let expected = {
+            let (s, quiet) = (s.clone(), quiet.clone());
+            tokio::task::spawn_blocking(move || log_for(&s, &quiet, after))
+                .await
+                .unwrap()
+        };
+        // Four tasks created in the quiet project, and events of no project (the slow-consumer
+        // alert firing).
+        assert!(expected.len() >= 4, "{expected:?}");
+        let mut seen = Vec::new();
+        while seen.len() < expected.len() {
+            seen.push(next_event(&mut small).await["seq"].as_u64().unwrap());
+        }
+        assert_eq!(seen, expected);
+        small
+            .send(Message::Text(r#"{"op":"ping"}"#.into()))
+            .await
+            .unwrap();
+        match recv(&mut small).await {
+            Incoming::Json(v) => assert_eq!(v["op"], "pong"),
+            other => panic!("still open: {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_slow_reader_under_the_budget_is_not_closed() {
+    let s = Arc::new(Server::start_with(&[
+        "--durability",
+        "none",
+        "--ws-total-queue-mib",
+        "1",
+        "--ws-queue-bytes",
+        "1048576",
+    ]));
+    let p = s.project("p");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, &format!("/ws/{p}")).await;
+        subscribed(&mut socket).await;
+        let after = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || latest_seq(&s))
+                .await
+                .unwrap()
+        };
+        // Written faster than the client reads (a pause after every frame), well under the
+        // budget in all.
+        let writer = {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..150 {
+                    s.task(&p, "coder");
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 150 {
+            seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        writer.await.unwrap();
+        let log = {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::task::spawn_blocking(move || log_for(&s, &p, after))
+                .await
+                .unwrap()
+        };
+        assert_eq!(seen, log, "every event, none closed for lagging");
     });
 }

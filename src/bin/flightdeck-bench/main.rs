@@ -18,6 +18,7 @@
 //!    answering the same JSON, alternating, same clients;
 //! 7. stop the server, run `flightdeck check` on its directory, report.
 
+mod capacity;
 mod cost;
 mod http;
 mod pace;
@@ -26,6 +27,7 @@ mod recorder;
 mod report;
 mod roles;
 mod run;
+mod soak;
 mod stats;
 mod ws;
 
@@ -33,7 +35,7 @@ use process::*;
 pub use recorder::*;
 pub use report::*;
 use roles::*;
-use run::run;
+use run::*;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,26 +116,52 @@ fn bench(args: &BenchArgs) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = match runtime.block_on(run(args)) {
-        Ok(report) => report,
+    let outcome = runtime.block_on(async {
+        if let Some(seconds) = args.soak {
+            let report = soak::soak(args, seconds).await?;
+            Ok::<_, String>((
+                soak::render_soak(&report),
+                serde_json::to_string_pretty(&report),
+                format!("flightdeck-bench-soak-{:?}.json", report.scenario.name),
+                report.clean,
+            ))
+        } else if args.find_capacity {
+            let report = capacity::find(args).await?;
+            Ok((
+                capacity::render_capacity(&report),
+                serde_json::to_string_pretty(&report),
+                format!("flightdeck-bench-capacity-{:?}.json", report.scenario.name),
+                report.clean,
+            ))
+        } else {
+            let report = run(args).await?;
+            Ok((
+                render(&report),
+                serde_json::to_string_pretty(&report),
+                format!("flightdeck-bench-{:?}.json", report.scenario.name),
+                report.clean,
+            ))
+        }
+    });
+    let (text, json, name, clean) = match outcome {
+        Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("flightdeck-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("{}", render(&report));
-    let path = args.json.clone().unwrap_or_else(|| {
-        format!("flightdeck-bench-{:?}.json", report.scenario.name)
-            .to_lowercase()
-            .into()
-    });
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    println!("{text}");
+    let path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| name.to_lowercase().into());
+    let json = json.unwrap_or_default();
     if let Err(e) = std::fs::write(&path, json) {
         eprintln!("flightdeck-bench: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
     println!("report written to {}", path.display());
-    if report.clean {
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -325,13 +353,39 @@ pub struct BenchArgs {
     /// saturation mode; the latencies then include the queueing behind the other clients)
     #[arg(long, conflicts_with = "rates")]
     pub closed_loop: bool,
+    /// Find the capacity: steps of rising offered load (the scenario's rates, with any --rate,
+    /// times 1, 1.5, 2.25, …; halving instead when the first step already breaks), each run for a
+    /// fixed time and judged against the service levels; reports the highest load at which every
+    /// level held and the first to break, and why
+    #[arg(long, conflicts_with = "closed_loop")]
+    pub find_capacity: bool,
+    /// Length of each capacity step, in seconds [default: tiny 3, seed 20, x100 30]
+    #[arg(long, value_name = "SECS", requires = "find_capacity")]
+    pub step_seconds: Option<u64>,
+    /// At most this many capacity steps
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        requires = "find_capacity"
+    )]
+    pub max_steps: usize,
+    /// Soak: the scenario's mix, steady, at its offered rates (with any --rate) for SECONDS,
+    /// reported per minute: resident memory, open file descriptors, errors, p99 per class,
+    /// events exactly once, alerts fired
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        conflicts_with_all = ["closed_loop", "find_capacity"]
+    )]
+    pub soak: Option<u64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A server answering `/code/N` with status N.
+    /// A server answering `/code/N` with status N, and `/sleep/MS` with 200 after MS ms.
     async fn echo_status_server() -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -342,12 +396,15 @@ mod tests {
                 };
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
-                        let code: u16 = req
-                            .uri()
-                            .path()
-                            .trim_start_matches("/code/")
-                            .parse()
-                            .unwrap_or(500);
+                        let path = req.uri().path();
+                        if let Some(ms) = path.strip_prefix("/sleep/") {
+                            let ms = ms.parse().unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        let code: u16 = match path.strip_prefix("/code/") {
+                            Some(code) => code.parse().unwrap_or(500),
+                            None => 200,
+                        };
                         let mut response =
                             hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
                         *response.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
@@ -364,6 +421,51 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn open_loop_latency_counts_from_the_due_time_when_the_server_stalls() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let addr = echo_status_server().await;
+            let status = Recorder::index(Class::StatusQuery);
+            // 50 per second, one every 20 ms; the first answer stalls 200 ms, while the next
+            // four come due (at 20, 40, 60 and 80 ms).
+            let run = |paced: bool| async move {
+                let mut client = Client::new(addr, None);
+                let mut rec = Recorder::default();
+                let mut pace = Pace::share(50.0, 1, 0);
+                for i in 0..5 {
+                    let due = pace.due().await;
+                    let path = if i == 0 { "/sleep/200" } else { "/code/200" };
+                    let due = paced.then_some(due);
+                    rec.request_due(
+                        due,
+                        &mut client,
+                        Class::StatusQuery,
+                        hyper::Method::GET,
+                        path,
+                        None,
+                        &[200],
+                    )
+                    .await;
+                }
+                rec
+            };
+            let open = run(true).await.client[status].clone().summary();
+            assert_eq!(open.count, 5);
+            // Each later request is sent at 200 ms at the earliest: it waited 120-180 ms.
+            assert!(open.p50_ms >= 120.0, "{open:?}");
+            assert!(open.max_ms >= 200.0, "{open:?}");
+            // Timed from when they were sent instead, the four answers look fast: the stall
+            // is hidden (coordinated omission), which is what the due time prevents.
+            let hidden = run(false).await.client[status].clone().summary();
+            assert_eq!(hidden.count, 5);
+            assert!(hidden.p50_ms < 100.0, "{hidden:?}");
+        });
     }
 
     #[test]

@@ -42,6 +42,15 @@ impl Rates {
         }
         Ok(self)
     }
+
+    /// Every rate times `factor`.
+    pub fn scaled(self, factor: f64) -> Rates {
+        Rates {
+            status: self.status * factor,
+            tasks: self.tasks * factor,
+            review: self.review * factor,
+        }
+    }
 }
 
 /// Due times at a fixed rate, starting at `start`: the k-th is `start + k / rate`.

@@ -33,6 +33,9 @@ pub(super) struct Shared {
     pub(super) projects: Vec<String>,
     pub(super) artifact_ids: Vec<String>,
     pub(super) scenario: Scenario,
+    /// Work without end: after the last project, the workers give the first more tasks, and so
+    /// on, and start its workflow again (a 409 while the last one still runs).
+    pub(super) steady: bool,
     pub(super) next_project: AtomicUsize,
     pub(super) completed: AtomicU64,
     pub(super) done: AtomicBool,
@@ -55,13 +58,18 @@ impl Shared {
 }
 
 /// Gives the next project without work its tasks and starts its workflow; false when every
-/// project has been given its work.
+/// project has been given its work (never, when steady).
 pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Recorder) -> bool {
     let extra = shared.scenario.tasks_per_project - SDLC.len();
     let i = shared.next_project.fetch_add(1, Ordering::Relaxed);
-    let Some(project) = shared.projects.get(i) else {
-        return false;
+    let project = match shared.projects.get(i) {
+        Some(p) => p,
+        None if shared.steady && !shared.projects.is_empty() => {
+            &shared.projects[i % shared.projects.len()]
+        }
+        None => return false,
     };
+    let started: &[u16] = if shared.steady { &[201, 409] } else { &[201] };
     {
         for t in 0..extra {
             let body = json!({
@@ -85,7 +93,7 @@ pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Re
             hyper::Method::POST,
             &format!("/api/v1/projects/{project}/workflow"),
             Some(&body),
-            &[201],
+            started,
         )
         .await;
     }
@@ -104,7 +112,10 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         .scenario
         .rates
         .map(|r| Pace::share(r.tasks, workers, n));
-    let expected = (shared.projects.len() * shared.scenario.tasks_per_project) as u64;
+    let expected = match shared.steady {
+        true => u64::MAX,
+        false => (shared.projects.len() * shared.scenario.tasks_per_project) as u64,
+    };
     let mut turn = n;
     let mut idle = 0;
     let mut seeding = true;

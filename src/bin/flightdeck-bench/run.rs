@@ -5,21 +5,19 @@ use super::*;
 
 /// Runs the benchmark described by `args`; the report, or why it could not run.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
-    let scenario = scenario_of(args)?;
-    // This executable runs the WebSocket clients and the bare baseline; the server is the
-    // `flightdeck` executable beside it.
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let token = args.api_key.clone();
-    let mut target = start_target(args, &exe).await?;
-    let mut server = ServerFigures::default();
-    let prepared = prepare(&mut target, &scenario, &token, &mut server).await?;
-    let mut client = Client::new(target.addr, token.clone());
-    if target.process.is_none() {
-        server.peak_rss_bytes = remote_figures(&mut client).await.0;
-    }
+    let Setup {
+        scenario,
+        exe,
+        token,
+        mut target,
+        mut server,
+        prepared,
+        mut client,
+    } = set_up(args).await?;
     let since = latest_seq(&mut client).await?;
-    let subscribers = subscribe(&exe, &target, &scenario, &token, &prepared, since).await?;
-    let work = workflow_phase(&target, &scenario, &token, prepared, &mut server).await?;
+    let subscribers =
+        subscribe(&exe, &target, &scenario, &token, &prepared.projects, since).await?;
+    let work = workflow_phase(&target, &scenario, &token, prepared, false, &mut server).await?;
     if target.process.is_none() {
         let rss = remote_figures(&mut client).await.0;
         server.peak_rss_bytes = rss.max(server.peak_rss_bytes);
@@ -65,6 +63,42 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     Ok(report)
 }
 
+/// What every kind of run starts with: phases 1 and 2.
+pub(super) struct Setup {
+    pub(super) scenario: Scenario,
+    /// This executable, which runs the WebSocket clients and the bare baseline; the server is the
+    /// `flightdeck` executable beside it.
+    pub(super) exe: PathBuf,
+    pub(super) token: Option<String>,
+    pub(super) target: Target,
+    pub(super) server: ServerFigures,
+    pub(super) prepared: Prepared,
+    pub(super) client: Client,
+}
+
+/// Phases 1 and 2: the server, its projects and its preloaded context store.
+pub(super) async fn set_up(args: &BenchArgs) -> Result<Setup, String> {
+    let scenario = scenario_of(args)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let token = args.api_key.clone();
+    let mut target = start_target(args, &exe).await?;
+    let mut server = ServerFigures::default();
+    let prepared = prepare(&mut target, &scenario, &token, &mut server).await?;
+    let mut client = Client::new(target.addr, token.clone());
+    if target.process.is_none() {
+        server.peak_rss_bytes = remote_figures(&mut client).await.0;
+    }
+    Ok(Setup {
+        scenario,
+        exe,
+        token,
+        target,
+        server,
+        prepared,
+        client,
+    })
+}
+
 fn scenario_of(args: &BenchArgs) -> Result<Scenario, String> {
     let mut scenario = Scenario::of(args.scenario);
     scenario.rates = match (args.closed_loop, scenario.rates) {
@@ -105,10 +139,11 @@ async fn start_target(args: &BenchArgs, exe: &Path) -> Result<Target, String> {
 }
 
 /// What the preparation made.
-struct Prepared {
-    projects: Vec<String>,
-    artifact_ids: Vec<String>,
-    preload_seconds: f64,
+#[derive(Clone)]
+pub(super) struct Prepared {
+    pub(super) projects: Vec<String>,
+    pub(super) artifact_ids: Vec<String>,
+    pub(super) preload_seconds: f64,
 }
 
 /// Phase 2: the projects, the preloaded context store, and (own server) a restart that times
@@ -144,14 +179,14 @@ async fn prepare(
 }
 
 /// The WebSocket clients, running until told to stop.
-struct Subscribers {
+pub(super) struct Subscribers {
     task: tokio::task::JoinHandle<Result<WsReport, String>>,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Subscribers {
     /// Phase 5: stop the clients; each checks it holds its project's log exactly once, in order.
-    async fn stop(self) -> Result<WsReport, String> {
+    pub(super) async fn stop(self) -> Result<WsReport, String> {
         let _ = self.stop.send(());
         self.task.await.map_err(|e| e.to_string())?
     }
@@ -159,19 +194,19 @@ impl Subscribers {
 
 /// Phase 3: the WebSocket clients, one project each, from `since` (in a child process for the
 /// large scenario); answers once they are all subscribed.
-async fn subscribe(
+pub(super) async fn subscribe(
     exe: &Path,
     target: &Target,
     scenario: &Scenario,
     token: &Option<String>,
-    prepared: &Prepared,
+    projects: &[String],
     since: u64,
 ) -> Result<Subscribers, String> {
     eprintln!("connecting {} WebSocket clients", scenario.ws_connections);
     let plan = WsPlan {
         addr: target.addr,
         token: token.clone(),
-        projects: prepared.projects.clone(),
+        projects: projects.to_vec(),
         connections: scenario.ws_connections,
         since,
     };
@@ -205,22 +240,25 @@ async fn subscribe(
 }
 
 /// What the workflow phase did.
-struct Work {
-    projects: Vec<String>,
-    artifact_ids: Vec<String>,
-    preload_seconds: f64,
-    rec: Recorder,
-    seconds: f64,
-    tasks_completed: u64,
+pub(super) struct Work {
+    pub(super) projects: Vec<String>,
+    pub(super) artifact_ids: Vec<String>,
+    pub(super) preload_seconds: f64,
+    pub(super) rec: Recorder,
+    pub(super) seconds: f64,
+    pub(super) tasks_completed: u64,
 }
 
 /// Phase 4: workers, the reviewer and the status clients all at once, until every task is
-/// completed or the bound; the server's and the driver's CPU time meanwhile.
-async fn workflow_phase(
+/// completed or the bound; the server's and the driver's CPU time meanwhile. `steady`: the
+/// workers keep giving the projects more work, so the phase runs for its bound at its rates (a
+/// step of the capacity search, a minute of the soak).
+pub(super) async fn workflow_phase(
     target: &Target,
     scenario: &Scenario,
     token: &Option<String>,
     prepared: Prepared,
+    steady: bool,
     server: &mut ServerFigures,
 ) -> Result<Work, String> {
     let shared = Arc::new(Shared {
@@ -229,6 +267,7 @@ async fn workflow_phase(
         projects: prepared.projects.clone(),
         artifact_ids: prepared.artifact_ids,
         scenario: scenario.clone(),
+        steady,
         next_project: AtomicUsize::new(0),
         completed: AtomicU64::new(0),
         done: AtomicBool::new(false),
@@ -366,7 +405,7 @@ async fn quiet_phase(
 }
 
 /// Phase 7: the server's figures; our own server stopped and its directory checked.
-async fn finish_target(
+pub(super) async fn finish_target(
     target: &mut Target,
     client: &mut Client,
     server: &mut ServerFigures,
