@@ -9,7 +9,7 @@ pub struct Server {
     child: Child,
     /// `http://ADDR/api/v1`.
     pub base: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -20,7 +20,12 @@ impl Drop for Server {
 }
 
 pub fn start(args: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), args)
+}
+
+/// Starts on `dir`, which may hold an earlier server's data.
+#[allow(dead_code)]
+pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
@@ -41,7 +46,38 @@ pub fn start(args: &[&str]) -> Server {
     Server {
         child,
         base: format!("http://{addr}/api/v1"),
-        _dir: dir,
+        dir: Some(dir),
+    }
+}
+
+#[allow(dead_code)]
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        self.base
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v1")
+            .to_string()
+    }
+
+    /// A clean stop (SIGTERM, then waiting for the exit); the data directory stays.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.dir.take().unwrap()
+    }
+
+    /// SIGKILL: no shutdown at all; the data directory stays.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().unwrap()
     }
 }
 

@@ -222,8 +222,13 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
             lease,
         };
         let route = crate::http::Route::TaskClaim;
-        if let Some(t) =
-            super::write_once(state, route, "", key.as_deref(), &bytes, command).await?
+        // Nothing of the type pending: the writer would find nothing either, and a claim that
+        // polls (no wait) is answered without a commit. A claim with a key always goes to the
+        // writer, which remembers its answer.
+        let nothing = key.is_none() && state.store.pending_count(agent_type) == 0;
+        if !nothing
+            && let Some(t) =
+                super::write_once(state, route, "", key.as_deref(), &bytes, command).await?
         {
             return Ok(json(StatusCode::OK, encode_leased(&t)));
         }

@@ -398,6 +398,13 @@ impl Store {
         self.writer.close();
     }
 
+    /// Pending tasks of `agent_type`, as of the last commit (the writer updates the count after
+    /// each commit, before it wakes waiting claims). Zero means no claim of that type can succeed
+    /// now, so a claim need not queue for the writer to learn it.
+    pub fn pending_count(&self, agent_type: crate::domain::AgentType) -> u64 {
+        self.shared.pending[usize::from(agent_type.code())].load(Ordering::Acquire)
+    }
+
     /// Signalled (`notify_one`, first waiter first) once per task of `agent_type` that became
     /// claimable, after the commit that made it so. A claim that waits registers with it before it
     /// tries, so no task slips between the try and the wait.

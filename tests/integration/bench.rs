@@ -162,7 +162,14 @@ fn capacity_search_steps_up_or_down_and_reports_the_highest_load_that_held() {
         bench(&["--find-capacity", "--step-seconds", "2", "--max-steps", "3"]);
     assert!(ok, "{output}");
     assert_eq!(report["clean"], true, "{output}");
-    let steps = report["steps"].as_array().unwrap();
+    let all = report["steps"].as_array().unwrap();
+    // The search proper; when no load held every level, a second search without the levels
+    // broken at the lowest load follows (checked below).
+    let relaxed = &report["relaxed"];
+    let first_relaxed = relaxed["first_step"]
+        .as_u64()
+        .map_or(all.len(), |i| i as usize);
+    let steps = &all[..first_relaxed];
     assert!((1..=3).contains(&steps.len()), "{output}");
     let base = &report["scenario"]["rates"];
     assert_eq!(base["status"], 100.0, "the tiny scenario's rates");
@@ -217,6 +224,58 @@ fn capacity_search_steps_up_or_down_and_reports_the_highest_load_that_held() {
         lowest_broken.is_finite().then_some(lowest_broken)
     );
     assert!(output.contains("capacity: "), "{output}");
+    if capacity.is_some() {
+        assert!(relaxed.is_null(), "a capacity was found: no second search");
+    } else {
+        // Without the levels the lowest load broke, the rest judged again and searched on.
+        let lowest = tried
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
+            .unwrap()
+            .0;
+        let excluded: Vec<&str> = relaxed["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        let broken: Vec<&str> = steps[lowest]["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["met"] == false)
+            .map(|v| v["what"].as_str().unwrap())
+            .collect();
+        assert_eq!(excluded, broken);
+        let held_without = |step: &Value| {
+            step["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["met"] == true || excluded.contains(&v["what"].as_str().unwrap()))
+        };
+        let judged: Vec<(f64, bool)> = all
+            .iter()
+            .map(|s| (s["factor"].as_f64().unwrap(), held_without(s)))
+            .collect();
+        assert!(
+            judged[lowest].1,
+            "the lowest load holds without what it broke"
+        );
+        let lowest_broken = judged
+            .iter()
+            .filter(|t| !t.1)
+            .map(|t| t.0)
+            .fold(f64::INFINITY, f64::min);
+        let highest_held = judged
+            .iter()
+            .filter(|t| t.1 && t.0 < lowest_broken)
+            .map(|t| t.0)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let relaxed_capacity = relaxed["capacity"].as_u64().map(|i| judged[i as usize].0);
+        assert_eq!(relaxed_capacity, Some(highest_held), "{output}");
+    }
     assert_eq!(report["consistent"], true);
     // The search offers rates: it cannot be closed loop.
     let (ok, _, output) = bench(&["--find-capacity", "--closed-loop"]);

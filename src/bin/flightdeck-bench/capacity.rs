@@ -33,6 +33,13 @@ pub struct Step {
 }
 
 impl Step {
+    /// Whether every level held but those named in `excluded`.
+    pub fn met_without(&self, excluded: &[String]) -> bool {
+        self.verdicts
+            .iter()
+            .all(|v| v.met || excluded.contains(&v.what))
+    }
+
     /// The levels this step missed, as "what: measured (target)".
     pub fn broken(&self) -> Vec<String> {
         self.verdicts
@@ -55,10 +62,26 @@ pub struct CapacityReport {
     pub capacity: Option<usize>,
     /// The step with the lowest load at which a level broke.
     pub first_break: Option<usize>,
+    /// When no load held every level: the search again without the levels that broke at the
+    /// lowest load tried (the machine cannot meet them at any load), so the other levels still
+    /// get their capacity.
+    pub relaxed: Option<Relaxed>,
     /// `flightdeck check` on the data directory after the search (own server only).
     pub consistent: Option<bool>,
     /// Every step delivered every event exactly once, and the store is consistent after.
     pub clean: bool,
+}
+
+/// The capacity when some levels are left out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Relaxed {
+    /// The levels left out: those broken at the lowest load tried.
+    pub excluded: Vec<String>,
+    /// The index of the first step this search ran (those before are judged again, without the
+    /// levels left out).
+    pub first_step: usize,
+    pub capacity: Option<usize>,
+    pub first_break: Option<usize>,
 }
 
 /// The next factor to try after the steps `tried` (factor, every level met), or None when the
@@ -130,8 +153,55 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
         tried.push((factor, step.met));
         steps.push(step);
     }
-    finish_target(&mut target, &mut client, &mut server).await?;
     let (capacity, first_break) = bounds(&tried);
+    let lowest = (0..steps.len()).min_by(|&a, &b| steps[a].factor.total_cmp(&steps[b].factor));
+    let relaxed = match (capacity, lowest) {
+        (None, Some(lowest)) => {
+            let excluded: Vec<String> = steps[lowest]
+                .verdicts
+                .iter()
+                .filter(|v| !v.met)
+                .map(|v| v.what.clone())
+                .collect();
+            eprintln!(
+                "no load held every level; again without those broken at the lowest load: {}",
+                excluded.join("; ")
+            );
+            let mut tried: Vec<(f64, bool)> = steps
+                .iter()
+                .map(|s| (s.factor, s.met_without(&excluded)))
+                .collect();
+            let budget = tried.len() + args.max_steps;
+            let first_step = steps.len();
+            while let Some(factor) = next_factor(&tried, budget) {
+                let mut at = scenario.clone();
+                at.rates = Some(base.scaled(factor));
+                at.max_seconds = step_seconds;
+                eprintln!(
+                    "capacity step {}: {factor:.3} x the scenario's rates",
+                    steps.len() + 1
+                );
+                let step =
+                    run_step(&exe, &target, &at, &token, &prepared, factor, &mut client).await?;
+                let met = step.met_without(&excluded);
+                match met {
+                    true => eprintln!("  every other level held"),
+                    false => eprintln!("  broke: {}", step.broken().join("; ")),
+                }
+                tried.push((factor, met));
+                steps.push(step);
+            }
+            let (capacity, first_break) = bounds(&tried);
+            Some(Relaxed {
+                excluded,
+                first_step,
+                capacity,
+                first_break,
+            })
+        }
+        _ => None,
+    };
+    finish_target(&mut target, &mut client, &mut server).await?;
     let clean = steps
         .iter()
         .all(|s| s.websocket.verdict.is_exact() && s.websocket.incomplete == 0)
@@ -150,6 +220,7 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
         steps,
         capacity,
         first_break,
+        relaxed,
         consistent: server.consistent,
         clean,
     })
@@ -304,6 +375,40 @@ pub fn render_capacity(report: &CapacityReport) -> String {
                 out,
                 "nothing broke within the steps allowed (raise --max-steps)"
             );
+        }
+    }
+    if let Some(r) = &report.relaxed {
+        let _ = writeln!(
+            out,
+            "\nwithout the levels broken at the lowest load tried ({}):",
+            r.excluded.join("; ")
+        );
+        match r.capacity.map(|i| &report.steps[i]) {
+            Some(step) => {
+                let _ = writeln!(
+                    out,
+                    "capacity: {:.3} x ({:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s; {:.0} HTTP requests/s, {:.1} tasks/s)",
+                    step.factor,
+                    step.offered.status,
+                    step.offered.tasks,
+                    step.offered.review,
+                    step.http_requests_per_second,
+                    step.tasks_completed_per_second
+                );
+            }
+            None => {
+                let _ = writeln!(out, "capacity: none found");
+            }
+        }
+        if let Some(step) = r.first_break.map(|i| &report.steps[i]) {
+            let _ = writeln!(out, "first to break, at {:.3} x:", step.factor);
+            for why in step
+                .broken()
+                .into_iter()
+                .filter(|w| !r.excluded.iter().any(|e| w.starts_with(e.as_str())))
+            {
+                let _ = writeln!(out, "- {why}");
+            }
         }
     }
     let _ = writeln!(

@@ -118,7 +118,104 @@ pub(super) async fn cost_phase(
             server_p50_ms: server.p50_ms,
         });
     }
+    let write_us = rows
+        .iter()
+        .find(|r| r.class == Class::TaskOperation.name())
+        .map(|r| r.server_cpu_us);
+    if let (Some(write_us), Some(project)) = (write_us, projects.first()) {
+        rows.extend(frame_cost(target, token, project, seconds, write_us).await);
+    }
     rows
+}
+
+/// WebSocket clients subscribed to the cost row of frames.
+const FRAME_CLIENTS: usize = 100;
+
+/// A counter of the server's `/metrics`.
+async fn metric(client: &mut Client, name: &str) -> Option<f64> {
+    let answer = client.get("/metrics").await.ok()?;
+    String::from_utf8_lossy(&answer.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The server's CPU per WebSocket frame delivered: `FRAME_CLIENTS` connections subscribed to one
+/// project while one client creates tasks in it for `seconds`; the CPU of the writes themselves
+/// (`write_us` each, the task row) is taken off, the rest divided by the frames written.
+async fn frame_cost(
+    target: &Target,
+    token: &Option<String>,
+    project: &str,
+    seconds: f64,
+    write_us: f64,
+) -> Option<CostRow> {
+    let mut client = Client::new(target.addr, token.clone());
+    let since = latest_seq(&mut client).await.ok()?;
+    let plan = WsPlan {
+        addr: target.addr,
+        token: token.clone(),
+        projects: vec![project.to_string()],
+        connections: FRAME_CLIENTS,
+        since,
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<usize>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let clients = tokio::spawn(ws::run(
+        plan,
+        move |n| {
+            let _ = ready_tx.send(n);
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(30),
+    ));
+    ready_rx.await.ok()?;
+    const FRAMES: &str = "flightdeck_ws_frames_sent_total";
+    let frames_before = metric(&mut client, FRAMES).await?;
+    let before = server_cpu(target, &mut client).await?;
+    let started = Instant::now();
+    let mut rec = Recorder::default();
+    let mut writes = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        let body = json!({"agent_type": "orchestrator", "instructions": "frame cost"});
+        let path = format!("/api/v1/projects/{project}/tasks");
+        let class = Class::TaskOperation;
+        let answer = rec
+            .request(
+                &mut client,
+                class,
+                hyper::Method::POST,
+                &path,
+                Some(&body),
+                &[201],
+            )
+            .await;
+        writes += u64::from(answer.is_some());
+    }
+    // Until every frame is written: the counter stops moving.
+    let mut frames = metric(&mut client, FRAMES).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = metric(&mut client, FRAMES).await?;
+        if now == frames {
+            break;
+        }
+        frames = now;
+    }
+    let after = server_cpu(target, &mut client).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = clients.await;
+    let delivered = (frames - frames_before).max(1.0);
+    let cpu_us = ((after - before) * 1e6 - writes as f64 * write_us).max(0.0);
+    Some(CostRow {
+        class: "WebSocket frame delivered (100 connections)",
+        operations: delivered as u64,
+        seconds: elapsed,
+        server_cpu_us: cpu_us / delivered,
+        server_p50_ms: 0.0,
+    })
 }
 
 /// One operation (or, for tasks, three); the number answered as expected.

@@ -167,6 +167,9 @@ async fn prepare(
         stop_child(&mut own.child).await;
         let started = Instant::now();
         let (child, addr) = spawn_listening(&own.exe, &server_args(own.dir.path())).await?;
+        // The address is printed once bound, before the store opens: start-up ends with the
+        // first answer that says the server is ready.
+        ready(addr, token).await?;
         server.startup_ms = Some(started.elapsed().as_secs_f64() * 1e3);
         own.child = child;
         target.addr = addr;
@@ -176,6 +179,23 @@ async fn prepare(
         artifact_ids,
         preload_seconds,
     })
+}
+
+/// Waits (up to 10 minutes) until `/readyz` answers 200.
+async fn ready(addr: SocketAddr, token: &Option<String>) -> Result<(), String> {
+    let mut client = Client::new(addr, token.clone());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(a) = client.get("/readyz").await
+            && a.status == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the restarted server was not ready within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The WebSocket clients, running until told to stop.
