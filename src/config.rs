@@ -666,6 +666,32 @@ mod tests {
     }
 
     #[test]
+    fn socket_and_websocket_budget_settings_from_the_file_with_their_defaults() {
+        let defaults = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(defaults.listen_backlog, 4096);
+        assert_eq!(defaults.ws.total_queue_bytes, 512 << 20);
+        assert_eq!(defaults.ws.socket_send_buffer, 256 << 10);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(
+            &file,
+            "listen_backlog = 77\nws_total_queue_mib = 3\nsocket_send_buffer_kib = 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen_backlog, 77);
+        assert_eq!(c.ws.total_queue_bytes, 3 << 20);
+        assert_eq!(c.ws.socket_send_buffer, 0, "0: the kernel's autotuning");
+        std::fs::write(&file, "listen_backlog = 0\n").unwrap();
+        let err = Config::resolve(&args).unwrap_err();
+        assert!(err.contains("listen_backlog"), "{err}");
+    }
+
+    #[test]
     fn boolean_flags_override_the_file_both_ways() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");

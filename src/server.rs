@@ -45,7 +45,6 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Opens the store in `config.store.data_dir` and serves `listener` until `shutdown` resolves.
 /// Binds `addr` with a listen backlog of `backlog` (the kernel caps it at net.core.somaxconn):
 /// a burst of connects beyond the backlog would overflow the accept queue, and each client it
 /// drops waits for a SYN retransmit (1 s, then 3 s). Must be called inside the runtime.
@@ -59,6 +58,7 @@ pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpLi
     socket.listen(backlog)
 }
 
+/// Opens the store in `config.store.data_dir` and serves `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -246,8 +246,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Fires due timers (leases, work timeouts, retries, HITL expiry) through the writer. Timers live
-/// in the database, so those that came due while the server was down fire at the first tick.
 /// The gauge of every WebSocket's unsent bytes, once a second (publishing and writing only move
 /// the counter).
 async fn report_ws_queued_bytes(
@@ -265,6 +263,8 @@ async fn report_ws_queued_bytes(
     }
 }
 
+/// Fires due timers (leases, work timeouts, retries, HITL expiry) through the writer. Timers live
+/// in the database, so those that came due while the server was down fire at the first tick.
 async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) {
     const BATCH: usize = 1000;
     let mut interval = tokio::time::interval(tick);

@@ -106,13 +106,17 @@ fn tiny_scenario_on_its_own_server() {
             "task operation",
             "context-store put",
             "context-store get",
-            "context-store list"
+            "context-store list",
+            "WebSocket frame delivered (100 connections)"
         ]
     );
-    for c in costs {
+    let (frames, classes) = costs.split_last().unwrap();
+    for c in classes {
         assert!(c["operations"].as_u64().unwrap() > 0, "{c}");
         assert!(c["server_cpu_us"].as_f64().unwrap() > 0.0, "{c}");
     }
+    // Every task created in the frame row reaches all 100 connections: at least 100 frames.
+    assert!(frames["operations"].as_u64().unwrap() >= 100, "{frames}");
 }
 
 #[test]
@@ -136,7 +140,7 @@ fn tiny_scenario_against_a_running_server_with_a_key() {
     // The saturation mode, and the cost phase from the server's /metrics.
     assert!(report["scenario"]["rates"].is_null());
     assert!(output.contains("load: closed loop"), "{output}");
-    assert_eq!(report["costs"].as_array().unwrap().len(), 5);
+    assert_eq!(report["costs"].as_array().unwrap().len(), 6);
     // Rates are checked before anything runs.
     let (ok, _, output) = bench(&["--url", &url, "--rate", "status=fast"]);
     assert!(!ok);

@@ -33,6 +33,19 @@ pub struct Step {
 }
 
 impl Step {
+    /// The load it offered and carried, as the report words it.
+    fn load(&self) -> String {
+        format!(
+            "{:.3} x the scenario's rates ({:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s; {:.0} HTTP requests/s, {:.1} tasks/s)",
+            self.factor,
+            self.offered.status,
+            self.offered.tasks,
+            self.offered.review,
+            self.http_requests_per_second,
+            self.tasks_completed_per_second
+        )
+    }
+
     /// Whether every level held but those named in `excluded`.
     pub fn met_without(&self, excluded: &[String]) -> bool {
         self.verdicts
@@ -208,13 +221,7 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
         && server.consistent != Some(false);
     Ok(CapacityReport {
         machine: machine(),
-        target: match &target.process {
-            Some(_) => format!(
-                "flightdeck {} started by the driver",
-                env!("CARGO_PKG_VERSION")
-            ),
-            None => args.url.clone().unwrap_or_default(),
-        },
+        target: target.name(args),
         scenario,
         step_seconds,
         steps,
@@ -289,11 +296,7 @@ pub fn render_capacity(report: &CapacityReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let s = &report.scenario;
-    let base = s.rates.unwrap_or(Rates {
-        status: 0.0,
-        tasks: 0.0,
-        review: 0.0,
-    });
+    let base = s.rates.unwrap_or(Rates::ZERO);
     let _ = writeln!(
         out,
         "capacity search, scenario {:?}: {} projects, {} status clients, {} workers + 1 reviewer, {} WebSocket connections, {} artifacts; steps of {} s, open loop, offered load = factor x ({:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s)",
@@ -347,13 +350,8 @@ pub fn render_capacity(report: &CapacityReport) -> String {
         Some(step) => {
             let _ = writeln!(
                 out,
-                "capacity: {:.3} x the scenario's rates ({:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s; {:.0} HTTP requests/s, {:.1} tasks/s): the highest load tried at which every service level held",
-                step.factor,
-                step.offered.status,
-                step.offered.tasks,
-                step.offered.review,
-                step.http_requests_per_second,
-                step.tasks_completed_per_second
+                "capacity: {}: the highest load tried at which every service level held",
+                step.load()
             );
         }
         None => {
@@ -385,16 +383,7 @@ pub fn render_capacity(report: &CapacityReport) -> String {
         );
         match r.capacity.map(|i| &report.steps[i]) {
             Some(step) => {
-                let _ = writeln!(
-                    out,
-                    "capacity: {:.3} x ({:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s; {:.0} HTTP requests/s, {:.1} tasks/s)",
-                    step.factor,
-                    step.offered.status,
-                    step.offered.tasks,
-                    step.offered.review,
-                    step.http_requests_per_second,
-                    step.tasks_completed_per_second
-                );
+                let _ = writeln!(out, "capacity: {}", step.load());
             }
             None => {
                 let _ = writeln!(out, "capacity: none found");
@@ -413,12 +402,15 @@ pub fn render_capacity(report: &CapacityReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nsearch {}",
+        "\nsearch {}; store consistent afterwards: {}",
         if report.clean {
-            "clean: every step delivered every event exactly once and in order; store consistent"
+            "clean: every step delivered every event exactly once and in order"
         } else {
             "NOT clean: events lost, duplicated or reordered in a step, or the store inconsistent"
-        }
+        },
+        report
+            .consistent
+            .map_or("not checked (--url)", |c| if c { "yes" } else { "NO" })
     );
     out
 }

@@ -18,6 +18,12 @@ pub struct Rates {
 }
 
 impl Rates {
+    pub const ZERO: Rates = Rates {
+        status: 0.0,
+        tasks: 0.0,
+        review: 0.0,
+    };
+
     /// Applies `CLASS=N` overrides (`status`, `tasks`, `review`).
     pub fn with(mut self, overrides: &[String]) -> Result<Rates, String> {
         for o in overrides {

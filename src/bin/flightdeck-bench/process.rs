@@ -14,6 +14,19 @@ pub(super) struct OwnServer {
     pub(super) exe: PathBuf,
 }
 
+impl Target {
+    /// What the report calls the server: ours (with its version) or the `--url` given.
+    pub(super) fn name(&self, args: &BenchArgs) -> String {
+        match &self.process {
+            Some(_) => format!(
+                "flightdeck {} started by the driver",
+                env!("CARGO_PKG_VERSION")
+            ),
+            None => args.url.clone().unwrap_or_default(),
+        }
+    }
+}
+
 pub(super) fn server_args(dir: &Path) -> Vec<String> {
     [
         "serve",

@@ -222,6 +222,23 @@ pub(super) fn machine() -> String {
     format!("{cores} cores ({model}){memory}, {}", std::env::consts::OS)
 }
 
+/// Verdicts as a Markdown table whose first column is headed `what`.
+pub(super) fn render_verdicts(out: &mut String, what: &str, verdicts: &[Verdict]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "| {what} | target | measured | met |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for v in verdicts {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            v.what,
+            v.target,
+            v.measured,
+            if v.met { "met" } else { "MISSED" }
+        );
+    }
+}
+
 /// The report as Markdown tables.
 pub fn render(report: &Report) -> String {
     use std::fmt::Write;
@@ -364,18 +381,7 @@ pub fn render(report: &Report) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "| service level | target | measured | met |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    for v in &report.verdicts {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            v.what,
-            v.target,
-            v.measured,
-            if v.met { "met" } else { "MISSED" }
-        );
-    }
+    render_verdicts(&mut out, "service level", &report.verdicts);
     let _ = writeln!(
         out,
         "\nrun {}",

@@ -468,13 +468,7 @@ fn report(
     quiet: QuietPhase,
     server: ServerFigures,
 ) -> Report {
-    let target_name = match &target.process {
-        Some(_) => format!(
-            "flightdeck {} started by the driver",
-            env!("CARGO_PKG_VERSION")
-        ),
-        None => args.url.clone().unwrap_or_default(),
-    };
+    let target_name = target.name(args);
     let classes: Vec<ClassRow> = Class::ALL
         .iter()
         .enumerate()

@@ -184,13 +184,7 @@ pub(super) async fn soak(args: &BenchArgs, seconds: u64) -> Result<SoakReport, S
     let clean = verdicts.iter().all(|v| v.met) && server.consistent != Some(false);
     Ok(SoakReport {
         machine: machine(),
-        target: match &target.process {
-            Some(_) => format!(
-                "flightdeck {} started by the driver",
-                env!("CARGO_PKG_VERSION")
-            ),
-            None => args.url.clone().unwrap_or_default(),
-        },
+        target: target.name(args),
         scenario,
         seconds,
         minutes,
@@ -209,11 +203,7 @@ pub fn render_soak(report: &SoakReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let s = &report.scenario;
-    let r = s.rates.unwrap_or(Rates {
-        status: 0.0,
-        tasks: 0.0,
-        review: 0.0,
-    });
+    let r = s.rates.unwrap_or(Rates::ZERO);
     let _ = writeln!(
         out,
         "soak, scenario {:?}, {} s: {} projects, {} status clients, {} workers + 1 reviewer, {} WebSocket connections, {} artifacts; open loop at {:.0} status-client requests/s, {:.0} claim attempts/s, {:.0} reviews/s",
@@ -267,25 +257,15 @@ pub fn render_soak(report: &SoakReport) -> String {
             }
         );
     }
-    let _ = writeln!(out, "\n| soak | target | measured | met |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    for v in &report.verdicts {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            v.what,
-            v.target,
-            v.measured,
-            if v.met { "met" } else { "MISSED" }
-        );
-    }
+    let _ = writeln!(out);
+    render_verdicts(&mut out, "soak", &report.verdicts);
     let _ = writeln!(
         out,
         "\nsoak {}; store consistent afterwards: {}",
         if report.clean { "clean" } else { "NOT clean" },
         report
             .consistent
-            .map_or("not checked", |c| if c { "yes" } else { "NO" })
+            .map_or("not checked (--url)", |c| if c { "yes" } else { "NO" })
     );
     out
 }
