@@ -148,24 +148,22 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
         ScenarioName::Seed => 20,
         ScenarioName::X100 => 30,
     });
+    let runner = Runner {
+        exe: &exe,
+        target: &target,
+        scenario: &scenario,
+        token: &token,
+        prepared: &prepared,
+        base,
+        step_seconds,
+    };
     let mut steps: Vec<Step> = Vec::new();
     let mut tried = Vec::new();
-    while let Some(factor) = next_factor(&tried, args.max_steps) {
-        let mut at = scenario.clone();
-        at.rates = Some(base.scaled(factor));
-        at.max_seconds = step_seconds;
-        eprintln!(
-            "capacity step {}: {factor:.3} x the scenario's rates",
-            steps.len() + 1
-        );
-        let step = run_step(&exe, &target, &at, &token, &prepared, factor, &mut client).await?;
-        match step.met {
-            true => eprintln!("  every level held"),
-            false => eprintln!("  broke: {}", step.broken().join("; ")),
-        }
-        tried.push((factor, step.met));
-        steps.push(step);
-    }
+    runner
+        .search(&mut client, &mut steps, &mut tried, args.max_steps, |s| {
+            s.met
+        })
+        .await?;
     let (capacity, first_break) = bounds(&tried);
     let lowest = (0..steps.len()).min_by(|&a, &b| steps[a].factor.total_cmp(&steps[b].factor));
     let relaxed = match (capacity, lowest) {
@@ -186,24 +184,11 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
                 .collect();
             let budget = tried.len() + args.max_steps;
             let first_step = steps.len();
-            while let Some(factor) = next_factor(&tried, budget) {
-                let mut at = scenario.clone();
-                at.rates = Some(base.scaled(factor));
-                at.max_seconds = step_seconds;
-                eprintln!(
-                    "capacity step {}: {factor:.3} x the scenario's rates",
-                    steps.len() + 1
-                );
-                let step =
-                    run_step(&exe, &target, &at, &token, &prepared, factor, &mut client).await?;
-                let met = step.met_without(&excluded);
-                match met {
-                    true => eprintln!("  every other level held"),
-                    false => eprintln!("  broke: {}", step.broken().join("; ")),
-                }
-                tried.push((factor, met));
-                steps.push(step);
-            }
+            runner
+                .search(&mut client, &mut steps, &mut tried, budget, |s| {
+                    s.met_without(&excluded)
+                })
+                .await?;
             let (capacity, first_break) = bounds(&tried);
             Some(Relaxed {
                 excluded,
@@ -231,6 +216,59 @@ pub(super) async fn find(args: &BenchArgs) -> Result<CapacityReport, String> {
         consistent: server.consistent,
         clean,
     })
+}
+
+/// What every step of one search shares.
+struct Runner<'a> {
+    exe: &'a Path,
+    target: &'a Target,
+    scenario: &'a Scenario,
+    token: &'a Option<String>,
+    prepared: &'a Prepared,
+    /// The scenario's rates: factor 1.
+    base: Rates,
+    step_seconds: u64,
+}
+
+impl Runner<'_> {
+    /// Runs the steps `next_factor` asks for (up to `max_steps` in `tried`), each judged by
+    /// `holds`, adding them to `steps` and their outcomes to `tried`.
+    async fn search(
+        &self,
+        client: &mut Client,
+        steps: &mut Vec<Step>,
+        tried: &mut Vec<(f64, bool)>,
+        max_steps: usize,
+        holds: impl Fn(&Step) -> bool,
+    ) -> Result<(), String> {
+        while let Some(factor) = next_factor(tried, max_steps) {
+            let mut at = self.scenario.clone();
+            at.rates = Some(self.base.scaled(factor));
+            at.max_seconds = self.step_seconds;
+            eprintln!(
+                "capacity step {}: {factor:.3} x the scenario's rates",
+                steps.len() + 1
+            );
+            let step = run_step(
+                self.exe,
+                self.target,
+                &at,
+                self.token,
+                self.prepared,
+                factor,
+                client,
+            )
+            .await?;
+            let held = holds(&step);
+            match held {
+                true => eprintln!("  the levels held"),
+                false => eprintln!("  broke: {}", step.broken().join("; ")),
+            }
+            tried.push((factor, held));
+            steps.push(step);
+        }
+        Ok(())
+    }
 }
 
 /// One step: the WebSocket clients subscribed from the current seq, the steady workflow mix at
