@@ -42,6 +42,10 @@ fn cost(item: &Queued) -> usize {
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
+    /// The part of `used` that lagged connections' writers still hold in blocked writes: it is
+    /// freed when those writes end (at the latest at the write timeout), and closing other
+    /// connections would not free it sooner, so it does not count towards the budget.
+    doomed: AtomicUsize,
     limit: usize,
 }
 
@@ -49,6 +53,7 @@ impl Budget {
     pub fn new(limit: usize) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
+            doomed: AtomicUsize::new(0),
             limit,
         })
     }
@@ -58,8 +63,11 @@ impl Budget {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// What counts against the limit: `used` less what lagged connections hold in writes that
+    /// are already doomed to end.
+    fn counted(&self) -> usize {
+        self.used()
+            .saturating_sub(self.doomed.load(Ordering::Relaxed))
     }
 
     fn add(&self, bytes: usize) {
@@ -69,6 +77,16 @@ impl Budget {
     fn sub(&self, bytes: usize) {
         if bytes > 0 {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn doom(&self, bytes: usize) {
+        self.doomed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn undoom(&self, bytes: usize) {
+        if bytes > 0 {
+            self.doomed.fetch_sub(bytes, Ordering::Relaxed);
         }
     }
 }
@@ -93,11 +111,24 @@ struct OutboxInner {
 }
 
 impl OutboxInner {
-    /// Drops the queue (it will not be sent; the connection resumes after what it wrote).
+    /// Drops the queue (it will not be sent; the connection resumes after what it wrote); the
+    /// batch being written is doomed (nothing is taken after a lag, so it is all of it).
     fn lag(&mut self, budget: &Budget) {
+        if !self.lagged {
+            budget.doom(self.in_flight);
+        }
         self.lagged = true;
         self.queue = VecDeque::new();
         budget.sub(std::mem::take(&mut self.queued));
+    }
+
+    /// The batch being written is done with.
+    fn written(&mut self, budget: &Budget) {
+        let bytes = std::mem::take(&mut self.in_flight);
+        budget.sub(bytes);
+        if self.lagged {
+            budget.undoom(bytes);
+        }
     }
 }
 
@@ -153,8 +184,7 @@ impl Outbox {
 
     /// The frames last taken are written (or will never be): they no longer count.
     pub fn written(&self) {
-        let mut inner = self.inner.lock();
-        self.budget.sub(std::mem::take(&mut inner.in_flight));
+        self.inner.lock().written(&self.budget);
     }
 
     /// Whether the subscriber has lagged (its queue was dropped).
@@ -190,7 +220,8 @@ impl Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        self.budget.sub(inner.queued + inner.in_flight);
+        self.budget.sub(std::mem::take(&mut inner.queued));
+        inner.written(&self.budget);
     }
 }
 
@@ -233,13 +264,15 @@ impl Hub {
     /// queues dropped; each closes with 4008 and the seq to resume from) until what is left
     /// would fit. Publishing never waits for it; the walk happens only when over budget.
     fn enforce_budget(&self, registry: &Registry) {
-        let used = self.budget.used();
-        let Some(mut over) = used.checked_sub(self.budget.limit).filter(|o| *o > 0) else {
+        let counted = self.budget.counted();
+        let Some(mut over) = counted.checked_sub(self.budget.limit).filter(|o| *o > 0) else {
             return;
         };
+        // Lagged connections are closing already; what they still hold is doomed, not counted.
         let mut holders: Vec<(usize, &Arc<Outbox>)> = registry
             .members
             .values()
+            .filter(|m| !m.outbox.lagged())
             .map(|m| (m.outbox.unsent(), &m.outbox))
             .filter(|(unsent, _)| *unsent > 0)
             .collect();
@@ -486,5 +519,46 @@ mod tests {
         let lagged: Vec<bool> = members.iter().map(|m| m.lagged()).collect();
         assert_eq!(lagged, [true, false, true], "c now holds the most");
         assert_eq!(hub.budget().used(), 9 * cost_of(1000));
+    }
+
+    #[test]
+    fn what_a_lagged_writer_still_holds_does_not_close_other_connections() {
+        let hub = Hub::new(10 * cost_of(1000));
+        let (a, b) = (Id([1; 16]), Id([2; 16]));
+        let stalled = Outbox::new(usize::MAX, hub.budget().clone());
+        let id = hub.join(stalled.clone());
+        hub.subscribe(id, Some(a));
+        let healthy = Outbox::new(usize::MAX, hub.budget().clone());
+        let id = hub.join(healthy.clone());
+        hub.subscribe(id, Some(b));
+        let events = |project: Id, first: u64, n: u64| -> Vec<CommittedEvent> {
+            (first..first + n)
+                .map(|seq| event(seq, project, 1000))
+                .collect()
+        };
+        // The stalled client's writer takes 8 frames and blocks writing them; 4 more queue.
+        hub.publish(&events(a, 1, 8));
+        let (taken, _) = stalled.take(usize::MAX);
+        assert_eq!(taken.len(), 8);
+        hub.publish(&events(a, 9, 4));
+        // Over the budget (12 > 10): the stalled one, the largest, lags; its 8 in flight stay
+        // used until its write ends, but no longer count.
+        assert!(stalled.lagged());
+        assert_eq!(hub.budget().used(), 8 * cost_of(1000));
+        assert_eq!(hub.budget().counted(), 0);
+        // The healthy client's 9 queued frames are within the budget: it stays open.
+        hub.publish(&events(b, 13, 9));
+        assert!(!healthy.lagged(), "not closed for bytes it does not hold");
+        assert_eq!(hub.budget().counted(), 9 * cost_of(1000));
+        // The blocked write ends: everything of the stalled client is freed.
+        stalled.written();
+        assert_eq!(hub.budget().used(), 9 * cost_of(1000));
+        assert_eq!(hub.budget().counted(), 9 * cost_of(1000));
+        drop((stalled, healthy));
+        assert_eq!(
+            hub.budget().used(),
+            9 * cost_of(1000),
+            "the hub still holds them"
+        );
     }
 }
