@@ -17,6 +17,10 @@
 //! 6. the quiet phase: status queries alone, against flightdeck and against a bare hyper server
 //!    answering the same JSON, alternating, same clients;
 //! 7. stop the server, run `flightdeck check` on its directory, report.
+//!
+//! `--find-capacity` (`capacity`) and `--soak` (`soak`) share phases 1 and 2, then run steady
+//! steps of the workflow mix instead (each with the WebSocket clients subscribed and checked),
+//! and end with phase 7.
 
 mod capacity;
 mod cost;
