@@ -882,20 +882,21 @@ fn a_slow_reader_under_the_budget_is_not_closed() {
                 .await
                 .unwrap()
         };
-        // Written faster than the client reads (a pause after every frame), well under the
-        // budget in all.
+        // Written faster than the client reads (a pause after every frame). Together the
+        // frames pass well over the 1 MiB budget (about 1.4 MB), so a budget that did not give
+        // back what was written would close this reader; at any moment far less is unsent.
         let writer = {
             let (s, p) = (s.clone(), p.clone());
             tokio::task::spawn_blocking(move || {
-                for _ in 0..150 {
+                for _ in 0..2500 {
                     s.task(&p, "coder");
                 }
             })
         };
         let mut seen = Vec::new();
-        while seen.len() < 150 {
+        while seen.len() < 2500 {
             seen.push(next_event(&mut socket).await["seq"].as_u64().unwrap());
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         writer.await.unwrap();
         let log = {
