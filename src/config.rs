@@ -258,7 +258,7 @@ pub struct ServeArgs {
     /// Largest request head (request line and headers), in bytes, at least 8192 [default: 16384]
     #[arg(long, env = "FLIGHTDECK_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// redb's page cache, in MiB [default: 1024]
+    /// redb's page cache: the resident memory it may hold, in MiB [default: 1024]
     #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<usize>,
     /// File only: rules that replace the default of the same name, or add to them.

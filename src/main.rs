@@ -5,24 +5,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use flightdeck::config::{Cli, Command, Config, ServeArgs};
 
-/// glibc's malloc raises its mmap threshold each time a large block is freed, after which blocks
-/// of that size (an artifact response of nearly 1 MB) come from the heap arenas, whose freed
-/// holes are never returned: resident memory then grows far past the configured caches. A fixed
-/// threshold keeps every block of 128 KiB or more in its own mapping, given back when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fix_malloc_mmap_threshold() {
-    // SAFETY: mallopt only changes an allocator tunable; it is called before any other thread
-    // exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fix_malloc_mmap_threshold() {}
+/// The allocator: jemalloc. redb's page cache holds its pages as 4 KiB blocks, allocated and freed
+/// on every commit once the cache is full. glibc's malloc slows down as that heap fragments: at a
+/// million artifacts its free-list walks were the largest part of what a durable write costs more
+/// than on an empty database (BENCHMARKS.md). jemalloc serves those blocks from per-size slabs and
+/// returns freed pages to the system after a decay time; mimalloc, also measured, was as fast but
+/// held 60 % more memory per idle WebSocket connection. A cached page takes a 5 KiB block here
+/// (4 KiB and its reference counts), which `store` allows for in the page cache's size.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    fix_malloc_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {

@@ -69,7 +69,7 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
         check_index(&txn, tables::TASKS_PENDING_SINCE, pending, &mut report)?;
         check_queues(&txn, &mut report)?;
     }
-    check_artifacts(&txn, &mut report)?;
+    check_artifacts(&txn, version, &mut report)?;
     check_hitl(&txn, version, &mut report, &mut timers)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_workflows(&txn, version, &mut report)?;
@@ -320,7 +320,11 @@ fn check_tasks(
     Ok(())
 }
 
-fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_artifacts(
+    txn: &ReadTransaction,
+    version: u64,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
     let mut keys: Vec<ArtifactKeys> = Vec::new();
     check_records::<Artifact>(
         txn,
@@ -329,7 +333,7 @@ fn check_artifacts(txn: &ReadTransaction, report: &mut CheckReport) -> Result<()
         |a| a.id,
         |a| keys.push(ArtifactKeys::of(a)),
     )?;
-    ArtifactKeys::check(txn, &keys, &[], report)?;
+    ArtifactKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
     Ok(())
 }
 
@@ -351,7 +355,7 @@ fn check_hitl(
             timers.extend(tables::hitl_timer(h));
         },
     )?;
-    HitlKeys::check(txn, &keys, &[], report)?;
+    HitlKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
     Ok(())
 }
 

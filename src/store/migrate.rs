@@ -14,6 +14,9 @@
 //! - 3 → 4: HITL requests gain `responded_by` and their history entries `user_id` (the name of the
 //!   API key that answered). Every request is rewritten with neither: answers given before the
 //!   upgrade stay unattributed.
+//! - 4 → 5: each record kind's project indexes move into one table (`ix_tasks`, `ix_artifacts`,
+//!   `ix_hitl`, keyed by project, tag, code and id), rebuilt from the records; the eight tables
+//!   they replace are deleted. Records do not change.
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -22,7 +25,7 @@ use super::codec::{decode, encode};
 use super::tables;
 use crate::domain::HitlStatus;
 use crate::domain::records::{
-    EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, Task, WorkflowRun,
+    Artifact, EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, Task, WorkflowRun,
 };
 use crate::domain::tasks::DEFAULT_PRIORITY;
 use crate::domain::{AgentType, ArtifactType, Id, Micros, TaskStatus};
@@ -33,6 +36,8 @@ pub struct Migrated {
     pub events_moved: u64,
     pub tasks_rewritten: u64,
     pub hitl_rewritten: u64,
+    /// Records whose project index entries were rebuilt (4 → 5).
+    pub records_reindexed: u64,
 }
 
 /// A HITL request as schema versions 1 to 3 stored it (nobody named as the responder).
@@ -223,20 +228,84 @@ impl From<WorkflowRunV2> for WorkflowRun {
 const TASKS_BY_AGENT_STATUS_V2: redb::TableDefinition<&[u8; 18], ()> =
     redb::TableDefinition::new("ix_tasks_agent_status");
 
-/// The tables of today's schema that a database of `version` does not have yet (for `check`).
+/// The project indexes of schema versions 1 to 4, one table each, which schema 5 merged.
+const PROJECT_INDEXES_V4: [&str; 8] = [
+    "ix_tasks_project",
+    "ix_tasks_project_status",
+    "ix_tasks_project_agent",
+    "ix_artifacts_project",
+    "ix_artifacts_project_type",
+    "ix_artifacts_project_source",
+    "ix_hitl_project",
+    "ix_hitl_project_status",
+];
+
+/// The tables of today's schema that a database of `version` does not have yet (for `check`,
+/// which skips them: an older database's own project indexes are not checked).
 pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
-    if version < 3 {
-        &[
+    match version {
+        ..3 => &[
             "TASKS_CLAIM",
             "TASKS_PENDING_SINCE",
             "QUEUES",
             "PAUSED_PROJECTS",
             "IDEMPOTENCY",
             "IDEMPOTENCY_BY_AGE",
-        ]
-    } else {
-        &[]
+            "TASK_INDEX",
+            "ARTIFACT_INDEX",
+            "HITL_INDEX",
+        ],
+        3 | 4 => &["TASK_INDEX", "ARTIFACT_INDEX", "HITL_INDEX"],
+        _ => &[],
     }
+}
+
+/// Fills schema 5's project indexes from the records (in today's shape: the earlier steps have
+/// run) and deletes the tables they replace.
+fn merge_project_indexes(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut reindexed = fill_index(txn, tables::TASKS, tables::TASK_INDEX, |t: &Task| {
+        let k = tables::TaskKeys::of(t);
+        vec![k.by_project, k.by_status, k.by_agent]
+    })?;
+    reindexed += fill_index(
+        txn,
+        tables::ARTIFACTS,
+        tables::ARTIFACT_INDEX,
+        |a: &Artifact| {
+            let k = tables::ArtifactKeys::of(a);
+            vec![k.by_project, k.by_type, k.by_source]
+        },
+    )?;
+    reindexed += fill_index(txn, tables::HITL, tables::HITL_INDEX, |h: &HitlRequest| {
+        let k = tables::HitlKeys::of(h);
+        vec![k.by_project, k.by_project_status]
+    })?;
+    for name in PROJECT_INDEXES_V4 {
+        let old: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new(name);
+        txn.delete_table(old)
+            .map_err(|e| StoreError::Storage(format!("cannot delete {name}: {e}")))?;
+    }
+    Ok(reindexed)
+}
+
+/// Inserts every record's entries of a project index; answers the records read.
+fn fill_index<T: serde::de::DeserializeOwned>(
+    txn: &WriteTransaction,
+    records: redb::TableDefinition<&[u8; 16], &[u8]>,
+    index: redb::TableDefinition<&[u8; 34], ()>,
+    keys: impl Fn(&T) -> Vec<[u8; 34]>,
+) -> Result<u64, StoreError> {
+    let records = txn.open_table(records)?;
+    let mut index = txn.open_table(index)?;
+    let mut read = 0;
+    for entry in records.iter()? {
+        let record: T = decode(entry?.1.value())?;
+        for key in keys(&record) {
+            index.insert(&key, ())?;
+        }
+        read += 1;
+    }
+    Ok(read)
 }
 
 /// A workflow run as a database of schema `version` stores it, in today's shape.
@@ -260,6 +329,9 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
     }
     if from < 4 {
         done.hitl_rewritten += hitl_with_responders(txn)?;
+    }
+    if from < 5 {
+        done.records_reindexed += merge_project_indexes(txn)?;
     }
     Ok(done)
 }

@@ -336,7 +336,7 @@ impl Store {
         })?;
         let path = config.data_dir.join(DB_FILE);
         let db = redb::Builder::new()
-            .set_cache_size(config.page_cache_bytes)
+            .set_cache_size(redb_cache_size(config.page_cache_bytes))
             .create(&path)
             .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
         init_schema(&db)?;
@@ -594,7 +594,7 @@ impl Shared {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match redb::Builder::new()
-                .set_cache_size(self.page_cache_bytes)
+                .set_cache_size(redb_cache_size(self.page_cache_bytes))
                 .open(&self.path)
             {
                 Ok(db) => {
@@ -642,6 +642,14 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreErro
         .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
 }
 
+/// The cache size handed to redb for a page-cache budget of `bytes` of resident memory. redb counts
+/// a cached page by its 4 KiB, but holds it in one allocation with its reference counts (4,112
+/// bytes), which the server's allocator (jemalloc, `src/main.rs`) serves from its 5 KiB size
+/// class: a quarter more than redb counts.
+fn redb_cache_size(bytes: usize) -> usize {
+    bytes / 5 * 4
+}
+
 /// Free space needed before a poisoned database is reopened for writing.
 const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -667,6 +675,8 @@ fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
                     to = tables::SCHEMA_VERSION,
                     events_moved = done.events_moved,
                     tasks_rewritten = done.tasks_rewritten,
+                    hitl_rewritten = done.hitl_rewritten,
+                    records_reindexed = done.records_reindexed,
                     "database migrated"
                 );
             }

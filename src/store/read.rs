@@ -182,8 +182,8 @@ impl Store {
         let items = match (filter.status, filter.agent_type) {
             (Some(status), _) => scan(
                 &txn,
-                tables::TASKS_BY_PROJECT_STATUS,
-                &prefix3(project, status.code()),
+                tables::TASK_INDEX,
+                &tables::project_prefix(project, tables::TASK_BY_STATUS, status.code()),
                 after,
                 limit,
                 tables::TASKS,
@@ -191,8 +191,8 @@ impl Store {
             )?,
             (None, Some(agent)) => scan(
                 &txn,
-                tables::TASKS_BY_PROJECT_AGENT,
-                &prefix3(project, agent.code()),
+                tables::TASK_INDEX,
+                &tables::project_prefix(project, tables::TASK_BY_AGENT, agent.code()),
                 after,
                 limit,
                 tables::TASKS,
@@ -200,8 +200,8 @@ impl Store {
             )?,
             (None, None) => scan(
                 &txn,
-                tables::TASKS_BY_PROJECT,
-                &project.0,
+                tables::TASK_INDEX,
+                &tables::project_prefix(project, tables::TASK_ALL, 0),
                 after,
                 limit,
                 tables::TASKS,
@@ -228,8 +228,8 @@ impl Store {
         let items = match (filter.artifact_type, filter.source_agent) {
             (Some(kind), _) => scan(
                 &txn,
-                tables::ARTIFACTS_BY_PROJECT_TYPE,
-                &prefix3(project, kind.code()),
+                tables::ARTIFACT_INDEX,
+                &tables::project_prefix(project, tables::ARTIFACT_BY_TYPE, kind.code()),
                 after,
                 limit,
                 tables::ARTIFACTS,
@@ -237,8 +237,8 @@ impl Store {
             )?,
             (None, Some(source)) => scan(
                 &txn,
-                tables::ARTIFACTS_BY_PROJECT_SOURCE,
-                &prefix3(project, source.code()),
+                tables::ARTIFACT_INDEX,
+                &tables::project_prefix(project, tables::ARTIFACT_BY_SOURCE, source.code()),
                 after,
                 limit,
                 tables::ARTIFACTS,
@@ -246,8 +246,8 @@ impl Store {
             )?,
             (None, None) => scan(
                 &txn,
-                tables::ARTIFACTS_BY_PROJECT,
-                &project.0,
+                tables::ARTIFACT_INDEX,
+                &tables::project_prefix(project, tables::ARTIFACT_ALL, 0),
                 after,
                 limit,
                 tables::ARTIFACTS,
@@ -283,8 +283,8 @@ impl Store {
         let items = match filter.status {
             Some(status) => scan_newest(
                 &txn,
-                tables::HITL_BY_PROJECT_STATUS,
-                &prefix3(project, status.code()),
+                tables::HITL_INDEX,
+                &tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, status.code()),
                 after,
                 limit,
                 tables::HITL,
@@ -292,8 +292,8 @@ impl Store {
             )?,
             None => scan_newest(
                 &txn,
-                tables::HITL_BY_PROJECT,
-                &project.0,
+                tables::HITL_INDEX,
+                &tables::project_prefix(project, tables::HITL_ALL, 0),
                 after,
                 limit,
                 tables::HITL,
@@ -556,13 +556,6 @@ pub(super) fn get<T: DeserializeOwned>(
     }
 }
 
-fn prefix3(project: &Id, code: u8) -> [u8; 17] {
-    let mut p = [0u8; 17];
-    p[..16].copy_from_slice(&project.0);
-    p[16] = code;
-    p
-}
-
 /// `prefix` followed by `fill` up to N bytes.
 fn bound<const N: usize>(prefix: &[u8], tail: &[u8; 16]) -> [u8; N] {
     let mut k = [0u8; N];
@@ -683,36 +676,20 @@ pub(crate) fn rebuild_summaries(
         let (key, _) = entry?;
         summaries.insert(Id(*key.value()), ProjectSummary::default());
     }
-    for entry in txn.open_table(tables::TASKS_BY_PROJECT_STATUS)?.iter()? {
-        let (key, _) = entry?;
-        let k = key.value();
-        let project = Id(k[..16].try_into().expect("16 bytes"));
-        let status = usize::from(k[16]);
-        if let Some(slot) = summaries
-            .entry(project)
-            .or_default()
-            .task_counts
-            .get_mut(status)
-        {
-            *slot += 1;
-        }
-    }
-    for entry in txn.open_table(tables::ARTIFACTS_BY_PROJECT)?.iter()? {
-        let (key, _) = entry?;
-        let project = Id(key.value()[..16].try_into().expect("16 bytes"));
-        summaries.entry(project).or_default().artifacts += 1;
-    }
-    let pending = HitlStatus::Pending.code();
-    for entry in txn.open_table(tables::HITL_BY_PROJECT_STATUS)?.iter()? {
-        let (key, _) = entry?;
-        let k = key.value();
-        if k[16] == pending {
-            let project = Id(k[..16].try_into().expect("16 bytes"));
-            summaries.entry(project).or_default().hitl_pending += 1;
-        }
-    }
+    let task_index = txn.open_table(tables::TASK_INDEX)?;
+    let artifact_index = txn.open_table(tables::ARTIFACT_INDEX)?;
+    let hitl_index = txn.open_table(tables::HITL_INDEX)?;
     let events_by_project = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+    let pending = HitlStatus::Pending.code();
     for (project, summary) in summaries.iter_mut() {
+        for (code, slot) in (0u8..).zip(summary.task_counts.iter_mut()) {
+            let prefix = tables::project_prefix(project, tables::TASK_BY_STATUS, code);
+            *slot = count_under(&task_index, &prefix)?;
+        }
+        let prefix = tables::project_prefix(project, tables::ARTIFACT_ALL, 0);
+        summary.artifacts = count_under(&artifact_index, &prefix)?;
+        let prefix = tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, pending);
+        summary.hitl_pending = count_under(&hitl_index, &prefix)?;
         let lo = tables::event_project_key(project, 0);
         let hi = tables::event_project_key(project, u64::MAX);
         if let Some(last) = events_by_project.range::<&[u8; 24]>(&lo..=&hi)?.next_back() {
@@ -734,4 +711,14 @@ pub(crate) fn rebuild_summaries(
         .unwrap_or(0);
     let latest_seq = newest_logged.max(recorded);
     Ok((summaries, latest_seq))
+}
+
+/// How many entries of a project-prefixed index lie under `prefix`.
+fn count_under(
+    index: &redb::ReadOnlyTable<&'static [u8; 34], ()>,
+    prefix: &[u8; 18],
+) -> Result<u64, StoreError> {
+    let lo: [u8; 34] = bound(prefix, &[0; 16]);
+    let hi: [u8; 34] = bound(prefix, &[0xff; 16]);
+    Ok(index.range::<&[u8; 34]>(&lo..=&hi)?.count() as u64)
 }

@@ -98,8 +98,8 @@ impl Store {
         let mut view = StatusView::new(head);
         let tasks: Vec<Task> = scan(
             &txn,
-            tables::TASKS_BY_PROJECT,
-            &project.0,
+            tables::TASK_INDEX,
+            &tables::project_prefix(project, tables::TASK_ALL, 0),
             None,
             usize::MAX - 1,
             tables::TASKS,

@@ -1,5 +1,5 @@
 //! Upgrades: databases written by earlier schema versions (the fixtures in
-//! `tests/fixtures/schema-v1`, `schema-v2` and `schema-v3`, made by
+//! `tests/fixtures/schema-v1` to `schema-v4`, made by
 //! `tests/fixtures/make-fixture.sh` with those builds) are migrated at open, keep every record and
 //! pass `flightdeck check` before and after.
 
@@ -120,7 +120,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 4);
+    assert_eq!(schema_version(dir.path()), 5);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -197,7 +197,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 4);
+    assert_eq!(schema_version(dir.path()), 5);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -290,7 +290,197 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         "a repeat, not a new project"
     );
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 4);
+    assert_eq!(schema_version(dir.path()), 5);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
+}
+
+const FIXTURE_V4: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v4/flightdeck.redb"
+);
+
+/// The tables of a database file, by name.
+fn table_names(dir: &std::path::Path) -> Vec<String> {
+    use redb::{ReadableDatabase, TableHandle};
+    let db = redb::Database::open(dir.join("flightdeck.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+fn ids(list: &[Value], field: &str) -> Vec<String> {
+    list.iter()
+        .map(|v| v[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_answers() {
+    const OLD: [&str; 8] = [
+        "ix_tasks_project",
+        "ix_tasks_project_status",
+        "ix_tasks_project_agent",
+        "ix_artifacts_project",
+        "ix_artifacts_project_type",
+        "ix_artifacts_project_source",
+        "ix_hitl_project",
+        "ix_hitl_project_status",
+    ];
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V4, dir.path().join("flightdeck.redb")).unwrap();
+    assert_eq!(schema_version(dir.path()), 4);
+    let before = table_names(dir.path());
+    assert!(
+        OLD.iter().all(|t| before.iter().any(|b| b == t)),
+        "{before:?}"
+    );
+    let (ok, text) = check(dir.path());
+    assert!(ok, "the old database is consistent as it is: {text}");
+
+    let s = Server::start_in(dir.clone(), &[]);
+    let projects = items(&s.get("/api/v1/projects").expect(200));
+    assert_eq!(projects.len(), 3, "{projects:?}");
+    let shop = projects
+        .iter()
+        .find(|p| p["name"] == "fixture shop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The failed task's retry is long due: it goes back to pending first.
+    let tasks = wait_for("the failed task to be retried", || {
+        let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
+        tasks
+            .iter()
+            .all(|t| t["status"] != "failed")
+            .then_some(tasks)
+    });
+    // Every list of every index, against the unfiltered list read record by record.
+    assert_eq!(
+        tasks.len(),
+        4,
+        "coder, tester, architect, deployer: {tasks:?}"
+    );
+    let mut agents: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["agent_type"].as_str().unwrap())
+        .collect();
+    agents.sort();
+    assert_eq!(agents, ["architect", "coder", "deployer", "tester"]);
+    for task in &tasks {
+        let id = task["task_id"].as_str().unwrap();
+        assert_eq!(
+            s.get(&format!("/api/v1/tasks/{id}")).expect(200)["status"],
+            task["status"]
+        );
+        for (filter, field) in [("status", "status"), ("agent_type", "agent_type")] {
+            let value = task[field].as_str().unwrap();
+            let listed = items(
+                &s.get(&format!("/api/v1/projects/{shop}/tasks?{filter}={value}"))
+                    .expect(200),
+            );
+            let expected: Vec<Value> = tasks
+                .iter()
+                .filter(|t| t[field] == value)
+                .cloned()
+                .collect();
+            assert_eq!(
+                ids(&listed, "task_id"),
+                ids(&expected, "task_id"),
+                "{filter}={value}"
+            );
+        }
+    }
+    let status = s
+        .get(&format!("/api/v1/projects/{shop}/status"))
+        .expect(200);
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 4, "{status}");
+    let artifacts = items(
+        &s.get(&format!("/api/v1/context/project/{shop}/artifacts"))
+            .expect(200),
+    );
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert_eq!(artifacts[0]["artifact_type"], "software_specification");
+    for (filter, value, found) in [
+        ("artifact_type", "software_specification", 1),
+        ("artifact_type", "source_code", 0),
+        ("source_agent", "analyst", 1),
+        ("source_agent", "coder", 0),
+    ] {
+        let listed = items(
+            &s.get(&format!(
+                "/api/v1/context/project/{shop}/artifacts?{filter}={value}"
+            ))
+            .expect(200),
+        );
+        assert_eq!(listed.len(), found, "{filter}={value}: {listed:?}");
+    }
+    let requests = items(
+        &s.get(&format!("/api/v1/hitl/project/{shop}/requests"))
+            .expect(200),
+    );
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for state in ["pending", "approved", "rejected"] {
+        let listed = items(
+            &s.get(&format!(
+                "/api/v1/hitl/project/{shop}/requests?status={state}"
+            ))
+            .expect(200),
+        );
+        assert_eq!(listed.len(), 1, "{state}: {listed:?}");
+        assert_eq!(listed[0]["status"], state);
+    }
+    // New writes land in the merged indexes and are listed beside the migrated ones.
+    let added = s.artifact(
+        &shop,
+        "source_code",
+        "coder",
+        json!({"main": "fn main() {}"}),
+    );
+    let listed = items(
+        &s.get(&format!(
+            "/api/v1/context/project/{shop}/artifacts?artifact_type=source_code"
+        ))
+        .expect(200),
+    );
+    assert_eq!(ids(&listed, "context_id"), [added]);
+    let task = s.task(&shop, "coder");
+    let coders = items(
+        &s.get(&format!("/api/v1/projects/{shop}/tasks?agent_type=coder"))
+            .expect(200),
+    );
+    assert_eq!(ids(&coders, "task_id").last(), Some(&task));
+    assert_eq!(coders.len(), 2);
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 5);
+    let after = table_names(dir.path());
+    for table in OLD {
+        assert!(
+            !after.iter().any(|a| a == table),
+            "{table} is still there: {after:?}"
+        );
+    }
+    for table in ["ix_tasks", "ix_artifacts", "ix_hitl"] {
+        assert!(
+            after.iter().any(|a| a == table),
+            "{table} is missing: {after:?}"
+        );
+    }
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+    // The summaries are rebuilt from the merged indexes at the next start.
+    let s = Server::start_in(dir, &[]);
+    let status = s
+        .get(&format!("/api/v1/projects/{shop}/status"))
+        .expect(200);
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 5, "{status}");
+    let listed = items(
+        &s.get(&format!("/api/v1/context/project/{shop}/artifacts"))
+            .expect(200),
+    );
+    assert_eq!(listed.len(), 2);
+    s.stop();
 }

@@ -65,13 +65,13 @@ impl<'t> Batch<'t> {
 
     /// Creates a phase's task, with every artifact of the project so far as its context.
     fn start_phase(&mut self, run: &mut WorkflowRun, index: usize) -> Written<()> {
-        let lo = tables::key2(&run.project_id, &Id([0; 16]));
-        let hi = tables::key2(&run.project_id, &Id([0xff; 16]));
+        let lo = tables::project_key(&run.project_id, tables::ARTIFACT_ALL, 0, &Id([0; 16]));
+        let hi = tables::project_key(&run.project_id, tables::ARTIFACT_ALL, 0, &Id([0xff; 16]));
         let mut context_ids = Vec::new();
         for entry in self
             .artifact_ix
-            .by_project
-            .range::<&[u8; 32]>(&lo..=&hi)?
+            .shared
+            .range::<&[u8; 34]>(&lo..=&hi)?
             .take(crate::domain::Limits::CONTEXT_IDS)
         {
             context_ids.push(tables::trailing_id(entry?.0.value()));
