@@ -650,7 +650,6 @@ fn paginate<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T
     Page { items, next_cursor }
 }
 
-/// Rebuilds every project's summary from the indexes, and finds the newest event seq.
 /// Pending tasks per agent type (by code), counted in the claim queue.
 pub(crate) fn pending_by_agent(db: &redb::Database) -> Result<Vec<AtomicU64>, StoreError> {
     let txn = db.begin_read()?;
@@ -667,6 +666,7 @@ pub(crate) fn pending_by_agent(db: &redb::Database) -> Result<Vec<AtomicU64>, St
     Ok(counts)
 }
 
+/// Rebuilds every project's summary from the indexes, and finds the newest event seq.
 pub(crate) fn rebuild_summaries(
     db: &redb::Database,
 ) -> Result<(HashMap<Id, ProjectSummary>, u64), StoreError> {

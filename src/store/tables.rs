@@ -32,8 +32,9 @@ pub const AGENT_HISTORY: TableDefinition<&[u8; 9], &[u8]> = TableDefinition::new
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// A task's entries under its project: (project, tag, code, task) with the tags below, all in one
-/// tree, so that the entries a write moves sit side by side under one project's prefix and one
-/// root-to-leaf path is copied per commit instead of one per index. Schema 5; it replaced
+/// tree, so that the entries a write moves sit under one project's prefix and share the upper
+/// pages of their paths, where one tree per index had a whole root-to-leaf path copied for each at
+/// every commit. Schema 5; it replaced
 /// `ix_tasks_project`, `ix_tasks_project_status` and `ix_tasks_project_agent`.
 pub const TASK_INDEX: TableDefinition<&[u8; 34], ()> = TableDefinition::new("ix_tasks");
 /// Every task of the project (code 0).
