@@ -264,21 +264,16 @@ pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
 /// run) and deletes the tables they replace.
 fn merge_project_indexes(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let mut reindexed = fill_index(txn, tables::TASKS, tables::TASK_INDEX, |t: &Task| {
-        let k = tables::TaskKeys::of(t);
-        vec![k.by_project, k.by_status, k.by_agent]
+        tables::TaskKeys::of(t).shared()
     })?;
     reindexed += fill_index(
         txn,
         tables::ARTIFACTS,
         tables::ARTIFACT_INDEX,
-        |a: &Artifact| {
-            let k = tables::ArtifactKeys::of(a);
-            vec![k.by_project, k.by_type, k.by_source]
-        },
+        |a: &Artifact| tables::ArtifactKeys::of(a).shared(),
     )?;
     reindexed += fill_index(txn, tables::HITL, tables::HITL_INDEX, |h: &HitlRequest| {
-        let k = tables::HitlKeys::of(h);
-        vec![k.by_project, k.by_project_status]
+        tables::HitlKeys::of(h).shared()
     })?;
     for name in PROJECT_INDEXES_V4 {
         let old: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new(name);
@@ -289,11 +284,11 @@ fn merge_project_indexes(txn: &WriteTransaction) -> Result<u64, StoreError> {
 }
 
 /// Inserts every record's entries of a project index; answers the records read.
-fn fill_index<T: serde::de::DeserializeOwned>(
+fn fill_index<T: serde::de::DeserializeOwned, K: Iterator<Item = [u8; 34]>>(
     txn: &WriteTransaction,
     records: redb::TableDefinition<&[u8; 16], &[u8]>,
     index: redb::TableDefinition<&[u8; 34], ()>,
-    keys: impl Fn(&T) -> Vec<[u8; 34]>,
+    keys: impl Fn(&T) -> K,
 ) -> Result<u64, StoreError> {
     let records = txn.open_table(records)?;
     let mut index = txn.open_table(index)?;

@@ -261,6 +261,11 @@ macro_rules! indexes {
             #[cfg(test)]
             pub const TABLES: &[&str] = &[stringify!($shared) $(, stringify!($table))*];
 
+            /// The record's entries in its project-prefixed table.
+            pub fn shared(self) -> impl Iterator<Item = [u8; 34]> {
+                [$(self.$pfield),+].into_iter()
+            }
+
             pub fn of(record: &$record) -> $keys {
                 $keys {
                     $($pfield: (|$pr: &$record| $pderive)(record),)+
@@ -277,10 +282,7 @@ macro_rules! indexes {
                 report: &mut super::check::CheckReport,
             ) -> Result<(), super::StoreError> {
                 if !absent.contains(&stringify!($shared)) {
-                    let mut expected = Vec::new();
-                    for k in keys {
-                        $(expected.push(k.$pfield);)+
-                    }
+                    let expected = keys.iter().copied().flat_map($keys::shared).collect();
                     super::check::check_index(txn, $shared, expected, report)?;
                 }
                 $(if !absent.contains(&stringify!($table)) {

@@ -111,3 +111,79 @@ fn a_database_of_a_newer_schema_is_refused_with_a_clear_error() {
     assert!(!ok);
     assert!(text.contains("schema version 99"), "{text}");
 }
+
+/// A UUID's 16 bytes, from its text.
+fn uuid_bytes(id: &str) -> [u8; 16] {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+#[test]
+fn check_finds_a_missing_and_a_stray_entry_in_the_project_indexes() {
+    use redb::{ReadableTable, ReadableTableMetadata};
+    let s = crate::common::Server::start();
+    let project = s.project("checked");
+    let artifact = s.artifact(
+        &project,
+        "source_code",
+        "coder",
+        serde_json::json!({"a": 1}),
+    );
+    let task = s.task(&project, "coder");
+    let dir = s.stop();
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+    {
+        let db = redb::Database::open(dir.path().join("flightdeck.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def = redb::TableDefinition::<&[u8; 34], ()>::new("ix_artifacts");
+            let mut artifacts = txn.open_table(def).unwrap();
+            let entries: Vec<[u8; 34]> = artifacts
+                .iter()
+                .unwrap()
+                .map(|e| *e.unwrap().0.value())
+                .collect();
+            // Its three entries: every artifact, by type, by source, under its project.
+            assert_eq!(entries.len(), 3, "{entries:?}");
+            let by_type = entries.iter().find(|k| k[16] == 1).unwrap();
+            assert_eq!(by_type[..16], uuid_bytes(&project));
+            assert_eq!(by_type[18..], uuid_bytes(&artifact));
+            artifacts.remove(by_type).unwrap();
+            let def = redb::TableDefinition::<&[u8; 34], ()>::new("ix_tasks");
+            let mut tasks = txn.open_table(def).unwrap();
+            assert_eq!(tasks.len().unwrap(), 3);
+            let mut stray = [0u8; 34];
+            stray[..16].copy_from_slice(&uuid_bytes(&project));
+            stray[16] = 1; // by status
+            stray[18..].copy_from_slice(&[0x42; 16]);
+            tasks.insert(&stray, ()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (ok, text) = check(dir.path());
+    assert!(!ok, "{text}");
+    // Each problem names the table (with its key type) and the record.
+    let line = |table: &str, what: String| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("problem: {table}<")) && l.ends_with(&what))
+    };
+    assert!(
+        line(
+            "ix_artifacts",
+            format!("missing entry for record {artifact}")
+        ),
+        "{text}"
+    );
+    let stray = "entry for record 42424242-4242-4242-4242-424242424242 matches no record";
+    assert!(line("ix_tasks", stray.into()), "{text}");
+    assert!(text.contains("2 problems found"), "{text}");
+    assert!(
+        !text.contains(&task),
+        "the task's own entries are intact: {text}"
+    );
+}
