@@ -14,6 +14,19 @@ const FIXTURE: &str = concat!(
     "/tests/fixtures/schema-v1/flightdeck.redb"
 );
 
+/// The settings every fixture is opened with: whatever a fixture remembers relative to the time it
+/// was written (idempotency keys, expiring after their lifetime) lives for a century, so a test
+/// answers the same on any date after the fixture was made. (What a fixture stores as a deadline,
+/// leases and work timeouts, `make-fixture.sh` already sets a century ahead.)
+const TIMELESS: [&str; 2] = ["--idempotency-ttl-hours", "876000"];
+
+/// The server on a fixture's copy, with `TIMELESS` and `args`.
+fn open_fixture(dir: &Arc<tempfile::TempDir>, args: &[&str]) -> Server {
+    let mut all = TIMELESS.to_vec();
+    all.extend_from_slice(args);
+    Server::start_in(dir.clone(), &all)
+}
+
 fn schema_version(dir: &std::path::Path) -> u64 {
     use redb::ReadableDatabase;
     let db = redb::Database::open(dir.join("flightdeck.redb")).unwrap();
@@ -47,7 +60,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let (ok, text) = check(dir.path());
     assert!(ok, "the old database is consistent as it is: {text}");
 
-    let s = Server::start_in(dir.clone(), &[]);
+    let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
     let find = |name: &str| {
         projects
@@ -124,7 +137,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
-    let s = Server::start_in(dir.clone(), &[]);
+    let s = open_fixture(&dir, &[]);
     assert_eq!(s.all_events(None).len(), events_before_restart);
     assert_eq!(agent_changes(&s.all_events(Some(&p))).len(), 5);
 }
@@ -142,7 +155,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     let (ok, text) = check(dir.path());
     assert!(ok, "the old database is consistent as it is: {text}");
 
-    let s = Server::start_in(dir.clone(), &[]);
+    let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
     let shop = projects
         .iter()
@@ -215,7 +228,7 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
     let (ok, text) = check(dir.path());
     assert!(ok, "the old database is consistent as it is: {text}");
 
-    let s = Server::start_in(dir.clone(), &["--api-key", "carol:rw:carol-secret-0123456"]);
+    let s = open_fixture(&dir, &["--api-key", "carol:rw:carol-secret-0123456"]);
     let key = "carol-secret-0123456";
     let get = |path: &str| {
         let r = s.send_request(
@@ -340,7 +353,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     let (ok, text) = check(dir.path());
     assert!(ok, "the old database is consistent as it is: {text}");
 
-    let s = Server::start_in(dir.clone(), &[]);
+    let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
     assert_eq!(projects.len(), 3, "{projects:?}");
     let shop = projects
@@ -472,7 +485,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // The summaries are rebuilt from the merged indexes at the next start.
-    let s = Server::start_in(dir, &[]);
+    let s = open_fixture(&dir, &[]);
     let status = s
         .get(&format!("/api/v1/projects/{shop}/status"))
         .expect(200);
