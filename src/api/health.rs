@@ -6,8 +6,7 @@ use crate::domain::{format_timestamp, now_micros};
 use crate::http::body::json;
 use crate::http::{ApiError, Response, StatusCode, set_header};
 use crate::json::object;
-use crate::monitor::State;
-use crate::monitor::health::Check;
+use crate::monitor::{Severity, State};
 
 const SERVICE: &str = "flightdeck";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -25,7 +24,7 @@ pub fn livez() -> Result<Response, ApiError> {
 /// 200 only when every readiness check passes; `?verbose` lists them.
 pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let checks = state.health.checks().await;
-    let ready = checks.iter().all(|c| c.ok);
+    let ready = checks.ok();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -33,11 +32,12 @@ pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiErro
     };
     if query.present("verbose") {
         let mut text = String::new();
-        for c in &checks {
+        for c in checks.all() {
             if c.ok {
-                text.push_str(&format!("[+]{} ok\n", c.name));
+                text.push_str(&format!("[+]{} ok\n", c.name.as_str()));
             } else {
-                text.push_str(&format!("[-]{} failed: {}\n", c.name, c.detail));
+                let (name, detail) = (c.name.as_str(), &c.detail);
+                text.push_str(&format!("[-]{name} failed: {detail}\n"));
             }
         }
         text.push_str(if ready {
@@ -50,9 +50,10 @@ pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiErro
         return Ok(response);
     }
     let failed: Vec<String> = checks
+        .all()
         .iter()
         .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.name, c.detail))
+        .map(|c| format!("{}: {}", c.name.as_str(), c.detail))
         .collect();
     Ok(json(
         status,
@@ -76,17 +77,10 @@ pub fn health() -> Result<Response, ApiError> {
     ))
 }
 
-fn check<'a>(checks: &'a [Check], name: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .expect("every check is always run")
-}
-
 /// BotArmy: every component with its status, latency and key figures; 503 when unhealthy.
 pub async fn detailed(state: &AppState) -> Result<Response, ApiError> {
     let checks = state.health.checks().await;
-    let healthy = checks.iter().all(|c| c.ok);
+    let healthy = checks.ok();
     let store = &state.store;
     let cache = store.cache_stats();
     let (firing, critical) = {
@@ -98,16 +92,16 @@ pub async fn detailed(state: &AppState) -> Result<Response, ApiError> {
             .collect();
         let critical = firing
             .iter()
-            .filter(|r| r.config.severity == "critical")
+            .filter(|r| r.config.severity == Severity::Critical)
             .count();
         (firing.len(), critical)
     };
     let status_of = |ok: bool| if ok { "healthy" } else { "unhealthy" };
-    let read = check(&checks, "store_read");
-    let write = check(&checks, "writer_round_trip");
-    let alive = check(&checks, "writer_alive");
-    let disk = check(&checks, "disk_space");
-    let writable = check(&checks, "data_dir_writable");
+    let read = &checks.store_read;
+    let write = &checks.writer_round_trip;
+    let alive = &checks.writer_alive;
+    let disk = &checks.disk_space;
+    let writable = &checks.data_dir_writable;
     let sizes = store.table_sizes().unwrap_or_default();
     let body = object(|o| {
         o.str("status", status_of(healthy))
@@ -186,13 +180,13 @@ pub async fn detailed(state: &AppState) -> Result<Response, ApiError> {
 /// BotArmy: `{status: "ready"|"not_ready", services_ready}`.
 pub async fn ready(state: &AppState) -> Result<Response, ApiError> {
     let checks = state.health.checks().await;
-    let ready = checks.iter().all(|c| c.ok);
+    let ready = checks.ok();
     let body = object(|o| {
         o.str("status", if ready { "ready" } else { "not_ready" })
             .bool("services_ready", ready)
             .object("services", |s| {
-                for c in &checks {
-                    s.bool(c.name, c.ok);
+                for c in checks.all() {
+                    s.bool(c.name.as_str(), c.ok);
                 }
             });
     });
@@ -209,26 +203,26 @@ pub async fn ready(state: &AppState) -> Result<Response, ApiError> {
 /// BotArmy: `{status, checks:{…: "pass"|"fail"}, health_percentage, services_healthy, timestamp, version}`.
 pub async fn z(state: &AppState) -> Result<Response, ApiError> {
     let checks = state.health.checks().await;
-    let passed = checks.iter().filter(|c| c.ok).count();
-    let percentage = (passed as f64 * 1000.0 / checks.len() as f64).round() / 10.0;
+    let (passed, total) = (checks.passed(), checks.all().len());
+    let percentage = (passed as f64 * 1000.0 / total as f64).round() / 10.0;
     let status = match passed {
-        p if p == checks.len() => "healthy",
+        p if p == total => "healthy",
         0 => "unhealthy",
         _ => "degraded",
     };
     let body = object(|o| {
         o.str("status", status)
             .object("checks", |c| {
-                for check in &checks {
-                    c.str(check.name, if check.ok { "pass" } else { "fail" });
+                for check in checks.all() {
+                    c.str(check.name.as_str(), if check.ok { "pass" } else { "fail" });
                 }
             })
             .f64("health_percentage", percentage)
-            .str("services_healthy", &format!("{passed}/{}", checks.len()))
+            .str("services_healthy", &format!("{passed}/{total}"))
             .str("timestamp", &format_timestamp(now_micros()))
             .str("version", VERSION);
     });
-    let code = if passed == checks.len() {
+    let code = if passed == total {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

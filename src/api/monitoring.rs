@@ -304,7 +304,7 @@ pub fn alerts(state: &AppState) -> Result<Response, ApiError> {
                     .u64("for_seconds", c.for_seconds)
                     .u64("keep_firing_for_seconds", c.keep_firing_for_seconds)
                     .object("labels", |l| {
-                        l.str("severity", &c.severity);
+                        l.str("severity", c.severity.as_str());
                     })
                     .object("annotations", |a| {
                         a.str("summary", &c.summary);

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     InvalidCursor,
     BodyReadFailed,
     BadWebsocketHandshake,
+    MalformedMessage,
+    UnknownOp,
     Unauthorized,
     Forbidden,
     OriginNotAllowed,
@@ -58,6 +60,8 @@ impl ErrorCode {
         ErrorCode::InvalidCursor,
         ErrorCode::BodyReadFailed,
         ErrorCode::BadWebsocketHandshake,
+        ErrorCode::MalformedMessage,
+        ErrorCode::UnknownOp,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::OriginNotAllowed,
@@ -97,6 +101,8 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::BodyReadFailed => "body_read_failed",
             ErrorCode::BadWebsocketHandshake => "bad_websocket_handshake",
+            ErrorCode::MalformedMessage => "malformed_message",
+            ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
@@ -137,6 +143,8 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => StatusCode::BAD_REQUEST,
             ErrorCode::BodyReadFailed => StatusCode::BAD_REQUEST,
             ErrorCode::BadWebsocketHandshake => StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedMessage => StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownOp => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -177,6 +185,14 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "a cursor this server did not issue",
             ErrorCode::BodyReadFailed => "the body could not be read",
             ErrorCode::BadWebsocketHandshake => "a WebSocket upgrade request that is not one",
+            ErrorCode::MalformedMessage => {
+                "a WebSocket client message that is not JSON with an `op` and its fields \
+                 (an error event on the socket; the status is never sent)"
+            }
+            ErrorCode::UnknownOp => {
+                "a WebSocket client message with an op other than subscribe, unsubscribe, ping \
+                 (an error event on the socket; the status is never sent)"
+            }
             ErrorCode::Unauthorized => "no or unknown API key",
             ErrorCode::Forbidden => "a read-only key on a write",
             ErrorCode::OriginNotAllowed => "a WebSocket upgrade from an origin not in cors_origins",

@@ -25,6 +25,27 @@ pub enum Signal {
     QueueWaitP99,
 }
 
+/// How much an alert matters: its `severity` label at Alertmanager, in the event and the API.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    /// Also marks `/health/detailed`'s alerts component degraded while firing.
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Comparison {
@@ -50,8 +71,8 @@ pub struct RuleConfig {
     /// How long the alert keeps firing after the condition stops holding.
     #[serde(default)]
     pub keep_firing_for_seconds: u64,
-    #[serde(default = "default_severity")]
-    pub severity: String,
+    #[serde(default)]
+    pub severity: Severity,
     #[serde(default)]
     pub summary: String,
 }
@@ -61,9 +82,6 @@ fn above() -> Comparison {
 }
 fn default_window() -> u64 {
     60
-}
-fn default_severity() -> String {
-    "warning".into()
 }
 
 impl RuleConfig {
@@ -75,103 +93,118 @@ impl RuleConfig {
     }
 }
 
-/// The default rules: the service levels of the original requirement, and the server's own health.
+/// The default rules: the service levels of the original requirement
+/// (`monitor::service_levels::original`), and the server's own health.
 pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
-    let rule =
-        |name: &str, signal, threshold, window, for_s, summary: &str, severity: &str| RuleConfig {
+    use super::service_levels::original;
+    /// A latency rule over 60 s, firing after a minute above its threshold.
+    fn latency(name: &str, signal: Signal, threshold: f64, what: &str) -> RuleConfig {
+        RuleConfig {
+            summary: format!("{what} p99 above {:.0} ms", threshold * 1e3),
+            ..rule(name, signal, threshold, 60, 60, Severity::Warning)
+        }
+    }
+    fn rule(
+        name: &str,
+        signal: Signal,
+        threshold: f64,
+        window_seconds: u64,
+        for_seconds: u64,
+        severity: Severity,
+    ) -> RuleConfig {
+        RuleConfig {
             name: name.into(),
             signal,
             comparison: Comparison::Above,
             threshold,
-            window_seconds: window,
-            for_seconds: for_s,
+            window_seconds,
+            for_seconds,
             keep_firing_for_seconds: 60,
-            severity: severity.into(),
-            summary: summary.into(),
-        };
+            severity,
+            summary: String::new(),
+        }
+    }
     vec![
-        rule(
+        latency(
             "StatusQueryLatencyHigh",
             Signal::StatusQueryP99,
-            0.2,
-            60,
-            60,
-            "status query p99 above 200 ms",
-            "warning",
+            original::STATUS_QUERY,
+            "status query",
         ),
-        rule(
+        latency(
             "TaskOperationLatencyHigh",
             Signal::TaskOperationP99,
-            0.5,
-            60,
-            60,
-            "task operation p99 above 500 ms",
-            "warning",
+            original::TASK_OPERATION,
+            "task operation",
         ),
-        rule(
+        latency(
             "WebSocketDeliveryLatencyHigh",
             Signal::WsDeliveryP99,
-            0.1,
-            60,
-            60,
-            "WebSocket delivery p99 above 100 ms",
-            "warning",
+            original::WS_DELIVERY,
+            "WebSocket delivery",
         ),
-        rule(
+        latency(
             "ContextRetrievalLatencyHigh",
             Signal::ContextRetrievalP99,
-            0.2,
-            60,
-            60,
-            "context store retrieval p99 above 200 ms",
-            "warning",
-        ),
-        rule(
-            "ServerErrorsHigh",
-            Signal::ErrorRatio5xx,
-            0.01,
-            300,
-            60,
-            "more than 1 % of responses are 5xx",
-            "critical",
-        ),
-        rule(
-            "SlowConsumersClosed",
-            Signal::SlowConsumerCloses,
-            0.0,
-            300,
-            0,
-            "WebSocket clients were closed for falling behind",
-            "info",
-        ),
-        rule(
-            "WriterQueueBacklog",
-            Signal::WriterQueueDepth,
-            1000.0,
-            60,
-            30,
-            "the writer queue holds more than 1000 writes",
-            "warning",
-        ),
-        rule(
-            "QueueWaitHigh",
-            Signal::QueueWaitP99,
-            60.0,
-            300,
-            60,
-            "tasks wait more than 60 s (p99 over 5 min) between becoming pending and their claim",
-            "warning",
+            original::CONTEXT_RETRIEVAL,
+            "context store retrieval",
         ),
         RuleConfig {
+            summary: "more than 1 % of responses are 5xx".into(),
+            ..rule(
+                "ServerErrorsHigh",
+                Signal::ErrorRatio5xx,
+                0.01,
+                300,
+                60,
+                Severity::Critical,
+            )
+        },
+        RuleConfig {
+            summary: "WebSocket clients were closed for falling behind".into(),
+            ..rule(
+                "SlowConsumersClosed",
+                Signal::SlowConsumerCloses,
+                0.0,
+                300,
+                0,
+                Severity::Info,
+            )
+        },
+        RuleConfig {
+            summary: "the writer queue holds more than 1000 writes".into(),
+            ..rule(
+                "WriterQueueBacklog",
+                Signal::WriterQueueDepth,
+                1000.0,
+                60,
+                30,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
+            summary: "tasks wait more than 60 s (p99 over 5 min) between becoming pending and \
+                      their claim"
+                .into(),
+            ..rule(
+                "QueueWaitHigh",
+                Signal::QueueWaitP99,
+                60.0,
+                300,
+                60,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
             comparison: Comparison::Below,
+            summary: "free disk space below the floor".into(),
             ..rule(
                 "DiskFreeLow",
                 Signal::DiskFreeBytes,
                 disk_floor_bytes as f64,
                 60,
                 0,
-                "free disk space below the floor",
-                "critical",
+                Severity::Critical,
             )
         },
     ]
@@ -292,7 +325,7 @@ impl Rule {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notification {
     pub rule: String,
-    pub severity: String,
+    pub severity: Severity,
     pub summary: String,
     pub value: f64,
     pub threshold: f64,
@@ -308,7 +341,7 @@ impl Rule {
     fn notification(&self, firing: bool, ends_at: f64) -> Notification {
         Notification {
             rule: self.config.name.clone(),
-            severity: self.config.severity.clone(),
+            severity: self.config.severity,
             summary: self.config.summary.clone(),
             value: self.value,
             threshold: self.config.threshold,
@@ -424,7 +457,7 @@ mod tests {
             window_seconds: 60,
             for_seconds: for_s,
             keep_firing_for_seconds: keep,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             summary: String::new(),
         })
     }

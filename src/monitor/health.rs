@@ -13,14 +13,71 @@ use crate::store::{Store, command};
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The readiness checks, each named as the probes' answers name it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CheckName {
+    StoreRead,
+    WriterRoundTrip,
+    WriterAlive,
+    DiskSpace,
+    DataDirWritable,
+    NotShuttingDown,
+}
+
+impl CheckName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::StoreRead => "store_read",
+            CheckName::WriterRoundTrip => "writer_round_trip",
+            CheckName::WriterAlive => "writer_alive",
+            CheckName::DiskSpace => "disk_space",
+            CheckName::DataDirWritable => "data_dir_writable",
+            CheckName::NotShuttingDown => "not_shutting_down",
+        }
+    }
+}
+
 /// One check's outcome.
 #[derive(Clone, Debug)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: CheckName,
     pub ok: bool,
     /// What failed, or a figure worth showing when it passed.
     pub detail: String,
     pub latency: Duration,
+}
+
+/// The outcome of every readiness check, each by name.
+pub struct Checks {
+    pub store_read: Check,
+    pub writer_round_trip: Check,
+    pub writer_alive: Check,
+    pub disk_space: Check,
+    pub data_dir_writable: Check,
+    pub not_shutting_down: Check,
+}
+
+impl Checks {
+    /// Every check, in the order the probes list them.
+    pub fn all(&self) -> [&Check; 6] {
+        [
+            &self.store_read,
+            &self.writer_round_trip,
+            &self.writer_alive,
+            &self.disk_space,
+            &self.data_dir_writable,
+            &self.not_shutting_down,
+        ]
+    }
+
+    /// How many passed.
+    pub fn passed(&self) -> usize {
+        self.all().iter().filter(|c| c.ok).count()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.passed() == self.all().len()
+    }
 }
 
 pub struct Health {
@@ -56,23 +113,23 @@ impl Health {
         fs4::available_space(&self.data_dir).unwrap_or(0)
     }
 
-    /// Every readiness check, in a fixed order.
-    pub async fn checks(&self) -> Vec<Check> {
-        vec![
-            self.store_read(),
-            self.writer_round_trip().await,
-            self.writer_alive(),
-            self.disk_space(),
-            self.data_dir_writable(),
-            self.not_shutting_down(),
-        ]
+    /// Every readiness check.
+    pub async fn checks(&self) -> Checks {
+        Checks {
+            store_read: self.store_read(),
+            writer_round_trip: self.writer_round_trip().await,
+            writer_alive: self.writer_alive(),
+            disk_space: self.disk_space(),
+            data_dir_writable: self.data_dir_writable(),
+            not_shutting_down: self.not_shutting_down(),
+        }
     }
 
     fn store_read(&self) -> Check {
         let started = Instant::now();
         let result = self.store.oldest_seq();
         Check {
-            name: "store_read",
+            name: CheckName::StoreRead,
             ok: result.is_ok(),
             detail: result.err().map(|e| e.to_string()).unwrap_or_default(),
             latency: started.elapsed(),
@@ -98,7 +155,7 @@ impl Health {
             ),
         };
         let check = Check {
-            name: "writer_round_trip",
+            name: CheckName::WriterRoundTrip,
             ok,
             detail,
             latency: started.elapsed(),
@@ -110,7 +167,7 @@ impl Health {
     fn writer_alive(&self) -> Check {
         let ok = self.store.writer_alive();
         Check {
-            name: "writer_alive",
+            name: CheckName::WriterAlive,
             ok,
             detail: if ok {
                 String::new()
@@ -135,7 +192,7 @@ impl Health {
             Err(e) => (false, format!("cannot read free space: {e}")),
         };
         Check {
-            name: "disk_space",
+            name: CheckName::DiskSpace,
             ok,
             detail,
             latency: started.elapsed(),
@@ -148,7 +205,7 @@ impl Health {
         let path = self.data_dir.join(".readiness-probe");
         let result = std::fs::write(&path, b"ok").and_then(|()| std::fs::remove_file(&path));
         Check {
-            name: "data_dir_writable",
+            name: CheckName::DataDirWritable,
             ok: result.is_ok(),
             detail: result
                 .err()
@@ -161,7 +218,7 @@ impl Health {
     fn not_shutting_down(&self) -> Check {
         let stopping = self.shutdown.is_cancelled();
         Check {
-            name: "not_shutting_down",
+            name: CheckName::NotShuttingDown,
             ok: !stopping,
             detail: if stopping {
                 "the server is shutting down".into()

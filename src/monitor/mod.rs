@@ -19,7 +19,7 @@ use crate::http::{Class, Route, timing};
 use crate::store::{Store, metric_names as store_names};
 use crate::ws;
 
-pub use alerts::{Alerts, RuleConfig, Signal, State, Transition};
+pub use alerts::{Alerts, RuleConfig, Severity, Signal, State, Transition};
 pub use window::Summary;
 
 /// The service levels of `docs/service-levels.md`, p99 in seconds: flightdeck's targets and the
@@ -540,7 +540,7 @@ fn notify(
             crate::json::object_string(|o| {
                 o.object("labels", |l| {
                     l.str("alertname", &n.rule)
-                        .str("severity", &n.severity)
+                        .str("severity", n.severity.as_str())
                         .str("service", "flightdeck");
                 })
                 .object("annotations", |a| {
@@ -593,14 +593,8 @@ async fn act(monitor: &Monitor, store: &Store, t: &Transition) {
     let (severity, summary, fired_at) = {
         let alerts = monitor.alerts();
         let rule = alerts.rules.iter().find(|r| r.config.name == t.rule);
-        rule.map(|r| {
-            (
-                r.config.severity.clone(),
-                r.config.summary.clone(),
-                r.fired_at,
-            )
-        })
-        .unwrap_or_default()
+        rule.map(|r| (r.config.severity, r.config.summary.clone(), r.fired_at))
+            .unwrap_or_default()
     };
     let (from, to) = (t.from.as_str(), t.to.as_str());
     if t.to == State::Firing {
@@ -622,7 +616,7 @@ async fn act(monitor: &Monitor, store: &Store, t: &Transition) {
     let data = crate::json::object_string(|o| {
         o.str("rule", &t.rule)
             .str("state", to)
-            .str("severity", &severity)
+            .str("severity", severity.as_str())
             .str("summary", &summary)
             .f64("value", t.value)
             .f64("threshold", t.threshold)

@@ -12,34 +12,25 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Role, WebSocket, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Role, WebSocket};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
+use super::protocol::{Assembler, ClientOp, CloseCode, answer_to_close, close_for};
 use super::{
     BYTES_SENT, DELIVERY_SECONDS, FRAMES_SENT, REPLAYED_EVENTS, SLOW_CONSUMER_CLOSES, WsContext,
     frame,
 };
 use crate::domain::{Id, now_micros};
 use crate::events::hub::{Outbox, Queued};
+use crate::http::ErrorCode;
 use crate::json::object;
 
 type Io = TokioIo<Upgraded>;
-
-/// Close codes.
-const NORMAL: u16 = 1000;
-const GOING_AWAY: u16 = 1001;
-const PROTOCOL_ERROR: u16 = 1002;
-const UNSUPPORTED_DATA: u16 = 1003;
-const INVALID_PAYLOAD: u16 = 1007;
-const TOO_BIG: u16 = 1009;
-const LAGGED: u16 = 4008;
-const HEARTBEAT: u16 = 4009;
 
 /// How long the reader keeps listening for the client's close after the writer sent one.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -62,7 +53,7 @@ enum Control {
         project: Option<Id>,
     },
     /// Close with this code and reason, then stop.
-    Close(u16, String),
+    Close(CloseCode, String),
 }
 
 pub(super) async fn run(
@@ -111,8 +102,7 @@ pub(super) async fn run(
     let mut reading = Reading {
         ctx: &ctx,
         control: &control,
-        message: None,
-        max_message,
+        assembler: Assembler::new(max_message),
     };
     reading.run(&mut reader, &writer_done, &missed_pongs).await;
     drop(control);
@@ -124,9 +114,7 @@ pub(super) async fn run(
 struct Reading<'a> {
     ctx: &'a WsContext,
     control: &'a mpsc::Sender<Control>,
-    /// A fragmented message being assembled: opcode, bytes, and how far it is valid UTF-8.
-    message: Option<(OpCode, Vec<u8>, usize)>,
-    max_message: usize,
+    assembler: Assembler,
 }
 
 impl Reading<'_> {
@@ -176,13 +164,13 @@ impl Reading<'_> {
             match frame.opcode {
                 OpCode::Close => {
                     let (code, reason) = answer_to_close(&frame.payload);
-                    self.close(code, &reason).await;
+                    self.close(code, reason).await;
                     return;
                 }
                 OpCode::Pong => missed_pongs.store(0, Ordering::Relaxed),
                 OpCode::Ping => {}
                 OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    match self.assemble(frame.opcode, frame.fin, &frame.payload) {
+                    match self.assembler.push(frame.opcode, frame.fin, &frame.payload) {
                         Ok(Some((opcode, message))) => {
                             if !self.on_message(opcode, message).await {
                                 return;
@@ -199,61 +187,11 @@ impl Reading<'_> {
         }
     }
 
-    async fn close(&self, code: u16, reason: &str) {
+    async fn close(&self, code: CloseCode, reason: &str) {
         let _ = self
             .control
             .send(Control::Close(code, reason.to_string()))
             .await;
-    }
-
-    /// Collects fragments into a message, refusing oversize ones and invalid UTF-8 as early as
-    /// it can be seen.
-    #[allow(clippy::type_complexity)]
-    fn assemble(
-        &mut self,
-        opcode: OpCode,
-        fin: bool,
-        payload: &[u8],
-    ) -> Result<Option<(OpCode, Vec<u8>)>, (u16, &'static str)> {
-        let kind = match (opcode, self.message.is_some()) {
-            (OpCode::Continuation, false) => {
-                return Err((PROTOCOL_ERROR, "continuation without a message"));
-            }
-            (OpCode::Continuation, true) => None,
-            (_, true) => return Err((PROTOCOL_ERROR, "a new message inside a fragmented one")),
-            (kind, false) => Some(kind),
-        };
-        if let Some(kind) = kind {
-            if fin {
-                // A whole text frame was checked for UTF-8 by the frame reader.
-                return Ok(Some((kind, payload.to_vec())));
-            }
-            self.message = Some((kind, Vec::new(), 0));
-        }
-        let (kind, buffer, valid) = self.message.as_mut().expect("a message is being assembled");
-        if buffer.len() + payload.len() > self.max_message {
-            return Err((TOO_BIG, "message too big"));
-        }
-        buffer.extend_from_slice(payload);
-        if *kind == OpCode::Text {
-            match std::str::from_utf8(&buffer[*valid..]) {
-                Ok(_) => *valid = buffer.len(),
-                Err(e) if e.error_len().is_some() => {
-                    return Err((INVALID_PAYLOAD, "invalid UTF-8"));
-                }
-                Err(e) => {
-                    *valid += e.valid_up_to();
-                    if fin {
-                        return Err((INVALID_PAYLOAD, "invalid UTF-8"));
-                    }
-                }
-            }
-        }
-        if !fin {
-            return Ok(None);
-        }
-        let (kind, buffer, _) = self.message.take().expect("a message is being assembled");
-        Ok(Some((kind, buffer)))
     }
 
     /// Handles one complete message; false when the connection must end.
@@ -263,16 +201,16 @@ impl Reading<'_> {
             return self.control.send(Control::Send(echoed)).await.is_ok();
         }
         if opcode == OpCode::Binary {
-            self.close(UNSUPPORTED_DATA, "binary messages are not accepted")
-                .await;
+            self.close(
+                CloseCode::UNSUPPORTED_DATA,
+                "binary messages are not accepted",
+            )
+            .await;
             return false;
         }
-        let reply = match serde_json::from_slice::<ClientMessage>(&message) {
-            Ok(m) => self.on_op(m),
-            Err(e) => Err(error_frame(
-                "malformed_message",
-                &format!("not a client message: {e}"),
-            )),
+        let reply = match ClientOp::decode(&message) {
+            Ok(op) => self.on_op(op),
+            Err((code, message)) => Err(error_frame(code, &message)),
         };
         let sent = match reply {
             Ok(control) => self.control.send(control).await,
@@ -281,50 +219,44 @@ impl Reading<'_> {
         sent.is_ok()
     }
 
-    fn on_op(&self, message: ClientMessage) -> Result<Control, Bytes> {
-        let project = match message.project_id.as_deref() {
-            None => None,
-            Some(text) => {
-                let id = Id::parse(text).ok_or_else(|| {
-                    error_frame("invalid_id", &format!("project_id `{text}` is not a UUID"))
-                })?;
-                if self.ctx.store.summary(&id).is_none() {
-                    return Err(error_frame(
-                        "project_not_found",
-                        &format!("project {id} not found"),
-                    ));
-                }
-                Some(id)
-            }
-        };
-        match message.op.as_str() {
-            "subscribe" => Ok(Control::Subscribe {
-                project,
-                since: message.since,
+    fn on_op(&self, op: ClientOp) -> Result<Control, Bytes> {
+        match op {
+            ClientOp::Subscribe { project_id, since } => Ok(Control::Subscribe {
+                project: self.project(project_id.as_deref())?,
+                since,
             }),
-            "unsubscribe" => Ok(Control::Unsubscribe { project }),
-            "ping" => Ok(Control::Send(frame::text(br#"{"op":"pong"}"#))),
-            other => Err(error_frame(
-                "unknown_op",
-                &format!("unknown op `{other}`; allowed: subscribe, unsubscribe, ping"),
-            )),
+            ClientOp::Unsubscribe { project_id } => Ok(Control::Unsubscribe {
+                project: self.project(project_id.as_deref())?,
+            }),
+            ClientOp::Ping => Ok(Control::Send(frame::text(br#"{"op":"pong"}"#))),
         }
+    }
+
+    /// A message's `project_id`: none, or a project that exists.
+    fn project(&self, text: Option<&str>) -> Result<Option<Id>, Bytes> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let id = Id::parse(text).ok_or_else(|| {
+            error_frame(
+                ErrorCode::InvalidId,
+                &format!("project_id `{text}` is not a UUID"),
+            )
+        })?;
+        if self.ctx.store.summary(&id).is_none() {
+            return Err(error_frame(
+                ErrorCode::ProjectNotFound,
+                &format!("project {id} not found"),
+            ));
+        }
+        Ok(Some(id))
     }
 }
 
-#[derive(Deserialize)]
-struct ClientMessage {
-    op: String,
-    #[serde(default)]
-    project_id: Option<String>,
-    #[serde(default)]
-    since: Option<u64>,
-}
-
-fn error_frame(code: &str, message: &str) -> Bytes {
+fn error_frame(code: ErrorCode, message: &str) -> Bytes {
     let body = object(|o| {
         o.str("event_type", "error").object("data", |d| {
-            d.str("code", code).str("message", message);
+            d.str("code", code.as_str()).str("message", message);
         });
     });
     frame::text(&body)
@@ -335,43 +267,9 @@ fn error_frame(code: &str, message: &str) -> Bytes {
 /// fuzzer. Bad input must give an error frame or a close code, never a panic.
 #[doc(hidden)]
 pub fn fuzz_client_input(bytes: &[u8]) {
-    let _ = serde_json::from_slice::<ClientMessage>(bytes);
+    let _ = ClientOp::decode(bytes);
     let (code, _) = answer_to_close(bytes);
-    assert!(
-        matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999),
-        "close code {code}"
-    );
-}
-
-/// The close a reading error calls for; none when the peer is simply gone.
-fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
-    match error {
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::SendError(_) => None,
-        WebSocketError::InvalidUTF8 => Some((INVALID_PAYLOAD, "invalid UTF-8")),
-        WebSocketError::FrameTooLarge => Some((TOO_BIG, "message too big")),
-        _ => Some((PROTOCOL_ERROR, "protocol error")),
-    }
-}
-
-/// The answer to a client's close frame: its code echoed, or 1002/1007 for a malformed one.
-fn answer_to_close(payload: &[u8]) -> (u16, String) {
-    match payload.len() {
-        0 => return (NORMAL, String::new()),
-        1 => return (PROTOCOL_ERROR, "malformed close frame".into()),
-        n if n > 125 => return (PROTOCOL_ERROR, "close frame too long".into()),
-        _ => {}
-    }
-    let code = u16::from_be_bytes([payload[0], payload[1]]);
-    let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
-    if !allowed {
-        return (PROTOCOL_ERROR, "invalid close code".into());
-    }
-    if std::str::from_utf8(&payload[2..]).is_err() {
-        return (INVALID_PAYLOAD, "invalid UTF-8 in close reason".into());
-    }
-    (code, String::new())
+    assert!(code.valid_on_the_wire(), "close code {code:?}");
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -397,7 +295,7 @@ struct Writer {
 /// Why the writer stopped writing.
 enum Stop {
     /// A close frame with this code and reason is sent.
-    Close(u16, String),
+    Close(CloseCode, String),
     /// The socket is unusable: nothing more can be sent.
     Gone,
 }
@@ -411,7 +309,7 @@ impl Writer {
             let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    Err(Stop::Close(GOING_AWAY, format!("server shutting down; resume since={}", self.last_written)))
+                    Err(Stop::Close(CloseCode::GOING_AWAY, format!("server shutting down; resume since={}", self.last_written)))
                 }
                 control = controls.recv() => match control {
                     Some(control) => self.on_control(control).await,
@@ -427,7 +325,7 @@ impl Writer {
         // A lagged client whose last write never completed (it stopped reading) is closed for
         // falling behind too, though no close frame can reach it.
         let lagged = match &stop {
-            Stop::Close(code, _) => *code == LAGGED,
+            Stop::Close(code, _) => *code == CloseCode::LAGGED,
             Stop::Gone => self.outbox.lagged(),
         };
         if lagged {
@@ -435,7 +333,7 @@ impl Writer {
             self.ctx.monitor.observe_slow_consumer_close();
         }
         if let Stop::Close(code, reason) = stop {
-            let _ = self.write(vec![frame::close(code, &reason)]).await;
+            let _ = self.write(vec![frame::close(code.0, &reason)]).await;
             let _ = self.sink.shutdown().await;
         }
     }
@@ -484,7 +382,7 @@ impl Writer {
         let store = self.ctx.store.clone();
         let oldest = store
             .oldest_seq()
-            .map_err(|_| Stop::Close(1011, "store unavailable".into()))?;
+            .map_err(|_| Stop::Close(CloseCode::INTERNAL_ERROR, "store unavailable".into()))?;
         let mut cursor = since;
         if oldest > 0 && since.saturating_add(1) < oldest {
             let notice = object(|o| {
@@ -500,7 +398,7 @@ impl Writer {
         loop {
             let (events, more) = store
                 .replay(project.as_ref(), cursor, REPLAY_PAGE)
-                .map_err(|_| Stop::Close(1011, "store unavailable".into()))?;
+                .map_err(|_| Stop::Close(CloseCode::INTERNAL_ERROR, "store unavailable".into()))?;
             let mut frames = Vec::with_capacity(events.len());
             let mut last = None;
             for event in &events {
@@ -559,7 +457,7 @@ impl Writer {
         }
         if lagged {
             return Err(Stop::Close(
-                LAGGED,
+                CloseCode::LAGGED,
                 format!("lagged; resume since={}", self.last_written),
             ));
         }
@@ -568,7 +466,10 @@ impl Writer {
 
     async fn heartbeat(&mut self) -> Result<(), Stop> {
         if self.missed_pongs.fetch_add(1, Ordering::Relaxed) >= 2 {
-            return Err(Stop::Close(HEARTBEAT, "no pong to two pings".into()));
+            return Err(Stop::Close(
+                CloseCode::HEARTBEAT,
+                "no pong to two pings".into(),
+            ));
         }
         self.write(vec![frame::encode(frame::OP_PING, b"")]).await
     }

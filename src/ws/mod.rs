@@ -5,6 +5,7 @@
 
 mod conn;
 mod gate;
+mod protocol;
 
 pub use crate::events::frame;
 #[doc(hidden)]

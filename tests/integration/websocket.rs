@@ -908,3 +908,136 @@ fn a_slow_reader_under_the_budget_is_not_closed() {
         assert_eq!(seen, log, "every event, none closed for lagging");
     });
 }
+
+/// A raw data frame: tungstenite writes `Message::Frame` as it is, unfragmented by itself.
+fn fragment(payload: &[u8], first: bool, fin: bool) -> Message {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let opcode = OpCode::Data(if first { Data::Text } else { Data::Continue });
+    Message::Frame(Frame::message(payload.to_vec(), opcode, fin))
+}
+
+#[test]
+fn fragments_with_split_characters_and_pings_between_them_make_one_message() {
+    let s = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut socket = connect(&s, "/ws").await;
+        subscribed(&mut socket).await;
+        // `{"op":"ping","note":"café €"}` in four fragments, "é" and "€" split across them, a
+        // ping between the first two and another before the last.
+        let text = r#"{"op":"ping","note":"café €"}"#.as_bytes();
+        let e_acute = text.iter().position(|&b| b == 0xC3).unwrap();
+        let euro = text.iter().position(|&b| b == 0xE2).unwrap();
+        socket
+            .send(fragment(&text[..=e_acute], true, false))
+            .await
+            .unwrap();
+        socket
+            .send(Message::Ping(b"between".to_vec().into()))
+            .await
+            .unwrap();
+        socket
+            .send(fragment(&text[e_acute + 1..=euro], false, false))
+            .await
+            .unwrap();
+        socket
+            .send(fragment(&text[euro + 1..euro + 2], false, false))
+            .await
+            .unwrap();
+        socket
+            .send(Message::Ping(b"again".to_vec().into()))
+            .await
+            .unwrap();
+        socket
+            .send(fragment(&text[euro + 2..], false, true))
+            .await
+            .unwrap();
+        // Both pings are answered at once, in order, and then the assembled message.
+        let mut pongs = Vec::new();
+        let answer = loop {
+            let next = tokio::time::timeout(PATIENCE, socket.next())
+                .await
+                .expect("a frame within the patience");
+            match next {
+                Some(Ok(Message::Pong(payload))) => pongs.push(payload.to_vec()),
+                Some(Ok(Message::Text(text))) => break text.to_string(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(pongs, vec![b"between".to_vec(), b"again".to_vec()]);
+        assert_eq!(answer, r#"{"op":"pong"}"#);
+
+        // Invalid UTF-8 in a fragment that is not the last is refused at once with 1007.
+        socket
+            .send(fragment(b"{\"op\":\"ping\",\"x\":\"\xFF", true, false))
+            .await
+            .unwrap();
+        match recv(&mut socket).await {
+            Incoming::Close(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1007, "invalid UTF-8"));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A continuation with no message before it.
+        let mut socket = connect(&s, "/ws").await;
+        subscribed(&mut socket).await;
+        socket.send(fragment(b"x", false, true)).await.unwrap();
+        match recv(&mut socket).await {
+            Incoming::Close(code, reason) => {
+                assert_eq!(
+                    (code, reason.as_str()),
+                    (1002, "continuation without a message")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn close_frames_are_echoed_or_answered_with_1002_and_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let s = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        // (the client's close payload, the code the server answers)
+        let cases: [(Vec<u8>, u16); 5] = [
+            (4321u16.to_be_bytes().to_vec(), 4321),
+            (vec![], 1000),
+            (1005u16.to_be_bytes().to_vec(), 1002),
+            (vec![0x03], 1002),
+            ([&1000u16.to_be_bytes()[..], b"\xC3("].concat(), 1007),
+        ];
+        for (payload, expected) in cases {
+            let mut socket = connect(&s, "/ws").await;
+            subscribed(&mut socket).await;
+            // A close frame written raw, so the client library sends even an invalid one.
+            let header = FrameHeader {
+                opcode: OpCode::Control(Control::Close),
+                ..FrameHeader::default()
+            };
+            let close = Frame::from_payload(header, payload.clone().into());
+            socket.send(Message::Frame(close)).await.unwrap();
+            let answer = loop {
+                let next = tokio::time::timeout(PATIENCE, socket.next())
+                    .await
+                    .expect("a frame within the patience");
+                match next {
+                    Some(Ok(Message::Close(frame))) => {
+                        break frame.map_or(1005, |f| u16::from(f.code));
+                    }
+                    Some(Ok(Message::Frame(f))) => {
+                        let p = f.payload();
+                        break u16::from_be_bytes([p[0], p[1]]);
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("{payload:?}: {other:?}"),
+                }
+            };
+            assert_eq!(answer, expected, "the close payload {payload:?}");
+        }
+    });
+}
