@@ -741,8 +741,10 @@ mod tests {
                 .authorize(
                     crate::http::Route::ProjectsCreate,
                     &crate::http::Method::POST,
-                    Some(&format!("Bearer {key}")),
-                    None,
+                    crate::http::auth::Credentials {
+                        header: Some(&format!("Bearer {key}")),
+                        query: None,
+                    },
                 )
                 .map(|_| ())
                 .map_err(|e| e.status.as_u16())

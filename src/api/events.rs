@@ -56,5 +56,5 @@ pub fn subscribe(
         None => None,
     };
     let since = query.u64("since")?;
-    crate::ws::upgrade(&state.ws, project, since, req)
+    crate::ws::upgrade(&state.ws, crate::ws::Subscription { project, since }, req)
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use crate::domain::{DomainError, Id, Vocabulary};
+use crate::http::auth::Credentials;
 use crate::http::cors::{self, Cors};
 use crate::http::{
     ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
@@ -175,13 +176,26 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
     let principal = match state.keys.authorize(
         route,
         req.method(),
-        req.header("authorization"),
-        query.get("token"),
+        Credentials {
+            header: req.header("authorization"),
+            query: query.get("token"),
+        },
     ) {
         Ok(principal) => principal,
         Err(e) => return now(Err(e), is_head),
     };
-    use Route::*;
+    use Route::{
+        AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
+        ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
+        HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet, HitlHistory,
+        HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics, MonitoringAlerts,
+        MonitoringHistory, MonitoringMetrics, MonitoringPerformance, MonitoringWebhooks, OpenApi,
+        OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
+        ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
+        ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
+        TaskHeartbeat, TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll,
+        WsProject,
+    };
     let result = match route {
         ProjectsList => projects::list(state, &query),
         ProjectsCreate => {

@@ -522,7 +522,10 @@ pub fn document() -> Value {
             let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
         }
-        use Route::*;
+        use Route::{
+            ArtifactCreate, HitlCreate, ProjectTasksCreate, ProjectsCreate, TaskClaim,
+            WorkflowStart,
+        };
         if matches!(
             op.route,
             ProjectsCreate

@@ -80,7 +80,7 @@ impl TaskTransition {
 /// The task state machine: pending → working → completed | failed; pending | working → cancelled;
 /// failed → pending (retry). Anything else is an invalid transition.
 pub fn task_transition(from: TaskStatus, to: TaskStatus) -> Result<TaskTransition, DomainError> {
-    use TaskStatus::*;
+    use TaskStatus::{Cancelled, Completed, Failed, Pending, Working};
     let transition = match (from, to) {
         (Pending, Working) => TaskTransition::Start,
         (Working, Completed) => TaskTransition::Complete,

@@ -134,17 +134,31 @@ pub struct TaskUpdate {
     pub escalate: bool,
 }
 
+/// What a change of status brings with it besides the change itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskEdits {
+    /// The claim's lease, when the change starts the task.
+    pub lease: Option<Lease>,
+    /// Replaces the task's output.
+    pub output: Option<String>,
+    /// Replaces the task's error message.
+    pub error_message: Option<String>,
+}
+
 /// Applies a change to a task: its status, timestamps, attempts and failures, the retry time or
-/// escalation, the lease. `output` and `error_message`, when given, replace the task's.
+/// escalation, the lease, and the `edits` given.
 pub fn change_task(
     old: &Task,
     change: TaskChange,
-    lease: Option<Lease>,
-    output: Option<String>,
-    error_message: Option<String>,
+    edits: TaskEdits,
     now: Micros,
     settings: &TaskSettings,
 ) -> TaskUpdate {
+    let TaskEdits {
+        lease,
+        output,
+        error_message,
+    } = edits;
     let mut task = old.clone();
     task.updated_at = now;
     if output.is_some() {
@@ -227,15 +241,25 @@ pub fn change_task(
     }
 }
 
+/// Who a heartbeat says it comes from: the worker (checked when given) and its claim's lease.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Holder<'a> {
+    pub worker_id: Option<&'a str>,
+    pub lease_id: Option<Id>,
+}
+
 /// A heartbeat: the working task's lease extended to `expires_at`. Only the holder of its claim
 /// may (`fence`), and only its worker when the heartbeat names one; a cancelled task says so.
 pub fn heartbeat(
     old: &Task,
-    worker_id: Option<&str>,
-    lease_id: Option<Id>,
+    holder: Holder<'_>,
     expires_at: Micros,
     now: Micros,
 ) -> Result<Task, DomainError> {
+    let Holder {
+        worker_id,
+        lease_id,
+    } = holder;
     if old.status == TaskStatus::Cancelled {
         return Err(DomainError::TaskCancelled {
             message: format!("task {} was cancelled; stop working on it", old.id),
@@ -358,16 +382,29 @@ pub fn hitl_expired(request: &HitlRequest, now: Micros) -> bool {
     request.status == HitlStatus::Pending && request.expires_at.is_some_and(|at| at <= now)
 }
 
+/// What comes with an answer to a HITL request besides its action.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HitlReply {
+    /// The amended content (required to amend).
+    pub content: Option<String>,
+    pub comment: Option<String>,
+    /// Who answered: the key's name (none when keys are off).
+    pub by: Option<String>,
+}
+
 /// A human's answer to a pending request, given by `by` (the API key's name; None without keys).
 /// Amending requires content.
 pub fn answer_hitl(
     old: &HitlRequest,
     action: HitlAction,
-    content: Option<String>,
-    comment: Option<String>,
-    by: Option<String>,
+    reply: HitlReply,
     now: Micros,
 ) -> Result<HitlRequest, DomainError> {
+    let HitlReply {
+        content,
+        comment,
+        by,
+    } = reply;
     let status = hitl_outcome(old.status, action)?;
     if action == HitlAction::Amend && content.is_none() {
         return Err(DomainError::invalid("content", "is required to amend"));
@@ -457,9 +494,10 @@ mod tests {
         change_task(
             t,
             TaskChange::To(TaskTransition::Start),
-            Some(lease),
-            None,
-            None,
+            TaskEdits {
+                lease: Some(lease),
+                ..TaskEdits::default()
+            },
             now,
             &s,
         )
@@ -488,9 +526,10 @@ mod tests {
             let update = change_task(
                 &t,
                 TaskChange::To(TaskTransition::Fail),
-                None,
-                None,
-                Some("boom".into()),
+                TaskEdits {
+                    error_message: Some("boom".into()),
+                    ..TaskEdits::default()
+                },
                 now,
                 &s,
             );
@@ -504,7 +543,7 @@ mod tests {
                 let due = due_change(&t, t.retry_at.unwrap()).unwrap();
                 assert_eq!(due, TaskChange::To(TaskTransition::Retry));
                 assert_eq!(due_change(&t, t.retry_at.unwrap() - 1), None);
-                t = change_task(&t, due, None, None, None, now, &s).task;
+                t = change_task(&t, due, TaskEdits::default(), now, &s).task;
                 assert_eq!(t.status, TaskStatus::Pending);
             } else {
                 assert!(update.escalate);
@@ -521,7 +560,16 @@ mod tests {
         let t = claim(&task(TaskStatus::Pending), 0);
         assert_eq!(due_change(&t, 999), None);
         assert_eq!(due_change(&t, 1_000), Some(TaskChange::LeaseExpired));
-        let mut extended = heartbeat(&t, Some("w1"), t.lease_id, 20_000, 500).unwrap();
+        let mut extended = heartbeat(
+            &t,
+            Holder {
+                worker_id: Some("w1"),
+                lease_id: t.lease_id,
+            },
+            20_000,
+            500,
+        )
+        .unwrap();
         assert_eq!(
             due_change(&extended, 10_000),
             Some(TaskChange::To(TaskTransition::Fail))
@@ -529,9 +577,7 @@ mod tests {
         extended = change_task(
             &extended,
             TaskChange::LeaseExpired,
-            None,
-            None,
-            None,
+            TaskEdits::default(),
             20_000,
             &settings(),
         )
@@ -544,10 +590,41 @@ mod tests {
     #[test]
     fn only_the_holder_heartbeats_and_only_while_working() {
         let t = claim(&task(TaskStatus::Pending), 0);
-        assert!(heartbeat(&t, Some("w2"), t.lease_id, 5, 1).is_err());
-        let extended = heartbeat(&t, None, t.lease_id, 5, 1).unwrap();
+        assert!(
+            heartbeat(
+                &t,
+                Holder {
+                    worker_id: Some("w2"),
+                    lease_id: t.lease_id
+                },
+                5,
+                1
+            )
+            .is_err()
+        );
+        let extended = heartbeat(
+            &t,
+            Holder {
+                worker_id: None,
+                lease_id: t.lease_id,
+            },
+            5,
+            1,
+        )
+        .unwrap();
         assert_eq!(extended.lease_expires_at, Some(5));
-        assert!(heartbeat(&task(TaskStatus::Pending), None, None, 5, 1).is_err());
+        assert!(
+            heartbeat(
+                &task(TaskStatus::Pending),
+                Holder {
+                    worker_id: None,
+                    lease_id: None
+                },
+                5,
+                1
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -560,9 +637,7 @@ mod tests {
         let expired = change_task(
             &first,
             TaskChange::LeaseExpired,
-            None,
-            None,
-            None,
+            TaskEdits::default(),
             2_000,
             &s,
         )
@@ -581,21 +656,35 @@ mod tests {
         // A human's cancel needs no lease; a stale heartbeat is refused, a cancelled task says so.
         assert!(fence_status_change(&second, TaskStatus::Cancelled, None).is_ok());
         assert!(matches!(
-            heartbeat(&second, None, stale, 9, 3),
+            heartbeat(
+                &second,
+                Holder {
+                    worker_id: None,
+                    lease_id: stale
+                },
+                9,
+                3
+            ),
             Err(DomainError::LeaseLost { .. })
         ));
         let cancelled = change_task(
             &second,
             TaskChange::To(TaskTransition::Cancel),
-            None,
-            None,
-            None,
+            TaskEdits::default(),
             3_000,
             &s,
         )
         .task;
         assert!(matches!(
-            heartbeat(&cancelled, None, second.lease_id, 9, 3),
+            heartbeat(
+                &cancelled,
+                Holder {
+                    worker_id: None,
+                    lease_id: second.lease_id
+                },
+                9,
+                3
+            ),
             Err(DomainError::TaskCancelled { .. })
         ));
         // The pending task after expiry: the stale worker's completion is a lost lease.
@@ -608,9 +697,7 @@ mod tests {
         let unclaimed = change_task(
             &task(TaskStatus::Pending),
             TaskChange::To(TaskTransition::Start),
-            None,
-            None,
-            None,
+            TaskEdits::default(),
             0,
             &s,
         )
@@ -633,9 +720,7 @@ mod tests {
             TaskChange::Reopened {
                 feedback: "more tests".into(),
             },
-            None,
-            None,
-            None,
+            TaskEdits::default(),
             10,
             &settings(),
         );
@@ -698,13 +783,27 @@ mod tests {
             history: vec![],
             responded_by: None,
         };
-        assert!(answer_hitl(&request, HitlAction::Amend, None, None, None, 1).is_err());
+        assert!(
+            answer_hitl(
+                &request,
+                HitlAction::Amend,
+                HitlReply {
+                    content: None,
+                    comment: None,
+                    by: None
+                },
+                1
+            )
+            .is_err()
+        );
         let amended = answer_hitl(
             &request,
             HitlAction::Amend,
-            Some("{}".into()),
-            None,
-            Some("alice".into()),
+            HitlReply {
+                content: Some("{}".into()),
+                comment: None,
+                by: Some("alice".into()),
+            },
             1,
         )
         .unwrap();
@@ -715,7 +814,19 @@ mod tests {
         );
         assert_eq!(amended.status, HitlStatus::Amended);
         assert_eq!(amended.amended_content.as_deref(), Some("{}"));
-        assert!(answer_hitl(&amended, HitlAction::Approve, None, None, None, 2).is_err());
+        assert!(
+            answer_hitl(
+                &amended,
+                HitlAction::Approve,
+                HitlReply {
+                    content: None,
+                    comment: None,
+                    by: None
+                },
+                2
+            )
+            .is_err()
+        );
         assert!(!hitl_expired(&request, 99));
         assert!(hitl_expired(&request, 100));
         let expired = expire_hitl(&request, 100);

@@ -24,6 +24,14 @@ struct Key {
     name: String,
 }
 
+/// What a request offers as its key: the `Authorization` header, and the `token` query parameter
+/// (taken for WebSocket upgrades only: browsers cannot set headers on them).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Credentials<'a> {
+    pub header: Option<&'a str>,
+    pub query: Option<&'a str>,
+}
+
 /// Who a request comes from: the name of the key it presented and what that key may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -146,12 +154,15 @@ impl ApiKeys {
         &self,
         route: Route,
         method: &Method,
-        authorization: Option<&str>,
-        query_token: Option<&str>,
+        credentials: Credentials<'_>,
     ) -> Result<Option<Principal>, ApiError> {
         if !self.enabled() {
             return Ok(None);
         }
+        let Credentials {
+            header: authorization,
+            query: query_token,
+        } = credentials;
         let bearer = authorization.and_then(|h| {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
@@ -206,9 +217,16 @@ mod tests {
         )
         .unwrap();
         let ok = |route, method: Method, auth: Option<&str>| {
-            keys.authorize(route, &method, auth, None)
-                .map(|_| ())
-                .map_err(|e| e.status.as_u16())
+            keys.authorize(
+                route,
+                &method,
+                Credentials {
+                    header: auth,
+                    query: None,
+                },
+            )
+            .map(|_| ())
+            .map_err(|e| e.status.as_u16())
         };
         assert_eq!(ok(Route::ProjectsList, Method::GET, None), Err(401));
         assert_eq!(
@@ -246,15 +264,24 @@ mod tests {
         assert_eq!(ok(Route::Readyz, Method::GET, None), Ok(()));
         assert_eq!(ok(Route::Metrics, Method::GET, None), Ok(()));
         assert!(
-            keys.authorize(Route::WsAll, &Method::GET, None, Some("reader-secret-0123"))
-                .is_ok()
+            keys.authorize(
+                Route::WsAll,
+                &Method::GET,
+                Credentials {
+                    header: None,
+                    query: Some("reader-secret-0123")
+                }
+            )
+            .is_ok()
         );
         assert!(
             keys.authorize(
                 Route::ProjectsList,
                 &Method::GET,
-                None,
-                Some("reader-secret-0123")
+                Credentials {
+                    header: None,
+                    query: Some("reader-secret-0123")
+                }
             )
             .is_err(),
             "?token= is for WebSockets"
@@ -263,7 +290,14 @@ mod tests {
         let locked = ApiKeys::parse(&["writer-secret-01234".into()], true).unwrap();
         assert!(
             locked
-                .authorize(Route::Metrics, &Method::GET, None, None)
+                .authorize(
+                    Route::Metrics,
+                    &Method::GET,
+                    Credentials {
+                        header: None,
+                        query: None
+                    }
+                )
                 .is_err()
         );
         assert!(!format!("{locked:?}").contains("writer-secret"));
@@ -285,8 +319,10 @@ mod tests {
             keys.authorize(
                 Route::ProjectsList,
                 &Method::GET,
-                Some(&format!("Bearer {secret}")),
-                None,
+                Credentials {
+                    header: Some(&format!("Bearer {secret}")),
+                    query: None,
+                },
             )
             .unwrap()
             .unwrap()
@@ -310,16 +346,25 @@ mod tests {
         assert_ne!(writer.name, reader.name);
         // An open route answers who asked, when a key came with it; nobody otherwise.
         assert_eq!(
-            keys.authorize(Route::Livez, &Method::GET, None, None)
-                .unwrap(),
+            keys.authorize(
+                Route::Livez,
+                &Method::GET,
+                Credentials {
+                    header: None,
+                    query: None
+                }
+            )
+            .unwrap(),
             None
         );
         let forbidden = keys
             .authorize(
                 Route::ProjectsCreate,
                 &Method::POST,
-                Some("Bearer bots-secret-012345678"),
-                None,
+                Credentials {
+                    header: Some("Bearer bots-secret-012345678"),
+                    query: None,
+                },
             )
             .unwrap_err();
         assert!(forbidden.message.contains("bots"), "{}", forbidden.message);
@@ -340,7 +385,14 @@ mod tests {
         assert!(
             ApiKeys::parse(&[], false)
                 .unwrap()
-                .authorize(Route::ProjectsCreate, &Method::POST, None, None)
+                .authorize(
+                    Route::ProjectsCreate,
+                    &Method::POST,
+                    Credentials {
+                        header: None,
+                        query: None
+                    }
+                )
                 .unwrap()
                 .is_none()
         );

@@ -142,7 +142,12 @@ impl Route {
 
     /// The method and status of the route's usual answer, for the series that exist from start-up.
     pub fn primary(self) -> (&'static str, u16) {
-        use Route::*;
+        use Route::{
+            AdminBackup, AgentReset, ArtifactBatch, ArtifactCreate, ArtifactDelete, ArtifactUpdate,
+            HitlBulkApprove, HitlCreate, HitlRespond, OversightSet, ProjectPause, ProjectResume,
+            ProjectTasksCreate, ProjectsCreate, QueuePause, QueueResume, QueueUpdate, TaskClaim,
+            TaskHeartbeat, TaskProgress, TaskSetStatus, WorkflowStart, WsAll, WsProject,
+        };
         match self {
             ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart
             | AdminBackup => ("POST", 201),
@@ -159,7 +164,7 @@ impl Route {
 
     /// Probes are answered without an API key.
     pub fn is_probe(self) -> bool {
-        use Route::*;
+        use Route::{Health, HealthDetailed, HealthReady, HealthZ, Livez, OpenApi, Readyz};
         matches!(
             self,
             Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ | OpenApi
@@ -182,7 +187,12 @@ impl Route {
     }
 
     pub fn class(self) -> Class {
-        use Route::*;
+        use Route::{
+            AgentStatus, AgentsStatus, ArtifactBatch, ArtifactGet, Health, HealthReady, HealthZ,
+            Livez, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectStatus,
+            ProjectTasksCreate, ProjectTasksList, Readyz, TaskClaim, TaskGet, TaskHeartbeat,
+            TaskProgress, TaskSetStatus,
+        };
         match self {
             ProjectGet | ProjectStatus | ProjectCompletion | AgentsStatus | AgentStatus | Livez
             | Readyz | Health | HealthReady | HealthZ => Class::StatusQuery,
@@ -195,7 +205,18 @@ impl Route {
 
     /// The metric label and log name of the route.
     pub fn name(self) -> &'static str {
-        use Route::*;
+        use Route::{
+            AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
+            ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList,
+            Health, HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet,
+            HitlHistory, HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics,
+            MonitoringAlerts, MonitoringHistory, MonitoringMetrics, MonitoringPerformance,
+            MonitoringWebhooks, OpenApi, OversightGet, OversightSet, ProjectArtifacts,
+            ProjectCompletion, ProjectGet, ProjectPause, ProjectResume, ProjectStatus,
+            ProjectTasksCreate, ProjectTasksList, ProjectsCreate, ProjectsList, QueuePause,
+            QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet, TaskHeartbeat,
+            TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll, WsProject,
+        };
         match self {
             ProjectsList => "projects.list",
             ProjectsCreate => "projects.create",
@@ -276,7 +297,18 @@ pub enum NoRoute {
 
 /// Matches a request. Segments are compared as they come; ids are validated by the handlers.
 pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute> {
-    use Route::*;
+    use Route::{
+        AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
+        ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
+        HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet, HitlHistory,
+        HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics, MonitoringAlerts,
+        MonitoringHistory, MonitoringMetrics, MonitoringPerformance, MonitoringWebhooks, OpenApi,
+        OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
+        ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
+        ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
+        TaskHeartbeat, TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll,
+        WsProject,
+    };
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())

@@ -11,7 +11,10 @@ use crate::domain::{Id, Vocabulary};
 use super::StoreError;
 use super::codec::decode;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys, trailing_id};
-use crate::domain::records::*;
+use crate::domain::records::{
+    Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, IdempotencyRecord, Project,
+    QueueSettings, Task, WorkflowRun,
+};
 
 /// What the check found. `problems` is empty for a consistent database.
 #[derive(Debug, Default)]

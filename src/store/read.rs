@@ -18,7 +18,9 @@ use super::cache::Cached;
 use super::codec::decode;
 use super::tables::{self, trailing_id};
 use super::{CacheKey, ProjectSummary, Store, StoreError, begin_read, metric_names};
-use crate::domain::records::*;
+use crate::domain::records::{
+    Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, Project, Task,
+};
 
 /// A read transaction that records its duration, by operation, when dropped.
 pub(super) struct TimedTxn {
@@ -576,7 +578,15 @@ pub(super) fn scan<T: DeserializeOwned, const N: usize>(
     records: RecordDef,
     keep: impl Fn(&T) -> bool,
 ) -> Result<Vec<T>, StoreError> {
-    scan_in(txn, index, prefix, after, limit, records, keep, false)
+    scan_in(
+        txn,
+        index,
+        prefix,
+        Walk::Forward { after },
+        limit,
+        records,
+        keep,
+    )
 }
 
 /// `scan`, newest first: the cursor id bounds the range from above.
@@ -589,20 +599,39 @@ fn scan_newest<T: DeserializeOwned, const N: usize>(
     records: RecordDef,
     keep: impl Fn(&T) -> bool,
 ) -> Result<Vec<T>, StoreError> {
-    scan_in(txn, index, prefix, before, limit, records, keep, true)
+    scan_in(
+        txn,
+        index,
+        prefix,
+        Walk::Backward { before },
+        limit,
+        records,
+        keep,
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Which way a scan walks an index, from its cursor (none: from the end it starts at).
+#[derive(Copy, Clone)]
+enum Walk {
+    /// Oldest first, after the cursor.
+    Forward { after: Option<Id> },
+    /// Newest first, before the cursor.
+    Backward { before: Option<Id> },
+}
+
 fn scan_in<T: DeserializeOwned, const N: usize>(
     txn: &ReadTransaction,
     index: TableDefinition<'static, &'static [u8; N], ()>,
     prefix: &[u8],
-    cursor: Option<Id>,
+    walk: Walk,
     limit: usize,
     records: RecordDef,
     keep: impl Fn(&T) -> bool,
-    newest_first: bool,
 ) -> Result<Vec<T>, StoreError> {
+    let (cursor, newest_first) = match walk {
+        Walk::Forward { after } => (after, false),
+        Walk::Backward { before } => (before, true),
+    };
     debug_assert_eq!(prefix.len() + 16, N);
     let index = txn.open_table(index)?;
     let records = txn.open_table(records)?;

@@ -316,13 +316,13 @@ macro_rules! indexes {
             /// (no old keys) or deleted (no new ones).
             pub fn reindex(
                 &mut self,
-                old: Option<&$record>,
-                new: Option<&$record>,
+                record: Versions<&$record>,
             ) -> Result<(), redb::StorageError> {
+                let Versions { old, new } = record;
                 let old = old.map($keys::of);
                 let new = new.map($keys::of);
-                $(move_key(&mut self.shared, old.map(|k| k.$pfield), new.map(|k| k.$pfield))?;)+
-                $(move_key(&mut self.$field, old.map(|k| k.$field), new.map(|k| k.$field))?;)*
+                $(move_key(&mut self.shared, Versions { old: old.map(|k| k.$pfield), new: new.map(|k| k.$pfield) })?;)+
+                $(move_key(&mut self.$field, Versions { old: old.map(|k| k.$field), new: new.map(|k| k.$field) })?;)*
                 Ok(())
             }
         }
@@ -373,12 +373,20 @@ indexes! {
     }
 }
 
+/// A thing before and after a write: no old one for a thing created, no new one for a thing
+/// deleted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Versions<T> {
+    pub old: Option<T>,
+    pub new: Option<T>,
+}
+
 /// Moves an index entry from its old key to its new one; nothing when they are equal.
 pub(crate) fn move_key<const N: usize>(
     index: &mut redb::Table<'_, &'static [u8; N], ()>,
-    old: Option<[u8; N]>,
-    new: Option<[u8; N]>,
+    keys: Versions<[u8; N]>,
 ) -> Result<(), redb::StorageError> {
+    let Versions { old, new } = keys;
     if old == new {
         return Ok(());
     }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Subscription;
 use super::gate::Gate;
 use super::protocol::{Assembler, ClientOp, CloseCode, answer_to_close, close_for};
 use super::{
@@ -45,10 +46,7 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 enum Control {
     /// A pre-encoded frame: pongs, answers to client messages, echoes.
     Send(Bytes),
-    Subscribe {
-        project: Option<Id>,
-        since: Option<u64>,
-    },
+    Subscribe(Subscription),
     Unsubscribe {
         project: Option<Id>,
     },
@@ -56,12 +54,7 @@ enum Control {
     Close(CloseCode, String),
 }
 
-pub(super) async fn run(
-    ctx: Arc<WsContext>,
-    ws: WebSocket<Io>,
-    project: Option<Id>,
-    since: Option<u64>,
-) {
+pub(super) async fn run(ctx: Arc<WsContext>, ws: WebSocket<Io>, subscription: Subscription) {
     let (read, write) = tokio::io::split(ws.into_inner());
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
@@ -86,12 +79,12 @@ pub(super) async fn run(
         outbox,
         member,
         gate: Gate::default(),
-        last_written: since.unwrap_or_else(|| ctx.store.latest_seq()),
+        last_written: subscription.since.unwrap_or_else(|| ctx.store.latest_seq()),
         missed_pongs: missed_pongs.clone(),
     };
     if !ctx.config.echo {
         // The URL's subscription goes first; the reader cannot have sent anything yet.
-        let _ = control.try_send(Control::Subscribe { project, since });
+        let _ = control.try_send(Control::Subscribe(subscription));
     }
     let done = writer_done.clone();
     let writer_task = tokio::spawn(async move {
@@ -221,10 +214,10 @@ impl Reading<'_> {
 
     fn on_op(&self, op: ClientOp) -> Result<Control, Bytes> {
         match op {
-            ClientOp::Subscribe { project_id, since } => Ok(Control::Subscribe {
+            ClientOp::Subscribe { project_id, since } => Ok(Control::Subscribe(Subscription {
                 project: self.project(project_id.as_deref())?,
                 since,
-            }),
+            })),
             ClientOp::Unsubscribe { project_id } => Ok(Control::Unsubscribe {
                 project: self.project(project_id.as_deref())?,
             }),
@@ -341,7 +334,7 @@ impl Writer {
     async fn on_control(&mut self, control: Control) -> Result<(), Stop> {
         match control {
             Control::Send(bytes) => self.write(vec![bytes]).await,
-            Control::Subscribe { project, since } => self.subscribe(project, since).await,
+            Control::Subscribe(subscription) => self.subscribe(subscription).await,
             Control::Unsubscribe { project } => {
                 self.ctx.hub.unsubscribe(self.member, project);
                 self.gate.unsubscribe(project);
@@ -360,7 +353,8 @@ impl Writer {
 
     /// Registers with the hub first, then replays from the log: no gap, and the gate drops the
     /// frames that arrive both ways.
-    async fn subscribe(&mut self, project: Option<Id>, since: Option<u64>) -> Result<(), Stop> {
+    async fn subscribe(&mut self, subscription: Subscription) -> Result<(), Stop> {
+        let Subscription { project, since } = subscription;
         self.ctx.hub.subscribe(self.member, project);
         self.gate.subscribe(project);
         if let Some(since) = since {

@@ -162,11 +162,17 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Upgrades a request whose subscription (`project`, `since`) the API layer has validated.
+/// A subscription: every event (no project) or one project's, replayed after `since` when given.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub project: Option<Id>,
+    pub since: Option<u64>,
+}
+
+/// Upgrades a request whose subscription the API layer has validated.
 pub fn upgrade(
     ctx: &Arc<WsContext>,
-    project: Option<Id>,
-    since: Option<u64>,
+    subscription: Subscription,
     req: Request,
 ) -> Result<Response, ApiError> {
     let mut req = req.into_hyper();
@@ -204,7 +210,7 @@ pub fn upgrade(
     ctx.tracker.clone().spawn(async move {
         let _guard = guard;
         match upgraded.await {
-            Ok(ws) => conn::run(ctx, ws, project, since).await,
+            Ok(ws) => conn::run(ctx, ws, subscription).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });

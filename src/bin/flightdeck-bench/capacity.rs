@@ -6,7 +6,18 @@
 //! search narrows between the highest load that held and the lowest that broke until they are
 //! within [`RESOLUTION`]; when the first step already breaks it halves down to [`LOWEST`].
 
-use super::*;
+use crate::http::Client;
+use crate::pace::Rates;
+use crate::process::Target;
+use crate::recorder::Recorder;
+use crate::report::{ClassRow, ServerFigures, Verdict, machine, phase_verdicts};
+use crate::roles::latest_seq;
+use crate::run::{Prepared, Setup, finish_target, set_up, subscribe, workflow_phase};
+use crate::stats::Samples;
+use crate::ws::WsReport;
+use crate::{BenchArgs, Class, Scenario, ScenarioName};
+use serde::Serialize;
+use std::path::Path;
 
 /// The factor of each step over the last that held, while none has broken.
 pub(super) const GROWTH: f64 = 1.5;

@@ -3,7 +3,17 @@
 //! per operation, which shows a change's effect without a saturated machine. Run after the
 //! workflow phase (the WebSocket clients gone, so a write's cost is the write's alone).
 
-use super::*;
+use crate::http::Client;
+use crate::process::{Target, process_figures, remote_figures};
+use crate::recorder::{Call, Recorder};
+use crate::roles::{Rng, latest_seq};
+use crate::ws::WsPlan;
+use crate::{Class, ws};
+use flightdeck::domain::Vocabulary;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Clients per class (enough to keep the server busy on two cores, few enough not to queue).
 pub(super) const CLIENTS: usize = 4;
@@ -184,11 +194,13 @@ async fn frame_cost(
         let answer = rec
             .request(
                 &mut client,
-                class,
-                hyper::Method::POST,
-                &path,
-                Some(&body),
-                &[201],
+                Call {
+                    class,
+                    method: hyper::Method::POST,
+                    path: &path,
+                    body: Some(&body),
+                    ok: &[201],
+                },
             )
             .await;
         writes += u64::from(answer.is_some());
@@ -258,11 +270,15 @@ async fn one(
             let created = rec
                 .request(
                     client,
-                    class,
-                    hyper::Method::POST,
-                    &format!("/api/v1/projects/{project}/tasks"),
-                    Some(&json!({"agent_type": "orchestrator", "instructions": "cost phase"})),
-                    &[201],
+                    Call {
+                        class,
+                        method: hyper::Method::POST,
+                        path: &format!("/api/v1/projects/{project}/tasks"),
+                        body: Some(
+                            &json!({"agent_type": "orchestrator", "instructions": "cost phase"}),
+                        ),
+                        ok: &[201],
+                    },
                 )
                 .await
                 .and_then(|a| a.json());
@@ -274,11 +290,13 @@ async fn one(
                 let answered = rec
                     .request(
                         client,
-                        class,
-                        hyper::Method::POST,
-                        &format!("/api/v1/tasks/{id}/status"),
-                        Some(&json!({"status": status})),
-                        &[200],
+                        Call {
+                            class,
+                            method: hyper::Method::POST,
+                            path: &format!("/api/v1/tasks/{id}/status"),
+                            body: Some(&json!({"status": status})),
+                            ok: &[200],
+                        },
                     )
                     .await;
                 done += u64::from(answered.is_some());
@@ -287,7 +305,16 @@ async fn one(
         }
     };
     let answered = rec
-        .request(client, op.class(), method, &path, body.as_ref(), &[status])
+        .request(
+            client,
+            Call {
+                class: op.class(),
+                method,
+                path: &path,
+                body: body.as_ref(),
+                ok: &[status],
+            },
+        )
         .await;
     u64::from(answered.is_some())
 }

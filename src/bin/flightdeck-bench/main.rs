@@ -35,29 +35,16 @@ mod soak;
 mod stats;
 mod ws;
 
-use process::*;
-pub use recorder::*;
-pub use report::*;
-use roles::*;
-use run::*;
+use process::process_figures;
+use report::render;
+use run::run;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 use clap::{Args, Parser, Subcommand};
-use flightdeck::domain::Vocabulary;
-use http::{Answer, Client};
-use pace::{Pace, Rates};
-use stats::{Samples, Summary};
-use ws::{WsPlan, WsReport};
+use pace::Rates;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -387,7 +374,15 @@ pub struct BenchArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::http::Client;
+    use crate::pace::Pace;
+    use crate::recorder::{Call, Recorder};
 
     /// A server answering `/code/N` with status N, and `/sleep/MS` with 200 after MS ms.
     async fn echo_status_server() -> SocketAddr {
@@ -449,11 +444,13 @@ mod tests {
                     rec.request_due(
                         due,
                         &mut client,
-                        Class::StatusQuery,
-                        hyper::Method::GET,
-                        path,
-                        None,
-                        &[200],
+                        Call {
+                            class: Class::StatusQuery,
+                            method: hyper::Method::GET,
+                            path,
+                            body: None,
+                            ok: &[200],
+                        },
                     )
                     .await;
                 }
@@ -491,11 +488,13 @@ mod tests {
             ] {
                 rec.request(
                     &mut client,
-                    Class::StatusQuery,
-                    hyper::Method::GET,
-                    path,
-                    None,
-                    &[200, 204],
+                    Call {
+                        class: Class::StatusQuery,
+                        method: hyper::Method::GET,
+                        path,
+                        body: None,
+                        ok: &[200, 204],
+                    },
                 )
                 .await;
             }
@@ -505,11 +504,13 @@ mod tests {
             drop(closed);
             rec.request(
                 &mut Client::new(gone, None),
-                Class::TaskOperation,
-                hyper::Method::POST,
-                "/x",
-                Some(&json!({})),
-                &[200],
+                Call {
+                    class: Class::TaskOperation,
+                    method: hyper::Method::POST,
+                    path: "/x",
+                    body: Some(&json!({})),
+                    ok: &[200],
+                },
             )
             .await;
             assert_eq!(rec.errors(Class::StatusQuery), 2);

@@ -1,6 +1,13 @@
 //! Process control: the server the bench starts (or the one `--url` names), its figures, stopping it.
 
-use super::*;
+use crate::BenchArgs;
+use crate::http::Client;
+use crate::report::QueueWait;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 
 /// The server the run loads: its address, and the process when the driver started it.
 pub(super) struct Target {

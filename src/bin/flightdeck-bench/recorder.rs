@@ -1,6 +1,21 @@
 //! Per class, the latencies the clients saw and the server reported.
 
-use super::*;
+use crate::Class;
+use crate::http::{Answer, Client};
+use crate::stats::Samples;
+use serde_json::Value;
+use std::time::Instant;
+
+/// One request as the recorder sends it.
+pub struct Call<'a> {
+    /// The class it is recorded under.
+    pub class: Class,
+    pub method: hyper::Method,
+    pub path: &'a str,
+    pub body: Option<&'a Value>,
+    /// The statuses that count as answered; any other is an error.
+    pub ok: &'a [u16],
+}
 
 /// Per class, what the clients saw and what the server reported in `Server-Timing`.
 #[derive(Default)]
@@ -23,38 +38,33 @@ impl Recorder {
         }
     }
 
+    /// A class's errors so far (the report reads them from the summaries).
+    #[cfg(test)]
     pub fn errors(&self, class: Class) -> u64 {
         self.client[Self::index(class)].clone().summary().errors
     }
 
-    /// Sends one request and records it under `class`: an answer with a status outside `ok`, or
-    /// no answer, is an error.
-    pub async fn request(
-        &mut self,
-        client: &mut Client,
-        class: Class,
-        method: hyper::Method,
-        path: &str,
-        body: Option<&Value>,
-        ok: &[u16],
-    ) -> Option<Answer> {
-        self.request_due(None, client, class, method, path, body, ok)
-            .await
+    /// Sends one request and records it under its class: an answer with a status outside the
+    /// call's `ok`, or no answer, is an error.
+    pub async fn request(&mut self, client: &mut Client, call: Call<'_>) -> Option<Answer> {
+        self.request_due(None, client, call).await
     }
 
     /// `request` for an open-loop client: the latency recorded runs from `due`, when the request
     /// was due, rather than from when it could be sent.
-    #[allow(clippy::too_many_arguments)]
     pub async fn request_due(
         &mut self,
         due: Option<Instant>,
         client: &mut Client,
-        class: Class,
-        method: hyper::Method,
-        path: &str,
-        body: Option<&Value>,
-        ok: &[u16],
+        call: Call<'_>,
     ) -> Option<Answer> {
+        let Call {
+            class,
+            method,
+            path,
+            body,
+            ok,
+        } = call;
         let i = Self::index(class);
         let body = body.map(|b| serde_json::to_vec(b).expect("a JSON value serialises"));
         match client.send(method, path, body).await {

@@ -1,6 +1,9 @@
 //! The report: its rows, the verdicts against the service levels, the table.
 
-use super::*;
+use crate::stats::Summary;
+use crate::ws::WsReport;
+use crate::{Class, ORIGINAL_WS_DELIVERY_MS, Scenario};
+use serde::Serialize;
 
 /// One row of the report.
 #[derive(Serialize, Debug, Clone)]

@@ -1,6 +1,16 @@
 //! The load's roles: workers running sdlc, the reviewer, status clients, and the set-up (projects, preload).
 
-use super::*;
+use crate::http::Client;
+use crate::pace::Pace;
+use crate::recorder::{Call, Recorder};
+use crate::stats::Samples;
+use crate::{Class, Scenario};
+use flightdeck::domain::Vocabulary;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A tiny deterministic generator for picking projects and ids.
 pub(super) struct Rng(u64);
@@ -78,22 +88,26 @@ pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Re
             });
             rec.request(
                 client,
-                Class::TaskOperation,
-                hyper::Method::POST,
-                &format!("/api/v1/projects/{project}/tasks"),
-                Some(&body),
-                &[201],
+                Call {
+                    class: Class::TaskOperation,
+                    method: hyper::Method::POST,
+                    path: &format!("/api/v1/projects/{project}/tasks"),
+                    body: Some(&body),
+                    ok: &[201],
+                },
             )
             .await;
         }
         let body = json!({"workflow": "sdlc", "context": {"goal": "benchmark"}});
         rec.request(
             client,
-            Class::TaskOperation,
-            hyper::Method::POST,
-            &format!("/api/v1/projects/{project}/workflow"),
-            Some(&body),
-            started,
+            Call {
+                class: Class::TaskOperation,
+                method: hyper::Method::POST,
+                path: &format!("/api/v1/projects/{project}/workflow"),
+                body: Some(&body),
+                ok: started,
+            },
         )
         .await;
     }
@@ -140,11 +154,13 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
             .request_due(
                 due,
                 &mut client,
-                Class::TaskOperation,
-                hyper::Method::POST,
-                "/api/v1/tasks/claim",
-                Some(&claim),
-                &[200, 204],
+                Call {
+                    class: Class::TaskOperation,
+                    method: hyper::Method::POST,
+                    path: "/api/v1/tasks/claim",
+                    body: Some(&claim),
+                    ok: &[200, 204],
+                },
             )
             .await
         else {
@@ -183,11 +199,13 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         });
         rec.request(
             &mut client,
-            Class::ContextPut,
-            hyper::Method::POST,
-            "/api/v1/context/artifacts",
-            Some(&artifact),
-            &[201],
+            Call {
+                class: Class::ContextPut,
+                method: hyper::Method::POST,
+                path: "/api/v1/context/artifacts",
+                body: Some(&artifact),
+                ok: &[201],
+            },
         )
         .await;
         let done = json!({
@@ -198,11 +216,13 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
         if rec
             .request(
                 &mut client,
-                Class::TaskOperation,
-                hyper::Method::POST,
-                &format!("/api/v1/tasks/{task_id}/status"),
-                Some(&done),
-                &[200],
+                Call {
+                    class: Class::TaskOperation,
+                    method: hyper::Method::POST,
+                    path: &format!("/api/v1/tasks/{task_id}/status"),
+                    body: Some(&done),
+                    ok: &[200],
+                },
             )
             .await
             .is_some()
@@ -229,11 +249,13 @@ pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
             .request_due(
                 due,
                 &mut client,
-                Class::Hitl,
-                hyper::Method::GET,
-                "/api/v1/hitl/pending",
-                None,
-                &[200],
+                Call {
+                    class: Class::Hitl,
+                    method: hyper::Method::GET,
+                    path: "/api/v1/hitl/pending",
+                    body: None,
+                    ok: &[200],
+                },
             )
             .await
             .and_then(|a| a.json())
@@ -250,11 +272,13 @@ pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
             if let Some(id) = item["request_id"].as_str().or(item["id"].as_str()) {
                 rec.request(
                     &mut client,
-                    Class::Hitl,
-                    hyper::Method::POST,
-                    &format!("/api/v1/hitl/{id}/respond"),
-                    Some(&json!({"action": "approve", "comment": "benchmark reviewer"})),
-                    &[200],
+                    Call {
+                        class: Class::Hitl,
+                        method: hyper::Method::POST,
+                        path: &format!("/api/v1/hitl/{id}/respond"),
+                        body: Some(&json!({"action": "approve", "comment": "benchmark reviewer"})),
+                        ok: &[200],
+                    },
                 )
                 .await;
             }
@@ -308,11 +332,13 @@ pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
         rec.request_due(
             due,
             &mut client,
-            class,
-            hyper::Method::GET,
-            &path,
-            None,
-            &[200],
+            Call {
+                class,
+                method: hyper::Method::GET,
+                path: &path,
+                body: None,
+                ok: &[200],
+            },
         )
         .await;
     }

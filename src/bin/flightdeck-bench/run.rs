@@ -1,7 +1,26 @@
 //! One run of the benchmark, as the list of its phases (the module comment of `main.rs` tells
 //! what each does and why).
 
-use super::*;
+use crate::http::Client;
+use crate::process::{
+    OwnServer, Target, parse_url, process_figures, queue_wait, remote_figures, server_args,
+    spawn_listening, stop_child,
+};
+use crate::recorder::Recorder;
+use crate::report::{ClassRow, QuietPhase, Report, ServerFigures, machine, verdicts};
+use crate::roles::{
+    Shared, create_projects, fan_out, latest_seq, preload, reviewer, status_client, status_only,
+    worker,
+};
+use crate::stats::Samples;
+use crate::ws::{WsPlan, WsReport};
+use crate::{BenchArgs, Class, Scenario, cost, ws};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Runs the benchmark described by `args`; the report, or why it could not run.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
@@ -48,16 +67,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     .await?;
     server.driver_cpu_seconds = process_figures(std::process::id()).1;
     finish_target(&mut target, &mut client, &mut server).await?;
-    let mut report = report(
-        args,
-        &target,
-        scenario,
+    let measured = Measured {
         work,
         workflows_completed,
         websocket,
         quiet,
         server,
-    );
+    };
+    let mut report = report(args, &target, scenario, measured);
     report.queue_wait = queue_wait;
     report.costs = costs;
     Ok(report)
@@ -456,18 +473,24 @@ pub(super) async fn finish_target(
 }
 
 /// The report: every class's figures, the verdicts against the service levels, and whether the
-/// run was clean.
-#[allow(clippy::too_many_arguments)]
-fn report(
-    args: &BenchArgs,
-    target: &Target,
-    scenario: Scenario,
+/// What the phases of a run measured, for its report.
+struct Measured {
     work: Work,
     workflows_completed: u64,
     websocket: WsReport,
     quiet: QuietPhase,
     server: ServerFigures,
-) -> Report {
+}
+
+/// run was clean.
+fn report(args: &BenchArgs, target: &Target, scenario: Scenario, measured: Measured) -> Report {
+    let Measured {
+        work,
+        workflows_completed,
+        websocket,
+        quiet,
+        server,
+    } = measured;
     let target_name = target.name(args);
     let classes: Vec<ClassRow> = Class::ALL
         .iter()

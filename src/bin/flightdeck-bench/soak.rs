@@ -5,7 +5,14 @@
 //! at its start and check their streams at its end.
 
 use super::capacity::{Step, run_step};
-use super::*;
+use crate::http::Client;
+use crate::pace::Rates;
+use crate::recorder::Recorder;
+use crate::report::{Verdict, machine, render_verdicts};
+use crate::run::{Setup, finish_target, set_up};
+use crate::{BenchArgs, Class, Scenario};
+use serde::Serialize;
+use std::time::Instant;
 
 /// Resident memory may grow by at most this fraction from the end of minute 2 to the end.
 pub(super) const RSS_GROWTH_LIMIT: f64 = 0.05;

@@ -1,6 +1,12 @@
 //! Artifacts of the context store: created, updated, deleted.
 
-use super::*;
+use super::batch::read;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::Artifact;
+use crate::domain::{AgentType, ArtifactType, DomainError, EventType, Id, Vocabulary};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use crate::store::tables::Versions;
 
 /// A new artifact in a project's context store.
 #[derive(Clone, Debug)]
@@ -58,15 +64,18 @@ impl Write for UpdateArtifact {
     }
 
     fn apply((old, artifact): (Artifact, Artifact), batch: &mut Batch<'_>) -> Written<Artifact> {
-        batch.put_artifact(Some(&old), Some(&artifact))?;
+        batch.put_artifact(Versions {
+            old: Some(&old),
+            new: Some(&artifact),
+        })?;
         let data = artifact_event_data(&artifact);
-        batch.emit(
-            EventType::ArtifactUpdated,
-            Some(artifact.project_id),
-            None,
-            Some(artifact.source_agent),
+        batch.emit(EventDraft {
+            event_type: EventType::ArtifactUpdated,
+            project_id: Some(artifact.project_id),
+            task_id: None,
+            agent_type: Some(artifact.source_agent),
             data,
-        )?;
+        })?;
         Ok(artifact)
     }
 }
@@ -87,18 +96,21 @@ impl Write for DeleteArtifact {
     }
 
     fn apply(old: Artifact, batch: &mut Batch<'_>) -> Written<Id> {
-        batch.put_artifact(Some(&old), None)?;
+        batch.put_artifact(Versions {
+            old: Some(&old),
+            new: None,
+        })?;
         let data = object_string(|o| {
             o.id("context_id", old.id)
                 .str("artifact_type", old.artifact_type.as_str());
         });
-        batch.emit(
-            EventType::ArtifactDeleted,
-            Some(old.project_id),
-            None,
-            Some(old.source_agent),
+        batch.emit(EventDraft {
+            event_type: EventType::ArtifactDeleted,
+            project_id: Some(old.project_id),
+            task_id: None,
+            agent_type: Some(old.source_agent),
             data,
-        )?;
+        })?;
         Ok(old.id)
     }
 }
@@ -117,15 +129,18 @@ impl<'t> Batch<'t> {
             updated_at: self.now,
             version: 1,
         };
-        self.put_artifact(None, Some(&artifact))?;
+        self.put_artifact(Versions {
+            old: None,
+            new: Some(&artifact),
+        })?;
         let data = artifact_event_data(&artifact);
-        self.emit(
-            EventType::ArtifactCreated,
-            Some(artifact.project_id),
-            None,
-            Some(artifact.source_agent),
+        self.emit(EventDraft {
+            event_type: EventType::ArtifactCreated,
+            project_id: Some(artifact.project_id),
+            task_id: None,
+            agent_type: Some(artifact.source_agent),
             data,
-        )?;
+        })?;
         Ok(artifact)
     }
 }

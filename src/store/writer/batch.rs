@@ -1,7 +1,24 @@
 //! The batch: every table opened once per transaction, and the records' writes with their index
 //! entries, summaries, cache changes and events.
 
-use super::*;
+use super::{Batch, BatchOutput, Checked, RecordTable, Written};
+use crate::domain::records::{
+    Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, Project, Task,
+};
+use crate::domain::{
+    AgentType, DomainError, EventType, HitlStatus, Id, Micros, TaskStatus, Vocabulary,
+};
+use crate::events;
+use crate::events::{CommittedEvent, EventDraft};
+use crate::json::object_string;
+use crate::store::cache::Change as CacheChange;
+use crate::store::codec::{decode, encode};
+use crate::store::tables::{ArtifactIndexes, HitlIndexes, TaskIndexes, Versions};
+use crate::store::{CacheKey, ProjectSummary, Shared, StoreError, tables};
+use bytes::Bytes;
+use redb::{ReadableTable, WriteTransaction};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 
 impl<'t> Batch<'t> {
     pub(super) fn open(
@@ -112,11 +129,16 @@ impl<'t> Batch<'t> {
             task: new.id,
             entry: Bytes::from(crate::store::status::task_status_entry(new)),
         });
-        self.task_ix.reindex(old, Some(new))?;
+        self.task_ix.reindex(Versions {
+            old,
+            new: Some(new),
+        })?;
         tables::move_key(
             &mut self.pending_since,
-            old.and_then(tables::pending_since_key),
-            tables::pending_since_key(new),
+            Versions {
+                old: old.and_then(tables::pending_since_key),
+                new: tables::pending_since_key(new),
+            },
         )?;
         let agent = usize::from(new.agent_type.code());
         let was_pending = old.is_some_and(|o| o.status == TaskStatus::Pending);
@@ -127,7 +149,13 @@ impl<'t> Batch<'t> {
         self.pending_delta[agent] += i64::from(is_pending) - i64::from(was_pending);
         let old_timers = old.map(tables::task_timers).unwrap_or_default();
         for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
-            tables::move_key(&mut self.timers, old_key, new_key)?;
+            tables::move_key(
+                &mut self.timers,
+                Versions {
+                    old: old_key,
+                    new: new_key,
+                },
+            )?;
         }
         let summary = self.summary(new.project_id);
         if let Some(old) = old {
@@ -139,11 +167,8 @@ impl<'t> Batch<'t> {
     }
 
     /// Writes, replaces (`old` and `new`) or deletes (`new` = None) an artifact.
-    pub(super) fn put_artifact(
-        &mut self,
-        old: Option<&Artifact>,
-        new: Option<&Artifact>,
-    ) -> Written<()> {
+    pub(super) fn put_artifact(&mut self, artifact: Versions<&Artifact>) -> Written<()> {
+        let Versions { old, new } = artifact;
         match new {
             Some(a) => {
                 self.artifacts
@@ -155,7 +180,7 @@ impl<'t> Batch<'t> {
                 }
             }
         }
-        self.artifact_ix.reindex(old, new)?;
+        self.artifact_ix.reindex(artifact)?;
         if let Some(o) = old {
             self.changes
                 .push(CacheChange::Invalidate(CacheKey::Artifact(o.id)));
@@ -172,11 +197,16 @@ impl<'t> Batch<'t> {
     pub(super) fn put_hitl(&mut self, old: Option<&HitlRequest>, new: &HitlRequest) -> Written<()> {
         self.hitl
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
-        self.hitl_ix.reindex(old, Some(new))?;
+        self.hitl_ix.reindex(Versions {
+            old,
+            new: Some(new),
+        })?;
         tables::move_key(
             &mut self.timers,
-            old.and_then(tables::hitl_timer),
-            tables::hitl_timer(new),
+            Versions {
+                old: old.and_then(tables::hitl_timer),
+                new: tables::hitl_timer(new),
+            },
         )?;
         let was_pending = old.is_some_and(|o| o.status == HitlStatus::Pending);
         let is_pending = new.status == HitlStatus::Pending;
@@ -217,13 +247,13 @@ impl<'t> Batch<'t> {
                 .opt_id("current_task_id", agent.current_task_id)
                 .opt_str("error_message", agent.error_message.as_deref());
         });
-        let seq = self.emit(
-            EventType::AgentStatusChange,
+        let seq = self.emit(EventDraft {
+            event_type: EventType::AgentStatusChange,
             project_id,
             task_id,
-            Some(agent.agent_type),
+            agent_type: Some(agent.agent_type),
             data,
-        )?;
+        })?;
         let entry = AgentHistoryEntry {
             seq,
             agent_type: agent.agent_type,
@@ -238,22 +268,13 @@ impl<'t> Batch<'t> {
     }
 
     /// Appends an event to the log with the next seq, indexed by its project.
-    pub(super) fn emit(
-        &mut self,
-        event_type: EventType,
-        project_id: Option<Id>,
-        task_id: Option<Id>,
-        agent_type: Option<AgentType>,
-        data: String,
-    ) -> Written<u64> {
+    pub(super) fn emit(&mut self, draft: EventDraft) -> Written<u64> {
         let seq = self.next_seq;
-        let draft = EventDraft {
+        let EventDraft {
             event_type,
             project_id,
-            task_id,
-            agent_type,
-            data,
-        };
+            ..
+        } = draft;
         let json = events::encode(seq, self.now, &draft);
         let record = EventRecord { project_id, json };
         self.events.insert(seq, encode(&record).as_slice())?;

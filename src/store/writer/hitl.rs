@@ -1,6 +1,15 @@
 //! HITL requests: created, answered, expired, bulk-approved.
 
-use super::*;
+use super::batch::read;
+use super::{Batch, Checked, Refusal, Write, Written};
+use crate::domain::records::{HitlHistoryEntry, HitlRequest, Task};
+use crate::domain::tasks::HitlReply;
+use crate::domain::{
+    DomainError, EventType, HitlAction, HitlStatus, Id, Micros, Vocabulary, hitl_outcome,
+};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use std::collections::HashMap;
 
 /// A question to a human about a project (and optionally one of its tasks).
 #[derive(Clone, Debug)]
@@ -83,7 +92,15 @@ impl Write for RespondHitl {
     fn check(self, batch: &Batch<'_>) -> Checked<AnswerPlan> {
         let old: HitlRequest = read(&batch.hitl, &self.hitl_id)?
             .ok_or_else(|| DomainError::not_found("hitl_request", self.hitl_id))?;
-        batch.plan_answer(old, self.action, self.content, self.comment, self.by)
+        batch.plan_answer(
+            old,
+            self.action,
+            HitlReply {
+                content: self.content,
+                comment: self.comment,
+                by: self.by,
+            },
+        )
     }
 
     fn apply(plan: AnswerPlan, batch: &mut Batch<'_>) -> Written<HitlAnswer> {
@@ -138,7 +155,15 @@ impl Write for BulkApproveHitl {
                 continue;
             };
             let by = self.by.clone();
-            match batch.plan_answer(old, HitlAction::Approve, None, self.comment.clone(), by) {
+            match batch.plan_answer(
+                old,
+                HitlAction::Approve,
+                HitlReply {
+                    content: None,
+                    comment: self.comment.clone(),
+                    by,
+                },
+            ) {
                 Ok(AnswerPlan::Expire(old)) => {
                     again.insert(id, answered_as(HitlStatus::Expired));
                     skipped.push((id, "expired".to_string()));
@@ -182,9 +207,7 @@ impl<'t> Batch<'t> {
         &self,
         old: HitlRequest,
         action: HitlAction,
-        content: Option<String>,
-        comment: Option<String>,
-        by: Option<String>,
+        reply: HitlReply,
     ) -> Checked<AnswerPlan> {
         if crate::domain::tasks::hitl_expired(&old, self.now) {
             return Ok(AnswerPlan::Expire(old));
@@ -192,7 +215,7 @@ impl<'t> Batch<'t> {
         if old.status == HitlStatus::Expired {
             return Ok(AnswerPlan::Expired(old));
         }
-        let new = crate::domain::tasks::answer_hitl(&old, action, content, comment, by, self.now)?;
+        let new = crate::domain::tasks::answer_hitl(&old, action, reply, self.now)?;
         Ok(AnswerPlan::Answer {
             old,
             new: Box::new(new),
@@ -216,13 +239,13 @@ impl<'t> Batch<'t> {
                 .opt_str("comment", request.response_comment.as_deref())
                 .opt_str("responded_by", request.responded_by.as_deref());
         });
-        self.emit(
-            EventType::HitlResponse,
-            Some(request.project_id),
-            request.task_id,
-            None,
+        self.emit(EventDraft {
+            event_type: EventType::HitlResponse,
+            project_id: Some(request.project_id),
+            task_id: request.task_id,
+            agent_type: None,
             data,
-        )?;
+        })?;
         let workflow_resumed = self.after_gate_answered(&request, action)?;
         Ok(HitlAnswer::Answered {
             request,
@@ -269,13 +292,13 @@ impl<'t> Batch<'t> {
                 .str("status", request.status.as_str())
                 .opt_timestamp("expires_at", request.expires_at);
         });
-        self.emit(
-            EventType::HitlRequestCreated,
-            Some(project_id),
+        self.emit(EventDraft {
+            event_type: EventType::HitlRequestCreated,
+            project_id: Some(project_id),
             task_id,
-            None,
+            agent_type: None,
             data,
-        )?;
+        })?;
         Ok(request)
     }
 
@@ -287,13 +310,13 @@ impl<'t> Batch<'t> {
                 .str("status", request.status.as_str())
                 .opt_timestamp("expires_at", request.expires_at);
         });
-        self.emit(
-            EventType::HitlExpired,
-            Some(request.project_id),
-            request.task_id,
-            None,
+        self.emit(EventDraft {
+            event_type: EventType::HitlExpired,
+            project_id: Some(request.project_id),
+            task_id: request.task_id,
+            agent_type: None,
             data,
-        )?;
+        })?;
         Ok(request)
     }
 }

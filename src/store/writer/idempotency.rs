@@ -2,7 +2,15 @@
 //! write; a repeat with the same key and the same request gets the original result without writing
 //! again, and the same key with another request is refused.
 
-use super::*;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::{
+    Artifact, HitlRequest, IdempotencyRecord, Project, Task, WorkflowRun,
+};
+use crate::domain::{DomainError, Micros};
+use crate::store::codec::{decode, encode};
+use crate::store::tables;
+use redb::ReadableTable;
+use serde::de::DeserializeOwned;
 
 /// A command's output that an idempotent repeat can answer again.
 pub trait Remembered: serde::Serialize + DeserializeOwned + Send + 'static {

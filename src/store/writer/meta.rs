@@ -1,6 +1,10 @@
 //! Commands about the store itself: the readiness probe, the file's usage, alerts in the log.
 
-use super::*;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::EventType;
+use crate::events::EventDraft;
+use crate::store::tables;
+use std::sync::atomic::Ordering;
 
 /// A write round trip for readiness: records the time in the meta table. No event.
 #[derive(Clone, Debug)]
@@ -89,7 +93,13 @@ impl Write for RecordAlert {
         } else {
             EventType::AlertResolved
         };
-        batch.emit(kind, None, None, None, c.data)?;
+        batch.emit(EventDraft {
+            event_type: kind,
+            project_id: None,
+            task_id: None,
+            agent_type: None,
+            data: c.data,
+        })?;
         Ok(())
     }
 }

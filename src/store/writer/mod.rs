@@ -12,30 +12,20 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use redb::{ReadableTable, Table, WriteTransaction};
-use serde::de::DeserializeOwned;
+use redb::{Table, WriteTransaction};
 use tokio::sync::oneshot;
 
-use crate::domain::records::*;
-use crate::domain::tasks::{Lease, TaskChange, TaskUpdate, agent_follows};
+use crate::domain::records::Task;
 use crate::domain::workflow::BrokenRun;
-use crate::domain::{
-    AgentType, ArtifactType, DomainError, EventType, HitlAction, HitlStatus, Id, Micros,
-    OversightLevel, ProjectStatus, TaskStatus, TaskTransition, Vocabulary, hitl_outcome,
-    task_transition,
-};
-use crate::events::{self, CommittedEvent, EventDraft, Publisher};
-use crate::json::object_string;
+use crate::domain::{AgentType, DomainError, Id, Micros, Vocabulary};
+use crate::events::{CommittedEvent, Publisher};
 
 use super::cache::Change as CacheChange;
-use super::codec::{decode, encode};
 use super::handoff::Waiter;
-use super::tables::{self, ArtifactIndexes, HitlIndexes, TaskIndexes};
+use super::tables::{ArtifactIndexes, HitlIndexes, TaskIndexes};
 use super::{
-    CacheKey, Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings,
-    metric_names,
+    Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings, metric_names,
 };
 
 mod artifacts;
@@ -60,8 +50,6 @@ pub use retention::{TrimAgentHistory, TrimEvents};
 pub use tasks::{Claim, CreateTask, Heartbeat, ReleaseClaim, ResetAgent, SetTaskStatus};
 pub use timers::FireTimers;
 pub use workflows::StartWorkflow;
-
-use batch::read;
 
 /// A change to the store, its own type with its own result: `store.write(CreateTask { … })`
 /// answers a `Task`. Applying one is two steps, so that a refused command leaves nothing behind:
@@ -515,7 +503,9 @@ enum QueueEvent {
 
 impl QueueEvent {
     fn record(self) {
-        use metric_names::*;
+        use metric_names::{
+            ESCALATIONS, LEASE_EXPIRATIONS, QUEUE_WAIT_SECONDS, RETRIES, TASK_RUN_SECONDS,
+        };
         match self {
             QueueEvent::Waited(a, s) => {
                 metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a.as_str()).record(s)
@@ -581,6 +571,7 @@ pub struct Batch<'t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::TaskStatus;
     use crate::events::no_publisher;
     use crate::store::{Store, StoreConfig};
 

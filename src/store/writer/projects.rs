@@ -1,6 +1,11 @@
 //! Projects: created, their oversight level set.
 
-use super::*;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::Project;
+use crate::domain::{EventType, Id, OversightLevel, ProjectStatus, Vocabulary};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use crate::store::ProjectSummary;
 
 /// A new active project at the medium oversight level.
 #[derive(Clone, Debug)]
@@ -38,13 +43,13 @@ impl Write for CreateProject {
                 .str("status", project.status.as_str())
                 .timestamp("created_at", project.created_at);
         });
-        batch.emit(
-            EventType::ProjectCreated,
-            Some(project.id),
-            None,
-            None,
+        batch.emit(EventDraft {
+            event_type: EventType::ProjectCreated,
+            project_id: Some(project.id),
+            task_id: None,
+            agent_type: None,
             data,
-        )?;
+        })?;
         Ok(project)
     }
 }
@@ -73,13 +78,13 @@ impl Write for SetOversightLevel {
             o.str("level", level.as_str())
                 .str("previous_level", old.oversight_level.as_str());
         });
-        batch.emit(
-            EventType::OversightLevelChanged,
-            Some(project.id),
-            None,
-            None,
+        batch.emit(EventDraft {
+            event_type: EventType::OversightLevelChanged,
+            project_id: Some(project.id),
+            task_id: None,
+            agent_type: None,
             data,
-        )?;
+        })?;
         Ok(project)
     }
 }

@@ -1,7 +1,13 @@
 //! Queues an operator steers: an agent type's queue paused or resumed, its concurrency limit, a
 //! project's tasks paused or resumed. Claims read these (`tasks::Claim`).
 
-use super::*;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::QueueSettings;
+use crate::domain::{AgentType, EventType, Id, Vocabulary};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use crate::store::codec::{decode, encode};
+use redb::ReadableTable;
 
 /// A change to one agent type's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +61,13 @@ impl Write for SetQueue {
                 None => o.null("max_working"),
             };
         });
-        batch.emit(kind, None, None, Some(c.agent_type), data)?;
+        batch.emit(EventDraft {
+            event_type: kind,
+            project_id: None,
+            task_id: None,
+            agent_type: Some(c.agent_type),
+            data,
+        })?;
         // Claims waiting on this queue try again: it may hand out work now.
         batch.wake_all.push(c.agent_type);
         Ok(new)
@@ -92,7 +104,13 @@ impl Write for SetProjectPaused {
         let data = object_string(|o| {
             o.id("project_id", c.project_id).bool("paused", c.paused);
         });
-        batch.emit(kind, Some(c.project_id), None, None, data)?;
+        batch.emit(EventDraft {
+            event_type: kind,
+            project_id: Some(c.project_id),
+            task_id: None,
+            agent_type: None,
+            data,
+        })?;
         Ok(c.paused)
     }
 }

@@ -1,6 +1,11 @@
 //! Trimming the event log and the agent history to their retention.
 
-use super::*;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::EventRecord;
+use crate::domain::{AgentType, Id, Vocabulary};
+use crate::store::codec::decode;
+use crate::store::tables;
+use redb::ReadableTable;
 
 /// Deletes the oldest events, those with seq <= `through`, at most `max` of them; answers how many.
 /// No event.

@@ -2,7 +2,21 @@
 
 use std::ops::Bound;
 
-use super::*;
+use super::batch::read;
+use super::{Batch, Checked, QueueEvent, Refusal, Write, Written};
+use crate::domain::records::{Agent, Artifact, Task};
+use crate::domain::tasks::Holder;
+use crate::domain::tasks::TaskEdits;
+use crate::domain::tasks::{Lease, TaskChange, TaskUpdate, agent_follows};
+use crate::domain::{
+    AgentType, DomainError, EventType, Id, Micros, TaskStatus, TaskTransition, Vocabulary,
+    task_transition,
+};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use crate::store::handoff::Waiter;
+use crate::store::tables;
+use redb::ReadableTable;
 
 /// A new pending task in a project, working from artifacts of that project.
 #[derive(Clone, Debug)]
@@ -83,9 +97,11 @@ impl Write for SetTaskStatus {
         batch.change_task(
             plan.old,
             TaskChange::To(plan.transition),
-            None,
-            plan.output,
-            plan.error_message,
+            TaskEdits {
+                output: plan.output,
+                error_message: plan.error_message,
+                ..TaskEdits::default()
+            },
         )
     }
 }
@@ -187,7 +203,14 @@ impl Write for Claim {
         batch.shared.claim_turn.lock()[usize::from(old.agent_type.code())] = Some(old.project_id);
         let start = TaskChange::To(TaskTransition::Start);
         batch
-            .change_task(old, start, Some(lease), None, None)
+            .change_task(
+                old,
+                start,
+                TaskEdits {
+                    lease: Some(lease),
+                    ..TaskEdits::default()
+                },
+            )
             .map(Some)
     }
 }
@@ -213,7 +236,7 @@ impl Write for ReleaseClaim {
         let Some(old) = plan else {
             return Ok(false);
         };
-        batch.change_task(old, TaskChange::LeaseExpired, None, None, None)?;
+        batch.change_task(old, TaskChange::LeaseExpired, TaskEdits::default())?;
         Ok(true)
     }
 }
@@ -276,13 +299,11 @@ impl Write for Heartbeat {
         let old: Task = read(&batch.tasks, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         let expires_at = batch.now.saturating_add(self.lease);
-        let task = crate::domain::tasks::heartbeat(
-            &old,
-            self.worker_id.as_deref(),
-            self.lease_id,
-            expires_at,
-            batch.now,
-        )?;
+        let holder = Holder {
+            worker_id: self.worker_id.as_deref(),
+            lease_id: self.lease_id,
+        };
+        let task = crate::domain::tasks::heartbeat(&old, holder, expires_at, batch.now)?;
         Ok((old, task))
     }
 
@@ -355,13 +376,13 @@ impl<'t> Batch<'t> {
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
-        self.emit(
-            EventType::TaskCreated,
-            Some(task.project_id),
-            Some(task.id),
-            Some(task.agent_type),
+        self.emit(EventDraft {
+            event_type: EventType::TaskCreated,
+            project_id: Some(task.project_id),
+            task_id: Some(task.id),
+            agent_type: Some(task.agent_type),
             data,
-        )?;
+        })?;
         Ok(task)
     }
 
@@ -372,9 +393,7 @@ impl<'t> Batch<'t> {
         &mut self,
         old: Task,
         change: TaskChange,
-        lease: Option<Lease>,
-        output: Option<String>,
-        error_message: Option<String>,
+        edits: TaskEdits,
     ) -> Written<Task> {
         let step = match &change {
             TaskChange::To(t) => Some(*t),
@@ -385,15 +404,7 @@ impl<'t> Batch<'t> {
             task,
             event,
             escalate,
-        } = crate::domain::tasks::change_task(
-            &old,
-            change,
-            lease,
-            output,
-            error_message,
-            self.now,
-            self.settings,
-        );
+        } = crate::domain::tasks::change_task(&old, change, edits, self.now, self.settings);
         let mut task = task;
         if let Some(report) = self.take_progress(&task.id, task.status) {
             task.progress = Some(report);
@@ -430,13 +441,13 @@ impl<'t> Batch<'t> {
         }
         self.put_task(Some(&old), &task)?;
         let data = task_event_data(&task);
-        self.emit(
-            event,
-            Some(task.project_id),
-            Some(task.id),
-            Some(task.agent_type),
+        self.emit(EventDraft {
+            event_type: event,
+            project_id: Some(task.project_id),
+            task_id: Some(task.id),
+            agent_type: Some(task.agent_type),
             data,
-        )?;
+        })?;
         let before = self.agent(task.agent_type)?;
         let agent = agent_follows(&before, &old, &task, escalate, self.now);
         if agent != before {

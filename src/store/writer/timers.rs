@@ -1,6 +1,13 @@
 //! The timers: lease expiries, work timeouts, retries and HITL expiries, fired when due.
 
-use super::*;
+use super::batch::read;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::{HitlRequest, Task};
+use crate::domain::tasks::TaskChange;
+use crate::domain::tasks::TaskEdits;
+use crate::domain::{Id, Micros, TaskTransition};
+use crate::store::tables;
+use redb::ReadableTable;
 
 /// Fires the timers due by `now`, at most `max` of them; answers how many acted.
 #[derive(Clone, Debug)]
@@ -59,7 +66,14 @@ impl Write for FireTimers {
                 Due::Task(old, change) => {
                     let message = matches!(change, TaskChange::To(TaskTransition::Fail))
                         .then(|| batch.settings.timeout_message());
-                    batch.change_task(old, change, None, None, message)?;
+                    batch.change_task(
+                        old,
+                        change,
+                        TaskEdits {
+                            error_message: message,
+                            ..TaskEdits::default()
+                        },
+                    )?;
                     fired += 1;
                 }
                 Due::Hitl(old) => {
@@ -82,7 +96,7 @@ impl Write for FireTimers {
 
 /// Whether a task's due change is the one this kind of timer stands for.
 fn timer_calls_for(kind: Option<tables::TimerKind>, change: &TaskChange) -> bool {
-    use tables::TimerKind::*;
+    use tables::TimerKind::{LeaseExpiry, Retry, WorkTimeout};
     matches!(
         (kind, change),
         (Some(LeaseExpiry | WorkTimeout), TaskChange::LeaseExpired)

@@ -1,8 +1,22 @@
 //! Workflows: a run started, each phase's task, gates and hand-offs, the project's completion. The
 //! rules are `domain::workflow`'s; this writes what they decide.
 
-use super::*;
+use super::artifacts::CreateArtifact;
+use super::batch::read;
+use super::tasks::CreateTask;
+use super::{Batch, Checked, Write, Written};
+use crate::domain::records::{HitlRequest, Task, WorkflowRun};
+use crate::domain::tasks::TaskChange;
+use crate::domain::tasks::TaskEdits;
 use crate::domain::workflow::{self as wf, Next, OnCompleted};
+use crate::domain::{
+    ArtifactType, DomainError, EventType, HitlAction, Id, ProjectStatus, Vocabulary,
+};
+use crate::events::EventDraft;
+use crate::json::object_string;
+use crate::store::codec::encode;
+use crate::store::{StoreError, tables};
+use redb::ReadableTable;
 
 /// Starts a workflow on a project: its first phase's task.
 #[derive(Clone, Debug)]
@@ -11,6 +25,13 @@ pub struct StartWorkflow {
     pub workflow: String,
     /// JSON text.
     pub context: Option<String>,
+}
+
+/// What a workflow event is about besides its run: the phase's task, and the gate's HITL request.
+#[derive(Copy, Clone, Debug, Default)]
+struct Concerning {
+    task: Option<Id>,
+    gate: Option<Id>,
 }
 
 impl Write for StartWorkflow {
@@ -49,7 +70,14 @@ impl Write for StartWorkflow {
     }
 
     fn apply(mut run: WorkflowRun, batch: &mut Batch<'_>) -> Written<WorkflowRun> {
-        batch.workflow_event(&run, "workflow_started", None, None)?;
+        batch.workflow_event(
+            &run,
+            "workflow_started",
+            Concerning {
+                task: None,
+                gate: None,
+            },
+        )?;
         batch.start_phase(&mut run, 0)?;
         batch.put_workflow(&run)?;
         Ok(run)
@@ -90,7 +118,14 @@ impl<'t> Batch<'t> {
             priority: phase.priority,
         })?;
         wf::phase_started(run, index, task.id)?;
-        self.workflow_event(run, "phase_started", Some(task.id), None)
+        self.workflow_event(
+            run,
+            "phase_started",
+            Concerning {
+                task: Some(task.id),
+                gate: None,
+            },
+        )
     }
 
     /// A completed task that is its workflow's current phase: gate the hand-off or hand off.
@@ -104,7 +139,14 @@ impl<'t> Batch<'t> {
                 let gate =
                     self.insert_hitl(task.project_id, Some(task.id), question, options, None)?;
                 wf::gate_opened(&mut run, gate.id)?;
-                self.workflow_event(&run, "gate_opened", Some(task.id), Some(gate.id))?;
+                self.workflow_event(
+                    &run,
+                    "gate_opened",
+                    Concerning {
+                        task: Some(task.id),
+                        gate: Some(gate.id),
+                    },
+                )?;
             }
             OnCompleted::HandOff => self.hand_off(&mut run)?,
         }
@@ -115,7 +157,14 @@ impl<'t> Batch<'t> {
     fn hand_off(&mut self, run: &mut WorkflowRun) -> Written<()> {
         let done = wf::current(run)?.task_id;
         let next = wf::hand_off(run, self.now)?;
-        self.workflow_event(run, "phase_completed", done, None)?;
+        self.workflow_event(
+            run,
+            "phase_completed",
+            Concerning {
+                task: done,
+                gate: None,
+            },
+        )?;
         match next {
             Next::Phase(index) => self.start_phase(run, index),
             Next::Complete => {
@@ -123,7 +172,14 @@ impl<'t> Batch<'t> {
                 project.status = ProjectStatus::Completed;
                 project.updated_at = self.now;
                 self.put_project(&project)?;
-                self.workflow_event(run, "project_completed", None, None)
+                self.workflow_event(
+                    run,
+                    "project_completed",
+                    Concerning {
+                        task: None,
+                        gate: None,
+                    },
+                )
             }
         }
     }
@@ -163,8 +219,15 @@ impl<'t> Batch<'t> {
                 let task_id = wf::gate_rejected(&mut run)?;
                 let old = self.task_record(&task_id, "the workflow")?;
                 let feedback = wf::rejection_feedback(request.response_comment.as_deref());
-                self.change_task(old, TaskChange::Reopened { feedback }, None, None, None)?;
-                self.workflow_event(&run, "phase_rejected", Some(task_id), Some(request.id))?;
+                self.change_task(old, TaskChange::Reopened { feedback }, TaskEdits::default())?;
+                self.workflow_event(
+                    &run,
+                    "phase_rejected",
+                    Concerning {
+                        task: Some(task_id),
+                        gate: Some(request.id),
+                    },
+                )?;
             }
         }
         self.put_workflow(&run)?;
@@ -175,9 +238,9 @@ impl<'t> Batch<'t> {
         &mut self,
         run: &WorkflowRun,
         action: &str,
-        task: Option<Id>,
-        gate: Option<Id>,
+        concerning: Concerning,
     ) -> Written<()> {
+        let Concerning { task, gate } = concerning;
         let phase = wf::current(run)?;
         let data = object_string(|o| {
             o.str("workflow", &run.workflow)
@@ -186,13 +249,13 @@ impl<'t> Batch<'t> {
                 .str("phase_agent", phase.agent_type.as_str())
                 .opt_id("request_id", gate);
         });
-        self.emit(
-            EventType::WorkflowEvent,
-            Some(run.project_id),
-            task,
-            Some(phase.agent_type),
+        self.emit(EventDraft {
+            event_type: EventType::WorkflowEvent,
+            project_id: Some(run.project_id),
+            task_id: task,
+            agent_type: Some(phase.agent_type),
             data,
-        )?;
+        })?;
         Ok(())
     }
 }
