@@ -243,6 +243,24 @@ fn check_records_with<T>(
 }
 
 /// Both directions for one index: every expected key exists, and every existing key is expected.
+/// The check of index tables the registry (`tables::indexes!`) hands over.
+struct Indexes<'a> {
+    txn: &'a ReadTransaction,
+    report: &'a mut CheckReport,
+}
+
+impl tables::IndexCheck for Indexes<'_> {
+    type Error = StoreError;
+
+    fn index<const N: usize>(
+        &mut self,
+        table: TableDefinition<'static, &'static [u8; N], ()>,
+        expected: Vec<[u8; N]>,
+    ) -> Result<(), StoreError> {
+        check_index(self.txn, table, expected, self.report)
+    }
+}
+
 pub(super) fn check_index<const N: usize>(
     txn: &ReadTransaction,
     def: TableDefinition<&'static [u8; N], ()>,
@@ -313,7 +331,11 @@ fn check_tasks(
             pending.extend(tables::pending_since_key(t));
         },
     )?;
-    TaskKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
+    TaskKeys::check(
+        &keys,
+        super::migrate::absent_tables(version),
+        &mut Indexes { txn, report },
+    )?;
     let projects = txn.open_table(tables::PROJECTS)?;
     for (task, project) in owners {
         if projects.get(project.as_bytes())?.is_none() {
@@ -336,7 +358,11 @@ fn check_artifacts(
         |a| a.id,
         |a| keys.push(ArtifactKeys::of(a)),
     )?;
-    ArtifactKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
+    ArtifactKeys::check(
+        &keys,
+        super::migrate::absent_tables(version),
+        &mut Indexes { txn, report },
+    )?;
     Ok(())
 }
 
@@ -358,7 +384,11 @@ fn check_hitl(
             timers.extend(tables::hitl_timer(h));
         },
     )?;
-    HitlKeys::check(txn, &keys, super::migrate::absent_tables(version), report)?;
+    HitlKeys::check(
+        &keys,
+        super::migrate::absent_tables(version),
+        &mut Indexes { txn, report },
+    )?;
     Ok(())
 }
 

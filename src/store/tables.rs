@@ -238,6 +238,17 @@ pub fn trailing_id<const N: usize>(key: &[u8; N]) -> Id {
     Id(id)
 }
 
+/// What compares an index table with the entries its records call for (`store::check` does):
+/// the `indexes!` registry hands it every table a record kind has, without depending on it.
+pub(crate) trait IndexCheck {
+    type Error;
+    fn index<const N: usize>(
+        &mut self,
+        table: redb::TableDefinition<'static, &'static [u8; N], ()>,
+        expected: Vec<[u8; N]>,
+    ) -> Result<(), Self::Error>;
+}
+
 /// Declares a record kind's secondary indexes once: the entries it has in its project-prefixed
 /// table (each with its tag) and in tables of their own, and how each key derives from a record.
 /// From that come the keys type (`of`), the writer's opened tables with their maintenance
@@ -273,25 +284,20 @@ macro_rules! indexes {
                 }
             }
 
-            /// Checks each index table against the keys the records call for, both ways; those
-            /// named in `absent` (tables the database's older schema does not have) are skipped.
-            pub(crate) fn check(
-                txn: &redb::ReadTransaction,
+            /// Hands each index table, with the entries the records call for, to `checker`;
+            /// those named in `absent` (tables the database's older schema does not have) are
+            /// skipped.
+            pub(crate) fn check<C: IndexCheck>(
                 keys: &[$keys],
                 absent: &[&str],
-                report: &mut super::check::CheckReport,
-            ) -> Result<(), super::StoreError> {
+                checker: &mut C,
+            ) -> Result<(), C::Error> {
                 if !absent.contains(&stringify!($shared)) {
                     let expected = keys.iter().copied().flat_map($keys::shared).collect();
-                    super::check::check_index(txn, $shared, expected, report)?;
+                    checker.index($shared, expected)?;
                 }
                 $(if !absent.contains(&stringify!($table)) {
-                    super::check::check_index(
-                        txn,
-                        $table,
-                        keys.iter().map(|k| k.$field).collect(),
-                        report,
-                    )?;
+                    checker.index($table, keys.iter().map(|k| k.$field).collect())?;
                 })*
                 Ok(())
             }

@@ -55,7 +55,7 @@ pub struct WebhookConfig {
     pub name: Option<String>,
     pub url: String,
     /// Event types to post (a list, or one comma-separated string), or `"*"` for all. Required.
-    #[serde(default, deserialize_with = "crate::config::list_or_text")]
+    #[serde(default, deserialize_with = "crate::config::lists::list_or_text")]
     pub events: Vec<String>,
     /// Only this project's events.
     #[serde(default)]

@@ -12,6 +12,8 @@ use crate::monitor::{MonitorConfig, RuleConfig};
 use crate::store::{Durability, StoreConfig};
 use crate::ws::WsConfig;
 
+pub mod lists;
+
 /// flightdeck: the state server of a team of AI agents.
 #[derive(Parser, Debug)]
 #[command(
@@ -141,7 +143,7 @@ pub struct ServeArgs {
         value_name = "ORIGINS",
         value_delimiter = ','
     )]
-    #[serde(deserialize_with = "list_or_text")]
+    #[serde(deserialize_with = "lists::list_or_text")]
     pub cors_origins: Vec<String>,
     /// Events kept in the log; older ones are trimmed in the background [default: 1000000]
     #[arg(long, env = "FLIGHTDECK_EVENT_RETENTION", value_name = "N")]
@@ -293,23 +295,6 @@ pub struct CheckArgs {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// A list in the file, or one comma-separated string as in the variable (`cors_origins`, a
-/// webhook's `events`).
-pub(crate) fn list_or_text<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
-    Ok(match ListOrText::deserialize(d)? {
-        ListOrText::List(list) => list,
-        ListOrText::Text(text) => text.split(',').map(str::to_string).collect(),
-    })
 }
 
 /// The settings of `over` laid on those of `under`: each one `over` sets (a value, or a list that
