@@ -6,7 +6,7 @@ use std::path::Path;
 
 use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value};
 
-use super::{DB_FILE, Store, StoreError, tables};
+use super::{Cause, DB_FILE, Store, StoreError, tables};
 
 /// Copies one table.
 fn copy<K: Key + 'static, V: Value + 'static>(
@@ -28,10 +28,10 @@ fn copy<K: Key + 'static, V: Value + 'static>(
 /// Writes every table of the snapshot `from` into a new database at `to` (which must not exist).
 fn snapshot(from: &ReadTransaction, to: &Path) -> Result<u64, StoreError> {
     if to.exists() {
-        return Err(StoreError::Storage(format!(
+        return Err(StoreError::Storage(Cause::found(format!(
             "{} already exists",
             to.display()
-        )));
+        ))));
     }
     let target = redb::Database::create(to)?;
     let txn = target.begin_write()?;
@@ -71,10 +71,10 @@ pub fn restore_database(
 ) -> Result<super::CheckReport, StoreError> {
     let target = data_dir.join(DB_FILE);
     if target.exists() && !force {
-        return Err(StoreError::Storage(format!(
+        return Err(StoreError::Storage(Cause::found(format!(
             "{} already holds a database; pass --force to replace it",
             data_dir.display()
-        )));
+        ))));
     }
     std::fs::create_dir_all(data_dir)?;
     let staging = data_dir.join(format!("{DB_FILE}.restoring"));
@@ -110,7 +110,7 @@ pub fn compact_database(data_dir: &Path) -> Result<(u64, u64), StoreError> {
     let before = std::fs::metadata(&path)?.len();
     let mut db = super::open_existing(data_dir)?;
     db.compact()
-        .map_err(|e| StoreError::Storage(format!("compaction failed: {e}")))?;
+        .map_err(|e| StoreError::storage("compaction failed", e))?;
     drop(db);
     Ok((before, std::fs::metadata(&path)?.len()))
 }

@@ -20,9 +20,9 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::StoreError;
 use super::codec::{decode, encode};
 use super::tables;
+use super::{Cause, StoreError};
 use crate::domain::HitlStatus;
 use crate::domain::records::{
     Artifact, EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, Task, WorkflowRun,
@@ -278,7 +278,7 @@ fn merge_project_indexes(txn: &WriteTransaction) -> Result<u64, StoreError> {
     for name in PROJECT_INDEXES_V4 {
         let old: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new(name);
         txn.delete_table(old)
-            .map_err(|e| StoreError::Storage(format!("cannot delete {name}: {e}")))?;
+            .map_err(|e| StoreError::storage(format!("cannot delete {name}"), e))?;
     }
     Ok(reindexed)
 }
@@ -352,7 +352,7 @@ fn agent_events_to_projects(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let mut record: EventRecord = decode(value.value())?;
         drop(value);
         let frame: serde_json::Value = serde_json::from_str(&record.json)
-            .map_err(|e| StoreError::Storage(format!("event {seq} is not JSON: {e}")))?;
+            .map_err(|e| StoreError::storage(format!("event {seq} is not JSON"), e))?;
         if frame["event_type"] != "agent_status_change" {
             continue;
         }
@@ -408,7 +408,7 @@ fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, St
     }
     drop((tasks, claim, since));
     txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
-        .map_err(|e| StoreError::Storage(e.to_string()))?;
+        .map_err(|e| StoreError::Storage(Cause::of(e)))?;
     Ok(rewritten)
 }
 

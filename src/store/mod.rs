@@ -1,5 +1,10 @@
-//! The store: the only module that imports redb.
+//! The store: the only module that imports redb. This file is its facade (`Store`); the rest:
 //!
+//! - `config`: how it is opened (`StoreConfig`, `Durability`, `Clock`);
+//! - `error`: `StoreError`, whose storage failures keep their source (`Cause`);
+//! - `summary`: what it hands out from memory (`ProjectSummary`, `Totals`, cache keys and figures);
+//! - `shared`: the state readers and the writer share (`Shared`), opening and reopening the
+//!   database, the schema's creation and migration at open;
 //! - `tables`: table definitions and composite index keys;
 //! - `codec`: how the records (`domain::records`) are encoded;
 //! - `writer`: the single writer thread, group commit, index maintenance and the event log;
@@ -7,18 +12,23 @@
 //! - `cache`: the response cache, bounded in bytes, patched by the writer;
 //! - `check`: the consistency check behind `flightdeck check`.
 //!
-//! Reads never wait for the writer (redb MVCC). The in-memory project summaries and the artifact
-//! cache are changed only by the writer, after its commit succeeded.
+//! Reads never wait for the writer (redb MVCC). What `Shared` keeps in memory is changed only by
+//! the writer, after its commit succeeded (the one exception, the waiting claims a batch serves,
+//! is explained at `Batch::serve_waiting_claims` and in ARCHITECTURE.md).
 
 mod backup;
 mod cache;
 mod check;
 mod codec;
+mod config;
+mod error;
 mod handoff;
 mod migrate;
 mod queues;
 mod read;
+mod shared;
 mod status;
+mod summary;
 mod tables;
 mod writer;
 
@@ -28,9 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
-use crate::domain::{DomainError, Id, Micros, TaskStatus, Vocabulary};
+use crate::domain::{Id, Micros, Vocabulary};
 use crate::events::Publisher;
 
 pub use crate::domain::TaskSettings;
@@ -40,9 +50,15 @@ pub use crate::domain::records::{
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
+pub use config::{Clock, DB_FILE, Durability, StoreConfig};
+pub use error::{Cause, StoreError};
 pub use handoff::Ticket;
 pub use queues::QueueView;
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
+use shared::begin_read;
+use shared::{PROGRESS_KEPT, init_schema, redb_cache_size};
+pub(crate) use shared::{Shared, open_existing};
+pub use summary::{CacheKey, CacheStats, ProjectSummary, Totals};
 /// The commands of the store, each its own type with its own result (`Store::write`).
 pub mod command {
     pub use super::writer::{
@@ -57,266 +73,6 @@ pub use writer::Write;
 
 pub mod metric_names;
 
-/// The file inside the data directory that holds the database.
-pub const DB_FILE: &str = "flightdeck.redb";
-
-/// Whether a commit waits for fsync.
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Every acknowledged write is on disk (fsync before the answer).
-    Immediate,
-    /// Commits are not synced; a crash loses recent acknowledged writes. For tests and benchmarks.
-    None,
-}
-
-/// How the store is opened.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    pub data_dir: PathBuf,
-    pub durability: Durability,
-    /// Bound of the writer queue; a write that finds it full is refused as overloaded.
-    pub writer_queue: usize,
-    /// Most writes one transaction takes from the queue.
-    pub max_batch: usize,
-    /// Bytes the cache of encoded responses may hold.
-    pub cache_bytes: usize,
-    /// redb's page cache, in bytes.
-    pub page_cache_bytes: usize,
-    pub tasks: TaskSettings,
-    /// Workflow definitions by name, parsed; `sdlc` is built in.
-    pub workflows: Vec<crate::domain::workflow::Workflow>,
-    /// The writer's clock: every batch's `now`. The system clock, except in tests.
-    pub clock: Clock,
-    /// How long an idempotency key is remembered (microseconds).
-    pub idempotency_ttl: Micros,
-}
-
-/// A source of the current time in microseconds since the epoch.
-#[derive(Clone)]
-pub struct Clock(pub Arc<dyn Fn() -> Micros + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock(Arc::new(crate::domain::now_micros))
-    }
-
-    pub fn now(&self) -> Micros {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
-
-impl StoreConfig {
-    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
-        StoreConfig {
-            data_dir: data_dir.into(),
-            durability: Durability::Immediate,
-            writer_queue: 16_384,
-            max_batch: 512,
-            cache_bytes: 256 * 1024 * 1024,
-            page_cache_bytes: 1024 * 1024 * 1024,
-            tasks: TaskSettings::default(),
-            workflows: vec![crate::domain::workflow::builtin()],
-            clock: Clock::system(),
-            idempotency_ttl: 24 * 3600 * 1_000_000,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("storage error: {0}")]
-    Storage(String),
-    #[error("the database is corrupt: {0}")]
-    Corrupt(String),
-    #[error(
-        "the database has schema version {found}, newer than this build supports ({supported}); \
-         use a newer flightdeck"
-    )]
-    NewerSchema { found: u64, supported: u64 },
-    #[error("the writer queue is full; retry shortly")]
-    Overloaded,
-    #[error("the writer has stopped")]
-    WriterGone,
-    #[error("invalid cursor")]
-    InvalidCursor,
-    /// The disk is full: nothing was written; writes succeed again once space returns.
-    #[error("the disk is full: {0}")]
-    DiskFull(String),
-    /// The database is being reopened after an I/O error.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl StoreError {
-    /// A copy of a batch's failure for each of its callers.
-    pub(crate) fn for_caller(&self) -> StoreError {
-        match self {
-            StoreError::DiskFull(_) => StoreError::DiskFull(self.to_string()),
-            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-            _ => StoreError::Storage(self.to_string()),
-        }
-    }
-}
-
-fn is_storage_full(e: &redb::StorageError) -> bool {
-    matches!(e, redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
-}
-
-impl From<redb::StorageError> for StoreError {
-    fn from(e: redb::StorageError) -> StoreError {
-        if is_storage_full(&e) {
-            StoreError::DiskFull(e.to_string())
-        } else {
-            StoreError::Storage(e.to_string())
-        }
-    }
-}
-
-impl From<redb::CommitError> for StoreError {
-    fn from(e: redb::CommitError) -> StoreError {
-        match e {
-            redb::CommitError::Storage(s) => s.into(),
-            other => StoreError::Storage(other.to_string()),
-        }
-    }
-}
-
-impl From<redb::TransactionError> for StoreError {
-    fn from(e: redb::TransactionError) -> StoreError {
-        match e {
-            redb::TransactionError::Storage(s) => s.into(),
-            other => StoreError::Storage(other.to_string()),
-        }
-    }
-}
-
-macro_rules! storage_error_from {
-    ($($t:ty),+) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> StoreError {
-                StoreError::Storage(e.to_string())
-            }
-        }
-    )+};
-}
-storage_error_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TableError,
-    redb::SetDurabilityError,
-    std::io::Error
-);
-
-/// What the writer keeps current for each project, so status queries need no scan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProjectSummary {
-    /// Indexed by `TaskStatus::code()`.
-    pub task_counts: [u64; 5],
-    pub artifacts: u64,
-    pub hitl_pending: u64,
-    /// The seq of the newest event about this project (0 if none).
-    pub latest_seq: u64,
-}
-
-impl ProjectSummary {
-    pub fn total_tasks(&self) -> u64 {
-        self.task_counts.iter().sum()
-    }
-
-    pub fn count(&self, status: TaskStatus) -> u64 {
-        self.task_counts[usize::from(status.code())]
-    }
-}
-
-/// What the response cache holds: encoded responses that only the writer invalidates.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CacheKey {
-    /// `GET /api/v1/context/artifacts/{id}`.
-    Artifact(Id),
-    /// `GET /api/v1/projects/{id}/status`: the project and all its tasks.
-    ProjectStatus(Id),
-}
-
-/// Sums over every project's summary.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub task_counts: [u64; 5],
-    pub projects: u64,
-    pub hitl_pending: u64,
-    pub artifacts: u64,
-}
-
-/// The response cache's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub entries: u64,
-    /// Bytes held, and the most it may hold.
-    pub bytes: u64,
-    pub budget: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-}
-
-/// State shared by the readers and the writer.
-pub(crate) struct Shared {
-    /// The open database. Replaced by the writer when an I/O error poisoned it (redb then refuses
-    /// every write until the database is reopened); `None` while the reopen waits for readers.
-    db: RwLock<Option<Arc<redb::Database>>>,
-    /// redb's page cache, for reopening.
-    page_cache_bytes: usize,
-    /// An I/O error poisoned the handle for writes; reads still work through it. The next write
-    /// reopens the database once there is room for it.
-    poisoned: AtomicBool,
-    summaries: RwLock<HashMap<Id, ProjectSummary>>,
-    cache: Mutex<cache::ResponseCache>,
-    /// The seq of the newest committed event.
-    latest_seq: AtomicU64,
-    queue_depth: AtomicUsize,
-    writer_alive: AtomicBool,
-    /// Bytes of the file in use, as the writer last measured it.
-    used_bytes: AtomicU64,
-    /// When the store was opened, and the microseconds after it of the writer's last commit.
-    opened: std::time::Instant,
-    last_commit: AtomicU64,
-    path: PathBuf,
-    settings: TaskSettings,
-    workflows: Vec<crate::domain::workflow::Workflow>,
-    clock: Clock,
-    /// Per agent type (by code): signalled once per task that became claimable, after its commit.
-    claimable: Vec<tokio::sync::Notify>,
-    /// Per agent type (by code): the project the last claim was served from, where the next
-    /// claim's turn starts (round-robin over projects). Only the writer touches it.
-    claim_turn: Mutex<Vec<Option<Id>>>,
-    /// Per agent type (by code): pending tasks, counted at open and kept by the writer.
-    pending: Vec<AtomicU64>,
-    /// Per agent type (by code): claims waiting for a task.
-    waiting: Vec<AtomicUsize>,
-    /// Waiting claims the writer hands a task inside the commit that made it claimable.
-    handoffs: handoff::Handoffs,
-    /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
-    queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
-    /// Each working task's latest progress report (JSON text), until its next durable change
-    /// takes it into the record. Bounded: at most `PROGRESS_KEPT` tasks.
-    progress: Mutex<HashMap<Id, String>>,
-    idempotency_ttl: Micros,
-}
-
-/// Tasks whose latest progress is kept in memory at most (about one per working task).
-const PROGRESS_KEPT: usize = 100_000;
-
 /// A handle to the open store. Cheap to clone; the writer stops when `close` is called.
 #[derive(Clone)]
 pub struct Store {
@@ -329,16 +85,14 @@ impl Store {
     /// rebuilds the summaries from the indexes and starts the writer thread.
     pub fn open(config: &StoreConfig, publisher: Publisher) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StoreError::Storage(format!(
-                "cannot create data directory {}: {e}",
-                config.data_dir.display()
-            ))
+            let what = format!("cannot create data directory {}", config.data_dir.display());
+            StoreError::storage(what, e)
         })?;
         let path = config.data_dir.join(DB_FILE);
         let db = redb::Builder::new()
             .set_cache_size(redb_cache_size(config.page_cache_bytes))
             .create(&path)
-            .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))?;
         init_schema(&db)?;
         let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
         let pending = read::pending_by_agent(&db)?;
@@ -555,65 +309,6 @@ impl Store {
     }
 }
 
-impl Shared {
-    /// The open database, or `Unavailable` while it is being reopened.
-    pub(crate) fn database(&self) -> Result<Arc<redb::Database>, StoreError> {
-        self.db.read().clone().ok_or_else(|| {
-            StoreError::Unavailable("the database is being reopened after an I/O error".into())
-        })
-    }
-
-    pub(crate) fn mark_poisoned(&self) {
-        self.poisoned.store(true, Ordering::Release);
-    }
-
-    /// Before a write: if an I/O error poisoned the handle, reopen it — but only once the disk
-    /// has room again, so reads keep working through the old handle meanwhile.
-    pub(crate) fn heal(&self) -> Result<(), StoreError> {
-        if !self.poisoned.load(Ordering::Acquire) && self.db.read().is_some() {
-            return Ok(());
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let free = fs4::available_space(dir).unwrap_or(0);
-        if free < REOPEN_MIN_FREE_BYTES && self.db.read().is_some() {
-            return Err(StoreError::DiskFull(format!(
-                "{free} bytes free; waiting for space before writing again"
-            )));
-        }
-        self.reopen()?;
-        self.poisoned.store(false, Ordering::Release);
-        Ok(())
-    }
-
-    /// Closes and reopens the database after an I/O error, waiting (a few seconds at most) for
-    /// readers of the old handle to finish: redb opens a file once per process.
-    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
-        let old = self.db.write().take();
-        drop(old);
-        let mut wait = std::time::Duration::from_millis(10);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match redb::Builder::new()
-                .set_cache_size(redb_cache_size(self.page_cache_bytes))
-                .open(&self.path)
-            {
-                Ok(db) => {
-                    *self.db.write() = Some(Arc::new(db));
-                    tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
-                    return Ok(());
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(std::time::Duration::from_millis(500));
-                }
-                Err(e) => return Err(StoreError::Unavailable(format!("reopening failed: {e}"))),
-            }
-        }
-    }
-}
-
 #[cfg(feature = "fuzzing")]
 /// Decodes `bytes` as every stored record type: the entry point of the codec fuzzer. A corrupt
 /// record must give an error, never a panic.
@@ -627,79 +322,6 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
     let _ = codec::decode::<crate::domain::records::HitlRequest>(bytes);
     let _ = codec::decode::<crate::domain::records::WorkflowRun>(bytes);
     let _ = codec::decode::<crate::domain::records::EventRecord>(bytes);
-}
-
-/// Opens the database of a data directory that must already hold one (offline commands).
-pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
-    let path = data_dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(StoreError::Storage(format!(
-            "no database at {}",
-            path.display()
-        )));
-    }
-    redb::Database::open(&path)
-        .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
-}
-
-/// The cache size handed to redb for a page-cache budget of `bytes` of resident memory. redb counts
-/// a cached page by its 4 KiB, but holds it in one allocation with its reference counts (4,112
-/// bytes), which the server's allocator (jemalloc, `src/main.rs`) serves from its 5 KiB size
-/// class: a quarter more than redb counts.
-fn redb_cache_size(bytes: usize) -> usize {
-    bytes / 5 * 4
-}
-
-/// Free space needed before a poisoned database is reopened for writing.
-const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Creates every table, records the schema version in a new database, migrates an older one and
-/// refuses a newer one.
-fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(tables::META)?;
-        let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
-        match found {
-            Some(v) if v > tables::SCHEMA_VERSION => {
-                return Err(StoreError::NewerSchema {
-                    found: v,
-                    supported: tables::SCHEMA_VERSION,
-                });
-            }
-            Some(v) if v < tables::SCHEMA_VERSION => {
-                let done = migrate::migrate(&txn, v)?;
-                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
-                tracing::info!(
-                    from = v,
-                    to = tables::SCHEMA_VERSION,
-                    events_moved = done.events_moved,
-                    tasks_rewritten = done.tasks_rewritten,
-                    hitl_rewritten = done.hitl_rewritten,
-                    records_reindexed = done.records_reindexed,
-                    "database migrated"
-                );
-            }
-            Some(_) => {}
-            None => {
-                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
-            }
-        }
-    }
-    // Every table exists from the start (meta again too: its handle above is closed).
-    macro_rules! open_table {
-        ($table:ident) => {
-            txn.open_table(tables::$table)?;
-        };
-    }
-    tables::for_each_table!(open_table);
-    txn.commit()?;
-    Ok(())
-}
-
-/// A read transaction: a consistent snapshot of everything committed so far.
-fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
-    Ok(shared.database()?.begin_read()?)
 }
 
 #[cfg(test)]

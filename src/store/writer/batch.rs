@@ -60,6 +60,8 @@ impl<'t> Batch<'t> {
             pending_delta: vec![0; AgentType::ALL.len()],
             queue: Vec::new(),
             wake_all: Vec::new(),
+            claim_turns: Vec::new(),
+            progress_done: Vec::new(),
         })
     }
 
@@ -76,6 +78,8 @@ impl<'t> Batch<'t> {
             pending_delta: self.pending_delta,
             queue: self.queue,
             wake_all: self.wake_all,
+            claim_turns: self.claim_turns,
+            progress_done: self.progress_done,
             handed: Vec::new(),
         })
     }

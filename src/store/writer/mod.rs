@@ -401,6 +401,18 @@ impl Writer {
     }
 
     fn after_commit(&self, output: BatchOutput) {
+        if !output.claim_turns.is_empty() {
+            let mut turns = self.shared.claim_turn.lock();
+            for (agent, project) in output.claim_turns {
+                turns[usize::from(agent.code())] = Some(project);
+            }
+        }
+        if !output.progress_done.is_empty() {
+            let mut board = self.shared.progress.lock();
+            for task in &output.progress_done {
+                board.remove(task);
+            }
+        }
         if !output.summaries.is_empty() {
             let mut summaries = self.shared.summaries.write();
             for (id, summary) in output.summaries {
@@ -485,6 +497,10 @@ struct BatchOutput {
     /// What the queue metrics must record once this commits.
     queue: Vec<QueueEvent>,
     wake_all: Vec<AgentType>,
+    /// Per agent type: the project the batch's last claim was served from (`Shared::claim_turn`).
+    claim_turns: Vec<(AgentType, Id)>,
+    /// Tasks whose progress report went into their record and leaves the board.
+    progress_done: Vec<Id>,
     /// Waiting claims served in this batch, with the task each was handed.
     handed: Vec<(Waiter, Task)>,
 }
@@ -566,6 +582,13 @@ pub struct Batch<'t> {
     /// Agent types whose waiting claims must all try again (a queue or project resumed, a
     /// limit raised).
     wake_all: Vec<AgentType>,
+    /// Claims served in this batch: per agent type, the project the last one came from. Later
+    /// claims of the batch start their turn from here; `Shared::claim_turn` learns it after the
+    /// commit.
+    claim_turns: Vec<(AgentType, Id)>,
+    /// Tasks whose latest progress report this batch wrote into their record as they stopped
+    /// working: taken off the board after the commit.
+    progress_done: Vec<Id>,
 }
 
 #[cfg(test)]

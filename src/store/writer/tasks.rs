@@ -151,7 +151,7 @@ impl Write for Claim {
         {
             return Ok(None);
         }
-        let turn = batch.shared.claim_turn.lock()[usize::from(code)];
+        let turn = batch.claim_turn(self.agent_type);
         let mut found = None;
         'priorities: for priority in crate::domain::tasks::PRIORITIES {
             let key =
@@ -200,7 +200,7 @@ impl Write for Claim {
         let Some((old, lease)) = plan else {
             return Ok(None);
         };
-        batch.shared.claim_turn.lock()[usize::from(old.agent_type.code())] = Some(old.project_id);
+        batch.claim_turns.push((old.agent_type, old.project_id));
         let start = TaskChange::To(TaskTransition::Start);
         batch
             .change_task(
@@ -245,6 +245,10 @@ impl<'t> Batch<'t> {
     /// Serves the waiting claims (`handoff`) of every agent type this batch made a task claimable
     /// for, first come first served, inside this transaction: each is claimed as its own `Claim`
     /// would be (priorities, turns, pauses, limits). The tasks are handed over after the commit.
+    ///
+    /// The one change of shared memory before the commit (ARCHITECTURE.md, invariants): a waiter
+    /// leaves the shared queue here, so no later claim of this batch serves it again; if the
+    /// batch fails, it is dropped, and its claim sees the channel closed and claims again.
     pub(super) fn serve_waiting_claims(&mut self) -> Written<Vec<(Waiter, Task)>> {
         let mut handed = Vec::new();
         for &agent in AgentType::ALL {
@@ -338,15 +342,23 @@ impl Write for ResetAgent {
 }
 
 impl<'t> Batch<'t> {
-    /// A task's latest progress report, to store with its durable change: taken off the board
-    /// when it stops working, copied while it still works.
-    fn take_progress(&self, task: &Id, status: TaskStatus) -> Option<String> {
-        let mut board = self.shared.progress.lock();
-        if status == TaskStatus::Working {
-            board.get(task).cloned()
-        } else {
-            board.remove(task)
+    /// A task's latest progress report, to store with its durable change: copied from the board,
+    /// and taken off it after the commit when the task stops working.
+    fn take_progress(&mut self, task: &Id, status: TaskStatus) -> Option<String> {
+        let report = self.shared.progress.lock().get(task).cloned();
+        if status != TaskStatus::Working && report.is_some() {
+            self.progress_done.push(*task);
         }
+        report
+    }
+
+    /// The project whose turn it was for `agent`'s last claim: this batch's, or the last
+    /// committed one's.
+    fn claim_turn(&self, agent: AgentType) -> Option<Id> {
+        let served = self.claim_turns.iter().rev().find(|(a, _)| *a == agent);
+        served
+            .map(|(_, project)| *project)
+            .or_else(|| self.shared.claim_turn.lock()[usize::from(agent.code())])
     }
 
     /// Writes a new pending task (its references already checked) and its event.

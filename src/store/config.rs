@@ -1,0 +1,80 @@
+//! How the store is opened: its settings, durability and clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::domain::{Micros, TaskSettings};
+
+/// The file inside the data directory that holds the database.
+pub const DB_FILE: &str = "flightdeck.redb";
+
+/// Whether a commit waits for fsync.
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every acknowledged write is on disk (fsync before the answer).
+    Immediate,
+    /// Commits are not synced; a crash loses recent acknowledged writes. For tests and benchmarks.
+    None,
+}
+
+/// How the store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Bound of the writer queue; a write that finds it full is refused as overloaded.
+    pub writer_queue: usize,
+    /// Most writes one transaction takes from the queue.
+    pub max_batch: usize,
+    /// Bytes the cache of encoded responses may hold.
+    pub cache_bytes: usize,
+    /// redb's page cache, in bytes.
+    pub page_cache_bytes: usize,
+    pub tasks: TaskSettings,
+    /// Workflow definitions by name, parsed; `sdlc` is built in.
+    pub workflows: Vec<crate::domain::workflow::Workflow>,
+    /// The writer's clock: every batch's `now`. The system clock, except in tests.
+    pub clock: Clock,
+    /// How long an idempotency key is remembered (microseconds).
+    pub idempotency_ttl: Micros,
+}
+
+/// A source of the current time in microseconds since the epoch.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> Micros + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(crate::domain::now_micros))
+    }
+
+    pub fn now(&self) -> Micros {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Immediate,
+            writer_queue: 16_384,
+            max_batch: 512,
+            cache_bytes: 256 * 1024 * 1024,
+            page_cache_bytes: 1024 * 1024 * 1024,
+            tasks: TaskSettings::default(),
+            workflows: vec![crate::domain::workflow::builtin()],
+            clock: Clock::system(),
+            idempotency_ttl: 24 * 3600 * 1_000_000,
+        }
+    }
+}

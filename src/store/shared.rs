@@ -1,0 +1,196 @@
+//! The state the readers and the writer share (`Shared`): the open database with its reopening
+//! after an I/O error, and what the writer keeps in memory beside it; opening a database and
+//! laying out its schema.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::config::{Clock, DB_FILE};
+use super::error::{Cause, StoreError};
+use super::summary::ProjectSummary;
+use super::{cache, handoff, migrate, tables};
+use crate::domain::{Id, Micros, TaskSettings};
+
+/// State shared by the readers and the writer.
+pub(crate) struct Shared {
+    /// The open database. Replaced by the writer when an I/O error poisoned it (redb then refuses
+    /// every write until the database is reopened); `None` while the reopen waits for readers.
+    pub(super) db: RwLock<Option<Arc<redb::Database>>>,
+    /// redb's page cache, for reopening.
+    pub(super) page_cache_bytes: usize,
+    /// An I/O error poisoned the handle for writes; reads still work through it. The next write
+    /// reopens the database once there is room for it.
+    pub(super) poisoned: AtomicBool,
+    pub(super) summaries: RwLock<HashMap<Id, ProjectSummary>>,
+    pub(super) cache: Mutex<cache::ResponseCache>,
+    /// The seq of the newest committed event.
+    pub(super) latest_seq: AtomicU64,
+    pub(super) queue_depth: AtomicUsize,
+    pub(super) writer_alive: AtomicBool,
+    /// Bytes of the file in use, as the writer last measured it.
+    pub(super) used_bytes: AtomicU64,
+    /// When the store was opened, and the microseconds after it of the writer's last commit.
+    pub(super) opened: std::time::Instant,
+    pub(super) last_commit: AtomicU64,
+    pub(super) path: PathBuf,
+    pub(super) settings: TaskSettings,
+    pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
+    pub(super) clock: Clock,
+    /// Per agent type (by code): signalled once per task that became claimable, after its commit.
+    pub(super) claimable: Vec<tokio::sync::Notify>,
+    /// Per agent type (by code): the project the last claim was served from, where the next
+    /// claim's turn starts (round-robin over projects). Only the writer touches it.
+    pub(super) claim_turn: Mutex<Vec<Option<Id>>>,
+    /// Per agent type (by code): pending tasks, counted at open and kept by the writer.
+    pub(super) pending: Vec<AtomicU64>,
+    /// Per agent type (by code): claims waiting for a task.
+    pub(super) waiting: Vec<AtomicUsize>,
+    /// Waiting claims the writer hands a task inside the commit that made it claimable.
+    pub(super) handoffs: handoff::Handoffs,
+    /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
+    pub(super) queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
+    /// Each working task's latest progress report (JSON text), until its next durable change
+    /// takes it into the record. Bounded: at most `PROGRESS_KEPT` tasks.
+    pub(super) progress: Mutex<HashMap<Id, String>>,
+    pub(super) idempotency_ttl: Micros,
+}
+
+/// Tasks whose latest progress is kept in memory at most (about one per working task).
+pub(super) const PROGRESS_KEPT: usize = 100_000;
+
+impl Shared {
+    /// The open database, or `Unavailable` while it is being reopened.
+    pub(crate) fn database(&self) -> Result<Arc<redb::Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| {
+            StoreError::Unavailable("the database is being reopened after an I/O error".into())
+        })
+    }
+
+    pub(crate) fn mark_poisoned(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Before a write: if an I/O error poisoned the handle, reopen it — but only once the disk
+    /// has room again, so reads keep working through the old handle meanwhile.
+    pub(crate) fn heal(&self) -> Result<(), StoreError> {
+        if !self.poisoned.load(Ordering::Acquire) && self.db.read().is_some() {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = fs4::available_space(dir).unwrap_or(0);
+        if free < REOPEN_MIN_FREE_BYTES && self.db.read().is_some() {
+            return Err(StoreError::DiskFull(Cause::found(format!(
+                "{free} bytes free; waiting for space before writing again"
+            ))));
+        }
+        self.reopen()?;
+        self.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Closes and reopens the database after an I/O error, waiting (a few seconds at most) for
+    /// readers of the old handle to finish: redb opens a file once per process.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.write().take();
+        drop(old);
+        let mut wait = std::time::Duration::from_millis(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match redb::Builder::new()
+                .set_cache_size(redb_cache_size(self.page_cache_bytes))
+                .open(&self.path)
+            {
+                Ok(db) => {
+                    *self.db.write() = Some(Arc::new(db));
+                    tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
+                    return Ok(());
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(StoreError::Unavailable(format!("reopening failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// Opens the database of a data directory that must already hold one (offline commands).
+pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Storage(Cause::found(format!(
+            "no database at {}",
+            path.display()
+        ))));
+    }
+    redb::Database::open(&path)
+        .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))
+}
+
+/// The cache size handed to redb for a page-cache budget of `bytes` of resident memory. redb counts
+/// a cached page by its 4 KiB, but holds it in one allocation with its reference counts (4,112
+/// bytes), which the server's allocator (jemalloc, `src/main.rs`) serves from its 5 KiB size
+/// class: a quarter more than redb counts.
+pub(super) fn redb_cache_size(bytes: usize) -> usize {
+    bytes / 5 * 4
+}
+
+/// Free space needed before a poisoned database is reopened for writing.
+const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Creates every table, records the schema version in a new database, migrates an older one and
+/// refuses a newer one.
+pub(super) fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(tables::META)?;
+        let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
+        match found {
+            Some(v) if v > tables::SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    found: v,
+                    supported: tables::SCHEMA_VERSION,
+                });
+            }
+            Some(v) if v < tables::SCHEMA_VERSION => {
+                let done = migrate::migrate(&txn, v)?;
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+                tracing::info!(
+                    from = v,
+                    to = tables::SCHEMA_VERSION,
+                    events_moved = done.events_moved,
+                    tasks_rewritten = done.tasks_rewritten,
+                    hitl_rewritten = done.hitl_rewritten,
+                    records_reindexed = done.records_reindexed,
+                    "database migrated"
+                );
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION)?;
+            }
+        }
+    }
+    // Every table exists from the start (meta again too: its handle above is closed).
+    macro_rules! open_table {
+        ($table:ident) => {
+            txn.open_table(tables::$table)?;
+        };
+    }
+    tables::for_each_table!(open_table);
+    txn.commit()?;
+    Ok(())
+}
+
+/// A read transaction: a consistent snapshot of everything committed so far.
+pub(super) fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
+    Ok(shared.database()?.begin_read()?)
+}
