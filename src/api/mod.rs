@@ -25,6 +25,7 @@ use std::task::Poll;
 use crate::domain::{DomainError, Id, Vocabulary};
 use crate::http::auth::Credentials;
 use crate::http::cors::{self, Cors};
+use crate::http::router::Answers;
 use crate::http::{
     ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
 };
@@ -175,7 +176,6 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
     let query = Query::parse(uri.query());
     let principal = match state.keys.authorize(
         route,
-        req.method(),
         Credentials {
             header: req.header("authorization"),
             query: query.get("token"),
@@ -196,169 +196,94 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         TaskHeartbeat, TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll,
         WsProject,
     };
-    let result = match route {
-        ProjectsList => projects::list(state, &query),
-        ProjectsCreate => {
-            return later(state, is_head, |s| async move {
-                projects::create(&s, req).await
-            });
-        }
-        ProjectGet => projects::get(state, param),
-        ProjectStatus => projects::status(state, param, &query),
-        ProjectCompletion => projects::completion(state, param),
-        QueuesList => queues::list(state),
-        TaskProgress => {
+    // A route answered while it is called (its row says `Now`).
+    macro_rules! now {
+        ($result:expr) => {{
+            debug_assert_eq!(route.answers(), Answers::Now, "{route:?}");
+            now($result, is_head)
+        }};
+    }
+    // A route answered by a future (its row says `Body` or `Wait`), which owns its handle on the
+    // state (`s`), its path parameter and the request: `wait!(|s, param, req| handler(…))`.
+    macro_rules! wait {
+        (|$s:ident, $param:pat_param, $req:pat_param| $answer:expr) => {{
+            debug_assert_ne!(route.answers(), Answers::Now, "{route:?}");
             let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                progress::post(&s, &param, req).await
-            });
-        }
-        QueuePause | QueueResume | ProjectPause | ProjectResume => {
-            let param = param.to_owned();
-            return later(state, is_head, move |s| async move {
-                match route {
-                    QueuePause => queues::pause(&s, &param, true).await,
-                    QueueResume => queues::pause(&s, &param, false).await,
-                    ProjectPause => queues::project(&s, &param, true).await,
-                    _ => queues::project(&s, &param, false).await,
-                }
-            });
-        }
-        QueueUpdate => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                queues::update(&s, &param, req).await
-            });
-        }
-        ProjectTasksList => tasks::list(state, param, &query),
-        ProjectTasksCreate => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                tasks::create(&s, &param, req).await
-            });
-        }
-        TaskGet => tasks::get(state, param),
-        TaskSetStatus => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                tasks::set_status(&s, &param, req).await
-            });
-        }
-        TaskClaim => {
-            return later(
-                state,
-                is_head,
-                |s| async move { tasks::claim(&s, req).await },
-            );
-        }
-        WorkflowStart => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                workflows::start(&s, &param, req).await
-            });
-        }
-        WorkflowGet => workflows::get(state, param),
-        AdminBackup => return later(state, is_head, |s| async move { admin::backup(&s).await }),
-        OpenApi => openapi::serve(state),
-        TaskHeartbeat => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                tasks::heartbeat(&s, &param, req).await
-            });
-        }
-        AgentsStatus => agents::all(state),
-        AgentStatus => agents::one(state, param),
-        AgentStatusHistory => agents::history(state, param, &query),
-        AgentReset => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                agents::reset(&s, &param).await
-            });
-        }
-        ArtifactCreate => {
-            return later(state, is_head, |s| async move {
-                artifacts::create(&s, req).await
-            });
-        }
-        ArtifactBatch => {
-            return later(state, is_head, |s| async move {
-                artifacts::batch(&s, req).await
-            });
-        }
-        ArtifactGet => artifacts::get(state, param),
-        ArtifactUpdate => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                artifacts::update(&s, &param, req).await
-            });
-        }
-        ArtifactDelete => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                artifacts::delete(&s, &param).await
-            });
-        }
-        ProjectArtifacts => artifacts::list(state, param, &query),
-        HitlCreate => {
-            return later(
-                state,
-                is_head,
-                |s| async move { hitl::create(&s, req).await },
-            );
-        }
-        HitlPending => hitl::pending(state, &query),
+            later(state, is_head, move |$s| async move {
+                let $s = &$s;
+                let $param = param.as_str();
+                let $req = req;
+                $answer.await
+            })
+        }};
+    }
+    match route {
+        ProjectsList => now!(projects::list(state, &query)),
+        ProjectsCreate => wait!(|s, _, req| projects::create(s, req)),
+        ProjectGet => now!(projects::get(state, param)),
+        ProjectStatus => now!(projects::status(state, param, &query)),
+        ProjectCompletion => now!(projects::completion(state, param)),
+        ProjectTasksList => now!(tasks::list(state, param, &query)),
+        ProjectTasksCreate => wait!(|s, id, req| tasks::create(s, id, req)),
+        TaskGet => now!(tasks::get(state, param)),
+        TaskSetStatus => wait!(|s, id, req| tasks::set_status(s, id, req)),
+        TaskClaim => wait!(|s, _, req| tasks::claim(s, req)),
+        TaskHeartbeat => wait!(|s, id, req| tasks::heartbeat(s, id, req)),
+        TaskProgress => wait!(|s, id, req| progress::post(s, id, req)),
+        WorkflowStart => wait!(|s, id, req| workflows::start(s, id, req)),
+        WorkflowGet => now!(workflows::get(state, param)),
+        QueuesList => now!(queues::list(state)),
+        QueuePause => wait!(|s, agent, _| queues::pause(s, agent, true)),
+        QueueResume => wait!(|s, agent, _| queues::pause(s, agent, false)),
+        QueueUpdate => wait!(|s, agent, req| queues::update(s, agent, req)),
+        ProjectPause => wait!(|s, id, _| queues::project(s, id, true)),
+        ProjectResume => wait!(|s, id, _| queues::project(s, id, false)),
+        AgentsStatus => now!(agents::all(state)),
+        AgentStatus => now!(agents::one(state, param)),
+        AgentStatusHistory => now!(agents::history(state, param, &query)),
+        AgentReset => wait!(|s, agent, _| agents::reset(s, agent)),
+        ArtifactCreate => wait!(|s, _, req| artifacts::create(s, req)),
+        ArtifactBatch => wait!(|s, _, req| artifacts::batch(s, req)),
+        ArtifactGet => now!(artifacts::get(state, param)),
+        ArtifactUpdate => wait!(|s, id, req| artifacts::update(s, id, req)),
+        ArtifactDelete => wait!(|s, id, _| artifacts::delete(s, id)),
+        ProjectArtifacts => now!(artifacts::list(state, param, &query)),
+        HitlCreate => wait!(|s, _, req| hitl::create(s, req)),
+        HitlPending => now!(hitl::pending(state, &query)),
         HitlBulkApprove => {
-            let by = principal.map(|p| p.name);
-            return later(state, is_head, |s| async move {
-                hitl::bulk_approve(&s, req, by).await
-            });
+            wait!(|s, _, req| hitl::bulk_approve(s, req, principal.map(|p| p.name)))
         }
-        HitlProjectRequests => hitl::list(state, param, &query),
-        OversightGet => hitl::oversight_get(state, param),
-        OversightSet => {
-            let param = param.to_owned();
-            return later(state, is_head, |s| async move {
-                hitl::oversight_set(&s, &param, req).await
-            });
-        }
-        HitlGet => hitl::get(state, param),
-        HitlHistory => hitl::history(state, param),
-        HitlRespond => {
-            let param = param.to_owned();
-            let by = principal.map(|p| p.name);
-            return later(state, is_head, |s| async move {
-                hitl::respond(&s, &param, req, by).await
-            });
-        }
-        EventsList => events::list(state, &query),
-        WsAll => events::subscribe(state, query.get("project_id"), &query, req),
-        WsProject => events::subscribe(state, Some(param), &query, req),
-        Livez => health::livez(),
-        Readyz => {
-            return later(state, is_head, |s| async move {
-                health::readyz(&s, &query).await
-            });
-        }
-        Health => health::health(),
-        HealthDetailed => {
-            return later(
-                state,
-                is_head,
-                |s| async move { health::detailed(&s).await },
-            );
-        }
-        HealthReady => return later(state, is_head, |s| async move { health::ready(&s).await }),
-        HealthZ => return later(state, is_head, |s| async move { health::z(&s).await }),
-        Metrics => monitoring::prometheus(state),
-        MonitoringMetrics => monitoring::metrics(state),
-        MonitoringPerformance => monitoring::performance(state),
-        MonitoringAlerts => monitoring::alerts(state),
-        MonitoringHistory => monitoring::history(state),
-        MonitoringWebhooks => monitoring::webhooks(state),
-        WhoAmI => Ok(admin::whoami(state, principal.as_ref())),
-        Console => crate::console::serve(param, req.header("if-none-match")),
-    };
-    now(result, is_head)
+        HitlProjectRequests => now!(hitl::list(state, param, &query)),
+        OversightGet => now!(hitl::oversight_get(state, param)),
+        OversightSet => wait!(|s, id, req| hitl::oversight_set(s, id, req)),
+        HitlGet => now!(hitl::get(state, param)),
+        HitlHistory => now!(hitl::history(state, param)),
+        HitlRespond => wait!(|s, id, req| hitl::respond(s, id, req, principal.map(|p| p.name))),
+        EventsList => now!(events::list(state, &query)),
+        WsAll => now!(events::subscribe(
+            state,
+            query.get("project_id"),
+            &query,
+            req
+        )),
+        WsProject => now!(events::subscribe(state, Some(param), &query, req)),
+        AdminBackup => wait!(|s, _, _| admin::backup(s)),
+        OpenApi => now!(openapi::serve(state)),
+        Livez => now!(health::livez()),
+        Readyz => wait!(|s, _, _| health::readyz(s, &query)),
+        Health => now!(health::health()),
+        HealthDetailed => wait!(|s, _, _| health::detailed(s)),
+        HealthReady => wait!(|s, _, _| health::ready(s)),
+        HealthZ => wait!(|s, _, _| health::z(s)),
+        Metrics => now!(monitoring::prometheus(state)),
+        MonitoringMetrics => now!(monitoring::metrics(state)),
+        MonitoringPerformance => now!(monitoring::performance(state)),
+        MonitoringAlerts => now!(monitoring::alerts(state)),
+        MonitoringHistory => now!(monitoring::history(state)),
+        MonitoringWebhooks => now!(monitoring::webhooks(state)),
+        WhoAmI => now!(Ok(admin::whoami(state, principal.as_ref()))),
+        Console => now!(crate::console::serve(param, req.header("if-none-match"))),
+    }
 }
 
 #[cfg(feature = "fuzzing")]

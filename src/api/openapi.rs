@@ -1,449 +1,13 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 description of every route, built from one table so a test
-//! can check that the table and the router agree.
+//! `GET /openapi.json`: an OpenAPI 3.1 description of every route, its paths, methods, summaries
+//! and statuses from the route table (`http::router::TABLE`), the bodies' schemas from here.
 
 use serde_json::{Value, json};
 
 use super::AppState;
 use crate::domain::{AgentType, Vocabulary};
 use crate::http::body::json as json_response;
+use crate::http::router::TABLE;
 use crate::http::{ApiError, ErrorCode, Response, Route, StatusCode};
-
-/// One operation: method, path template, route, summary, request body schema, success status.
-pub struct Operation {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub route: Route,
-    pub summary: &'static str,
-    pub body: Option<&'static str>,
-    pub status: u16,
-}
-
-macro_rules! op {
-    ($m:literal, $p:literal, $r:ident, $s:literal, $b:expr, $st:literal) => {
-        Operation {
-            method: $m,
-            path: $p,
-            route: Route::$r,
-            summary: $s,
-            body: $b,
-            status: $st,
-        }
-    };
-}
-
-/// Every operation flightdeck serves.
-pub fn operations() -> Vec<Operation> {
-    vec![
-        op!(
-            "get",
-            "/api/v1/projects",
-            ProjectsList,
-            "List projects, newest first",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/projects",
-            ProjectsCreate,
-            "Create a project",
-            Some("CreateProject"),
-            201
-        ),
-        op!(
-            "get",
-            "/api/v1/projects/{id}",
-            ProjectGet,
-            "A project with task counts",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/projects/{id}/status",
-            ProjectStatus,
-            "A project's tasks (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/projects/{id}/completion",
-            ProjectCompletion,
-            "Completion (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/projects/{id}/tasks",
-            ProjectTasksList,
-            "A project's tasks, filtered",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/projects/{id}/tasks",
-            ProjectTasksCreate,
-            "Create a task (BotArmy)",
-            Some("CreateTask"),
-            201
-        ),
-        op!(
-            "get",
-            "/api/v1/projects/{id}/workflow",
-            WorkflowGet,
-            "The project's workflow",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/projects/{id}/workflow",
-            WorkflowStart,
-            "Start a workflow",
-            Some("StartWorkflow"),
-            201
-        ),
-        op!("get", "/api/v1/tasks/{id}", TaskGet, "A task", None, 200),
-        op!(
-            "post",
-            "/api/v1/tasks/{id}/status",
-            TaskSetStatus,
-            "Change a task's status",
-            Some("SetStatus"),
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/tasks/claim",
-            TaskClaim,
-            "Claim the oldest pending task of an agent type",
-            Some("Claim"),
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/tasks/{id}/heartbeat",
-            TaskHeartbeat,
-            "Extend a claim's lease",
-            Some("Heartbeat"),
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/agents/status",
-            AgentsStatus,
-            "Every agent (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/agents/status/{agent_type}",
-            AgentStatus,
-            "One agent (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/agents/status-history/{agent_type}",
-            AgentStatusHistory,
-            "An agent's status changes (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/tasks/{id}/progress",
-            TaskProgress,
-            "Report a working task's progress (ephemeral: reaches WebSocket subscribers, not the log)",
-            Some("Progress"),
-            202
-        ),
-        op!(
-            "get",
-            "/api/v1/queues",
-            QueuesList,
-            "Every agent type's queue: paused, pending, scheduled, working, waiting workers, oldest pending age, limit",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/queues/{agent_type}/pause",
-            QueuePause,
-            "Pause a queue: it hands out nothing, its tasks stay pending",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/queues/{agent_type}/resume",
-            QueueResume,
-            "Resume a queue",
-            None,
-            200
-        ),
-        op!(
-            "patch",
-            "/api/v1/queues/{agent_type}",
-            QueueUpdate,
-            "Set a queue's concurrency limit (max_working, or null for none)",
-            Some("QueueLimit"),
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/projects/{id}/pause",
-            ProjectPause,
-            "Pause a project: none of its tasks is handed out",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/projects/{id}/resume",
-            ProjectResume,
-            "Resume a project",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/agents/status/{agent_type}/reset",
-            AgentReset,
-            "Reset an agent to idle (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/context/artifacts",
-            ArtifactCreate,
-            "Store an artifact",
-            Some("CreateArtifact"),
-            201
-        ),
-        op!(
-            "post",
-            "/api/v1/context/artifacts/batch",
-            ArtifactBatch,
-            "Fetch artifacts by id",
-            Some("Batch"),
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/context/artifacts/{id}",
-            ArtifactGet,
-            "An artifact (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "patch",
-            "/api/v1/context/artifacts/{id}",
-            ArtifactUpdate,
-            "Update an artifact",
-            Some("UpdateArtifact"),
-            200
-        ),
-        op!(
-            "delete",
-            "/api/v1/context/artifacts/{id}",
-            ArtifactDelete,
-            "Delete an artifact",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/context/project/{id}/artifacts",
-            ProjectArtifacts,
-            "A project's artifacts (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/hitl",
-            HitlCreate,
-            "Create a HITL request",
-            Some("CreateHitl"),
-            201
-        ),
-        op!(
-            "get",
-            "/api/v1/hitl/pending",
-            HitlPending,
-            "Pending HITL requests (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/hitl/bulk/approve",
-            HitlBulkApprove,
-            "Approve several requests (BotArmy)",
-            Some("BulkApprove"),
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/hitl/project/{id}/requests",
-            HitlProjectRequests,
-            "A project's HITL requests (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/hitl/project/{id}/oversight-level",
-            OversightGet,
-            "Oversight level (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/hitl/project/{id}/oversight-level",
-            OversightSet,
-            "Set the oversight level (BotArmy)",
-            Some("SetLevel"),
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/hitl/{id}",
-            HitlGet,
-            "A HITL request (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/hitl/{id}/history",
-            HitlHistory,
-            "A HITL request's history (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "post",
-            "/api/v1/hitl/{id}/respond",
-            HitlRespond,
-            "Answer a HITL request (BotArmy)",
-            Some("Respond"),
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/events",
-            EventsList,
-            "The event log",
-            None,
-            200
-        ),
-        op!("get", "/ws", WsAll, "WebSocket: every event", None, 101),
-        op!(
-            "get",
-            "/ws/{id}",
-            WsProject,
-            "WebSocket: one project's events",
-            None,
-            101
-        ),
-        op!("get", "/livez", Livez, "Liveness probe", None, 200),
-        op!("get", "/readyz", Readyz, "Readiness probe", None, 200),
-        op!("get", "/health", Health, "Health (BotArmy)", None, 200),
-        op!(
-            "get",
-            "/health/detailed",
-            HealthDetailed,
-            "Health per component (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/health/ready",
-            HealthReady,
-            "Readiness (BotArmy)",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/health/z",
-            HealthZ,
-            "Health checks (BotArmy)",
-            None,
-            200
-        ),
-        op!("get", "/metrics", Metrics, "Prometheus metrics", None, 200),
-        op!(
-            "get",
-            "/api/v1/monitoring/metrics",
-            MonitoringMetrics,
-            "Windowed latency and figures",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/monitoring/performance",
-            MonitoringPerformance,
-            "Service levels",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/monitoring/alerts",
-            MonitoringAlerts,
-            "Alert rules and transitions",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/monitoring/history",
-            MonitoringHistory,
-            "The last hour of each class: p99 and rate every 30 s",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/monitoring/webhooks",
-            MonitoringWebhooks,
-            "Each webhook: its cursor, lag, deliveries and last error",
-            None,
-            200
-        ),
-        op!(
-            "get",
-            "/api/v1/auth/whoami",
-            WhoAmI,
-            "The presented API key's name and access",
-            None,
-            200
-        ),
-        op!("get", "/", Console, "The web console (HTML)", None, 200),
-        op!(
-            "post",
-            "/api/v1/admin/backup",
-            AdminBackup,
-            "Write an online backup",
-            None,
-            201
-        ),
-        op!("get", "/openapi.json", OpenApi, "This document", None, 200),
-    ]
-}
 
 fn schemas() -> Value {
     let string = json!({"type": "string"});
@@ -513,12 +77,14 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     let error = json!({"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    for op in operations() {
+    for op in TABLE {
+        // The first template is the documented one (the console's assets are not described).
+        let path = op.paths[0];
         let mut parameters = Vec::new();
-        if op.path.contains("{id}") {
+        if path.contains("{id}") {
             parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
         }
-        if op.path.contains("{agent_type}") {
+        if path.contains("{agent_type}") {
             let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
         }
@@ -571,7 +137,8 @@ pub fn document() -> Value {
             operation["requestBody"] = json!({"required": true, "content": {"application/json": {
                 "schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
         }
-        paths.entry(op.path).or_insert_with(|| json!({}))[op.method] = operation;
+        let method = op.verb.as_str().to_ascii_lowercase();
+        paths.entry(path).or_insert_with(|| json!({}))[method] = operation;
     }
     json!({
         "openapi": "3.1.0",
@@ -594,32 +161,51 @@ pub fn serve(_state: &AppState) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Method, route};
+    use crate::http::router::Answers;
 
-    /// The table and the router agree: every route is documented, and every documented
-    /// operation routes to the route it names.
+    /// Every route is in the document at its first template and method, named by its label, and
+    /// every body schema a row names exists; a route reads a body exactly when its row has one.
     #[test]
-    fn the_document_covers_every_route() {
-        let ops = operations();
-        for r in Route::ALL {
-            assert!(
-                ops.iter().any(|o| o.route == *r),
-                "{} is not documented",
-                r.name()
-            );
-        }
-        for op in &ops {
-            let path = op
-                .path
-                .replace("{id}", "0190b5c2-0000-7000-8000-000000000000")
-                .replace("{agent_type}", "coder");
-            let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
-            let matched = route(&method, &path)
-                .unwrap_or_else(|e| panic!("{} {}: {e:?}", op.method, op.path));
-            assert_eq!(matched.route, op.route, "{} {}", op.method, op.path);
-        }
+    fn the_document_describes_every_route_of_the_table() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
-        assert!(doc["paths"]["/api/v1/projects"]["post"]["requestBody"].is_object());
+        let schemas = schemas();
+        let mut operations = 0;
+        for def in TABLE {
+            let method = def.verb.as_str().to_ascii_lowercase();
+            let op = &doc["paths"][def.paths[0]][&method];
+            assert_eq!(op["operationId"], def.name, "{:?}", def.route);
+            assert_eq!(op["summary"], def.summary, "{:?}", def.route);
+            assert!(
+                op["responses"][def.status.to_string()].is_object(),
+                "{:?}",
+                def.route
+            );
+            match def.body {
+                Some(schema) => {
+                    assert!(schemas[schema].is_object(), "no schema {schema}");
+                    assert_eq!(
+                        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+                        format!("#/components/schemas/{schema}")
+                    );
+                }
+                None => assert!(op["requestBody"].is_null(), "{:?}", def.route),
+            }
+            assert_eq!(
+                def.body.is_some(),
+                def.answers == Answers::Body,
+                "{:?} reads a body exactly when it has a schema",
+                def.route
+            );
+            operations += 1;
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|methods| methods.as_object().unwrap().len())
+            .sum();
+        assert_eq!(documented, operations);
+        assert_eq!(operations, Route::ALL.len());
     }
 }

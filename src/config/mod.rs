@@ -725,7 +725,6 @@ mod tests {
             c.api_keys
                 .authorize(
                     crate::http::Route::ProjectsCreate,
-                    &crate::http::Method::POST,
                     crate::http::auth::Credentials {
                         header: Some(&format!("Bearer {key}")),
                         query: None,

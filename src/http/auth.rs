@@ -5,9 +5,8 @@
 use crate::http::ErrorCode;
 use subtle::ConstantTimeEq;
 
-use super::Method;
 use super::error::ApiError;
-use super::router::Route;
+use super::router::{Access as RouteAccess, Route};
 
 /// What a key may do.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -153,7 +152,6 @@ impl ApiKeys {
     pub fn authorize(
         &self,
         route: Route,
-        method: &Method,
         credentials: Credentials<'_>,
     ) -> Result<Option<Principal>, ApiError> {
         if !self.enabled() {
@@ -173,9 +171,11 @@ impl ApiKeys {
             None
         });
         let key = token.and_then(|t| self.key_of(t.trim().as_bytes()));
-        let open = route.is_probe()
-            || route.is_console()
-            || (route == Route::Metrics && !self.protect_metrics);
+        let open = match route.access() {
+            RouteAccess::Open => true,
+            RouteAccess::Scrape => !self.protect_metrics,
+            RouteAccess::Read | RouteAccess::Write => false,
+        };
         if open {
             return Ok(key.map(|k| Principal {
                 name: k.name.clone(),
@@ -191,8 +191,7 @@ impl ApiKeys {
                 )
             });
         };
-        let writes = !(method == Method::GET || method == Method::HEAD);
-        if writes && key.access == Access::ReadOnly {
+        if route.access() == RouteAccess::Write && key.access == Access::ReadOnly {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!("API key {:?} is read-only", key.name),
@@ -216,10 +215,9 @@ mod tests {
             false,
         )
         .unwrap();
-        let ok = |route, method: Method, auth: Option<&str>| {
+        let ok = |route, auth: Option<&str>| {
             keys.authorize(
                 route,
-                &method,
                 Credentials {
                     header: auth,
                     query: None,
@@ -228,45 +226,28 @@ mod tests {
             .map(|_| ())
             .map_err(|e| e.status.as_u16())
         };
-        assert_eq!(ok(Route::ProjectsList, Method::GET, None), Err(401));
+        assert_eq!(ok(Route::ProjectsList, None), Err(401));
         assert_eq!(
-            ok(
-                Route::ProjectsList,
-                Method::GET,
-                Some("Bearer nope-nope-nope-nope")
-            ),
+            ok(Route::ProjectsList, Some("Bearer nope-nope-nope-nope")),
             Err(401)
         );
         assert_eq!(
-            ok(
-                Route::ProjectsList,
-                Method::GET,
-                Some("Bearer reader-secret-0123")
-            ),
+            ok(Route::ProjectsList, Some("Bearer reader-secret-0123")),
             Ok(())
         );
         assert_eq!(
-            ok(
-                Route::ProjectsCreate,
-                Method::POST,
-                Some("Bearer reader-secret-0123")
-            ),
+            ok(Route::ProjectsCreate, Some("Bearer reader-secret-0123")),
             Err(403)
         );
         assert_eq!(
-            ok(
-                Route::ProjectsCreate,
-                Method::POST,
-                Some("Bearer writer-secret-01234")
-            ),
+            ok(Route::ProjectsCreate, Some("Bearer writer-secret-01234")),
             Ok(())
         );
-        assert_eq!(ok(Route::Readyz, Method::GET, None), Ok(()));
-        assert_eq!(ok(Route::Metrics, Method::GET, None), Ok(()));
+        assert_eq!(ok(Route::Readyz, None), Ok(()));
+        assert_eq!(ok(Route::Metrics, None), Ok(()));
         assert!(
             keys.authorize(
                 Route::WsAll,
-                &Method::GET,
                 Credentials {
                     header: None,
                     query: Some("reader-secret-0123")
@@ -277,7 +258,6 @@ mod tests {
         assert!(
             keys.authorize(
                 Route::ProjectsList,
-                &Method::GET,
                 Credentials {
                     header: None,
                     query: Some("reader-secret-0123")
@@ -292,7 +272,6 @@ mod tests {
             locked
                 .authorize(
                     Route::Metrics,
-                    &Method::GET,
                     Credentials {
                         header: None,
                         query: None
@@ -318,7 +297,6 @@ mod tests {
         let who = |secret: &str| {
             keys.authorize(
                 Route::ProjectsList,
-                &Method::GET,
                 Credentials {
                     header: Some(&format!("Bearer {secret}")),
                     query: None,
@@ -348,7 +326,6 @@ mod tests {
         assert_eq!(
             keys.authorize(
                 Route::Livez,
-                &Method::GET,
                 Credentials {
                     header: None,
                     query: None
@@ -360,7 +337,6 @@ mod tests {
         let forbidden = keys
             .authorize(
                 Route::ProjectsCreate,
-                &Method::POST,
                 Credentials {
                     header: Some("Bearer bots-secret-012345678"),
                     query: None,
@@ -387,7 +363,6 @@ mod tests {
                 .unwrap()
                 .authorize(
                     Route::ProjectsCreate,
-                    &Method::POST,
                     Credentials {
                         header: None,
                         query: None

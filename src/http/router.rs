@@ -1,72 +1,19 @@
-//! Method + path to a closed set of routes. `Route::name()` is the metric label: never an id or a
-//! raw path. A trailing slash is accepted wherever the route exists without one.
+//! Every route, declared once in one table (`routes!`), and the matcher built from it.
+//!
+//! A row names the route's method, path template, metric label (never an id or a raw path), its
+//! service-level class, the access it needs, how it answers, its usual status and what OpenAPI
+//! says of it. From the table come the `Route` enum, `Route::ALL`, the matcher with its `Allow`
+//! headers (and so CORS preflights), the per-route metric series, the OpenAPI paths and methods,
+//! and the check that the shipped Prometheus rules name every route of each class. Adding a route
+//! is a row here, a handler in `api`, and its body's schema in `api::openapi`.
+//!
+//! Matching walks a tree of the templates' segments built once, literal segments before
+//! parameters (as the table's order would try them): no allocation per request. A trailing slash
+//! is accepted wherever the route exists without one.
+
+use std::sync::OnceLock;
 
 use hyper::Method;
-
-/// Every route flightdeck answers.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    ProjectsList,
-    ProjectsCreate,
-    ProjectGet,
-    ProjectStatus,
-    ProjectCompletion,
-    ProjectTasksList,
-    ProjectTasksCreate,
-    TaskGet,
-    TaskSetStatus,
-    TaskClaim,
-    TaskHeartbeat,
-    WorkflowStart,
-    WorkflowGet,
-    AdminBackup,
-    OpenApi,
-    AgentsStatus,
-    AgentStatus,
-    AgentStatusHistory,
-    AgentReset,
-    ArtifactCreate,
-    ArtifactBatch,
-    ArtifactGet,
-    ArtifactUpdate,
-    ArtifactDelete,
-    ProjectArtifacts,
-    HitlCreate,
-    HitlPending,
-    HitlBulkApprove,
-    HitlProjectRequests,
-    OversightGet,
-    OversightSet,
-    HitlGet,
-    HitlHistory,
-    HitlRespond,
-    EventsList,
-    WsAll,
-    WsProject,
-    Livez,
-    Readyz,
-    Health,
-    HealthDetailed,
-    HealthReady,
-    HealthZ,
-    Metrics,
-    MonitoringMetrics,
-    MonitoringPerformance,
-    MonitoringAlerts,
-    MonitoringHistory,
-    MonitoringWebhooks,
-    QueuesList,
-    QueuePause,
-    QueueResume,
-    QueueUpdate,
-    ProjectPause,
-    ProjectResume,
-    TaskProgress,
-    /// The web console: `/` and its assets under `/console/`.
-    Console,
-    /// `GET /api/v1/auth/whoami`: the presented key's name and access.
-    WhoAmI,
-}
 
 /// Which service level a route's latency counts towards.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,206 +24,347 @@ pub enum Class {
     Other,
 }
 
-impl Route {
-    /// Every route, for metric series that exist from start-up.
-    pub const ALL: &[Route] = &[
-        Route::ProjectsList,
-        Route::ProjectsCreate,
-        Route::ProjectGet,
-        Route::ProjectStatus,
-        Route::ProjectCompletion,
-        Route::ProjectTasksList,
-        Route::ProjectTasksCreate,
-        Route::TaskGet,
-        Route::TaskSetStatus,
-        Route::TaskClaim,
-        Route::TaskHeartbeat,
-        Route::WorkflowStart,
-        Route::WorkflowGet,
-        Route::AdminBackup,
-        Route::OpenApi,
-        Route::AgentsStatus,
-        Route::AgentStatus,
-        Route::AgentStatusHistory,
-        Route::AgentReset,
-        Route::ArtifactCreate,
-        Route::ArtifactBatch,
-        Route::ArtifactGet,
-        Route::ArtifactUpdate,
-        Route::ArtifactDelete,
-        Route::ProjectArtifacts,
-        Route::HitlCreate,
-        Route::HitlPending,
-        Route::HitlBulkApprove,
-        Route::HitlProjectRequests,
-        Route::OversightGet,
-        Route::OversightSet,
-        Route::HitlGet,
-        Route::HitlHistory,
-        Route::HitlRespond,
-        Route::EventsList,
-        Route::WsAll,
-        Route::WsProject,
-        Route::Livez,
-        Route::Readyz,
-        Route::Health,
-        Route::HealthDetailed,
-        Route::HealthReady,
-        Route::HealthZ,
-        Route::Metrics,
-        Route::MonitoringMetrics,
-        Route::MonitoringPerformance,
-        Route::MonitoringAlerts,
-        Route::MonitoringHistory,
-        Route::MonitoringWebhooks,
-        Route::QueuesList,
-        Route::QueuePause,
-        Route::QueueResume,
-        Route::QueueUpdate,
-        Route::ProjectPause,
-        Route::ProjectResume,
-        Route::TaskProgress,
-        Route::Console,
-        Route::WhoAmI,
-    ];
+/// The access a route needs when API keys are configured.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// None: probes, the console and the OpenAPI document.
+    Open,
+    /// `/metrics`: open, unless `--protect-metrics` asks for a key.
+    Scrape,
+    /// Any key.
+    Read,
+    /// A read-write key.
+    Write,
+}
 
-    /// The method and status of the route's usual answer, for the series that exist from start-up.
-    pub fn primary(self) -> (&'static str, u16) {
-        use Route::{
-            AdminBackup, AgentReset, ArtifactBatch, ArtifactCreate, ArtifactDelete, ArtifactUpdate,
-            HitlBulkApprove, HitlCreate, HitlRespond, OversightSet, ProjectPause, ProjectResume,
-            ProjectTasksCreate, ProjectsCreate, QueuePause, QueueResume, QueueUpdate, TaskClaim,
-            TaskHeartbeat, TaskProgress, TaskSetStatus, WorkflowStart, WsAll, WsProject,
-        };
+/// How a route answers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Answers {
+    /// While it is called, from memory or a read transaction.
+    Now,
+    /// After reading the request's body (its schema is the row's `body`).
+    Body,
+    /// After waiting without a body: for the writer, a probe or a backup.
+    Wait,
+}
+
+/// A route's method (HEAD is answered wherever GET is).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    /// A GET that upgrades to a WebSocket: no HEAD.
+    Upgrade,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
         match self {
-            ProjectsCreate | ProjectTasksCreate | ArtifactCreate | HitlCreate | WorkflowStart
-            | AdminBackup => ("POST", 201),
-            TaskSetStatus | TaskClaim | TaskHeartbeat | AgentReset | ArtifactBatch
-            | HitlBulkApprove | OversightSet | HitlRespond | QueuePause | QueueResume
-            | ProjectPause | ProjectResume => ("POST", 200),
-            TaskProgress => ("POST", 202),
-            ArtifactUpdate | QueueUpdate => ("PATCH", 200),
-            ArtifactDelete => ("DELETE", 200),
-            WsAll | WsProject => ("GET", 101),
-            _ => ("GET", 200),
+            Verb::Get | Verb::Upgrade => "GET",
+            Verb::Post => "POST",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
         }
     }
 
-    /// Probes are answered without an API key.
-    pub fn is_probe(self) -> bool {
-        use Route::{Health, HealthDetailed, HealthReady, HealthZ, Livez, OpenApi, Readyz};
-        matches!(
-            self,
-            Livez | Readyz | Health | HealthDetailed | HealthReady | HealthZ | OpenApi
-        )
+    /// Whether a request's method asks for this route's (HEAD for GET).
+    fn accepts(self, method: &Method) -> bool {
+        match self {
+            Verb::Get => method == Method::GET || method == Method::HEAD,
+            Verb::Upgrade => method == Method::GET,
+            Verb::Post => method == Method::POST,
+            Verb::Patch => method == Method::PATCH,
+            Verb::Delete => method == Method::DELETE,
+        }
+    }
+}
+
+/// One row of the route table.
+#[derive(Debug)]
+pub struct RouteDef {
+    pub route: Route,
+    pub verb: Verb,
+    /// The path templates: `{name}` is the one path parameter. OpenAPI describes the first.
+    pub paths: &'static [&'static str],
+    /// The metric label and log name.
+    pub name: &'static str,
+    pub class: Class,
+    pub access: Access,
+    pub answers: Answers,
+    /// The status of the usual answer, for the series that exist from start-up and OpenAPI.
+    pub status: u16,
+    /// OpenAPI's summary.
+    pub summary: &'static str,
+    /// The request body's schema in OpenAPI's components, for routes that read one.
+    pub body: Option<&'static str>,
+}
+
+macro_rules! routes {
+    ($(
+        $(#[$doc:meta])*
+        $route:ident: $verb:ident $path:literal $(| $more:literal)*
+            => $name:literal, $class:ident, $access:ident, $answers:ident, $status:literal,
+            $summary:expr $(, body $body:literal)?;
+    )+) => {
+        /// Every route flightdeck answers.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum Route {
+            $($(#[$doc])* $route,)+
+        }
+
+        impl Route {
+            /// Every route, in the table's order (`Route::index`).
+            pub const ALL: &[Route] = &[$(Route::$route,)+];
+        }
+
+        /// The route table, in `Route::ALL`'s order.
+        pub const TABLE: &[RouteDef] = &[$(
+            RouteDef {
+                route: Route::$route,
+                verb: routes!(@verb $verb),
+                paths: &[$path $(, $more)*],
+                name: $name,
+                class: Class::$class,
+                access: Access::$access,
+                answers: Answers::$answers,
+                status: $status,
+                summary: $summary,
+                body: routes!(@body $($body)?),
+            },
+        )+];
+    };
+    (@verb GET) => { Verb::Get };
+    (@verb UPGRADE) => { Verb::Upgrade };
+    (@verb POST) => { Verb::Post };
+    (@verb PATCH) => { Verb::Patch };
+    (@verb DELETE) => { Verb::Delete };
+    (@body) => { None };
+    (@body $body:literal) => { Some($body) };
+}
+
+routes! {
+    ProjectsList: GET "/api/v1/projects"
+        => "projects.list", Other, Read, Now, 200,
+        "List projects, newest first";
+    ProjectsCreate: POST "/api/v1/projects"
+        => "projects.create", Other, Write, Body, 201,
+        "Create a project", body "CreateProject";
+    ProjectGet: GET "/api/v1/projects/{id}"
+        => "projects.get", StatusQuery, Read, Now, 200,
+        "A project with task counts";
+    ProjectStatus: GET "/api/v1/projects/{id}/status"
+        => "projects.status", StatusQuery, Read, Now, 200,
+        "A project's tasks (BotArmy)";
+    ProjectCompletion: GET "/api/v1/projects/{id}/completion"
+        => "projects.completion", StatusQuery, Read, Now, 200,
+        "Completion (BotArmy)";
+    ProjectTasksList: GET "/api/v1/projects/{id}/tasks"
+        => "tasks.list", TaskOperation, Read, Now, 200,
+        "A project's tasks, filtered";
+    ProjectTasksCreate: POST "/api/v1/projects/{id}/tasks"
+        => "tasks.create", TaskOperation, Write, Body, 201,
+        "Create a task (BotArmy)", body "CreateTask";
+    TaskGet: GET "/api/v1/tasks/{id}"
+        => "tasks.get", TaskOperation, Read, Now, 200,
+        "A task";
+    TaskSetStatus: POST "/api/v1/tasks/{id}/status"
+        => "tasks.set_status", TaskOperation, Write, Body, 200,
+        "Change a task's status", body "SetStatus";
+    TaskClaim: POST "/api/v1/tasks/claim"
+        => "tasks.claim", TaskOperation, Write, Body, 200,
+        "Claim the oldest pending task of an agent type", body "Claim";
+    TaskHeartbeat: POST "/api/v1/tasks/{id}/heartbeat"
+        => "tasks.heartbeat", TaskOperation, Write, Body, 200,
+        "Extend a claim's lease", body "Heartbeat";
+    WorkflowStart: POST "/api/v1/projects/{id}/workflow"
+        => "workflows.start", Other, Write, Body, 201,
+        "Start a workflow", body "StartWorkflow";
+    WorkflowGet: GET "/api/v1/projects/{id}/workflow"
+        => "workflows.get", Other, Read, Now, 200,
+        "The project's workflow";
+    AdminBackup: POST "/api/v1/admin/backup"
+        => "admin.backup", Other, Write, Wait, 201,
+        "Write an online backup";
+    OpenApi: GET "/openapi.json"
+        => "openapi", Other, Open, Now, 200,
+        "This document";
+    AgentsStatus: GET "/api/v1/agents/status"
+        => "agents.status", StatusQuery, Read, Now, 200,
+        "Every agent (BotArmy)";
+    AgentStatus: GET "/api/v1/agents/status/{agent_type}"
+        => "agents.status_one", StatusQuery, Read, Now, 200,
+        "One agent (BotArmy)";
+    AgentStatusHistory: GET "/api/v1/agents/status-history/{agent_type}"
+        => "agents.status_history", Other, Read, Now, 200,
+        "An agent's status changes (BotArmy)";
+    AgentReset: POST "/api/v1/agents/status/{agent_type}/reset"
+        => "agents.reset", Other, Write, Wait, 200,
+        "Reset an agent to idle (BotArmy)";
+    ArtifactCreate: POST "/api/v1/context/artifacts"
+        => "artifacts.create", Other, Write, Body, 201,
+        "Store an artifact", body "CreateArtifact";
+    ArtifactBatch: POST "/api/v1/context/artifacts/batch"
+        => "artifacts.batch", ContextRetrieval, Write, Body, 200,
+        "Fetch artifacts by id", body "Batch";
+    ArtifactGet: GET "/api/v1/context/artifacts/{id}"
+        => "artifacts.get", ContextRetrieval, Read, Now, 200,
+        "An artifact (BotArmy)";
+    ArtifactUpdate: PATCH "/api/v1/context/artifacts/{id}"
+        => "artifacts.update", Other, Write, Body, 200,
+        "Update an artifact", body "UpdateArtifact";
+    ArtifactDelete: DELETE "/api/v1/context/artifacts/{id}"
+        => "artifacts.delete", Other, Write, Wait, 200,
+        "Delete an artifact";
+    ProjectArtifacts: GET "/api/v1/context/project/{id}/artifacts"
+        => "artifacts.list", ContextRetrieval, Read, Now, 200,
+        "A project's artifacts (BotArmy)";
+    HitlCreate: POST "/api/v1/hitl"
+        => "hitl.create", Other, Write, Body, 201,
+        "Create a HITL request", body "CreateHitl";
+    HitlPending: GET "/api/v1/hitl/pending"
+        => "hitl.pending", Other, Read, Now, 200,
+        "Pending HITL requests (BotArmy)";
+    HitlBulkApprove: POST "/api/v1/hitl/bulk/approve"
+        => "hitl.bulk_approve", Other, Write, Body, 200,
+        "Approve several requests (BotArmy)", body "BulkApprove";
+    HitlProjectRequests: GET "/api/v1/hitl/project/{id}/requests"
+        => "hitl.list", Other, Read, Now, 200,
+        "A project's HITL requests (BotArmy)";
+    OversightGet: GET "/api/v1/hitl/project/{id}/oversight-level"
+        => "hitl.oversight_get", Other, Read, Now, 200,
+        "Oversight level (BotArmy)";
+    OversightSet: POST "/api/v1/hitl/project/{id}/oversight-level"
+        => "hitl.oversight_set", Other, Write, Body, 200,
+        "Set the oversight level (BotArmy)", body "SetLevel";
+    HitlGet: GET "/api/v1/hitl/{id}"
+        => "hitl.get", Other, Read, Now, 200,
+        "A HITL request (BotArmy)";
+    HitlHistory: GET "/api/v1/hitl/{id}/history"
+        => "hitl.history", Other, Read, Now, 200,
+        "A HITL request's history (BotArmy)";
+    HitlRespond: POST "/api/v1/hitl/{id}/respond"
+        => "hitl.respond", Other, Write, Body, 200,
+        "Answer a HITL request (BotArmy)", body "Respond";
+    EventsList: GET "/api/v1/events"
+        => "events.list", Other, Read, Now, 200,
+        "The event log";
+    WsAll: UPGRADE "/ws"
+        => "ws.all", Other, Read, Now, 101,
+        "WebSocket: every event";
+    WsProject: UPGRADE "/ws/{id}"
+        => "ws.project", Other, Read, Now, 101,
+        "WebSocket: one project's events";
+    Livez: GET "/livez"
+        => "probes.livez", StatusQuery, Open, Now, 200,
+        "Liveness probe";
+    Readyz: GET "/readyz"
+        => "probes.readyz", StatusQuery, Open, Wait, 200,
+        "Readiness probe";
+    Health: GET "/health"
+        => "health.basic", StatusQuery, Open, Now, 200,
+        "Health (BotArmy)";
+    HealthDetailed: GET "/health/detailed"
+        => "health.detailed", Other, Open, Wait, 200,
+        "Health per component (BotArmy)";
+    HealthReady: GET "/health/ready"
+        => "health.ready", StatusQuery, Open, Wait, 200,
+        "Readiness (BotArmy)";
+    HealthZ: GET "/health/z"
+        => "health.z", StatusQuery, Open, Wait, 200,
+        "Health checks (BotArmy)";
+    Metrics: GET "/metrics"
+        => "metrics.prometheus", Other, Scrape, Now, 200,
+        "Prometheus metrics";
+    MonitoringMetrics: GET "/api/v1/monitoring/metrics"
+        => "monitoring.metrics", Other, Read, Now, 200,
+        "Windowed latency and figures";
+    MonitoringPerformance: GET "/api/v1/monitoring/performance"
+        => "monitoring.performance", Other, Read, Now, 200,
+        "Service levels";
+    MonitoringAlerts: GET "/api/v1/monitoring/alerts"
+        => "monitoring.alerts", Other, Read, Now, 200,
+        "Alert rules and transitions";
+    MonitoringHistory: GET "/api/v1/monitoring/history"
+        => "monitoring.history", Other, Read, Now, 200,
+        "The last hour of each class: p99 and rate every 30 s";
+    MonitoringWebhooks: GET "/api/v1/monitoring/webhooks"
+        => "monitoring.webhooks", Other, Read, Now, 200,
+        "Each webhook: its cursor, lag, deliveries and last error";
+    QueuesList: GET "/api/v1/queues"
+        => "queues.list", Other, Read, Now, 200,
+        concat!(
+            "Every agent type's queue: paused, pending, scheduled, working, waiting workers, ",
+            "oldest pending age, limit"
+        );
+    QueuePause: POST "/api/v1/queues/{agent_type}/pause"
+        => "queues.pause", Other, Write, Wait, 200,
+        "Pause a queue: it hands out nothing, its tasks stay pending";
+    QueueResume: POST "/api/v1/queues/{agent_type}/resume"
+        => "queues.resume", Other, Write, Wait, 200,
+        "Resume a queue";
+    QueueUpdate: PATCH "/api/v1/queues/{agent_type}"
+        => "queues.update", Other, Write, Body, 200,
+        "Set a queue's concurrency limit (max_working, or null for none)", body "QueueLimit";
+    ProjectPause: POST "/api/v1/projects/{id}/pause"
+        => "projects.pause", Other, Write, Wait, 200,
+        "Pause a project: none of its tasks is handed out";
+    ProjectResume: POST "/api/v1/projects/{id}/resume"
+        => "projects.resume", Other, Write, Wait, 200,
+        "Resume a project";
+    TaskProgress: POST "/api/v1/tasks/{id}/progress"
+        => "tasks.progress", TaskOperation, Write, Body, 202,
+        concat!(
+            "Report a working task's progress (ephemeral: reaches WebSocket subscribers, not ",
+            "the log)"
+        ), body "Progress";
+    /// The web console: `/` and its assets under `/console/` (OpenAPI describes the page).
+    Console: GET "/" | "/console/{file}"
+        => "console", Other, Open, Now, 200,
+        "The web console (HTML)";
+    /// The presented key's name and access.
+    WhoAmI: GET "/api/v1/auth/whoami"
+        => "auth.whoami", Other, Read, Now, 200,
+        "The presented API key's name and access";
+}
+
+impl Route {
+    /// The route's row of the table.
+    pub fn def(self) -> &'static RouteDef {
+        &TABLE[self.index()]
     }
 
-    /// The console's page and assets: served without a key (the page asks for one).
-    pub fn is_console(self) -> bool {
-        self == Route::Console
-    }
-
-    pub fn is_websocket(self) -> bool {
-        matches!(self, Route::WsAll | Route::WsProject)
-    }
-
-    /// The service-level class of the route.
-    /// Position in `Route::ALL` (the declaration order): an index for per-route arrays.
+    /// Position in `Route::ALL` (the table's order): an index for per-route arrays.
     pub fn index(self) -> usize {
         self as usize
     }
 
-    pub fn class(self) -> Class {
-        use Route::{
-            AgentStatus, AgentsStatus, ArtifactBatch, ArtifactGet, Health, HealthReady, HealthZ,
-            Livez, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectStatus,
-            ProjectTasksCreate, ProjectTasksList, Readyz, TaskClaim, TaskGet, TaskHeartbeat,
-            TaskProgress, TaskSetStatus,
-        };
-        match self {
-            ProjectGet | ProjectStatus | ProjectCompletion | AgentsStatus | AgentStatus | Livez
-            | Readyz | Health | HealthReady | HealthZ => Class::StatusQuery,
-            ProjectTasksCreate | TaskSetStatus | ProjectTasksList | TaskGet | TaskClaim
-            | TaskHeartbeat | TaskProgress => Class::TaskOperation,
-            ArtifactGet | ProjectArtifacts | ArtifactBatch => Class::ContextRetrieval,
-            _ => Class::Other,
-        }
-    }
-
     /// The metric label and log name of the route.
     pub fn name(self) -> &'static str {
-        use Route::{
-            AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
-            ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList,
-            Health, HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet,
-            HitlHistory, HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics,
-            MonitoringAlerts, MonitoringHistory, MonitoringMetrics, MonitoringPerformance,
-            MonitoringWebhooks, OpenApi, OversightGet, OversightSet, ProjectArtifacts,
-            ProjectCompletion, ProjectGet, ProjectPause, ProjectResume, ProjectStatus,
-            ProjectTasksCreate, ProjectTasksList, ProjectsCreate, ProjectsList, QueuePause,
-            QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet, TaskHeartbeat,
-            TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll, WsProject,
-        };
-        match self {
-            ProjectsList => "projects.list",
-            ProjectsCreate => "projects.create",
-            ProjectGet => "projects.get",
-            ProjectStatus => "projects.status",
-            ProjectCompletion => "projects.completion",
-            ProjectTasksList => "tasks.list",
-            ProjectTasksCreate => "tasks.create",
-            TaskGet => "tasks.get",
-            TaskSetStatus => "tasks.set_status",
-            TaskClaim => "tasks.claim",
-            TaskHeartbeat => "tasks.heartbeat",
-            WorkflowStart => "workflows.start",
-            WorkflowGet => "workflows.get",
-            AdminBackup => "admin.backup",
-            OpenApi => "openapi",
-            AgentsStatus => "agents.status",
-            AgentStatus => "agents.status_one",
-            AgentStatusHistory => "agents.status_history",
-            AgentReset => "agents.reset",
-            ArtifactCreate => "artifacts.create",
-            ArtifactBatch => "artifacts.batch",
-            ArtifactGet => "artifacts.get",
-            ArtifactUpdate => "artifacts.update",
-            ArtifactDelete => "artifacts.delete",
-            ProjectArtifacts => "artifacts.list",
-            HitlCreate => "hitl.create",
-            HitlPending => "hitl.pending",
-            HitlBulkApprove => "hitl.bulk_approve",
-            HitlProjectRequests => "hitl.list",
-            OversightGet => "hitl.oversight_get",
-            OversightSet => "hitl.oversight_set",
-            HitlGet => "hitl.get",
-            HitlHistory => "hitl.history",
-            HitlRespond => "hitl.respond",
-            EventsList => "events.list",
-            WsAll => "ws.all",
-            WsProject => "ws.project",
-            Livez => "probes.livez",
-            Readyz => "probes.readyz",
-            Health => "health.basic",
-            HealthDetailed => "health.detailed",
-            HealthReady => "health.ready",
-            HealthZ => "health.z",
-            Metrics => "metrics.prometheus",
-            MonitoringMetrics => "monitoring.metrics",
-            MonitoringPerformance => "monitoring.performance",
-            MonitoringAlerts => "monitoring.alerts",
-            MonitoringHistory => "monitoring.history",
-            MonitoringWebhooks => "monitoring.webhooks",
-            QueuesList => "queues.list",
-            QueuePause => "queues.pause",
-            QueueResume => "queues.resume",
-            QueueUpdate => "queues.update",
-            ProjectPause => "projects.pause",
-            ProjectResume => "projects.resume",
-            TaskProgress => "tasks.progress",
-            Console => "console",
-            WhoAmI => "auth.whoami",
-        }
+        self.def().name
+    }
+
+    /// The service-level class of the route.
+    pub fn class(self) -> Class {
+        self.def().class
+    }
+
+    pub fn access(self) -> Access {
+        self.def().access
+    }
+
+    pub fn answers(self) -> Answers {
+        self.def().answers
+    }
+
+    /// The method and status of the route's usual answer, for the series that exist from start-up.
+    pub fn primary(self) -> (&'static str, u16) {
+        (self.def().verb.as_str(), self.def().status)
+    }
+
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Route::WsAll | Route::WsProject)
     }
 }
 
@@ -295,170 +383,141 @@ pub enum NoRoute {
     MethodNotAllowed(&'static str),
 }
 
+/// The most segments a template has; a longer path matches nothing.
+const MAX_SEGMENTS: usize = 8;
+
+/// A node of the template tree: one segment further down every template through it.
+#[derive(Default)]
+struct Node {
+    /// Literal segments, tried first.
+    literal: Vec<(&'static str, Node)>,
+    /// A `{parameter}` segment, tried when no literal leads to a route.
+    param: Option<Box<Node>>,
+    /// The routes whose template ends here, and the `Allow` header of this path.
+    routes: Vec<(Verb, Route)>,
+    allow: &'static str,
+}
+
+impl Node {
+    fn insert(&mut self, segments: &[&'static str], verb: Verb, route: Route) {
+        let Some((first, rest)) = segments.split_first() else {
+            assert!(
+                self.routes.iter().all(|(v, _)| *v != verb),
+                "two routes for {} on one path",
+                verb.as_str()
+            );
+            self.routes.push((verb, route));
+            return;
+        };
+        let next = if first.starts_with('{') {
+            self.param.get_or_insert_with(Box::default)
+        } else {
+            match self.literal.iter().position(|(s, _)| s == first) {
+                Some(i) => &mut self.literal[i].1,
+                None => {
+                    self.literal.push((first, Node::default()));
+                    &mut self.literal.last_mut().expect("just pushed").1
+                }
+            }
+        };
+        next.insert(rest, verb, route);
+    }
+
+    /// Fills every node's `Allow` header from its routes' methods, sorted, HEAD beside GET.
+    fn seal(&mut self) {
+        if !self.routes.is_empty() {
+            let mut methods: Vec<&str> = Vec::new();
+            for (verb, _) in &self.routes {
+                methods.push(verb.as_str());
+                if *verb == Verb::Get {
+                    methods.push("HEAD");
+                }
+            }
+            methods.sort_unstable();
+            // Built once per path at start-up: a few hundred bytes for the process's life.
+            self.allow = Box::leak(methods.join(", ").into_boxed_str());
+        }
+        for (_, child) in &mut self.literal {
+            child.seal();
+        }
+        if let Some(child) = &mut self.param {
+            child.seal();
+        }
+    }
+
+    /// The node `segments` lead to (with the parameter's index among them), literal segments
+    /// first; a path that ends where no route does goes back to try the parameter.
+    fn find(&self, segments: &[&str], depth: usize) -> Option<(&Node, Option<usize>)> {
+        let Some((first, rest)) = segments.split_first() else {
+            return (!self.routes.is_empty()).then_some((self, None));
+        };
+        if let Some((_, child)) = self.literal.iter().find(|(s, _)| same(s, first))
+            && let Some(found) = child.find(rest, depth + 1)
+        {
+            return Some(found);
+        }
+        let child = self.param.as_ref()?;
+        let (node, param) = child.find(rest, depth + 1)?;
+        Some((node, param.or(Some(depth))))
+    }
+}
+
+/// Whether two segments are equal: length and first byte decide most comparisons without a call
+/// to compare the bytes.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
+/// The tree of every template, built from the table at first use.
+fn tree() -> &'static Node {
+    static TREE: OnceLock<Node> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let mut root = Node::default();
+        for def in TABLE {
+            for path in def.paths {
+                let segments: Vec<&'static str> =
+                    path.split('/').filter(|s| !s.is_empty()).collect();
+                assert!(segments.len() <= MAX_SEGMENTS, "{path} is too long");
+                root.insert(&segments, def.verb, def.route);
+            }
+        }
+        root.seal();
+        root
+    })
+}
+
 /// Matches a request. Segments are compared as they come; ids are validated by the handlers.
 pub fn route<'p>(method: &Method, path: &'p str) -> Result<Matched<'p>, NoRoute> {
-    use Route::{
-        AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
-        ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
-        HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet, HitlHistory,
-        HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics, MonitoringAlerts,
-        MonitoringHistory, MonitoringMetrics, MonitoringPerformance, MonitoringWebhooks, OpenApi,
-        OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
-        ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
-        ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
-        TaskHeartbeat, TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll,
-        WsProject,
-    };
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
-    let plain = match path {
-        "/livez" => Some(Livez),
-        "/readyz" => Some(Readyz),
-        "/health" => Some(Health),
-        "/health/detailed" => Some(HealthDetailed),
-        "/health/ready" => Some(HealthReady),
-        "/health/z" => Some(HealthZ),
-        "/metrics" => Some(Metrics),
-        "/api/v1/monitoring/metrics" => Some(MonitoringMetrics),
-        "/api/v1/monitoring/performance" => Some(MonitoringPerformance),
-        "/api/v1/monitoring/alerts" => Some(MonitoringAlerts),
-        "/api/v1/monitoring/history" => Some(MonitoringHistory),
-        "/api/v1/monitoring/webhooks" => Some(MonitoringWebhooks),
-        "/openapi.json" => Some(OpenApi),
-        "/" => Some(Console),
-        _ => None,
-    };
-    if let Some(route) = plain {
-        return if method == Method::GET || method == Method::HEAD {
-            Ok(Matched { route, param: "" })
-        } else {
-            Err(NoRoute::MethodNotAllowed("GET, HEAD"))
-        };
-    }
-    if let Some(file) = path.strip_prefix("/console/") {
-        if file.is_empty() || file.contains('/') {
-            return Err(NoRoute::NotFound);
-        }
-        return if method == Method::GET || method == Method::HEAD {
-            Ok(Matched {
-                route: Console,
-                param: file,
-            })
-        } else {
-            Err(NoRoute::MethodNotAllowed("GET, HEAD"))
-        };
-    }
-    if let Some(rest) = path.strip_prefix("/ws") {
-        let found = match rest.strip_prefix('/') {
-            None if rest.is_empty() => (WsAll, ""),
-            Some(id) if !id.is_empty() && !id.contains('/') => (WsProject, id),
-            _ => return Err(NoRoute::NotFound),
-        };
-        if method != Method::GET {
-            return Err(NoRoute::MethodNotAllowed("GET"));
-        }
-        return Ok(Matched {
-            route: found.0,
-            param: found.1,
-        });
-    }
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
+    let Some(rest) = path.strip_prefix('/') else {
         return Err(NoRoute::NotFound);
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(NoRoute::NotFound);
+    let mut segments = [""; MAX_SEGMENTS];
+    let mut count = 0;
+    if !rest.is_empty() {
+        let mut start = 0;
+        let bytes = rest.as_bytes();
+        for end in (0..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/') {
+            if end == start || count == MAX_SEGMENTS {
+                return Err(NoRoute::NotFound);
+            }
+            segments[count] = &rest[start..end];
+            count += 1;
+            start = end + 1;
+        }
     }
-    let m = method;
-    let get = m == Method::GET || m == Method::HEAD;
-    let post = m == Method::POST;
-    // (route if the method fits, Allow header of the path)
-    let found: (Option<(Route, &str)>, &'static str) = match segments.as_slice() {
-        ["projects"] => (
-            pick2(get, ProjectsList, post, ProjectsCreate, ""),
-            "GET, HEAD, POST",
-        ),
-        ["projects", id] => (get.then_some((ProjectGet, *id)), "GET, HEAD"),
-        ["projects", id, "status"] => (get.then_some((ProjectStatus, *id)), "GET, HEAD"),
-        ["projects", id, "completion"] => (get.then_some((ProjectCompletion, *id)), "GET, HEAD"),
-        ["projects", id, "workflow"] => (
-            pick2(get, WorkflowGet, post, WorkflowStart, id),
-            "GET, HEAD, POST",
-        ),
-        ["projects", id, "tasks"] => (
-            pick2(get, ProjectTasksList, post, ProjectTasksCreate, id),
-            "GET, HEAD, POST",
-        ),
-        ["projects", id, "pause"] => (post.then_some((ProjectPause, *id)), "POST"),
-        ["projects", id, "resume"] => (post.then_some((ProjectResume, *id)), "POST"),
-        ["queues"] => (get.then_some((QueuesList, "")), "GET, HEAD"),
-        ["queues", agent] => (
-            (m == Method::PATCH).then_some((QueueUpdate, *agent)),
-            "PATCH",
-        ),
-        ["queues", agent, "pause"] => (post.then_some((QueuePause, *agent)), "POST"),
-        ["queues", agent, "resume"] => (post.then_some((QueueResume, *agent)), "POST"),
-        ["tasks", "claim"] => (post.then_some((TaskClaim, "")), "POST"),
-        ["tasks", id, "heartbeat"] => (post.then_some((TaskHeartbeat, *id)), "POST"),
-        ["tasks", id, "progress"] => (post.then_some((TaskProgress, *id)), "POST"),
-        ["tasks", id] => (get.then_some((TaskGet, *id)), "GET, HEAD"),
-        ["tasks", id, "status"] => (post.then_some((TaskSetStatus, *id)), "POST"),
-        ["agents", "status"] => (get.then_some((AgentsStatus, "")), "GET, HEAD"),
-        ["agents", "status", agent] => (get.then_some((AgentStatus, *agent)), "GET, HEAD"),
-        ["agents", "status-history", agent] => {
-            (get.then_some((AgentStatusHistory, *agent)), "GET, HEAD")
-        }
-        ["agents", "status", agent, "reset"] => (post.then_some((AgentReset, *agent)), "POST"),
-        ["context", "artifacts"] => (post.then_some((ArtifactCreate, "")), "POST"),
-        ["context", "artifacts", "batch"] => (post.then_some((ArtifactBatch, "")), "POST"),
-        ["context", "artifacts", id] => {
-            let r = if get {
-                Some(ArtifactGet)
-            } else if m == Method::PATCH {
-                Some(ArtifactUpdate)
-            } else if m == Method::DELETE {
-                Some(ArtifactDelete)
-            } else {
-                None
-            };
-            (r.map(|r| (r, *id)), "DELETE, GET, HEAD, PATCH")
-        }
-        ["context", "project", id, "artifacts"] => {
-            (get.then_some((ProjectArtifacts, *id)), "GET, HEAD")
-        }
-        ["hitl"] => (post.then_some((HitlCreate, "")), "POST"),
-        ["hitl", "pending"] => (get.then_some((HitlPending, "")), "GET, HEAD"),
-        ["hitl", "bulk", "approve"] => (post.then_some((HitlBulkApprove, "")), "POST"),
-        ["hitl", "project", id, "requests"] => {
-            (get.then_some((HitlProjectRequests, *id)), "GET, HEAD")
-        }
-        ["hitl", "project", id, "oversight-level"] => (
-            pick2(get, OversightGet, post, OversightSet, id),
-            "GET, HEAD, POST",
-        ),
-        ["hitl", id] => (get.then_some((HitlGet, *id)), "GET, HEAD"),
-        ["hitl", id, "history"] => (get.then_some((HitlHistory, *id)), "GET, HEAD"),
-        ["hitl", id, "respond"] => (post.then_some((HitlRespond, *id)), "POST"),
-        ["admin", "backup"] => (post.then_some((AdminBackup, "")), "POST"),
-        ["events"] => (get.then_some((EventsList, "")), "GET, HEAD"),
-        ["auth", "whoami"] => (get.then_some((WhoAmI, "")), "GET, HEAD"),
-        _ => return Err(NoRoute::NotFound),
-    };
-    match found {
-        (Some((route, param)), _) => Ok(Matched { route, param }),
-        (None, allow) => Err(NoRoute::MethodNotAllowed(allow)),
-    }
-}
-
-fn pick2(a: bool, ra: Route, b: bool, rb: Route, param: &str) -> Option<(Route, &str)> {
-    if a {
-        Some((ra, param))
-    } else if b {
-        Some((rb, param))
-    } else {
-        None
+    let segments = &segments[..count];
+    let (node, param) = tree().find(segments, 0).ok_or(NoRoute::NotFound)?;
+    match node.routes.iter().find(|(verb, _)| verb.accepts(method)) {
+        Some(&(_, route)) => Ok(Matched {
+            route,
+            param: param.map_or("", |i| segments[i]),
+        }),
+        None => Err(NoRoute::MethodNotAllowed(node.allow)),
     }
 }
 
@@ -505,6 +564,41 @@ mod tests {
         }
     }
 
+    /// Every template of every row routes to its row's route, with the parameter in its place,
+    /// and every row is at its route's index.
+    #[test]
+    fn every_template_routes_to_its_row() {
+        for (i, def) in TABLE.iter().enumerate() {
+            assert_eq!(def.route.index(), i, "{:?}", def.route);
+            assert_eq!(def.route.def().name, def.name);
+            let method = Method::from_bytes(def.verb.as_str().as_bytes()).unwrap();
+            for template in def.paths {
+                let path = template
+                    .replace("{id}", "0190b5c2-0000-7000-8000-000000000000")
+                    .replace("{agent_type}", "coder")
+                    .replace("{file}", "app.js");
+                let matched = route(&method, &path)
+                    .unwrap_or_else(|e| panic!("{} {template}: {e:?}", def.verb.as_str()));
+                assert_eq!(matched.route, def.route, "{template}");
+                let expected = if template.contains('{') {
+                    path.rsplit('/')
+                        .zip(template.rsplit('/'))
+                        .find(|(_, t)| t.starts_with('{'))
+                        .map(|(p, _)| p)
+                        .unwrap()
+                } else {
+                    ""
+                };
+                assert_eq!(matched.param, expected, "{template}");
+            }
+        }
+        // Labels are unique: each is one metric series.
+        let mut names: Vec<&str> = TABLE.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+    }
+
     #[test]
     fn every_route_is_listed_once_at_its_index() {
         for (i, route) in Route::ALL.iter().enumerate() {
@@ -517,7 +611,12 @@ mod tests {
 
     #[test]
     fn routes_by_method_and_path() {
-        use Route::*;
+        use Route::{
+            AgentReset, ArtifactBatch, ArtifactUpdate, EventsList, HealthZ, HitlGet, HitlPending,
+            MonitoringAlerts, ProjectResume, ProjectStatus, ProjectsCreate, ProjectsList,
+            QueuePause, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskHeartbeat, TaskProgress,
+            WorkflowStart, WsAll, WsProject,
+        };
         let id = "0190b5c2-0000-7000-8000-000000000000";
         check(Method::POST, "/api/v1/projects", Ok((ProjectsCreate, "")));
         check(Method::POST, "/api/v1/projects/", Ok((ProjectsCreate, "")));
