@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::auth::ApiKeys;
 use crate::monitor::{MonitorConfig, RuleConfig};
-use crate::store::{Durability, StoreConfig};
+use crate::store::StoreConfig;
 use crate::ws::WsConfig;
 
 pub mod lists;
+pub mod settings;
+
+pub use settings::ServeArgs;
 
 /// flightdeck: the state server of a team of AI agents.
 #[derive(Parser, Debug)]
@@ -91,193 +94,6 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-/// Every setting of the server, declared once: a flag (with its `FLIGHTDECK_*` variable) and the
-/// key of the same name in the TOML file. `Config::resolve` lays the flags over the file over the
-/// defaults. Unknown keys in the file are refused.
-#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "FLIGHTDECK_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory holding the database; created if missing [default: ./data]
-    #[arg(long, env = "FLIGHTDECK_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// TOML file with any of these settings (flags and environment variables win over it)
-    #[arg(long, env = "FLIGHTDECK_CONFIG", value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// immediate: every acknowledged write is fsynced; none: faster, a crash loses recent writes
-    /// [default: immediate]
-    #[arg(long, env = "FLIGHTDECK_DURABILITY", value_enum)]
-    pub durability: Option<Durability>,
-    /// Log format on stderr [default: text]
-    #[arg(long, env = "FLIGHTDECK_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Largest accepted request body, in bytes [default: 1048576]
-    #[arg(long, env = "FLIGHTDECK_MAX_BODY_BYTES", value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most writes waiting for the writer; beyond it writes answer 503 [default: 16384]
-    #[arg(long, env = "FLIGHTDECK_WRITER_QUEUE", value_name = "N")]
-    pub writer_queue: Option<usize>,
-    /// Most open HTTP connections; further ones wait to be accepted [default: 10000]
-    #[arg(long, env = "FLIGHTDECK_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Connections the kernel queues for accepting (the listen backlog), capped by
-    /// net.core.somaxconn; clients beyond it wait for a SYN retransmit [default: 4096]
-    #[arg(long, env = "FLIGHTDECK_LISTEN_BACKLOG", value_name = "N")]
-    pub listen_backlog: Option<u32>,
-    /// Bytes the cache of encoded responses (artifacts, project statuses) may hold, in MiB; a
-    /// response larger than an eighth of it is not cached [default: 256]
-    #[arg(long, env = "FLIGHTDECK_CACHE_MIB", value_name = "MIB")]
-    pub cache_mib: Option<usize>,
-    /// Status changes kept per agent type; older ones are trimmed in the background
-    /// [default: 10000]
-    #[arg(long, env = "FLIGHTDECK_AGENT_HISTORY_RETENTION", value_name = "N")]
-    pub agent_history_retention: Option<u64>,
-    /// Origins whose pages may call the API from a browser (CORS), comma-separated, or `*`;
-    /// when set, WebSocket upgrades from other origins are refused [default: none]
-    #[arg(
-        long = "cors-origins",
-        env = "FLIGHTDECK_CORS_ORIGINS",
-        value_name = "ORIGINS",
-        value_delimiter = ','
-    )]
-    #[serde(deserialize_with = "lists::list_or_text")]
-    pub cors_origins: Vec<String>,
-    /// Events kept in the log; older ones are trimmed in the background [default: 1000000]
-    #[arg(long, env = "FLIGHTDECK_EVENT_RETENTION", value_name = "N")]
-    pub event_retention: Option<u64>,
-    /// Bound of each WebSocket's queue of unsent frames; a client that fills it is closed with
-    /// 4008 and the seq to resume from [default: 4194304]
-    #[arg(long, env = "FLIGHTDECK_WS_QUEUE_BYTES", value_name = "BYTES")]
-    pub ws_queue_bytes: Option<usize>,
-    /// Bound of all WebSocket connections' unsent frames together, in MiB; over it, the
-    /// connections holding the most are closed with 4008 and the seq to resume from, largest
-    /// first [default: 512]
-    #[arg(long, env = "FLIGHTDECK_WS_TOTAL_QUEUE_MIB", value_name = "MIB")]
-    pub ws_total_queue_mib: Option<usize>,
-    /// Kernel send buffer (SO_SNDBUF) of each accepted connection, in KiB, so a client that
-    /// stops reading holds at most about this much kernel memory (the kernel caps it at
-    /// net.core.wmem_max); 0: the kernel's autotuning [default: 256]
-    #[arg(long, env = "FLIGHTDECK_SOCKET_SEND_BUFFER_KIB", value_name = "KIB")]
-    pub socket_send_buffer_kib: Option<usize>,
-    /// Seconds between server pings; two missed pongs close the connection [default: 20]
-    #[arg(long, env = "FLIGHTDECK_WS_PING_INTERVAL_SECS", value_name = "SECS")]
-    pub ws_ping_interval_secs: Option<u64>,
-    /// Most open WebSocket connections; further upgrades answer 503 [default: 10000]
-    #[arg(long, env = "FLIGHTDECK_MAX_WS_CONNECTIONS", value_name = "N")]
-    pub max_ws_connections: Option<usize>,
-    /// Protocol conformance testing only: /ws echoes every message instead of serving events.
-    /// Present only in builds with the `conformance` feature.
-    #[cfg(feature = "conformance")]
-    #[arg(
-        long,
-        env = "FLIGHTDECK_WS_ECHO",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
-    pub ws_echo: Option<bool>,
-    /// POST alert transitions here, in the Alertmanager v2 format
-    #[arg(long, env = "FLIGHTDECK_ALERT_WEBHOOK_URL", value_name = "URL")]
-    pub alert_webhook_url: Option<String>,
-    /// While an alert fires it is sent again this often, valid for four times as long, so the
-    /// receiver never resolves it on its own [default: 60]
-    #[arg(
-        long,
-        env = "FLIGHTDECK_ALERT_RESEND_INTERVAL_SECS",
-        value_name = "SECS"
-    )]
-    pub alert_resend_interval_secs: Option<u64>,
-    /// Seconds between alert rule evaluations [default: 5]
-    #[arg(long, env = "FLIGHTDECK_ALERT_EVAL_INTERVAL_SECS", value_name = "SECS")]
-    pub alert_eval_interval_secs: Option<u64>,
-    /// Status queries slower than this are logged as warnings, in ms (0: every one) [default: 200]
-    #[arg(long, env = "FLIGHTDECK_SLOW_STATUS_QUERY_MS", value_name = "MS")]
-    pub slow_status_query_ms: Option<u64>,
-    /// Task operations slower than this are logged as warnings, in ms [default: 500]
-    #[arg(long, env = "FLIGHTDECK_SLOW_TASK_OPERATION_MS", value_name = "MS")]
-    pub slow_task_operation_ms: Option<u64>,
-    /// Other requests slower than this are logged as warnings, in ms [default: 1000]
-    #[arg(long, env = "FLIGHTDECK_SLOW_REQUEST_MS", value_name = "MS")]
-    pub slow_request_ms: Option<u64>,
-    /// Readiness fails and the disk alert fires below this much free disk, in MiB [default: 256]
-    #[arg(long, env = "FLIGHTDECK_MIN_FREE_DISK_MB", value_name = "MIB")]
-    pub min_free_disk_mb: Option<u64>,
-    /// A working task older than this counts as a failed attempt, in ms [default: 300000]
-    #[arg(long, env = "FLIGHTDECK_TASK_TIMEOUT_MS", value_name = "MS")]
-    pub task_timeout_ms: Option<u64>,
-    /// Failed attempts after which a task stays failed and is escalated [default: 3]
-    #[arg(long, env = "FLIGHTDECK_MAX_ATTEMPTS", value_name = "N")]
-    pub max_attempts: Option<u32>,
-    /// Delay before the first retry of a failed task, doubled for each further one, in ms
-    /// [default: 1000]
-    #[arg(long, env = "FLIGHTDECK_RETRY_BACKOFF_MS", value_name = "MS")]
-    pub retry_backoff_ms: Option<u64>,
-    /// A claim's lease when the worker does not ask for one, in ms [default: 60000]
-    #[arg(long, env = "FLIGHTDECK_DEFAULT_LEASE_MS", value_name = "MS")]
-    pub default_lease_ms: Option<u64>,
-    /// How long an `Idempotency-Key` is remembered, in hours [default: 24]
-    #[arg(long, env = "FLIGHTDECK_IDEMPOTENCY_TTL_HOURS", value_name = "HOURS")]
-    pub idempotency_ttl_hours: Option<u64>,
-    /// The longest a claim may wait for work (its `wait_ms`), in ms [default: 30000]
-    #[arg(long, env = "FLIGHTDECK_MAX_CLAIM_WAIT_MS", value_name = "MS")]
-    pub max_claim_wait_ms: Option<u64>,
-    /// How often due timers (leases, retries, timeouts, HITL expiry) are checked, in ms
-    /// [default: 100]
-    #[arg(long, env = "FLIGHTDECK_TIMER_TICK_MS", value_name = "MS")]
-    pub timer_tick_ms: Option<u64>,
-    /// API key, `ro:SECRET` (read-only) or `rw:SECRET`/`SECRET` (read-write); repeat for more.
-    /// Without any, the API is open [env: comma-separated]
-    #[arg(
-        long = "api-key",
-        env = "FLIGHTDECK_API_KEYS",
-        value_name = "KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub api_keys: Vec<String>,
-    /// Require an API key for /metrics too (probes always stay open); `--protect-metrics=false`
-    /// overrides the file [default: false]
-    #[arg(
-        long,
-        env = "FLIGHTDECK_PROTECT_METRICS",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
-    pub protect_metrics: Option<bool>,
-    /// Longest a client may take to send a request's headers (slowloris), in ms [default: 30000]
-    #[arg(long, env = "FLIGHTDECK_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
-    pub header_read_timeout_ms: Option<u64>,
-    /// Keep-alive connections idle this long are closed, in ms [default: 60000]
-    #[arg(long, env = "FLIGHTDECK_IDLE_TIMEOUT_MS", value_name = "MS")]
-    pub idle_timeout_ms: Option<u64>,
-    /// Longest a request body may take to arrive, in ms [default: 30000]
-    #[arg(long, env = "FLIGHTDECK_BODY_READ_TIMEOUT_MS", value_name = "MS")]
-    pub body_read_timeout_ms: Option<u64>,
-    /// Largest request head (request line and headers), in bytes, at least 8192 [default: 16384]
-    #[arg(long, env = "FLIGHTDECK_MAX_HEADER_BYTES", value_name = "BYTES")]
-    pub max_header_bytes: Option<usize>,
-    /// redb's page cache: the resident memory it may hold, in MiB [default: 1024]
-    #[arg(long, env = "FLIGHTDECK_PAGE_CACHE_MIB", value_name = "MIB")]
-    pub page_cache_mib: Option<usize>,
-    /// File only: rules that replace the default of the same name, or add to them.
-    #[arg(skip)]
-    pub alert_rules: Vec<RuleConfig>,
-    /// File only: workflow definitions; one named `sdlc` replaces the built-in one.
-    #[arg(skip)]
-    pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
-    /// File only: `[[webhooks]]`, each a durable consumer of the event log.
-    #[arg(skip)]
-    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
-    /// The address people reach this server at (`https://flightdeck.example`), for links into the
-    /// console in webhook messages
-    #[arg(long, env = "FLIGHTDECK_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-}
-
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Directory holding the database [default: ./data]
@@ -295,22 +111,6 @@ pub struct CheckArgs {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// The settings of `over` laid on those of `under`: each one `over` sets (a value, or a list that
-/// is not empty) replaces `under`'s.
-fn overlay(under: ServeArgs, over: &ServeArgs) -> Result<ServeArgs, String> {
-    let mut merged = serde_json::to_value(under).map_err(|e| e.to_string())?;
-    let over = serde_json::to_value(over).map_err(|e| e.to_string())?;
-    if let (Some(merged), Some(over)) = (merged.as_object_mut(), over.as_object()) {
-        for (key, value) in over {
-            let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
-            if !unset {
-                merged.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    serde_json::from_value(merged).map_err(|e| e.to_string())
 }
 
 /// What protects the server from slow or oversized clients.
@@ -386,75 +186,16 @@ impl Config {
         }
     }
 
-    /// Flags and environment over the config file over the defaults.
+    /// Flags and environment over the config file over the defaults: every row of
+    /// `settings!`, then the file's tables (webhooks, alert rules, workflows).
     pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => ServeArgs::default(),
         };
-        let s = overlay(file, args)?;
-        let data_dir = s
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("./data"));
-        let mut config = Config::for_data_dir(data_dir);
-        if let Some(v) = s.listen {
-            config.listen = v;
-        }
-        if let Some(v) = s.log_format {
-            config.log_format = v;
-        }
-        if let Some(v) = s.durability {
-            config.store.durability = v;
-        }
-        if let Some(v) = s.max_body_bytes {
-            config.max_body_bytes = positive("max_body_bytes", v)?;
-        }
-        if let Some(v) = s.writer_queue {
-            config.store.writer_queue = positive("writer_queue", v)?;
-        }
-        if let Some(v) = s.max_connections {
-            config.max_connections = positive("max_connections", v)?;
-        }
-        if let Some(v) = s.listen_backlog {
-            config.listen_backlog = positive("listen_backlog", v as usize)? as u32;
-        }
-        if let Some(v) = s.cache_mib {
-            config.store.cache_bytes = positive("cache_mib", v)?.saturating_mul(1024 * 1024);
-        }
-        if let Some(v) = s.agent_history_retention {
-            config.agent_history_retention =
-                positive("agent_history_retention", v as usize)? as u64;
-        }
-        config.cors = crate::http::cors::Cors::parse(&s.cors_origins)?;
-        if let Some(v) = s.alert_resend_interval_secs {
-            config.monitor.resend_interval = std::time::Duration::from_secs(positive(
-                "alert_resend_interval_secs",
-                v as usize,
-            )? as u64);
-        }
-        if let Some(v) = s.event_retention {
-            config.event_retention = positive("event_retention", v as usize)? as u64;
-        }
-        if let Some(v) = s.ws_queue_bytes {
-            config.ws.queue_bytes = positive("ws_queue_bytes", v)?;
-        }
-        if let Some(v) = s.ws_total_queue_mib {
-            config.ws.total_queue_bytes =
-                positive("ws_total_queue_mib", v)?.saturating_mul(1024 * 1024);
-        }
-        if let Some(v) = s.socket_send_buffer_kib {
-            config.ws.socket_send_buffer = v.saturating_mul(1024);
-        }
-        if let Some(v) = s.ws_ping_interval_secs {
-            config.ws.ping_interval = std::time::Duration::from_secs(positive(
-                "ws_ping_interval_secs",
-                v as usize,
-            )? as u64);
-        }
-        if let Some(v) = s.max_ws_connections {
-            config.ws.max_connections = positive("max_ws_connections", v)?;
-        }
+        let s = settings::overlay(file, args);
+        let mut config = Config::for_data_dir("./data");
+        settings::apply(&s, &mut config)?;
         #[cfg(feature = "conformance")]
         {
             config.ws.echo = s.ws_echo.unwrap_or(false);
@@ -470,70 +211,7 @@ impl Config {
             }
             config.webhooks.push(hook);
         }
-        if let Some(url) = s.public_url.clone() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "public_url must be an http:// or https:// URL (got {url})"
-                ));
-            }
-            config.public_url = Some(url.trim_end_matches('/').to_string());
-        }
-        if let Some(url) = s.alert_webhook_url.clone() {
-            if !url.starts_with("http://") {
-                return Err(format!(
-                    "alert_webhook_url must be an http:// URL (got {url})"
-                ));
-            }
-            config.monitor.webhook_url = Some(url);
-        }
-        if let Some(v) = s.alert_eval_interval_secs {
-            config.monitor.eval_interval = std::time::Duration::from_secs(positive(
-                "alert_eval_interval_secs",
-                v as usize,
-            )? as u64);
-        }
-        if let Some(mib) = s.min_free_disk_mb {
-            config.monitor.min_free_disk_bytes = mib.saturating_mul(1024 * 1024);
-            config.monitor.rules =
-                crate::monitor::alerts::default_rules(config.monitor.min_free_disk_bytes);
-        }
         config.monitor.rules = merge_rules(config.monitor.rules, s.alert_rules.clone())?;
-        config.source = args.config.clone();
-        let millis = |name: &str, v: u64| {
-            positive(name, v as usize).map(|v| std::time::Duration::from_millis(v as u64))
-        };
-        let slow = std::time::Duration::from_millis;
-        if let Some(v) = s.slow_status_query_ms {
-            config.monitor.slow_status_query = slow(v);
-        }
-        if let Some(v) = s.slow_task_operation_ms {
-            config.monitor.slow_task_operation = slow(v);
-        }
-        if let Some(v) = s.slow_request_ms {
-            config.monitor.slow_other = slow(v);
-        }
-        if let Some(v) = s.header_read_timeout_ms {
-            config.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;
-        }
-        if let Some(v) = s.idle_timeout_ms {
-            config.limits.idle_timeout = millis("idle_timeout_ms", v)?;
-        }
-        if let Some(v) = s.body_read_timeout_ms {
-            config.limits.body_read_timeout = millis("body_read_timeout_ms", v)?;
-        }
-        if let Some(v) = s.max_header_bytes {
-            if v < 8192 {
-                return Err("max_header_bytes must be at least 8192".into());
-            }
-            config.limits.max_header_bytes = v;
-        }
-        let keys: Vec<String> = s
-            .api_keys
-            .iter()
-            .filter(|k| !k.is_empty())
-            .cloned()
-            .collect();
-        config.api_keys = ApiKeys::parse(&keys, s.protect_metrics.unwrap_or(false))?;
         for workflow in s.workflows {
             let workflow = workflow.parse().map_err(|e| format!("config file: {e}"))?;
             match config
@@ -545,36 +223,6 @@ impl Config {
                 Some(existing) => *existing = workflow,
                 None => config.store.workflows.push(workflow),
             }
-        }
-        let ms = |name: &str, v: u64| -> Result<i64, String> {
-            positive(name, v as usize).map(|v| (v as i64).saturating_mul(1000))
-        };
-        if let Some(v) = s.task_timeout_ms {
-            config.store.tasks.task_timeout = ms("task_timeout_ms", v)?;
-        }
-        if let Some(v) = s.max_attempts {
-            config.store.tasks.max_attempts = positive("max_attempts", v as usize)? as u32;
-        }
-        if let Some(v) = s.retry_backoff_ms {
-            config.store.tasks.retry_backoff = ms("retry_backoff_ms", v)?;
-        }
-        if let Some(v) = s.default_lease_ms {
-            config.store.tasks.default_lease = ms("default_lease_ms", v)?;
-        }
-        if let Some(v) = s.idempotency_ttl_hours {
-            config.store.idempotency_ttl = (positive("idempotency_ttl_hours", v as usize)? as i64)
-                .saturating_mul(3_600_000_000);
-        }
-        if let Some(v) = s.max_claim_wait_ms {
-            config.store.tasks.max_claim_wait = ms("max_claim_wait_ms", v)?;
-        }
-        if let Some(v) = s.timer_tick_ms {
-            config.timer_tick =
-                std::time::Duration::from_millis(positive("timer_tick_ms", v as usize)? as u64);
-        }
-        if let Some(v) = s.page_cache_mib {
-            config.store.page_cache_bytes =
-                positive("page_cache_mib", v)?.saturating_mul(1024 * 1024);
         }
         Ok(config)
     }
@@ -608,14 +256,6 @@ fn merge_rules(
     Ok(rules)
 }
 
-fn positive(name: &str, value: usize) -> Result<usize, String> {
-    if value == 0 {
-        Err(format!("{name} must be at least 1"))
-    } else {
-        Ok(value)
-    }
-}
-
 fn read_file(path: &Path) -> Result<ServeArgs, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
@@ -628,6 +268,104 @@ fn read_file(path: &Path) -> Result<ServeArgs, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Durability;
+
+    /// The defaults the rows declare are the ones the settings' owners start from
+    /// (`Config::for_data_dir`, `StoreConfig::new`, `WsConfig`, `MonitorConfig`, `HttpLimits`).
+    #[test]
+    fn the_declared_defaults_are_the_owners_defaults() {
+        let resolved = Config::resolve(&ServeArgs::default()).unwrap();
+        let owners = Config::for_data_dir("./data");
+        assert_eq!(format!("{resolved:?}"), format!("{owners:?}"));
+    }
+
+    /// A value other than the default, for each setting, from what clap knows of its flag.
+    fn another_value(arg: &clap::Arg, default: Option<&str>, dir: &Path) -> String {
+        let possible: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        if let Some(other) = possible.iter().find(|v| Some(v.as_str()) != default) {
+            return other.clone();
+        }
+        let value_name = arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str())
+            .unwrap_or("");
+        match (value_name, default) {
+            ("BOOL", Some(d)) => (d != "true").to_string(),
+            ("ADDR", _) => "127.0.0.1:9".into(),
+            ("DIR", _) => dir.join("elsewhere").display().to_string(),
+            ("FILE", _) => {
+                let file = dir.join("empty.toml");
+                std::fs::write(&file, "").unwrap();
+                file.display().to_string()
+            }
+            ("URL", _) => "http://flightdeck.test".into(),
+            ("ORIGINS", _) => "http://a.example".into(),
+            ("KEY", _) => "someone:rw:0123456789abcdef".into(),
+            (_, Some(number)) => {
+                let n: u64 = number
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{value_name} {number}"));
+                (n * 2 + 1).to_string()
+            }
+            other => panic!("no sample value for {other:?}"),
+        }
+    }
+
+    /// Every declared setting reaches `Config`: given by its flag, a value other than its default
+    /// changes what the server runs with.
+    #[test]
+    fn every_declared_setting_reaches_the_config() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = format!("{:?}", Config::resolve(&ServeArgs::default()).unwrap());
+        let command = Cli::command();
+        for doc in settings::DOCS {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == doc.key)
+                .unwrap();
+            let value = another_value(arg, doc.default, dir.path());
+            let flag = format!("--{}={value}", arg.get_long().unwrap());
+            let cli = Cli::try_parse_from(["flightdeck", flag.as_str()])
+                .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let config = Config::resolve(&cli.serve).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert_ne!(format!("{config:?}"), defaults, "{flag} changed nothing");
+        }
+        // Every flag of the server with a variable is a row (the conformance build's aside).
+        let flags = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_some() && a.get_id() != "ws_echo")
+            .count();
+        assert_eq!(flags, settings::DOCS.len());
+    }
+
+    /// The README's settings table is the one the rows make.
+    #[test]
+    fn the_readme_table_is_the_declared_settings() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = "<!-- settings: generated from src/config/settings.rs -->\n";
+        let end = "<!-- settings: end -->";
+        let from = readme.find(start).expect("the table's start marker") + start.len();
+        let to = readme.find(end).expect("the table's end marker");
+        let table = settings::markdown_table();
+        if std::env::var_os("FLIGHTDECK_BLESS").is_some() {
+            let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            readme[from..to],
+            table,
+            "README.md's settings table differs from the rows; FLIGHTDECK_BLESS=1 cargo test \
+             the_readme_table rewrites it"
+        );
+    }
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {

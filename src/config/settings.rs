@@ -1,0 +1,423 @@
+//! The server's settings, one row each (`settings!`): its doc comment (the help text and the
+//! README's description), its file key and flag (the field's name, `_` as `-`), its variable, its
+//! default, and how it reaches `Config`. From the rows come `ServeArgs` (clap's flags and
+//! variables, serde's file keys), `apply` (every setting into `Config`, the default when none is
+//! given) and `DOCS` (the README's settings table, checked by a test against README.md).
+//!
+//! A row's default is text, parsed as a flag's value would be; `none` means the setting is absent
+//! unless given (its apply sees an `Option`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::{Config, LogFormat, lists};
+use crate::http::auth::ApiKeys;
+use crate::store::Durability;
+
+/// A setting as the README's table shows it.
+#[derive(Debug)]
+pub struct SettingDoc {
+    /// The field: the file key, and the flag with `-` for `_` unless its row names another.
+    pub key: &'static str,
+    /// The default as text, or `None`.
+    pub default: Option<&'static str>,
+    /// The doc comment's lines.
+    pub description: &'static [&'static str],
+}
+
+/// A setting's type, as its default text is read.
+trait FromDefault: Sized {
+    fn from_default(text: &str) -> Result<Self, String>;
+}
+
+macro_rules! from_str_default {
+    ($($t:ty),+) => {$(
+        impl FromDefault for $t {
+            fn from_default(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e| format!("the default {text:?}: {e}"))
+            }
+        }
+    )+};
+}
+from_str_default!(SocketAddr, PathBuf, usize, u32, u64, bool, String);
+
+macro_rules! value_enum_default {
+    ($($t:ty),+) => {$(
+        impl FromDefault for $t {
+            fn from_default(text: &str) -> Result<Self, String> {
+                <$t as clap::ValueEnum>::from_str(text, false)
+            }
+        }
+    )+};
+}
+value_enum_default!(Durability, LogFormat);
+
+macro_rules! settings {
+    (
+        extra {
+            $($extra:tt)*
+        }
+        $(
+            $(#[doc = $doc:literal])*
+            $field:ident: $t:ty = $default:tt, $env:literal, $value:literal $(, #[$attr:meta])*
+                => |$c:ident, $v:ident| $apply:expr;
+        )+
+    ) => {
+        /// Every setting of the server: a flag (with its `FLIGHTDECK_*` variable) and the key of
+        /// the same name in the TOML file (`settings!`). `Config::resolve` lays the flags over the
+        /// file over the defaults. Unknown keys in the file are refused.
+        #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct ServeArgs {
+            $(
+                $(#[doc = $doc])*
+                #[arg(
+                    long,
+                    env = $env,
+                    value_name = $value,
+                    help = concat!($($doc,)* settings!(@default_help $default)).trim_start()
+                )]
+                $(#[$attr])*
+                pub $field: Option<$t>,
+            )+
+            $($extra)*
+        }
+
+        /// The settings of `over` laid on those of `under`: each one `over` gives replaces
+        /// `under`'s (the file-only tables are `under`'s).
+        pub(super) fn overlay(under: ServeArgs, over: &ServeArgs) -> ServeArgs {
+            #[allow(unused_mut)] // without the conformance build's flag
+            let mut merged = ServeArgs {
+                $($field: over.$field.clone().or(under.$field),)+
+                ..under
+            };
+            #[cfg(feature = "conformance")]
+            {
+                merged.ws_echo = over.ws_echo.or(merged.ws_echo);
+            }
+            merged
+        }
+
+        /// Every row's setting into `config`: the value given, else the row's default.
+        pub(super) fn apply(s: &ServeArgs, config: &mut Config) -> Result<(), String> {
+            $(
+                {
+                    let $v = settings!(@value s.$field.clone(), $default, $t);
+                    let $c = &mut *config;
+                    $apply;
+                }
+            )+
+            Ok(())
+        }
+
+        /// The rows, for the README's table.
+        pub const DOCS: &[SettingDoc] = &[$(
+            SettingDoc {
+                key: stringify!($field),
+                default: settings!(@default_text $default),
+                description: &[$($doc),*],
+            },
+        )+];
+    };
+    (@value $given:expr, none, $t:ty) => { $given };
+    (@value $given:expr, $default:literal, $t:ty) => {
+        match $given {
+            Some(v) => v,
+            None => <$t as FromDefault>::from_default($default)?,
+        }
+    };
+    (@default_text none) => { None };
+    (@default_text $default:literal) => { Some($default) };
+    (@default_help none) => { "" };
+    (@default_help $default:literal) => { concat!(" [default: ", $default, "]") };
+}
+
+/// A count or size that must be at least 1.
+fn positive<T: Into<u64> + Copy>(name: &str, value: T) -> Result<T, String> {
+    if value.into() == 0 {
+        Err(format!("{name} must be at least 1"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `positive`, for `usize` values.
+fn at_least_1(name: &str, value: usize) -> Result<usize, String> {
+    positive(name, value as u64).map(|_| value)
+}
+
+/// Milliseconds of at least 1, as a duration.
+fn millis(name: &str, value: u64) -> Result<Duration, String> {
+    positive(name, value).map(Duration::from_millis)
+}
+
+/// Milliseconds of at least 1, in the store's microseconds.
+fn micros(name: &str, value: u64) -> Result<i64, String> {
+    positive(name, value).map(|v| (v as i64).saturating_mul(1000))
+}
+
+const MIB: usize = 1024 * 1024;
+
+settings! {
+    extra {
+        /// Protocol conformance testing only: /ws echoes every message instead of serving events.
+        /// Present only in builds with the `conformance` feature.
+        #[cfg(feature = "conformance")]
+        #[arg(
+            long,
+            env = "FLIGHTDECK_WS_ECHO",
+            num_args = 0..=1,
+            default_missing_value = "true",
+            value_name = "BOOL"
+        )]
+        pub ws_echo: Option<bool>,
+        /// File only: rules that replace the default of the same name, or add to them.
+        #[arg(skip)]
+        pub alert_rules: Vec<crate::monitor::RuleConfig>,
+        /// File only: workflow definitions; one named `sdlc` replaces the built-in one.
+        #[arg(skip)]
+        pub workflows: Vec<crate::domain::workflow::WorkflowDef>,
+        /// File only: `[[webhooks]]`, each a durable consumer of the event log.
+        #[arg(skip)]
+        pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    }
+    /// Address to serve on
+    listen: SocketAddr = "127.0.0.1:8080", "FLIGHTDECK_LISTEN", "ADDR"
+        => |c, v| c.listen = v;
+    /// Where the database lives (created if missing)
+    data_dir: PathBuf = "./data", "FLIGHTDECK_DATA_DIR", "DIR"
+        => |c, v| c.store.data_dir = v;
+    /// TOML file with any of these keys (flags and variables win over it)
+    config: PathBuf = none, "FLIGHTDECK_CONFIG", "FILE",
+        #[serde(skip)]
+        => |c, v| c.source = v;
+    /// `immediate`: every acknowledged write is fsynced. `none`: no fsync; a crash (not a clean
+    /// stop) loses recent acknowledged writes — for tests and benchmarks only
+    durability: Durability = "immediate", "FLIGHTDECK_DURABILITY", "MODE",
+        #[arg(value_enum)]
+        => |c, v| c.store.durability = v;
+    /// `text` or `json`, on stderr; level via `FLIGHTDECK_LOG` (e.g. `debug`)
+    log_format: LogFormat = "text", "FLIGHTDECK_LOG_FORMAT", "FORMAT",
+        #[arg(value_enum)]
+        => |c, v| c.log_format = v;
+    /// Largest request body, in bytes
+    max_body_bytes: usize = "1048576", "FLIGHTDECK_MAX_BODY_BYTES", "BYTES"
+        => |c, v| c.max_body_bytes = at_least_1("max_body_bytes", v)?;
+    /// Writes waiting for the writer; beyond it, 503
+    writer_queue: usize = "16384", "FLIGHTDECK_WRITER_QUEUE", "N"
+        => |c, v| c.store.writer_queue = at_least_1("writer_queue", v)?;
+    /// Open HTTP connections; further ones get 503 and are closed
+    max_connections: usize = "10000", "FLIGHTDECK_MAX_CONNECTIONS", "N"
+        => |c, v| c.max_connections = at_least_1("max_connections", v)?;
+    /// The kernel's queue of connections waiting to be accepted (capped by
+    /// `net.core.somaxconn`); a burst of connects beyond it overflows, and each dropped client
+    /// waits for a SYN retransmit (1 s, 3 s, …)
+    listen_backlog: u32 = "4096", "FLIGHTDECK_LISTEN_BACKLOG", "N"
+        => |c, v| c.listen_backlog = positive("listen_backlog", v)?;
+    /// SO_SNDBUF of every accepted connection, in KiB (capped by `net.core.wmem_max`), so a
+    /// client that stops reading holds this much kernel memory rather than the megabytes
+    /// autotuning grows to; `0`: the kernel's autotuning
+    socket_send_buffer_kib: usize = "256", "FLIGHTDECK_SOCKET_SEND_BUFFER_KIB", "KIB"
+        => |c, v| c.ws.socket_send_buffer = v.saturating_mul(1024);
+    /// Encoded responses (artifacts, project statuses) kept in memory, in MiB; one larger than an
+    /// eighth of it is not cached (replaces `--artifact-cache-entries`)
+    cache_mib: usize = "256", "FLIGHTDECK_CACHE_MIB", "MIB"
+        => |c, v| c.store.cache_bytes = at_least_1("cache_mib", v)?.saturating_mul(MIB);
+    /// Status changes kept per agent type; older ones are trimmed in the background
+    agent_history_retention: u64 = "10000", "FLIGHTDECK_AGENT_HISTORY_RETENTION", "N"
+        => |c, v| c.agent_history_retention = positive("agent_history_retention", v)?;
+    /// Origins (`http://localhost:3000`) whose pages may call the API, or `*`, comma-separated;
+    /// when set, WebSocket upgrades from other origins are refused; see "Browsers"
+    cors_origins: Vec<String> = none, "FLIGHTDECK_CORS_ORIGINS", "ORIGINS",
+        #[arg(value_delimiter = ',')],
+        #[serde(deserialize_with = "lists::some_list_or_text")]
+        => |c, v| c.cors = crate::http::cors::Cors::parse(&v.unwrap_or_default())?;
+    /// redb's page cache: the resident memory it may hold (its allocation overhead included), in
+    /// MiB
+    page_cache_mib: usize = "1024", "FLIGHTDECK_PAGE_CACHE_MIB", "MIB"
+        => |c, v| c.store.page_cache_bytes = at_least_1("page_cache_mib", v)?.saturating_mul(MIB);
+    /// Events kept in the log; older ones are trimmed in the background
+    event_retention: u64 = "1000000", "FLIGHTDECK_EVENT_RETENTION", "N"
+        => |c, v| c.event_retention = positive("event_retention", v)?;
+    /// Per-connection bound of unsent WebSocket frames, in bytes (then close 4008); counts each
+    /// frame's bytes plus its queue slot, and the batch being written
+    ws_queue_bytes: usize = "4194304", "FLIGHTDECK_WS_QUEUE_BYTES", "BYTES"
+        => |c, v| c.ws.queue_bytes = at_least_1("ws_queue_bytes", v)?;
+    /// Bound of all WebSocket connections' unsent frames together, in MiB
+    /// (`flightdeck_ws_queued_bytes`); over it, the connections holding the most are closed with
+    /// 4008, largest first, until the rest fits; publishing never waits
+    ws_total_queue_mib: usize = "512", "FLIGHTDECK_WS_TOTAL_QUEUE_MIB", "MIB"
+        => |c, v| c.ws.total_queue_bytes =
+            at_least_1("ws_total_queue_mib", v)?.saturating_mul(MIB);
+    /// Seconds between server pings; two missed pongs close the connection
+    ws_ping_interval_secs: u64 = "20", "FLIGHTDECK_WS_PING_INTERVAL_SECS", "SECS"
+        => |c, v| c.ws.ping_interval =
+            Duration::from_secs(positive("ws_ping_interval_secs", v)?);
+    /// Open WebSockets; further upgrades answer 503
+    max_ws_connections: usize = "10000", "FLIGHTDECK_MAX_WS_CONNECTIONS", "N"
+        => |c, v| c.ws.max_connections = at_least_1("max_ws_connections", v)?;
+    /// POST alert transitions here (Alertmanager v2 format, `http://` only)
+    alert_webhook_url: String = none, "FLIGHTDECK_ALERT_WEBHOOK_URL", "URL"
+        => |c, v| if let Some(url) = v {
+            if !url.starts_with("http://") {
+                return Err(format!("alert_webhook_url must be an http:// URL (got {url})"));
+            }
+            c.monitor.webhook_url = Some(url);
+        };
+    /// A firing alert is sent again this often, in seconds, valid for four intervals, so the
+    /// receiver never resolves it on its own
+    alert_resend_interval_secs: u64 = "60", "FLIGHTDECK_ALERT_RESEND_INTERVAL_SECS", "SECS"
+        => |c, v| c.monitor.resend_interval =
+            Duration::from_secs(positive("alert_resend_interval_secs", v)?);
+    /// How often alert rules are evaluated, in seconds
+    alert_eval_interval_secs: u64 = "5", "FLIGHTDECK_ALERT_EVAL_INTERVAL_SECS", "SECS"
+        => |c, v| c.monitor.eval_interval =
+            Duration::from_secs(positive("alert_eval_interval_secs", v)?);
+    /// Status queries slower than this are logged as warnings, in ms (0: every one)
+    slow_status_query_ms: u64 = "200", "FLIGHTDECK_SLOW_STATUS_QUERY_MS", "MS"
+        => |c, v| c.monitor.slow_status_query = Duration::from_millis(v);
+    /// Task operations slower than this are logged as warnings, in ms
+    slow_task_operation_ms: u64 = "500", "FLIGHTDECK_SLOW_TASK_OPERATION_MS", "MS"
+        => |c, v| c.monitor.slow_task_operation = Duration::from_millis(v);
+    /// Other requests slower than this are logged as warnings, in ms
+    slow_request_ms: u64 = "1000", "FLIGHTDECK_SLOW_REQUEST_MS", "MS"
+        => |c, v| c.monitor.slow_other = Duration::from_millis(v);
+    /// Readiness fails and `DiskFreeLow` fires below this much free disk, in MiB
+    min_free_disk_mb: u64 = "256", "FLIGHTDECK_MIN_FREE_DISK_MB", "MIB"
+        => |c, v| {
+            c.monitor.min_free_disk_bytes = v.saturating_mul(MIB as u64);
+            c.monitor.rules = crate::monitor::alerts::default_rules(c.monitor.min_free_disk_bytes);
+        };
+    /// A task working longer counts as a failed attempt, in ms
+    task_timeout_ms: u64 = "300000", "FLIGHTDECK_TASK_TIMEOUT_MS", "MS"
+        => |c, v| c.store.tasks.task_timeout = micros("task_timeout_ms", v)?;
+    /// Failed attempts before a task stays failed and is escalated
+    max_attempts: u32 = "3", "FLIGHTDECK_MAX_ATTEMPTS", "N"
+        => |c, v| c.store.tasks.max_attempts = positive("max_attempts", v)?;
+    /// The first retry's delay, doubled for each further one, in ms
+    retry_backoff_ms: u64 = "1000", "FLIGHTDECK_RETRY_BACKOFF_MS", "MS"
+        => |c, v| c.store.tasks.retry_backoff = micros("retry_backoff_ms", v)?;
+    /// A claim's lease when the worker asks for none, in ms
+    default_lease_ms: u64 = "60000", "FLIGHTDECK_DEFAULT_LEASE_MS", "MS"
+        => |c, v| c.store.tasks.default_lease = micros("default_lease_ms", v)?;
+    /// How long an `Idempotency-Key` is remembered, in hours
+    idempotency_ttl_hours: u64 = "24", "FLIGHTDECK_IDEMPOTENCY_TTL_HOURS", "HOURS"
+        => |c, v| c.store.idempotency_ttl =
+            (positive("idempotency_ttl_hours", v)? as i64).saturating_mul(3_600_000_000);
+    /// The longest a claim may wait for work (its `wait_ms`), in ms
+    max_claim_wait_ms: u64 = "30000", "FLIGHTDECK_MAX_CLAIM_WAIT_MS", "MS"
+        => |c, v| c.store.tasks.max_claim_wait = micros("max_claim_wait_ms", v)?;
+    /// How often due timers (leases, retries, timeouts, HITL expiry) are fired, in ms
+    timer_tick_ms: u64 = "100", "FLIGHTDECK_TIMER_TICK_MS", "MS"
+        => |c, v| c.timer_tick = millis("timer_tick_ms", v)?;
+    /// Require a key for `/metrics` too (probes always stay open); `--protect-metrics=false`
+    /// overrides a file that sets it
+    protect_metrics: bool = "false", "FLIGHTDECK_PROTECT_METRICS", "BOOL",
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        => |c, v| c.api_keys.protect_metrics = v;
+    /// API keys, repeatable (comma-separated in the variable): `NAME:ro:SECRET` read-only,
+    /// `NAME:rw:SECRET` read-write (NAME: 1–64 of `A-Z a-z 0-9 . _ -`, each once); without a name
+    /// `ro:SECRET`, `rw:SECRET` or `SECRET`, named `key-` + 8 hex digits of the secret's SHA-256;
+    /// secrets at least 16 printable characters. Without any, the API is open
+    api_keys: Vec<String> = none, "FLIGHTDECK_API_KEYS", "KEY",
+        #[arg(long = "api-key", value_delimiter = ',', hide_env_values = true)],
+        #[serde(deserialize_with = "lists::some_list_or_text")]
+        => |c, v| {
+            let keys: Vec<String> =
+                v.unwrap_or_default().into_iter().filter(|k| !k.is_empty()).collect();
+            c.api_keys = ApiKeys::parse(&keys, c.api_keys.protect_metrics)?;
+        };
+    /// A client must send its request's headers within this, in ms (slowloris)
+    header_read_timeout_ms: u64 = "30000", "FLIGHTDECK_HEADER_READ_TIMEOUT_MS", "MS"
+        => |c, v| c.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;
+    /// Idle keep-alive connections are closed after this, in ms
+    idle_timeout_ms: u64 = "60000", "FLIGHTDECK_IDLE_TIMEOUT_MS", "MS"
+        => |c, v| c.limits.idle_timeout = millis("idle_timeout_ms", v)?;
+    /// A request body must arrive within this, in ms (else 408)
+    body_read_timeout_ms: u64 = "30000", "FLIGHTDECK_BODY_READ_TIMEOUT_MS", "MS"
+        => |c, v| c.limits.body_read_timeout = millis("body_read_timeout_ms", v)?;
+    /// Largest request head (request line and headers), in bytes, at least 8192
+    max_header_bytes: usize = "16384", "FLIGHTDECK_MAX_HEADER_BYTES", "BYTES"
+        => |c, v| {
+            if v < 8192 {
+                return Err("max_header_bytes must be at least 8192".into());
+            }
+            c.limits.max_header_bytes = v;
+        };
+    /// Where people reach this server (`https://flightdeck.example`): the start of console links
+    /// in webhook messages
+    public_url: String = none, "FLIGHTDECK_PUBLIC_URL", "URL"
+        => |c, v| if let Some(url) = v {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("public_url must be an http:// or https:// URL (got {url})"));
+            }
+            c.public_url = Some(url.trim_end_matches('/').to_string());
+        };
+}
+
+/// The settings that are not rows, as the README's table shows them after the rows: the
+/// conformance build's flag and the file's tables.
+const OTHER_ROWS: &[&str] = &[
+    "| `--ws-echo[=BOOL]` | `FLIGHTDECK_WS_ECHO` | `ws_echo` | off | only in a build with \
+     `--features conformance` (CI's Autobahn run): `/ws` echoes messages instead of serving \
+     events |",
+    "| | | `[[workflows]]` | `sdlc` | workflow definitions, see \"Workflows\" |",
+    "| | | `[[alert_rules]]` | the defaults | alert rules, see \"Operating flightdeck\" |",
+    "| | | `[[webhooks]]` | none | event webhooks, see \"Webhooks\" |",
+];
+
+/// The README's settings table, from the rows: flag, variable, file key, default, description.
+pub fn markdown_table() -> String {
+    use clap::CommandFactory;
+    let command = super::Cli::command();
+    let in_file = serde_json::to_value(ServeArgs::default()).unwrap_or_default();
+    let mut out =
+        String::from("| flag | variable | file key | default | what |\n|---|---|---|---|---|\n");
+    for doc in DOCS {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == doc.key)
+            .expect("every row is a flag");
+        let long = arg.get_long().unwrap_or(doc.key);
+        let takes_bool = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
+        let repeats = arg.get_value_delimiter().is_some();
+        let flag = match (takes_bool, repeats) {
+            (true, _) => format!("`--{long}[=BOOL]`"),
+            (false, true) => format!("`--{long}` (repeatable)"),
+            (false, false) => format!("`--{long}`"),
+        };
+        let env = arg
+            .get_env()
+            .and_then(|e| e.to_str())
+            .expect("every row has a variable");
+        let env = if repeats {
+            format!("`{env}` (comma-separated)")
+        } else {
+            format!("`{env}`")
+        };
+        let key = match (in_file.get(doc.key).is_some(), repeats) {
+            (false, _) => String::new(),
+            (true, true) => format!("`{}` (a list or a comma-separated string)", doc.key),
+            (true, false) => format!("`{}`", doc.key),
+        };
+        let default = match doc.default {
+            Some("false") => "off".to_string(),
+            Some(d) => format!("`{d}`"),
+            None => "none".to_string(),
+        };
+        let description: Vec<&str> = doc.description.iter().map(|l| l.trim()).collect();
+        out.push_str(&format!(
+            "| {flag} | {env} | {key} | {default} | {} |\n",
+            description.join(" ")
+        ));
+    }
+    for row in OTHER_ROWS {
+        out.push_str(row);
+        out.push('\n');
+    }
+    out
+}
