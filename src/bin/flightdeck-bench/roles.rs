@@ -28,13 +28,19 @@ impl Rng {
     }
 }
 
-pub(super) const SDLC: [(&str, &str); 5] = [
-    ("analyst", "software_specification"),
-    ("architect", "system_architecture"),
-    ("coder", "source_code"),
-    ("tester", "test_results"),
-    ("deployer", "deployment_package"),
-];
+/// The `sdlc` workflow's phases: each agent type and the artifact type it produces, from the
+/// server's built-in definition (the one place that map is written).
+pub(super) static SDLC: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        flightdeck::domain::workflow::builtin()
+            .phases
+            .iter()
+            .map(|phase| {
+                let produces = phase.produces.first().map_or("text", |a| a.as_str());
+                (phase.agent_type.as_str(), produces)
+            })
+            .collect()
+    });
 
 /// Everything the concurrent clients of the workflow phase share.
 pub(super) struct Shared {

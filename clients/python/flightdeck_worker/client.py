@@ -1,0 +1,64 @@
+"""One HTTP call to flightdeck, with the standard library only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any, Dict, Optional, Tuple
+
+from .errors import ServerError
+
+log = logging.getLogger("flightdeck_worker")
+
+#: A JSON value as the server answers it.
+Json = Any
+
+
+class Client:
+    """Requests to one flightdeck server, with an optional API key."""
+
+    def __init__(self, url: str, api_key: Optional[str] = None, timeout: float = 60) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Optional[Json] = None) -> Tuple[int, Json]:
+        """One request: (status, parsed JSON or None). Error answers raise `ServerError`;
+        connection failures raise `OSError` (`urllib.error.URLError` among them)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("content-type", "application/json")
+        if self.api_key:
+            request.add_header("authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+                status: int = response.status
+                return status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                error = json.loads(raw)["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "unknown", raw.decode(errors="replace")
+            log.debug("%s %s answered %s %s: %s", method, path, e.code, code, message)
+            raise ServerError(e.code, code, message) from None
+
+    def workflow(self, project_id: str) -> Json:
+        """The project's workflow run, as `GET /api/v1/projects/{id}/workflow` answers it."""
+        return self.call("GET", f"/api/v1/projects/{project_id}/workflow")[1]
+
+    def phase_artifacts(self, project_id: str) -> Dict[str, str]:
+        """What each agent type of the project's workflow produces (its first artifact type), as
+        the server's workflow definition says: the one place the phase-to-artifact map is
+        written."""
+        run = self.workflow(project_id)
+        return {
+            phase["agent_type"]: phase["produces"][0]
+            for phase in run["phases"]
+            if phase.get("produces")
+        }

@@ -1,0 +1,17 @@
+"""What the server's refusals become."""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """The server answered an error: `status`, `code` (its `error.code`) and `message`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class LeaseLost(Exception):
+    """The task is no longer this worker's (`lease_lost` or `task_cancelled`): stop working on it."""

@@ -1,0 +1,90 @@
+"""A claimed task, and what its handler may do while it holds the claim."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from .client import Json
+from .errors import LeaseLost, ServerError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .worker import Worker
+
+log = logging.getLogger("flightdeck_worker")
+
+
+class Task:
+    """A claimed task: its fields as the claim answered them, and what the handler may do."""
+
+    def __init__(self, worker: "Worker", data: Dict[str, Any]) -> None:
+        self._worker = worker
+        self.data = data
+        self.id: str = data["task_id"]
+        self.project_id: str = data["project_id"]
+        self.agent_type: str = data["agent_type"]
+        self.instructions: str = data.get("instructions", "")
+        self.context_ids: List[str] = data.get("context_ids", [])
+        self.lease_id: str = data["lease_id"]
+        self.lost = False
+        self.lost_reason: Optional[str] = None
+
+    def post_artifact(
+        self, artifact_type: str, content: Json, metadata: Optional[Json] = None
+    ) -> Json:
+        """Stores an artifact in the task's project; returns it."""
+        self._check()
+        body: Dict[str, Json] = {
+            "project_id": self.project_id,
+            "source_agent": self.agent_type,
+            "artifact_type": artifact_type,
+            "content": content,
+        }
+        if metadata is not None:
+            body["metadata"] = metadata
+        return self._worker.client.call("POST", "/api/v1/context/artifacts", body)[1]
+
+    def progress(
+        self,
+        message: Optional[str] = None,
+        percent: Optional[float] = None,
+        data: Optional[Json] = None,
+    ) -> None:
+        """Reports progress: the project's WebSocket subscribers see it at once (coalesced to 10
+        frames per second), and it is shown with the task."""
+        self._check()
+        body: Dict[str, Json] = {"lease_id": self.lease_id}
+        for key, value in (("message", message), ("percent", percent), ("data", data)):
+            if value is not None:
+                body[key] = value
+        self._fenced("POST", f"/api/v1/tasks/{self.id}/progress", body)
+
+    def heartbeat(self) -> None:
+        """Extends the lease now (the worker also does it in the background)."""
+        self._check()
+        self._fenced(
+            "POST",
+            f"/api/v1/tasks/{self.id}/heartbeat",
+            {
+                "lease_id": self.lease_id,
+                "worker_id": self._worker.worker_id,
+                "lease_seconds": self._worker.lease_seconds,
+            },
+        )
+
+    def _check(self) -> None:
+        if self.lost:
+            raise LeaseLost(self.lost_reason or "lease lost")
+
+    def _fenced(self, method: str, path: str, body: Json) -> Json:
+        """A request under the claim's lease: `lease_lost` or `task_cancelled` marks the task lost
+        and raises `LeaseLost`."""
+        try:
+            return self._worker.client.call(method, path, body)
+        except ServerError as e:
+            if e.status == 409 and e.code in ("lease_lost", "task_cancelled"):
+                self.lost = True
+                self.lost_reason = e.code
+                log.info("task %s is no longer this worker's: %s", self.id, e.code)
+                raise LeaseLost(e.code) from e
+            raise

@@ -1,0 +1,217 @@
+"""The worker library against the real server: claims, heartbeats, artifacts and progress, a lost
+lease, a cancelled task, a failing handler, and the back-off from a server with no room."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import urllib.error
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+
+from conftest import Server, wait_for
+from flightdeck_worker import Client, LeaseLost, ServerError, Task, Worker
+
+
+def new_task(server: Server, agent: str, name: str = "p") -> str:
+    project = server.call("POST", "/api/v1/projects", {"name": name})["id"]
+    task = server.call(
+        "POST", f"/api/v1/projects/{project}/tasks", {"agent_type": agent, "instructions": "x"}
+    )
+    return str(task["task_id"])
+
+
+def test_a_fleet_runs_a_workflow_to_completion(server: Server) -> None:
+    p = server.call("POST", "/api/v1/projects", {"name": "python fleet"})["id"]
+    server.call("POST", f"/api/v1/hitl/project/{p}/oversight-level", {"level": "low"})
+    server.call(
+        "POST", f"/api/v1/projects/{p}/workflow", {"workflow": "sdlc", "context": {"goal": "a blog"}}
+    )
+    # What each phase produces, from the server's own definition of the workflow.
+    produces = Client(server.base).phase_artifacts(p)
+    assert len(produces) == 5
+
+    def handle(task: Task) -> Dict[str, Any]:
+        task.progress("writing", 50)
+        task.post_artifact(produces[task.agent_type], {"by": task.agent_type, "task": task.id})
+        return {"done": task.agent_type}
+
+    workers = [Worker(server.base, agent, lease_seconds=3, wait_ms=2000) for agent in produces]
+    threads = [threading.Thread(target=w.run, args=(handle,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    run = wait_for(
+        "the fleet to finish the workflow",
+        lambda: (lambda w: w if w["status"] == "completed" else None)(
+            server.call("GET", f"/api/v1/projects/{p}/workflow")
+        ),
+        timeout=120,
+    )
+    for w in workers:
+        w.stop()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(not t.is_alive() for t in threads)
+    assert [w.completed for w in workers] == [1] * 5
+    assert all(w.failed == 0 and w.lost == 0 for w in workers)
+    items = server.call("GET", f"/api/v1/projects/{p}/tasks")["items"]
+    assert [t["status"] for t in items] == ["completed"] * 5
+    assert {t["output"]["done"] for t in items} == set(produces)
+    assert all(t["progress"]["message"] == "writing" for t in items)
+    artifacts = server.call("GET", f"/api/v1/context/project/{p}/artifacts")
+    assert sorted(a["artifact_type"] for a in artifacts) == sorted(produces.values())
+    assert len(run["phases"]) == 5
+
+
+def test_a_claim_answers_none_when_nothing_is_pending(server: Server) -> None:
+    worker = Worker(server.base, "coder", wait_ms=200)
+    started = time.monotonic()
+    assert worker.claim() is None
+    assert time.monotonic() - started >= 0.15, "the claim waited for work"
+
+
+def test_heartbeats_keep_a_slow_task_and_the_output_is_stored(server: Server) -> None:
+    t = new_task(server, "coder")
+    worker = Worker(server.base, "coder", lease_seconds=0.6, wait_ms=0)
+    expiries: List[int] = []
+
+    def slow(task: Task) -> Dict[str, bool]:
+        # Five lease lengths: only the background heartbeats keep the claim.
+        for _ in range(6):
+            time.sleep(0.5)
+            expiries.append(server.call("GET", f"/api/v1/tasks/{task.id}")["lease_expires_at"])
+        return {"slow": True}
+
+    worker.run(slow, max_tasks=1)
+    assert worker.completed == 1 and worker.lost == 0
+    assert expiries == sorted(expiries) and expiries[-1] > expiries[0], expiries
+    task = server.call("GET", f"/api/v1/tasks/{t}")
+    assert task["status"] == "completed" and task["output"] == {"slow": True}
+
+
+def test_a_failing_handler_fails_its_task_with_the_message(server: Server) -> None:
+    t = new_task(server, "tester")
+
+    def broken(task: Task) -> None:
+        raise ValueError("no tests found")
+
+    worker = Worker(server.base, "tester", wait_ms=0)
+    worker.run(broken, max_tasks=1)
+    assert worker.failed == 1
+    task = server.call("GET", f"/api/v1/tasks/{t}")
+    assert task["status"] == "failed"
+    assert task["error_message"] == "ValueError: no tests found"
+
+
+def test_a_worker_whose_lease_ran_out_is_refused_and_changes_nothing(server: Server) -> None:
+    t = new_task(server, "coder", "late")
+    late = Worker(server.base, "coder", lease_seconds=0.3, wait_ms=0)
+    stale = late.claim()
+    assert stale is not None and stale.id == t
+    wait_for(
+        "the lease to run out",
+        lambda: server.call("GET", f"/api/v1/tasks/{t}")["status"] == "pending",
+    )
+    fresh = Worker(server.base, "coder", lease_seconds=30, wait_ms=0).claim()
+    assert fresh is not None and fresh.id == t and fresh.lease_id != stale.lease_id
+    with pytest.raises(LeaseLost):
+        late.finish(stale, {"status": "completed", "output": {"late": True}})
+    assert stale.lost and stale.lost_reason == "lease_lost"
+    # Once lost, the task refuses everything without asking the server.
+    with pytest.raises(LeaseLost):
+        stale.post_artifact("source_code", {})
+    assert server.call("GET", f"/api/v1/tasks/{t}")["output"] is None
+    assert server.call("GET", f"/api/v1/tasks/{t}")["worker_id"] == fresh.data["worker_id"]
+
+
+def test_a_cancelled_task_stops_its_worker(server: Server) -> None:
+    t = new_task(server, "coder", "cancel")
+    cancelled = threading.Event()
+    reasons: List[Optional[str]] = []
+
+    def waits_for_cancel(task: Task) -> None:
+        server.call("POST", f"/api/v1/tasks/{t}/status", {"status": "cancelled"})
+        cancelled.set()
+        try:
+            task.heartbeat()
+        finally:
+            reasons.append(task.lost_reason)
+
+    worker = Worker(server.base, "coder", wait_ms=0)
+    worker.run(waits_for_cancel, max_tasks=1)
+    assert cancelled.is_set()
+    assert reasons == ["task_cancelled"] and worker.lost == 1 and worker.completed == 0
+    assert server.call("GET", f"/api/v1/tasks/{t}")["status"] == "cancelled"
+
+
+def test_errors_carry_the_servers_code(server: Server) -> None:
+    client = Client(server.base)
+    with pytest.raises(ServerError) as refused:
+        client.call("GET", "/api/v1/tasks/not-a-uuid")
+    assert (refused.value.status, refused.value.code) == (400, "invalid_id")
+
+
+def test_a_worker_backs_off_on_503_and_claims_once_there_is_room(
+    start: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start("--max-connections", "1")
+
+    def settled(method: str, path: str, body: Any = None) -> Any:
+        """A call, again while the server still counts the previous connection."""
+
+        def attempt() -> Any:
+            try:
+                return server.call(method, path, body)
+            except urllib.error.HTTPError as e:
+                if e.code == 503:
+                    return None
+                raise
+
+        return wait_for(f"{method} {path} to find room", attempt)
+
+    p = settled("POST", "/api/v1/projects", {"name": "busy"})["id"]
+    t = settled("POST", f"/api/v1/projects/{p}/tasks", {"agent_type": "tester", "instructions": "x"})[
+        "task_id"
+    ]
+    host, port = server.addr.rsplit(":", 1)
+
+    def hold() -> socket.socket:
+        """A connection the server keeps open, waiting for its request: the one slot."""
+        while True:
+            settled("GET", "/livez")
+            holder = socket.create_connection((host, int(port)))
+            holder.settimeout(1.0)
+            try:
+                holder.recv(1)  # an answer or a close: refused, try again
+            except socket.timeout:
+                return holder
+            holder.close()
+
+    holder = hold()
+
+    def refused() -> bool:
+        try:
+            server.call("GET", "/livez")
+            return False
+        except urllib.error.HTTPError as e:
+            return e.code == 503
+        except OSError:
+            return False
+
+    wait_for("the held connection to fill the limit", refused)
+    worker = Worker(server.base, "tester", lease_seconds=30, wait_ms=0)
+    got: List[Optional[Task]] = []
+    with caplog.at_level(logging.WARNING, logger="flightdeck_worker"):
+        claimer = threading.Thread(target=lambda: got.append(worker.claim()), daemon=True)
+        claimer.start()
+        wait_for("the worker to back off twice", lambda: worker.unavailable + worker.unreachable >= 2)
+        assert not got, "nothing claimed while the server has no room"
+        holder.close()
+        claimer.join(timeout=60)
+    assert got and got[0] is not None and got[0].id == t
+    assert worker.unavailable >= 1
+    assert any("unavailable" in r.getMessage() for r in caplog.records), caplog.records
+    assert settled("GET", f"/api/v1/tasks/{t}")["worker_id"] == worker.worker_id
