@@ -141,6 +141,3 @@ class Worker:
         self._with_backoff(
             lambda: task._fenced("POST", f"/api/v1/tasks/{task.id}/status", body)
         )
-
-    # The name earlier versions used.
-    _finish = finish

@@ -75,11 +75,11 @@ def test_a_claim_answers_none_when_nothing_is_pending(server: Server) -> None:
 
 def test_heartbeats_keep_a_slow_task_and_the_output_is_stored(server: Server) -> None:
     t = new_task(server, "coder")
-    worker = Worker(server.base, "coder", lease_seconds=0.6, wait_ms=0)
+    worker = Worker(server.base, "coder", lease_seconds=1.5, wait_ms=0)
     expiries: List[int] = []
 
     def slow(task: Task) -> Dict[str, bool]:
-        # Five lease lengths: only the background heartbeats keep the claim.
+        # Two lease lengths: only the background heartbeats (every 0.5 s) keep the claim.
         for _ in range(6):
             time.sleep(0.5)
             expiries.append(server.call("GET", f"/api/v1/tasks/{task.id}")["lease_expires_at"])
