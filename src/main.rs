@@ -15,6 +15,18 @@ use flightdeck::config::{Cli, Command, Config, ServeArgs};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main` (jemalloc's weak `malloc_conf`, overridden here).
+///
+/// `oversize_threshold`: allocations of 128 KiB and more (request bodies, artifact contents, their
+/// encodings and cached responses) come from jemalloc's dedicated arena for large extents, which
+/// returns them to the system when they are freed. By default only allocations over 8 MiB do;
+/// smaller large extents stay resident in the arena that freed them until its decay time passes and
+/// that arena allocates again, so with one arena per pair of threads, reading back 1,200 artifacts
+/// of 0.9 MB left 100–190 MiB resident beyond the page and response caches (`clients.rs`'s memory
+/// budget test; BENCHMARKS.md). Small allocations, the bulk of the work, are unchanged.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 26] = b"oversize_threshold:131072\0";
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

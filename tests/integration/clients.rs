@@ -385,7 +385,10 @@ fn resident(pid: u32) -> (u64, u64) {
 #[test]
 fn large_artifacts_read_back_stay_inside_the_memory_budget() {
     // 1,200 artifacts of 0.9 MB, each read once (twice for some): with a 64 MiB page cache and a
-    // 64 MiB response cache, the server's resident set stays under 320 MiB throughout.
+    // 64 MiB response cache, the server's resident set stays under 200 MiB throughout: the two
+    // budgets and 72 MiB for the rest (about 30 MiB at start, a few requests' buffers). It peaks
+    // near 150 MiB; before large freed buffers went back to the system (`src/main.rs`,
+    // `MALLOC_CONF`) it reached 260–336 MiB.
     let s = Server::start_with(&[
         "--page-cache-mib",
         "64",
@@ -437,5 +440,5 @@ fn large_artifacts_read_back_stay_inside_the_memory_budget() {
     assert!(cache_bytes <= 64.0 * 1024.0 * 1024.0, "{cache_bytes}");
     let (peak, now) = resident(s.pid());
     eprintln!("resident: peak {} MiB, now {} MiB", peak >> 20, now >> 20);
-    assert!(peak < 320 << 20, "peak resident {} MiB", peak >> 20);
+    assert!(peak < 200 << 20, "peak resident {} MiB", peak >> 20);
 }
