@@ -9,6 +9,9 @@ chromium-driver, the selenium client from PyPI):
 - the project and operations pages show the workflow, the board, a worker's progress as it is
   reported (still there after a reload), and the service levels; a workflow's gate is approved
   with a click and the workflow moves on;
+- the project page applies events where they belong: after it has loaded, a claim, a progress
+  report and an artifact make it read nothing again but the artifact's content, when its summary
+  is opened;
 - after the server restarts the console says it is reconnecting, then catches up without a reload;
 - with API keys the page asks for one; a read-write key sees its name and the buttons, a read-only
   key sees no action button.
@@ -166,6 +169,8 @@ def main():
         # The project page: phases, board, a worker's progress as reported.
         driver.get(f"{base}/#/project/{p}")
         find(driver, "#workflow [data-phase='0']", "the workflow's phases")
+        find(driver, "#timeline [data-seq]", "the page's last section")
+        requested_urls(driver)  # what the page read to open; from here on, what events make it read
         claimed = call(base, "POST", "/api/v1/tasks/claim", {"agent_type": "analyst", "worker_id": "analyst-1"})
         find(driver, f"[data-column='working'] [data-task='{claimed['task_id']}']", "the claimed task on the board")
         call(base, "POST", f"/api/v1/tasks/{claimed['task_id']}/progress",
@@ -177,9 +182,13 @@ def main():
                                                          "content": {"title": "Blog", "pages": ["home", "post"]}})
         artifact = find(driver, "#artifacts [data-artifact]", "the artifact")
         artifact.find_element(By.TAG_NAME, "summary").click()
-        assert '"pages"' in artifact.find_element(By.CSS_SELECTOR, "pre").text
-        # The artifact re-rendered the page: the progress is still on the card, and after a
-        # reload too (the task list carries it).
+        wait_for("the artifact's content, read when opened",
+                 lambda: '"pages"' in artifact.find_element(By.CSS_SELECTOR, "pre").text)
+        after_load = [u.split("?")[0] for u in requested_urls(driver) if u.startswith(base)]
+        allowed = (f"{base}/api/v1/tasks/", f"{base}/api/v1/context/artifacts/")
+        assert after_load and all(u.startswith(allowed) for u in after_load), \
+            f"events made the project page read more than a task or the opened artifact: {after_load}"
+        # The progress is still on the card, and after a reload too (the task list carries it).
         def progress_text():
             cards = driver.find_elements(By.CSS_SELECTOR, f"[data-task='{claimed['task_id']}'] .progress")
             return cards[0].text if cards else ""

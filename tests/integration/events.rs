@@ -107,3 +107,64 @@ fn since_and_cursor_resume_after_a_seq() {
     s.get("/api/v1/events?project_id=abc")
         .expect_error(400, "invalid_id");
 }
+
+#[test]
+fn task_events_carry_the_task_as_the_change_left_it() {
+    // A client (the console) applies a task event without reading the task again: the event's
+    // data holds the worker, the priority and the rest, as a read of the task answers them.
+    let s = Server::start();
+    let p = s.project("p");
+    let created = s
+        .post(
+            &format!("/api/v1/projects/{p}/tasks"),
+            json!({"agent_type": "coder", "instructions": "write it", "priority": 1}),
+        )
+        .expect(201);
+    let t = created["task_id"].as_str().unwrap().to_string();
+    let claim = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "coder", "worker_id": "coder-7"}),
+        )
+        .expect(200);
+    assert_eq!(claim["task_id"], t.as_str());
+    s.post(
+        &format!("/api/v1/tasks/{t}/status"),
+        json!({"status": "failed", "error_message": "out of disk", "lease_id": claim["lease_id"]}),
+    )
+    .expect(200);
+    let task = s.get(&format!("/api/v1/tasks/{t}")).json();
+    let events: Vec<_> = s
+        .all_events(Some(&p))
+        .into_iter()
+        .filter(|e| e["task_id"] == t.as_str() && e["event_type"] != "agent_status_change")
+        .collect();
+    let seen: Vec<(&str, &serde_json::Value)> = events
+        .iter()
+        .map(|e| (e["event_type"].as_str().unwrap(), &e["data"]["worker_id"]))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("task_created", &serde_json::Value::Null),
+            ("task_started", &json!("coder-7")),
+            ("task_failed", &task["worker_id"]),
+        ]
+    );
+    for e in &events {
+        assert_eq!(e["data"]["priority"], 1, "{e}");
+    }
+    let last = &events.last().unwrap()["data"];
+    for field in [
+        "status",
+        "attempts",
+        "worker_id",
+        "priority",
+        "error_message",
+    ] {
+        assert_eq!(last[field], task[field], "{field}");
+    }
+    assert_eq!(last["status"], "failed");
+    assert_eq!(last["error_message"], "out of disk");
+    assert_eq!(events.last().unwrap()["timestamp"], task["updated_at"]);
+}

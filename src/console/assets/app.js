@@ -1,11 +1,13 @@
 // The console: sign-in, the pages (#/ home, #/project/ID, #/ops) and the one event stream that
-// keeps whichever page is shown up to date.
+// keeps whichever page is shown up to date. The project page applies each event where it belongs
+// (project.js); home and operations, small pages of totals, are read again after events that
+// concern them.
 
 import { api, auth, setKey, ApiError } from './api.js';
-import { h, fill } from './dom.js';
+import { h, fill, tick } from './dom.js';
 import { Live } from './live.js';
 import { home } from './home.js';
-import { project, applyProgress } from './project.js';
+import { ProjectView } from './project.js';
 import { ops } from './ops.js';
 
 const app = document.getElementById('app');
@@ -14,6 +16,8 @@ const banner = document.getElementById('banner');
 const who = document.getElementById('who');
 
 let live = null;
+/** The project page's view while it is shown (it takes the events). */
+let view = null;
 let rendering = false;
 let again = false;
 let timer = null;
@@ -37,14 +41,24 @@ async function render() {
   for (const a of document.querySelectorAll('[data-nav]')) {
     a.classList.toggle('active', a.dataset.nav === r.page);
   }
+  if (view) view.close();
+  view = null;
   try {
-    const content = r.page === 'project' ? await project(r.id, soon)
-      : r.page === 'ops' ? await ops()
-        : await home(soon);
+    let content;
+    if (r.page === 'project') {
+      // Created before it reads, so that no event committed meanwhile is missed.
+      const v = new ProjectView(r.id, { onStale: soon });
+      view = v;
+      content = await v.load();
+    } else {
+      content = r.page === 'ops' ? await ops() : await home(soon);
+    }
     fill(app, content);
     app.dataset.page = r.page;
     app.dataset.rendered = String(Number(app.dataset.rendered || 0) + 1);
   } catch (e) {
+    if (view) view.close();
+    view = null;
     if (e instanceof ApiError && e.status === 401) {
       signIn('The key was refused; sign in again.');
     } else {
@@ -66,14 +80,24 @@ function soon() {
 }
 
 function onEvent(frame) {
-  if (frame.event_type === 'task_progress') {
-    applyProgress(frame);
+  const r = route();
+  if (frame.event_type === 'resync_required') {
+    // Events were missed for good (older than the server keeps): read the page again.
+    soon();
     return;
   }
-  const r = route();
-  if (r.page === 'project' && frame.project_id && frame.project_id !== r.id) return;
+  if (r.page === 'project') {
+    if (view && view.id === r.id) view.take(frame);
+    return;
+  }
+  if (frame.event_type === 'task_progress') return;
   if (r.page === 'ops' && !String(frame.event_type).startsWith('alert_')) return;
   soon();
+}
+
+/** After a reconnect the stream replays what was missed; the project page applies it. */
+function onCaughtUp() {
+  if (route().page !== 'project' || !view) render();
 }
 
 function onState(state, detail) {
@@ -134,7 +158,7 @@ function signIn(message) {
 function start() {
   if (live) live.restart();
   else {
-    live = new Live({ onEvent, onState, onCaughtUp: render });
+    live = new Live({ onEvent, onState, onCaughtUp });
     live.start();
   }
   render();
@@ -155,9 +179,11 @@ async function boot() {
   }
   showWho();
   start();
-  // Ages and expiries move on; operations figures too.
+  // Ages and expiries move on (text only); the operations figures and the home page's totals are
+  // read again. The project page is not: its events keep it current.
   setInterval(() => {
-    if (!rendering && app.dataset.page !== 'signin') soon();
+    tick(app);
+    if (!rendering && (app.dataset.page === 'ops' || app.dataset.page === 'home')) soon();
   }, 15000);
 }
 

@@ -2,14 +2,14 @@
 // a key that may write — approve, reject (with a comment) and amend (JSON, checked before sending).
 
 import { api, auth, ApiError } from './api.js';
-import { h, ago, until, short, pretty, badge, fill } from './dom.js';
+import { h, agoSpan, untilSpan, short, pretty, badge, fill } from './dom.js';
 
 // Cards with an open form survive a page refresh (the text being typed stays).
 const open = new Map();
 
 /**
  * A card for request `r`. `projectName` labels it; `onAnswered()` runs after a successful answer
- * (the page refreshes; the event stream refreshes every other page).
+ * (the home page reads its inbox again; the project page waits for the answer's event).
  */
 export function approvalCard(r, projectName, onAnswered) {
   const kept = open.get(r.request_id);
@@ -41,9 +41,7 @@ export function approvalCard(r, projectName, onAnswered) {
     result,
   );
   const refresh = (req) => {
-    const bits = [`asked ${ago(req.created_at)}`];
-    if (req.status === 'pending') bits.push(`expires ${until(req.expires_at)}`);
-    fill(meta, bits.join(' · '));
+    fill(meta, 'asked ', agoSpan(req.created_at), req.status === 'pending' ? [' · expires ', untilSpan(req.expires_at)] : null);
   };
   refresh(r);
   if (r.status !== 'pending') {
@@ -64,9 +62,8 @@ function amendment(r) {
 /** Who answered and how. */
 function answered(r) {
   const who = r.responded_by ? ` by ${r.responded_by}` : '';
-  const when = r.responded_at ? ` ${ago(r.responded_at)}` : '';
   return [
-    h('span', { class: 'answer', text: `${r.status}${who}${when}` }),
+    h('span', { class: 'answer' }, `${r.status}${who}`, r.responded_at ? [' ', agoSpan(r.responded_at)] : null),
     r.response_comment ? h('p', { class: 'comment', text: r.response_comment }) : null,
     amendment(r) !== undefined ? h('pre', { class: 'content', text: pretty(amendment(r)) }) : null,
   ];

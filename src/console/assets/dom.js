@@ -59,6 +59,28 @@ export function until(ts) {
   return ms <= 0 ? 'expired' : `in ${duration(ms)}`;
 }
 
+/** "5 min ago" that stays true: `tick()` brings it up to date. */
+export function agoSpan(ts) {
+  return h('span', { 'data-ago': ts || '', text: ago(ts) });
+}
+
+/** "in 5 min" (or "expired") that stays true: `tick()` brings it up to date. */
+export function untilSpan(ts) {
+  return h('span', { 'data-until': ts || '', text: until(ts) });
+}
+
+/** Brings every age and expiry on the page up to date: text only, no request. */
+export function tick(root = document) {
+  for (const el of root.querySelectorAll('[data-ago]')) {
+    const text = ago(el.dataset.ago);
+    if (el.textContent !== text) el.textContent = text;
+  }
+  for (const el of root.querySelectorAll('[data-until]')) {
+    const text = until(el.dataset.until);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
 /** The first 8 characters of an id, for display. */
 export function short(id) {
   return id ? String(id).slice(0, 8) : '—';

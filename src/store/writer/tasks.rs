@@ -482,6 +482,8 @@ pub(super) fn task_event_data(task: &Task) -> String {
             .str("agent_type", task.agent_type.as_str())
             .str("status", task.status.as_str())
             .u64("attempts", u64::from(task.attempts))
+            .opt_str("worker_id", task.worker_id.as_deref())
+            .u64("priority", u64::from(task.priority))
             .opt_raw("output", task.output.as_deref())
             .opt_str("error_message", task.error_message.as_deref());
     })
