@@ -42,7 +42,7 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         metadata: body.metadata.map(raw_text),
     };
     let route = crate::http::Route::ArtifactCreate;
-    let a = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
+    let a = super::write_once(state, route, None, key.as_ref(), &bytes, command).await?;
     Ok(json(StatusCode::CREATED, encode(&a)))
 }
 

@@ -67,7 +67,7 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         expires_in_seconds: body.expires_in_seconds,
     };
     let route = crate::http::Route::HitlCreate;
-    let h = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
+    let h = super::write_once(state, route, None, key.as_ref(), &bytes, command).await?;
     Ok(json(StatusCode::CREATED, encode(&h)))
 }
 

@@ -143,7 +143,7 @@ fn options(req: &Request, origin: Option<&http::HeaderValue>) -> Result<Response
     Ok(response)
 }
 
-fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderValue>) -> Answer {
+fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::HeaderValue>) -> Answer {
     if req.method() == Method::OPTIONS {
         return now(options(&req, origin), false);
     }
@@ -184,6 +184,7 @@ fn dispatch(state: &Arc<AppState>, req: Request, origin: Option<&http::HeaderVal
         Ok(principal) => principal,
         Err(e) => return now(Err(e), is_head),
     };
+    req.set_caller(principal.as_ref().map(|p| p.name.clone()));
     use Route::{
         AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
         ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
@@ -325,23 +326,37 @@ pub(crate) fn require(state: &AppState, id: &str) -> Result<Id, ApiError> {
     Err(DomainError::not_found("project", id).into())
 }
 
-/// The request's `Idempotency-Key` as sent (checked by `write_once`, so a malformed one is refused
-/// rather than ignored).
-pub(crate) fn idempotency_key(req: &crate::http::Request) -> Option<Vec<u8>> {
-    req.header_bytes("idempotency-key").map(<[u8]>::to_vec)
+/// A request's `Idempotency-Key` as sent (checked by `write_once`, so a malformed one is refused
+/// rather than ignored), and whose it is: the name of the API key that sent it.
+pub(crate) struct IdempotencyKey {
+    key: Vec<u8>,
+    /// `None` when keys are off: then every client shares one space of keys.
+    caller: Option<String>,
+}
+
+/// The request's `Idempotency-Key`, if it sent one.
+pub(crate) fn idempotency_key(req: &crate::http::Request) -> Option<IdempotencyKey> {
+    req.header_bytes("idempotency-key")
+        .map(|key| IdempotencyKey {
+            key: key.to_vec(),
+            caller: req.caller().map(str::to_owned),
+        })
 }
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// Writes `command`, at most once per `Idempotency-Key` (`key`) on this route and path: a repeat
-/// with the same body answers the original output without writing; one with another body is 422
-/// `idempotency_key_reused`. Without a key, a plain write.
+/// Writes `command`, at most once per `Idempotency-Key` of one caller (the API key that sent it)
+/// on this route and path: a repeat with the same body answers the original output without
+/// writing; one with another body is 422 `idempotency_key_reused`. Another API key sending the
+/// same `Idempotency-Key` has a key of its own: it never sees this one's answer (a claim's
+/// `lease_id`, say). `project`, the path's id when the route has one, counts in its canonical
+/// form, however the client spelled it. Without a key, a plain write.
 pub(crate) async fn write_once<C>(
     state: &AppState,
     route: crate::http::Route,
-    param: &str,
-    key: Option<&[u8]>,
+    project: Option<Id>,
+    key: Option<&IdempotencyKey>,
     body: &[u8],
     command: C,
 ) -> Result<C::Output, ApiError>
@@ -350,7 +365,7 @@ where
     C::Output: crate::store::command::Remembered,
 {
     use sha1::{Digest, Sha1};
-    let Some(key) = key else {
+    let Some(IdempotencyKey { key, caller }) = key else {
         return Ok(state.store.write(command).await?);
     };
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.iter().all(u8::is_ascii_graphic) {
@@ -359,8 +374,16 @@ where
             format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
+    // Each part length-prefixed. Without keys the digest is what it was before keys were scoped
+    // (route, path id, key), so keys remembered by an older build still match after an upgrade;
+    // with keys, the caller's name follows.
+    let project = project.map(|id| id.to_string()).unwrap_or_default();
+    let mut parts = vec![route.name().as_bytes(), project.as_bytes(), key.as_slice()];
+    if let Some(name) = caller {
+        parts.push(name.as_bytes());
+    }
     let mut digest = Sha1::new();
-    for part in [route.name().as_bytes(), param.as_bytes(), key] {
+    for part in parts {
         digest.update((part.len() as u64).to_be_bytes());
         digest.update(part);
     }

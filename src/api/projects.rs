@@ -29,7 +29,7 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
         description: body.description,
     };
     let route = crate::http::Route::ProjectsCreate;
-    let p = super::write_once(state, route, "", key.as_deref(), &bytes, command).await?;
+    let p = super::write_once(state, route, None, key.as_ref(), &bytes, command).await?;
     Ok(json(
         StatusCode::CREATED,
         encode(&p, state.store.summary(&p.id).as_ref()),

@@ -52,7 +52,15 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
         priority,
     };
     let route = crate::http::Route::ProjectTasksCreate;
-    let t = super::write_once(state, route, project, key.as_deref(), &bytes, command).await?;
+    let t = super::write_once(
+        state,
+        route,
+        Some(project_id),
+        key.as_ref(),
+        &bytes,
+        command,
+    )
+    .await?;
     // BotArmy's answer also names the Celery job that runs the task; flightdeck's tasks are run
     // by external workers, so there is none.
     Ok(json(
@@ -228,7 +236,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         let nothing = key.is_none() && state.store.pending_count(agent_type) == 0;
         if !nothing
             && let Some(t) =
-                super::write_once(state, route, "", key.as_deref(), &bytes, command).await?
+                super::write_once(state, route, None, key.as_ref(), &bytes, command).await?
         {
             return Ok(json(StatusCode::OK, encode_leased(&t)));
         }

@@ -29,7 +29,15 @@ pub async fn start(state: &AppState, project: &str, req: Request) -> Result<Resp
         context,
     };
     let route = crate::http::Route::WorkflowStart;
-    let run = super::write_once(state, route, project, key.as_deref(), &bytes, command).await?;
+    let run = super::write_once(
+        state,
+        route,
+        Some(project_id),
+        key.as_ref(),
+        &bytes,
+        command,
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, encode(state, &run)?))
 }
 

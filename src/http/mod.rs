@@ -28,6 +28,9 @@ pub struct Request {
     inner: Option<hyper::Request<Incoming>>,
     /// Longest the body may take to arrive.
     body_timeout: std::time::Duration,
+    /// The name of the API key the request presented, once `auth` accepted it (`None` when keys
+    /// are off).
+    caller: Option<String>,
 }
 
 /// The body timeout when none is configured.
@@ -45,7 +48,18 @@ impl Request {
         Request {
             inner: Some(inner),
             body_timeout,
+            caller: None,
         }
+    }
+
+    /// Records the name of the key `auth` accepted.
+    pub fn set_caller(&mut self, name: Option<String>) {
+        self.caller = name;
+    }
+
+    /// The name of the key the request presented (`None` when keys are off).
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
     }
 
     fn head(&self) -> &hyper::Request<Incoming> {

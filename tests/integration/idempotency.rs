@@ -130,3 +130,92 @@ fn a_repeated_claim_gets_the_same_task_and_lease_even_after_a_crash() {
     let (ok, report) = crate::common::check(dir.path());
     assert!(ok, "{report}");
 }
+
+const ALICE: &str = "alice-secret-0123456789";
+const MALLORY: &str = "mallory-secret-0123456789";
+
+fn post_as(s: &Server, bearer: &str, path: &str, key: &str, body: &Value) -> Resp {
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(s.url(path))
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string().into_bytes())
+        .unwrap();
+    s.send_request(request)
+}
+
+#[test]
+fn another_api_keys_repeat_is_a_request_of_its_own() {
+    // The attack: a second key replays a claim's Idempotency-Key to be handed the first worker's
+    // lease, completes its task with forged output, and the first worker is told its lease is
+    // lost. Each key's Idempotency-Keys are its own.
+    let s = Server::start_with(&[
+        "--api-key",
+        &format!("alice:rw:{ALICE}"),
+        "--api-key",
+        &format!("mallory:rw:{MALLORY}"),
+    ]);
+    let p = post_as(&s, ALICE, "/api/v1/projects", "p", &json!({"name": "p"})).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = |i: u32| json!({"agent_type": "coder", "instructions": format!("task {i}")});
+    let path = format!("/api/v1/projects/{p}/tasks");
+    let t1 = post_as(&s, ALICE, &path, "t1", &body(1)).expect(201)["task_id"].clone();
+    let t2 = post_as(&s, ALICE, &path, "t2", &body(2)).expect(201)["task_id"].clone();
+    let claim = json!({"agent_type": "coder", "worker_id": "w"});
+    let alice = post_as(&s, ALICE, "/api/v1/tasks/claim", "claim-1", &claim).expect(200);
+    assert_eq!(alice["task_id"], t1);
+    let mallory = post_as(&s, MALLORY, "/api/v1/tasks/claim", "claim-1", &claim).expect(200);
+    assert_eq!(mallory["task_id"], t2, "a claim of its own, the next task");
+    assert_ne!(mallory["lease_id"], alice["lease_id"]);
+    // Alice's own repeat still answers her claim, and her lease holds.
+    let again = post_as(&s, ALICE, "/api/v1/tasks/claim", "claim-1", &claim).expect(200);
+    assert_eq!(
+        (&again["task_id"], &again["lease_id"]),
+        (&alice["task_id"], &alice["lease_id"])
+    );
+    let done =
+        json!({"status": "completed", "output": {"ok": true}, "lease_id": alice["lease_id"]});
+    let t1 = t1.as_str().unwrap();
+    post_as(
+        &s,
+        ALICE,
+        &format!("/api/v1/tasks/{t1}/status"),
+        "done",
+        &done,
+    )
+    .expect(200);
+    // Mallory's create with Alice's key and body is a task of its own too.
+    let created = post_as(&s, MALLORY, &path, "t1", &body(1)).expect(201);
+    assert_ne!(created["task_id"], t1);
+}
+
+#[test]
+fn a_path_id_is_the_same_key_however_it_is_spelled() {
+    let s = Server::start();
+    let p = s.project("p");
+    let spellings = [
+        p.clone(),
+        p.to_uppercase(),
+        p.replace('-', ""),
+        format!("urn:uuid:{p}"),
+    ];
+    let body = json!({"agent_type": "coder", "instructions": "once"});
+    let answers: Vec<Value> = spellings
+        .iter()
+        .map(|spelled| {
+            post_with_key(&s, &format!("/api/v1/projects/{spelled}/tasks"), "k", &body).expect(201)
+                ["task_id"]
+                .clone()
+        })
+        .collect();
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(
+        tasks_of(&s, &p).len(),
+        1,
+        "one task, however the id was spelled"
+    );
+}

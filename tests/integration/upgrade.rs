@@ -284,22 +284,34 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         .clone();
     assert_eq!(deployer["paused"], true);
     assert_eq!(deployer["pending"], 1);
-    let again = s.send_request(
-        ureq::http::Request::post(s.url("/api/v1/projects"))
-            .header("authorization", format!("Bearer {key}"))
+    // The remembered key was sent without API keys: it is not carol's, whose same key is a
+    // request of her own (keys are scoped by the caller)...
+    fn repeat(s: &Server, bearer: Option<&str>) -> Value {
+        let mut request = ureq::http::Request::post(s.url("/api/v1/projects"))
             .header("content-type", "application/json")
-            .header("idempotency-key", "fixture-key-1")
-            .body(
-                json!({"name": "fixture idempotent"})
-                    .to_string()
-                    .into_bytes(),
-            )
-            .unwrap(),
-    );
-    assert_eq!(again.expect(201)["name"], "fixture idempotent");
+            .header("idempotency-key", "fixture-key-1");
+        if let Some(k) = bearer {
+            request = request.header("authorization", format!("Bearer {k}"));
+        }
+        let body = json!({"name": "fixture idempotent"}).to_string();
+        s.send_request(request.body(body.into_bytes()).unwrap())
+            .expect(201)
+    }
+    let carols = repeat(&s, Some(key));
+    assert_eq!(carols["name"], "fixture idempotent");
     assert_eq!(
         items(&get("/api/v1/projects")).len(),
-        3,
+        4,
+        "carol's own project"
+    );
+    let dir = s.stop();
+    // ... and without keys, as it was sent, the repeat answers the original.
+    let s = open_fixture(&dir, &[]);
+    let original = repeat(&s, None);
+    assert_ne!(original["id"], carols["id"]);
+    assert_eq!(
+        items(&s.get("/api/v1/projects").expect(200)).len(),
+        4,
         "a repeat, not a new project"
     );
     let dir = s.stop();

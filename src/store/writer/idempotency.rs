@@ -36,7 +36,8 @@ impl Remembered for Option<Task> {
 /// the request.
 pub struct Idempotent<C> {
     pub inner: C,
-    /// A digest of the route and the client's `Idempotency-Key`.
+    /// A digest of the route, the path's project id, the client's `Idempotency-Key` and the name
+    /// of the API key that sent it (`api::write_once`).
     pub key: [u8; 20],
     /// A digest of the request body.
     pub fingerprint: [u8; 20],
