@@ -193,7 +193,7 @@ pub async fn run(
         if send_buffer > 0 {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer);
         }
-        let activity = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(Activity::default());
         let started = Instant::now();
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -202,11 +202,11 @@ pub async fn run(
         });
         let connection = http.serve_connection(io, service.clone()).with_upgrades();
         let stopping = stopping.clone();
-        let idle_timeout = limits.idle_timeout;
+        let (idle_timeout, write_timeout) = (limits.idle_timeout, limits.write_timeout);
         tracker.spawn(async move {
             tokio::pin!(connection);
-            let mut check =
-                tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+            let every = (idle_timeout.min(write_timeout) / 4).max(Duration::from_millis(10));
+            let mut check = tokio::time::interval(every);
             let mut closing = false;
             let result = loop {
                 tokio::select! {
@@ -215,9 +215,16 @@ pub async fn run(
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    _ = check.tick(), if !closing => {
-                        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                        if started.elapsed().saturating_sub(last) > idle_timeout {
+                    _ = check.tick() => {
+                        let now = started.elapsed();
+                        if activity.write_stalled_for(now) > write_timeout {
+                            // The client stopped reading its answer: a graceful close would wait
+                            // for it for good, holding the answer's memory. Drop the connection.
+                            metrics::counter!(crate::http::timing::WRITE_TIMEOUTS).increment(1);
+                            tracing::debug!("a response made no progress within the write timeout; connection dropped");
+                            break Ok(());
+                        }
+                        if !closing && now.saturating_sub(activity.last()) > idle_timeout {
                             // Idle keep-alive connection: close it (a request in flight finishes).
                             connection.as_mut().graceful_shutdown();
                             closing = true;
@@ -316,18 +323,72 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// A socket that records when bytes last moved, for the idle timeout.
+/// When bytes last moved on a connection, and since when a write has waited for the client: in
+/// milliseconds since the connection started.
+struct Activity {
+    last: AtomicU64,
+    /// `u64::MAX` while no write waits.
+    write_blocked_since: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            last: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Activity {
+    fn last(&self) -> Duration {
+        Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    /// How long a write has been waiting for the client to read (zero when none waits).
+    fn write_stalled_for(&self, now: Duration) -> Duration {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            u64::MAX => Duration::ZERO,
+            since => now.saturating_sub(Duration::from_millis(since)),
+        }
+    }
+}
+
+/// A socket that records when bytes last moved, for the idle timeout, and since when a write
+/// has made no progress, for the write timeout.
 struct Tracked {
     inner: tokio::net::TcpStream,
-    /// Milliseconds since `started` of the last read or write.
-    activity: Arc<AtomicU64>,
+    activity: Arc<Activity>,
     started: Instant,
 }
 
 impl Tracked {
     fn touch(&self) {
         self.activity
+            .last
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A write's outcome: progress clears the stall, a wait starts it (if not started).
+    fn wrote<T>(&self, polled: &Poll<std::io::Result<T>>, progressed: bool) {
+        match polled {
+            Poll::Pending => {
+                let now = self.started.elapsed().as_millis() as u64;
+                let _ = self.activity.write_blocked_since.compare_exchange(
+                    u64::MAX,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) if progressed => {
+                self.touch();
+                self.activity
+                    .write_blocked_since
+                    .store(u64::MAX, Ordering::Relaxed);
+            }
+            Poll::Ready(_) => {}
+        }
     }
 }
 
@@ -353,9 +414,8 @@ impl AsyncWrite for Tracked {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        let progressed = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.wrote(&polled, progressed);
         polled
     }
 
@@ -365,9 +425,8 @@ impl AsyncWrite for Tracked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        let progressed = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.wrote(&polled, progressed);
         polled
     }
 

@@ -119,6 +119,8 @@ pub struct HttpLimits {
     pub header_read_timeout: std::time::Duration,
     pub idle_timeout: std::time::Duration,
     pub body_read_timeout: std::time::Duration,
+    /// A response whose bytes make no progress for this long is dropped with its connection.
+    pub write_timeout: std::time::Duration,
     pub max_header_bytes: usize,
 }
 
@@ -128,6 +130,7 @@ impl Default for HttpLimits {
             header_read_timeout: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(60),
             body_read_timeout: std::time::Duration::from_secs(30),
+            write_timeout: std::time::Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
         }
     }

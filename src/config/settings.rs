@@ -340,6 +340,9 @@ settings! {
     /// A request body must arrive within this, in ms (else 408)
     body_read_timeout_ms: u64 = "30000", "FLIGHTDECK_BODY_READ_TIMEOUT_MS", "MS"
         => |c, v| c.limits.body_read_timeout = millis("body_read_timeout_ms", v)?;
+    /// A response the client stops reading is dropped with its connection after its bytes made no progress for this long, in ms
+    write_timeout_ms: u64 = "30000", "FLIGHTDECK_WRITE_TIMEOUT_MS", "MS"
+        => |c, v| c.limits.write_timeout = millis("write_timeout_ms", v)?;
     /// Largest request head (request line and headers), in bytes, at least 8192
     max_header_bytes: usize = "16384", "FLIGHTDECK_MAX_HEADER_BYTES", "BYTES"
         => |c, v| {

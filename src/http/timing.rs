@@ -25,6 +25,8 @@ use super::router::{Class, Route};
 /// Metric names of the HTTP layer.
 pub const REQUEST_DURATION: &str = "flightdeck_http_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "flightdeck_http_requests_total";
+/// Connections dropped because their response made no progress within `--write-timeout-ms`.
+pub const WRITE_TIMEOUTS: &str = "flightdeck_http_write_timeouts_total";
 pub const REQUESTS_IN_FLIGHT: &str = "flightdeck_http_requests_in_flight";
 
 tokio::task_local! {
@@ -120,6 +122,11 @@ pub fn describe_metrics() {
         "HTTP requests answered, by method, route and status."
     );
     describe_gauge!(REQUESTS_IN_FLIGHT, "HTTP requests being handled.");
+    describe_counter!(
+        WRITE_TIMEOUTS,
+        "Connections dropped because their response made no progress within the write timeout."
+    );
+    metrics::counter!(WRITE_TIMEOUTS).increment(0);
     for route in Route::ALL {
         let (method, status) = route.primary();
         let status = status_label(status);

@@ -216,3 +216,70 @@ fn shutdown_lets_a_request_in_flight_finish_and_exits_zero() {
     let (ok, report) = crate::common::check(dir.path());
     assert!(ok, "{report}");
 }
+
+/// The value of an unlabelled counter or gauge in `/metrics`.
+fn metric(s: &Server, name: &str) -> f64 {
+    s.get("/metrics")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_client_that_never_reads_its_answer_is_dropped_after_the_write_timeout() {
+    // The attack: request large answers and never read them. A graceful close (the idle
+    // timeout's) waits for the answer for good, and the answer's memory with it; the write
+    // timeout drops the connection once its bytes stop moving.
+    let s = Server::start_with(&[
+        "--write-timeout-ms",
+        "500",
+        "--idle-timeout-ms",
+        "600000",
+        "--max-body-bytes",
+        "8388608",
+    ]);
+    let p = s.project("big");
+    let blob = "y".repeat(6 << 20);
+    let body = format!(
+        r#"{{"project_id":"{p}","source_agent":"coder","artifact_type":"source_code","content":"{blob}"}}"#
+    );
+    let created = s
+        .send(
+            "POST",
+            "/api/v1/context/artifacts",
+            Some("application/json"),
+            body.into_bytes(),
+        )
+        .expect(201);
+    let id = created["context_id"].as_str().unwrap().to_string();
+    assert_eq!(metric(&s, "flightdeck_http_write_timeouts_total"), 0.0);
+    let mut stalled = TcpStream::connect(&s.addr).unwrap();
+    stalled
+        .write_all(
+            format!("GET /api/v1/context/artifacts/{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    // Never read: the answer (6 MiB) cannot fit in the two sockets' buffers.
+    wait_for("the stalled answer's connection to be dropped", || {
+        (metric(&s, "flightdeck_http_write_timeouts_total") >= 1.0).then_some(())
+    });
+    // What the client finds when it reads at last: the start of the answer, then the end of the
+    // connection, not the rest of it.
+    let got = read_to_close(&mut stalled);
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got[..got.len().min(100)]
+    );
+    assert!(
+        got.len() < 6 << 20,
+        "the whole answer came: {} bytes",
+        got.len()
+    );
+    // A reader that keeps reading is not cut off, however long the answer takes.
+    let whole = s.get(&format!("/api/v1/context/artifacts/{id}"));
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.len() > 6 << 20);
+    assert_eq!(metric(&s, "flightdeck_http_write_timeouts_total"), 1.0);
+}
