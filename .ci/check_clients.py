@@ -2,7 +2,9 @@
 """Real clients against a live flightdeck: Python's urllib writing an oversize body before it
 reads (it must read the 413, not a broken pipe), and headless Chromium (Debian's chromium) on a
 page of another origin calling the API (CORS preflight, reading a header the API exposes, a
-WebSocket) — from an allowed origin, and from a foreign one that must be refused.
+WebSocket) — from an allowed origin, and from a foreign one that must be refused, along with its
+simple (text/plain and body-less) POSTs; and Chromium reaching the server through a DNS name
+rebound to 127.0.0.1, which a server without API keys must not answer.
 
 usage: check_clients.py FLIGHTDECK_BINARY
 """
@@ -44,6 +46,19 @@ async function run() {
     result.list_status = listed.status;
   } catch (e) {
     result.fetch_error = String(e);
+  }
+  // Simple requests, which a browser sends to any address without asking: a text/plain POST
+  // and a body-less one (as a form would). Without API keys the server must refuse them.
+  const pause = new URLSearchParams(location.search).get("pause");
+  if (pause) {
+    try {
+      await fetch(api + "/queues/" + pause + "/pause",
+                  {method: "POST", mode: "no-cors", headers: {"content-type": "text/plain"}, body: "pause"});
+      await fetch(api + "/queues/" + pause + "/pause", {method: "POST", mode: "no-cors"});
+      result.simple_posts = "sent";
+    } catch (e) {
+      result.simple_posts = String(e);
+    }
   }
   result.websocket = await new Promise((resolve) => {
     const ws = new WebSocket("ws://%(api)s/ws");
@@ -131,7 +146,7 @@ def main():
         assert allowed.get("websocket") == "open", allowed
         print(f"clients: chromium on an allowed origin: {allowed}")
 
-        foreign = chromium_result(f"http://127.0.0.1:{foreign_port}/index.html",
+        foreign = chromium_result(f"http://127.0.0.1:{foreign_port}/index.html?pause=coder",
                                   os.path.join(work, "profile-f"))
         assert "fetch_error" in foreign and "create_status" not in foreign, foreign
         assert foreign.get("websocket") == "refused", foreign
@@ -140,10 +155,29 @@ def main():
             names = [p["name"] for p in json.load(r)["items"]]
         # (The allowed page may have been loaded more than once.)
         assert names and set(names) == {f"from http://127.0.0.1:{allowed_port}"}, names
-        print(f"clients: chromium on a foreign origin: {foreign}")
+        # Its simple POSTs (text/plain, and none) reached the server and were refused.
+        assert foreign.get("simple_posts") == "sent", foreign
+        with urllib.request.urlopen(f"http://{addr}/api/v1/queues", timeout=10) as r:
+            coder = next(q for q in json.load(r)["queues"] if q["agent_type"] == "coder")
+        assert coder["paused"] is False, coder
+        print(f"clients: chromium on a foreign origin: {foreign}; its simple POSTs paused nothing")
+
+        # DNS rebinding: a name the page's site controls, resolved to this machine. The browser
+        # sends that name as Host; without API keys the server answers it no data.
+        port = addr.rsplit(":", 1)[1]
+        rebound = subprocess.run(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={os.path.join(work, 'profile-r')}",
+             "--host-resolver-rules=MAP rebound.test 127.0.0.1", "--dump-dom",
+             f"http://rebound.test:{port}/api/v1/projects"],
+            capture_output=True, text=True, timeout=180,
+        ).stdout
+        assert "host_not_allowed" in rebound and "from http" not in rebound, rebound[:2000]
+        print("clients: chromium reaching the server through a rebound name was refused (host_not_allowed)")
         for server in started_servers:
             server.shutdown()
-        print("clients: 3 passed, 0 failed")
+        print("clients: 4 passed, 0 failed")
     finally:
         stop(started)
         shutil.rmtree(work, ignore_errors=True)

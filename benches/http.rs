@@ -133,6 +133,7 @@ fn main() {
             health,
             keys: Default::default(),
             cors: Default::default(),
+            allowed_hosts: Default::default(),
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(),
             webhooks: flightdeck::webhooks::Webhooks::new(Vec::new()),

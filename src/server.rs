@@ -107,6 +107,7 @@ pub async fn run(
         health: health.clone(),
         keys: config.api_keys.clone(),
         cors: config.cors.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
         stopping: stopping.clone(),
         progress: crate::api::progress_coalescer(),
         webhooks: webhooks.clone(),

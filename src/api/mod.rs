@@ -25,7 +25,7 @@ use std::task::Poll;
 use crate::domain::{DomainError, Id, Vocabulary};
 use crate::http::auth::Credentials;
 use crate::http::cors::{self, Cors};
-use crate::http::router::Answers;
+use crate::http::router::{Access, Answers};
 use crate::http::{
     ApiError, Body, Method, NoRoute, Request, Response, Route, StatusCode, route, set_header,
 };
@@ -46,6 +46,8 @@ pub struct AppState {
     pub keys: crate::http::auth::ApiKeys,
     /// The origins whose pages may call the API (and open WebSockets, when any is set).
     pub cors: Cors,
+    /// Without API keys: the host names answered besides addresses and localhost.
+    pub allowed_hosts: crate::http::site::AllowedHosts,
     /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
     pub stopping: tokio_util::sync::CancellationToken,
     /// Task progress frames, at most 10 per second per task.
@@ -143,6 +145,30 @@ fn options(req: &Request, origin: Option<&http::HeaderValue>) -> Result<Response
     Ok(response)
 }
 
+/// What a page on another site could make the user's browser do: ride a WebSocket (refused from
+/// other origins when origins are configured or there are no keys), and without API keys reach a
+/// data route through a rebound name or write without asking (`http::site`).
+fn cross_site(state: &AppState, route: Route, req: &Request) -> Result<(), ApiError> {
+    use crate::http::site;
+    let keys_off = !state.keys.enabled();
+    let (origin, host) = (req.header("origin"), req.header("host"));
+    if route.is_websocket() && (keys_off || state.cors.enabled()) {
+        site::check_websocket(&state.cors, origin, host)?;
+    }
+    if keys_off {
+        match route.access() {
+            Access::Read => site::check_host(&state.allowed_hosts, host)?,
+            Access::Write => {
+                site::check_host(&state.allowed_hosts, host)?;
+                let post = req.method() == Method::POST;
+                site::check_write(&state.cors, post, origin, host, req.header("content-type"))?;
+            }
+            Access::Open | Access::Scrape => {}
+        }
+    }
+    Ok(())
+}
+
 fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::HeaderValue>) -> Answer {
     if req.method() == Method::OPTIONS {
         return now(options(&req, origin), false);
@@ -165,13 +191,8 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
     };
     let (route, param) = (matched.route, matched.param);
     crate::http::timing::set_route(route);
-    if route.is_websocket()
-        && state.cors.enabled()
-        && origin.is_none()
-        && let Some(foreign) = req.header("origin")
-    {
-        // A page on another origin may not ride the user's WebSocket (cross-site hijacking).
-        return now(Err(ApiError::origin_not_allowed(foreign)), is_head);
+    if let Err(e) = cross_site(state, route, &req) {
+        return now(Err(e), is_head);
     }
     let query = Query::parse(uri.query());
     let principal = match state.keys.authorize(

@@ -152,6 +152,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Browser origins allowed to call the API.
     pub cors: crate::http::cors::Cors,
+    /// Host names a server without API keys answers to, besides addresses and localhost.
+    pub allowed_hosts: crate::http::site::AllowedHosts,
     /// Status changes kept per agent type.
     pub agent_history_retention: u64,
     pub limits: HttpLimits,
@@ -178,6 +180,7 @@ impl Config {
             timer_tick: std::time::Duration::from_millis(100),
             api_keys: ApiKeys::default(),
             cors: crate::http::cors::Cors::default(),
+            allowed_hosts: crate::http::site::AllowedHosts::default(),
             agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),
@@ -308,6 +311,7 @@ mod tests {
             }
             ("URL", _) => "http://flightdeck.test".into(),
             ("ORIGINS", _) => "http://a.example".into(),
+            ("HOSTS", _) => "flightdeck.internal".into(),
             ("KEY", _) => "someone:rw:0123456789abcdef".into(),
             (_, Some(number)) => {
                 let n: u64 = number

@@ -231,11 +231,18 @@ settings! {
     agent_history_retention: u64 = "10000", "FLIGHTDECK_AGENT_HISTORY_RETENTION", "N"
         => |c, v| c.agent_history_retention = positive("agent_history_retention", v)?;
     /// Origins (`http://localhost:3000`) whose pages may call the API, or `*`, comma-separated;
-    /// when set, WebSocket upgrades from other origins are refused; see "Browsers"
+    /// when set (or without API keys), WebSocket upgrades from other origins are refused; see
+    /// "Browsers"
     cors_origins: Vec<String> = none, "FLIGHTDECK_CORS_ORIGINS", "ORIGINS",
         #[arg(value_delimiter = ',')],
         #[serde(deserialize_with = "lists::some_list_or_text")]
         => |c, v| c.cors = crate::http::cors::Cors::parse(&v.unwrap_or_default())?;
+    /// Host names, besides IP addresses and localhost, a server without API keys answers to,
+    /// comma-separated (DNS rebinding); see "Security and operations"
+    allowed_hosts: Vec<String> = none, "FLIGHTDECK_ALLOWED_HOSTS", "HOSTS",
+        #[arg(value_delimiter = ',')],
+        #[serde(deserialize_with = "lists::some_list_or_text")]
+        => |c, v| c.allowed_hosts = crate::http::site::AllowedHosts::parse(&v.unwrap_or_default())?;
     /// redb's page cache: the resident memory it may hold (its allocation overhead included), in
     /// MiB
     page_cache_mib: usize = "1024", "FLIGHTDECK_PAGE_CACHE_MIB", "MIB"

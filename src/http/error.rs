@@ -24,6 +24,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     OriginNotAllowed,
+    HostNotAllowed,
     ProjectNotFound,
     TaskNotFound,
     ArtifactNotFound,
@@ -65,6 +66,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::OriginNotAllowed,
+        ErrorCode::HostNotAllowed,
         ErrorCode::ProjectNotFound,
         ErrorCode::TaskNotFound,
         ErrorCode::ArtifactNotFound,
@@ -106,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::ProjectNotFound => "project_not_found",
             ErrorCode::TaskNotFound => "task_not_found",
             ErrorCode::ArtifactNotFound => "artifact_not_found",
@@ -148,6 +151,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::ProjectNotFound => StatusCode::NOT_FOUND,
             ErrorCode::TaskNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ArtifactNotFound => StatusCode::NOT_FOUND,
@@ -195,7 +199,12 @@ impl ErrorCode {
             }
             ErrorCode::Unauthorized => "no or unknown API key",
             ErrorCode::Forbidden => "a read-only key on a write",
-            ErrorCode::OriginNotAllowed => "a WebSocket upgrade from an origin not in cors_origins",
+            ErrorCode::OriginNotAllowed => {
+                "a WebSocket upgrade, or a write without API keys, from a page of another origin not in cors_origins"
+            }
+            ErrorCode::HostNotAllowed => {
+                "without API keys, a Host that is not an IP address, localhost or in allowed_hosts"
+            }
             ErrorCode::ProjectNotFound => "no project with that id",
             ErrorCode::TaskNotFound => "no task with that id",
             ErrorCode::ArtifactNotFound => "no artifact with that id",
@@ -215,7 +224,9 @@ impl ErrorCode {
             }
             ErrorCode::HitlExpired => "the HITL request expired before it was answered",
             ErrorCode::PayloadTooLarge => "the body is over --max-body-bytes",
-            ErrorCode::UnsupportedMediaType => "a body not sent as application/json",
+            ErrorCode::UnsupportedMediaType => {
+                "a body (or, without API keys, any write) not sent as application/json"
+            }
             ErrorCode::InvalidField => "a missing, ill-typed, unknown-valued or too long field",
             ErrorCode::UpgradeRequired => "a plain request to a WebSocket route",
             ErrorCode::InternalError => "a bug: the server answered itself wrongly",

@@ -6,6 +6,7 @@ pub mod body;
 pub mod cors;
 pub mod error;
 pub mod router;
+pub mod site;
 pub mod timing;
 
 use hyper::body::Incoming;

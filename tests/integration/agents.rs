@@ -48,7 +48,7 @@ fn agent_status_follows_its_tasks_and_can_be_reset() {
         .send(
             "POST",
             "/api/v1/agents/status/coder/reset",
-            None,
+            Some("application/json"),
             Vec::new(),
         )
         .expect(200);
@@ -129,7 +129,7 @@ fn unknown_agent_types_name_the_allowed_values() {
     s.send(
         "POST",
         "/api/v1/agents/status/wizard/reset",
-        None,
+        Some("application/json"),
         Vec::new(),
     )
     .expect_error(422, "invalid_field");

@@ -35,7 +35,12 @@ fn an_online_backup_restores_to_a_server_with_the_same_data() {
             }
         });
         let b = s
-            .send("POST", "/api/v1/admin/backup", None, Vec::new())
+            .send(
+                "POST",
+                "/api/v1/admin/backup",
+                Some("application/json"),
+                Vec::new(),
+            )
             .expect(201);
         writer.join().unwrap();
         b

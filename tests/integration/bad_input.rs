@@ -79,7 +79,7 @@ fn a_body_over_the_limit_is_refused_even_without_content_length() {
     let chunk = "x".repeat(2000);
     let body = format!("{{\"name\":\"{chunk}\"}}");
     let request = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        "POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
         body.len()
     );
     let response = s.raw(request.as_bytes());

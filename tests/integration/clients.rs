@@ -187,10 +187,20 @@ fn a_websocket_from_a_foreign_origin_is_refused_before_the_upgrade() {
     );
     // Tools that send no Origin are not browsers: allowed.
     assert_eq!(upgrade_status(&s, None), "HTTP/1.1 101 Switching Protocols");
-    // Without cors_origins nothing is checked (BotArmy's frontend on another port keeps working).
+    // Without API keys the browser is the credential, so a page of another origin is refused
+    // there too; the server's own page and tools that send no Origin are not. (A frontend on
+    // another port, as BotArmy's was, is named in cors_origins.)
     let open = Server::start();
     assert_eq!(
         upgrade_status(&open, Some("http://evil.example")),
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        upgrade_status(&open, Some(&format!("http://{}", open.addr))),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    assert_eq!(
+        upgrade_status(&open, None),
         "HTTP/1.1 101 Switching Protocols"
     );
 }
@@ -210,7 +220,7 @@ fn a_client_that_writes_first_reads_the_413_of_an_oversize_body() {
     // server answers.
     let body = vec![b'x'; 24 * 1024 * 1024];
     let head = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /api/v1/projects HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n",
         body.len()
     );
@@ -231,7 +241,7 @@ fn a_client_that_writes_first_reads_the_413_of_an_oversize_body() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let answer = write_first(
         &s,
-        "POST /api/v1/projects HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /api/v1/projects HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          transfer-encoding: chunked\r\n\r\n",
         &chunked,
     );
@@ -257,13 +267,14 @@ fn a_connection_survives_a_drained_body() {
     let s = Server::start_with(&["--max-body-bytes", "1024"]);
     let body = vec![b'x'; 4096];
     let mut request = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /api/v1/projects HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    request.extend_from_slice(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    request
+        .extend_from_slice(b"GET /livez HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

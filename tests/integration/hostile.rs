@@ -36,7 +36,7 @@ fn slow_headers_are_cut_off() {
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     let started = Instant::now();
     stream
-        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
     read_to_close(&mut stream);
     assert!(
@@ -51,7 +51,7 @@ fn idle_keep_alive_connections_are_closed() {
     let s = Server::start_with(&["--idle-timeout-ms", "300"]);
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     stream
-        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 1024];
     let n = stream.read(&mut buf).unwrap();
@@ -66,7 +66,7 @@ fn a_slow_body_gets_408() {
     let s = Server::start_with(&["--body-read-timeout-ms", "300"]);
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     stream
-        .write_all(b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"")
+        .write_all(b"POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"")
         .unwrap();
     let text = read_to_close(&mut stream);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
@@ -86,7 +86,7 @@ fn an_oversized_head_is_refused() {
     let s = Server::start_with(&["--max-header-bytes", "8192"]);
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     let big = format!(
-        "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
     let _ = stream.write_all(big.as_bytes());
@@ -105,7 +105,7 @@ fn connections_beyond_the_limit_are_refused_cleanly() {
     for _ in 0..2 {
         let mut stream = TcpStream::connect(&s.addr).unwrap();
         stream
-            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 1024];
         assert!(stream.read(&mut buf).unwrap() > 0);
@@ -186,7 +186,7 @@ fn shutdown_lets_a_request_in_flight_finish_and_exits_zero() {
     let mut stream = TcpStream::connect(&s.addr).unwrap();
     let body = br#"{"name":"finished during shutdown"}"#;
     let head = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -257,7 +257,8 @@ fn a_client_that_never_reads_its_answer_is_dropped_after_the_write_timeout() {
     let mut stalled = TcpStream::connect(&s.addr).unwrap();
     stalled
         .write_all(
-            format!("GET /api/v1/context/artifacts/{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            format!("GET /api/v1/context/artifacts/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .as_bytes(),
         )
         .unwrap();
     // Never read: the answer (6 MiB) cannot fit in the two sockets' buffers.

@@ -70,7 +70,7 @@ fn a_repeated_create_answers_the_original_and_writes_once() {
     // A key that is not visible ASCII is refused too, never ignored.
     let raw_body = body.to_string();
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nidempotency-key: caf",
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nidempotency-key: caf",
         raw_body.len()
     )
     .into_bytes();

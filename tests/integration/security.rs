@@ -281,3 +281,101 @@ fn every_answer_records_the_key_that_gave_it() {
         ]
     );
 }
+
+/// One request over a fresh connection, its head written as given: (status, body).
+fn raw(s: &Server, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn without_keys_a_rebound_name_and_a_simple_cross_site_post_are_refused() {
+    // The attacks: a page whose name is rebound to 127.0.0.1 reads the API as its own origin;
+    // any page POSTs text/plain (or nothing) to pause a queue. Without API keys the browser is
+    // the credential, so neither may work.
+    let s = Server::start_with(&["--allowed-hosts", "flightdeck.internal"]);
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let get = |path: &str, host: &str| {
+        raw(
+            &s,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (status, body) = get("/api/v1/projects", &format!("rebound.example:{port}"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("host_not_allowed"), "{body}");
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("flightdeck.internal:{port}"),
+    ] {
+        assert_eq!(get("/api/v1/projects", &host).0, 200, "{host}");
+    }
+    // Probes answer whatever name a load balancer uses.
+    assert_eq!(get("/livez", "rebound.example").0, 200);
+
+    let post = |extra: &str| {
+        raw(
+            &s,
+            &format!(
+                "POST /api/v1/queues/coder/pause HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let paused = || {
+        s.get("/api/v1/queues").json()["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["agent_type"] == "coder")
+            .unwrap()["paused"]
+            .clone()
+    };
+    let (status, body) = post("Content-Type: text/plain\r\n");
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("unsupported_media_type"), "{body}");
+    assert_eq!(post("").0, 415, "a body-less POST without a type");
+    let (status, body) = post("Origin: http://evil.example\r\nContent-Type: application/json\r\n");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("origin_not_allowed"), "{body}");
+    assert_eq!(paused(), false, "nothing refused took effect");
+    // The server's own page, and a client that says it sends JSON, may.
+    assert_eq!(post(&format!("Origin: http://127.0.0.1:{port}\r\n")).0, 200);
+    assert_eq!(paused(), true);
+    assert_eq!(
+        raw(
+            &s,
+            &format!(
+                "POST /api/v1/queues/coder/resume HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        )
+        .0,
+        200
+    );
+    assert_eq!(paused(), false);
+
+    // With API keys a page cannot make the browser send the key: nothing of this applies.
+    let keyed = Server::start_with(&["--api-key", &format!("ops:rw:{WRITER}")]);
+    let (status, body) = raw(
+        &keyed,
+        &format!(
+            "POST /api/v1/queues/coder/pause HTTP/1.1\r\nHost: anything.example\r\nAuthorization: Bearer {WRITER}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+}

@@ -243,13 +243,8 @@ fn heartbeats_extend_the_lease_for_its_worker_only() {
     )
     .expect_error(409, "invalid_transition");
     // A claimed task's heartbeat must name its lease.
-    s.send(
-        "POST",
-        &format!("/api/v1/tasks/{t}/heartbeat"),
-        None,
-        Vec::new(),
-    )
-    .expect_error(409, "lease_lost");
+    s.post(&format!("/api/v1/tasks/{t}/heartbeat"), json!({}))
+        .expect_error(409, "lease_lost");
     s.post(
         &format!("/api/v1/tasks/{t}/heartbeat"),
         json!({"lease_id": lease}),
@@ -505,7 +500,7 @@ fn a_client_that_goes_away_while_waiting_claims_nothing() {
     let body =
         json!({"agent_type": "architect", "worker_id": "gone", "wait_ms": 25_000}).to_string();
     let request = format!(
-        "POST /api/v1/tasks/claim HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /api/v1/tasks/claim HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     {
@@ -533,7 +528,7 @@ fn shutdown_answers_a_waiting_claim_at_once() {
     let s = Server::start();
     let body = json!({"agent_type": "coder", "worker_id": "w", "wait_ms": 30_000}).to_string();
     let request = format!(
-        "POST /api/v1/tasks/claim HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /api/v1/tasks/claim HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut stream = std::net::TcpStream::connect(s.url("").trim_start_matches("http://")).unwrap();

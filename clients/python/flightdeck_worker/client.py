@@ -29,7 +29,9 @@ class Client:
         connection failures raise `OSError` (`urllib.error.URLError` among them)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
+        if data is not None or method != "GET":
+            # Also on a body-less write: a server without API keys refuses a POST that does not
+            # say it is JSON (a web page could send it).
             request.add_header("content-type", "application/json")
         if self.api_key:
             request.add_header("authorization", f"Bearer {self.api_key}")

@@ -87,6 +87,8 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
         let host = self.addr.to_string();
+        // A POST says it is JSON even without a body (a server without keys refuses it otherwise).
+        let json = body.is_some() || method == hyper::Method::POST;
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -94,7 +96,7 @@ impl Client {
         if let Some(token) = &self.token {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some() {
+        if json {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let request = builder
