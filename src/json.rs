@@ -188,6 +188,48 @@ pub fn object_string(fill: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
     String::from_utf8(object(fill)).expect("the object writer writes only UTF-8")
 }
 
+/// The byte offset of the first `\uXXXX` escape in JSON `text` that is half a UTF-16 surrogate
+/// pair (a high one not followed by a low one, or a low one alone), if any. serde_json refuses
+/// them in the strings it decodes, but keeps a raw field's text as it came; stored, such text is
+/// not Unicode, and every reader that decodes it fails. Backslashes occur only in strings in
+/// valid JSON, so each one starts an escape.
+pub fn lone_surrogate(text: &[u8]) -> Option<usize> {
+    let hex = |at: usize| -> Option<u16> {
+        let digits = text.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if text.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else {
+            // Not an escape serde_json accepts: it reports it.
+            i += 2;
+            continue;
+        };
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (text.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return Some(i);
+                }
+                i += 12;
+            }
+            0xDC00..=0xDFFF => return Some(i),
+            _ => i += 6,
+        }
+    }
+    None
+}
+
 /// The deepest nesting of arrays and objects in `text`, stopping early once past `limit`.
 /// Brackets inside strings do not count. Malformed text is left for the parser to reject.
 pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
@@ -226,6 +268,25 @@ pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lone_surrogates_are_found_and_pairs_and_escaped_backslashes_are_not() {
+        let found = |t: &str| lone_surrogate(t.as_bytes());
+        assert_eq!(found(r#"{"a":"\ud83d\ude00"}"#), None, "a pair");
+        assert_eq!(
+            found(r#"{"a":"\u00e9 \n \\ud800"}"#),
+            None,
+            "an escaped backslash"
+        );
+        assert_eq!(found(r#"{"a":"x\ud800"}"#), Some(7), "a high one alone");
+        assert_eq!(
+            found(r#"{"a":"\ud800\u0041"}"#),
+            Some(6),
+            "a high one before another"
+        );
+        assert_eq!(found(r#"{"a":"\uDC00"}"#), Some(6), "a low one alone");
+        assert_eq!(found(r#"{"a":"\ud800"#), Some(6), "cut short");
+    }
     use super::*;
 
     #[test]

@@ -16,7 +16,7 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let target = path.clone();
     let written = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
+        crate::store::private_dir(&dir)?;
         store.backup_to(&target)
     })
     .await

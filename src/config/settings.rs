@@ -321,7 +321,7 @@ settings! {
     /// How often due timers (leases, retries, timeouts, HITL expiry) are fired, in ms
     timer_tick_ms: u64 = "100", "FLIGHTDECK_TIMER_TICK_MS", "MS"
         => |c, v| c.timer_tick = millis("timer_tick_ms", v)?;
-    /// Require a key for `/metrics` too (probes always stay open); `--protect-metrics=false`
+    /// Require a key for `/metrics` and `/health/detailed` too (probes always stay open); `--protect-metrics=false`
     /// overrides a file that sets it
     protect_metrics: bool = "false", "FLIGHTDECK_PROTECT_METRICS", "BOOL",
         #[arg(num_args = 0..=1, default_missing_value = "true")]

@@ -219,12 +219,20 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Decodes JSON: 400 for malformed or too deeply nested text, 422 naming the field for a value of
-/// the wrong shape.
+/// the wrong shape, and 422 for half a surrogate pair anywhere (raw fields are stored as sent).
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if nesting_depth(bytes, MAX_JSON_DEPTH) > MAX_JSON_DEPTH {
         return Err(ApiError::new(
             ErrorCode::TooDeep,
             format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    if let Some(at) = crate::json::lone_surrogate(bytes) {
+        return Err(ApiError::invalid_field(
+            "body",
+            format!(
+                "a \\u escape at byte {at} is half a UTF-16 surrogate pair: text must be Unicode"
+            ),
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);

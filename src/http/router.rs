@@ -29,7 +29,7 @@ pub enum Class {
 pub enum Access {
     /// None: probes, the console and the OpenAPI document.
     Open,
-    /// `/metrics`: open, unless `--protect-metrics` asks for a key.
+    /// `/metrics` and `/health/detailed`: open, unless `--protect-metrics` asks for a key.
     Scrape,
     /// Any key.
     Read,
@@ -266,7 +266,7 @@ routes! {
         => "health.basic", StatusQuery, Open, Now, 200,
         "Health (BotArmy)";
     HealthDetailed: GET "/health/detailed"
-        => "health.detailed", Other, Open, Wait, 200,
+        => "health.detailed", Other, Scrape, Wait, 200,
         "Health per component (BotArmy)";
     HealthReady: GET "/health/ready"
         => "health.ready", StatusQuery, Open, Wait, 200,

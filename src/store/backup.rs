@@ -34,6 +34,7 @@ fn snapshot(from: &ReadTransaction, to: &Path) -> Result<u64, StoreError> {
         ))));
     }
     let target = redb::Database::create(to)?;
+    super::shared::private_file(to)?;
     let txn = target.begin_write()?;
     let mut records = 0;
     macro_rules! copy_table {
@@ -76,7 +77,18 @@ pub fn restore_database(
             data_dir.display()
         ))));
     }
-    std::fs::create_dir_all(data_dir)?;
+    if target.exists()
+        && let Err(redb::DatabaseError::DatabaseAlreadyOpen) = redb::Database::open(&target)
+    {
+        // A running server holds it (redb locks its file): replaced under the server, every
+        // write it acknowledged after would vanish at its next start. An unreadable database
+        // is what a restore is for, and is replaced.
+        return Err(StoreError::Storage(Cause::found(format!(
+            "{} is in use by a running flightdeck; stop it before restoring",
+            data_dir.display()
+        ))));
+    }
+    super::shared::private_dir(data_dir)?;
     let staging = data_dir.join(format!("{DB_FILE}.restoring"));
     let _ = std::fs::remove_file(&staging);
     std::fs::copy(from, &staging)?;

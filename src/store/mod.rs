@@ -57,7 +57,7 @@ pub use queues::QueueView;
 pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
 use shared::begin_read;
 use shared::{PROGRESS_KEPT, init_schema, redb_cache_size};
-pub(crate) use shared::{Shared, open_existing};
+pub(crate) use shared::{Shared, open_existing, private_dir};
 pub use summary::{CacheKey, CacheStats, ProjectSummary, Totals};
 /// The commands of the store, each its own type with its own result (`Store::write`).
 pub mod command {
@@ -84,15 +84,21 @@ impl Store {
     /// Opens (creating if needed) the database in `config.data_dir`, checks its schema version,
     /// rebuilds the summaries from the indexes and starts the writer thread.
     pub fn open(config: &StoreConfig, publisher: Publisher) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        shared::private_dir(&config.data_dir).map_err(|e| {
             let what = format!("cannot create data directory {}", config.data_dir.display());
             StoreError::storage(what, e)
         })?;
         let path = config.data_dir.join(DB_FILE);
+        let new = !path.exists();
         let db = redb::Builder::new()
             .set_cache_size(redb_cache_size(config.page_cache_bytes))
             .create(&path)
             .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))?;
+        if new {
+            shared::private_file(&path).map_err(|e| {
+                StoreError::storage(format!("cannot protect {}", path.display()), e)
+            })?;
+        }
         init_schema(&db)?;
         let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
         let pending = read::pending_by_agent(&db)?;

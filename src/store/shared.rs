@@ -135,6 +135,24 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreErro
         .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))
 }
 
+/// Creates `path` and its missing parents for the server's own use: readable by its user alone
+/// (0700), like the files it writes there (`private_file`). An existing directory keeps the mode
+/// its operator gave it.
+pub(crate) fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Makes a file the server has just created readable by its user alone (0600): the database and
+/// its backups hold every artifact and answer.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// The cache size handed to redb for a page-cache budget of `bytes` of resident memory. redb counts
 /// a cached page by its 4 KiB, but holds it in one allocation with its reference counts (4,112
 /// bytes), which the server's allocator (jemalloc, `src/main.rs`) serves from its 5 KiB size

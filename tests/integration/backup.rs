@@ -152,3 +152,53 @@ fn the_online_backup_needs_a_read_write_key() {
         .unwrap();
     s.send_request(request).expect_error(403, "forbidden");
 }
+
+#[test]
+fn a_restore_onto_a_running_servers_directory_is_refused() {
+    // The mistake: `restore --force` onto the directory a running server holds. Replaced under
+    // it, the database would lose at the server's next start every write acknowledged after.
+    let s = Server::start();
+    let p = s.project("kept");
+    let backup = s
+        .send(
+            "POST",
+            "/api/v1/admin/backup",
+            Some("application/json"),
+            Vec::new(),
+        )
+        .expect(201);
+    let file = backup["path"].as_str().unwrap().to_string();
+    let (ok, text) = run(&[
+        "restore",
+        "--from",
+        &file,
+        "--data-dir",
+        s.dir.path().to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(
+        !ok && text.contains("in use by a running flightdeck"),
+        "{text}"
+    );
+    // Acknowledged after the refused restore, and still there after a restart.
+    let t = s.task(&p, "coder");
+    let dir = s.stop();
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(
+        s.get(&format!("/api/v1/tasks/{t}")).expect(200)["task_id"],
+        t.as_str()
+    );
+    // Stopped, the same restore goes ahead: the task written after the backup is gone.
+    let dir = s.stop();
+    let (ok, text) = run(&[
+        "restore",
+        "--from",
+        &file,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{text}");
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(s.get(&format!("/api/v1/tasks/{t}")).status, 404);
+}

@@ -150,3 +150,42 @@ fn many_concurrent_writers_all_commit_in_order() {
     assert_eq!(events.len(), 81);
     assert_eq!(summary["latest_seq"], events.last().unwrap()["seq"]);
 }
+
+#[test]
+fn half_a_surrogate_pair_is_refused_even_in_raw_content() {
+    // serde_json refuses `\ud800` in the strings it decodes, but an artifact's content is kept as
+    // sent: stored, it is text no reader can decode.
+    let s = Server::start();
+    let p = s.project("p");
+    let body = |content: &str| {
+        format!(
+            r#"{{"project_id":"{p}","source_agent":"coder","artifact_type":"source_code","content":{content}}}"#
+        )
+        .into_bytes()
+    };
+    let path = "/api/v1/context/artifacts";
+    for lone in [
+        r#"{"x":"\ud800"}"#,
+        r#""\udfff tail""#,
+        r#"["\ud83d\u0041"]"#,
+    ] {
+        s.send("POST", path, Some("application/json"), body(lone))
+            .expect_error(422, "invalid_field");
+    }
+    let listed = s.get(&format!("/api/v1/context/project/{p}/artifacts"));
+    assert_eq!(listed.json().as_array().unwrap().len(), 0, "nothing stored");
+    // A whole pair is Unicode, and reads back as the character.
+    let made = s
+        .send(
+            "POST",
+            path,
+            Some("application/json"),
+            body(r#"{"x":"\ud83d\ude00"}"#),
+        )
+        .expect(201);
+    let id = made["context_id"].as_str().unwrap();
+    let read = s
+        .get(&format!("/api/v1/context/artifacts/{id}"))
+        .expect(200);
+    assert_eq!(read["content"]["x"], "\u{1F600}");
+}

@@ -65,9 +65,19 @@ impl Server {
 
     /// Starts on `dir` (which may hold an earlier server's data) and waits for the bound address.
     pub fn start_in(dir: Arc<tempfile::TempDir>, args: &[&str]) -> Server {
+        let data_dir = dir.path().to_path_buf();
+        Server::start_at(dir, &data_dir, args)
+    }
+
+    /// Starts with its data in `data_dir`, a path inside `dir` (which the server may create).
+    pub fn start_at(
+        dir: Arc<tempfile::TempDir>,
+        data_dir: &std::path::Path,
+        args: &[&str],
+    ) -> Server {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
+            .arg(data_dir)
             .args(args)
             .env("FLIGHTDECK_LOG", "warn")
             .stdout(Stdio::piped())

@@ -117,6 +117,13 @@ fn metrics_can_be_protected_and_weak_keys_are_refused() {
         200
     );
     assert_eq!(s.get("/readyz").status, 200);
+    // The components' details (paths, sizes, lag) are protected with the metrics.
+    with_key(&s, "GET", "/health/detailed", None, None).expect_error(401, "unauthorized");
+    assert_eq!(
+        with_key(&s, "GET", "/health/detailed", Some(WRITER), None).status,
+        200
+    );
+    assert_eq!(s.get("/health").status, 200, "the plain probes stay open");
     let out = std::process::Command::new(crate::common::BIN)
         .args(["--api-key", "short"])
         .output()
@@ -378,4 +385,45 @@ fn without_keys_a_rebound_name_and_a_simple_cross_site_post_are_refused() {
         ),
     );
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn what_the_server_creates_only_its_user_can_read() {
+    // A data directory the server creates, its database and its backups hold every artifact and
+    // answer: 0700 and 0600, whatever the umask left readable to others.
+    use std::os::unix::fs::PermissionsExt;
+    let holder = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let data = holder.path().join("fresh").join("data");
+    let s = Server::start_at(holder.clone(), &data, &[]);
+    s.project("private");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("flightdeck.redb")), 0o600);
+    let backup = s
+        .send(
+            "POST",
+            "/api/v1/admin/backup",
+            Some("application/json"),
+            Vec::new(),
+        )
+        .expect(201);
+    assert_eq!(mode(&data.join("backups")), 0o700);
+    let file = data.join("backups").join(backup["file"].as_str().unwrap());
+    assert_eq!(mode(&file), 0o600);
+    // Restored into a new directory: the same.
+    let restored = holder.path().join("restored");
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["restore", "--from"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&restored), 0o700);
+    assert_eq!(mode(&restored.join("flightdeck.redb")), 0o600);
 }
