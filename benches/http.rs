@@ -134,6 +134,7 @@ fn main() {
             keys: Default::default(),
             cors: Default::default(),
             allowed_hosts: Default::default(),
+            auth_failures: Default::default(),
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(),
             webhooks: flightdeck::webhooks::Webhooks::new(Vec::new()),

@@ -84,6 +84,7 @@ pub async fn run(
     let monitor = Monitor::new(config.monitor.clone());
     // Each layer describes its own metrics (the monitor those of the layers below the API).
     crate::api::describe_metrics();
+    crate::http::auth::describe_metrics();
     store.report_queue_depth();
     let health = Arc::new(Health::new(
         store.clone(),
@@ -108,6 +109,7 @@ pub async fn run(
         keys: config.api_keys.clone(),
         cors: config.cors.clone(),
         allowed_hosts: config.allowed_hosts.clone(),
+        auth_failures: Default::default(),
         stopping: stopping.clone(),
         progress: crate::api::progress_coalescer(),
         webhooks: webhooks.clone(),
@@ -172,10 +174,10 @@ pub async fn run(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => {
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                stream
+                (stream, Some(peer))
             }
             Err(e) => {
                 // Out of file descriptors and similar: wait and retry rather than spin or die.
@@ -201,7 +203,11 @@ pub async fn run(
             activity: activity.clone(),
             started,
         });
-        let connection = http.serve_connection(io, service.clone()).with_upgrades();
+        let service = crate::http::WithPeer {
+            inner: service.clone(),
+            peer: peer.map(|a| a.ip()),
+        };
+        let connection = http.serve_connection(io, service).with_upgrades();
         let stopping = stopping.clone();
         let (idle_timeout, write_timeout) = (limits.idle_timeout, limits.write_timeout);
         tracker.spawn(async move {

@@ -48,6 +48,8 @@ pub struct AppState {
     pub cors: Cors,
     /// Without API keys: the host names answered besides addresses and localhost.
     pub allowed_hosts: crate::http::site::AllowedHosts,
+    /// Failed key attempts, per source address.
+    pub auth_failures: crate::http::auth::Failures,
     /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
     pub stopping: tokio_util::sync::CancellationToken,
     /// Task progress frames, at most 10 per second per task.
@@ -203,7 +205,20 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         },
     ) {
         Ok(principal) => principal,
-        Err(e) => return now(Err(e), is_head),
+        Err(e) => {
+            let presented = req.header("authorization").is_some() || query.get("token").is_some();
+            if e.code == ErrorCode::Unauthorized
+                && presented
+                && let Some(hold) = state.auth_failures.record(req.peer())
+            {
+                // Guessing from this address: its refusals come slowly.
+                return Answer::Later(Box::pin(async move {
+                    tokio::time::sleep(hold).await;
+                    finish(Err(e), is_head)
+                }));
+            }
+            return now(Err(e), is_head);
+        }
     };
     req.set_caller(principal.as_ref().map(|p| p.name.clone()));
     use Route::{

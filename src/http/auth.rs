@@ -204,6 +204,78 @@ impl ApiKeys {
     }
 }
 
+/// Failed key attempts (a key presented that is none of the configured ones), per source address:
+/// counted (`flightdeck_auth_failures_total`), logged at most once per `LOG_EVERY`, and from an
+/// address that failed `SLOW_AFTER` times within `WINDOW`, answered only after `SLOW_DOWN`, so
+/// guessing costs a second a try per connection. A key that works is never slowed. The table of
+/// addresses is bounded (`MAX_SOURCES`; when full it starts afresh).
+pub struct Failures {
+    inner: parking_lot::Mutex<FailureTable>,
+}
+
+#[derive(Default)]
+struct FailureTable {
+    /// Per address: failures in the current window, and when it began.
+    sources: std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>,
+    /// Failures since the last log line, and when that was.
+    unlogged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+/// Failed attempts counted.
+pub const AUTH_FAILURES: &str = "flightdeck_auth_failures_total";
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+const SLOW_AFTER: u32 = 10;
+const SLOW_DOWN: std::time::Duration = std::time::Duration::from_secs(1);
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_SOURCES: usize = 10_000;
+
+impl Default for Failures {
+    fn default() -> Failures {
+        Failures {
+            inner: parking_lot::Mutex::new(FailureTable::default()),
+        }
+    }
+}
+
+impl Failures {
+    /// Records a failed attempt from `source`; answers how long to hold its 401 back.
+    pub fn record(&self, source: Option<std::net::IpAddr>) -> Option<std::time::Duration> {
+        metrics::counter!(AUTH_FAILURES).increment(1);
+        let now = std::time::Instant::now();
+        let mut table = self.inner.lock();
+        table.unlogged += 1;
+        if table
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY)
+        {
+            let source = source.map_or_else(|| "unknown".to_string(), |s| s.to_string());
+            tracing::warn!(failures = table.unlogged, latest_from = %source, "API keys that are not this server's were presented");
+            table.unlogged = 0;
+            table.logged_at = Some(now);
+        }
+        let source = source?;
+        if table.sources.len() >= MAX_SOURCES && !table.sources.contains_key(&source) {
+            table.sources.clear();
+        }
+        let entry = table.sources.entry(source).or_insert((0, now));
+        if now.duration_since(entry.1) >= WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+        (entry.0 > SLOW_AFTER).then_some(SLOW_DOWN)
+    }
+}
+
+/// Describes the counter, which exists from start-up.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Requests that presented an API key this server does not have."
+    );
+    metrics::counter!(AUTH_FAILURES).increment(0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,33 @@ pub struct Request {
     caller: Option<String>,
 }
 
+/// The address a request's connection came from, as a request extension.
+#[derive(Copy, Clone, Debug)]
+pub struct Peer(pub std::net::IpAddr);
+
+/// A connection's service: `inner`, with the connection's address on each request.
+#[derive(Clone)]
+pub struct WithPeer<S> {
+    pub inner: S,
+    pub peer: Option<std::net::IpAddr>,
+}
+
+impl<S> hyper::service::Service<hyper::Request<Incoming>> for WithPeer<S>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(Peer(peer));
+        }
+        self.inner.call(req)
+    }
+}
+
 /// The body timeout when none is configured.
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -61,6 +88,11 @@ impl Request {
     /// The name of the key the request presented (`None` when keys are off).
     pub fn caller(&self) -> Option<&str> {
         self.caller.as_deref()
+    }
+
+    /// The address the connection came from (`server` records it on each request).
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.head().extensions().get::<Peer>().map(|p| p.0)
     }
 
     fn head(&self) -> &hyper::Request<Incoming> {

@@ -427,3 +427,45 @@ fn what_the_server_creates_only_its_user_can_read() {
     assert_eq!(mode(&restored), 0o700);
     assert_eq!(mode(&restored.join("flightdeck.redb")), 0o600);
 }
+
+#[test]
+fn guessed_keys_are_counted_and_slowed_per_address() {
+    // The attack: try keys until one works. Each wrong key is counted; after ten from one
+    // address within a minute, its refusals come a second late.
+    let s = Server::start_with(&["--api-key", &format!("ops:rw:{WRITER}")]);
+    let failures = || -> f64 {
+        s.get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("flightdeck_auth_failures_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("flightdeck_auth_failures_total")
+    };
+    assert_eq!(failures(), 0.0);
+    // A request without a key is not a guess.
+    with_key(&s, "GET", "/api/v1/projects", None, None).expect_error(401, "unauthorized");
+    assert_eq!(failures(), 0.0);
+    for i in 0..10 {
+        let guess = format!("guess-{i:02}-0123456789");
+        with_key(&s, "GET", "/api/v1/projects", Some(&guess), None)
+            .expect_error(401, "unauthorized");
+    }
+    assert_eq!(failures(), 10.0);
+    for i in 10..12 {
+        let guess = format!("guess-{i:02}-0123456789");
+        let started = std::time::Instant::now();
+        with_key(&s, "GET", "/api/v1/projects", Some(&guess), None)
+            .expect_error(401, "unauthorized");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(900),
+            "the 11th guess was answered after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(failures(), 12.0);
+    // The right key from the same address still works.
+    assert_eq!(
+        with_key(&s, "GET", "/api/v1/projects", Some(WRITER), None).status,
+        200
+    );
+}
