@@ -23,7 +23,8 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
     .map_err(|e| ApiError::new(ErrorCode::BackupFailed, e.to_string()))??;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let body = object(|o| {
-        o.str("path", &path.display().to_string())
+        // Relative to the data directory: an answer names no absolute path.
+        o.str("path", &format!("backups/{name}"))
             .str("file", &name)
             .u64("entries", written)
             .u64("bytes", bytes);

@@ -199,17 +199,28 @@ impl Health {
         }
     }
 
-    /// Creates, writes and removes a file in the data directory.
+    /// Creates, writes and removes a file in the data directory: a file of its own per probe, so
+    /// probes at the same moment do not remove each other's. The answer names no path.
     fn data_dir_writable(&self) -> Check {
+        use std::io::Write;
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let started = Instant::now();
-        let path = self.data_dir.join(".readiness-probe");
-        let result = std::fs::write(&path, b"ok").and_then(|()| std::fs::remove_file(&path));
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .data_dir
+            .join(format!(".readiness-probe-{}-{n}", std::process::id()));
+        let result = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"ok"))
+            .and_then(|()| std::fs::remove_file(&path));
         Check {
             name: CheckName::DataDirWritable,
             ok: result.is_ok(),
             detail: result
                 .err()
-                .map(|e| format!("{}: {e}", self.data_dir.display()))
+                .map(|e| format!("the data directory: {e}"))
                 .unwrap_or_default(),
             latency: started.elapsed(),
         }

@@ -45,7 +45,12 @@ fn an_online_backup_restores_to_a_server_with_the_same_data() {
         writer.join().unwrap();
         b
     });
-    let file = backup["path"].as_str().unwrap().to_string();
+    let file = s
+        .dir
+        .path()
+        .join(backup["path"].as_str().unwrap())
+        .display()
+        .to_string();
     assert!(backup["bytes"].as_u64().unwrap() > 0);
     let events_in_backup = {
         let dir = tempfile::tempdir().unwrap();
@@ -167,7 +172,12 @@ fn a_restore_onto_a_running_servers_directory_is_refused() {
             Vec::new(),
         )
         .expect(201);
-    let file = backup["path"].as_str().unwrap().to_string();
+    let file = s
+        .dir
+        .path()
+        .join(backup["path"].as_str().unwrap())
+        .display()
+        .to_string();
     let (ok, text) = run(&[
         "restore",
         "--from",

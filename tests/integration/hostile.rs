@@ -284,3 +284,50 @@ fn a_client_that_never_reads_its_answer_is_dropped_after_the_write_timeout() {
     assert!(whole.body.len() > 6 << 20);
     assert_eq!(metric(&s, "flightdeck_http_write_timeouts_total"), 1.0);
 }
+
+#[test]
+fn concurrent_probes_agree_and_no_answer_names_an_absolute_path() {
+    // Probes at the same moment (a kubelet, a load balancer and a monitor) each write a file of
+    // their own: none removes another's and reports a false 503. No answer shows the data
+    // directory's absolute path.
+    let s = Server::start();
+    let data_dir = s.dir.path().display().to_string();
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    let r = s.get("/readyz");
+                    if r.status != 200 {
+                        failures.lock().unwrap().push(r.body);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} false 503s: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    for path in ["/readyz", "/health/detailed", "/health/z"] {
+        let body = s.get(path).body;
+        assert!(!body.contains(&data_dir), "{path}: {body}");
+    }
+    let backup = s
+        .send(
+            "POST",
+            "/api/v1/admin/backup",
+            Some("application/json"),
+            Vec::new(),
+        )
+        .expect(201);
+    let path = backup["path"].as_str().unwrap();
+    assert!(
+        path.starts_with("backups/flightdeck-") && !path.contains(&data_dir),
+        "{path}"
+    );
+    assert!(s.dir.path().join(path).exists());
+}
