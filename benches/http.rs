@@ -135,6 +135,7 @@ fn main() {
             cors: Default::default(),
             allowed_hosts: Default::default(),
             auth_failures: Default::default(),
+            backup_keep: 7,
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(),
             webhooks: flightdeck::webhooks::Webhooks::new(Vec::new()),

@@ -110,6 +110,7 @@ pub async fn run(
         cors: config.cors.clone(),
         allowed_hosts: config.allowed_hosts.clone(),
         auth_failures: Default::default(),
+        backup_keep: config.backup_keep,
         stopping: stopping.clone(),
         progress: crate::api::progress_coalescer(),
         webhooks: webhooks.clone(),

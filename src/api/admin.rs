@@ -10,14 +10,38 @@ use crate::http::{ApiError, Response, StatusCode};
 use crate::json::object;
 
 pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
-    let dir = state.store.data_dir().join("backups");
+    let data_dir = state.store.data_dir();
+    let dir = data_dir.join("backups");
     let name = format!("flightdeck-{}.redb", now_micros());
     let path = dir.join(&name);
     let store = state.store.clone();
+    let (keep, floor) = (state.backup_keep, state.health.min_free_bytes());
     let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        crate::store::private_dir(&dir)?;
-        store.backup_to(&target)
+    let written = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
+        let failed =
+            |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::BackupFailed, e.to_string());
+        crate::store::private_dir(&dir).map_err(|e| failed(&e))?;
+        // A backup is written fresh, so it is at most the database's size: refused when that
+        // would leave less free than the floor the server keeps (`--min-free-disk-mb`).
+        let needed = std::fs::metadata(data_dir.join(crate::store::DB_FILE))
+            .map_err(|e| failed(&e))?
+            .len();
+        let free = fs4::available_space(&dir).map_err(|e| failed(&e))?;
+        if free < needed.saturating_add(floor) {
+            return Err(ApiError::new(
+                ErrorCode::DiskFull,
+                format!(
+                    "a backup needs up to {needed} bytes and {free} are free: it would leave less \
+                     than the {floor} bytes the server keeps free (--min-free-disk-mb)"
+                ),
+            ));
+        }
+        let written = store.backup_to(&target).map_err(|e| {
+            let _ = std::fs::remove_file(&target);
+            ApiError::from(e)
+        })?;
+        prune(&dir, keep);
+        Ok(written)
     })
     .await
     .map_err(|e| ApiError::new(ErrorCode::BackupFailed, e.to_string()))??;
@@ -30,6 +54,34 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
             .u64("bytes", bytes);
     });
     Ok(json(StatusCode::CREATED, body))
+}
+
+/// Keeps the newest `keep` backups the server wrote in `dir` (`flightdeck-<micros>.redb`);
+/// other files are left alone.
+fn prune(dir: &std::path::Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut ours: Vec<(u64, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let micros = name
+                .to_str()?
+                .strip_prefix("flightdeck-")?
+                .strip_suffix(".redb")?
+                .parse()
+                .ok()?;
+            Some((micros, e.path()))
+        })
+        .collect();
+    ours.sort_unstable();
+    let surplus = ours.len().saturating_sub(keep);
+    for (_, old) in ours.into_iter().take(surplus) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(error = %e, "removing an old backup failed");
+        }
+    }
 }
 
 /// `{keys_required, name, access}`: whether the server asks for keys, the presented key's name

@@ -50,6 +50,8 @@ pub struct AppState {
     pub allowed_hosts: crate::http::site::AllowedHosts,
     /// Failed key attempts, per source address.
     pub auth_failures: crate::http::auth::Failures,
+    /// Online backups kept in `DATA_DIR/backups` (the oldest beyond go).
+    pub backup_keep: usize,
     /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
     pub stopping: tokio_util::sync::CancellationToken,
     /// Task progress frames, at most 10 per second per task.

@@ -154,6 +154,8 @@ pub struct Config {
     pub cors: crate::http::cors::Cors,
     /// Host names a server without API keys answers to, besides addresses and localhost.
     pub allowed_hosts: crate::http::site::AllowedHosts,
+    /// Online backups kept in `DATA_DIR/backups`.
+    pub backup_keep: usize,
     /// Status changes kept per agent type.
     pub agent_history_retention: u64,
     pub limits: HttpLimits,
@@ -181,6 +183,7 @@ impl Config {
             api_keys: ApiKeys::default(),
             cors: crate::http::cors::Cors::default(),
             allowed_hosts: crate::http::site::AllowedHosts::default(),
+            backup_keep: 7,
             agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),

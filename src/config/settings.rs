@@ -237,6 +237,10 @@ settings! {
         #[arg(value_delimiter = ',')],
         #[serde(deserialize_with = "lists::some_list_or_text")]
         => |c, v| c.cors = crate::http::cors::Cors::parse(&v.unwrap_or_default())?;
+    /// Online backups (`POST /api/v1/admin/backup`) kept in `DATA_DIR/backups`; the oldest beyond
+    /// are removed after each new one
+    backup_keep: usize = "7", "FLIGHTDECK_BACKUP_KEEP", "COUNT"
+        => |c, v| c.backup_keep = at_least_1("backup_keep", v)?;
     /// Host names, besides IP addresses and localhost, a server without API keys answers to,
     /// comma-separated (DNS rebinding); see "Security and operations"
     allowed_hosts: Vec<String> = none, "FLIGHTDECK_ALLOWED_HOSTS", "HOSTS",

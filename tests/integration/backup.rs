@@ -212,3 +212,34 @@ fn a_restore_onto_a_running_servers_directory_is_refused() {
     let s = Server::start_in(dir, &[]);
     assert_eq!(s.get(&format!("/api/v1/tasks/{t}")).status, 404);
 }
+
+#[test]
+fn online_backups_are_kept_to_their_count() {
+    let s = Server::start_with(&["--backup-keep", "2"]);
+    s.project("p");
+    let files: Vec<String> = (0..3)
+        .map(|_| {
+            s.send(
+                "POST",
+                "/api/v1/admin/backup",
+                Some("application/json"),
+                Vec::new(),
+            )
+            .expect(201)["file"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // A file of the operator's own in the directory is not the server's to remove.
+    let dir = s.dir.path().join("backups");
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = vec![files[1].clone(), files[2].clone(), "notes.txt".to_string()];
+    want.sort();
+    assert_eq!(left, want, "the newest two and the operator's file");
+}

@@ -81,3 +81,46 @@ fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
     drop(dir);
     drop(tmpfs);
 }
+
+#[test]
+fn a_backup_that_would_fill_the_disk_is_refused_and_leaves_nothing() {
+    // A backup is at most the database's size. With less free than that and the floor the
+    // server keeps, it is refused at once (507), before a byte is written, instead of filling the
+    // disk under the live database.
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = tempfile::Builder::new().tempdir_in(tmpfs.path()).unwrap();
+    let db = data.path().join("flightdeck.redb");
+    let s = Server::start_in(
+        Arc::new(data),
+        &["--min-free-disk-mb", "1", "--max-body-bytes", "2000000"],
+    );
+    let p = s.project("p");
+    let big = "x".repeat(900_000);
+    // Until the database holds more than half the disk (or the disk is full).
+    while std::fs::metadata(&db).unwrap().len() < 13 << 20 {
+        let r = s.post(
+            "/api/v1/context/artifacts",
+            json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code", "content": big}),
+        );
+        match r.status {
+            201 => {}
+            507 => break,
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    let refused = s.send(
+        "POST",
+        "/api/v1/admin/backup",
+        Some("application/json"),
+        Vec::new(),
+    );
+    refused.expect_error(507, "disk_full");
+    let left: Vec<_> = std::fs::read_dir(s.dir.path().join("backups"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // Reads and small writes go on.
+    assert_eq!(s.get(&format!("/api/v1/projects/{p}")).status, 200);
+}
