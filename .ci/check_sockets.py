@@ -12,8 +12,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
-from ci_common import start_flightdeck, stop, wait_for
+from ci_common import start_flightdeck, stop
 
 
 def ss(*args):
@@ -34,6 +35,20 @@ def server_send_buffer(port, client_port):
     out = ss("-tnm", "state", "established", f"( sport = :{port} and dport = :{client_port} )")
     found = re.search(r"\btb(\d+)", out)
     return int(found.group(1)) if found else None
+
+
+def settled(port, client_port, expected, timeout=30.0):
+    """The connection's send buffer once the server has accepted it and set it: until then `ss`
+    shows the kernel's own starting size (the connection waits in the accept queue), so the
+    check waits for the expected value, and reports the last one seen if it never comes."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = server_send_buffer(port, client_port)
+        if seen == expected:
+            return seen
+        time.sleep(0.1)
+    return seen
 
 
 def main():
@@ -58,7 +73,7 @@ def main():
             assert listen_queue(port) == 77, ss("-ltn", f"sport = :{port}")
             client = socket.create_connection(("127.0.0.1", port))
             client_port = client.getsockname()[1]
-            tb = wait_for("the accepted connection", lambda: server_send_buffer(port, client_port))
+            tb = settled(port, client_port, held(64))
             assert tb == held(64), f"send buffer {tb}, wmem_max {wmem_max}"
             client.close()
             print(f"check_sockets: --listen-backlog 77 -> listen queue 77; "
@@ -72,7 +87,7 @@ def main():
             assert got == expected, f"default backlog {got}, expected {expected}"
             client = socket.create_connection(("127.0.0.1", port))
             client_port = client.getsockname()[1]
-            tb = wait_for("the accepted connection", lambda: server_send_buffer(port, client_port))
+            tb = settled(port, client_port, held(256))
             assert tb == held(256), f"default send buffer {tb}, wmem_max {wmem_max}"
             client.close()
             print(f"check_sockets: defaults -> listen queue {got} (somaxconn {somaxconn}), tb {tb}")
