@@ -1,6 +1,7 @@
 //! The bodies of webhook posts: the event frame as it is (`json`), or a message for a
 //! Slack-compatible incoming webhook (`slack`): `{"text": …}` in Slack's mrkdwn, with `&`, `<` and
-//! `>` escaped as Slack asks, and a link into the console when `public_url` is set.
+//! `>` escaped as Slack asks, text that agents or people wrote kept from forging anything (`inert`),
+//! and a link into the console when `public_url` is set.
 
 use serde_json::Value;
 
@@ -9,6 +10,25 @@ pub fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// Text someone else wrote, made inert in Slack's mrkdwn: one line (a newline would let it forge
+/// a message line of its own), its formatting marks (`*` `_` `~` and the backtick, which mrkdwn has
+/// no escape for) as their full-width look-alikes, and URLs defanged (`http[:]//…`) so Slack
+/// does not turn them into links. `&`, `<` and `>` are escaped with the whole message.
+pub fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' => out.push(' '),
+            '*' => out.push('\u{FF0A}'),
+            '_' => out.push('\u{FF3F}'),
+            '~' => out.push('\u{FF5E}'),
+            '`' => out.push('\u{FF40}'),
+            c => out.push(c),
+        }
+    }
+    out.replace("://", "[:]//")
 }
 
 /// At most `max` characters of `text`, with an ellipsis when cut.
@@ -25,7 +45,7 @@ fn cut(text: &str, max: usize) -> String {
 fn summary(frame: &Value) -> String {
     let event_type = frame["event_type"].as_str().unwrap_or("event");
     let data = &frame["data"];
-    let text = |v: &Value| v.as_str().map(|s| cut(s, 300));
+    let text = |v: &Value| v.as_str().map(|s| inert(&cut(s, 300)));
     let agent = frame["agent_type"].as_str();
     match event_type {
         "hitl_request_created" => format!(
@@ -35,8 +55,7 @@ fn summary(frame: &Value) -> String {
         "hitl_response" => format!(
             "Approval answered: {}{}{}",
             data["status"].as_str().unwrap_or("answered"),
-            data["responded_by"]
-                .as_str()
+            text(&data["responded_by"])
                 .map(|b| format!(" by {b}"))
                 .unwrap_or_default(),
             text(&data["comment"])
@@ -51,10 +70,9 @@ fn summary(frame: &Value) -> String {
             } else {
                 "resolved"
             },
-            data["rule"]
-                .as_str()
-                .or(data["name"].as_str())
-                .unwrap_or("?"),
+            text(&data["rule"])
+                .or_else(|| text(&data["name"]))
+                .unwrap_or_else(|| "?".into()),
             text(&data["summary"])
                 .map(|s| format!(" — {s}"))
                 .unwrap_or_default()
@@ -127,5 +145,26 @@ mod tests {
             "*flightdeck* · Approval answered: rejected by alice — not yet · <http://h/|Open in flightdeck>"
         );
         assert_eq!(cut("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn text_written_by_others_cannot_forge_lines_formatting_or_links() {
+        let question =
+            "Ship it?\n*URGENT* _now_ ~x~ `rm -rf` see http://evil.example <!channel> & more";
+        let frame = serde_json::json!({
+            "seq": 9, "event_type": "hitl_request_created", "project_id": null,
+            "data": {"question": question},
+        })
+        .to_string();
+        let body: Value = serde_json::from_slice(&slack(&frame, None)).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert_eq!(
+            text,
+            "*flightdeck* · Approval needed: Ship it? ＊URGENT＊ ＿now＿ ～x～ ｀rm -rf｀ see \
+             http[:]//evil.example &lt;!channel&gt; &amp; more"
+        );
+        // Only the server's own marks remain: its bold name, nothing else.
+        assert_eq!(text.matches('*').count(), 2);
+        assert!(!text.contains('\n') && !text.contains("://"));
     }
 }
