@@ -82,6 +82,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     flightdeck::logging::init(config.log_format);
+    if let Some(limit) = flightdeck::server::raise_open_files_limit() {
+        tracing::debug!(limit, "open-files limit");
+    }
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,

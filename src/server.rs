@@ -170,6 +170,9 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
+    // A descriptor held in reserve: out of descriptors, it is let go to take the waiting
+    // connection and tell it 503, instead of leaving it to hang in the accept queue.
+    let mut reserve = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -179,6 +182,23 @@ pub async fn run(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 (stream, Some(peer))
+            }
+            Err(e) if is_out_of_descriptors(&e) && reserve.is_some() => {
+                drop(reserve.take());
+                if let Ok(Ok((stream, _))) =
+                    tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                {
+                    metrics::counter!(crate::http::timing::OUT_OF_DESCRIPTORS).increment(1);
+                    // Answered on this task: a task of its own could wait behind the next accept.
+                    refuse_with(
+                        stream,
+                        "the server is out of file descriptors; retry shortly",
+                    )
+                    .await;
+                }
+                reserve = std::fs::File::open("/dev/null").ok();
+                tracing::warn!(error = %e, "out of file descriptors: a connection was refused with 503");
+                continue;
             }
             Err(e) => {
                 // Out of file descriptors and similar: wait and retry rather than spin or die.
@@ -313,12 +333,17 @@ async fn fire_timers(store: Store, tick: Duration, stopping: CancellationToken) 
 }
 
 /// Answers a connection over the limit with 503 and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    let body = crate::http::ApiError::new(
-        crate::http::ErrorCode::TooManyConnections,
+async fn refuse(stream: tokio::net::TcpStream) {
+    refuse_with(
+        stream,
         "the server is at its connection limit; retry shortly",
     )
-    .body();
+    .await;
+}
+
+/// A 503 `too_many_connections` saying `why`, then close.
+async fn refuse_with(mut stream: tokio::net::TcpStream, why: &str) {
+    let body = crate::http::ApiError::new(crate::http::ErrorCode::TooManyConnections, why).body();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
@@ -329,6 +354,24 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// `accept` failed for want of a descriptor (the process's or the system's).
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Raises the soft limit on open files to the hard limit, as far as the system lets it: each
+/// connection and WebSocket holds one. Answers the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            None
+        }
+    }
 }
 
 /// When bytes last moved on a connection, and since when a write has waited for the client: in

@@ -25,6 +25,8 @@ use super::router::{Class, Route};
 /// Metric names of the HTTP layer.
 pub const REQUEST_DURATION: &str = "flightdeck_http_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "flightdeck_http_requests_total";
+/// Connections answered 503 because the process was out of file descriptors.
+pub const OUT_OF_DESCRIPTORS: &str = "flightdeck_http_out_of_descriptors_total";
 /// Connections dropped because their response made no progress within `--write-timeout-ms`.
 pub const WRITE_TIMEOUTS: &str = "flightdeck_http_write_timeouts_total";
 pub const REQUESTS_IN_FLIGHT: &str = "flightdeck_http_requests_in_flight";
@@ -127,6 +129,11 @@ pub fn describe_metrics() {
         "Connections dropped because their response made no progress within the write timeout."
     );
     metrics::counter!(WRITE_TIMEOUTS).increment(0);
+    describe_counter!(
+        OUT_OF_DESCRIPTORS,
+        "Connections answered 503 because the process had no file descriptor left."
+    );
+    metrics::counter!(OUT_OF_DESCRIPTORS).increment(0);
     for route in Route::ALL {
         let (method, status) = route.primary();
         let status = status_label(status);

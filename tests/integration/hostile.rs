@@ -331,3 +331,100 @@ fn concurrent_probes_agree_and_no_answer_names_an_absolute_path() {
     );
     assert!(s.dir.path().join(path).exists());
 }
+
+/// A server process of this test's own, ended when the test ends, panics included (it would
+/// otherwise hold the test's output open).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server under `prlimit --nofile=SOFT:HARD` (util-linux): its process and address.
+fn start_limited(nofile: &str, dir: &std::path::Path) -> Option<(Child, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}"))
+        .arg(crate::common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("FLIGHTDECK_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let stdout = child.stdout.take().unwrap();
+    let child = Child(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening on ")?.to_string();
+    Some((child, addr))
+}
+
+fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_open_files_limit_is_raised_and_running_out_answers_503() {
+    // Each connection holds a descriptor. The server raises its soft limit to the hard one at
+    // start; when even that runs out, a new connection is told 503 rather than left to hang in
+    // the accept queue.
+    let dir = tempfile::tempdir().unwrap();
+    let Some((raised, _)) = start_limited("64:256", dir.path()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has prlimit (util-linux)"
+        );
+        return;
+    };
+    assert_eq!(open_files_limit(raised.0.id()), (256, 256));
+    drop(raised);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start_limited("48:48", dir.path()).unwrap();
+    // Idle connections until the server can take no more (each is accepted and held).
+    let mut held = Vec::new();
+    let answer = loop {
+        assert!(held.len() < 60, "48 descriptors never ran out");
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if head.starts_with("HTTP/1.1 200") {
+            held.push(c);
+            continue;
+        }
+        // Refused: the rest of the answer, up to the close.
+        break head + &read_to_close(&mut c);
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("file descriptors"), "{answer}");
+    // Descriptors freed, connections are served again.
+    held.clear();
+    wait_for("a connection served again", || {
+        let mut c = TcpStream::connect(&addr).ok()?;
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        read_to_close(&mut c)
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+    });
+}
