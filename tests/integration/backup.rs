@@ -34,14 +34,7 @@ fn an_online_backup_restores_to_a_server_with_the_same_data() {
                 s.task(&p, "tester");
             }
         });
-        let b = s
-            .send(
-                "POST",
-                "/api/v1/admin/backup",
-                Some("application/json"),
-                Vec::new(),
-            )
-            .expect(201);
+        let b = s.backup().expect(201);
         writer.join().unwrap();
         b
     });
@@ -164,14 +157,7 @@ fn a_restore_onto_a_running_servers_directory_is_refused() {
     // it, the database would lose at the server's next start every write acknowledged after.
     let s = Server::start();
     let p = s.project("kept");
-    let backup = s
-        .send(
-            "POST",
-            "/api/v1/admin/backup",
-            Some("application/json"),
-            Vec::new(),
-        )
-        .expect(201);
+    let backup = s.backup().expect(201);
     let file = s
         .dir
         .path()
@@ -218,18 +204,7 @@ fn online_backups_are_kept_to_their_count() {
     let s = Server::start_with(&["--backup-keep", "2"]);
     s.project("p");
     let files: Vec<String> = (0..3)
-        .map(|_| {
-            s.send(
-                "POST",
-                "/api/v1/admin/backup",
-                Some("application/json"),
-                Vec::new(),
-            )
-            .expect(201)["file"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|_| s.backup().expect(201)["file"].as_str().unwrap().to_string())
         .collect();
     // A file of the operator's own in the directory is not the server's to remove.
     let dir = s.dir.path().join("backups");

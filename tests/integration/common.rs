@@ -137,6 +137,16 @@ impl Server {
         self.finish(self.agent.delete(self.url(path)).call())
     }
 
+    /// `POST /api/v1/admin/backup`, body-less (sent as JSON, as a server without keys asks).
+    pub fn backup(&self) -> Resp {
+        self.send(
+            "POST",
+            "/api/v1/admin/backup",
+            Some("application/json"),
+            Vec::new(),
+        )
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Resp {
         self.send(
             "POST",

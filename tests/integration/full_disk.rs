@@ -110,12 +110,7 @@ fn a_backup_that_would_fill_the_disk_is_refused_and_leaves_nothing() {
             other => panic!("{other}: {}", r.body),
         }
     }
-    let refused = s.send(
-        "POST",
-        "/api/v1/admin/backup",
-        Some("application/json"),
-        Vec::new(),
-    );
+    let refused = s.backup();
     refused.expect_error(507, "disk_full");
     let left: Vec<_> = std::fs::read_dir(s.dir.path().join("backups"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())

@@ -316,14 +316,7 @@ fn concurrent_probes_agree_and_no_answer_names_an_absolute_path() {
         let body = s.get(path).body;
         assert!(!body.contains(&data_dir), "{path}: {body}");
     }
-    let backup = s
-        .send(
-            "POST",
-            "/api/v1/admin/backup",
-            Some("application/json"),
-            Vec::new(),
-        )
-        .expect(201);
+    let backup = s.backup().expect(201);
     let path = backup["path"].as_str().unwrap();
     assert!(
         path.starts_with("backups/flightdeck-") && !path.contains(&data_dir),

@@ -399,14 +399,7 @@ fn what_the_server_creates_only_its_user_can_read() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("flightdeck.redb")), 0o600);
-    let backup = s
-        .send(
-            "POST",
-            "/api/v1/admin/backup",
-            Some("application/json"),
-            Vec::new(),
-        )
-        .expect(201);
+    let backup = s.backup().expect(201);
     assert_eq!(mode(&data.join("backups")), 0o700);
     let file = data.join("backups").join(backup["file"].as_str().unwrap());
     assert_eq!(mode(&file), 0o600);
