@@ -138,7 +138,7 @@ fn main() {
             backup_keep: 7,
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(),
-            webhooks: flightdeck::webhooks::Webhooks::new(Vec::new()),
+            webhooks: flightdeck::webhooks::Webhooks::new(Vec::new(), 20),
         });
         let plain_state = state.clone();
         let plain = serve(

@@ -67,7 +67,8 @@ pub async fn run(
     let hub = Hub::new(config.ws.total_queue_bytes);
     let ws_budget = hub.budget().clone();
     let publisher_hub = hub.clone();
-    let webhooks = crate::webhooks::Webhooks::new(config.webhooks.clone());
+    let webhooks =
+        crate::webhooks::Webhooks::new(config.webhooks.clone(), config.webhook_max_attempts);
     let woken = (!webhooks.is_empty()).then(|| webhooks.clone());
     let publisher: crate::events::Publisher = Arc::new(move |events| {
         publisher_hub.publish(events);

@@ -232,8 +232,8 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
         ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
         ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
-        TaskHeartbeat, TaskProgress, TaskSetStatus, WhoAmI, WorkflowGet, WorkflowStart, WsAll,
-        WsProject,
+        TaskHeartbeat, TaskProgress, TaskSetStatus, WebhookDiscard, WebhookRetry, WhoAmI,
+        WorkflowGet, WorkflowStart, WsAll, WsProject,
     };
     // A route answered while it is called (its row says `Now`).
     macro_rules! now {
@@ -320,6 +320,8 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         MonitoringAlerts => now!(monitoring::alerts(state)),
         MonitoringHistory => now!(monitoring::history(state)),
         MonitoringWebhooks => now!(monitoring::webhooks(state)),
+        WebhookRetry => wait!(|s, name, req| monitoring::webhook_retry(s, name, req)),
+        WebhookDiscard => wait!(|s, name, req| monitoring::webhook_discard(s, name, req)),
         WhoAmI => now!(Ok(admin::whoami(state, principal.as_ref()))),
         Console => now!(crate::console::serve(param, req.header("if-none-match"))),
     }

@@ -3,9 +3,10 @@
 use super::AppState;
 use crate::domain::{format_timestamp, now_micros};
 use crate::http::body::json;
-use crate::http::{ApiError, Class, Response, Route, StatusCode, set_header};
+use crate::http::{ApiError, Class, ErrorCode, Request, Response, Route, StatusCode, set_header};
 use crate::json::{ObjectWriter, object};
 use crate::monitor::Summary;
+use serde_json::Value;
 
 pub fn prometheus(state: &AppState) -> Result<Response, ApiError> {
     let text = state.monitor.render_prometheus(&state.store);
@@ -223,14 +224,34 @@ pub fn history(state: &AppState) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/monitoring/webhooks`: `{webhooks:[{name, url (scheme and host only), format,
 /// events, project_id, signed, cursor, lag_events, delivered, failed, attempts, last_error,
-/// last_delivered_at, next_attempt_at}]}`.
+/// last_delivered_at, next_attempt_at, max_attempts, dead_letters:[{seq, event_type, error,
+/// attempts, at}]}]}`.
 pub fn webhooks(state: &AppState) -> Result<Response, ApiError> {
     let latest = state.store.latest_seq();
-    let items: Vec<Vec<u8>> = state
-        .webhooks
-        .statuses()
+    let statuses = state.webhooks.statuses();
+    let mut letters = Vec::with_capacity(statuses.len());
+    for (w, _) in &statuses {
+        let items: Vec<Vec<u8>> = state
+            .store
+            .dead_letters(&w.name)?
+            .iter()
+            .map(|(seq, l)| {
+                object(|o| {
+                    o.u64("seq", *seq)
+                        .str("event_type", &l.event_type)
+                        .str("error", &l.error)
+                        .u64("attempts", u64::from(l.attempts))
+                        .timestamp("at", l.at);
+                })
+            })
+            .collect();
+        letters.push(items);
+    }
+    let max_attempts = u64::from(state.webhooks.max_attempts());
+    let items: Vec<Vec<u8>> = statuses
         .iter()
-        .map(|(w, s)| {
+        .zip(&letters)
+        .map(|((w, s), letters)| {
             let events: Vec<String> = match &w.events {
                 None => vec!["*".to_string()],
                 Some(types) => types
@@ -258,7 +279,9 @@ pub fn webhooks(state: &AppState) -> Result<Response, ApiError> {
                     .u64("attempts", u64::from(s.attempts))
                     .opt_str("last_error", s.last_error.as_deref())
                     .opt_timestamp("last_delivered_at", s.last_delivered_at)
-                    .opt_timestamp("next_attempt_at", s.next_attempt_at);
+                    .opt_timestamp("next_attempt_at", s.next_attempt_at)
+                    .u64("max_attempts", max_attempts)
+                    .raw_array("dead_letters", letters.iter().map(Vec::as_slice));
             })
         })
         .collect();
@@ -330,6 +353,134 @@ pub fn alerts(state: &AppState) -> Result<Response, ApiError> {
     let body = object(|o| {
         o.raw_array("rules", rules.iter().map(Vec::as_slice))
             .raw_array("transitions", transitions.iter().map(Vec::as_slice));
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// The webhook a path names: 404 when there is none of that name.
+fn webhook_named(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    state.webhooks.find(name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no webhook named {:?}",
+                name.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The body of a retry or discard: `{"seq": N}` for one dead letter, `{}` for all of them.
+async fn dead_letter_seq(state: &AppState, req: Request) -> Result<Option<u64>, ApiError> {
+    let body: Value = req.json(state.max_body_bytes).await?;
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::invalid_field("body", "must be an object"));
+    };
+    if let Some(unknown) = fields.keys().find(|k| *k != "seq") {
+        return Err(ApiError::invalid_field(unknown, "unknown field"));
+    }
+    match fields.get("seq") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_field("seq", format!("{v} is not an event seq"))),
+    }
+}
+
+fn no_letter(name: &str, seq: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("webhook {name} has no dead letter at seq {seq}"),
+    )
+}
+
+/// `POST /api/v1/monitoring/webhooks/{name}/retry {"seq": N}` (or `{}`: every dead letter, oldest
+/// first, stopping at the first failure) → 200 `{webhook, delivered:[seq], failed:{seq, error} |
+/// null, remaining}`. A delivered letter is removed; one that failed again stays.
+pub async fn webhook_retry(
+    state: &AppState,
+    name: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let index = webhook_named(state, name)?;
+    let name = state.webhooks.name(index).to_string();
+    let one = dead_letter_seq(state, req).await?;
+    let seqs: Vec<u64> = match one {
+        Some(seq) => vec![seq],
+        None => state
+            .store
+            .dead_letters(&name)?
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect(),
+    };
+    let mut delivered = Vec::new();
+    let mut failed = None;
+    for seq in seqs {
+        match state.webhooks.retry(&state.store, index, seq).await? {
+            None if one.is_some() => return Err(no_letter(&name, seq)),
+            None => {}
+            Some(Ok(())) => delivered.push(seq),
+            Some(Err(error)) => {
+                failed = Some((seq, error));
+                break;
+            }
+        }
+    }
+    let remaining = state.store.dead_letters(&name)?.len() as u64;
+    let delivered: Vec<String> = delivered.iter().map(u64::to_string).collect();
+    let body = object(|o| {
+        o.str("webhook", &name)
+            .raw("delivered", &format!("[{}]", delivered.join(",")));
+        match &failed {
+            Some((seq, error)) => o.object("failed", |f| {
+                f.u64("seq", *seq).str("error", error);
+            }),
+            None => o.null("failed"),
+        };
+        o.u64("remaining", remaining);
+    });
+    Ok(json(StatusCode::OK, body))
+}
+
+/// `POST /api/v1/monitoring/webhooks/{name}/discard {"seq": N}` (or `{}`: all) → 200 `{webhook,
+/// discarded, remaining}`: the dead letters are dropped without posting.
+pub async fn webhook_discard(
+    state: &AppState,
+    name: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let index = webhook_named(state, name)?;
+    let name = state.webhooks.name(index).to_string();
+    let one = dead_letter_seq(state, req).await?;
+    let seqs: Vec<u64> = match one {
+        Some(seq) => vec![seq],
+        None => state
+            .store
+            .dead_letters(&name)?
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect(),
+    };
+    let mut discarded = 0;
+    for seq in seqs {
+        let command = crate::store::command::DeleteDeadLetter {
+            name: name.clone(),
+            seq,
+        };
+        if state.store.write(command).await? {
+            discarded += 1;
+        } else if one.is_some() {
+            return Err(no_letter(&name, seq));
+        }
+    }
+    state.webhooks.dead_letters_changed(&state.store, index);
+    let remaining = state.store.dead_letters(&name)?.len() as u64;
+    let body = object(|o| {
+        o.str("webhook", &name)
+            .u64("discarded", discarded)
+            .u64("remaining", remaining);
     });
     Ok(json(StatusCode::OK, body))
 }

@@ -64,6 +64,8 @@ fn schemas() -> Value {
             "lease_id": {"type": ["string", "null"], "format": "uuid"},
             "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
             "data": any}},
+        "DeadLetters": {"type": "object", "properties": {"seq": {"type": ["integer", "null"], "minimum": 0,
+            "description": "the dead letter's event seq; absent or null: every dead letter of the webhook"}}},
         "QueueLimit": {"type": "object", "required": ["max_working"], "properties": {
             "max_working": {"type": ["integer", "null"], "minimum": 0, "maximum": 4_294_967_295u64}},
             "additionalProperties": false},

@@ -156,6 +156,8 @@ pub struct Config {
     pub allowed_hosts: crate::http::site::AllowedHosts,
     /// Online backups kept in `DATA_DIR/backups`.
     pub backup_keep: usize,
+    /// Failed posts of one event before a webhook gives up on it (`webhooks`).
+    pub webhook_max_attempts: u32,
     /// Status changes kept per agent type.
     pub agent_history_retention: u64,
     pub limits: HttpLimits,
@@ -184,6 +186,7 @@ impl Config {
             cors: crate::http::cors::Cors::default(),
             allowed_hosts: crate::http::site::AllowedHosts::default(),
             backup_keep: 7,
+            webhook_max_attempts: 20,
             agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),

@@ -241,6 +241,11 @@ settings! {
     /// are removed after each new one
     backup_keep: usize = "7", "FLIGHTDECK_BACKUP_KEEP", "COUNT"
         => |c, v| c.backup_keep = at_least_1("backup_keep", v)?;
+    /// Failed posts of one event after which a webhook gives up on it: the event becomes a dead
+    /// letter (`GET /api/v1/monitoring/webhooks`) and delivery goes on; a 4xx other than 408 and
+    /// 429 gives up at once
+    webhook_max_attempts: u32 = "20", "FLIGHTDECK_WEBHOOK_MAX_ATTEMPTS", "N"
+        => |c, v| c.webhook_max_attempts = positive("webhook_max_attempts", v)?;
     /// Host names, besides IP addresses and localhost, a server without API keys answers to,
     /// comma-separated (DNS rebinding); see "Security and operations"
     allowed_hosts: Vec<String> = none, "FLIGHTDECK_ALLOWED_HOSTS", "HOSTS",

@@ -214,6 +214,21 @@ pub struct IdempotencyRecord {
     pub at: Micros,
 }
 
+/// An event a webhook could not deliver (`webhooks`): kept, with why, until retried or discarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event_type: String,
+    /// The event's frame (JSON text), as the log held it: a retry posts it even after the log
+    /// was trimmed.
+    pub frame: String,
+    /// The last attempt's error.
+    pub error: String,
+    /// Attempts made, retries included.
+    pub attempts: u32,
+    /// When it was put here (or last retried).
+    pub at: Micros,
+}
+
 /// One entry of the event log: the frame's JSON text and, for the index, its project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

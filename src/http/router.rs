@@ -292,6 +292,12 @@ routes! {
     MonitoringWebhooks: GET "/api/v1/monitoring/webhooks"
         => "monitoring.webhooks", Other, Read, Now, 200,
         "Each webhook: its cursor, lag, deliveries and last error";
+    WebhookRetry: POST "/api/v1/monitoring/webhooks/{name}/retry"
+        => "monitoring.webhook_retry", Other, Write, Body, 200,
+        "Post a webhook's dead letters again: one by seq, or all", body "DeadLetters";
+    WebhookDiscard: POST "/api/v1/monitoring/webhooks/{name}/discard"
+        => "monitoring.webhook_discard", Other, Write, Body, 200,
+        "Drop a webhook's dead letters: one by seq, or all", body "DeadLetters";
     QueuesList: GET "/api/v1/queues"
         => "queues.list", Other, Read, Now, 200,
         concat!(
@@ -696,7 +702,12 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 58);
+        assert_eq!(Route::ALL.len(), 60);
+        check(
+            Method::POST,
+            "/api/v1/monitoring/webhooks/audit/retry",
+            Ok((Route::WebhookRetry, "audit")),
+        );
         check(
             Method::POST,
             &format!("/api/v1/tasks/{id}/progress"),

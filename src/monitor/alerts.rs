@@ -23,6 +23,8 @@ pub enum Signal {
     DiskFreeBytes,
     /// p99 of the time tasks waited between becoming pending and their claim, in seconds.
     QueueWaitP99,
+    /// Events webhooks gave up on, kept as dead letters (all webhooks together).
+    WebhookDeadLetters,
 }
 
 /// How much an alert matters: its `severity` label at Alertmanager, in the event and the API.
@@ -192,6 +194,17 @@ pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
                 60.0,
                 300,
                 60,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
+            summary: "webhooks gave up on events (dead letters kept: retry or discard them)".into(),
+            ..rule(
+                "WebhookDeadLetters",
+                Signal::WebhookDeadLetters,
+                0.0,
+                60,
+                0,
                 Severity::Warning,
             )
         },

@@ -317,6 +317,7 @@ impl Monitor {
             Signal::WriterQueueDepth => store.writer_queue_depth() as f64,
             Signal::DiskFreeBytes => disk_free as f64,
             Signal::QueueWaitP99 => store.queue_wait_p99(window).1,
+            Signal::WebhookDeadLetters => store.dead_letter_count().unwrap_or(0) as f64,
         }
     }
 

@@ -103,6 +103,7 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "IDEMPOTENCY",
     "IDEMPOTENCY_BY_AGE",
     "WEBHOOK_CURSORS",
+    "WEBHOOK_DEAD_LETTERS",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.
@@ -155,6 +156,26 @@ fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
                     name.value(),
                     seq.value()
                 ));
+            }
+        }
+    }
+    // Dead letters decode and name events the log has assigned (a database before them has none).
+    if let Ok(letters) = txn.open_table(tables::WEBHOOK_DEAD_LETTERS) {
+        let last = txn
+            .open_table(tables::META)?
+            .get(tables::META_LAST_SEQ)?
+            .map_or(0, |v| v.value());
+        for entry in letters.iter()? {
+            let (key, value) = entry?;
+            let (name, seq) = key.value();
+            report.records += 1;
+            if seq > last {
+                report.problem(format!(
+                    "webhook_dead_letters: {name} holds seq {seq}, past the log's last {last}"
+                ));
+            }
+            if let Err(e) = decode::<crate::domain::records::DeadLetter>(value.value()) {
+                report.problem(format!("webhook_dead_letters: {name} {seq}: {e}"));
             }
         }
     }

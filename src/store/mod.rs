@@ -45,8 +45,8 @@ use crate::events::Publisher;
 
 pub use crate::domain::TaskSettings;
 pub use crate::domain::records::{
-    Agent, AgentHistoryEntry, Artifact, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus,
-    Project, Task, WorkflowRun,
+    Agent, AgentHistoryEntry, Artifact, DeadLetter, HitlHistoryEntry, HitlRequest, PhaseRun,
+    PhaseStatus, Project, Task, WorkflowRun,
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
@@ -59,14 +59,16 @@ use shared::begin_read;
 use shared::{PROGRESS_KEPT, init_schema, redb_cache_size};
 pub(crate) use shared::{Shared, open_existing, private_dir};
 pub use summary::{CacheKey, CacheStats, ProjectSummary, Totals};
+pub use tables::DEAD_LETTERS_KEPT;
 /// The commands of the store, each its own type with its own result (`Store::write`).
 pub mod command {
     pub use super::writer::{
-        BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl, CreateProject,
-        CreateTask, DeleteArtifact, FireTimers, Heartbeat, HitlAnswer, Idempotent, MeasureUsage,
-        Probe, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl, SetOversightLevel,
-        SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor, StartWorkflow,
-        TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
+        AddDeadLetter, BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl,
+        CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetter, FireTimers, Heartbeat,
+        HitlAnswer, Idempotent, MeasureUsage, Probe, QueueChange, RecordAlert, Remembered,
+        ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus,
+        SetWebhookCursor, StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency,
+        UpdateArtifact, Write,
     };
 }
 pub use writer::Write;
@@ -328,6 +330,7 @@ pub fn fuzz_decode_records(bytes: &[u8]) {
     let _ = codec::decode::<crate::domain::records::HitlRequest>(bytes);
     let _ = codec::decode::<crate::domain::records::WorkflowRun>(bytes);
     let _ = codec::decode::<crate::domain::records::EventRecord>(bytes);
+    let _ = codec::decode::<crate::domain::records::DeadLetter>(bytes);
 }
 
 #[cfg(test)]

@@ -409,6 +409,28 @@ impl Store {
         Ok(cursors.get(name)?.map(|v| v.value()))
     }
 
+    /// A webhook's dead letters, oldest first.
+    pub fn dead_letters(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(u64, crate::domain::records::DeadLetter)>, StoreError> {
+        let txn = self.txn("webhook_dead_letters")?;
+        let letters = txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for entry in letters.range((name, 0)..=(name, u64::MAX))? {
+            let (key, value) = entry?;
+            out.push((key.value().1, decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Dead letters of every webhook together (the `WebhookDeadLetters` alert's signal).
+    pub fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.txn("webhook_dead_letters")?;
+        Ok(txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?.len()?)
+    }
+
     /// Events with seq > `since`, oldest first, all of them or one project's. Returns the frames'
     /// JSON text and whether more remain.
     pub fn events(

@@ -72,6 +72,12 @@ pub const PAUSED_PROJECTS: TableDefinition<&[u8; 16], ()> = TableDefinition::new
 /// Per configured webhook (by name): the seq of the last event it has handled (delivered, or
 /// skipped by its filter). Since schema 4.
 pub const WEBHOOK_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("webhook_cursors");
+/// (webhook name, event seq): the events a webhook gave up on (`DeadLetter`), at most
+/// `DEAD_LETTERS_KEPT` per webhook.
+pub const WEBHOOK_DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("webhook_dead_letters");
+/// Dead letters kept per webhook; beyond, the oldest are dropped (and logged).
+pub const DEAD_LETTERS_KEPT: usize = 1000;
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
@@ -428,6 +434,7 @@ macro_rules! for_each_table {
         $apply!(IDEMPOTENCY);
         $apply!(IDEMPOTENCY_BY_AGE);
         $apply!(WEBHOOK_CURSORS);
+        $apply!(WEBHOOK_DEAD_LETTERS);
         $apply!(ARTIFACT_INDEX);
         $apply!(HITL_INDEX);
         $apply!(HITL_BY_STATUS);

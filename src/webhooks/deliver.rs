@@ -14,10 +14,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{DELIVERIES, FIRST_BACKOFF, Format, LAG, MAX_BACKOFF, Status, Webhook, Webhooks};
+use super::{
+    DEAD_LETTERS, DELIVERIES, FIRST_BACKOFF, Format, LAG, MAX_BACKOFF, Status, Webhook, Webhooks,
+};
 use crate::domain::now_micros;
-use crate::store::Store;
-use crate::store::command::SetWebhookCursor;
+use crate::store::command::{AddDeadLetter, DeleteDeadLetter, SetWebhookCursor};
+use crate::store::{DeadLetter, Store};
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -31,15 +33,111 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_BYTES: usize = 64 * 1024;
 
 impl Webhooks {
-    /// The webhooks, not yet running (`start` runs them once the store is open).
-    pub fn new(hooks: Vec<Webhook>) -> Arc<Webhooks> {
+    /// The webhooks, not yet running (`start` runs them once the store is open). An event is
+    /// given up on (a dead letter) after `max_attempts` failed attempts.
+    pub fn new(hooks: Vec<Webhook>, max_attempts: u32) -> Arc<Webhooks> {
         Arc::new(Webhooks {
             hooks: hooks
                 .into_iter()
                 .map(|w| (w, Mutex::new(Status::default())))
                 .collect(),
             wake: Notify::new(),
+            max_attempts: max_attempts.max(1),
+            poster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Posts a webhook's dead letter `seq` once more, now: `Ok(None)` when there is no such
+    /// letter, `Ok(Some(Ok(())))` when the receiver took it (the letter is removed), and
+    /// `Ok(Some(Err(why)))` when it failed again (the letter stays, its attempts counted).
+    pub async fn retry(
+        &self,
+        store: &Store,
+        index: usize,
+        seq: u64,
+    ) -> Result<Option<Result<(), String>>, crate::store::StoreError> {
+        let (hook, status) = &self.hooks[index];
+        let Some(poster) = self.poster.get() else {
+            return Ok(Some(Err("webhooks are not running".into())));
+        };
+        let letters = store.dead_letters(&hook.name)?;
+        let Some((_, mut letter)) = letters.into_iter().find(|(s, _)| *s == seq) else {
+            return Ok(None);
+        };
+        let body = Bytes::from(match hook.format {
+            Format::Json => letter.frame.clone().into_bytes(),
+            Format::Slack => super::format::slack(&letter.frame, poster.public_url.as_deref()),
+        });
+        let signature = hook.secret.as_ref().map(|secret| sign(secret, &body));
+        let outcome = post(
+            &poster.client,
+            hook,
+            seq,
+            &letter.event_type,
+            body,
+            signature.as_deref(),
+        )
+        .await;
+        count(hook, status, &outcome);
+        match outcome {
+            Ok(()) => {
+                store
+                    .write(DeleteDeadLetter {
+                        name: hook.name.clone(),
+                        seq,
+                    })
+                    .await?;
+                set_dead_letters(store, hook);
+                Ok(Some(Ok(())))
+            }
+            Err(failure) => {
+                letter.attempts = letter.attempts.saturating_add(1);
+                letter.error = failure.message.clone();
+                letter.at = now_micros();
+                store
+                    .write(AddDeadLetter {
+                        name: hook.name.clone(),
+                        seq,
+                        letter,
+                        cursor: None,
+                    })
+                    .await?;
+                Ok(Some(Err(failure.message)))
+            }
+        }
+    }
+
+    /// Failed attempts after which an event becomes a dead letter.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The name of the webhook at `index`.
+    pub fn name(&self, index: usize) -> &str {
+        &self.hooks[index].0.name
+    }
+
+    /// Sets the webhook's dead-letter gauge after a change made elsewhere (a discard).
+    pub fn dead_letters_changed(&self, store: &Store, index: usize) {
+        set_dead_letters(store, &self.hooks[index].0);
+    }
+
+    /// The index of the webhook of this name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.hooks.iter().position(|(w, _)| w.name == name)
+    }
+}
+
+/// What posting needs, set once the webhooks start.
+pub(crate) struct Poster {
+    client: HttpsClient,
+    public_url: Option<String>,
+}
+
+/// Sets the webhook's dead-letter gauge from the store.
+fn set_dead_letters(store: &Store, hook: &Webhook) {
+    if let Ok(letters) = store.dead_letters(&hook.name) {
+        metrics::gauge!(DEAD_LETTERS, "webhook" => hook.name.clone()).set(letters.len() as f64);
     }
 }
 
@@ -64,7 +162,12 @@ pub fn start(
         .enable_http1()
         .build();
     let client: HttpsClient = Client::builder(TokioExecutor::new()).build(connector);
+    let _ = webhooks.poster.set(Poster {
+        client: client.clone(),
+        public_url: public_url.clone(),
+    });
     for (index, (hook, _)) in webhooks.hooks.iter().enumerate() {
+        set_dead_letters(store, hook);
         // Where to start is settled now, before the server takes any request: the stored cursor,
         // or for a webhook seen for the first time the end of the log as it is now.
         let start = match store.webhook_cursor(&hook.name) {
@@ -174,23 +277,44 @@ async fn run(
             let head: Head = serde_json::from_str(&frame).unwrap_or_default();
             if hook.wants(&head.event_type, head.project_id.as_deref()) {
                 let body = match hook.format {
-                    Format::Json => frame.into_bytes(),
+                    Format::Json => frame.clone().into_bytes(),
                     Format::Slack => super::format::slack(&frame, public_url.as_deref()),
                 };
-                let delivered = deliver(
+                let outcome = deliver(
                     &client,
                     hook,
                     status,
+                    webhooks.max_attempts,
                     seq,
                     &head.event_type,
                     body,
                     &shutdown,
                 )
                 .await;
-                if !delivered {
-                    // Shutting down with this event undelivered: it is posted after the restart.
-                    store_cursor(&store, hook, cursor).await;
-                    return;
+                match outcome {
+                    Delivery::Delivered => {}
+                    Delivery::Stopped => {
+                        // Shutting down with this event undelivered: posted after the restart.
+                        store_cursor(&store, hook, cursor).await;
+                        return;
+                    }
+                    Delivery::GaveUp { error, attempts } => {
+                        // Kept as a dead letter, the cursor past it in the same commit; delivery
+                        // goes on with the next event.
+                        let letter = DeadLetter {
+                            event_type: head.event_type.clone(),
+                            frame: frame.clone(),
+                            error,
+                            attempts,
+                            at: now_micros(),
+                        };
+                        if !dead_letter(&store, hook, seq, letter, &shutdown).await {
+                            store_cursor(&store, hook, cursor).await;
+                            return;
+                        }
+                        stored = seq;
+                        stored_at = Instant::now();
+                    }
                 }
             }
             cursor = seq;
@@ -232,19 +356,90 @@ async fn store_cursor(store: &Store, hook: &Webhook, seq: u64) -> bool {
     }
 }
 
-/// Posts one event until the receiver takes it (true), or the server stops (false).
+/// How posting one event ended.
+enum Delivery {
+    /// The receiver took it.
+    Delivered,
+    /// Given up: a permanent refusal, or `max_attempts` failures.
+    GaveUp { error: String, attempts: u32 },
+    /// The server is stopping.
+    Stopped,
+}
+
+/// Stores a dead letter (and the cursor past it), retrying a failed write each second until the
+/// server stops (false).
+async fn dead_letter(
+    store: &Store,
+    hook: &Webhook,
+    seq: u64,
+    letter: DeadLetter,
+    shutdown: &CancellationToken,
+) -> bool {
+    tracing::warn!(webhook = %hook.name, seq, attempts = letter.attempts, error = %letter.error, "webhook delivery given up: the event is kept as a dead letter");
+    loop {
+        let command = AddDeadLetter {
+            name: hook.name.clone(),
+            seq,
+            letter: letter.clone(),
+            cursor: Some(seq),
+        };
+        match store.write(command).await {
+            Ok(dropped) => {
+                if dropped > 0 {
+                    tracing::warn!(webhook = %hook.name, dropped, kept = crate::store::DEAD_LETTERS_KEPT, "the oldest dead letters were dropped");
+                }
+                set_dead_letters(store, hook);
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(webhook = %hook.name, seq, error = %e, "storing a dead letter failed; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FIRST_BACKOFF) => {}
+            () = shutdown.cancelled() => return false,
+        }
+    }
+}
+
+/// Counts an attempt's outcome in the metrics and the webhook's status.
+fn count(hook: &Webhook, status: &Mutex<Status>, outcome: &Result<(), Failure>) {
+    let result = if outcome.is_ok() {
+        "delivered"
+    } else {
+        "failed"
+    };
+    metrics::counter!(DELIVERIES, "webhook" => hook.name.clone(), "result" => result).increment(1);
+    let mut s = status.lock();
+    match outcome {
+        Ok(()) => {
+            s.delivered += 1;
+            s.last_delivered_at = Some(now_micros());
+        }
+        Err(f) => {
+            s.failed += 1;
+            s.last_error = Some(f.message.clone());
+        }
+    }
+}
+
+/// Posts one event until the receiver takes it, refuses it for good (a 4xx other than 408 and
+/// 429), or has failed `max_attempts` times; or the server stops.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     client: &HttpsClient,
     hook: &Webhook,
     status: &Mutex<Status>,
+    max_attempts: u32,
     seq: u64,
     event_type: &str,
     body: Vec<u8>,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Delivery {
     let body = Bytes::from(body);
     let signature = hook.secret.as_ref().map(|secret| sign(secret, &body));
     let mut delay = FIRST_BACKOFF;
+    let mut attempts = 0u32;
     loop {
         let attempt = post(
             client,
@@ -256,38 +451,56 @@ async fn deliver(
         );
         let outcome = tokio::select! {
             outcome = attempt => outcome,
-            () = shutdown.cancelled() => return false,
+            () = shutdown.cancelled() => return Delivery::Stopped,
         };
+        attempts += 1;
+        count(hook, status, &outcome);
         match outcome {
             Ok(()) => {
-                metrics::counter!(DELIVERIES, "webhook" => hook.name.clone(), "result" => "delivered")
-                    .increment(1);
                 let mut s = status.lock();
-                s.delivered += 1;
                 s.attempts = 0;
-                s.last_delivered_at = Some(now_micros());
                 s.next_attempt_at = None;
-                return true;
+                return Delivery::Delivered;
             }
-            Err(e) => {
-                metrics::counter!(DELIVERIES, "webhook" => hook.name.clone(), "result" => "failed")
-                    .increment(1);
+            Err(failure) => {
+                if failure.permanent || attempts >= max_attempts {
+                    let mut s = status.lock();
+                    s.attempts = 0;
+                    s.next_attempt_at = None;
+                    return Delivery::GaveUp {
+                        error: failure.message,
+                        attempts,
+                    };
+                }
                 {
                     let mut s = status.lock();
-                    s.failed += 1;
-                    s.attempts += 1;
+                    s.attempts = attempts;
                     s.next_attempt_at = Some(now_micros() + delay.as_micros() as i64);
-                    if s.attempts == 1 || s.attempts.is_power_of_two() {
-                        tracing::warn!(webhook = %hook.name, seq, attempts = s.attempts, error = %e, retry_in = ?delay, "webhook delivery failed");
+                    if attempts == 1 || attempts.is_power_of_two() {
+                        tracing::warn!(webhook = %hook.name, seq, attempts, error = %failure.message, retry_in = ?delay, "webhook delivery failed");
                     }
-                    s.last_error = Some(e);
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return false,
+                    () = shutdown.cancelled() => return Delivery::Stopped,
                 }
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
+        }
+    }
+}
+
+/// A failed attempt: why, and whether the receiver refused the event for good.
+struct Failure {
+    message: String,
+    permanent: bool,
+}
+
+impl Failure {
+    fn transient(message: String) -> Failure {
+        Failure {
+            message,
+            permanent: false,
         }
     }
 }
@@ -310,7 +523,7 @@ async fn post(
     event_type: &str,
     body: Bytes,
     signature: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut request = hyper::Request::post(hook.url.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -323,11 +536,15 @@ async fn post(
     if let Some(signature) = signature {
         request = request.header("x-flightdeck-signature", signature);
     }
-    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let request = request
+        .body(Full::new(body))
+        .map_err(|e| Failure::transient(e.to_string()))?;
     let response = tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        .map_err(|_| {
+            Failure::transient(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))
+        })?
+        .map_err(|e| Failure::transient(format!("{e}: {}", source_chain(&e))))?;
     let status = response.status();
     let _ = Limited::new(response.into_body(), ANSWER_BYTES)
         .collect()
@@ -335,8 +552,19 @@ async fn post(
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(Failure {
+            message: format!("the receiver answered {status}"),
+            permanent: permanent(status),
+        })
     }
+}
+
+/// Whether a receiver's answer refuses the event for good: a 4xx other than 408 (timeout) and 429
+/// (too many requests), which say to try again later.
+fn permanent(status: hyper::StatusCode) -> bool {
+    status.is_client_error()
+        && status != hyper::StatusCode::REQUEST_TIMEOUT
+        && status != hyper::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The causes of an error, joined (hyper's client errors say little at the top).
@@ -353,6 +581,26 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_4xx_but_408_and_429_refuses_for_good() {
+        for (code, refused) in [
+            (400, true),
+            (404, true),
+            (413, true),
+            (408, false),
+            (429, false),
+            (500, false),
+            (503, false),
+            (301, false),
+        ] {
+            assert_eq!(
+                permanent(hyper::StatusCode::from_u16(code).unwrap()),
+                refused,
+                "{code}"
+            );
+        }
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_in_hex() {

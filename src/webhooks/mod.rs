@@ -10,6 +10,12 @@
 //! A body may be signed: `X-Flightdeck-Signature: sha256=<hex HMAC-SHA256 of the body>` with the
 //! webhook's `secret`. Every post also carries `X-Flightdeck-Event`, `X-Flightdeck-Seq` (the
 //! receiver's idempotency key) and `X-Flightdeck-Webhook`.
+//!
+//! An event the receiver refuses for good (a 4xx other than 408 and 429) or that failed
+//! `--webhook-max-attempts` times is kept as a dead letter (`store` table `webhook_dead_letters`,
+//! the cursor moved past it in the same commit) and delivery goes on with the next one. Dead
+//! letters are listed by `GET /api/v1/monitoring/webhooks`, posted again by `POST
+//! …/webhooks/{name}/retry` or dropped by `…/discard`, and raise the `WebhookDeadLetters` alert.
 
 mod deliver;
 pub mod format;
@@ -25,9 +31,11 @@ use crate::domain::{EventType, Id, Micros, Vocabulary};
 
 pub use deliver::start;
 
-/// Deliveries (by result) and how far each webhook is behind the log.
+/// Deliveries (by result), how far each webhook is behind the log, its dead letters.
 pub const DELIVERIES: &str = "flightdeck_webhook_deliveries_total";
 pub const LAG: &str = "flightdeck_webhook_lag_events";
+/// Events each webhook gave up on, kept until retried or discarded.
+pub const DEAD_LETTERS: &str = "flightdeck_webhook_dead_letters";
 
 /// The longest wait between two attempts of one delivery.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -203,6 +211,10 @@ pub struct Status {
 pub struct Webhooks {
     pub(crate) hooks: Vec<(Webhook, Mutex<Status>)>,
     pub(crate) wake: Notify,
+    /// Failed attempts after which an event becomes a dead letter.
+    pub(crate) max_attempts: u32,
+    /// The HTTP client and the console's URL, once started.
+    pub(crate) poster: std::sync::OnceLock<deliver::Poster>,
 }
 
 impl Webhooks {
@@ -234,12 +246,17 @@ pub fn describe_metrics(hooks: &[Webhook]) {
         LAG,
         "Events in the log after the webhook's cursor (not yet handled)."
     );
+    metrics::describe_gauge!(
+        DEAD_LETTERS,
+        "Events the webhook gave up on (a permanent refusal, or --webhook-max-attempts failures), kept until retried or discarded."
+    );
     for w in hooks {
         for result in ["delivered", "failed"] {
             metrics::counter!(DELIVERIES, "webhook" => w.name.clone(), "result" => result)
                 .absolute(0);
         }
         metrics::gauge!(LAG, "webhook" => w.name.clone()).set(0.0);
+        metrics::gauge!(DEAD_LETTERS, "webhook" => w.name.clone()).set(0.0);
     }
 }
 

@@ -32,12 +32,13 @@ impl Post {
 }
 
 /// A loopback receiver: answers 503 to the first `fail_first` requests and while `refusing` is
-/// set, 200 otherwise, and keeps what it accepted.
+/// set, 413 to a body longer than `max_body`, 200 otherwise, and keeps what it accepted.
 struct Receiver {
     addr: String,
     accepted: Arc<Mutex<Vec<Post>>>,
     attempts: Arc<AtomicUsize>,
     refusing: Arc<std::sync::atomic::AtomicBool>,
+    max_body: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -47,12 +48,18 @@ impl Receiver {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(AtomicUsize::new(0));
         let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (a, n, r) = (accepted.clone(), attempts.clone(), refusing.clone());
+        let max_body = Arc::new(AtomicUsize::new(usize::MAX));
+        let (a, n, r, m) = (
+            accepted.clone(),
+            attempts.clone(),
+            refusing.clone(),
+            max_body.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (a, n, r) = (a.clone(), n.clone(), r.clone());
-                std::thread::spawn(move || serve(stream, fail_first, &a, &n, &r));
+                let (a, n, r, m) = (a.clone(), n.clone(), r.clone(), m.clone());
+                std::thread::spawn(move || serve(stream, fail_first, &a, &n, &r, &m));
             }
         });
         Receiver {
@@ -60,6 +67,7 @@ impl Receiver {
             accepted,
             attempts,
             refusing,
+            max_body,
         }
     }
 
@@ -85,6 +93,7 @@ fn serve(
     accepted: &Mutex<Vec<Post>>,
     attempts: &AtomicUsize,
     refusing: &std::sync::atomic::AtomicBool,
+    max_body: &AtomicUsize,
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -117,7 +126,8 @@ fn serve(
             return;
         }
         let n = attempts.fetch_add(1, Ordering::SeqCst);
-        let ok = n >= fail_first && !refusing.load(Ordering::SeqCst);
+        let too_large = body.len() > max_body.load(Ordering::SeqCst);
+        let ok = n >= fail_first && !refusing.load(Ordering::SeqCst) && !too_large;
         if ok {
             accepted.lock().unwrap().push(Post {
                 path,
@@ -127,6 +137,8 @@ fn serve(
         }
         let answer: &[u8] = if ok {
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        } else if too_large {
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 5\r\n\r\nlarge"
         } else {
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy"
         };
@@ -439,4 +451,206 @@ fn a_bad_webhook_entry_stops_the_server_from_starting() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{entry}: {err}");
     }
+}
+
+/// The webhook of this name in `GET /api/v1/monitoring/webhooks`.
+fn hook(s: &Server, name: &str) -> Value {
+    s.get("/api/v1/monitoring/webhooks").expect(200)["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+fn alert_state(s: &Server, rule: &str) -> String {
+    s.get("/api/v1/monitoring/alerts").expect(200)["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn an_event_the_receiver_can_never_take_becomes_a_dead_letter_and_delivery_goes_on() {
+    let receiver = Receiver::start(0);
+    // The receiver takes nothing over 5 KB: a permanent refusal (413).
+    receiver.max_body.store(5_000, Ordering::SeqCst);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let files = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[[webhooks]]
+name = "audit"
+url = "{}"
+events = ["hitl_request_created"]
+"#,
+        receiver.url("/audit")
+    );
+    let file = config(files.path(), &text);
+    let args = [
+        "--config",
+        &file,
+        "--webhook-max-attempts",
+        "2",
+        "--alert-eval-interval-secs",
+        "1",
+    ];
+    let s = Server::start_in(dir.clone(), &args);
+    assert_eq!(alert_state(&s, "WebhookDeadLetters"), "inactive");
+    let p = s.project("p");
+    let ask = |s: &Server, question: String| {
+        s.post(
+            "/api/v1/hitl",
+            json!({"project_id": p, "question": question}),
+        )
+        .expect(201);
+        *log_seqs(s, &["hitl_request_created"], None, 0)
+            .last()
+            .unwrap()
+    };
+    let large = ask(&s, "x".repeat(9_000));
+    let after = ask(&s, "a small one after it".into());
+    // The 413 gives up at once (one attempt): the next event is delivered.
+    wait_for("the event after the refused one", || {
+        (seqs(&receiver.posts("/audit")) == vec![after]).then_some(())
+    });
+    let audit = hook(&s, "audit");
+    let letters = audit["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{audit}");
+    assert_eq!(letters[0]["seq"], large);
+    assert_eq!(letters[0]["event_type"], "hitl_request_created");
+    assert_eq!(letters[0]["attempts"], 1);
+    assert!(
+        letters[0]["error"].as_str().unwrap().contains("413"),
+        "{audit}"
+    );
+    assert_eq!(audit["max_attempts"], 2);
+    assert_eq!(audit["cursor"], after);
+    assert_eq!(
+        sample(&s, "flightdeck_webhook_dead_letters{webhook=\"audit\"} "),
+        1.0
+    );
+    wait_for("WebhookDeadLetters to fire", || {
+        (alert_state(&s, "WebhookDeadLetters") == "firing").then_some(())
+    });
+
+    // A receiver that keeps failing (503): given up after --webhook-max-attempts, and the events
+    // after it still go out once it is back.
+    receiver.refusing.store(true, Ordering::SeqCst);
+    let refused = ask(&s, "asked while the receiver is down".into());
+    wait_for("the 503s to give up", || {
+        (hook(&s, "audit")["dead_letters"].as_array().unwrap().len() == 2).then_some(())
+    });
+    receiver.refusing.store(false, Ordering::SeqCst);
+    let later = ask(&s, "asked once it is back".into());
+    wait_for("the event after the given-up one", || {
+        (seqs(&receiver.posts("/audit")) == vec![after, later]).then_some(())
+    });
+    let letters = hook(&s, "audit")["dead_letters"].clone();
+    assert_eq!(letters[1]["seq"], refused);
+    assert_eq!(letters[1]["attempts"], 2);
+    assert!(letters[1]["error"].as_str().unwrap().contains("503"));
+
+    // Dead letters are durable: a restart keeps them and posts neither again.
+    let dir = {
+        let dir = s.stop();
+        let s = Server::start_in(dir.clone(), &args);
+        assert_eq!(
+            hook(&s, "audit")["dead_letters"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(
+            sample(&s, "flightdeck_webhook_dead_letters{webhook=\"audit\"} "),
+            2.0
+        );
+        // A retry that fails again keeps the letter and counts the attempt.
+        let retried = s
+            .post(
+                "/api/v1/monitoring/webhooks/audit/retry",
+                json!({ "seq": large }),
+            )
+            .expect(200);
+        assert_eq!(retried["delivered"], json!([]));
+        assert_eq!(retried["failed"]["seq"], large);
+        assert!(retried["failed"]["error"].as_str().unwrap().contains("413"));
+        assert_eq!(retried["remaining"], 2);
+        assert_eq!(hook(&s, "audit")["dead_letters"][0]["attempts"], 2);
+        // The receiver is fixed: retrying all posts both, oldest first, signed and framed as
+        // before, and empties the list.
+        receiver.max_body.store(usize::MAX, Ordering::SeqCst);
+        let retried = s
+            .post("/api/v1/monitoring/webhooks/audit/retry", json!({}))
+            .expect(200);
+        assert_eq!(retried["delivered"], json!([large, refused]));
+        assert_eq!(retried["failed"], Value::Null);
+        assert_eq!(retried["remaining"], 0);
+        let posted = seqs(&receiver.posts("/audit"));
+        assert_eq!(posted, vec![after, later, large, refused]);
+        let events = s.all_events(None);
+        let big = receiver.posts("/audit")[2].clone();
+        assert_eq!(
+            &big.json(),
+            events.iter().find(|e| e["seq"] == large).unwrap()
+        );
+        assert_eq!(hook(&s, "audit")["dead_letters"], json!([]));
+        assert_eq!(
+            sample(&s, "flightdeck_webhook_dead_letters{webhook=\"audit\"} "),
+            0.0
+        );
+        // A seq that is no dead letter, a webhook that does not exist, a bad body.
+        s.post(
+            "/api/v1/monitoring/webhooks/audit/retry",
+            json!({ "seq": large }),
+        )
+        .expect_error(404, "not_found");
+        s.post("/api/v1/monitoring/webhooks/nope/retry", json!({}))
+            .expect_error(404, "not_found");
+        s.post(
+            "/api/v1/monitoring/webhooks/audit/retry",
+            json!({ "seq": "one" }),
+        )
+        .expect_error(422, "invalid_field");
+        s.post(
+            "/api/v1/monitoring/webhooks/audit/discard",
+            json!({ "seqs": [1] }),
+        )
+        .expect_error(422, "invalid_field");
+        s.stop()
+    };
+
+    // Discarding drops a letter without posting it.
+    let s = Server::start_in(dir, &args);
+    receiver.max_body.store(5_000, Ordering::SeqCst);
+    let again = ask(&s, "y".repeat(9_000));
+    wait_for("the large one to be given up again", || {
+        (hook(&s, "audit")["dead_letters"].as_array().unwrap().len() == 1).then_some(())
+    });
+    let discarded = s
+        .post(
+            "/api/v1/monitoring/webhooks/audit/discard",
+            json!({ "seq": again }),
+        )
+        .expect(200);
+    assert_eq!(discarded["discarded"], 1);
+    assert_eq!(discarded["remaining"], 0);
+    assert_eq!(hook(&s, "audit")["dead_letters"], json!([]));
+    assert_eq!(
+        seqs(&receiver.posts("/audit")),
+        vec![after, later, large, refused]
+    );
+    wait_for("WebhookDeadLetters to resolve", || {
+        matches!(
+            alert_state(&s, "WebhookDeadLetters").as_str(),
+            "resolved" | "inactive"
+        )
+        .then_some(())
+    });
+    let (ok, report) = crate::common::check(s.stop().path());
+    assert!(ok, "{report}");
 }

@@ -2,8 +2,11 @@
 
 use super::{Batch, Checked, Write, Written};
 use crate::domain::EventType;
+use crate::domain::records::DeadLetter;
 use crate::events::EventDraft;
+use crate::store::codec::encode;
 use crate::store::tables;
+use redb::ReadableTable;
 use std::sync::atomic::Ordering;
 
 /// A write round trip for readiness: records the time in the meta table. No event.
@@ -68,6 +71,76 @@ impl Write for SetWebhookCursor {
         let mut cursors = batch.txn.open_table(tables::WEBHOOK_CURSORS)?;
         cursors.insert(c.name.as_str(), c.seq)?;
         Ok(())
+    }
+}
+
+/// A webhook gives up on an event (`webhooks`): the event is kept as a dead letter and, in the same
+/// commit, the webhook's cursor moves past it, so a restart neither posts it again nor loses it.
+/// Beyond `DEAD_LETTERS_KEPT` for the webhook, its oldest are dropped; the output counts them.
+/// A retry that failed again writes the letter anew with `cursor: None`. No event.
+#[derive(Clone, Debug)]
+pub struct AddDeadLetter {
+    pub name: String,
+    pub seq: u64,
+    pub letter: DeadLetter,
+    /// The webhook's cursor after it, if it moves.
+    pub cursor: Option<u64>,
+}
+
+impl Write for AddDeadLetter {
+    type Plan = AddDeadLetter;
+    /// Dead letters dropped to stay within the bound.
+    type Output = usize;
+
+    fn check(self, _: &Batch<'_>) -> Checked<AddDeadLetter> {
+        Ok(self)
+    }
+
+    fn apply(c: AddDeadLetter, batch: &mut Batch<'_>) -> Written<usize> {
+        let mut letters = batch.txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?;
+        letters.insert((c.name.as_str(), c.seq), encode(&c.letter).as_slice())?;
+        let range = (c.name.as_str(), 0)..=(c.name.as_str(), u64::MAX);
+        let held = letters.range(range.clone())?.count();
+        let mut dropped = 0;
+        if held > tables::DEAD_LETTERS_KEPT {
+            let oldest: Vec<u64> = letters
+                .range(range)?
+                .take(held - tables::DEAD_LETTERS_KEPT)
+                .map(|e| e.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in oldest {
+                letters.remove((c.name.as_str(), seq))?;
+                dropped += 1;
+            }
+        }
+        drop(letters);
+        if let Some(seq) = c.cursor {
+            let mut cursors = batch.txn.open_table(tables::WEBHOOK_CURSORS)?;
+            cursors.insert(c.name.as_str(), seq)?;
+        }
+        Ok(dropped)
+    }
+}
+
+/// A dead letter delivered by a retry, or discarded: removed. The output says whether it was there.
+/// No event.
+#[derive(Clone, Debug)]
+pub struct DeleteDeadLetter {
+    pub name: String,
+    pub seq: u64,
+}
+
+impl Write for DeleteDeadLetter {
+    type Plan = DeleteDeadLetter;
+    type Output = bool;
+
+    fn check(self, _: &Batch<'_>) -> Checked<DeleteDeadLetter> {
+        Ok(self)
+    }
+
+    fn apply(c: DeleteDeadLetter, batch: &mut Batch<'_>) -> Written<bool> {
+        let mut letters = batch.txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?;
+        Ok(letters.remove((c.name.as_str(), c.seq))?.is_some())
     }
 }
 

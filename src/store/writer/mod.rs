@@ -43,7 +43,9 @@ mod workflows;
 pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
 pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
-pub use meta::{MeasureUsage, Probe, RecordAlert, SetWebhookCursor};
+pub use meta::{
+    AddDeadLetter, DeleteDeadLetter, MeasureUsage, Probe, RecordAlert, SetWebhookCursor,
+};
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
 pub use retention::{TrimAgentHistory, TrimEvents};
