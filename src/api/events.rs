@@ -38,7 +38,8 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
 }
 
 /// `GET /ws?project_id=&since=` and `GET /ws/{project_id}?since=`: validates the subscription
-/// (400 malformed id, 404 unknown project, 422 bad `since`), then upgrades.
+/// (400 malformed id, 404 unknown project, 422 bad `since` or one beyond the latest seq), then
+/// upgrades.
 pub fn subscribe(
     state: &AppState,
     project: Option<&str>,
@@ -56,5 +57,9 @@ pub fn subscribe(
         None => None,
     };
     let since = query.u64("since")?;
+    if let Some(since) = since {
+        crate::ws::check_since(&state.store, since)
+            .map_err(|message| ApiError::invalid_field("since", message))?;
+    }
     crate::ws::upgrade(&state.ws, crate::ws::Subscription { project, since }, req)
 }

@@ -4,6 +4,13 @@
 //! Ordering and exactly-once: a subscription is registered with the hub *before* the log is read
 //! for its replay, so every event is either in the replay, in the live queue, or both; the writer
 //! passes each frame through a per-stream gate (highest seq delivered) that drops the second copy.
+//!
+//! A replay is a step of the writer's loop, not one long call: a page of the log read on the
+//! blocking pool (never on a runtime thread), then written, which waits for the client to read it;
+//! between two pages the writer looks at the reader's requests first. So one replay runs at a time
+//! per connection, a later subscribe cancels it, and it starts after what the gate would drop anyway
+//! (repeating `since: 0` re-reads nothing already sent). The live frames of a subscription wait in
+//! its outbox until its replay is written, as the gate needs.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -23,8 +30,8 @@ use super::Subscription;
 use super::gate::Gate;
 use super::protocol::{Assembler, ClientOp, CloseCode, answer_to_close, close_for};
 use super::{
-    BYTES_SENT, DELIVERY_SECONDS, FRAMES_SENT, REPLAYED_EVENTS, SLOW_CONSUMER_CLOSES, WsContext,
-    frame,
+    BYTES_SENT, DELIVERY_SECONDS, FRAMES_SENT, REPLAY_READ_EVENTS, REPLAYED_EVENTS,
+    SLOW_CONSUMER_CLOSES, WsContext, frame,
 };
 use crate::domain::{Id, now_micros};
 use crate::events::hub::{Outbox, Queued};
@@ -81,6 +88,7 @@ pub(super) async fn run(ctx: Arc<WsContext>, ws: WebSocket<Io>, subscription: Su
         gate: Gate::default(),
         last_written: subscription.since.unwrap_or_else(|| ctx.store.latest_seq()),
         missed_pongs: missed_pongs.clone(),
+        replay: None,
     };
     if !ctx.config.echo {
         // The URL's subscription goes first; the reader cannot have sent anything yet.
@@ -214,10 +222,15 @@ impl Reading<'_> {
 
     fn on_op(&self, op: ClientOp) -> Result<Control, Bytes> {
         match op {
-            ClientOp::Subscribe { project_id, since } => Ok(Control::Subscribe(Subscription {
-                project: self.project(project_id.as_deref())?,
-                since,
-            })),
+            ClientOp::Subscribe { project_id, since } => {
+                let project = self.project(project_id.as_deref())?;
+                if let Some(since) = since {
+                    super::check_since(&self.ctx.store, since).map_err(|message| {
+                        error_frame(ErrorCode::InvalidField, &format!("since: {message}"))
+                    })?;
+                }
+                Ok(Control::Subscribe(Subscription { project, since }))
+            }
             ClientOp::Unsubscribe { project_id } => Ok(Control::Unsubscribe {
                 project: self.project(project_id.as_deref())?,
             }),
@@ -283,6 +296,15 @@ struct Writer {
     /// The seq of the last event frame written: what a client resumes from.
     last_written: u64,
     missed_pongs: Arc<AtomicU32>,
+    /// The replay under way, if any.
+    replay: Option<Replay>,
+}
+
+/// A subscription's replay from the log, one page per step of the writer's loop.
+struct Replay {
+    project: Option<Id>,
+    /// The seq of the last event read.
+    cursor: u64,
 }
 
 /// Why the writer stopped writing.
@@ -299,6 +321,7 @@ impl Writer {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let shutdown = self.ctx.shutdown.clone();
         let stop = loop {
+            let replaying = self.replay.is_some();
             let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -308,7 +331,9 @@ impl Writer {
                     Some(control) => self.on_control(control).await,
                     None => Err(Stop::Gone),
                 },
-                () = self.outbox.wait() => self.deliver_live().await,
+                // A replay goes before live frames (the gate needs it) and pings.
+                () = std::future::ready(()), if replaying => self.replay_step().await,
+                () = self.outbox.wait(), if !replaying => self.deliver_live().await,
                 _ = ping.tick() => self.heartbeat().await,
             };
             if let Err(stop) = step {
@@ -336,6 +361,9 @@ impl Writer {
             Control::Send(bytes) => self.write(vec![bytes]).await,
             Control::Subscribe(subscription) => self.subscribe(subscription).await,
             Control::Unsubscribe { project } => {
+                if self.replay.as_ref().is_some_and(|r| r.project == project) {
+                    self.replay = None;
+                }
                 self.ctx.hub.unsubscribe(self.member, project);
                 self.gate.unsubscribe(project);
                 let ack = object(|o| {
@@ -352,33 +380,39 @@ impl Writer {
     }
 
     /// Registers with the hub first, then replays from the log: no gap, and the gate drops the
-    /// frames that arrive both ways.
+    /// frames that arrive both ways. A replay under way is cancelled: for the same subscription
+    /// the new one takes over; another subscription's is ended (unsubscribed, with where to
+    /// resume), so that it never misses events silently.
     async fn subscribe(&mut self, subscription: Subscription) -> Result<(), Stop> {
         let Subscription { project, since } = subscription;
+        if let Some(cancelled) = self.replay.take()
+            && cancelled.project != project
+        {
+            let resume = self.gate.written(cancelled.project);
+            self.ctx.hub.unsubscribe(self.member, cancelled.project);
+            self.gate.unsubscribe(cancelled.project);
+            let notice = object(|o| {
+                o.str("op", "unsubscribed")
+                    .opt_id("project_id", cancelled.project)
+                    .str("reason", "replay cancelled by a later subscribe")
+                    .u64("resume_since", resume);
+            });
+            self.write(vec![frame::text(&notice)]).await?;
+        }
         self.ctx.hub.subscribe(self.member, project);
         self.gate.subscribe(project);
-        if let Some(since) = since {
-            self.gate.resume_after(project, since);
-            self.replay(project, since).await?;
-        }
-        // `latest_seq`: every event after it reaches this subscription (a client that starts
-        // live resumes from here after a disconnect).
-        let latest = self.ctx.store.latest_seq();
-        let ack = object(|o| {
-            o.str("op", "subscribed")
-                .opt_id("project_id", project)
-                .u64("latest_seq", latest);
-        });
-        self.write(vec![frame::text(&ack)]).await
-    }
-
-    async fn replay(&mut self, project: Option<Id>, since: u64) -> Result<(), Stop> {
-        let store = self.ctx.store.clone();
-        let oldest = store
+        let Some(since) = since else {
+            return self.subscribed(project).await;
+        };
+        self.gate.resume_after(project, since);
+        let oldest = self
+            .ctx
+            .store
             .oldest_seq()
             .map_err(|_| Stop::Close(CloseCode::INTERNAL_ERROR, "store unavailable".into()))?;
-        let mut cursor = since;
-        if oldest > 0 && since.saturating_add(1) < oldest {
+        // What the gate would drop is not read again.
+        let mut cursor = self.gate.written(project).max(since);
+        if oldest > 0 && cursor.saturating_add(1) < oldest {
             let notice = object(|o| {
                 o.str("event_type", "resync_required")
                     .opt_id("project_id", project)
@@ -389,30 +423,61 @@ impl Writer {
             self.write(vec![frame::text(&notice)]).await?;
             cursor = oldest - 1;
         }
-        loop {
-            let (events, more) = store
-                .replay(project.as_ref(), cursor, REPLAY_PAGE)
-                .map_err(|_| Stop::Close(CloseCode::INTERNAL_ERROR, "store unavailable".into()))?;
-            let mut frames = Vec::with_capacity(events.len());
-            let mut last = None;
-            for event in &events {
-                cursor = event.seq;
-                if self.pass(event.seq, event.project_id) {
-                    frames.push(frame::text(event.json.as_bytes()));
-                    last = Some(event.seq);
-                }
-            }
-            metrics::counter!(REPLAYED_EVENTS).increment(frames.len() as u64);
-            if !frames.is_empty() {
-                self.write(frames).await?;
-            }
-            if let Some(seq) = last {
-                self.last_written = seq;
-            }
-            if !more {
-                return Ok(());
+        self.replay = Some(Replay { project, cursor });
+        Ok(())
+    }
+
+    /// `{"op":"subscribed", project_id, latest_seq}`: every event after `latest_seq` reaches the
+    /// subscription (a client that starts live resumes from there after a disconnect).
+    async fn subscribed(&mut self, project: Option<Id>) -> Result<(), Stop> {
+        let latest = self.ctx.store.latest_seq();
+        let ack = object(|o| {
+            o.str("op", "subscribed")
+                .opt_id("project_id", project)
+                .u64("latest_seq", latest);
+        });
+        self.write(vec![frame::text(&ack)]).await
+    }
+
+    /// One page of the replay under way: read on the blocking pool, then written.
+    async fn replay_step(&mut self) -> Result<(), Stop> {
+        let Some((project, cursor)) = self.replay.as_ref().map(|r| (r.project, r.cursor)) else {
+            return Ok(());
+        };
+        let store = self.ctx.store.clone();
+        let unavailable = || Stop::Close(CloseCode::INTERNAL_ERROR, "store unavailable".into());
+        let (events, more) = tokio::task::spawn_blocking(move || {
+            store.replay(project.as_ref(), cursor, REPLAY_PAGE)
+        })
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|_| unavailable())?;
+        let mut frames = Vec::with_capacity(events.len());
+        let mut last = None;
+        let mut read = cursor;
+        for event in &events {
+            read = event.seq;
+            if self.pass(event.seq, event.project_id) {
+                frames.push(frame::text(event.json.as_bytes()));
+                last = Some(event.seq);
             }
         }
+        if let Some(replay) = self.replay.as_mut() {
+            replay.cursor = read;
+        }
+        metrics::counter!(REPLAY_READ_EVENTS).increment(events.len() as u64);
+        metrics::counter!(REPLAYED_EVENTS).increment(frames.len() as u64);
+        if !frames.is_empty() {
+            self.write(frames).await?;
+        }
+        if let Some(seq) = last {
+            self.last_written = seq;
+        }
+        if !more {
+            self.replay = None;
+            return self.subscribed(project).await;
+        }
+        Ok(())
     }
 
     async fn deliver_live(&mut self) -> Result<(), Stop> {

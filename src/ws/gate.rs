@@ -20,7 +20,7 @@ enum Stream {
     Project(Id),
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Gate {
     /// Subscribed to every event.
     all: bool,
@@ -51,6 +51,20 @@ impl Gate {
             let delivered = self.delivered.entry(stream).or_insert(0);
             *delivered = (*delivered).max(since);
         }
+    }
+
+    /// The highest seq below which every event a subscription to `project` wants has been
+    /// written (or was declared had by `resume_after`): a replay for it can start there.
+    pub fn written(&self, project: Option<Id>) -> u64 {
+        let streams = match (self.all, project) {
+            (true, _) | (false, None) => vec![self.stream_of(project)],
+            (false, Some(p)) => vec![Stream::Project(p), Stream::Global],
+        };
+        streams
+            .iter()
+            .map(|s| self.delivered.get(s).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
     }
 
     pub fn unsubscribe(&mut self, project: Option<Id>) {
@@ -174,6 +188,34 @@ mod tests {
             }
             got.sort_unstable();
             prop_assert_eq!(got, want);
+        }
+
+        /// What a replay skips, starting at `written`, is exactly what the gate would drop: no
+        /// wanted event at or below it passes, whatever subscriptions and passes came before.
+        #[test]
+        fn a_replay_may_start_where_the_gate_has_written(
+            subscriptions in prop::collection::vec(0u8..4, 1..4),
+            passed in prop::collection::vec((1u64..80, 0u8..4), 0..80),
+            since in 0u64..80,
+            replay_for in 0u8..4,
+        ) {
+            let mut gate = Gate::default();
+            for p in &subscriptions {
+                gate.subscribe(project(*p));
+            }
+            for (seq, p) in &passed {
+                gate.pass(*seq, project(*p));
+            }
+            let mine = project(replay_for);
+            gate.subscribe(mine);
+            gate.resume_after(mine, since);
+            let start = gate.written(mine);
+            prop_assert!(start >= since);
+            for seq in 1..=start {
+                for p in [None, mine] {
+                    prop_assert!(!gate.clone().pass(seq, p), "{seq} {p:?} would pass below {start}");
+                }
+            }
         }
     }
 

@@ -33,6 +33,7 @@ pub const FRAMES_SENT: &str = "flightdeck_ws_frames_sent_total";
 pub const BYTES_SENT: &str = "flightdeck_ws_bytes_sent_total";
 pub const SLOW_CONSUMER_CLOSES: &str = "flightdeck_ws_slow_consumer_closes_total";
 pub const REPLAYED_EVENTS: &str = "flightdeck_ws_replayed_events_total";
+pub const REPLAY_READ_EVENTS: &str = "flightdeck_ws_replay_read_events_total";
 pub const DELIVERY_SECONDS: &str = "flightdeck_ws_delivery_seconds";
 pub const QUEUED_BYTES: &str = "flightdeck_ws_queued_bytes";
 
@@ -101,6 +102,10 @@ pub fn describe_metrics() {
         REPLAYED_EVENTS,
         "Events replayed from the log to resuming WebSocket clients."
     );
+    describe_counter!(
+        REPLAY_READ_EVENTS,
+        "Events read from the log by WebSocket replays (written or, already sent, dropped)."
+    );
     describe_histogram!(
         DELIVERY_SECONDS,
         Unit::Seconds,
@@ -110,6 +115,7 @@ pub fn describe_metrics() {
     metrics::counter!(BYTES_SENT).increment(0);
     metrics::counter!(SLOW_CONSUMER_CLOSES).increment(0);
     metrics::counter!(REPLAYED_EVENTS).increment(0);
+    metrics::counter!(REPLAY_READ_EVENTS).increment(0);
     let _ = metrics::histogram!(DELIVERY_SECONDS);
 }
 
@@ -167,6 +173,18 @@ impl Drop for OpenGuard {
 pub struct Subscription {
     pub project: Option<Id>,
     pub since: Option<u64>,
+}
+
+/// A subscription's `since` must not be beyond the latest seq: the client cannot have seen events
+/// that were never written (and would otherwise be sent none of the next ones).
+pub fn check_since(store: &Store, since: u64) -> Result<(), String> {
+    let latest = store.latest_seq();
+    if since > latest {
+        return Err(format!(
+            "{since} is beyond the latest seq {latest}: resume from a seq this server sent"
+        ));
+    }
+    Ok(())
 }
 
 /// Upgrades a request whose subscription the API layer has validated.

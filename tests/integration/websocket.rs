@@ -402,6 +402,8 @@ fn refusals_before_the_upgrade() {
     s.get("/ws?project_id=not-a-uuid")
         .expect_error(400, "invalid_id");
     s.get("/ws?since=minus").expect_error(422, "invalid_field");
+    // A since beyond the latest seq: the client cannot have seen it.
+    s.get("/ws?since=999999").expect_error(422, "invalid_field");
     s.get("/ws").expect_error(426, "upgrade_required");
     let rt = runtime();
     rt.block_on(async {
@@ -1038,6 +1040,166 @@ fn close_frames_are_echoed_or_answered_with_1002_and_1007() {
                 }
             };
             assert_eq!(answer, expected, "the close payload {payload:?}");
+        }
+    });
+}
+
+/// A counter's value in `/metrics`.
+fn counter(s: &Server, name: &str) -> f64 {
+    let text = s.get("/metrics").body;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn repeated_replays_read_nothing_twice_a_later_subscribe_cancels_one_and_a_future_since_is_refused()
+{
+    let s = Arc::new(Server::start());
+    let p = s.project("p");
+    let q = s.project("q");
+    for _ in 0..1500 {
+        s.task(&p, "coder");
+    }
+    let latest = latest_seq(&s);
+    const READ: &str = "flightdeck_ws_replay_read_events_total";
+    let rt = runtime();
+    rt.block_on(async {
+        // One full replay: every event once, then the ack.
+        let mut socket = connect(&s, "/ws").await;
+        subscribed(&mut socket).await;
+        let before = counter(&s, READ);
+        socket
+            .send(Message::text(r#"{"op":"subscribe","since":0}"#))
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        loop {
+            match recv(&mut socket).await {
+                Incoming::Json(v) if v["op"] == "subscribed" => break,
+                Incoming::Json(v) => seqs.push(v["seq"].as_u64().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seqs, (1..=latest).collect::<Vec<_>>());
+        let once = counter(&s, READ) - before;
+        assert!(once >= latest as f64, "read {once} for {latest} events");
+        // The attack: 200 more `since: 0` subscribes (about 6 KB of messages). Each used to
+        // read the whole log again; now each starts after what was already sent, and each cancels
+        // the one before it if that is still under way. A ping after them, and another after its
+        // pong: the second pong comes after every answer to the subscribes.
+        for _ in 0..200 {
+            socket
+                .feed(Message::text(r#"{"op":"subscribe","since":0}"#))
+                .await
+                .unwrap();
+        }
+        let mut acks = 0;
+        for _ in 0..2 {
+            socket
+                .send(Message::text(r#"{"op":"ping"}"#))
+                .await
+                .unwrap();
+            loop {
+                match recv(&mut socket).await {
+                    Incoming::Json(v) if v["op"] == "subscribed" => {
+                        assert_eq!(v["latest_seq"], latest);
+                        acks += 1;
+                    }
+                    Incoming::Json(v) if v["op"] == "pong" => break,
+                    other => panic!("expected only acks and pongs, got {other:?}"),
+                }
+            }
+        }
+        assert!((1..=200).contains(&acks), "{acks} acks");
+        let again = counter(&s, READ) - before - once;
+        assert!(
+            again < 256.0,
+            "200 repeated replays read {again} events (a full replay reads {once})"
+        );
+        // A since beyond the latest seq is refused, not scanned (and not left to swallow every
+        // event to come).
+        socket
+            .send(Message::text(
+                json!({"op": "subscribe", "since": latest + 1000}).to_string(),
+            ))
+            .await
+            .unwrap();
+        let Incoming::Json(e) = recv(&mut socket).await else {
+            panic!()
+        };
+        assert_eq!(e["event_type"], "error");
+        assert_eq!(e["data"]["code"], "invalid_field");
+        assert!(
+            e["data"]["message"].as_str().unwrap().contains("beyond"),
+            "{e}"
+        );
+
+        // A later subscribe cancels a replay under way: subscribe to everything from 0, then at
+        // once to p from 0, before reading anything (the replay waits on the unread socket).
+        let mut socket = connect(&s, &format!("/ws/{q}")).await;
+        subscribed(&mut socket).await;
+        socket
+            .feed(Message::text(r#"{"op":"subscribe","since":0}"#))
+            .await
+            .unwrap();
+        socket
+            .feed(Message::text(
+                json!({"op": "subscribe", "project_id": p, "since": 0}).to_string(),
+            ))
+            .await
+            .unwrap();
+        socket.flush().await.unwrap();
+        let mut cancelled = None;
+        let mut after_cancel = Vec::new();
+        loop {
+            match recv(&mut socket).await {
+                Incoming::Json(v) if v["op"] == "unsubscribed" => {
+                    assert!(cancelled.is_none(), "{v}");
+                    assert_eq!(v["project_id"], Value::Null, "{v}");
+                    assert!(v["reason"].as_str().unwrap().contains("cancelled"), "{v}");
+                    cancelled = Some(v["resume_since"].as_u64().unwrap());
+                }
+                Incoming::Json(v) if v["op"] == "subscribed" => {
+                    assert_eq!(v["project_id"], p.as_str(), "only p's replay completes");
+                    break;
+                }
+                Incoming::Json(v) if cancelled.is_some() => {
+                    after_cancel.push(v["seq"].as_u64().unwrap());
+                }
+                Incoming::Json(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let resume = cancelled.expect("the replay of everything was cancelled");
+        assert!(resume < latest, "cancelled at {resume} of {latest}");
+        // p's replay: its events and those of no project, once each (q's stream was subscribed
+        // from the URL, so its own project_created is not among them).
+        assert_eq!(after_cancel, log_for(&s, &p, 0));
+        // Everything is unsubscribed but q (from the URL) and p: an event of a third project
+        // does not arrive, the next of p does, once.
+        let (s2, p2) = (s.clone(), p.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let r = s2.project("r");
+            s2.task(&r, "coder");
+            s2.task(&p2, "tester");
+            r
+        })
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let e = next_event(&mut socket).await;
+            assert_ne!(e["project_id"], r.as_str(), "{e}");
+            assert!(!seen.contains(&e["seq"]), "{e} twice");
+            seen.push(e["seq"].clone());
+            if e["project_id"] == p.as_str() && e["event_type"] == "task_created" {
+                break;
+            }
         }
     });
 }
