@@ -253,11 +253,14 @@ def main():
 
 
 def signed_in(binary, keep):
-    """With keys: the page asks for one; a read-only key sees no action buttons."""
+    """With keys: the page asks for one; a key without the reviewer role (read-only, or a
+    worker's) sees no action buttons."""
     work = tempfile.mkdtemp()
     writer, reader = "alice-secret-0123456789", "bots-secret-0123456789"
+    worker = "crew-secret-0123456789"
     server, addr = start_flightdeck(binary, work, "--api-key", f"alice:rw:{writer}",
-                                    "--api-key", f"bots:ro:{reader}")
+                                    "--api-key", f"bots:ro:{reader}",
+                                    "--api-key", f"crew:worker:{worker}")
     base = f"http://{addr}"
     driver = browser()
     try:
@@ -289,9 +292,19 @@ def signed_in(binary, keep):
         assert "read-only" in driver.find_element(By.ID, "who").text
         assert not driver.find_elements(By.CSS_SELECTOR, "[data-action]"), "a read-only key sees action buttons"
         find(driver, "#live[data-state='live']", "the read-only key's stream")
+        # A worker's key may write, but not answer approvals: no buttons either.
+        driver.find_element(By.CSS_SELECTOR, "#who button").click()
+        key = find(driver, "#signin input[type='password']", "the sign-in form again")
+        key.send_keys(worker)
+        driver.find_element(By.CSS_SELECTOR, "#signin button[type='submit']").click()
+        card = find(driver, f"[data-request='{r}']", "the inbox for the worker's key")
+        assert driver.find_element(By.CSS_SELECTOR, "#who .key-name").text == "crew"
+        assert "worker" in driver.find_element(By.ID, "who").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-action]"), "a worker's key sees action buttons"
         # The only errors: the refused key's 401s.
         assert not errors(driver, allowed=("401",)), errors(driver, allowed=("401",))
-        print("console: asks for a key, names it, and shows a read-only key no action button")
+        print("console: asks for a key, names it, and shows no action button to a read-only key or a "
+              "worker's key (no reviewer role)")
     finally:
         driver.quit()
         stop([server])

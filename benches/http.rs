@@ -136,8 +136,9 @@ fn main() {
             allowed_hosts: Default::default(),
             auth_failures: Default::default(),
             backup_keep: 7,
+            allow_self_approval: false,
             stopping: stop.clone(),
-            progress: flightdeck::api::progress_coalescer(),
+            progress: flightdeck::api::progress_coalescer(65536),
             webhooks: flightdeck::webhooks::Webhooks::new(Vec::new(), 20),
         });
         let plain_state = state.clone();

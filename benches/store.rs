@@ -122,6 +122,7 @@ fn main() {
         let filter = ArtifactFilter {
             artifact_type: Some(ArtifactType::ALL[i % 11]),
             source_agent: None,
+            summaries: false,
         };
         let page = store
             .project_artifacts(&projects[i % PROJECTS], filter, None, 100)

@@ -112,8 +112,9 @@ pub async fn run(
         allowed_hosts: config.allowed_hosts.clone(),
         auth_failures: Default::default(),
         backup_keep: config.backup_keep,
+        allow_self_approval: config.allow_self_approval,
         stopping: stopping.clone(),
-        progress: crate::api::progress_coalescer(),
+        progress: crate::api::progress_coalescer(config.max_progress_bytes),
         webhooks: webhooks.clone(),
     });
     crate::webhooks::start(
@@ -541,13 +542,15 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
     }
 }
 
-/// Forgets the idempotency keys older than their lifetime, in bounded steps.
+/// Forgets the idempotency keys older than their lifetime, and the oldest beyond
+/// `--idempotency-max-keys`, in bounded steps.
 async fn forget_idempotency_keys(store: &Store) {
     loop {
         let before = crate::domain::now_micros().saturating_sub(store.idempotency_ttl());
         match store
             .write(command::TrimIdempotency {
                 before,
+                keep: store.idempotency_keep(),
                 max: TRIM_BATCH,
             })
             .await

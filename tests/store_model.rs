@@ -277,7 +277,7 @@ impl Model {
                 if !claims_now {
                     let worker = format!("waiter-{}", self.waiters_seen);
                     self.waiters_seen += 1;
-                    let ticket = store.wait_for_task(agent_type, worker.clone(), 60_000_000);
+                    let ticket = store.wait_for_task(agent_type, worker.clone(), 60_000_000, None);
                     waiters.push((agent_type, worker, ticket));
                 }
             }
@@ -390,6 +390,7 @@ impl Model {
                     agent_type: agent,
                     worker_id: "w".into(),
                     lease: 60_000_000,
+                    claimer: None,
                 });
                 let next = self.next_claim(agent);
                 if let Some((_, project)) = next {
@@ -683,10 +684,12 @@ impl Model {
             filters.extend(ArtifactType::ALL.iter().map(|k| ArtifactFilter {
                 artifact_type: Some(*k),
                 source_agent: None,
+                summaries: false,
             }));
             filters.extend(AgentType::ALL.iter().map(|a| ArtifactFilter {
                 artifact_type: None,
                 source_agent: Some(*a),
+                summaries: true,
             }));
             for filter in filters {
                 let want: Vec<Id> = artifacts

@@ -394,6 +394,7 @@ impl Model {
                         agent_type: agent,
                         worker_id: worker(w),
                         lease: lease_ms * 1000,
+                        claimer: None,
                     })
                     .unwrap();
                 let (paused, limit) = self.queues.get(&agent).copied().unwrap_or((false, None));

@@ -18,8 +18,13 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
     let (keep, floor) = (state.backup_keep, state.health.min_free_bytes());
     let target = path.clone();
     let written = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
-        let failed =
-            |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::BackupFailed, e.to_string());
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "the backup failed");
+            ApiError::new(
+                ErrorCode::BackupFailed,
+                crate::http::error::without_paths(&e.to_string()),
+            )
+        };
         crate::store::private_dir(&dir).map_err(|e| failed(&e))?;
         // A backup is written fresh, so it is at most the database's size: refused when that
         // would leave less free than the floor the server keeps (`--min-free-disk-mb`).
@@ -84,19 +89,29 @@ fn prune(dir: &std::path::Path, keep: usize) {
     }
 }
 
-/// `{keys_required, name, access}`: whether the server asks for keys, the presented key's name
-/// (null without keys) and what it may do (`read_write` or `read_only`). Without a valid key when
-/// keys are set, the request was already answered 401.
+/// `{keys_required, name, access, roles}`: whether the server asks for keys, the presented key's
+/// name (null without keys), what it may do (`read_only` for a key without roles, else
+/// `read_write`) and its roles (every role without keys). Without a valid key when keys are set,
+/// the request was already answered 401.
 pub fn whoami(state: &AppState, principal: Option<&crate::http::auth::Principal>) -> Response {
-    use crate::http::auth::Access;
-    let access = match principal.map(|p| p.access) {
-        Some(Access::ReadOnly) => "read_only",
-        _ => "read_write",
+    use crate::http::auth::Roles;
+    use crate::http::router::Role;
+    let roles = match principal {
+        Some(p) => p.roles,
+        None if state.keys.enabled() => Roles::default(),
+        None => Role::ALL.into_iter().fold(Roles::default(), Roles::with),
+    };
+    let names: Vec<String> = roles.names().into_iter().map(String::from).collect();
+    let access = if names.is_empty() {
+        "read_only"
+    } else {
+        "read_write"
     };
     let body = object(|o| {
         o.bool("keys_required", state.keys.enabled())
             .opt_str("name", principal.map(|p| p.name.as_str()))
-            .str("access", access);
+            .str("access", access)
+            .strs("roles", &names);
     });
     json(StatusCode::OK, body)
 }

@@ -96,10 +96,6 @@ pub async fn delete(state: &AppState, id: &str) -> Result<Response, ApiError> {
 /// BotArmy: the project's artifacts as a bare array of summaries (`?include=content` adds content).
 pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, ApiError> {
     let project_id = require(state, project)?;
-    let filter = ArtifactFilter {
-        artifact_type: query.vocab("artifact_type")?,
-        source_agent: query.vocab("source_agent")?,
-    };
     let with_content = match query.get("include") {
         None => false,
         Some("content") => true,
@@ -109,6 +105,11 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
                 format!("unknown value `{other}`; allowed: content"),
             ));
         }
+    };
+    let filter = ArtifactFilter {
+        artifact_type: query.vocab("artifact_type")?,
+        source_agent: query.vocab("source_agent")?,
+        summaries: !with_content,
     };
     let page =
         state
@@ -125,7 +126,8 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
             }
         })
         .collect();
-    Ok(bare_list(&items, page.next_cursor.as_deref()))
+    let (items, next) = super::fit(state, items, &page, |a| a.id);
+    Ok(bare_list(&items, next.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -143,16 +145,32 @@ pub async fn batch(state: &AppState, req: Request) -> Result<Response, ApiError>
         ));
     }
     let ids = parse_ids("context_ids", &body.context_ids)?;
-    let found = state.store.artifacts_by_ids(&ids)?;
-    let missing: Vec<_> = ids
+    let (found, mut not_fetched) = state.store.artifacts_by_ids(&ids)?;
+    let looked_at = &ids[..ids.len() - not_fetched.len()];
+    let missing: Vec<_> = looked_at
         .iter()
         .filter(|id| !found.iter().any(|a| a.id == **id))
         .copied()
         .collect();
-    let items: Vec<Vec<u8>> = found.iter().map(encode).collect();
+    // The answer stops at --max-page-bytes (the first artifact whatever its size): the ids it
+    // left out are `not_fetched`, to ask for again.
+    let budget = state.store.page_bytes();
+    let mut items: Vec<Vec<u8>> = Vec::with_capacity(found.len());
+    let mut held = 0usize;
+    for (i, a) in found.iter().enumerate() {
+        let item = encode(a);
+        if !items.is_empty() && held.saturating_add(item.len() + 1) > budget {
+            let left: Vec<crate::domain::Id> = found[i..].iter().map(|a| a.id).collect();
+            not_fetched.splice(0..0, left);
+            break;
+        }
+        held = held.saturating_add(item.len() + 1);
+        items.push(item);
+    }
     let body = object(|o| {
         o.raw_array("artifacts", items.iter().map(Vec::as_slice))
-            .ids("missing", &missing);
+            .ids("missing", &missing)
+            .ids("not_fetched", &not_fetched);
     });
     Ok(json(StatusCode::OK, body))
 }

@@ -108,6 +108,9 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     let hitl_id = parse_id("request_id", id)?;
     let body: Respond = req.json(state.max_body_bytes).await?;
+    if let Some(refusal) = self_approval(state, &hitl_id, by.as_deref())? {
+        return Err(ApiError::new(ErrorCode::SelfApproval, refusal));
+    }
     let action: HitlAction = parse_vocab("action", &body.action)?;
     if let Some(c) = &body.comment {
         check_len("comment", c, Limits::COMMENT, false)?;
@@ -163,7 +166,8 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
         query.limit()?,
     )?;
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
-    Ok(bare_list(&items, page.next_cursor.as_deref()))
+    let (items, next) = super::fit(state, items, &page, |h| h.id);
+    Ok(bare_list(&items, next.as_deref()))
 }
 
 /// BotArmy: the pending requests that have not expired, newest first, as a bare array; of one
@@ -186,7 +190,8 @@ pub fn pending(state: &AppState, query: &Query) -> Result<Response, ApiError> {
             .hitl_by_status(HitlStatus::Pending, query.cursor(), query.limit()?)?,
     };
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
-    Ok(bare_list(&items, page.next_cursor.as_deref()))
+    let (items, next) = super::fit(state, items, &page, |h| h.id);
+    Ok(bare_list(&items, next.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -198,6 +203,30 @@ struct BulkApprove {
 
 /// BotArmy: approves every listed pending request in one transaction; reports the others. `by` is
 /// the approving API key's name.
+/// Why the key `by` may not answer the request: it claimed the request's task itself (`None`
+/// when it may, when keys are off, or with `--allow-self-approval`).
+fn self_approval(
+    state: &AppState,
+    id: &crate::domain::Id,
+    by: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(by) = by else {
+        return Ok(None);
+    };
+    if state.allow_self_approval {
+        return Ok(None);
+    }
+    let Some(task) = state.store.get_hitl(id)?.and_then(|h| h.task_id) else {
+        return Ok(None);
+    };
+    if state.store.task_claimer(&task)?.as_deref() == Some(by) {
+        return Ok(Some(format!(
+            "self_approval: API key {by:?} claimed task {task}, which request {id} is about; another key must answer it"
+        )));
+    }
+    Ok(None)
+}
+
 pub async fn bulk_approve(
     state: &AppState,
     req: Request,
@@ -213,13 +242,26 @@ pub async fn bulk_approve(
     if let Some(c) = &body.comment {
         check_len("comment", c, Limits::COMMENT, false)?;
     }
-    let hitl_ids = parse_ids("request_ids", &body.request_ids)?;
+    let asked = parse_ids("request_ids", &body.request_ids)?;
+    // A request about a task this key claimed is skipped, the others approved.
+    let mut hitl_ids = Vec::with_capacity(asked.len());
+    let mut refused = Vec::new();
+    for id in asked {
+        match self_approval(state, &id, by.as_deref())? {
+            Some(reason) => refused.push((id, reason)),
+            None => hitl_ids.push(id),
+        }
+    }
     let command = command::BulkApproveHitl {
         hitl_ids,
         comment: body.comment,
         by,
     };
-    let BulkApproved { approved, skipped } = state.store.write(command).await?;
+    let BulkApproved {
+        approved,
+        mut skipped,
+    } = state.store.write(command).await?;
+    skipped.extend(refused);
     let approved_ids: Vec<_> = approved.iter().map(|h| h.id).collect();
     let errors: Vec<String> = skipped
         .iter()

@@ -52,6 +52,8 @@ pub struct AppState {
     pub auth_failures: crate::http::auth::Failures,
     /// Online backups kept in `DATA_DIR/backups` (the oldest beyond go).
     pub backup_keep: usize,
+    /// A key may answer an approval about a task it claimed itself.
+    pub allow_self_approval: bool,
     /// Cancelled when the server begins to shut down: waiting claims answer 204 at once.
     pub stopping: tokio_util::sync::CancellationToken,
     /// Task progress frames, at most 10 per second per task.
@@ -161,13 +163,16 @@ fn cross_site(state: &AppState, route: Route, req: &Request) -> Result<(), ApiEr
     }
     if keys_off {
         match route.access() {
-            Access::Read => site::check_host(&state.allowed_hosts, host)?,
-            Access::Write => {
+            Access::Open | Access::Scrape => {}
+            // A POST that reads (the artifact batch) is held to the rules of writes too.
+            Access::Read if req.method() != Method::POST => {
+                site::check_host(&state.allowed_hosts, host)?
+            }
+            _ => {
                 site::check_host(&state.allowed_hosts, host)?;
                 let post = req.method() == Method::POST;
                 site::check_write(&state.cors, post, origin, host, req.header("content-type"))?;
             }
-            Access::Open | Access::Scrape => {}
         }
     }
     Ok(())
@@ -436,8 +441,8 @@ where
 }
 
 /// A fresh progress coalescer for `AppState::progress`.
-pub fn progress_coalescer() -> std::sync::Arc<progress::Coalescer> {
-    progress::Coalescer::new()
+pub fn progress_coalescer(max_report_bytes: usize) -> std::sync::Arc<progress::Coalescer> {
+    progress::Coalescer::new(max_report_bytes)
 }
 
 /// Describes the API's own metrics (the worker protocol's).
@@ -531,6 +536,33 @@ impl Query {
             })
             .transpose()
     }
+}
+
+/// A page's encoded items cut to `--max-page-bytes` (the first is kept whatever its size), and
+/// its next cursor: after the last item kept when the cut dropped any. The store stopped reading
+/// near the bound already (it counts stored bytes); this makes the answer's bound exact.
+pub(crate) fn fit<T>(
+    state: &AppState,
+    mut items: Vec<Vec<u8>>,
+    page: &crate::store::Page<T>,
+    id: impl Fn(&T) -> Id,
+) -> (Vec<Vec<u8>>, Option<String>) {
+    let budget = state.store.page_bytes();
+    // Each item and its comma; the envelope's few bytes are not counted.
+    let mut held = 0usize;
+    let keep = items
+        .iter()
+        .position(|item| {
+            held = held.saturating_add(item.len() + 1);
+            held > budget
+        })
+        .map_or(items.len(), |first_over| first_over.max(1));
+    if keep == items.len() {
+        return (items, page.next_cursor.clone());
+    }
+    items.truncate(keep);
+    let cursor = crate::store::encode_cursor(&id(&page.items[keep - 1]));
+    (items, Some(cursor))
 }
 
 /// A list in flightdeck's own envelope: `{"items":[…],"next_cursor":…}`.

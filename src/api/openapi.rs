@@ -135,6 +135,14 @@ pub fn document() -> Value {
             "parameters": parameters,
             "responses": responses,
         });
+        // Which key may call it: `read` (any key), or the role a write needs (`http::auth`).
+        match (op.access, op.access.role()) {
+            (_, Some(role)) => operation["x-flightdeck-role"] = json!(role.as_str()),
+            (crate::http::router::Access::Read, None) => {
+                operation["x-flightdeck-role"] = json!("read")
+            }
+            _ => {}
+        }
         if let Some(schema) = op.body {
             operation["requestBody"] = json!({"required": true, "content": {"application/json": {
                 "schema": {"$ref": format!("#/components/schemas/{schema}")}}}});

@@ -84,6 +84,8 @@ struct ProgressBody {
 #[derive(Default)]
 pub struct Coalescer {
     tasks: Mutex<HashMap<Id, Slot>>,
+    /// Largest report accepted (`--max-progress-bytes`), encoded.
+    max_report_bytes: usize,
 }
 
 struct Slot {
@@ -92,8 +94,11 @@ struct Slot {
 }
 
 impl Coalescer {
-    pub fn new() -> Arc<Coalescer> {
-        Arc::new(Coalescer::default())
+    pub fn new(max_report_bytes: usize) -> Arc<Coalescer> {
+        Arc::new(Coalescer {
+            tasks: Mutex::default(),
+            max_report_bytes,
+        })
     }
 }
 
@@ -144,7 +149,19 @@ pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Re
     report.validate()?;
     let at = now_micros();
     let encoded = report.encode(at);
-    state.store.set_progress(task.id, encoded.clone());
+    let max = state.progress.max_report_bytes;
+    if encoded.len() > max {
+        return Err(ApiError::new(
+            crate::http::ErrorCode::PayloadTooLarge,
+            format!(
+                "the progress report is {} bytes encoded; at most {max} (--max-progress-bytes): send less data, or an artifact",
+                encoded.len()
+            ),
+        ));
+    }
+    // Not kept (the board is at its bound): sent now if it is the task's turn, else dropped,
+    // never held for later.
+    let kept = state.store.set_progress(task.id, encoded.clone());
     let frame = object(|o| {
         o.str("event_type", "task_progress")
             .id("project_id", task.project_id)
@@ -160,6 +177,7 @@ pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Re
             tasks.retain(|_, s| s.waiting.is_some() || now.duration_since(s.sent) < EVERY);
         }
         match tasks.get_mut(&task.id) {
+            Some(_) if !kept => None,
             Some(slot) if now.duration_since(slot.sent) < EVERY => {
                 // Not its turn: the latest waits; one timer per task sends it.
                 let armed = slot.waiting.is_some();

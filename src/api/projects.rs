@@ -43,7 +43,8 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
         .iter()
         .map(|p| encode(p, state.store.summary(&p.id).as_ref()))
         .collect();
-    Ok(envelope(&items, page.next_cursor.as_deref()))
+    let (items, next) = super::fit(state, items, &page, |p| p.id);
+    Ok(envelope(&items, next.as_deref()))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {

@@ -93,7 +93,8 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
         }
     }
     let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
-    Ok(envelope(&items, page.next_cursor.as_deref()))
+    let (items, next) = super::fit(state, items, &page, |t| t.id);
+    Ok(envelope(&items, next.as_deref()))
 }
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
@@ -210,6 +211,7 @@ fn lease(state: &AppState, seconds: Option<f64>) -> Result<crate::domain::Micros
 /// whose client goes away is dropped with its connection and claims nothing.
 pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let key = super::idempotency_key(&req);
+    let claimer = req.caller().map(str::to_owned);
     let (body, bytes): (ClaimBody, _) = req.json_and_bytes(state.max_body_bytes).await?;
     let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
@@ -228,6 +230,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
             agent_type,
             worker_id: body.worker_id.clone(),
             lease,
+            claimer: claimer.clone(),
         };
         let route = crate::http::Route::TaskClaim;
         // Nothing of the type pending: the writer would find nothing either, and a claim that
@@ -250,7 +253,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         let mut ticket = key.is_none().then(|| {
             state
                 .store
-                .wait_for_task(agent_type, body.worker_id.clone(), lease)
+                .wait_for_task(agent_type, body.worker_id.clone(), lease, claimer.clone())
         });
         let handed = async {
             match ticket.as_mut() {

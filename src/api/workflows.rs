@@ -57,6 +57,7 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
         let filter = ArtifactFilter {
             artifact_type: None,
             source_agent: Some(phase.agent_type),
+            summaries: true,
         };
         let artifacts: Vec<Id> = if phase.task_id.is_some() {
             state

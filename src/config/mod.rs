@@ -158,6 +158,10 @@ pub struct Config {
     pub backup_keep: usize,
     /// Failed posts of one event before a webhook gives up on it (`webhooks`).
     pub webhook_max_attempts: u32,
+    /// Largest task progress report, encoded (`api::progress`).
+    pub max_progress_bytes: usize,
+    /// A key may answer an approval about a task it claimed.
+    pub allow_self_approval: bool,
     /// Status changes kept per agent type.
     pub agent_history_retention: u64,
     pub limits: HttpLimits,
@@ -187,6 +191,8 @@ impl Config {
             allowed_hosts: crate::http::site::AllowedHosts::default(),
             backup_keep: 7,
             webhook_max_attempts: 20,
+            max_progress_bytes: 65536,
+            allow_self_approval: false,
             agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),

@@ -207,6 +207,18 @@ settings! {
     /// Largest request body, in bytes
     max_body_bytes: usize = "1048576", "FLIGHTDECK_MAX_BODY_BYTES", "BYTES"
         => |c, v| c.max_body_bytes = at_least_1("max_body_bytes", v)?;
+    /// Most bytes of one page of a list (tasks, artifacts, HITL requests, projects, events):
+    /// a page stops at `limit` items or here, whichever comes first, with `next_cursor`; a single
+    /// item larger than it is a page of its own
+    max_page_bytes: usize = "8388608", "FLIGHTDECK_MAX_PAGE_BYTES", "BYTES"
+        => |c, v| c.store.page_bytes = at_least_1("max_page_bytes", v)?;
+    /// Largest task progress report (message, percent and data, encoded); larger ones answer 413
+    max_progress_bytes: usize = "65536", "FLIGHTDECK_MAX_PROGRESS_BYTES", "BYTES"
+        => |c, v| c.max_progress_bytes = at_least_1("max_progress_bytes", v)?;
+    /// Progress reports held in memory, all working tasks together, in MiB; beyond it a report
+    /// still reaches WebSocket subscribers but is not kept with its task
+    progress_mib: usize = "64", "FLIGHTDECK_PROGRESS_MIB", "MIB"
+        => |c, v| c.store.progress_bytes = at_least_1("progress_mib", v)?.saturating_mul(MIB);
     /// Writes waiting for the writer; beyond it, 503
     writer_queue: usize = "16384", "FLIGHTDECK_WRITER_QUEUE", "N"
         => |c, v| c.store.writer_queue = at_least_1("writer_queue", v)?;
@@ -324,6 +336,10 @@ settings! {
     idempotency_ttl_hours: u64 = "24", "FLIGHTDECK_IDEMPOTENCY_TTL_HOURS", "HOURS"
         => |c, v| c.store.idempotency_ttl =
             (positive("idempotency_ttl_hours", v)? as i64).saturating_mul(3_600_000_000);
+    /// Most `Idempotency-Key`s remembered; beyond it the oldest are forgotten first (each is about
+    /// 100 bytes on disk: a digest, the request's digest and the record's id)
+    idempotency_max_keys: u64 = "1000000", "FLIGHTDECK_IDEMPOTENCY_MAX_KEYS", "N"
+        => |c, v| c.store.idempotency_keep = positive("idempotency_max_keys", v)?;
     /// The longest a claim may wait for work (its `wait_ms`), in ms
     max_claim_wait_ms: u64 = "30000", "FLIGHTDECK_MAX_CLAIM_WAIT_MS", "MS"
         => |c, v| c.store.tasks.max_claim_wait = micros("max_claim_wait_ms", v)?;
@@ -335,10 +351,12 @@ settings! {
     protect_metrics: bool = "false", "FLIGHTDECK_PROTECT_METRICS", "BOOL",
         #[arg(num_args = 0..=1, default_missing_value = "true")]
         => |c, v| c.api_keys.protect_metrics = v;
-    /// API keys, repeatable (comma-separated in the variable): `NAME:ro:SECRET` read-only,
-    /// `NAME:rw:SECRET` read-write (NAME: 1–64 of `A-Z a-z 0-9 . _ -`, each once); without a name
-    /// `ro:SECRET`, `rw:SECRET` or `SECRET`, named `key-` + 8 hex digits of the secret's SHA-256;
-    /// secrets at least 16 printable characters. Without any, the API is open
+    /// API keys, repeatable (comma-separated in the variable): `NAME:ROLES:SECRET`, ROLES being
+    /// `ro` (read only), `rw` (every role but admin) or a list of `worker`, `reviewer`,
+    /// `operator`, `admin` (`alice:worker,reviewer:SECRET`); NAME: 1–64 of `A-Z a-z 0-9 . _ -`,
+    /// each once; without a name `ROLES:SECRET` or `SECRET` (rw), named `key-` + 8 hex digits of
+    /// the secret's SHA-256; secrets at least 16 printable characters. Without any, the API is
+    /// open; see "Roles"
     api_keys: Vec<String> = none, "FLIGHTDECK_API_KEYS", "KEY",
         #[arg(long = "api-key", value_delimiter = ',', hide_env_values = true)],
         #[serde(deserialize_with = "lists::some_list_or_text")]
@@ -347,6 +365,11 @@ settings! {
                 v.unwrap_or_default().into_iter().filter(|k| !k.is_empty()).collect();
             c.api_keys = ApiKeys::parse(&keys, c.api_keys.protect_metrics)?;
         };
+    /// Let a key answer an approval about a task it claimed itself (refused by default, 403
+    /// `self_approval`)
+    allow_self_approval: bool = "false", "FLIGHTDECK_ALLOW_SELF_APPROVAL", "BOOL",
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        => |c, v| c.allow_self_approval = v;
     /// A client must send its request's headers within this, in ms (slowloris)
     header_read_timeout_ms: u64 = "30000", "FLIGHTDECK_HEADER_READ_TIMEOUT_MS", "MS"
         => |c, v| c.limits.header_read_timeout = millis("header_read_timeout_ms", v)?;

@@ -1,25 +1,63 @@
-//! Optional API keys, each read-only or read-write, sent as `Authorization: Bearer …` (and, for
-//! WebSocket upgrades, as `?token=`). Compared in constant time; never logged. Probes stay open,
-//! and `/metrics` too unless `protect_metrics` is set.
+//! Optional API keys, each with roles, sent as `Authorization: Bearer …` (and, for WebSocket
+//! upgrades, as `?token=`). Every key reads; a write needs the role its route names
+//! (`router::Access`): `worker`, `reviewer`, `operator` or `admin`. `ro` is no role, `rw` every
+//! role but `admin`. Compared in constant time; never logged. Probes stay open, and `/metrics` too
+//! unless `protect_metrics` is set.
 
 use crate::http::ErrorCode;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::router::{Access as RouteAccess, Route};
+use super::router::{Access as RouteAccess, Role, Route};
 
-/// What a key may do.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Access {
-    ReadOnly,
-    ReadWrite,
+/// The roles of a key, as bits (`Role::bit`); none: it only reads.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// `rw`: every role but `admin` (what a read-write key could do before roles).
+    pub const READ_WRITE: Roles = Roles(0b0111);
+
+    pub fn has(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    pub fn with(self, role: Role) -> Roles {
+        Roles(self.0 | role.bit())
+    }
+
+    /// The role names, in `Role::ALL` order.
+    pub fn names(self) -> Vec<&'static str> {
+        Role::ALL
+            .into_iter()
+            .filter(|r| self.has(*r))
+            .map(Role::as_str)
+            .collect()
+    }
+
+    /// `ro`, `rw`, `read` or a comma-separated list of roles (`worker,reviewer`).
+    fn parse(text: &str) -> Option<Roles> {
+        match text {
+            "ro" | "read" => return Some(Roles::default()),
+            "rw" => return Some(Roles::READ_WRITE),
+            _ => {}
+        }
+        let mut roles = Roles::default();
+        for part in text.split(',') {
+            roles = match part.trim() {
+                "read" => roles,
+                other => roles.with(Role::parse(other)?),
+            };
+        }
+        Some(roles)
+    }
 }
 
 /// One configured key: its secret, what it may do and the name its answers are recorded under.
 #[derive(Clone)]
 struct Key {
     secret: Vec<u8>,
-    access: Access,
+    roles: Roles,
     name: String,
 }
 
@@ -35,7 +73,7 @@ pub struct Credentials<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
-    pub access: Access,
+    pub roles: Roles,
 }
 
 /// The configured keys; none means the API is open.
@@ -69,6 +107,35 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Keys given as one comma-separated list (`--api-key a,b`, `FLIGHTDECK_API_KEYS`) come split at
+/// every comma, roles lists included: `alice:worker,reviewer:SECRET` arrives as `alice:worker` and
+/// `reviewer:SECRET`. A piece that is a name and roles without a secret is joined to the next.
+fn rejoin(specs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for piece in specs {
+        if open && let Some(last) = out.last_mut() {
+            last.push(',');
+            last.push_str(piece);
+        } else {
+            out.push(piece.clone());
+        }
+        open = out.last().is_some_and(|p| incomplete(p));
+    }
+    out
+}
+
+/// `NAME:ROLES` with nothing after: a key whose secret is missing (or the first piece of a roles
+/// list split at its comma).
+fn incomplete(piece: &str) -> bool {
+    piece.split_once(':').is_some_and(|(name, roles)| {
+        valid_name(name)
+            && Roles::parse(name).is_none()
+            && !roles.contains(':')
+            && Roles::parse(roles).is_some()
+    })
+}
+
 /// The name of a key given without one: `key-` and the first 8 hex digits of its secret's SHA-256,
 /// so it stays the same when keys are added or reordered, and says nothing usable of the secret.
 fn generated_name(secret: &str) -> String {
@@ -79,37 +146,47 @@ fn generated_name(secret: &str) -> String {
 }
 
 impl ApiKeys {
-    /// Parses each key: `NAME:ro:SECRET` or `NAME:rw:SECRET` (named), or without a name
-    /// `ro:SECRET`, `rw:SECRET` or `SECRET` (read-write), which get a generated name. Names are
-    /// 1–64 of `A-Z a-z 0-9 . _ -`, each used once; secrets at least 16 printable characters.
+    /// Parses each key: `NAME:ROLES:SECRET` (named) or `ROLES:SECRET` and `SECRET` (read-write),
+    /// which get a generated name. ROLES is `ro` (read only), `rw` (every role but admin) or a
+    /// comma-separated list of `read`, `worker`, `reviewer`, `operator`, `admin`. Names are 1–64 of
+    /// `A-Z a-z 0-9 . _ -`, each used once; secrets at least 16 printable characters.
     pub fn parse(specs: &[String], protect_metrics: bool) -> Result<ApiKeys, String> {
         let mut keys: Vec<Key> = Vec::new();
-        for spec in specs {
-            let access_of = |a: &str| match a {
-                "ro" => Some(Access::ReadOnly),
-                "rw" => Some(Access::ReadWrite),
-                _ => None,
-            };
-            let (name, access, secret) = if let Some((a, secret)) = spec.split_once(':')
-                && let Some(access) = access_of(a)
+        for spec in &rejoin(specs) {
+            if incomplete(spec) {
+                return Err(format!(
+                    "API key {:?} has no secret (NAME:ROLES:SECRET)",
+                    spec.split(':').next().unwrap_or("")
+                ));
+            }
+            let (name, roles, secret) = if let Some((r, secret)) = spec.split_once(':')
+                && let Some(roles) = Roles::parse(r)
             {
-                (None, access, secret)
+                (None, roles, secret)
             } else if let Some((name, rest)) = spec.split_once(':')
-                && let Some((a, secret)) = rest.split_once(':')
-                && let Some(access) = access_of(a)
+                && let Some((r, secret)) = rest.split_once(':')
+                && (Roles::parse(r).is_some()
+                    || (valid_name(name)
+                        && !r.is_empty()
+                        && r.bytes().all(|b| b.is_ascii_lowercase() || b == b',')))
             {
+                let roles = Roles::parse(r).ok_or_else(|| {
+                    format!(
+                        "API key {name:?}: roles {r:?} must be ro, rw, or a comma-separated list of read, worker, reviewer, operator, admin"
+                    )
+                })?;
                 if !valid_name(name) {
                     return Err(format!(
                         "API key name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"
                     ));
                 }
-                (Some(name.to_string()), access, secret)
+                (Some(name.to_string()), roles, secret)
             } else {
-                (None, Access::ReadWrite, spec.as_str())
+                (None, Roles::READ_WRITE, spec.as_str())
             };
             if secret.len() < MIN_KEY_LEN || !secret.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
-                    "an API key must be at least {MIN_KEY_LEN} printable characters (NAME:ro:SECRET, NAME:rw:SECRET, ro:SECRET, rw:SECRET or SECRET)"
+                    "an API key must be at least {MIN_KEY_LEN} printable characters (NAME:ROLES:SECRET, ROLES:SECRET or SECRET; ROLES: ro, rw or a list such as worker,reviewer)"
                 ));
             }
             let name = name.unwrap_or_else(|| generated_name(secret));
@@ -121,7 +198,7 @@ impl ApiKeys {
             }
             keys.push(Key {
                 secret: secret.as_bytes().to_vec(),
-                access,
+                roles,
                 name,
             });
         }
@@ -174,12 +251,12 @@ impl ApiKeys {
         let open = match route.access() {
             RouteAccess::Open => true,
             RouteAccess::Scrape => !self.protect_metrics,
-            RouteAccess::Read | RouteAccess::Write => false,
+            _ => false,
         };
         if open {
             return Ok(key.map(|k| Principal {
                 name: k.name.clone(),
-                access: k.access,
+                roles: k.roles,
             }));
         }
         let Some(key) = key else {
@@ -191,15 +268,27 @@ impl ApiKeys {
                 )
             });
         };
-        if route.access() == RouteAccess::Write && key.access == Access::ReadOnly {
+        if let Some(role) = route.access().role()
+            && !key.roles.has(role)
+        {
+            let held = key.roles.names();
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("API key {:?} is read-only", key.name),
+                format!(
+                    "API key {:?} lacks the {} role this route needs (it holds: {})",
+                    key.name,
+                    role.as_str(),
+                    if held.is_empty() {
+                        "read only".to_string()
+                    } else {
+                        held.join(", ")
+                    }
+                ),
             ));
         }
         Ok(Some(Principal {
             name: key.name.clone(),
-            access: key.access,
+            roles: key.roles,
         }))
     }
 }
@@ -355,6 +444,80 @@ mod tests {
     }
 
     #[test]
+    fn roles_decide_every_write_and_survive_a_comma_separated_list() {
+        // As `FLIGHTDECK_API_KEYS` or `--api-key a,b` hand them over: split at every comma.
+        let given = "w:worker:worker-secret-0123,r:reviewer,worker:both-secret-01234,\
+                     ops:operator:ops-secret-0123456,root:admin:root-secret-012345,\
+                     legacy:rw:legacy-secret-0123,ro:reader-secret-0123,worker:anon-worker-0123";
+        let specs: Vec<String> = given.split(',').map(|p| p.trim().to_string()).collect();
+        let keys = ApiKeys::parse(&specs, false).unwrap();
+        assert_eq!(keys.keys.len(), 7);
+        let roles_of = |secret: &str| {
+            keys.authorize(
+                Route::ProjectsList,
+                Credentials {
+                    header: Some(&format!("Bearer {secret}")),
+                    query: None,
+                },
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(roles_of("both-secret-01234").name, "r");
+        assert_eq!(
+            roles_of("both-secret-01234").roles.names(),
+            ["worker", "reviewer"]
+        );
+        assert_eq!(roles_of("anon-worker-0123").roles.names(), ["worker"]);
+        assert_eq!(
+            roles_of("legacy-secret-0123").roles.names(),
+            ["worker", "reviewer", "operator"],
+            "rw is every role but admin"
+        );
+        // Every route that writes needs exactly its row's role.
+        for route in Route::ALL {
+            for (secret, held) in [
+                ("worker-secret-0123", vec![Role::Worker]),
+                ("both-secret-01234", vec![Role::Worker, Role::Reviewer]),
+                ("ops-secret-0123456", vec![Role::Operator]),
+                ("root-secret-012345", vec![Role::Admin]),
+                ("reader-secret-0123", vec![]),
+                (
+                    "legacy-secret-0123",
+                    vec![Role::Worker, Role::Reviewer, Role::Operator],
+                ),
+            ] {
+                let answer = keys.authorize(
+                    *route,
+                    Credentials {
+                        header: Some(&format!("Bearer {secret}")),
+                        query: None,
+                    },
+                );
+                let allowed = route.access().role().is_none_or(|r| held.contains(&r));
+                assert_eq!(answer.is_ok(), allowed, "{route:?} with {secret}");
+                if let Err(e) = answer {
+                    assert_eq!(e.code, ErrorCode::Forbidden);
+                    let role = route.access().role().unwrap().as_str();
+                    assert!(e.message.contains(role), "{}", e.message);
+                }
+            }
+        }
+        assert_eq!(Route::AdminBackup.access().role(), Some(Role::Admin));
+        assert_eq!(Route::HitlRespond.access().role(), Some(Role::Reviewer));
+        assert_eq!(Route::TaskClaim.access().role(), Some(Role::Worker));
+        assert_eq!(Route::QueuePause.access().role(), Some(Role::Operator));
+        assert_eq!(Route::ArtifactBatch.access().role(), None, "a read");
+        // A misspelt role is an error, not a key with other powers.
+        for bad in [
+            "alice:wroker:secret-secret-0123",
+            "alice:worker,x:secret-secret-0123",
+        ] {
+            assert!(ApiKeys::parse(&[bad.to_string()], false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn keys_have_names_given_or_generated() {
         let keys = ApiKeys::parse(
             &[
@@ -381,18 +544,18 @@ mod tests {
             who("alice-secret-0123456"),
             Principal {
                 name: "alice".into(),
-                access: Access::ReadWrite
+                roles: Roles::READ_WRITE
             }
         );
-        assert_eq!(who("bots-secret-012345678").access, Access::ReadOnly);
+        assert_eq!(who("bots-secret-012345678").roles, Roles::default());
         // Unnamed keys: a name from their secret's hash, stable, saying nothing of the secret.
         let reader = who("old-reader-secret-01");
-        assert_eq!(reader.access, Access::ReadOnly);
+        assert_eq!(reader.roles, Roles::default());
         assert_eq!(reader.name, generated_name("old-reader-secret-01"));
         assert!(reader.name.starts_with("key-") && reader.name.len() == 12);
         // A bare secret may contain colons: it is not a name unless ro/rw follows.
         let writer = who("old-writer:secret-0123");
-        assert_eq!(writer.access, Access::ReadWrite);
+        assert_eq!(writer.roles, Roles::READ_WRITE);
         assert_ne!(writer.name, reader.name);
         // An open route answers who asked, when a key came with it; nobody otherwise.
         assert_eq!(

@@ -23,6 +23,7 @@ pub enum ErrorCode {
     UnknownOp,
     Unauthorized,
     Forbidden,
+    SelfApproval,
     OriginNotAllowed,
     HostNotAllowed,
     ProjectNotFound,
@@ -65,6 +66,7 @@ impl ErrorCode {
         ErrorCode::UnknownOp,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::SelfApproval,
         ErrorCode::OriginNotAllowed,
         ErrorCode::HostNotAllowed,
         ErrorCode::ProjectNotFound,
@@ -107,6 +109,7 @@ impl ErrorCode {
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::SelfApproval => "self_approval",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::ProjectNotFound => "project_not_found",
@@ -150,6 +153,7 @@ impl ErrorCode {
             ErrorCode::UnknownOp => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::SelfApproval => StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::ProjectNotFound => StatusCode::NOT_FOUND,
@@ -198,7 +202,10 @@ impl ErrorCode {
                  (an error event on the socket; the status is never sent)"
             }
             ErrorCode::Unauthorized => "no or unknown API key",
-            ErrorCode::Forbidden => "a read-only key on a write",
+            ErrorCode::Forbidden => "the key lacks the role the route needs",
+            ErrorCode::SelfApproval => {
+                "the key would answer an approval about a task it claimed itself"
+            }
             ErrorCode::OriginNotAllowed => {
                 "a WebSocket upgrade, or a write without API keys, from a page of another origin not in cors_origins"
             }
@@ -381,22 +388,45 @@ impl From<StoreError> for ApiError {
             },
             StoreError::DiskFull(_) => ApiError {
                 retry_after: Some(10),
-                ..ApiError::new(ErrorCode::DiskFull, e.to_string())
+                ..ApiError::new(ErrorCode::DiskFull, without_paths(&e.to_string()))
             },
             StoreError::Unavailable(_) => ApiError {
                 retry_after: Some(1),
-                ..ApiError::new(ErrorCode::Unavailable, e.to_string())
+                ..ApiError::new(ErrorCode::Unavailable, without_paths(&e.to_string()))
             },
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(ErrorCode::Unavailable, e.to_string())
             },
             StoreError::Storage(_) | StoreError::Corrupt(_) | StoreError::NewerSchema { .. } => {
+                // The log has it whole; the answer names no absolute path.
                 tracing::error!(error = %e, "store failure");
-                ApiError::new(ErrorCode::StorageError, e.to_string())
+                ApiError::new(ErrorCode::StorageError, without_paths(&e.to_string()))
             }
         }
     }
+}
+
+/// `text` with each absolute path cut to its last component (`…/flightdeck.redb`): answers do not
+/// tell a client where the server keeps its files. The log keeps the whole text.
+pub fn without_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_start_matches(['"', '\'', '(', '`']);
+        let lead = &word[..word.len() - bare.len()];
+        if bare.starts_with('/') && bare[1..].contains('/') {
+            let tail = bare.rsplit('/').next().unwrap_or("");
+            out.push_str(lead);
+            out.push_str("…/");
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -417,6 +447,23 @@ mod tests {
             assert_eq!(body["error"]["code"], code.as_str());
             assert!(!code.description().is_empty());
         }
+    }
+
+    #[test]
+    fn store_failures_name_no_absolute_path() {
+        assert_eq!(
+            without_paths("cannot open /var/lib/flightdeck/data/flightdeck.redb: denied"),
+            "cannot open …/flightdeck.redb: denied"
+        );
+        assert_eq!(
+            without_paths("\"/tmp/x/backups/f.redb\" already exists"),
+            "\"…/f.redb\" already exists"
+        );
+        assert_eq!(without_paths("no path / here"), "no path / here");
+        let e = ApiError::from(StoreError::Storage(crate::store::Cause::found(
+            "/srv/data/flightdeck.redb already exists".to_string(),
+        )));
+        assert!(!e.message.contains("/srv"), "{}", e.message);
     }
 
     #[test]

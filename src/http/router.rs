@@ -24,7 +24,8 @@ pub enum Class {
     Other,
 }
 
-/// The access a route needs when API keys are configured.
+/// The access a route needs when API keys are configured: nothing, any key, or a key holding one
+/// role (`http::auth`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Access {
     /// None: probes, the console and the OpenAPI document.
@@ -33,8 +34,59 @@ pub enum Access {
     Scrape,
     /// Any key.
     Read,
-    /// A read-write key.
-    Write,
+    /// The `worker` role: claim, heartbeat, progress, complete, create tasks, artifacts and
+    /// approval requests.
+    Worker,
+    /// The `reviewer` role: answer approvals.
+    Reviewer,
+    /// The `operator` role: projects, workflows, queues, pauses, agent resets, webhooks.
+    Operator,
+    /// The `admin` role: backups.
+    Admin,
+}
+
+impl Access {
+    /// The role a route needs, if it needs one (a write).
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Access::Open | Access::Scrape | Access::Read => None,
+            Access::Worker => Some(Role::Worker),
+            Access::Reviewer => Some(Role::Reviewer),
+            Access::Operator => Some(Role::Operator),
+            Access::Admin => Some(Role::Admin),
+        }
+    }
+}
+
+/// What a key may do beyond reading. Every key reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Worker,
+    Reviewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Worker, Role::Reviewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Reviewer => "reviewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Its bit in a key's set of roles.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
 }
 
 /// How a route answers.
@@ -149,7 +201,7 @@ routes! {
         => "projects.list", Other, Read, Now, 200,
         "List projects, newest first";
     ProjectsCreate: POST "/api/v1/projects"
-        => "projects.create", Other, Write, Body, 201,
+        => "projects.create", Other, Operator, Body, 201,
         "Create a project", body "CreateProject";
     ProjectGet: GET "/api/v1/projects/{id}"
         => "projects.get", StatusQuery, Read, Now, 200,
@@ -164,28 +216,28 @@ routes! {
         => "tasks.list", TaskOperation, Read, Now, 200,
         "A project's tasks, filtered";
     ProjectTasksCreate: POST "/api/v1/projects/{id}/tasks"
-        => "tasks.create", TaskOperation, Write, Body, 201,
+        => "tasks.create", TaskOperation, Worker, Body, 201,
         "Create a task (BotArmy)", body "CreateTask";
     TaskGet: GET "/api/v1/tasks/{id}"
         => "tasks.get", TaskOperation, Read, Now, 200,
         "A task";
     TaskSetStatus: POST "/api/v1/tasks/{id}/status"
-        => "tasks.set_status", TaskOperation, Write, Body, 200,
+        => "tasks.set_status", TaskOperation, Worker, Body, 200,
         "Change a task's status", body "SetStatus";
     TaskClaim: POST "/api/v1/tasks/claim"
-        => "tasks.claim", TaskOperation, Write, Body, 200,
+        => "tasks.claim", TaskOperation, Worker, Body, 200,
         "Claim the oldest pending task of an agent type", body "Claim";
     TaskHeartbeat: POST "/api/v1/tasks/{id}/heartbeat"
-        => "tasks.heartbeat", TaskOperation, Write, Body, 200,
+        => "tasks.heartbeat", TaskOperation, Worker, Body, 200,
         "Extend a claim's lease", body "Heartbeat";
     WorkflowStart: POST "/api/v1/projects/{id}/workflow"
-        => "workflows.start", Other, Write, Body, 201,
+        => "workflows.start", Other, Operator, Body, 201,
         "Start a workflow", body "StartWorkflow";
     WorkflowGet: GET "/api/v1/projects/{id}/workflow"
         => "workflows.get", Other, Read, Now, 200,
         "The project's workflow";
     AdminBackup: POST "/api/v1/admin/backup"
-        => "admin.backup", Other, Write, Wait, 201,
+        => "admin.backup", Other, Admin, Wait, 201,
         "Write an online backup";
     OpenApi: GET "/openapi.json"
         => "openapi", Other, Open, Now, 200,
@@ -200,34 +252,34 @@ routes! {
         => "agents.status_history", Other, Read, Now, 200,
         "An agent's status changes (BotArmy)";
     AgentReset: POST "/api/v1/agents/status/{agent_type}/reset"
-        => "agents.reset", Other, Write, Wait, 200,
+        => "agents.reset", Other, Operator, Wait, 200,
         "Reset an agent to idle (BotArmy)";
     ArtifactCreate: POST "/api/v1/context/artifacts"
-        => "artifacts.create", Other, Write, Body, 201,
+        => "artifacts.create", Other, Worker, Body, 201,
         "Store an artifact", body "CreateArtifact";
     ArtifactBatch: POST "/api/v1/context/artifacts/batch"
-        => "artifacts.batch", ContextRetrieval, Write, Body, 200,
+        => "artifacts.batch", ContextRetrieval, Read, Body, 200,
         "Fetch artifacts by id", body "Batch";
     ArtifactGet: GET "/api/v1/context/artifacts/{id}"
         => "artifacts.get", ContextRetrieval, Read, Now, 200,
         "An artifact (BotArmy)";
     ArtifactUpdate: PATCH "/api/v1/context/artifacts/{id}"
-        => "artifacts.update", Other, Write, Body, 200,
+        => "artifacts.update", Other, Worker, Body, 200,
         "Update an artifact", body "UpdateArtifact";
     ArtifactDelete: DELETE "/api/v1/context/artifacts/{id}"
-        => "artifacts.delete", Other, Write, Wait, 200,
+        => "artifacts.delete", Other, Worker, Wait, 200,
         "Delete an artifact";
     ProjectArtifacts: GET "/api/v1/context/project/{id}/artifacts"
         => "artifacts.list", ContextRetrieval, Read, Now, 200,
         "A project's artifacts (BotArmy)";
     HitlCreate: POST "/api/v1/hitl"
-        => "hitl.create", Other, Write, Body, 201,
+        => "hitl.create", Other, Worker, Body, 201,
         "Create a HITL request", body "CreateHitl";
     HitlPending: GET "/api/v1/hitl/pending"
         => "hitl.pending", Other, Read, Now, 200,
         "Pending HITL requests (BotArmy)";
     HitlBulkApprove: POST "/api/v1/hitl/bulk/approve"
-        => "hitl.bulk_approve", Other, Write, Body, 200,
+        => "hitl.bulk_approve", Other, Reviewer, Body, 200,
         "Approve several requests (BotArmy)", body "BulkApprove";
     HitlProjectRequests: GET "/api/v1/hitl/project/{id}/requests"
         => "hitl.list", Other, Read, Now, 200,
@@ -236,7 +288,7 @@ routes! {
         => "hitl.oversight_get", Other, Read, Now, 200,
         "Oversight level (BotArmy)";
     OversightSet: POST "/api/v1/hitl/project/{id}/oversight-level"
-        => "hitl.oversight_set", Other, Write, Body, 200,
+        => "hitl.oversight_set", Other, Operator, Body, 200,
         "Set the oversight level (BotArmy)", body "SetLevel";
     HitlGet: GET "/api/v1/hitl/{id}"
         => "hitl.get", Other, Read, Now, 200,
@@ -245,7 +297,7 @@ routes! {
         => "hitl.history", Other, Read, Now, 200,
         "A HITL request's history (BotArmy)";
     HitlRespond: POST "/api/v1/hitl/{id}/respond"
-        => "hitl.respond", Other, Write, Body, 200,
+        => "hitl.respond", Other, Reviewer, Body, 200,
         "Answer a HITL request (BotArmy)", body "Respond";
     EventsList: GET "/api/v1/events"
         => "events.list", Other, Read, Now, 200,
@@ -293,10 +345,10 @@ routes! {
         => "monitoring.webhooks", Other, Read, Now, 200,
         "Each webhook: its cursor, lag, deliveries and last error";
     WebhookRetry: POST "/api/v1/monitoring/webhooks/{name}/retry"
-        => "monitoring.webhook_retry", Other, Write, Body, 200,
+        => "monitoring.webhook_retry", Other, Operator, Body, 200,
         "Post a webhook's dead letters again: one by seq, or all", body "DeadLetters";
     WebhookDiscard: POST "/api/v1/monitoring/webhooks/{name}/discard"
-        => "monitoring.webhook_discard", Other, Write, Body, 200,
+        => "monitoring.webhook_discard", Other, Operator, Body, 200,
         "Drop a webhook's dead letters: one by seq, or all", body "DeadLetters";
     QueuesList: GET "/api/v1/queues"
         => "queues.list", Other, Read, Now, 200,
@@ -305,22 +357,22 @@ routes! {
             "oldest pending age, limit"
         );
     QueuePause: POST "/api/v1/queues/{agent_type}/pause"
-        => "queues.pause", Other, Write, Wait, 200,
+        => "queues.pause", Other, Operator, Wait, 200,
         "Pause a queue: it hands out nothing, its tasks stay pending";
     QueueResume: POST "/api/v1/queues/{agent_type}/resume"
-        => "queues.resume", Other, Write, Wait, 200,
+        => "queues.resume", Other, Operator, Wait, 200,
         "Resume a queue";
     QueueUpdate: PATCH "/api/v1/queues/{agent_type}"
-        => "queues.update", Other, Write, Body, 200,
+        => "queues.update", Other, Operator, Body, 200,
         "Set a queue's concurrency limit (max_working, or null for none)", body "QueueLimit";
     ProjectPause: POST "/api/v1/projects/{id}/pause"
-        => "projects.pause", Other, Write, Wait, 200,
+        => "projects.pause", Other, Operator, Wait, 200,
         "Pause a project: none of its tasks is handed out";
     ProjectResume: POST "/api/v1/projects/{id}/resume"
-        => "projects.resume", Other, Write, Wait, 200,
+        => "projects.resume", Other, Operator, Wait, 200,
         "Resume a project";
     TaskProgress: POST "/api/v1/tasks/{id}/progress"
-        => "tasks.progress", TaskOperation, Write, Body, 202,
+        => "tasks.progress", TaskOperation, Worker, Body, 202,
         concat!(
             "Report a working task's progress (ephemeral: reaches WebSocket subscribers, not ",
             "the log)"

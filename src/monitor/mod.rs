@@ -362,6 +362,7 @@ impl Monitor {
         let cache = store.cache_stats();
         metrics::gauge!(store_names::CACHE_ENTRIES).set(cache.entries as f64);
         metrics::gauge!(store_names::CACHE_BYTES).set(cache.bytes as f64);
+        metrics::gauge!(store_names::PROGRESS_BYTES).set(store.progress_bytes() as f64);
     }
 
     /// The `flightdeck_process_*` figures as the recorder last rendered them, for the JSON views.

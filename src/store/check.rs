@@ -104,6 +104,7 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "IDEMPOTENCY_BY_AGE",
     "WEBHOOK_CURSORS",
     "WEBHOOK_DEAD_LETTERS",
+    "TASK_CLAIMERS",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.
@@ -176,6 +177,17 @@ fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
             }
             if let Err(e) = decode::<crate::domain::records::DeadLetter>(value.value()) {
                 report.problem(format!("webhook_dead_letters: {name} {seq}: {e}"));
+            }
+        }
+    }
+    // Every claimer names a task that exists.
+    if let Ok(claimers) = txn.open_table(tables::TASK_CLAIMERS) {
+        let tasks = txn.open_table(tables::TASKS)?;
+        for entry in claimers.iter()? {
+            let (key, _) = entry?;
+            report.records += 1;
+            if tasks.get(key.value())?.is_none() {
+                report.problem(format!("task_claimers: {} is no task", Id(*key.value())));
             }
         }
     }

@@ -40,6 +40,12 @@ pub struct StoreConfig {
     pub clock: Clock,
     /// How long an idempotency key is remembered (microseconds).
     pub idempotency_ttl: Micros,
+    /// Most idempotency keys remembered (the oldest beyond are forgotten first).
+    pub idempotency_keep: u64,
+    /// Most bytes of records one page of a list reads (then it stops, with a cursor).
+    pub page_bytes: usize,
+    /// Most bytes of progress reports held in memory, all tasks together.
+    pub progress_bytes: usize,
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -75,6 +81,9 @@ impl StoreConfig {
             workflows: vec![crate::domain::workflow::builtin()],
             clock: Clock::system(),
             idempotency_ttl: 24 * 3600 * 1_000_000,
+            idempotency_keep: 1_000_000,
+            page_bytes: 8 * 1024 * 1024,
+            progress_bytes: 64 * 1024 * 1024,
         }
     }
 }

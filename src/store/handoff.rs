@@ -26,6 +26,8 @@ pub(crate) struct Waiter {
     pub(crate) worker_id: String,
     /// Microseconds.
     pub(crate) lease: Micros,
+    /// The API key that claims, if keys are on.
+    pub(crate) claimer: Option<String>,
     pub(crate) reply: oneshot::Sender<Task>,
 }
 
@@ -51,13 +53,20 @@ impl Handoffs {
     }
 
     /// Joins the end of `agent`'s queue; the ticket leaves it when dropped.
-    pub(crate) fn wait(&self, agent: AgentType, worker_id: String, lease: Micros) -> Ticket<'_> {
+    pub(crate) fn wait(
+        &self,
+        agent: AgentType,
+        worker_id: String,
+        lease: Micros,
+        claimer: Option<String>,
+    ) -> Ticket<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, task) = oneshot::channel();
         self.queue(agent).lock().push_back(Waiter {
             id,
             worker_id,
             lease,
+            claimer,
             reply,
         });
         Ticket {
@@ -117,9 +126,9 @@ mod tests {
     #[test]
     fn waiters_are_served_in_arrival_order_and_leave_when_dropped() {
         let handoffs = Handoffs::new();
-        let a = handoffs.wait(AgentType::Coder, "a".into(), 1);
-        let b = handoffs.wait(AgentType::Coder, "b".into(), 1);
-        let c = handoffs.wait(AgentType::Coder, "c".into(), 1);
+        let a = handoffs.wait(AgentType::Coder, "a".into(), 1, None);
+        let b = handoffs.wait(AgentType::Coder, "b".into(), 1, None);
+        let c = handoffs.wait(AgentType::Coder, "c".into(), 1, None);
         assert_eq!(handoffs.len(AgentType::Coder), 3);
         assert!(!handoffs.any(AgentType::Tester));
         drop(b);

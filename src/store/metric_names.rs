@@ -21,6 +21,10 @@ pub const TASK_RUN_SECONDS: &str = "flightdeck_task_run_seconds";
 pub const LEASE_EXPIRATIONS: &str = "flightdeck_task_lease_expirations_total";
 pub const RETRIES: &str = "flightdeck_task_retries_total";
 pub const ESCALATIONS: &str = "flightdeck_task_escalations_total";
+/// Bytes of the progress reports held in memory (a gauge).
+pub const PROGRESS_BYTES: &str = "flightdeck_progress_bytes";
+/// Progress reports sent on but not kept: the board was at its bound.
+pub const PROGRESS_NOT_KEPT: &str = "flightdeck_progress_not_kept_total";
 /// The buckets of the queue histograms, in seconds: 1 ms to an hour.
 pub const QUEUE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -101,6 +105,17 @@ pub fn describe() {
         ESCALATIONS,
         "Tasks that failed their last attempt and were escalated to a human, by agent type."
     );
+    describe_gauge!(
+        PROGRESS_BYTES,
+        Unit::Bytes,
+        "Bytes of the working tasks' latest progress reports held in memory (at most --progress-mib)."
+    );
+    describe_counter!(
+        PROGRESS_NOT_KEPT,
+        "Progress reports sent to subscribers but not kept with their task: the reports held were at --progress-mib or 100,000 tasks."
+    );
+    metrics::counter!(PROGRESS_NOT_KEPT).increment(0);
+    metrics::gauge!(PROGRESS_BYTES).set(0.0);
     for agent in <crate::domain::AgentType as crate::domain::Vocabulary>::ALL {
         let a = crate::domain::Vocabulary::as_str(*agent);
         let _ = metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a);

@@ -32,7 +32,6 @@ mod summary;
 mod tables;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,10 +53,12 @@ pub use config::{Clock, DB_FILE, Durability, StoreConfig};
 pub use error::{Cause, StoreError};
 pub use handoff::Ticket;
 pub use queues::QueueView;
-pub use read::{ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor};
+pub use read::{
+    ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor, encode_cursor,
+};
 use shared::begin_read;
-use shared::{PROGRESS_KEPT, init_schema, redb_cache_size};
 pub(crate) use shared::{Shared, open_existing, private_dir};
+use shared::{init_schema, redb_cache_size};
 pub use summary::{CacheKey, CacheStats, ProjectSummary, Totals};
 pub use tables::DEAD_LETTERS_KEPT;
 /// The commands of the store, each its own type with its own result (`Store::write`).
@@ -132,7 +133,10 @@ impl Store {
                 .collect(),
             handoffs: handoff::Handoffs::new(),
             queue_waits: Mutex::new(std::collections::VecDeque::new()),
-            progress: Mutex::new(HashMap::new()),
+            progress: Mutex::new(shared::ProgressBoard::default()),
+            progress_budget: config.progress_bytes,
+            page_bytes: config.page_bytes,
+            idempotency_keep: config.idempotency_keep,
             idempotency_ttl: config.idempotency_ttl,
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
@@ -182,8 +186,16 @@ impl Store {
         agent_type: crate::domain::AgentType,
         worker_id: String,
         lease: Micros,
+        claimer: Option<String>,
     ) -> handoff::Ticket<'_> {
-        self.shared.handoffs.wait(agent_type, worker_id, lease)
+        self.shared
+            .handoffs
+            .wait(agent_type, worker_id, lease, claimer)
+    }
+
+    /// Most idempotency keys remembered (`--idempotency-max-keys`).
+    pub fn idempotency_keep(&self) -> u64 {
+        self.shared.idempotency_keep
     }
 
     /// How long an idempotency key is remembered (microseconds).
@@ -205,14 +217,28 @@ impl Store {
 
     /// Records a working task's latest progress report (JSON text of an object); it is shown with
     /// the task and stored with it at its next durable change. False when too many tasks hold
-    /// reports already (the report still reaches the WebSocket subscribers).
+    /// reports already, or their bytes would pass `--progress-mib` (the report still reaches the
+    /// WebSocket subscribers).
     pub fn set_progress(&self, task: Id, report: String) -> bool {
-        let mut board = self.shared.progress.lock();
-        if board.len() >= PROGRESS_KEPT && !board.contains_key(&task) {
-            return false;
+        let kept = self
+            .shared
+            .progress
+            .lock()
+            .put(task, report, self.shared.progress_budget);
+        if !kept {
+            metrics::counter!(metric_names::PROGRESS_NOT_KEPT).increment(1);
         }
-        board.insert(task, report);
-        true
+        kept
+    }
+
+    /// Most bytes of one page of a list (`--max-page-bytes`).
+    pub fn page_bytes(&self) -> usize {
+        self.shared.page_bytes
+    }
+
+    /// Bytes of the progress reports held (`flightdeck_progress_bytes`).
+    pub fn progress_bytes(&self) -> usize {
+        self.shared.progress.lock().bytes
     }
 
     /// The task's latest progress report not yet stored with it.

@@ -69,6 +69,8 @@ pub struct TaskFilter {
 pub struct ArtifactFilter {
     pub artifact_type: Option<ArtifactType>,
     pub source_agent: Option<AgentType>,
+    /// Summaries only: the content is dropped as each artifact is read.
+    pub summaries: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -157,14 +159,25 @@ impl Store {
             None => table.range::<&[u8; 16]>(..)?,
         };
         let mut items = Vec::new();
+        let mut held = 0usize;
+        let mut cut = false;
         for entry in range.rev() {
             let (_, value) = entry?;
+            let size = value.value().len();
+            if !items.is_empty()
+                && items.len() < limit
+                && held.saturating_add(size) > self.shared.page_bytes
+            {
+                cut = true;
+                break;
+            }
+            held = held.saturating_add(size);
             items.push(decode::<Project>(value.value())?);
             if items.len() > limit {
                 break;
             }
         }
-        Ok(paginate(items, limit, |p| p.id))
+        Ok(paginate((items, cut), limit, |p: &Project| p.id))
     }
 
     /// A project's tasks, oldest first, through the most selective index for the filter.
@@ -177,7 +190,7 @@ impl Store {
     ) -> Result<Page<Task>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let keep = |t: &Task| {
+        let keep = |t: &mut Task| {
             filter.status.is_none_or(|s| t.status == s)
                 && filter.agent_type.is_none_or(|a| t.agent_type == a)
         };
@@ -188,6 +201,7 @@ impl Store {
                 &tables::project_prefix(project, tables::TASK_BY_STATUS, status.code()),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::TASKS,
                 keep,
             )?,
@@ -197,6 +211,7 @@ impl Store {
                 &tables::project_prefix(project, tables::TASK_BY_AGENT, agent.code()),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::TASKS,
                 keep,
             )?,
@@ -206,6 +221,7 @@ impl Store {
                 &tables::project_prefix(project, tables::TASK_ALL, 0),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::TASKS,
                 keep,
             )?,
@@ -223,9 +239,14 @@ impl Store {
     ) -> Result<Page<Artifact>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let keep = |a: &Artifact| {
-            filter.artifact_type.is_none_or(|t| a.artifact_type == t)
-                && filter.source_agent.is_none_or(|s| a.source_agent == s)
+        let keep = |a: &mut Artifact| {
+            let wanted = filter.artifact_type.is_none_or(|t| a.artifact_type == t)
+                && filter.source_agent.is_none_or(|s| a.source_agent == s);
+            if wanted && filter.summaries {
+                // Not answered: not held, and not counted against the page's bytes.
+                a.content = String::new();
+            }
+            wanted
         };
         let items = match (filter.artifact_type, filter.source_agent) {
             (Some(kind), _) => scan(
@@ -234,6 +255,7 @@ impl Store {
                 &tables::project_prefix(project, tables::ARTIFACT_BY_TYPE, kind.code()),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::ARTIFACTS,
                 keep,
             )?,
@@ -243,6 +265,7 @@ impl Store {
                 &tables::project_prefix(project, tables::ARTIFACT_BY_SOURCE, source.code()),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::ARTIFACTS,
                 keep,
             )?,
@@ -252,6 +275,7 @@ impl Store {
                 &tables::project_prefix(project, tables::ARTIFACT_ALL, 0),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::ARTIFACTS,
                 keep,
             )?,
@@ -259,17 +283,24 @@ impl Store {
         Ok(paginate(items, limit, |a| a.id))
     }
 
-    /// The artifacts found among `ids`, in the order asked.
-    pub fn artifacts_by_ids(&self, ids: &[Id]) -> Result<Vec<Artifact>, StoreError> {
+    /// The artifacts found among `ids`, in the order asked, read until they hold `--max-page-bytes`
+    /// (at least one is read): the ids not looked at are returned second.
+    pub fn artifacts_by_ids(&self, ids: &[Id]) -> Result<(Vec<Artifact>, Vec<Id>), StoreError> {
         let txn = self.txn("get")?;
         let table = txn.open_table(tables::ARTIFACTS)?;
         let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut held = 0usize;
+        for (i, id) in ids.iter().enumerate() {
             if let Some(bytes) = table.get(id.as_bytes())? {
+                let size = bytes.value().len();
+                if !found.is_empty() && held.saturating_add(size) > self.shared.page_bytes {
+                    return Ok((found, ids[i..].to_vec()));
+                }
+                held = held.saturating_add(size);
                 found.push(decode(bytes.value())?);
             }
         }
-        Ok(found)
+        Ok((found, Vec::new()))
     }
 
     /// A project's HITL requests, newest first (as BotArmy lists them).
@@ -289,6 +320,7 @@ impl Store {
                 &tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, status.code()),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::HITL,
                 |_| true,
             )?,
@@ -298,6 +330,7 @@ impl Store {
                 &tables::project_prefix(project, tables::HITL_ALL, 0),
                 after,
                 limit,
+                self.shared.page_bytes,
                 tables::HITL,
                 |_| true,
             )?,
@@ -320,6 +353,7 @@ impl Store {
             &[status.code()],
             after,
             limit,
+            self.shared.page_bytes,
             tables::HITL,
             |_| true,
         )?;
@@ -409,6 +443,15 @@ impl Store {
         Ok(cursors.get(name)?.map(|v| v.value()))
     }
 
+    /// The API key whose claim the task last went to (`Claim::claimer`).
+    pub fn task_claimer(&self, task: &Id) -> Result<Option<String>, StoreError> {
+        let txn = self.txn("get")?;
+        let claimers = txn.open_table(tables::TASK_CLAIMERS)?;
+        Ok(claimers
+            .get(task.as_bytes())?
+            .map(|v| v.value().to_string()))
+    }
+
     /// A webhook's dead letters, oldest first.
     pub fn dead_letters(
         &self,
@@ -443,11 +486,24 @@ impl Store {
         let events = txn.open_table(tables::EVENTS)?;
         let start = since.saturating_add(1);
         let mut out: Vec<(u64, String)> = Vec::new();
+        // A page stops at `limit` events or at the page's bytes, whichever comes first.
+        let (budget, mut held, mut cut) = (self.shared.page_bytes, 0usize, false);
+        let mut full = |out: &Vec<(u64, String)>, json: &str| {
+            if !out.is_empty() && out.len() < limit && held.saturating_add(json.len()) > budget {
+                cut = true;
+                return true;
+            }
+            held = held.saturating_add(json.len());
+            false
+        };
         match project {
             None => {
                 for entry in events.range(start..)? {
                     let (seq, value) = entry?;
                     let record: EventRecord = decode(value.value())?;
+                    if full(&out, &record.json) {
+                        break;
+                    }
                     out.push((seq.value(), record.json));
                     if out.len() > limit {
                         break;
@@ -467,6 +523,9 @@ impl Store {
                         StoreError::Corrupt(format!("index names event {seq}, which is missing"))
                     })?;
                     let record: EventRecord = decode(value.value())?;
+                    if full(&out, &record.json) {
+                        break;
+                    }
                     out.push((seq, record.json));
                     if out.len() > limit {
                         break;
@@ -474,7 +533,7 @@ impl Store {
                 }
             }
         }
-        let more = out.len() > limit;
+        let more = out.len() > limit || cut;
         out.truncate(limit);
         Ok((out, more))
     }
@@ -491,8 +550,18 @@ impl Store {
         let events = txn.open_table(tables::EVENTS)?;
         let start = since.saturating_add(1);
         let mut out = Vec::new();
+        // A page also stops at the page's bytes (one event at least): what a replay holds at once.
+        let (budget, mut held, mut cut) = (self.shared.page_bytes, 0usize, false);
         let mut push = |seq: u64, value: &[u8]| -> Result<bool, StoreError> {
             let record: EventRecord = decode(value)?;
+            if !out.is_empty()
+                && out.len() < limit
+                && held.saturating_add(record.json.len()) > budget
+            {
+                cut = true;
+                return Ok(true);
+            }
+            held = held.saturating_add(record.json.len());
             out.push(LoggedEvent {
                 seq,
                 project_id: record.project_id,
@@ -543,7 +612,7 @@ impl Store {
                 }
             }
         }
-        let more = out.len() > limit;
+        let more = out.len() > limit || cut;
         out.truncate(limit);
         Ok((out, more))
     }
@@ -588,45 +657,55 @@ fn bound<const N: usize>(prefix: &[u8], tail: &[u8; 16]) -> [u8; N] {
     k
 }
 
+/// What a scan found: the records, and whether it stopped at its byte bound with more to read.
+pub(super) type Scanned<T> = (Vec<T>, bool);
+
 /// Scans the index entries under `prefix` after the cursor id, in key order (oldest first),
 /// fetching each record and keeping those `keep` accepts, until `limit + 1` are found (the extra
-/// one says there is more).
-pub(super) fn scan<T: DeserializeOwned, const N: usize>(
+/// one says there is more) or the records kept hold `max_bytes` (stored bytes; at least one is
+/// kept).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scan<T: DeserializeOwned + serde::Serialize, const N: usize>(
     txn: &ReadTransaction,
     index: TableDefinition<'static, &'static [u8; N], ()>,
     prefix: &[u8],
     after: Option<Id>,
     limit: usize,
+    max_bytes: usize,
     records: RecordDef,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, StoreError> {
+    keep: impl Fn(&mut T) -> bool,
+) -> Result<Scanned<T>, StoreError> {
     scan_in(
         txn,
         index,
         prefix,
         Walk::Forward { after },
         limit,
+        max_bytes,
         records,
         keep,
     )
 }
 
 /// `scan`, newest first: the cursor id bounds the range from above.
-fn scan_newest<T: DeserializeOwned, const N: usize>(
+#[allow(clippy::too_many_arguments)]
+fn scan_newest<T: DeserializeOwned + serde::Serialize, const N: usize>(
     txn: &ReadTransaction,
     index: TableDefinition<'static, &'static [u8; N], ()>,
     prefix: &[u8],
     before: Option<Id>,
     limit: usize,
+    max_bytes: usize,
     records: RecordDef,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, StoreError> {
+    keep: impl Fn(&mut T) -> bool,
+) -> Result<Scanned<T>, StoreError> {
     scan_in(
         txn,
         index,
         prefix,
         Walk::Backward { before },
         limit,
+        max_bytes,
         records,
         keep,
     )
@@ -641,15 +720,17 @@ enum Walk {
     Backward { before: Option<Id> },
 }
 
-fn scan_in<T: DeserializeOwned, const N: usize>(
+#[allow(clippy::too_many_arguments)]
+fn scan_in<T: DeserializeOwned + serde::Serialize, const N: usize>(
     txn: &ReadTransaction,
     index: TableDefinition<'static, &'static [u8; N], ()>,
     prefix: &[u8],
     walk: Walk,
     limit: usize,
+    max_bytes: usize,
     records: RecordDef,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, StoreError> {
+    keep: impl Fn(&mut T) -> bool,
+) -> Result<Scanned<T>, StoreError> {
     let (cursor, newest_first) = match walk {
         Walk::Forward { after } => (after, false),
         Walk::Backward { before } => (before, true),
@@ -673,25 +754,38 @@ fn scan_in<T: DeserializeOwned, const N: usize>(
         Box::new(range)
     };
     let mut items = Vec::new();
+    let mut held = 0usize;
     for entry in entries {
         let (key, _) = entry?;
         let id = trailing_id(key.value());
         let bytes = records.get(id.as_bytes())?.ok_or_else(|| {
             StoreError::Corrupt(format!("index entry names {id}, which is missing"))
         })?;
-        let record: T = decode(bytes.value())?;
-        if keep(&record) {
+        let mut record: T = decode(bytes.value())?;
+        if keep(&mut record) {
+            // What the kept record holds (`keep` may have trimmed it: an artifact's summary).
+            let size = if max_bytes == usize::MAX {
+                0
+            } else {
+                super::codec::encode(&record).len()
+            };
+            if !items.is_empty() && items.len() < limit && held.saturating_add(size) > max_bytes {
+                return Ok((items, true));
+            }
+            held = held.saturating_add(size);
             items.push(record);
             if items.len() > limit {
                 break;
             }
         }
     }
-    Ok(items)
+    Ok((items, false))
 }
 
-fn paginate<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T> {
-    let more = items.len() > limit;
+/// The page of a scan: at most `limit` items, and the cursor after the last when there is more
+/// (an extra item was found, or the scan stopped at its byte bound).
+fn paginate<T>((mut items, cut): Scanned<T>, limit: usize, id: impl Fn(&T) -> Id) -> Page<T> {
+    let more = items.len() > limit || cut;
     items.truncate(limit);
     let next_cursor = if more {
         items.last().map(|t| encode_cursor(&id(t)))

@@ -55,13 +55,52 @@ pub(crate) struct Shared {
     /// The most recent queue waits (when, seconds), for the `queue_wait_p99` alert signal.
     pub(super) queue_waits: Mutex<std::collections::VecDeque<(Micros, f64)>>,
     /// Each working task's latest progress report (JSON text), until its next durable change
-    /// takes it into the record. Bounded: at most `PROGRESS_KEPT` tasks.
-    pub(super) progress: Mutex<HashMap<Id, String>>,
+    /// takes it into the record. Bounded: at most `PROGRESS_KEPT` tasks and `progress_budget`
+    /// bytes.
+    pub(super) progress: Mutex<ProgressBoard>,
+    pub(super) progress_budget: usize,
+    /// Most bytes of records one page of a list reads.
+    pub(super) page_bytes: usize,
+    /// Most idempotency keys remembered.
+    pub(super) idempotency_keep: u64,
     pub(super) idempotency_ttl: Micros,
 }
 
 /// Tasks whose latest progress is kept in memory at most (about one per working task).
 pub(super) const PROGRESS_KEPT: usize = 100_000;
+
+/// The working tasks' latest progress reports and the bytes they hold.
+#[derive(Default)]
+pub(crate) struct ProgressBoard {
+    pub(super) reports: HashMap<Id, String>,
+    pub(super) bytes: usize,
+}
+
+impl ProgressBoard {
+    /// Replaces the task's report if the board has room for it (false: it was not kept).
+    pub(super) fn put(&mut self, task: Id, report: String, budget: usize) -> bool {
+        let old = self.reports.get(&task).map_or(0, String::len);
+        if old == 0 && self.reports.len() >= PROGRESS_KEPT {
+            return false;
+        }
+        if self.bytes - old + report.len() > budget {
+            return false;
+        }
+        self.bytes = self.bytes - old + report.len();
+        self.reports.insert(task, report);
+        true
+    }
+
+    pub(super) fn remove(&mut self, task: &Id) {
+        if let Some(old) = self.reports.remove(task) {
+            self.bytes -= old.len();
+        }
+    }
+
+    pub(super) fn get(&self, task: &Id) -> Option<&String> {
+        self.reports.get(task)
+    }
+}
 
 impl Shared {
     /// The open database, or `Unavailable` while it is being reopened.

@@ -96,12 +96,15 @@ impl Store {
         head.pop(); // the closing brace: the tasks follow
         head.extend_from_slice(b",\"tasks\":[");
         let mut view = StatusView::new(head);
-        let tasks: Vec<Task> = scan(
+        // Every task: the whole view is built once and cached; its entries are small (no
+        // output, no instructions).
+        let (tasks, _): (Vec<Task>, bool) = scan(
             &txn,
             tables::TASK_INDEX,
             &tables::project_prefix(project, tables::TASK_ALL, 0),
             None,
             usize::MAX - 1,
+            usize::MAX,
             tables::TASKS,
             |_| true,
         )?;

@@ -78,6 +78,9 @@ pub const WEBHOOK_DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("webhook_dead_letters");
 /// Dead letters kept per webhook; beyond, the oldest are dropped (and logged).
 pub const DEAD_LETTERS_KEPT: usize = 1000;
+/// The name of the API key whose claim a task last went to (when keys are on): who may not
+/// answer an approval about it (`self_approval`).
+pub const TASK_CLAIMERS: TableDefinition<&[u8; 16], &str> = TableDefinition::new("task_claimers");
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
 /// Timers that survive restarts: (deadline, kind, id).
@@ -435,6 +438,7 @@ macro_rules! for_each_table {
         $apply!(IDEMPOTENCY_BY_AGE);
         $apply!(WEBHOOK_CURSORS);
         $apply!(WEBHOOK_DEAD_LETTERS);
+        $apply!(TASK_CLAIMERS);
         $apply!(ARTIFACT_INDEX);
         $apply!(HITL_INDEX);
         $apply!(HITL_BY_STATUS);

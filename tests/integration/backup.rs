@@ -140,15 +140,30 @@ fn offline_backup_and_compaction() {
 }
 
 #[test]
-fn the_online_backup_needs_a_read_write_key() {
-    let s = Server::start_with(&["--api-key", "ro:reader-secret-0123"]);
-    let request = ureq::http::Request::builder()
-        .method("POST")
-        .uri(s.url("/api/v1/admin/backup"))
-        .header("authorization", "Bearer reader-secret-0123")
-        .body(Vec::new())
-        .unwrap();
-    s.send_request(request).expect_error(403, "forbidden");
+fn the_online_backup_needs_the_admin_role() {
+    let s = Server::start_with(&[
+        "--api-key",
+        "ro:reader-secret-0123",
+        "--api-key",
+        "rw:writer-secret-0123",
+        "--api-key",
+        "root:admin:admin-secret-0123",
+    ]);
+    let backup = |key: &str| {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(s.url("/api/v1/admin/backup"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Vec::new())
+            .unwrap();
+        s.send_request(request)
+    };
+    backup("reader-secret-0123").expect_error(403, "forbidden");
+    // A read-write key holds every role but admin: no backups (the README's upgrade note).
+    let e = backup("writer-secret-0123").expect_error(403, "forbidden");
+    assert!(e.contains("admin"), "{e}");
+    let made = backup("admin-secret-0123").expect(201);
+    assert!(made["path"].as_str().unwrap().starts_with("backups/"));
 }
 
 #[test]

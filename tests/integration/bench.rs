@@ -126,13 +126,19 @@ fn tiny_scenario_against_a_running_server_with_a_key() {
         "rw:bench-writer-0123456",
         "--api-key",
         "ro:bench-reader-0123456",
+        "--api-key",
+        "review:reviewer:bench-review-0123456",
     ]);
     let url = format!("http://{}", s.addr);
+    // The reviewer has a key of its own: the workers' key may not approve the gates of the tasks
+    // it claimed.
     let (ok, report, output) = bench(&[
         "--url",
         &url,
         "--api-key",
         "bench-writer-0123456",
+        "--reviewer-api-key",
+        "bench-review-0123456",
         "--closed-loop",
     ]);
     assert!(ok, "{output}");

@@ -219,3 +219,83 @@ fn a_path_id_is_the_same_key_however_it_is_spelled() {
         "one task, however the id was spelled"
     );
 }
+
+#[test]
+fn a_remembered_key_holds_a_reference_not_the_answer_and_the_oldest_beyond_the_bound_go() {
+    let s = Server::start_with(&["--idempotency-max-keys", "5"]);
+    let p = post_with_key(&s, "/api/v1/projects", "p", &json!({"name": "p"})).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A large artifact: the key keeps the artifact's id, so a repeat answers it as it is now.
+    let body = json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code",
+                      "content": "x".repeat(500_000)});
+    let created = post_with_key(&s, "/api/v1/context/artifacts", "a", &body).expect(201);
+    let id = created["context_id"].as_str().unwrap().to_string();
+    assert_eq!(created["version"], 1);
+    s.patch(
+        &format!("/api/v1/context/artifacts/{id}"),
+        json!({"content": "changed"}),
+    )
+    .expect(200);
+    let again = post_with_key(&s, "/api/v1/context/artifacts", "a", &body).expect(201);
+    assert_eq!(again["context_id"], id.as_str(), "not written twice");
+    assert_eq!(again["version"], 2, "the artifact as it is now");
+    assert_eq!(again["content"], "changed");
+    // Deleted since: the repeat says so rather than creating it again.
+    s.delete(&format!("/api/v1/context/artifacts/{id}"))
+        .expect(200);
+    post_with_key(&s, "/api/v1/context/artifacts", "a", &body)
+        .expect_error(404, "artifact_not_found");
+
+    // A repeated claim answers the task while the claim holds it, and lease_lost once it does
+    // not: never a lease that is no longer the task's.
+    let task = post_with_key(
+        &s,
+        &format!("/api/v1/projects/{p}/tasks"),
+        "t",
+        &json!({"agent_type": "coder", "instructions": "x"}),
+    )
+    .expect(201);
+    let claim = json!({"agent_type": "coder", "worker_id": "w", "lease_seconds": 60});
+    let first = post_with_key(&s, "/api/v1/tasks/claim", "c", &claim).expect(200);
+    assert_eq!(first["task_id"], task["task_id"]);
+    let repeat = post_with_key(&s, "/api/v1/tasks/claim", "c", &claim).expect(200);
+    assert_eq!(repeat["lease_id"], first["lease_id"]);
+    let t = first["task_id"].as_str().unwrap();
+    s.post(
+        &format!("/api/v1/tasks/{t}/status"),
+        json!({"status": "completed", "lease_id": first["lease_id"], "output": {}}),
+    )
+    .expect(200);
+    post_with_key(&s, "/api/v1/tasks/claim", "c", &claim).expect_error(409, "lease_lost");
+
+    // At most 5 keys: the oldest ("p") is forgotten first, so repeating it creates anew.
+    for i in 0..6 {
+        post_with_key(
+            &s,
+            "/api/v1/projects",
+            &format!("more-{i}"),
+            &json!({"name": format!("m{i}")}),
+        )
+        .expect(201);
+    }
+    let fresh = crate::common::wait_for("the oldest key to be forgotten", || {
+        let r = post_with_key(&s, "/api/v1/projects", "p", &json!({"name": "p"})).expect(201);
+        let again = r["id"].as_str().unwrap().to_string();
+        (again != p).then_some(again)
+    });
+    assert_ne!(fresh, p);
+    // The newest are still remembered.
+    let kept = post_with_key(&s, "/api/v1/projects", "more-5", &json!({"name": "m5"})).expect(201);
+    let listed = s.get("/api/v1/projects?limit=1000").expect(200);
+    let named_m5 = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["name"] == "m5")
+        .count();
+    assert_eq!(named_m5, 1, "{kept}");
+    let (ok, report) = crate::common::check(s.stop().path());
+    assert!(ok, "{report}");
+}

@@ -17,6 +17,7 @@ mod hitl;
 mod hostile;
 mod idempotency;
 mod monitoring;
+mod pages;
 mod projects;
 mod queues;
 mod restart;

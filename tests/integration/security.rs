@@ -152,11 +152,13 @@ fn named_keys_answer_who_they_are_and_the_console_loads_without_one() {
     .expect(200);
     assert_eq!(
         me,
-        json!({"keys_required": true, "name": "alice", "access": "read_write"})
+        json!({"keys_required": true, "name": "alice", "access": "read_write",
+               "roles": ["worker", "reviewer", "operator"]})
     );
     // An unnamed key gets a name from its secret's hash: stable, and not the secret.
     let reader = with_key(&s, "GET", "/api/v1/auth/whoami", Some(READER), None).expect(200);
     assert_eq!(reader["access"], "read_only");
+    assert_eq!(reader["roles"], json!([]));
     let name = reader["name"].as_str().unwrap();
     assert!(
         name.starts_with("key-") && !READER.contains(&name[4..]),
@@ -197,7 +199,8 @@ fn named_keys_answer_who_they_are_and_the_console_loads_without_one() {
     let open = Server::start();
     assert_eq!(
         open.get("/api/v1/auth/whoami").expect(200),
-        json!({"keys_required": false, "name": null, "access": "read_write"})
+        json!({"keys_required": false, "name": null, "access": "read_write",
+               "roles": ["worker", "reviewer", "operator", "admin"]})
     );
 }
 
@@ -460,5 +463,161 @@ fn guessed_keys_are_counted_and_slowed_per_address() {
     assert_eq!(
         with_key(&s, "GET", "/api/v1/projects", Some(WRITER), None).status,
         200
+    );
+}
+
+const W: &str = "worker-secret-0123456";
+const R: &str = "reviewer-secret-012345";
+const B: &str = "both-secret-0123456789";
+const O: &str = "operator-secret-012345";
+const L: &str = "legacy-secret-01234567";
+
+/// POSTs with a key and a JSON body.
+fn post_as(s: &Server, key: &str, path: &str, body: serde_json::Value) -> Resp {
+    with_key(s, "POST", path, Some(key), Some(body))
+}
+
+fn claim_as(s: &Server, key: &str, agent: &str) -> (String, String) {
+    let t = post_as(
+        s,
+        key,
+        "/api/v1/tasks/claim",
+        json!({"agent_type": agent, "worker_id": "w1"}),
+    )
+    .expect(200);
+    (
+        t["task_id"].as_str().unwrap().to_string(),
+        t["lease_id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn ask_about(s: &Server, key: &str, project: &str, task: &str) -> String {
+    post_as(
+        s,
+        key,
+        "/api/v1/hitl",
+        json!({"project_id": project, "task_id": task, "question": "ship my own work?"}),
+    )
+    .expect(201)["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn roles_decide_who_writes_and_no_key_approves_its_own_claim() {
+    // Given as one comma-separated list, as FLIGHTDECK_API_KEYS would: the roles list of `both`
+    // keeps its comma.
+    let keys = format!(
+        "work:worker:{W},rev:reviewer:{R},both:worker,reviewer:{B},ops:operator:{O},legacy:rw:{L}"
+    );
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let s = Server::start_in(dir.clone(), &["--api-key", &keys]);
+    let me = |key: &str| with_key(&s, "GET", "/api/v1/auth/whoami", Some(key), None).expect(200);
+    assert_eq!(me(B)["name"], "both");
+    assert_eq!(me(B)["roles"], json!(["worker", "reviewer"]));
+    assert_eq!(me(L)["roles"], json!(["worker", "reviewer", "operator"]));
+    assert_eq!(me(W)["access"], "read_write");
+
+    // Projects and queues are the operator's; a worker cannot make or pause them.
+    let e = post_as(&s, W, "/api/v1/projects", json!({"name": "p"})).expect_error(403, "forbidden");
+    assert!(e.contains("operator"), "{e}");
+    let p = post_as(&s, O, "/api/v1/projects", json!({"name": "p"})).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    with_key(&s, "POST", "/api/v1/queues/coder/pause", Some(W), None)
+        .expect_error(403, "forbidden");
+    with_key(&s, "POST", "/api/v1/queues/coder/pause", Some(R), None)
+        .expect_error(403, "forbidden");
+    // Workers make tasks, claim them and ask for approval; the operator cannot claim.
+    for _ in 0..4 {
+        post_as(
+            &s,
+            W,
+            &format!("/api/v1/projects/{p}/tasks"),
+            json!({"agent_type": "coder", "instructions": "build"}),
+        )
+        .expect(201);
+    }
+    post_as(
+        &s,
+        O,
+        "/api/v1/tasks/claim",
+        json!({"agent_type": "coder", "worker_id": "x"}),
+    )
+    .expect_error(403, "forbidden");
+    let (t_work, _) = claim_as(&s, W, "coder");
+    let (t_both, _) = claim_as(&s, B, "coder");
+    let (t_legacy, _) = claim_as(&s, L, "coder");
+    let h_work = ask_about(&s, W, &p, &t_work);
+    let h_both = ask_about(&s, B, &p, &t_both);
+    let h_legacy = ask_about(&s, L, &p, &t_legacy);
+    let approve = json!({"action": "approve", "comment": "ok"});
+    // A worker key cannot answer approvals at all.
+    post_as(
+        &s,
+        W,
+        &format!("/api/v1/hitl/{h_work}/respond"),
+        approve.clone(),
+    )
+    .expect_error(403, "forbidden");
+    // A key with both roles, or an old read-write key, cannot answer about its own claim.
+    let e = post_as(
+        &s,
+        B,
+        &format!("/api/v1/hitl/{h_both}/respond"),
+        approve.clone(),
+    )
+    .expect_error(403, "self_approval");
+    assert!(e.contains(&t_both), "{e}");
+    post_as(
+        &s,
+        L,
+        &format!("/api/v1/hitl/{h_legacy}/respond"),
+        approve.clone(),
+    )
+    .expect_error(403, "self_approval");
+    // ...but may answer about another key's task; a reviewer answers any.
+    let answered = post_as(
+        &s,
+        B,
+        &format!("/api/v1/hitl/{h_work}/respond"),
+        approve.clone(),
+    )
+    .expect(200);
+    assert_eq!(answered["responded_by"], "both");
+    // Bulk approval skips the requests about the key's own claims and approves the rest.
+    let bulk = post_as(
+        &s,
+        L,
+        "/api/v1/hitl/bulk/approve",
+        json!({"request_ids": [h_both, h_legacy]}),
+    )
+    .expect(200);
+    assert_eq!(bulk["approved"], json!([h_both]), "{bulk}");
+    assert!(bulk.to_string().contains("self_approval"), "{bulk}");
+
+    // Who claimed is durable: after a restart the legacy key is still refused.
+    let dir = s.stop();
+    let s = Server::start_in(dir, &["--api-key", &keys]);
+    post_as(
+        &s,
+        L,
+        &format!("/api/v1/hitl/{h_legacy}/respond"),
+        approve.clone(),
+    )
+    .expect_error(403, "self_approval");
+    let answered = post_as(&s, R, &format!("/api/v1/hitl/{h_legacy}/respond"), approve).expect(200);
+    assert_eq!(answered["responded_by"], "rev");
+    // The route table names the role each write needs.
+    let doc = s.get("/openapi.json").expect(200);
+    assert_eq!(
+        doc["paths"]["/api/v1/hitl/{id}/respond"]["post"]["x-flightdeck-role"],
+        "reviewer"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/admin/backup"]["post"]["x-flightdeck-role"],
+        "admin"
     );
 }

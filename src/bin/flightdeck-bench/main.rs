@@ -315,7 +315,7 @@ pub struct BenchArgs {
     /// temporary directory
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// API key (read-write) for a server that requires one
+    /// API key (read-write, or worker and operator) for a server that requires one
     #[arg(
         long,
         env = "FLIGHTDECK_BENCH_API_KEY",
@@ -323,6 +323,15 @@ pub struct BenchArgs {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+    /// The reviewer's API key (with the reviewer role), when it must not be `--api-key`: the
+    /// server refuses a key's approval of a task that same key claimed
+    #[arg(
+        long,
+        env = "FLIGHTDECK_BENCH_REVIEWER_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub reviewer_api_key: Option<String>,
     /// Where to write the JSON report [default: flightdeck-bench-SCENARIO.json]
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

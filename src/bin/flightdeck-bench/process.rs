@@ -13,6 +13,9 @@ use tokio::io::AsyncBufReadExt;
 pub(super) struct Target {
     pub(super) addr: SocketAddr,
     pub(super) process: Option<OwnServer>,
+    /// The reviewer's key, when it is not the workers' (`--reviewer-api-key`): a server refuses a
+    /// key's approval of a task the same key claimed.
+    pub(super) reviewer_token: Option<String>,
 }
 
 pub(super) struct OwnServer {

@@ -46,6 +46,8 @@ pub(super) static SDLC: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
 pub(super) struct Shared {
     pub(super) addr: SocketAddr,
     pub(super) token: Option<String>,
+    /// The reviewer's key (the workers' unless `--reviewer-api-key`).
+    pub(super) reviewer_token: Option<String>,
     pub(super) projects: Vec<String>,
     pub(super) artifact_ids: Vec<String>,
     pub(super) scenario: Scenario,
@@ -244,7 +246,7 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
 /// `review` rate).
 pub(super) async fn reviewer(shared: Arc<Shared>) -> Recorder {
     let mut rec = Recorder::default();
-    let mut client = shared.client();
+    let mut client = Client::new(shared.addr, shared.reviewer_token.clone());
     let mut pace = shared.scenario.rates.map(|r| Pace::share(r.review, 1, 0));
     while !shared.is_done() {
         let due = match pace.as_mut() {

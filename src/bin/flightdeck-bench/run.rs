@@ -140,6 +140,7 @@ async fn start_target(args: &BenchArgs, exe: &Path) -> Result<Target, String> {
         return Ok(Target {
             addr: parse_url(url)?,
             process: None,
+            reviewer_token: args.reviewer_api_key.clone(),
         });
     }
     let server_exe = exe.with_file_name("flightdeck");
@@ -152,6 +153,7 @@ async fn start_target(args: &BenchArgs, exe: &Path) -> Result<Target, String> {
             dir,
             exe: server_exe,
         }),
+        reviewer_token: None,
     })
 }
 
@@ -301,6 +303,7 @@ pub(super) async fn workflow_phase(
     let shared = Arc::new(Shared {
         addr: target.addr,
         token: token.clone(),
+        reviewer_token: target.reviewer_token.clone().or_else(|| token.clone()),
         projects: prepared.projects.clone(),
         artifact_ids: prepared.artifact_ids,
         scenario: scenario.clone(),

@@ -5,10 +5,16 @@ const KEY = 'flightdeck.key';
 
 export const auth = {
   key: sessionStorage.getItem(KEY),
-  /** `GET /api/v1/auth/whoami`: {keys_required, name, access}. */
+  /** `GET /api/v1/auth/whoami`: {keys_required, name, access, roles}. */
   me: null,
   get readOnly() {
     return this.me !== null && this.me.access === 'read_only';
+  },
+  /** Whether the key holds `role` (worker, reviewer, operator, admin): what the console offers. */
+  can(role) {
+    if (this.me === null) return false;
+    if (!Array.isArray(this.me.roles)) return this.me.access !== 'read_only';
+    return this.me.roles.includes(role);
   },
 };
 

@@ -126,7 +126,10 @@ function showWho() {
     location.reload();
   });
   fill(who, h('span', { class: 'key-name', text: me.name }),
-    me.access === 'read_only' ? h('span', { class: 'badge s-read_only', text: 'read-only' }) : null, ' ', out);
+    me.access === 'read_only'
+      ? h('span', { class: 'badge s-read_only', text: 'read-only' })
+      : h('span', { class: 'badge roles', text: (me.roles || []).join(', ') }),
+    ' ', out);
 }
 
 function signIn(message) {

@@ -46,7 +46,7 @@ export function approvalCard(r, projectName, onAnswered) {
   refresh(r);
   if (r.status !== 'pending') {
     fill(result, answered(r));
-  } else if (!auth.readOnly) {
+  } else if (auth.can('reviewer')) {
     fill(forms, actions(r, el, forms, result, refresh, onAnswered));
   }
   return el;

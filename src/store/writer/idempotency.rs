@@ -2,15 +2,29 @@
 //! write; a repeat with the same key and the same request gets the original result without writing
 //! again, and the same key with another request is refused.
 
+use super::batch::read;
 use super::{Batch, Checked, Write, Written};
 use crate::domain::records::{
     Artifact, HitlRequest, IdempotencyRecord, Project, Task, WorkflowRun,
 };
-use crate::domain::{DomainError, Micros};
+use crate::domain::{DomainError, Id, Micros};
 use crate::store::codec::{decode, encode};
 use crate::store::tables;
 use redb::ReadableTable;
 use serde::de::DeserializeOwned;
+
+/// How a remembered outcome is stored since remembered keys were bounded: this first byte, the
+/// record's id, and for a claim its lease id — about 40 bytes a key, whatever the answer's size.
+/// A repeat answers the record as it is now. (An older build stored the whole output, behind the
+/// record format's byte; such entries are still answered as they were stored until they expire.)
+const REFERENCE: u8 = 2;
+
+/// What a repeat needs to find an outcome again.
+pub struct Reference {
+    pub id: Id,
+    /// A claim's lease: the repeat answers the task only while that claim still holds it.
+    pub lease: Option<Id>,
+}
 
 /// A command's output that an idempotent repeat can answer again.
 pub trait Remembered: serde::Serialize + DeserializeOwned + Send + 'static {
@@ -19,17 +33,111 @@ pub trait Remembered: serde::Serialize + DeserializeOwned + Send + 'static {
     fn remembered(&self) -> bool {
         true
     }
+    /// The record it is.
+    fn reference(&self) -> Reference;
+    /// The record as it is now, for a repeat.
+    fn recall(batch: &Batch<'_>, reference: &Reference) -> Checked<Self>;
 }
 
-impl Remembered for Project {}
-impl Remembered for Task {}
-impl Remembered for Artifact {}
-impl Remembered for HitlRequest {}
-impl Remembered for WorkflowRun {}
+fn plain(id: Id) -> Reference {
+    Reference { id, lease: None }
+}
+
+fn found<T>(record: Option<T>, kind: &'static str, id: Id) -> Checked<T> {
+    record.ok_or_else(|| DomainError::not_found(kind, id).into())
+}
+
+impl Remembered for Project {
+    fn reference(&self) -> Reference {
+        plain(self.id)
+    }
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        found(read(&batch.projects, &r.id)?, "project", r.id)
+    }
+}
+impl Remembered for Task {
+    fn reference(&self) -> Reference {
+        plain(self.id)
+    }
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        found(read(&batch.tasks, &r.id)?, "task", r.id)
+    }
+}
+impl Remembered for Artifact {
+    fn reference(&self) -> Reference {
+        plain(self.id)
+    }
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        found(read(&batch.artifacts, &r.id)?, "artifact", r.id)
+    }
+}
+impl Remembered for HitlRequest {
+    fn reference(&self) -> Reference {
+        plain(self.id)
+    }
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        found(read(&batch.hitl, &r.id)?, "hitl_request", r.id)
+    }
+}
+impl Remembered for WorkflowRun {
+    fn reference(&self) -> Reference {
+        plain(self.project_id)
+    }
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        found(read(&batch.workflows, &r.id)?, "workflow", r.id)
+    }
+}
 impl Remembered for Option<Task> {
     fn remembered(&self) -> bool {
         self.is_some()
     }
+    fn reference(&self) -> Reference {
+        match self {
+            Some(t) => Reference {
+                id: t.id,
+                lease: t.lease_id,
+            },
+            None => plain(Id([0; 16])),
+        }
+    }
+    /// The claimed task while the claim still holds it; once its lease is gone (expired,
+    /// released, the task finished or claimed again) the repeat is told so.
+    fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
+        let task: Task = found(read(&batch.tasks, &r.id)?, "task", r.id)?;
+        if task.status == crate::domain::TaskStatus::Working && task.lease_id == r.lease {
+            return Ok(Some(task));
+        }
+        Err(DomainError::LeaseLost {
+            message: format!(
+                "the claim this Idempotency-Key made of task {} no longer holds it",
+                r.id
+            ),
+        }
+        .into())
+    }
+}
+
+fn encode_reference(r: &Reference) -> Vec<u8> {
+    let mut out = Vec::with_capacity(33);
+    out.push(REFERENCE);
+    out.extend_from_slice(&r.id.0);
+    if let Some(lease) = r.lease {
+        out.extend_from_slice(&lease.0);
+    }
+    out
+}
+
+fn decode_reference(bytes: &[u8]) -> Option<Reference> {
+    let (&REFERENCE, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let id = Id(rest.get(..16)?.try_into().ok()?);
+    let lease = match rest.len() {
+        16 => None,
+        32 => Some(Id(rest[16..].try_into().ok()?)),
+        _ => return None,
+    };
+    Some(Reference { id, lease })
 }
 
 /// `inner`, at most once per `key`: `key` names the route and the client's key, `fingerprint`
@@ -67,7 +175,12 @@ where
                     }
                     .into());
                 }
-                return Ok(OncePlan::Replay(decode(&record.output)?));
+                let output = match decode_reference(&record.output) {
+                    Some(reference) => C::Output::recall(batch, &reference)?,
+                    // Stored whole by an older build.
+                    None => decode(&record.output)?,
+                };
+                return Ok(OncePlan::Replay(output));
             }
         }
         let plan = self.inner.check(batch)?;
@@ -90,7 +203,7 @@ where
             }
             let record = IdempotencyRecord {
                 fingerprint,
-                output: encode(&output),
+                output: encode_reference(&output.reference()),
                 at: batch.now,
             };
             batch.idempotency.insert(&key, encode(&record).as_slice())?;
@@ -102,11 +215,12 @@ where
     }
 }
 
-/// Forgets the idempotency keys remembered before `before`, at most `max` of them; answers how
-/// many. No event.
+/// Forgets the idempotency keys remembered before `before`, and the oldest beyond the newest
+/// `keep`, at most `max` of them; answers how many. No event.
 #[derive(Clone, Debug)]
 pub struct TrimIdempotency {
     pub before: Micros,
+    pub keep: u64,
     pub max: usize,
 }
 
@@ -115,14 +229,16 @@ impl Write for TrimIdempotency {
     type Output = u64;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 28]>> {
-        let hi = tables::idempotency_age_key(self.before, &[0; 20]);
+        use redb::ReadableTableMetadata;
+        let excess = batch.idempotency.len()?.saturating_sub(self.keep);
+        let cut = tables::idempotency_age_key(self.before, &[0; 20]);
         let mut doomed = Vec::new();
-        for entry in batch
-            .idempotency_by_age
-            .range::<&[u8; 28]>(..&hi)?
-            .take(self.max)
-        {
-            doomed.push(*entry?.0.value());
+        for entry in batch.idempotency_by_age.iter()?.take(self.max) {
+            let key = *entry?.0.value();
+            if key >= cut && doomed.len() as u64 >= excess {
+                break;
+            }
+            doomed.push(key);
         }
         Ok(doomed)
     }

@@ -667,8 +667,8 @@ mod tests {
     fn a_waiting_claim_is_handed_its_task_in_the_commit_that_created_it() {
         let dir = tempfile::tempdir().unwrap();
         let (store, project) = store_with_project(dir.path());
-        let mut first = store.wait_for_task(AgentType::Coder, "first".into(), 60_000_000);
-        let mut second = store.wait_for_task(AgentType::Coder, "second".into(), 60_000_000);
+        let mut first = store.wait_for_task(AgentType::Coder, "first".into(), 60_000_000, None);
+        let mut second = store.wait_for_task(AgentType::Coder, "second".into(), 60_000_000, None);
         let before = store.latest_seq();
         // Another agent type's task is nobody's here.
         create_task(&store, project, AgentType::Tester);
@@ -700,7 +700,7 @@ mod tests {
     fn a_hand_off_whose_waiter_went_away_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let (store, project) = store_with_project(dir.path());
-        let mut gone = store.wait_for_task(AgentType::Coder, "gone".into(), 60_000_000);
+        let mut gone = store.wait_for_task(AgentType::Coder, "gone".into(), 60_000_000, None);
         // The client goes away after the writer took its claim, before the commit: here, its
         // receiver closes while it is still queued.
         gone.task.close();
@@ -734,6 +734,7 @@ mod tests {
                 agent_type: AgentType::Coder,
                 worker_id: "here".into(),
                 lease: 60_000_000,
+                claimer: None,
             })
             .unwrap()
             .expect("claimable again");
@@ -776,6 +777,7 @@ mod tests {
         let trimmed = store
             .write_blocking(TrimIdempotency {
                 before: 12_000_001,
+                keep: u64::MAX,
                 max: 100,
             })
             .unwrap();

@@ -114,16 +114,18 @@ pub struct Claim {
     pub worker_id: String,
     /// Microseconds.
     pub lease: Micros,
+    /// The API key that claims (none when keys are off): recorded with the task.
+    pub claimer: Option<String>,
 }
 
 impl Write for Claim {
-    type Plan = Option<(Task, Lease)>;
+    type Plan = Option<(Task, Lease, Option<String>)>;
     type Output = Option<Task>;
 
     /// The highest priority first; within a priority the projects take turns (the next project
     /// after the one the last claim of this agent type was served from, wrapping around), and
     /// within a project the oldest task first.
-    fn check(self, batch: &Batch<'_>) -> Checked<Option<(Task, Lease)>> {
+    fn check(self, batch: &Batch<'_>) -> Checked<Option<(Task, Lease, Option<String>)>> {
         let code = self.agent_type.code();
         let pending = TaskStatus::Pending.code();
         let (lo_id, hi_id) = (Id([0; 16]), Id([0xff; 16]));
@@ -193,14 +195,28 @@ impl Write for Claim {
             expires_at: batch.now.saturating_add(self.lease),
             lease_id: Id::new_v7(),
         };
-        Ok(Some((old, lease)))
+        Ok(Some((old, lease, self.claimer)))
     }
 
-    fn apply(plan: Option<(Task, Lease)>, batch: &mut Batch<'_>) -> Written<Option<Task>> {
-        let Some((old, lease)) = plan else {
+    fn apply(
+        plan: Option<(Task, Lease, Option<String>)>,
+        batch: &mut Batch<'_>,
+    ) -> Written<Option<Task>> {
+        let Some((old, lease, claimer)) = plan else {
             return Ok(None);
         };
         batch.claim_turns.push((old.agent_type, old.project_id));
+        {
+            let mut claimers = batch.txn.open_table(tables::TASK_CLAIMERS)?;
+            match &claimer {
+                Some(name) => {
+                    claimers.insert(old.id.as_bytes(), name.as_str())?;
+                }
+                None => {
+                    claimers.remove(old.id.as_bytes())?;
+                }
+            }
+        }
         let start = TaskChange::To(TaskTransition::Start);
         batch
             .change_task(
@@ -263,6 +279,7 @@ impl<'t> Batch<'t> {
                     agent_type: agent,
                     worker_id: waiter.worker_id.clone(),
                     lease: waiter.lease,
+                    claimer: waiter.claimer.clone(),
                 };
                 let plan = match claim.check(self) {
                     Ok(Some(plan)) => plan,
