@@ -145,20 +145,14 @@ pub async fn post(state: &Arc<AppState>, id: &str, req: Request) -> Result<Respo
 
 /// Records a report as the task's latest and sends it to the project's subscribers now, or when
 /// the task's next frame is due (the latest report then).
+///
+/// A report larger than `--max-progress-bytes` (encoded) is refused with 413: checked before any
+/// write (`check`), so a heartbeat carrying one extends no lease.
 pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Result<(), ApiError> {
     report.validate()?;
     let at = now_micros();
     let encoded = report.encode(at);
-    let max = state.progress.max_report_bytes;
-    if encoded.len() > max {
-        return Err(ApiError::new(
-            crate::http::ErrorCode::PayloadTooLarge,
-            format!(
-                "the progress report is {} bytes encoded; at most {max} (--max-progress-bytes): send less data, or an artifact",
-                encoded.len()
-            ),
-        ));
-    }
+    check_size(state, encoded.len())?;
     // Not kept (the board is at its bound): sent now if it is the task's turn, else dropped,
     // never held for later.
     let kept = state.store.set_progress(task.id, encoded.clone());
@@ -177,7 +171,8 @@ pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Re
             tasks.retain(|_, s| s.waiting.is_some() || now.duration_since(s.sent) < EVERY);
         }
         match tasks.get_mut(&task.id) {
-            Some(_) if !kept => None,
+            // Not its turn and not kept: dropped rather than held.
+            Some(slot) if !kept && now.duration_since(slot.sent) < EVERY => None,
             Some(slot) if now.duration_since(slot.sent) < EVERY => {
                 // Not its turn: the latest waits; one timer per task sends it.
                 let armed = slot.waiting.is_some();
@@ -217,4 +212,26 @@ pub(super) fn publish(state: &Arc<AppState>, task: &Task, report: &Report) -> Re
         });
     }
     Ok(())
+}
+
+/// 413 for a report larger than `--max-progress-bytes`, encoded.
+fn check_size(state: &AppState, bytes: usize) -> Result<(), ApiError> {
+    let max = state.progress.max_report_bytes;
+    if bytes > max {
+        return Err(ApiError::new(
+            crate::http::ErrorCode::PayloadTooLarge,
+            format!(
+                "the progress report is {bytes} bytes encoded; at most {max} \
+                 (--max-progress-bytes): send less data, or an artifact"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a report before the write that carries it (a heartbeat's): its fields, and its size.
+pub(super) fn check(state: &AppState, report: &Report) -> Result<(), ApiError> {
+    report.validate()?;
+    // The timestamp is of fixed width: any time measures the same.
+    check_size(state, report.encode(0).len())
 }

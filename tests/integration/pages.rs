@@ -198,6 +198,15 @@ fn progress_reports_are_bounded_per_report_and_in_total() {
         )
         .expect_error(413, "payload_too_large");
     assert!(e.contains("--max-progress-bytes"), "{e}");
+    // On a heartbeat too, refused before the heartbeat is written: the lease is not extended.
+    let before = s.get(&format!("/api/v1/tasks/{task}")).expect(200)["lease_expires_at"].clone();
+    s.post(
+        &format!("/api/v1/tasks/{task}/heartbeat"),
+        json!({"lease_id": lease, "lease_seconds": 600, "data": {"blob": "x".repeat(70_000)}}),
+    )
+    .expect_error(413, "payload_too_large");
+    let after = s.get(&format!("/api/v1/tasks/{task}")).expect(200)["lease_expires_at"].clone();
+    assert_eq!(before, after);
     // 30 tasks × 60 KB against 1 MiB in all: every report is taken (202) and sent on, but only
     // what fits is kept.
     for (task, lease) in &leases {
