@@ -86,6 +86,11 @@ pub fn document() -> Value {
         if path.contains("{id}") {
             parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}));
         }
+        if path.contains("{name}") {
+            parameters.push(json!({"name": "name", "in": "path", "required": true,
+                "description": "a webhook's name",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}));
+        }
         if path.contains("{agent_type}") {
             let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
@@ -185,6 +190,16 @@ mod tests {
             let method = def.verb.as_str().to_ascii_lowercase();
             let op = &doc["paths"][def.paths[0]][&method];
             assert_eq!(op["operationId"], def.name, "{:?}", def.route);
+            // Every parameter of the path's template is declared (schemathesis refuses the
+            // document otherwise).
+            for part in def.paths[0].split('/') {
+                if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    let declared = op["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["name"] == name && p["in"] == "path")
+                    });
+                    assert!(declared, "{:?}: {{{name}}} is not declared", def.route);
+                }
+            }
             assert_eq!(op["summary"], def.summary, "{:?}", def.route);
             assert!(
                 op["responses"][def.status.to_string()].is_object(),
