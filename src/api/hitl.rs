@@ -201,8 +201,6 @@ struct BulkApprove {
     comment: Option<String>,
 }
 
-/// BotArmy: approves every listed pending request in one transaction; reports the others. `by` is
-/// the approving API key's name.
 /// Why the key `by` may not answer the request: it claimed the request's task itself (`None`
 /// when it may, when keys are off, or with `--allow-self-approval`).
 fn self_approval(
@@ -227,6 +225,9 @@ fn self_approval(
     Ok(None)
 }
 
+/// BotArmy: approves every listed pending request in one transaction; reports the others. `by` is
+/// the approving API key's name; the requests about tasks it claimed are among the others
+/// (`self_approval`).
 pub async fn bulk_approve(
     state: &AppState,
     req: Request,
