@@ -1,5 +1,6 @@
 //! `POST /api/v1/admin/backup`: a consistent online snapshot into `DATA_DIR/backups/`, taken in a
-//! read transaction while the server keeps serving (a read-write key when keys are configured).
+//! read transaction while the server keeps serving (a key with the `admin` role when keys are
+//! configured).
 //! `GET /api/v1/auth/whoami`: who the presented key is.
 
 use super::AppState;
