@@ -370,6 +370,36 @@ fn webhook_named(state: &AppState, name: &str) -> Result<usize, ApiError> {
     })
 }
 
+/// What a retry or discard is about: the webhook (its index and name), the one seq asked for if
+/// any, and the seqs to handle (that one, or every dead letter of the webhook).
+struct Target {
+    index: usize,
+    name: String,
+    one: Option<u64>,
+    seqs: Vec<u64>,
+}
+
+async fn target(state: &AppState, name: &str, req: Request) -> Result<Target, ApiError> {
+    let index = webhook_named(state, name)?;
+    let name = state.webhooks.name(index).to_string();
+    let one = dead_letter_seq(state, req).await?;
+    let seqs: Vec<u64> = match one {
+        Some(seq) => vec![seq],
+        None => state
+            .store
+            .dead_letters(&name)?
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect(),
+    };
+    Ok(Target {
+        index,
+        name,
+        one,
+        seqs,
+    })
+}
+
 /// The body of a retry or discard: `{"seq": N}` for one dead letter, `{}` for all of them.
 async fn dead_letter_seq(state: &AppState, req: Request) -> Result<Option<u64>, ApiError> {
     let body: Value = req.json(state.max_body_bytes).await?;
@@ -403,18 +433,12 @@ pub async fn webhook_retry(
     name: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let index = webhook_named(state, name)?;
-    let name = state.webhooks.name(index).to_string();
-    let one = dead_letter_seq(state, req).await?;
-    let seqs: Vec<u64> = match one {
-        Some(seq) => vec![seq],
-        None => state
-            .store
-            .dead_letters(&name)?
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect(),
-    };
+    let Target {
+        index,
+        name,
+        one,
+        seqs,
+    } = target(state, name, req).await?;
     let mut delivered = Vec::new();
     let mut failed = None;
     for seq in seqs {
@@ -451,29 +475,19 @@ pub async fn webhook_discard(
     name: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let index = webhook_named(state, name)?;
-    let name = state.webhooks.name(index).to_string();
-    let one = dead_letter_seq(state, req).await?;
-    let seqs: Vec<u64> = match one {
-        Some(seq) => vec![seq],
-        None => state
-            .store
-            .dead_letters(&name)?
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect(),
+    let Target {
+        index,
+        name,
+        one,
+        seqs,
+    } = target(state, name, req).await?;
+    let command = crate::store::command::DeleteDeadLetters {
+        name: name.clone(),
+        seqs,
     };
-    let mut discarded = 0;
-    for seq in seqs {
-        let command = crate::store::command::DeleteDeadLetter {
-            name: name.clone(),
-            seq,
-        };
-        if state.store.write(command).await? {
-            discarded += 1;
-        } else if one.is_some() {
-            return Err(no_letter(&name, seq));
-        }
+    let discarded = state.store.write(command).await?;
+    if let (Some(seq), 0) = (one, discarded) {
+        return Err(no_letter(&name, seq));
     }
     state.webhooks.dead_letters_changed(&state.store, index);
     let remaining = state.store.dead_letters(&name)?.len() as u64;

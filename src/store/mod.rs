@@ -65,7 +65,7 @@ pub use tables::DEAD_LETTERS_KEPT;
 pub mod command {
     pub use super::writer::{
         AddDeadLetter, BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl,
-        CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetter, FireTimers, Heartbeat,
+        CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetters, FireTimers, Heartbeat,
         HitlAnswer, Idempotent, MeasureUsage, Probe, QueueChange, RecordAlert, Remembered,
         ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus,
         SetWebhookCursor, StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency,

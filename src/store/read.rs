@@ -467,6 +467,20 @@ impl Store {
         Ok(out)
     }
 
+    /// One of a webhook's dead letters.
+    pub fn dead_letter(
+        &self,
+        name: &str,
+        seq: u64,
+    ) -> Result<Option<crate::domain::records::DeadLetter>, StoreError> {
+        let txn = self.txn("webhook_dead_letters")?;
+        let letters = txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?;
+        match letters.get((name, seq))? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Dead letters of every webhook together (the `WebhookDeadLetters` alert's signal).
     pub fn dead_letter_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;

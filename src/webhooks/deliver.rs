@@ -18,7 +18,7 @@ use super::{
     DEAD_LETTERS, DELIVERIES, FIRST_BACKOFF, Format, LAG, MAX_BACKOFF, Status, Webhook, Webhooks,
 };
 use crate::domain::now_micros;
-use crate::store::command::{AddDeadLetter, DeleteDeadLetter, SetWebhookCursor};
+use crate::store::command::{AddDeadLetter, DeleteDeadLetters, SetWebhookCursor};
 use crate::store::{DeadLetter, Store};
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -60,8 +60,7 @@ impl Webhooks {
         let Some(poster) = self.poster.get() else {
             return Ok(Some(Err("webhooks are not running".into())));
         };
-        let letters = store.dead_letters(&hook.name)?;
-        let Some((_, mut letter)) = letters.into_iter().find(|(s, _)| *s == seq) else {
+        let Some(mut letter) = store.dead_letter(&hook.name, seq)? else {
             return Ok(None);
         };
         let body = Bytes::from(match hook.format {
@@ -82,9 +81,9 @@ impl Webhooks {
         match outcome {
             Ok(()) => {
                 store
-                    .write(DeleteDeadLetter {
+                    .write(DeleteDeadLetters {
                         name: hook.name.clone(),
-                        seq,
+                        seqs: vec![seq],
                     })
                     .await?;
                 set_dead_letters(store, hook);

@@ -43,11 +43,7 @@ impl Gate {
     /// The client already has every event of this subscription up to `since` (it resumes from
     /// there): none of them is written again, live or replayed.
     pub fn resume_after(&mut self, project: Option<Id>, since: u64) {
-        let streams = match (self.all, project) {
-            (true, _) | (false, None) => vec![self.stream_of(project)],
-            (false, Some(p)) => vec![Stream::Project(p), Stream::Global],
-        };
-        for stream in streams {
+        for stream in self.streams(project) {
             let delivered = self.delivered.entry(stream).or_insert(0);
             *delivered = (*delivered).max(since);
         }
@@ -56,11 +52,7 @@ impl Gate {
     /// The highest seq below which every event a subscription to `project` wants has been
     /// written (or was declared had by `resume_after`): a replay for it can start there.
     pub fn written(&self, project: Option<Id>) -> u64 {
-        let streams = match (self.all, project) {
-            (true, _) | (false, None) => vec![self.stream_of(project)],
-            (false, Some(p)) => vec![Stream::Project(p), Stream::Global],
-        };
-        streams
+        self.streams(project)
             .iter()
             .map(|s| self.delivered.get(s).copied().unwrap_or(0))
             .min()
@@ -73,6 +65,14 @@ impl Gate {
             Some(p) => {
                 self.projects.remove(&p);
             }
+        }
+    }
+
+    /// The streams a subscription to `project` is delivered through.
+    fn streams(&self, project: Option<Id>) -> Vec<Stream> {
+        match (self.all, project) {
+            (true, _) | (false, None) => vec![self.stream_of(project)],
+            (false, Some(p)) => vec![Stream::Project(p), Stream::Global],
         }
     }
 

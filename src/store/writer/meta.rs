@@ -122,25 +122,31 @@ impl Write for AddDeadLetter {
     }
 }
 
-/// A dead letter delivered by a retry, or discarded: removed. The output says whether it was there.
-/// No event.
+/// Dead letters delivered by a retry, or discarded: removed, in one commit. The output counts those
+/// that were there. No event.
 #[derive(Clone, Debug)]
-pub struct DeleteDeadLetter {
+pub struct DeleteDeadLetters {
     pub name: String,
-    pub seq: u64,
+    pub seqs: Vec<u64>,
 }
 
-impl Write for DeleteDeadLetter {
-    type Plan = DeleteDeadLetter;
-    type Output = bool;
+impl Write for DeleteDeadLetters {
+    type Plan = DeleteDeadLetters;
+    type Output = u64;
 
-    fn check(self, _: &Batch<'_>) -> Checked<DeleteDeadLetter> {
+    fn check(self, _: &Batch<'_>) -> Checked<DeleteDeadLetters> {
         Ok(self)
     }
 
-    fn apply(c: DeleteDeadLetter, batch: &mut Batch<'_>) -> Written<bool> {
+    fn apply(c: DeleteDeadLetters, batch: &mut Batch<'_>) -> Written<u64> {
         let mut letters = batch.txn.open_table(tables::WEBHOOK_DEAD_LETTERS)?;
-        Ok(letters.remove((c.name.as_str(), c.seq))?.is_some())
+        let mut removed = 0;
+        for seq in c.seqs {
+            if letters.remove((c.name.as_str(), seq))?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -44,7 +44,7 @@ pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
 pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
 pub use meta::{
-    AddDeadLetter, DeleteDeadLetter, MeasureUsage, Probe, RecordAlert, SetWebhookCursor,
+    AddDeadLetter, DeleteDeadLetters, MeasureUsage, Probe, RecordAlert, SetWebhookCursor,
 };
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
