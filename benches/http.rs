@@ -70,7 +70,7 @@ fn main() {
                 store
                     .write_blocking(command::CreateTask {
                         project_id: p.id,
-                        agent_type: AgentType::Coder,
+                        agent_type: AgentType::CODER,
                         instructions: "benchmark task".into(),
                         context_ids: Vec::new(),
                         priority: 3,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use flightdeck::domain::{AgentType, ArtifactType, Id, Vocabulary};
+use flightdeck::domain::{AgentType, ArtifactType, Id};
 use flightdeck::events::no_publisher;
 use flightdeck::store::{ArtifactFilter, Durability, Store, StoreConfig, command};
 use redb::{ReadableDatabase, TableDefinition};
@@ -54,8 +54,8 @@ fn main() {
                         .map(|i| {
                             let command = command::CreateArtifact {
                                 project_id: projects[i % PROJECTS],
-                                source_agent: AgentType::ALL[i % 6],
-                                artifact_type: ArtifactType::ALL[i % 11],
+                                source_agent: AgentType::KNOWN[i % 6].clone(),
+                                artifact_type: ArtifactType::KNOWN[i % 11].clone(),
                                 content: content.clone(),
                                 metadata: None,
                             };
@@ -120,7 +120,7 @@ fn main() {
 
     let ours = sample(SAMPLES / 5, |i| {
         let filter = ArtifactFilter {
-            artifact_type: Some(ArtifactType::ALL[i % 11]),
+            artifact_type: Some(ArtifactType::KNOWN[i % 11].clone()),
             source_agent: None,
             summaries: false,
         };
@@ -157,7 +157,7 @@ fn main() {
     let ours = sample(COMMITS, |i| {
         let command = command::CreateTask {
             project_id: projects[i % PROJECTS],
-            agent_type: AgentType::Coder,
+            agent_type: AgentType::CODER,
             instructions: "benchmark".into(),
             context_ids: Vec::new(),
             priority: 3,

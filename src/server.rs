@@ -22,7 +22,7 @@ use crate::api::{AppState, handle};
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::domain::{AgentType, Vocabulary};
+use crate::domain::AgentType;
 use crate::events::hub::Hub;
 use crate::http::Request;
 use crate::http::timing::Timed;
@@ -510,13 +510,13 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
         retain_events(&store, events).await;
         forget_idempotency_keys(&store).await;
         let latest = store.latest_seq();
-        for agent_type in AgentType::ALL {
-            if measured.get(agent_type) == Some(&latest) {
+        for agent_type in store.agent_types() {
+            if measured.get(&agent_type) == Some(&latest) {
                 continue;
             }
-            measured.insert(*agent_type, latest);
+            measured.insert(agent_type.clone(), latest);
             loop {
-                let through = match store.agent_history_cutoff(*agent_type, agent_history) {
+                let through = match store.agent_history_cutoff(&agent_type, agent_history) {
                     Ok(Some(through)) => through,
                     Ok(None) => break,
                     Err(e) => {
@@ -525,7 +525,7 @@ async fn retain(store: Store, events: u64, agent_history: u64, stopping: Cancell
                     }
                 };
                 let command = command::TrimAgentHistory {
-                    agent_type: *agent_type,
+                    agent_type: agent_type.clone(),
                     through,
                     max: TRIM_BATCH,
                 };

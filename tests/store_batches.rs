@@ -72,7 +72,7 @@ proptest! {
                         match op {
                             Op::Create => Box::pin(store.write(command::CreateTask {
                                 project_id: project.id,
-                                agent_type: AgentType::Coder,
+                                agent_type: AgentType::CODER,
                                 instructions: "x".into(),
                                 context_ids: Vec::new(),
                                 priority: 3,

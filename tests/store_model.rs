@@ -93,12 +93,31 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(project, with_task)| Op::CreateHitl { project, with_task }),
         2 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::RespondHitl { hitl, action }),
         1 => prop::collection::vec(0usize..64, 0..4).prop_map(|hitls| Op::BulkApprove { hitls }),
-        1 => (0usize..6).prop_map(|agent| Op::ResetAgent { agent }),
-        3 => (0usize..6).prop_map(|agent| Op::Claim { agent }),
-        3 => (0usize..6).prop_map(|agent| Op::Wait { agent }),
+        1 => (0usize..AGENTS).prop_map(|agent| Op::ResetAgent { agent }),
+        3 => (0usize..AGENTS).prop_map(|agent| Op::Claim { agent }),
+        3 => (0usize..AGENTS).prop_map(|agent| Op::Wait { agent }),
         1 => (0usize..8).prop_map(|waiter| Op::Leave { waiter }),
         6 => (0usize..4).prop_map(|task| Op::Advance { task }),
     ]
+}
+
+/// The agent types the ops name: BotArmy's six and two of a team's own.
+const AGENTS: usize = 8;
+/// The artifact types: BotArmy's eleven and one of a team's own.
+const ARTIFACTS: usize = 12;
+
+fn agent_type(i: usize) -> AgentType {
+    match AgentType::KNOWN.get(i) {
+        Some(a) => a.clone(),
+        None => AgentType::parse(["researcher", "writer.v2"][i - AgentType::KNOWN.len()]).unwrap(),
+    }
+}
+
+fn artifact_type(i: usize) -> ArtifactType {
+    match ArtifactType::KNOWN.get(i) {
+        Some(a) => a.clone(),
+        None => ArtifactType::parse("research_notes").unwrap(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +226,7 @@ impl Model {
     /// third failure (agent in error, a HITL request).
     fn start_or_leave(&mut self, store: &Store, id: Id, mtask: MTask, to: TaskStatus) {
         self.events += 1;
-        let agent = self.agent(mtask.agent);
+        let agent = self.agent(mtask.agent.clone());
         if to == TaskStatus::Working {
             agent.1 += 1;
             agent.0 = AgentStatus::Working;
@@ -255,13 +274,13 @@ impl Model {
     }
 
     /// The task the next claim of `agent` takes, with its project.
-    fn next_claim(&self, agent: AgentType) -> Option<(Id, Id)> {
+    fn next_claim(&self, agent: &AgentType) -> Option<(Id, Id)> {
         next_claim(
             self.tasks
                 .iter()
-                .filter(|(_, t)| t.agent == agent && t.status == TaskStatus::Pending)
+                .filter(|(_, t)| t.agent == *agent && t.status == TaskStatus::Pending)
                 .map(|(id, t)| (*id, t.project, 3)),
-            self.turn.get(&agent).copied(),
+            self.turn.get(agent).copied(),
         )
     }
 
@@ -271,13 +290,20 @@ impl Model {
     fn run<'s>(&mut self, store: &'s Store, op: &Op, waiters: &mut Vec<Waiting<'s>>) {
         match op {
             Op::Wait { agent } => {
-                let agent_type = AgentType::ALL[*agent];
-                let claims_now = self.next_claim(agent_type).is_some();
+                let agent_type = agent_type(*agent);
+                let claims_now = self.next_claim(&agent_type).is_some();
                 self.step(store, &Op::Claim { agent: *agent });
                 if !claims_now {
                     let worker = format!("waiter-{}", self.waiters_seen);
                     self.waiters_seen += 1;
-                    let ticket = store.wait_for_task(agent_type, worker.clone(), 60_000_000, None);
+                    // A claim waiting for a type nothing named yet gives it an id (no event).
+                    store
+                        .write_blocking(command::InternAgentType {
+                            name: agent_type.clone(),
+                        })
+                        .unwrap();
+                    let id = store.agent_id(&agent_type).expect("interned");
+                    let ticket = store.wait_for_task(id, worker.clone(), 60_000_000, None);
                     waiters.push((agent_type, worker, ticket));
                 }
             }
@@ -290,9 +316,9 @@ impl Model {
         let mut i = 0;
         while i < waiters.len() {
             let (agent, worker, ticket) = &mut waiters[i];
-            let (agent, worker) = (*agent, worker.clone());
+            let (agent, worker) = (agent.clone(), worker.clone());
             let got = ticket.task.try_recv().ok();
-            match (self.next_claim(agent), got) {
+            match (self.next_claim(&agent), got) {
                 (Some((id, project)), Some(t)) => {
                     assert_eq!(t.id, id, "handed the task its claim would take");
                     assert_eq!(t.worker_id.as_deref(), Some(worker.as_str()));
@@ -327,14 +353,14 @@ impl Model {
                 context,
             } => {
                 let project_id = pick(&self.project_ids, *project);
-                let agent = AgentType::ALL[*agent];
+                let agent = agent_type(*agent);
                 let context_ids: Vec<Id> = context
                     .iter()
                     .map(|c| pick(&self.artifact_ids, *c))
                     .collect();
                 let reply = store.write_blocking(command::CreateTask {
                     project_id,
-                    agent_type: agent,
+                    agent_type: agent.clone(),
                     instructions: "do".into(),
                     context_ids: context_ids.clone(),
                     priority: 3,
@@ -385,14 +411,14 @@ impl Model {
             // Waiting claims come and go in `run`, which holds their tickets.
             Op::Wait { .. } | Op::Leave { .. } => {}
             Op::Claim { agent } => {
-                let agent = AgentType::ALL[*agent];
+                let agent = agent_type(*agent);
                 let reply = store.write_blocking(command::Claim {
-                    agent_type: agent,
+                    agent_type: agent.clone(),
                     worker_id: "w".into(),
                     lease: 60_000_000,
                     claimer: None,
                 });
-                let next = self.next_claim(agent);
+                let next = self.next_claim(&agent);
                 if let Some((_, project)) = next {
                     self.turn.insert(agent, project);
                 }
@@ -415,12 +441,12 @@ impl Model {
                 content,
             } => {
                 let project_id = pick(&self.project_ids, *project);
-                let (kind, source) = (ArtifactType::ALL[*kind], AgentType::ALL[*source]);
+                let (kind, source) = (artifact_type(*kind), agent_type(*source));
                 let content = format!("{{\"n\":{content}}}");
                 let reply = store.write_blocking(command::CreateArtifact {
                     project_id,
-                    source_agent: source,
-                    artifact_type: kind,
+                    source_agent: source.clone(),
+                    artifact_type: kind.clone(),
                     content: content.clone(),
                     metadata: None,
                 });
@@ -582,8 +608,10 @@ impl Model {
                 assert_eq!(approved.len() + skipped.len(), ids.len());
             }
             Op::ResetAgent { agent } => {
-                let agent = AgentType::ALL[*agent];
-                let reply = store.write_blocking(command::ResetAgent { agent_type: agent });
+                let agent = agent_type(*agent);
+                let reply = store.write_blocking(command::ResetAgent {
+                    agent_type: agent.clone(),
+                });
                 let Ok(a) = reply else { panic!("{reply:?}") };
                 assert_eq!(a.status, AgentStatus::Idle);
                 self.agent(agent).0 = AgentStatus::Idle;
@@ -658,48 +686,52 @@ impl Model {
                 status: Some(*s),
                 agent_type: None,
             }));
-            filters.extend(AgentType::ALL.iter().map(|a| TaskFilter {
+            filters.extend((0..AGENTS).map(|a| TaskFilter {
                 status: None,
-                agent_type: Some(*a),
+                agent_type: Some(agent_type(a)),
             }));
             filters.push(TaskFilter {
                 status: Some(TaskStatus::Pending),
-                agent_type: Some(AgentType::Coder),
+                agent_type: Some(AgentType::CODER),
             });
             for filter in filters {
                 let want: Vec<Id> = tasks
                     .iter()
                     .filter(|(_, t)| filter.status.is_none_or(|s| t.status == s))
-                    .filter(|(_, t)| filter.agent_type.is_none_or(|a| t.agent == a))
+                    .filter(|(_, t)| filter.agent_type.as_ref().is_none_or(|a| t.agent == *a))
                     .map(|(id, _)| **id)
                     .collect();
                 let got = all_pages(|cursor| {
-                    let page = store.project_tasks(project, filter, cursor, 3).unwrap();
+                    let page = store
+                        .project_tasks(project, filter.clone(), cursor, 3)
+                        .unwrap();
                     (page.items.iter().map(|t| t.id).collect(), page.next_cursor)
                 });
                 assert_eq!(got, want, "tasks {filter:?}");
             }
 
             let mut filters = vec![ArtifactFilter::default()];
-            filters.extend(ArtifactType::ALL.iter().map(|k| ArtifactFilter {
-                artifact_type: Some(*k),
+            filters.extend((0..ARTIFACTS).map(|k| ArtifactFilter {
+                artifact_type: Some(artifact_type(k)),
                 source_agent: None,
                 summaries: false,
             }));
-            filters.extend(AgentType::ALL.iter().map(|a| ArtifactFilter {
+            filters.extend((0..AGENTS).map(|a| ArtifactFilter {
                 artifact_type: None,
-                source_agent: Some(*a),
+                source_agent: Some(agent_type(a)),
                 summaries: true,
             }));
             for filter in filters {
                 let want: Vec<Id> = artifacts
                     .iter()
-                    .filter(|(_, a)| filter.artifact_type.is_none_or(|k| a.kind == k))
-                    .filter(|(_, a)| filter.source_agent.is_none_or(|s| a.source == s))
+                    .filter(|(_, a)| filter.artifact_type.as_ref().is_none_or(|k| a.kind == *k))
+                    .filter(|(_, a)| filter.source_agent.as_ref().is_none_or(|s| a.source == *s))
                     .map(|(id, _)| **id)
                     .collect();
                 let got = all_pages(|cursor| {
-                    let page = store.project_artifacts(project, filter, cursor, 2).unwrap();
+                    let page = store
+                        .project_artifacts(project, filter.clone(), cursor, 2)
+                        .unwrap();
                     (page.items.iter().map(|a| a.id).collect(), page.next_cursor)
                 });
                 assert_eq!(got, want, "artifacts {filter:?}");
@@ -744,7 +776,7 @@ impl Model {
             let m = &self.tasks[id];
             assert_eq!(
                 (task.project_id, task.agent_type, task.status),
-                (m.project, m.agent, m.status)
+                (m.project, m.agent.clone(), m.status)
             );
         }
         for id in &self.artifact_ids {
@@ -757,7 +789,7 @@ impl Model {
                     let a = stored.expect("artifact");
                     assert_eq!(
                         (a.project_id, a.artifact_type, a.source_agent),
-                        (m.project, m.kind, m.source)
+                        (m.project, m.kind.clone(), m.source.clone())
                     );
                     assert_eq!(
                         (a.content.as_str(), a.version),
@@ -780,6 +812,21 @@ impl Model {
                 store.get_hitl(id).unwrap().expect("hitl").status,
                 self.hitl[id].status
             );
+        }
+        let listed: Vec<AgentType> = store
+            .agents()
+            .unwrap()
+            .iter()
+            .map(|a| a.agent_type.clone())
+            .collect();
+        assert_eq!(&listed[..AgentType::KNOWN.len()], AgentType::KNOWN);
+        for used in self
+            .tasks
+            .values()
+            .map(|t| &t.agent)
+            .chain(self.artifacts.values().map(|a| &a.source))
+        {
+            assert!(listed.contains(used), "{used} in use, not listed");
         }
         for agent in store.agents().unwrap() {
             let (status, working) = self

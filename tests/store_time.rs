@@ -29,11 +29,11 @@ const TIMEOUT: i64 = 10 * SECOND;
 const BACKOFF: i64 = SECOND;
 const MAX_ATTEMPTS: u32 = 3;
 const SDLC: [AgentType; 5] = [
-    AgentType::Analyst,
-    AgentType::Architect,
-    AgentType::Coder,
-    AgentType::Tester,
-    AgentType::Deployer,
+    AgentType::ANALYST,
+    AgentType::ARCHITECT,
+    AgentType::CODER,
+    AgentType::TESTER,
+    AgentType::DEPLOYER,
 ];
 /// The phases the built-in workflow gates at the medium level.
 const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
@@ -224,7 +224,7 @@ impl Model {
     fn leave(&mut self, id: Id, to: TaskStatus) {
         let t = self.tasks.get_mut(&id).unwrap();
         let was_working = t.status == TaskStatus::Working;
-        let agent = t.agent;
+        let agent = t.agent.clone();
         t.status = to;
         if to != TaskStatus::Working {
             t.worker = None;
@@ -253,7 +253,7 @@ impl Model {
             t.retry = Some(now + BACKOFF * (1 << (t.failures - 1)));
         } else {
             t.retry = None;
-            let agent = t.agent;
+            let agent = t.agent.clone();
             self.agent(agent).0 = AgentStatus::Error;
             // The escalation: one new pending request about this task.
             let new: Vec<Id> = store
@@ -323,7 +323,7 @@ impl Model {
         let stored = store.workflow(&project).unwrap().unwrap();
         let task = stored.phases[phase].task_id.expect("the next phase's task");
         self.runs.get_mut(&project).unwrap().tasks[phase] = Some(task);
-        self.add_task(task, project, SDLC[phase]);
+        self.add_task(task, project, SDLC[phase].clone());
     }
 
     fn fire(&mut self, store: &Store) {
@@ -362,7 +362,7 @@ impl Model {
                 priority,
                 project,
             } => {
-                let agent = AgentType::ALL[agent];
+                let agent = AgentType::KNOWN[agent].clone();
                 let projects: Vec<Id> = self.runs.keys().copied().collect();
                 let project_id = match project {
                     0 => self.project,
@@ -374,7 +374,7 @@ impl Model {
                 let t = store
                     .write_blocking(command::CreateTask {
                         project_id,
-                        agent_type: agent,
+                        agent_type: agent.clone(),
                         instructions: "x".into(),
                         context_ids: Vec::new(),
                         priority,
@@ -388,10 +388,10 @@ impl Model {
                 lease_ms,
                 worker: w,
             } => {
-                let agent = AgentType::ALL[agent];
+                let agent = AgentType::KNOWN[agent].clone();
                 let got = store
                     .write_blocking(command::Claim {
-                        agent_type: agent,
+                        agent_type: agent.clone(),
                         worker_id: worker(w),
                         lease: lease_ms * 1000,
                         claimer: None,
@@ -414,7 +414,7 @@ impl Model {
                     "priority, then the projects' turn, then the oldest"
                 );
                 if let Some((_, project)) = next {
-                    self.turn.insert(agent, project);
+                    self.turn.insert(agent.clone(), project);
                 }
                 if let Some(id) = next.map(|n| n.0) {
                     let now = self.now;
@@ -654,15 +654,15 @@ impl Model {
                         completed: false,
                     },
                 );
-                self.add_task(first, p.id, SDLC[0]);
+                self.add_task(first, p.id, SDLC[0].clone());
             }
             Op::Queue {
                 agent,
                 change,
                 limit,
             } => {
-                let agent = AgentType::ALL[agent];
-                let entry = self.queues.entry(agent).or_insert((false, None));
+                let agent = AgentType::KNOWN[agent].clone();
+                let entry = self.queues.entry(agent.clone()).or_insert((false, None));
                 let change = match change {
                     0 => {
                         entry.0 = true;
@@ -684,7 +684,7 @@ impl Model {
                 let want = *entry;
                 let got = store
                     .write_blocking(command::SetQueue {
-                        agent_type: agent,
+                        agent_type: agent.clone(),
                         change,
                     })
                     .unwrap();

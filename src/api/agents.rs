@@ -3,7 +3,7 @@
 use crate::http::ErrorCode;
 use crate::http::{Response, StatusCode};
 
-use super::{AppState, Query, bare_list, parse_vocab};
+use super::{AppState, Query, bare_list};
 use crate::domain::{AgentType, Vocabulary};
 use crate::http::ApiError;
 use crate::http::body::json;
@@ -22,8 +22,8 @@ pub fn all(state: &AppState) -> Result<Response, ApiError> {
 }
 
 pub fn one(state: &AppState, agent: &str) -> Result<Response, ApiError> {
-    let agent_type: AgentType = parse_vocab("agent_type", agent)?;
-    let agent = state.store.agent(agent_type)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
+    let agent = state.store.agent(&agent_type)?;
     Ok(json(StatusCode::OK, object(|o| write(o, &agent))))
 }
 
@@ -31,7 +31,7 @@ pub fn one(state: &AppState, agent: &str) -> Result<Response, ApiError> {
 /// (plus `task_id`, `timestamp`, `seq`), newest first; `?cursor=` is the seq of the last entry of
 /// the previous page.
 pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response, ApiError> {
-    let agent_type: AgentType = parse_vocab("agent_type", agent)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
     let before = match query.cursor() {
         Some(c) => Some(c.parse::<u64>().map_err(|_| {
             ApiError::new(
@@ -43,7 +43,7 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response,
     };
     let (entries, next) = state
         .store
-        .agent_history(agent_type, before, query.limit()?)?;
+        .agent_history(&agent_type, before, query.limit()?)?;
     let items: Vec<Vec<u8>> = entries
         .iter()
         .map(|e| {
@@ -65,10 +65,12 @@ pub fn history(state: &AppState, agent: &str, query: &Query) -> Result<Response,
 
 /// BotArmy: back to idle, 200 with the agent; broadcasts `agent_status_change`.
 pub async fn reset(state: &AppState, agent: &str) -> Result<Response, ApiError> {
-    let agent_type: AgentType = parse_vocab("agent_type", agent)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
     let agent = state
         .store
-        .write(command::ResetAgent { agent_type })
+        .write(command::ResetAgent {
+            agent_type: agent_type.clone(),
+        })
         .await?;
     let body = object(|o| {
         write(o, &agent);

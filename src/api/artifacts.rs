@@ -5,8 +5,8 @@ use crate::http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AppState, Query, bare_list, parse_id, parse_ids, parse_vocab, require};
-use crate::domain::{AgentType, ArtifactType, DomainError, Limits, Vocabulary};
+use super::{AppState, Query, bare_list, parse_id, parse_ids, require};
+use crate::domain::{AgentType, ArtifactType, DomainError, Limits};
 use crate::http::ApiError;
 use crate::http::body::json;
 use crate::json::{ObjectWriter, object};
@@ -32,8 +32,10 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
     let project_id = parse_id("project_id", &body.project_id).map_err(|_| {
         ApiError::invalid_field("project_id", format!("`{}` is not a UUID", body.project_id))
     })?;
-    let source_agent: AgentType = parse_vocab("source_agent", &body.source_agent)?;
-    let artifact_type: ArtifactType = parse_vocab("artifact_type", &body.artifact_type)?;
+    let source_agent: AgentType = state.store.agent_type("source_agent", &body.source_agent)?;
+    let artifact_type: ArtifactType = state
+        .store
+        .artifact_type("artifact_type", &body.artifact_type)?;
     let command = command::CreateArtifact {
         project_id,
         source_agent,
@@ -107,8 +109,8 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
         }
     };
     let filter = ArtifactFilter {
-        artifact_type: query.vocab("artifact_type")?,
-        source_agent: query.vocab("source_agent")?,
+        artifact_type: query.artifact_type(state, "artifact_type")?,
+        source_agent: query.agent_type(state, "source_agent")?,
         summaries: !with_content,
     };
     let page =

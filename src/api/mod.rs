@@ -523,6 +523,30 @@ impl Query {
         self.get(key).map(|t| parse_vocab::<V>(key, t)).transpose()
     }
 
+    /// An agent type in the query, if this server takes it.
+    pub fn agent_type(
+        &self,
+        state: &AppState,
+        key: &str,
+    ) -> Result<Option<crate::domain::AgentType>, ApiError> {
+        Ok(self
+            .get(key)
+            .map(|t| state.store.agent_type(key, t))
+            .transpose()?)
+    }
+
+    /// An artifact type in the query, if this server takes it.
+    pub fn artifact_type(
+        &self,
+        state: &AppState,
+        key: &str,
+    ) -> Result<Option<crate::domain::ArtifactType>, ApiError> {
+        Ok(self
+            .get(key)
+            .map(|t| state.store.artifact_type(key, t))
+            .transpose()?)
+    }
+
     pub fn id(&self, key: &str) -> Result<Option<Id>, ApiError> {
         self.get(key).map(|t| parse_id(key, t)).transpose()
     }

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::domain::{AgentType, Vocabulary};
+/// What an agent or artifact type looks like (`domain::names`).
+const NAME_PATTERN: &str = "^[a-z][a-z0-9_.-]{0,63}$";
 use crate::http::body::json as json_response;
 use crate::http::router::TABLE;
 use crate::http::{ApiError, ErrorCode, Response, Route, StatusCode};
@@ -33,7 +34,7 @@ fn schemas() -> Value {
         "CreateProject": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": ["string", "null"]}}},
         "CreateTask": {"type": "object", "required": ["agent_type", "instructions"], "properties": {
-            "agent_type": {"type": "string"}, "instructions": {"type": "string", "minLength": 1},
+            "agent_type": {"type": "string", "pattern": NAME_PATTERN}, "instructions": {"type": "string", "minLength": 1},
             "context_ids": {"type": "array", "items": uuid, "maxItems": 1000},
             "priority": {"type": ["integer", "null"], "minimum": 1, "maximum": 5,
                 "description": "1 is the highest; claims hand out the highest priority first (default 3)"}}},
@@ -44,7 +45,7 @@ fn schemas() -> Value {
             "lease_id": {"type": ["string", "null"], "format": "uuid",
                 "description": "the claim's fencing token: required to complete or fail a claimed task"}}},
         "Claim": {"type": "object", "required": ["agent_type", "worker_id"], "properties": {
-            "agent_type": string, "worker_id": string, "lease_seconds": {"type": ["number", "null"]},
+            "agent_type": {"type": "string", "pattern": NAME_PATTERN}, "worker_id": string, "lease_seconds": {"type": ["number", "null"]},
             "wait_ms": {"type": ["integer", "null"], "minimum": 0,
                 "description": "with nothing to hand out, wait up to this long (at most --max-claim-wait-ms) for a task"}}},
         "Heartbeat": {"type": "object", "properties": {"worker_id": {"type": ["string", "null"]}, "lease_seconds": {"type": ["number", "null"]},
@@ -52,7 +53,7 @@ fn schemas() -> Value {
             "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
             "data": any}},
         "CreateArtifact": {"type": "object", "required": ["project_id", "source_agent", "artifact_type", "content"], "properties": {
-            "project_id": uuid, "source_agent": string, "artifact_type": string, "content": any, "metadata": any}},
+            "project_id": uuid, "source_agent": {"type": "string", "pattern": NAME_PATTERN}, "artifact_type": {"type": "string", "pattern": NAME_PATTERN}, "content": any, "metadata": any}},
         "UpdateArtifact": {"type": "object", "properties": {"content": any, "metadata": any}},
         "Batch": {"type": "object", "required": ["context_ids"], "properties": {"context_ids": {"type": "array", "items": uuid, "maxItems": 1000}}},
         "CreateHitl": {"type": "object", "required": ["project_id", "question"], "properties": {
@@ -92,8 +93,9 @@ pub fn document() -> Value {
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}));
         }
         if path.contains("{agent_type}") {
-            let agents: Vec<&str> = AgentType::ALL.iter().map(|a| a.as_str()).collect();
-            parameters.push(json!({"name": "agent_type", "in": "path", "required": true, "schema": {"enum": agents}}));
+            parameters.push(json!({"name": "agent_type", "in": "path", "required": true,
+                "description": "an agent type: BotArmy's (orchestrator, analyst, architect, coder, tester, deployer) or any the team names",
+                "schema": {"type": "string", "pattern": NAME_PATTERN}}));
         }
         use Route::{
             ArtifactCreate, HitlCreate, ProjectTasksCreate, ProjectsCreate, TaskClaim,

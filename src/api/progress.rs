@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{AppState, parse_id};
-use crate::domain::{DomainError, Id, Limits, TaskStatus, Vocabulary, check_len, now_micros};
+use crate::domain::{DomainError, Id, Limits, TaskStatus, check_len, now_micros};
 use crate::http::{ApiError, Request, Response, StatusCode};
 use crate::json::object;
 use crate::store::Task;

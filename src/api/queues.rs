@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::{AppState, parse_vocab, require};
-use crate::domain::{AgentType, Vocabulary};
+use super::{AppState, require};
+use crate::domain::AgentType;
 use crate::http::body::json;
 use crate::http::{ApiError, Request, Response, StatusCode};
 use crate::json::{ObjectWriter, object};
@@ -24,7 +24,7 @@ pub fn list(state: &AppState) -> Result<Response, ApiError> {
 
 /// `POST /api/v1/queues/{agent_type}/pause` or `/resume` → 200 the queue.
 pub async fn pause(state: &AppState, agent: &str, paused: bool) -> Result<Response, ApiError> {
-    let agent_type: AgentType = parse_vocab("agent_type", agent)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
     let change = if paused {
         QueueChange::Pause
     } else {
@@ -35,7 +35,7 @@ pub async fn pause(state: &AppState, agent: &str, paused: bool) -> Result<Respon
 
 /// `PATCH /api/v1/queues/{agent_type} {"max_working": N|null}` → 200 the queue.
 pub async fn update(state: &AppState, agent: &str, req: Request) -> Result<Response, ApiError> {
-    let agent_type: AgentType = parse_vocab("agent_type", agent)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
     let body: Value = req.json(state.max_body_bytes).await?;
     let Some(fields) = body.as_object() else {
         return Err(ApiError::invalid_field("body", "must be an object"));
@@ -69,7 +69,10 @@ async fn set(
 ) -> Result<Response, ApiError> {
     state
         .store
-        .write(command::SetQueue { agent_type, change })
+        .write(command::SetQueue {
+            agent_type: agent_type.clone(),
+            change,
+        })
         .await?;
     let queues = state.store.queues(crate::domain::now_micros())?;
     let queue = queues

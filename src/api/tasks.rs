@@ -26,7 +26,7 @@ pub async fn create(state: &AppState, project: &str, req: Request) -> Result<Res
     let project_id = require(state, project)?;
     let key = super::idempotency_key(&req);
     let (body, bytes): (CreateTask, _) = req.json_and_bytes(state.max_body_bytes).await?;
-    let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", &body.agent_type)?;
     check_len(
         "instructions",
         &body.instructions,
@@ -76,7 +76,7 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
     let project_id = require(state, project)?;
     let filter = TaskFilter {
         status: query.vocab("status")?,
-        agent_type: query.vocab("agent_type")?,
+        agent_type: query.agent_type(state, "agent_type")?,
     };
     let mut page =
         state
@@ -166,27 +166,29 @@ pub fn describe_metrics() {
         WORKERS_WAITING,
         "Claims waiting for a task of their agent type (long poll)."
     );
-    for agent in AgentType::ALL {
-        metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.as_str()).set(0.0);
+    for agent in AgentType::defaults() {
+        metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.to_string()).set(0.0);
     }
 }
 
-/// A waiting claim, counted while it exists (a client that goes away drops it).
-struct Waiting<'s>(AgentType, &'s std::sync::atomic::AtomicUsize);
+/// A waiting claim, counted while it exists (a client that goes away drops it). The agent type
+/// is one in use (it has an id), so its series are bounded by `--max-agent-types`.
+struct Waiting<'s>(metrics::Gauge, &'s std::sync::atomic::AtomicUsize);
 
 impl<'s> Waiting<'s> {
-    fn new(state: &'s AppState, agent: AgentType) -> Waiting<'s> {
+    fn new(state: &'s AppState, name: &AgentType, agent: u16) -> Waiting<'s> {
         let count = state.store.waiting_claims(agent);
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!(WORKERS_WAITING, "agent_type" => agent.as_str()).increment(1.0);
-        Waiting(agent, count)
+        let gauge = metrics::gauge!(WORKERS_WAITING, "agent_type" => name.to_string());
+        gauge.increment(1.0);
+        Waiting(gauge, count)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!(WORKERS_WAITING, "agent_type" => self.0.as_str()).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -213,12 +215,22 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
     let key = super::idempotency_key(&req);
     let claimer = req.caller().map(str::to_owned);
     let (body, bytes): (ClaimBody, _) = req.json_and_bytes(state.max_body_bytes).await?;
-    let agent_type: AgentType = parse_vocab("agent_type", &body.agent_type)?;
+    let agent_type: AgentType = state.store.agent_type("agent_type", &body.agent_type)?;
     check_len("worker_id", &body.worker_id, Limits::NAME, true)?;
     let lease = lease(state, body.lease_seconds)?;
     let wait = wait(state, body.wait_ms)?;
     let deadline = tokio::time::Instant::now() + wait;
-    let signal = state.store.claimable(agent_type);
+    let agent = match state.store.agent_id(&agent_type) {
+        Some(id) => id,
+        // A type nothing has named has nothing to hand out: a poll is answered at once; a claim
+        // that waits gives the type its id first (one durable write, once per type), so the
+        // tasks made for it later find it waiting.
+        None if wait.is_zero() && key.is_none() => {
+            return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
+        }
+        None => state.store.intern_agent_type(&agent_type).await?,
+    };
+    let signal = state.store.claimable(agent);
     let mut waiting = None;
     loop {
         // Registered before the try: a task committed between the try and the wait still wakes
@@ -227,7 +239,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         tokio::pin!(woken);
         woken.as_mut().enable();
         let command = command::Claim {
-            agent_type,
+            agent_type: agent_type.clone(),
             worker_id: body.worker_id.clone(),
             lease,
             claimer: claimer.clone(),
@@ -236,7 +248,7 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         // Nothing of the type pending: the writer would find nothing either, and a claim that
         // polls (no wait) is answered without a commit. A claim with a key always goes to the
         // writer, which remembers its answer.
-        let nothing = key.is_none() && state.store.pending_count(agent_type) == 0;
+        let nothing = key.is_none() && state.store.pending_count(agent) == 0;
         if !nothing
             && let Some(t) =
                 super::write_once(state, route, None, key.as_ref(), &bytes, command).await?
@@ -246,14 +258,14 @@ pub async fn claim(state: &AppState, req: Request) -> Result<Response, ApiError>
         if tokio::time::Instant::now() >= deadline {
             return Ok(crate::http::body::empty(StatusCode::NO_CONTENT));
         }
-        waiting.get_or_insert_with(|| Waiting::new(state, agent_type));
+        waiting.get_or_insert_with(|| Waiting::new(state, &agent_type, agent));
         // Without an idempotency key the writer may claim a task for this waiter inside the
         // commit that made it claimable (one durable commit instead of two); a claim with a key
         // claims for itself, so that its answer is remembered with the key.
         let mut ticket = key.is_none().then(|| {
             state
                 .store
-                .wait_for_task(agent_type, body.worker_id.clone(), lease, claimer.clone())
+                .wait_for_task(agent, body.worker_id.clone(), lease, claimer.clone())
         });
         let handed = async {
             match ticket.as_mut() {

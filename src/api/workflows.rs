@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{AppState, MAX_LIMIT, require};
-use crate::domain::{DomainError, Id, Vocabulary};
+use crate::domain::{DomainError, Id};
 use crate::http::body::json;
 use crate::http::{ApiError, Request, Response, StatusCode};
 use crate::json::object;
@@ -56,7 +56,7 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
     for (i, phase) in run.phases.iter().enumerate() {
         let filter = ArtifactFilter {
             artifact_type: None,
-            source_agent: Some(phase.agent_type),
+            source_agent: Some(phase.agent_type.clone()),
             summaries: true,
         };
         let artifacts: Vec<Id> = if phase.task_id.is_some() {

@@ -232,6 +232,9 @@ impl Config {
         config.monitor.rules = merge_rules(config.monitor.rules, s.alert_rules.clone())?;
         for workflow in s.workflows {
             let workflow = workflow.parse().map_err(|e| format!("config file: {e}"))?;
+            workflow
+                .check_allowed(&config.store.agent_types, &config.store.artifact_types)
+                .map_err(|e| format!("config file: {e}"))?;
             match config
                 .store
                 .workflows
@@ -324,6 +327,7 @@ mod tests {
             ("URL", _) => "http://flightdeck.test".into(),
             ("ORIGINS", _) => "http://a.example".into(),
             ("HOSTS", _) => "flightdeck.internal".into(),
+            ("NAMES", _) => "coder,researcher".into(),
             ("KEY", _) => "someone:rw:0123456789abcdef".into(),
             (_, Some(number)) => {
                 let n: u64 = number

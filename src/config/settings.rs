@@ -242,6 +242,26 @@ settings! {
     /// Status changes kept per agent type; older ones are trimmed in the background
     agent_history_retention: u64 = "10000", "FLIGHTDECK_AGENT_HISTORY_RETENTION", "N"
         => |c, v| c.agent_history_retention = positive("agent_history_retention", v)?;
+    /// The only agent types taken, comma-separated (`analyst,coder`); any other is refused with
+    /// 422 naming the list. Unset: any name matching `^[a-z][a-z0-9_.-]{0,63}$`, BotArmy's six
+    /// listed first
+    agent_types: Vec<String> = none, "FLIGHTDECK_AGENT_TYPES", "NAMES",
+        #[arg(value_delimiter = ',')],
+        #[serde(deserialize_with = "lists::some_list_or_text")]
+        => |c, v| c.store.agent_types.only = closed_list("agent_types", v)?;
+    /// The only artifact types taken, comma-separated, as `agent_types` (BotArmy's eleven listed
+    /// first when unset)
+    artifact_types: Vec<String> = none, "FLIGHTDECK_ARTIFACT_TYPES", "NAMES",
+        #[arg(value_delimiter = ',')],
+        #[serde(deserialize_with = "lists::some_list_or_text")]
+        => |c, v| c.store.artifact_types.only = closed_list("artifact_types", v)?;
+    /// Most distinct agent types in use (each is a label value of the per-type metrics);
+    /// beyond it a new one answers 422 `too_many_types`
+    max_agent_types: usize = "256", "FLIGHTDECK_MAX_AGENT_TYPES", "N"
+        => |c, v| c.store.agent_types.max = type_limit("max_agent_types", v)?;
+    /// Most distinct artifact types in use; beyond it a new one answers 422 `too_many_types`
+    max_artifact_types: usize = "1024", "FLIGHTDECK_MAX_ARTIFACT_TYPES", "N"
+        => |c, v| c.store.artifact_types.max = type_limit("max_artifact_types", v)?;
     /// Origins (`http://localhost:3000`) whose pages may call the API, or `*`, comma-separated;
     /// when set (or without API keys), WebSocket upgrades from other origins are refused; see
     /// "Browsers"
@@ -399,6 +419,36 @@ settings! {
             }
             c.public_url = Some(url.trim_end_matches('/').to_string());
         };
+}
+
+/// A closed list of names (`agent_types`, `artifact_types`): each a well-formed name, once;
+/// absent or empty leaves the vocabulary open.
+fn closed_list<K: crate::domain::names::NameKind>(
+    key: &str,
+    v: Option<Vec<String>>,
+) -> Result<Option<Vec<crate::domain::names::Name<K>>>, String> {
+    let mut names = Vec::new();
+    for text in v.unwrap_or_default() {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let name = crate::domain::names::Name::parse(text).map_err(|e| format!("{key}: {e}"))?;
+        if names.contains(&name) {
+            return Err(format!("{key}: `{name}` is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok((!names.is_empty()).then_some(names))
+}
+
+/// A `--max-*-types` value: 1 to 65,535 (ids are two bytes, and one is kept unused).
+fn type_limit(key: &str, v: usize) -> Result<usize, String> {
+    if (1..usize::from(u16::MAX)).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{key} must be between 1 and 65534 (got {v})"))
+    }
 }
 
 /// The settings that are not rows, as the README's table shows them after the rows: the

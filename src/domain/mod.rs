@@ -3,6 +3,7 @@
 //! workflows and input validation. Nothing here does I/O or knows about HTTP or redb.
 
 mod ids;
+pub mod names;
 pub mod records;
 mod rules;
 pub mod tasks;

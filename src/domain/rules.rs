@@ -15,6 +15,14 @@ pub enum DomainError {
     /// A field is missing, ill-typed, out of range or refers to something that is not there.
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
+    /// A name new to the server would pass the most agent or artifact types it keeps.
+    #[error("{field}: `{name}` would be the {kind} number {}, past the {max} this server keeps (--max-{}s)", max + 1, kind.replace('_', "-"))]
+    TooManyTypes {
+        field: String,
+        kind: &'static str,
+        name: String,
+        max: usize,
+    },
     /// The worker's claim is no longer the task's (its lease ran out, another worker holds it, or
     /// it named none): it must stop working on the task.
     #[error("{message}")]

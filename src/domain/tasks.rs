@@ -462,7 +462,7 @@ mod tests {
         Task {
             id: Id::new_v7(),
             project_id: Id::new_v7(),
-            agent_type: AgentType::Coder,
+            agent_type: AgentType::CODER,
             status,
             instructions: "do it".into(),
             context_ids: vec![],
@@ -737,7 +737,7 @@ mod tests {
 
     #[test]
     fn the_agent_follows_its_tasks() {
-        let idle = Agent::idle(AgentType::Coder);
+        let idle = Agent::idle(AgentType::CODER);
         let pending = task(TaskStatus::Pending);
         let working = claim(&pending, 5);
         let busy = agent_follows(&idle, &pending, &working, false, 5);

@@ -1,5 +1,8 @@
-//! The closed vocabulary of the BotArmy backend. Each enum has a stable one-byte code, used in
-//! index keys, and a wire name, used in JSON.
+//! The closed vocabularies (statuses, actions, event types: each enum has a stable one-byte code,
+//! used in index keys, and a wire name, used in JSON) and the open ones, `AgentType` and
+//! `ArtifactType`: names a team chooses (`names`), BotArmy's being the known defaults.
+
+pub use super::names::{AgentType, ArtifactType};
 
 /// What every vocabulary enum offers.
 pub trait Vocabulary: Sized + Copy + 'static {
@@ -63,41 +66,12 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// The kinds of agent in a team.
-    AgentType, "agent_type" {
-        Orchestrator => "orchestrator",
-        Analyst => "analyst",
-        Architect => "architect",
-        Coder => "coder",
-        Tester => "tester",
-        Deployer => "deployer",
-    }
-);
-
-vocabulary!(
     /// What an agent is doing.
     AgentStatus, "status" {
         Idle => "idle",
         Working => "working",
         WaitingForHitl => "waiting_for_hitl",
         Error => "error",
-    }
-);
-
-vocabulary!(
-    /// The kinds of artifact in the context store.
-    ArtifactType, "artifact_type" {
-        ProjectPlan => "project_plan",
-        SoftwareSpecification => "software_specification",
-        ImplementationPlan => "implementation_plan",
-        SystemArchitecture => "system_architecture",
-        SourceCode => "source_code",
-        TestResults => "test_results",
-        DeploymentLog => "deployment_log",
-        DeploymentPackage => "deployment_package",
-        UserInput => "user_input",
-        AgentOutput => "agent_output",
-        HitlResponse => "hitl_response",
     }
 );
 
@@ -186,9 +160,7 @@ mod tests {
     #[test]
     fn every_vocabulary_round_trips() {
         round_trips::<TaskStatus>();
-        round_trips::<AgentType>();
         round_trips::<AgentStatus>();
-        round_trips::<ArtifactType>();
         round_trips::<HitlStatus>();
         round_trips::<OversightLevel>();
         round_trips::<HitlAction>();
@@ -198,9 +170,6 @@ mod tests {
 
     #[test]
     fn allowed_lists_every_value() {
-        assert_eq!(
-            AgentType::allowed(),
-            "orchestrator, analyst, architect, coder, tester, deployer"
-        );
+        assert_eq!(HitlAction::allowed(), "approve, reject, amend");
     }
 }

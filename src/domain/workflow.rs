@@ -5,10 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::Id;
+use super::names::{AgentKind, Allowed, ArtifactKind};
 use super::records::{PhaseRun, PhaseStatus, Project, WorkflowRun};
 use super::rules::DomainError;
 use super::time::Micros;
-use super::vocab::{AgentType, ArtifactType, OversightLevel, Vocabulary};
+use super::vocab::{AgentType, ArtifactType, OversightLevel};
 
 /// One phase as defined (in the config file: `agent_type`, `instructions`, `produces`, `gate`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +106,25 @@ pub fn builtin() -> Workflow {
         .unwrap_or_else(|e| unreachable!("the built-in workflow is malformed: {e}"))
 }
 
+impl Workflow {
+    /// Whether every phase names only types a server with these settings takes (an operator's
+    /// closed `agent_types` or `artifact_types` list).
+    pub fn check_allowed(
+        &self,
+        agents: &Allowed<AgentKind>,
+        artifacts: &Allowed<ArtifactKind>,
+    ) -> Result<(), DomainError> {
+        for (i, phase) in self.phases.iter().enumerate() {
+            let field = |f: &str| format!("workflows.{}.phases[{i}].{f}", self.name);
+            agents.parse(&field("agent_type"), phase.agent_type.as_str())?;
+            for kind in &phase.produces {
+                artifacts.parse(&field("produces"), kind.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl WorkflowDef {
     /// Checks names, agent types and artifact types; a malformed definition stops start-up.
     pub fn validate(&self) -> Result<(), DomainError> {
@@ -125,12 +145,8 @@ impl WorkflowDef {
         let mut phases = Vec::with_capacity(self.phases.len());
         for (i, phase) in self.phases.iter().enumerate() {
             let field = |f: &str| format!("workflows.{}.phases[{i}].{f}", self.name);
-            let Some(agent_type) = AgentType::parse(&phase.agent_type) else {
-                return Err(DomainError::unknown_value::<AgentType>(
-                    &field("agent_type"),
-                    &phase.agent_type,
-                ));
-            };
+            let agent_type = AgentType::parse(&phase.agent_type)
+                .map_err(|m| DomainError::invalid(field("agent_type"), m))?;
             if phase.instructions.trim().is_empty() {
                 return Err(DomainError::invalid(
                     field("instructions"),
@@ -139,12 +155,8 @@ impl WorkflowDef {
             }
             let mut produces = Vec::with_capacity(phase.produces.len());
             for kind in &phase.produces {
-                let Some(kind) = ArtifactType::parse(kind) else {
-                    return Err(DomainError::unknown_value::<ArtifactType>(
-                        &field("produces"),
-                        kind,
-                    ));
-                };
+                let kind = ArtifactType::parse(kind)
+                    .map_err(|m| DomainError::invalid(field("produces"), m))?;
                 produces.push(kind);
             }
             let priority = match phase.priority {
@@ -174,7 +186,7 @@ impl Workflow {
             .phases
             .iter()
             .map(|p| PhaseRun {
-                agent_type: p.agent_type,
+                agent_type: p.agent_type.clone(),
                 instructions: render(&p.instructions, &project.name, context.as_deref()),
                 produces: p.produces.clone(),
                 gated: gated(project.oversight_level, p.gate),
@@ -425,15 +437,37 @@ mod tests {
     #[test]
     fn malformed_definitions_are_refused() {
         let mut w = sdlc();
-        w.phases[2].agent_type = "wizard".into();
+        w.phases[2].agent_type = "Wizard".into();
         let e = w.validate().unwrap_err().to_string();
         assert!(
-            e.contains("phases[2].agent_type") && e.contains("coder"),
+            e.contains("phases[2].agent_type") && e.contains("`Wizard` is not a name"),
             "{e}"
         );
         let mut w = sdlc();
+        w.phases[0].produces = vec!["poem!".into()];
+        let e = w.validate().unwrap_err().to_string();
+        assert!(e.contains("phases[0].produces"), "{e}");
+        // A team's own names are taken, unless the operator closed the list.
+        let mut w = sdlc();
+        w.phases[2].agent_type = "wizard".into();
         w.phases[0].produces = vec!["poem".into()];
-        assert!(w.validate().is_err());
+        let parsed = w.parse().unwrap();
+        assert_eq!(parsed.phases[2].agent_type.as_str(), "wizard");
+        parsed
+            .check_allowed(&Allowed::open(256), &Allowed::open(1024))
+            .unwrap();
+        let closed = Allowed {
+            only: Some(AgentType::KNOWN.to_vec()),
+            max: 256,
+        };
+        let e = parsed
+            .check_allowed(&closed, &Allowed::open(1024))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("phases[2].agent_type") && e.contains("unknown agent_type `wizard`"),
+            "{e}"
+        );
         assert!(
             WorkflowDef {
                 name: "x".into(),

@@ -52,7 +52,7 @@ pub fn encode(seq: u64, timestamp: Micros, draft: &EventDraft) -> String {
         .str("event_type", draft.event_type.as_str())
         .opt_id("project_id", draft.project_id)
         .opt_id("task_id", draft.task_id)
-        .opt_str("agent_type", draft.agent_type.map(|a| a.as_str()))
+        .opt_str("agent_type", draft.agent_type.as_ref().map(|a| a.as_str()))
         .raw("data", &draft.data)
         .timestamp("timestamp", timestamp);
     o.finish();

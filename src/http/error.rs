@@ -43,6 +43,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     InvalidField,
+    TooManyTypes,
     UpgradeRequired,
     InternalError,
     StorageError,
@@ -86,6 +87,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::InvalidField,
+        ErrorCode::TooManyTypes,
         ErrorCode::UpgradeRequired,
         ErrorCode::InternalError,
         ErrorCode::StorageError,
@@ -129,6 +131,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::TooManyTypes => "too_many_types",
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::StorageError => "storage_error",
@@ -173,6 +176,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::TooManyTypes => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -235,6 +239,9 @@ impl ErrorCode {
                 "a body (or, without API keys, any write) not sent as application/json"
             }
             ErrorCode::InvalidField => "a missing, ill-typed, unknown-valued or too long field",
+            ErrorCode::TooManyTypes => {
+                "a new agent or artifact type beyond --max-agent-types or --max-artifact-types"
+            }
             ErrorCode::UpgradeRequired => "a plain request to a WebSocket route",
             ErrorCode::InternalError => "a bug: the server answered itself wrongly",
             ErrorCode::StorageError => "the store failed; nothing of the write was kept",
@@ -359,6 +366,9 @@ impl From<DomainError> for ApiError {
             }
             DomainError::InvalidTransition { .. } => {
                 ApiError::new(ErrorCode::InvalidTransition, e.to_string())
+            }
+            DomainError::TooManyTypes { .. } => {
+                ApiError::new(ErrorCode::TooManyTypes, e.to_string())
             }
             DomainError::InvalidField { .. } => {
                 ApiError::new(ErrorCode::InvalidField, e.to_string())

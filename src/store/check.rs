@@ -6,11 +6,12 @@ use std::path::Path;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
-use crate::domain::{Id, Vocabulary};
+use crate::domain::Id;
 
 use super::StoreError;
 use super::codec::decode;
 use super::tables::{self, ArtifactKeys, HitlKeys, TaskKeys, trailing_id};
+use super::types::Registry;
 use crate::domain::records::{
     Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, IdempotencyRecord, Project,
     QueueSettings, Task, WorkflowRun,
@@ -41,7 +42,31 @@ impl CheckReport {
 /// Checks the database in `data_dir`. The server must not be running on it (redb allows one
 /// process at a time).
 pub fn check_database(data_dir: &Path) -> Result<CheckReport, StoreError> {
-    check_open(&super::open_existing(data_dir)?)
+    let db = super::open_existing(data_dir)?;
+    let version = db
+        .begin_read()?
+        .open_table(tables::META)?
+        .get(tables::META_SCHEMA_VERSION)?
+        .map(|v| v.value());
+    match version {
+        // Its index keys held one-byte enum codes, in tables of other key widths: it is checked
+        // as the server would migrate it, in a copy (the file itself is left as it is).
+        Some(v) if v < 6 => {
+            drop(db);
+            let copy = tempfile::Builder::new()
+                .prefix(".check-")
+                .tempdir_in(data_dir)
+                .map_err(|e| StoreError::storage("cannot make the copy to check", e))?;
+            let path = copy.path().join(super::config::DB_FILE);
+            std::fs::copy(data_dir.join(super::config::DB_FILE), &path)
+                .map_err(|e| StoreError::storage("cannot copy the database to check", e))?;
+            let db = redb::Database::open(&path)
+                .map_err(|e| StoreError::storage("cannot open the copy to check", e))?;
+            super::shared::init_schema(&db)?;
+            check_open(&db)
+        }
+        _ => check_open(&db),
+    }
 }
 
 /// The check on an open database, inside one read transaction (a consistent snapshot).
@@ -62,23 +87,50 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
         Some(_) => {}
         None => report.problem("meta: no schema version".into()),
     }
-    // An older database is checked as it is: its records in the shape its version wrote.
+    // An older database is checked as it is: its records in the shape its version wrote. Its
+    // index keys before schema 6 held enum codes, in tables of other key widths, which this build
+    // cannot open: such a database is checked once the server has migrated it.
     let version = version.unwrap_or(tables::SCHEMA_VERSION);
+    if version < 6 {
+        report.problem(format!(
+            "meta: schema {version} is older than 6, whose index keys this build cannot read (`flightdeck check` checks such a file as migrated, in a copy)"
+        ));
+        return Ok(report);
+    }
+    let types = {
+        let table = txn.open_table(tables::TYPE_NAMES)?;
+        let allowed = super::StoreConfig::new(".");
+        match super::types::Registry::load(&table, allowed.agent_types, allowed.artifact_types) {
+            Ok(types) => {
+                report.records += (types.agents.len() + types.artifacts.len()) as u64;
+                types
+            }
+            Err(e) => {
+                report.problem(format!("type_names: {e}"));
+                return Ok(report);
+            }
+        }
+    };
     // Timers are an index derived from tasks and HITL requests; so is the pending-since index.
     let mut timers = Vec::new();
     let mut pending = Vec::new();
-    check_tasks(&txn, version, &mut report, &mut timers, &mut pending)?;
-    if version >= 3 {
-        check_index(&txn, tables::TASKS_PENDING_SINCE, pending, &mut report)?;
-        check_queues(&txn, &mut report)?;
-    }
-    check_artifacts(&txn, version, &mut report)?;
-    check_hitl(&txn, version, &mut report, &mut timers)?;
+    check_tasks(
+        &txn,
+        version,
+        &mut report,
+        &mut timers,
+        &mut pending,
+        &types,
+    )?;
+    check_index(&txn, tables::TASKS_PENDING_SINCE, pending, &mut report)?;
+    check_queues(&txn, &mut report, &types)?;
+    check_artifacts(&txn, version, &mut report, &types)?;
+    check_hitl(&txn, version, &mut report, &mut timers, &types)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_workflows(&txn, version, &mut report)?;
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
-    check_agents(&txn, &mut report)?;
+    check_agents(&txn, &mut report, &types)?;
     Ok(report)
 }
 
@@ -87,6 +139,7 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
 #[cfg(test)]
 pub(crate) const CHECKED_TABLES: &[&str] = &[
     "META",
+    "TYPE_NAMES",
     "PROJECTS",
     "TASKS",
     "ARTIFACTS",
@@ -108,11 +161,15 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.
-fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_queues(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+    types: &Registry,
+) -> Result<(), StoreError> {
     for entry in txn.open_table(tables::QUEUES)?.iter()? {
         let (key, value) = entry?;
         report.records += 1;
-        if crate::domain::AgentType::from_code(key.value()).is_none() {
+        if types.agents.name(key.value()).is_none() {
             report.problem(format!("queues: key {} is no agent type", key.value()));
         }
         if let Err(e) = decode::<QueueSettings>(value.value()) {
@@ -207,12 +264,16 @@ fn check_queues(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
 
 /// Every agent's record is under its own type's code; every history entry under (its agent type,
 /// its seq).
-fn check_agents(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+fn check_agents(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+    types: &Registry,
+) -> Result<(), StoreError> {
     for entry in txn.open_table(tables::AGENTS)?.iter()? {
         let (key, value) = entry?;
         report.records += 1;
         match decode::<Agent>(value.value()) {
-            Ok(agent) if agent.agent_type.code() == key.value() => {}
+            Ok(agent) if types.agent(&agent.agent_type) == Some(key.value()) => {}
             Ok(agent) => report.problem(format!(
                 "agents: key {} holds agent {}",
                 key.value(),
@@ -226,7 +287,11 @@ fn check_agents(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), S
         report.records += 1;
         let key = *key.value();
         match decode::<AgentHistoryEntry>(value.value()) {
-            Ok(e) if tables::agent_history_key(e.agent_type.code(), e.seq) == key => {}
+            Ok(e)
+                if tables::agent_history_key(
+                    tables::TypeIds::agent(types, &e.agent_type),
+                    e.seq,
+                ) == key => {}
             Ok(e) => report.problem(format!(
                 "agent_history: an entry of {} seq {} is under another key",
                 e.agent_type, e.seq
@@ -347,7 +412,8 @@ fn check_tasks(
     version: u64,
     report: &mut CheckReport,
     timers: &mut Vec<[u8; 25]>,
-    pending: &mut Vec<[u8; 25]>,
+    pending: &mut Vec<[u8; 26]>,
+    types: &Registry,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<TaskKeys> = Vec::new();
     let mut owners: Vec<(Id, Id)> = Vec::new();
@@ -358,10 +424,10 @@ fn check_tasks(
         |bytes| super::migrate::decode_task(version, bytes),
         |t| t.id,
         |t| {
-            keys.push(TaskKeys::of(t));
+            keys.push(TaskKeys::of(t, types));
             owners.push((t.id, t.project_id));
             timers.extend(tables::task_timers(t).into_iter().flatten());
-            pending.extend(tables::pending_since_key(t));
+            pending.extend(tables::pending_since_key(t, types));
         },
     )?;
     TaskKeys::check(
@@ -382,6 +448,7 @@ fn check_artifacts(
     txn: &ReadTransaction,
     version: u64,
     report: &mut CheckReport,
+    types: &Registry,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<ArtifactKeys> = Vec::new();
     check_records::<Artifact>(
@@ -389,7 +456,7 @@ fn check_artifacts(
         tables::ARTIFACTS,
         report,
         |a| a.id,
-        |a| keys.push(ArtifactKeys::of(a)),
+        |a| keys.push(ArtifactKeys::of(a, types)),
     )?;
     ArtifactKeys::check(
         &keys,
@@ -404,6 +471,7 @@ fn check_hitl(
     version: u64,
     report: &mut CheckReport,
     timers: &mut Vec<[u8; 25]>,
+    types: &Registry,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<HitlKeys> = Vec::new();
     check_records_with::<HitlRequest>(
@@ -413,7 +481,7 @@ fn check_hitl(
         |bytes| super::migrate::decode_hitl(version, bytes),
         |h| h.id,
         |h| {
-            keys.push(HitlKeys::of(h));
+            keys.push(HitlKeys::of(h, types));
             timers.extend(tables::hitl_timer(h));
         },
     )?;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::domain::names::{AgentKind, Allowed, ArtifactKind};
 use crate::domain::{Micros, TaskSettings};
 
 /// The file inside the data directory that holds the database.
@@ -46,6 +47,10 @@ pub struct StoreConfig {
     pub page_bytes: usize,
     /// Most bytes of progress reports held in memory, all tasks together.
     pub progress_bytes: usize,
+    /// Which agent types the store takes (`agent_types`, `--max-agent-types`).
+    pub agent_types: Allowed<AgentKind>,
+    /// Which artifact types it takes (`artifact_types`, `--max-artifact-types`).
+    pub artifact_types: Allowed<ArtifactKind>,
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -84,6 +89,8 @@ impl StoreConfig {
             idempotency_keep: 1_000_000,
             page_bytes: 8 * 1024 * 1024,
             progress_bytes: 64 * 1024 * 1024,
+            agent_types: Allowed::open(256),
+            artifact_types: Allowed::open(1024),
         }
     }
 }

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::domain::Micros;
 use crate::domain::records::Task;
-use crate::domain::{AgentType, Micros, Vocabulary};
 
 /// A claim waiting to be handed a task.
 pub(crate) struct Waiter {
@@ -31,31 +31,29 @@ pub(crate) struct Waiter {
     pub(crate) reply: oneshot::Sender<Task>,
 }
 
-/// The waiters, by agent type code, each queue oldest first.
+/// The waiters, by agent type id, each queue oldest first.
 pub(crate) struct Handoffs {
     queues: Vec<Mutex<VecDeque<Waiter>>>,
     next_id: AtomicU64,
 }
 
 impl Handoffs {
-    pub(crate) fn new() -> Handoffs {
+    /// Queues for agent type ids below `slots`.
+    pub(crate) fn new(slots: usize) -> Handoffs {
         Handoffs {
-            queues: AgentType::ALL
-                .iter()
-                .map(|_| Mutex::new(VecDeque::new()))
-                .collect(),
+            queues: (0..slots).map(|_| Mutex::new(VecDeque::new())).collect(),
             next_id: AtomicU64::new(0),
         }
     }
 
-    fn queue(&self, agent: AgentType) -> &Mutex<VecDeque<Waiter>> {
-        &self.queues[usize::from(agent.code())]
+    fn queue(&self, agent: u16) -> &Mutex<VecDeque<Waiter>> {
+        &self.queues[usize::from(agent)]
     }
 
     /// Joins the end of `agent`'s queue; the ticket leaves it when dropped.
     pub(crate) fn wait(
         &self,
-        agent: AgentType,
+        agent: u16,
         worker_id: String,
         lease: Micros,
         claimer: Option<String>,
@@ -79,22 +77,22 @@ impl Handoffs {
 
     /// The oldest waiter of `agent` (for the writer). A waiter leaves the queue when its ticket is
     /// dropped, so one taken here has a client, unless the client goes away in the meantime.
-    pub(crate) fn take(&self, agent: AgentType) -> Option<Waiter> {
+    pub(crate) fn take(&self, agent: u16) -> Option<Waiter> {
         self.queue(agent).lock().pop_front()
     }
 
     /// Puts a waiter the writer took but could not serve back at the front.
-    pub(crate) fn put_back(&self, agent: AgentType, waiter: Waiter) {
+    pub(crate) fn put_back(&self, agent: u16, waiter: Waiter) {
         self.queue(agent).lock().push_front(waiter);
     }
 
     /// Whether any claim of `agent` waits here.
-    pub(crate) fn any(&self, agent: AgentType) -> bool {
+    pub(crate) fn any(&self, agent: u16) -> bool {
         !self.queue(agent).lock().is_empty()
     }
 
     #[cfg(test)]
-    fn len(&self, agent: AgentType) -> usize {
+    fn len(&self, agent: u16) -> usize {
         self.queue(agent).lock().len()
     }
 }
@@ -103,7 +101,7 @@ impl Handoffs {
 /// this waiter is durable; a closed channel means the writer's batch failed (try again).
 pub struct Ticket<'h> {
     handoffs: &'h Handoffs,
-    agent: AgentType,
+    agent: u16,
     id: u64,
     pub task: oneshot::Receiver<Task>,
 }
@@ -125,25 +123,25 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_arrival_order_and_leave_when_dropped() {
-        let handoffs = Handoffs::new();
-        let a = handoffs.wait(AgentType::Coder, "a".into(), 1, None);
-        let b = handoffs.wait(AgentType::Coder, "b".into(), 1, None);
-        let c = handoffs.wait(AgentType::Coder, "c".into(), 1, None);
-        assert_eq!(handoffs.len(AgentType::Coder), 3);
-        assert!(!handoffs.any(AgentType::Tester));
+        let handoffs = Handoffs::new(8);
+        let a = handoffs.wait(3, "a".into(), 1, None);
+        let b = handoffs.wait(3, "b".into(), 1, None);
+        let c = handoffs.wait(3, "c".into(), 1, None);
+        assert_eq!(handoffs.len(3), 3);
+        assert!(!handoffs.any(4));
         drop(b);
-        assert_eq!(handoffs.len(AgentType::Coder), 2);
-        let first = handoffs.take(AgentType::Coder).unwrap();
+        assert_eq!(handoffs.len(3), 2);
+        let first = handoffs.take(3).unwrap();
         assert_eq!(first.worker_id, "a");
         // Not served: back at the front, ahead of c.
-        handoffs.put_back(AgentType::Coder, first);
-        assert_eq!(handoffs.take(AgentType::Coder).unwrap().worker_id, "a");
+        handoffs.put_back(3, first);
+        assert_eq!(handoffs.take(3).unwrap().worker_id, "a");
         // a's ticket is dropped after the writer took it: nothing left to remove.
         drop(a);
-        assert_eq!(handoffs.len(AgentType::Coder), 1);
-        assert_eq!(handoffs.take(AgentType::Coder).unwrap().worker_id, "c");
-        assert!(handoffs.take(AgentType::Coder).is_none());
+        assert_eq!(handoffs.len(3), 1);
+        assert_eq!(handoffs.take(3).unwrap().worker_id, "c");
+        assert!(handoffs.take(3).is_none());
         drop(c);
-        assert!(!handoffs.any(AgentType::Coder));
+        assert!(!handoffs.any(3));
     }
 }

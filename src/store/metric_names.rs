@@ -116,12 +116,18 @@ pub fn describe() {
     );
     metrics::counter!(PROGRESS_NOT_KEPT).increment(0);
     metrics::gauge!(PROGRESS_BYTES).set(0.0);
-    for agent in <crate::domain::AgentType as crate::domain::Vocabulary>::ALL {
-        let a = crate::domain::Vocabulary::as_str(*agent);
-        let _ = metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a);
-        let _ = metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a);
-        metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a).increment(0);
-        metrics::counter!(RETRIES, "agent_type" => a).increment(0);
-        metrics::counter!(ESCALATIONS, "agent_type" => a).increment(0);
+    for agent in crate::domain::AgentType::defaults() {
+        agent_type_series(agent.as_str());
     }
+}
+
+/// Creates an agent type's series at zero, so that a rate over them starts at its first use. Only
+/// interned types get here, so their number is bounded by `--max-agent-types`.
+pub fn agent_type_series(agent: &str) {
+    let a = agent.to_owned();
+    let _ = metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a.clone());
+    let _ = metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a.clone());
+    metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a.clone()).increment(0);
+    metrics::counter!(RETRIES, "agent_type" => a.clone()).increment(0);
+    metrics::counter!(ESCALATIONS, "agent_type" => a).increment(0);
 }

@@ -17,6 +17,14 @@
 //! - 4 → 5: each record kind's project indexes move into one table (`ix_tasks`, `ix_artifacts`,
 //!   `ix_hitl`, keyed by project, tag, code and id), rebuilt from the records; the eight tables
 //!   they replace are deleted. Records do not change.
+//! - 5 → 6: agent and artifact types become names interned into ids (`type_names`, the defaults at
+//!   the ids their enum codes had); index keys hold a two-byte id where they held a one-byte
+//!   code. The agents, their history and the queue settings are rekeyed; the project indexes, the
+//!   claim queue and the pending-since index are rebuilt from the records. Records do not change
+//!   (a default type is stored as the enum stored it).
+//!
+//! The indexes keyed by type are built once, by the last step, whatever version a database starts
+//! from: the earlier steps only delete the tables they replace.
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -260,47 +268,132 @@ pub(super) fn absent_tables(version: u64) -> &'static [&'static str] {
     }
 }
 
-/// Fills schema 5's project indexes from the records (in today's shape: the earlier steps have
-/// run) and deletes the tables they replace.
-fn merge_project_indexes(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut reindexed = fill_index(txn, tables::TASKS, tables::TASK_INDEX, |t: &Task| {
-        tables::TaskKeys::of(t).shared()
-    })?;
-    reindexed += fill_index(
-        txn,
-        tables::ARTIFACTS,
-        tables::ARTIFACT_INDEX,
-        |a: &Artifact| tables::ArtifactKeys::of(a).shared(),
-    )?;
-    reindexed += fill_index(txn, tables::HITL, tables::HITL_INDEX, |h: &HitlRequest| {
-        tables::HitlKeys::of(h).shared()
-    })?;
-    for name in PROJECT_INDEXES_V4 {
+/// Deletes the project indexes of schemas 1 to 4, which schema 5 merged (the last step builds
+/// the merged ones).
+fn merge_project_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
+    delete_tables(txn, &PROJECT_INDEXES_V4)
+}
+
+fn delete_tables(txn: &WriteTransaction, names: &[&str]) -> Result<(), StoreError> {
+    for name in names {
         let old: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new(name);
         txn.delete_table(old)
             .map_err(|e| StoreError::storage(format!("cannot delete {name}"), e))?;
     }
-    Ok(reindexed)
+    Ok(())
 }
 
-/// Inserts every record's entries of a project index; answers the records read.
-fn fill_index<T: serde::de::DeserializeOwned, K: Iterator<Item = [u8; 34]>>(
-    txn: &WriteTransaction,
-    records: redb::TableDefinition<&[u8; 16], &[u8]>,
-    index: redb::TableDefinition<&[u8; 34], ()>,
-    keys: impl Fn(&T) -> K,
-) -> Result<u64, StoreError> {
-    let records = txn.open_table(records)?;
-    let mut index = txn.open_table(index)?;
-    let mut read = 0;
-    for entry in records.iter()? {
-        let record: T = decode(entry?.1.value())?;
-        for key in keys(&record) {
-            index.insert(&key, ())?;
+/// The tables of schema 5 and before whose keys held a one-byte enum code: the indexes are
+/// rebuilt, the others rekeyed.
+const CODE_KEYED_INDEXES_V5: [&str; 5] = [
+    "ix_tasks",
+    "ix_artifacts",
+    "ix_hitl",
+    "ix_tasks_claim",
+    "ix_tasks_pending_since",
+];
+const AGENTS_V5: redb::TableDefinition<u8, &[u8]> = redb::TableDefinition::new("agents");
+const AGENT_HISTORY_V5: redb::TableDefinition<&[u8; 9], &[u8]> =
+    redb::TableDefinition::new("agent_history");
+const QUEUES_V5: redb::TableDefinition<u8, &[u8]> = redb::TableDefinition::new("queues");
+
+/// 5 → 6: the defaults interned at their codes, the agents, their history and the queues rekeyed
+/// by id (a default's id is its code, so each value keeps its place), and every index keyed by
+/// type rebuilt from the records. Answers the records reindexed.
+fn intern_types(txn: &WriteTransaction, from: u64) -> Result<u64, StoreError> {
+    super::types::seed_defaults(&mut txn.open_table(tables::TYPE_NAMES)?)?;
+    if from >= 3 {
+        let mut queues = Vec::new();
+        for entry in txn.open_table(QUEUES_V5)?.iter()? {
+            let (k, v) = entry?;
+            queues.push((k.value(), v.value().to_vec()));
         }
-        read += 1;
+        txn.delete_table(QUEUES_V5)
+            .map_err(|e| StoreError::Storage(Cause::of(e)))?;
+        let mut table = txn.open_table(tables::QUEUES)?;
+        for (code, value) in queues {
+            table.insert(u16::from(code), value.as_slice())?;
+        }
     }
-    Ok(read)
+    let mut agents = Vec::new();
+    for entry in txn.open_table(AGENTS_V5)?.iter()? {
+        let (k, v) = entry?;
+        agents.push((k.value(), v.value().to_vec()));
+    }
+    txn.delete_table(AGENTS_V5)
+        .map_err(|e| StoreError::Storage(Cause::of(e)))?;
+    let mut table = txn.open_table(tables::AGENTS)?;
+    for (code, value) in agents {
+        table.insert(u16::from(code), value.as_slice())?;
+    }
+    drop(table);
+    let mut history = Vec::new();
+    for entry in txn.open_table(AGENT_HISTORY_V5)?.iter()? {
+        let (k, v) = entry?;
+        let k = *k.value();
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&k[1..]);
+        history.push((k[0], u64::from_be_bytes(seq), v.value().to_vec()));
+    }
+    txn.delete_table(AGENT_HISTORY_V5)
+        .map_err(|e| StoreError::Storage(Cause::of(e)))?;
+    let mut table = txn.open_table(tables::AGENT_HISTORY)?;
+    for (code, seq, value) in history {
+        table.insert(
+            &tables::agent_history_key(u16::from(code), seq),
+            value.as_slice(),
+        )?;
+    }
+    drop(table);
+    delete_tables(txn, &CODE_KEYED_INDEXES_V5)?;
+    let defaults = super::StoreConfig::new(".");
+    let types = super::types::Registry::load(
+        &txn.open_table(tables::TYPE_NAMES)?,
+        defaults.agent_types,
+        defaults.artifact_types,
+    )?;
+    let mut reindexed = 0;
+    {
+        let records = txn.open_table(tables::TASKS)?;
+        let mut index = txn.open_table(tables::TASK_INDEX)?;
+        let mut claim = txn.open_table(tables::TASKS_CLAIM)?;
+        let mut since = txn.open_table(tables::TASKS_PENDING_SINCE)?;
+        for entry in records.iter()? {
+            let task: Task = decode(entry?.1.value())?;
+            let keys = tables::TaskKeys::of(&task, &types);
+            for key in keys.shared() {
+                index.insert(&key, ())?;
+            }
+            claim.insert(&keys.claim, ())?;
+            if let Some(key) = tables::pending_since_key(&task, &types) {
+                since.insert(&key, ())?;
+            }
+            reindexed += 1;
+        }
+    }
+    {
+        let records = txn.open_table(tables::ARTIFACTS)?;
+        let mut index = txn.open_table(tables::ARTIFACT_INDEX)?;
+        for entry in records.iter()? {
+            let artifact: Artifact = decode(entry?.1.value())?;
+            for key in tables::ArtifactKeys::of(&artifact, &types).shared() {
+                index.insert(&key, ())?;
+            }
+            reindexed += 1;
+        }
+    }
+    {
+        let records = txn.open_table(tables::HITL)?;
+        let mut index = txn.open_table(tables::HITL_INDEX)?;
+        for entry in records.iter()? {
+            let request: HitlRequest = decode(entry?.1.value())?;
+            for key in tables::HitlKeys::of(&request, &types).shared() {
+                index.insert(&key, ())?;
+            }
+            reindexed += 1;
+        }
+    }
+    Ok(reindexed)
 }
 
 /// A workflow run as a database of schema `version` stores it, in today's shape.
@@ -326,7 +419,10 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
         done.hitl_rewritten += hitl_with_responders(txn)?;
     }
     if from < 5 {
-        done.records_reindexed += merge_project_indexes(txn)?;
+        merge_project_indexes(txn)?;
+    }
+    if from < 6 {
+        done.records_reindexed += intern_types(txn, from)?;
     }
     Ok(done)
 }
@@ -390,8 +486,6 @@ pub(super) fn decode_task(version: u64, bytes: &[u8]) -> Result<Task, StoreError
 
 fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let mut tasks = txn.open_table(tables::TASKS)?;
-    let mut claim = txn.open_table(tables::TASKS_CLAIM)?;
-    let mut since = txn.open_table(tables::TASKS_PENDING_SINCE)?;
     let mut old = Vec::new();
     for entry in tasks.iter()? {
         let (_, value) = entry?;
@@ -401,12 +495,8 @@ fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, St
     for task in old {
         let task = Task::from(task);
         tasks.insert(task.id.as_bytes(), encode(&task).as_slice())?;
-        claim.insert(&tables::TaskKeys::of(&task).claim, ())?;
-        if let Some(key) = tables::pending_since_key(&task) {
-            since.insert(&key, ())?;
-        }
     }
-    drop((tasks, claim, since));
+    drop(tasks);
     txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
         .map_err(|e| StoreError::Storage(Cause::of(e)))?;
     Ok(rewritten)

@@ -30,6 +30,7 @@ mod shared;
 mod status;
 mod summary;
 mod tables;
+mod types;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 use redb::ReadableTable;
 
-use crate::domain::{Id, Micros, Vocabulary};
+use crate::domain::{Id, Micros};
 use crate::events::Publisher;
 
 pub use crate::domain::TaskSettings;
@@ -66,10 +67,10 @@ pub mod command {
     pub use super::writer::{
         AddDeadLetter, BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl,
         CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetters, FireTimers, Heartbeat,
-        HitlAnswer, Idempotent, MeasureUsage, Probe, QueueChange, RecordAlert, Remembered,
-        ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus,
-        SetWebhookCursor, StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency,
-        UpdateArtifact, Write,
+        HitlAnswer, Idempotent, InternAgentType, MeasureUsage, Probe, QueueChange, RecordAlert,
+        Remembered, ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused, SetQueue,
+        SetTaskStatus, SetWebhookCursor, StartWorkflow, TrimAgentHistory, TrimEvents,
+        TrimIdempotency, UpdateArtifact, Write,
     };
 }
 pub use writer::Write;
@@ -103,8 +104,12 @@ impl Store {
             })?;
         }
         init_schema(&db)?;
+        let registry = read::registry(&db, config)?;
+        // Per-agent-type state is held in arrays indexed by the type's id, room for every id the
+        // registry may give.
+        let agent_slots = registry.agents.allowed.max.max(registry.agents.len());
         let (summaries, latest_seq) = read::rebuild_summaries(&db)?;
-        let pending = read::pending_by_agent(&db)?;
+        let pending = read::pending_by_agent(&db, agent_slots)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             page_cache_bytes: config.page_cache_bytes,
@@ -121,17 +126,14 @@ impl Store {
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
             clock: config.clock.clone(),
-            claimable: crate::domain::AgentType::ALL
-                .iter()
+            claimable: (0..agent_slots)
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
-            claim_turn: Mutex::new(vec![None; crate::domain::AgentType::ALL.len()]),
+            claim_turn: Mutex::new(vec![None; agent_slots]),
             pending,
-            waiting: crate::domain::AgentType::ALL
-                .iter()
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
-            handoffs: handoff::Handoffs::new(),
+            waiting: (0..agent_slots).map(|_| AtomicUsize::new(0)).collect(),
+            handoffs: handoff::Handoffs::new(agent_slots),
+            types: RwLock::new(registry),
             queue_waits: Mutex::new(std::collections::VecDeque::new()),
             progress: Mutex::new(shared::ProgressBoard::default()),
             progress_budget: config.progress_bytes,
@@ -141,6 +143,50 @@ impl Store {
         });
         let writer = writer::start(shared.clone(), config, publisher)?;
         Ok(Store { shared, writer })
+    }
+
+    /// The agent type `text` names in `field`, if this store takes it (the syntax, and the
+    /// closed list when there is one; a name new to the store is counted when it is written).
+    pub fn agent_type(
+        &self,
+        field: &str,
+        text: &str,
+    ) -> Result<crate::domain::AgentType, crate::domain::DomainError> {
+        self.shared.types.read().agents.allowed.parse(field, text)
+    }
+
+    /// The artifact type `text` names in `field`, as `agent_type`.
+    pub fn artifact_type(
+        &self,
+        field: &str,
+        text: &str,
+    ) -> Result<crate::domain::ArtifactType, crate::domain::DomainError> {
+        self.shared
+            .types
+            .read()
+            .artifacts
+            .allowed
+            .parse(field, text)
+    }
+
+    /// The id of an agent type in use; `None` for one never used.
+    pub fn agent_id(&self, name: &crate::domain::AgentType) -> Option<u16> {
+        self.shared.types.read().agent(name)
+    }
+
+    /// The id of `name`, interning it first (one durable write) if it is new: what a claim does
+    /// before it waits for a task of a type nothing has named yet.
+    pub async fn intern_agent_type(
+        &self,
+        name: &crate::domain::AgentType,
+    ) -> Result<u16, StoreError> {
+        if let Some(id) = self.agent_id(name) {
+            return Ok(id);
+        }
+        self.write(command::InternAgentType { name: name.clone() })
+            .await?;
+        self.agent_id(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("agent type {name} was not interned")))
     }
 
     /// Queues a write and waits for its durable commit.
@@ -167,15 +213,15 @@ impl Store {
     /// Pending tasks of `agent_type`, as of the last commit (the writer updates the count after
     /// each commit, before it wakes waiting claims). Zero means no claim of that type can succeed
     /// now, so a claim need not queue for the writer to learn it.
-    pub fn pending_count(&self, agent_type: crate::domain::AgentType) -> u64 {
-        self.shared.pending[usize::from(agent_type.code())].load(Ordering::Acquire)
+    pub fn pending_count(&self, agent: u16) -> u64 {
+        self.shared.pending[usize::from(agent)].load(Ordering::Acquire)
     }
 
     /// Signalled (`notify_one`, first waiter first) once per task of `agent_type` that became
     /// claimable, after the commit that made it so. A claim that waits registers with it before it
     /// tries, so no task slips between the try and the wait.
-    pub fn claimable(&self, agent_type: crate::domain::AgentType) -> &tokio::sync::Notify {
-        &self.shared.claimable[usize::from(agent_type.code())]
+    pub fn claimable(&self, agent: u16) -> &tokio::sync::Notify {
+        &self.shared.claimable[usize::from(agent)]
     }
 
     /// Leaves a waiting claim for the writer, which hands it the next task of `agent_type` that
@@ -183,14 +229,12 @@ impl Store {
     /// claimable (`handoff`). The claim leaves the queue when the ticket is dropped.
     pub fn wait_for_task(
         &self,
-        agent_type: crate::domain::AgentType,
+        agent: u16,
         worker_id: String,
         lease: Micros,
         claimer: Option<String>,
     ) -> handoff::Ticket<'_> {
-        self.shared
-            .handoffs
-            .wait(agent_type, worker_id, lease, claimer)
+        self.shared.handoffs.wait(agent, worker_id, lease, claimer)
     }
 
     /// Most idempotency keys remembered (`--idempotency-max-keys`).
@@ -206,11 +250,9 @@ impl Store {
     /// Sets the queue depth gauges to the pending counts (the writer keeps them from then on):
     /// for start-up, once the metrics recorder is installed.
     pub fn report_queue_depth(&self) {
-        for (agent, n) in crate::domain::AgentType::ALL
-            .iter()
-            .zip(&self.shared.pending)
-        {
-            metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.as_str())
+        let types = self.shared.types.read();
+        for (agent, n) in types.agents.names().iter().zip(&self.shared.pending) {
+            metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.to_string())
                 .set(n.load(Ordering::Relaxed) as f64);
         }
     }
@@ -398,8 +440,8 @@ mod tests {
         store
             .write_blocking(command::CreateArtifact {
                 project_id: p.id,
-                source_agent: crate::domain::AgentType::Coder,
-                artifact_type: crate::domain::ArtifactType::SourceCode,
+                source_agent: crate::domain::AgentType::CODER,
+                artifact_type: crate::domain::ArtifactType::SOURCE_CODE,
                 content: "{}".into(),
                 metadata: None,
             })

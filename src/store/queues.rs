@@ -80,22 +80,37 @@ impl Store {
         let agents = self.agents()?;
         let failed = TaskStatus::Failed.code();
         let (lo, hi) = (Id([0; 16]), Id([0xff; 16]));
-        let mut out = Vec::with_capacity(AgentType::ALL.len());
-        for (i, agent) in AgentType::ALL.iter().enumerate() {
-            let code = agent.code();
+        let names = self.agent_types();
+        let mut out = Vec::with_capacity(names.len());
+        for agent in names {
+            let Some(code) = self.agent_id(&agent) else {
+                // Listed, never used: an empty queue.
+                out.push(QueueView {
+                    agent_type: agent,
+                    paused: false,
+                    max_working: None,
+                    pending: 0,
+                    scheduled: 0,
+                    working: 0,
+                    workers_waiting: 0,
+                    oldest_pending_age_seconds: None,
+                });
+                continue;
+            };
+            let i = usize::from(code);
             let s: QueueSettings = match settings.get(code)? {
                 Some(v) => decode(v.value())?,
                 None => QueueSettings::default(),
             };
-            let mut from = [0u8; 25];
-            from[0] = code;
-            let mut to = [0xffu8; 25];
-            to[0] = code;
-            let oldest = match since.range::<&[u8; 25]>(&from..=&to)?.next() {
+            let mut from = [0u8; 26];
+            from[..2].copy_from_slice(&code.to_be_bytes());
+            let mut to = [0xffu8; 26];
+            to[..2].copy_from_slice(&code.to_be_bytes());
+            let oldest = match since.range::<&[u8; 26]>(&from..=&to)?.next() {
                 Some(entry) => {
                     let key = *entry?.0.value();
                     let mut at = [0u8; 8];
-                    at.copy_from_slice(&key[1..9]);
+                    at.copy_from_slice(&key[2..10]);
                     let at = u64::from_be_bytes(at) as Micros;
                     Some(now.saturating_sub(at).max(0) as f64 / 1e6)
                 }
@@ -105,7 +120,7 @@ impl Store {
             let mut scheduled = 0;
             let first = tables::claim_key(code, failed, 0, &lo, &lo);
             let last = tables::claim_key(code, failed, u8::MAX, &hi, &hi);
-            for entry in claim.range::<&[u8; 35]>(&first..=&last)? {
+            for entry in claim.range::<&[u8; 36]>(&first..=&last)? {
                 let id = tables::trailing_id(entry?.0.value());
                 if let Some(v) = tasks.get(id.as_bytes())?
                     && decode::<Task>(v.value())?.retry_at.is_some()
@@ -113,16 +128,17 @@ impl Store {
                     scheduled += 1;
                 }
             }
+            let working = agents
+                .iter()
+                .find(|a| a.agent_type == agent)
+                .map_or(0, |a| a.working_tasks);
             out.push(QueueView {
-                agent_type: *agent,
+                agent_type: agent,
                 paused: s.paused,
                 max_working: s.max_working,
                 pending: self.shared.pending[i].load(Ordering::Relaxed),
                 scheduled,
-                working: agents
-                    .iter()
-                    .find(|a| a.agent_type == *agent)
-                    .map_or(0, |a| a.working_tasks),
+                working,
                 workers_waiting: self.shared.waiting[i].load(Ordering::Relaxed) as u64,
                 oldest_pending_age_seconds: oldest,
             });
@@ -130,9 +146,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The count of claims waiting for a task of `agent_type` (kept by the API's waiting claims).
-    pub fn waiting_claims(&self, agent_type: AgentType) -> &std::sync::atomic::AtomicUsize {
-        &self.shared.waiting[usize::from(agent_type.code())]
+    /// The count of claims waiting for a task of the agent type of id `agent` (kept by the
+    /// API's waiting claims).
+    pub fn waiting_claims(&self, agent: u16) -> &std::sync::atomic::AtomicUsize {
+        &self.shared.waiting[usize::from(agent)]
     }
 
     /// Whether the project's tasks are paused.

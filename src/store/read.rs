@@ -59,13 +59,13 @@ pub struct LoggedEvent {
     pub json: String,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub agent_type: Option<AgentType>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ArtifactFilter {
     pub artifact_type: Option<ArtifactType>,
     pub source_agent: Option<AgentType>,
@@ -190,15 +190,26 @@ impl Store {
     ) -> Result<Page<Task>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
+        let agent = match &filter.agent_type {
+            Some(a) => match self.shared.types.read().agent(a) {
+                Some(id) => Some(id),
+                // A name nothing was ever done under has no tasks.
+                None => return Ok(paginate((Vec::new(), false), limit, |t: &Task| t.id)),
+            },
+            None => None,
+        };
         let keep = |t: &mut Task| {
             filter.status.is_none_or(|s| t.status == s)
-                && filter.agent_type.is_none_or(|a| t.agent_type == a)
+                && filter
+                    .agent_type
+                    .as_ref()
+                    .is_none_or(|a| &t.agent_type == a)
         };
-        let items = match (filter.status, filter.agent_type) {
+        let items = match (filter.status, agent) {
             (Some(status), _) => scan(
                 &txn,
                 tables::TASK_INDEX,
-                &tables::project_prefix(project, tables::TASK_BY_STATUS, status.code()),
+                &tables::project_prefix(project, tables::TASK_BY_STATUS, status.code().into()),
                 after,
                 limit,
                 self.shared.page_bytes,
@@ -208,7 +219,7 @@ impl Store {
             (None, Some(agent)) => scan(
                 &txn,
                 tables::TASK_INDEX,
-                &tables::project_prefix(project, tables::TASK_BY_AGENT, agent.code()),
+                &tables::project_prefix(project, tables::TASK_BY_AGENT, agent),
                 after,
                 limit,
                 self.shared.page_bytes,
@@ -239,20 +250,37 @@ impl Store {
     ) -> Result<Page<Artifact>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
+        let (kind, source) = {
+            let types = self.shared.types.read();
+            (
+                filter.artifact_type.as_ref().map(|t| types.artifact(t)),
+                filter.source_agent.as_ref().map(|s| types.agent(s)),
+            )
+        };
+        if kind == Some(None) || source == Some(None) {
+            // A name nothing was ever done under has no artifacts.
+            return Ok(paginate((Vec::new(), false), limit, |a: &Artifact| a.id));
+        }
         let keep = |a: &mut Artifact| {
-            let wanted = filter.artifact_type.is_none_or(|t| a.artifact_type == t)
-                && filter.source_agent.is_none_or(|s| a.source_agent == s);
+            let wanted = filter
+                .artifact_type
+                .as_ref()
+                .is_none_or(|t| &a.artifact_type == t)
+                && filter
+                    .source_agent
+                    .as_ref()
+                    .is_none_or(|s| &a.source_agent == s);
             if wanted && filter.summaries {
                 // Not answered: not held, and not counted against the page's bytes.
                 a.content = String::new();
             }
             wanted
         };
-        let items = match (filter.artifact_type, filter.source_agent) {
+        let items = match (kind.flatten(), source.flatten()) {
             (Some(kind), _) => scan(
                 &txn,
                 tables::ARTIFACT_INDEX,
-                &tables::project_prefix(project, tables::ARTIFACT_BY_TYPE, kind.code()),
+                &tables::project_prefix(project, tables::ARTIFACT_BY_TYPE, kind),
                 after,
                 limit,
                 self.shared.page_bytes,
@@ -262,7 +290,7 @@ impl Store {
             (None, Some(source)) => scan(
                 &txn,
                 tables::ARTIFACT_INDEX,
-                &tables::project_prefix(project, tables::ARTIFACT_BY_SOURCE, source.code()),
+                &tables::project_prefix(project, tables::ARTIFACT_BY_SOURCE, source),
                 after,
                 limit,
                 self.shared.page_bytes,
@@ -317,7 +345,11 @@ impl Store {
             Some(status) => scan_newest(
                 &txn,
                 tables::HITL_INDEX,
-                &tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, status.code()),
+                &tables::project_prefix(
+                    project,
+                    tables::HITL_BY_STATUS_IN_PROJECT,
+                    status.code().into(),
+                ),
                 after,
                 limit,
                 self.shared.page_bytes,
@@ -360,43 +392,91 @@ impl Store {
         Ok(paginate(items, limit, |h| h.id))
     }
 
-    /// Every agent type's state, in vocabulary order.
+    /// Every agent type's state: the listed ones (the closed list, or the defaults) first, then
+    /// every other type in use, in the order they were first used.
     pub fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let mut names = self.agent_types();
         let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENTS)?;
-        AgentType::ALL
-            .iter()
-            .map(|a| match table.get(a.code())? {
-                Some(bytes) => decode(bytes.value()),
-                None => Ok(Agent::idle(*a)),
+        let types = self.shared.types.read();
+        // A default the operator's closed list leaves out is still shown once it has a record.
+        for name in AgentType::defaults() {
+            if !names.contains(&name)
+                && let Some(id) = types.agent(&name)
+                && table.get(id)?.is_some()
+            {
+                names.push(name);
+            }
+        }
+        names
+            .into_iter()
+            .map(|a| match types.agent(&a) {
+                Some(id) => match table.get(id)? {
+                    Some(bytes) => decode(bytes.value()),
+                    None => Ok(Agent::idle(a)),
+                },
+                None => Ok(Agent::idle(a)),
             })
             .collect()
     }
 
-    pub fn agent(&self, agent_type: AgentType) -> Result<Agent, StoreError> {
+    /// The agent types to show: the listed ones (the closed list, or the defaults), then every
+    /// other one a record, claim or queue setting named, in the order of their first use. (The
+    /// defaults have ids from the start; they are not "in use" for it.)
+    pub fn agent_types(&self) -> Vec<AgentType> {
+        let types = self.shared.types.read();
+        let mut names = types.agents.allowed.listed();
+        for name in types.agents.names() {
+            if name.default_index().is_none() && !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// The artifact types to show, as `agent_types`.
+    pub fn artifact_types(&self) -> Vec<ArtifactType> {
+        let types = self.shared.types.read();
+        let mut names = types.artifacts.allowed.listed();
+        for name in types.artifacts.names() {
+            if name.default_index().is_none() && !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// An agent type's state (idle for a name never used).
+    pub fn agent(&self, agent_type: &AgentType) -> Result<Agent, StoreError> {
+        let Some(id) = self.shared.types.read().agent(agent_type) else {
+            return Ok(Agent::idle(agent_type.clone()));
+        };
         let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENTS)?;
-        match table.get(agent_type.code())? {
+        match table.get(id)? {
             Some(bytes) => decode(bytes.value()),
-            None => Ok(Agent::idle(agent_type)),
+            None => Ok(Agent::idle(agent_type.clone())),
         }
     }
 
     /// An agent's status changes, newest first. The cursor is the seq of the last entry returned.
     pub fn agent_history(
         &self,
-        agent_type: AgentType,
+        agent_type: &AgentType,
         before_seq: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<AgentHistoryEntry>, Option<u64>), StoreError> {
+        let Some(id) = self.shared.types.read().agent(agent_type) else {
+            return Ok((Vec::new(), None));
+        };
         let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENT_HISTORY)?;
-        let lo = tables::agent_history_key(agent_type.code(), 0);
-        let hi = tables::agent_history_key(agent_type.code(), before_seq.unwrap_or(u64::MAX));
+        let lo = tables::agent_history_key(id, 0);
+        let hi = tables::agent_history_key(id, before_seq.unwrap_or(u64::MAX));
         let range = if before_seq.is_some() {
-            table.range::<&[u8; 9]>((Bound::Included(&lo), Bound::Excluded(&hi)))?
+            table.range::<&[u8; 10]>((Bound::Included(&lo), Bound::Excluded(&hi)))?
         } else {
-            table.range::<&[u8; 9]>(&lo..=&hi)?
+            table.range::<&[u8; 10]>(&lo..=&hi)?
         };
         let mut items: Vec<AgentHistoryEntry> = Vec::new();
         for entry in range.rev() {
@@ -420,19 +500,26 @@ impl Store {
     /// retention trims through. `None` when there are at most `keep`.
     pub fn agent_history_cutoff(
         &self,
-        agent_type: AgentType,
+        agent_type: &AgentType,
         keep: u64,
     ) -> Result<Option<u64>, StoreError> {
+        let Some(id) = self.shared.types.read().agent(agent_type) else {
+            return Ok(None);
+        };
         let txn = self.txn("agents")?;
         let table = txn.open_table(tables::AGENT_HISTORY)?;
-        let lo = tables::agent_history_key(agent_type.code(), 0);
-        let hi = tables::agent_history_key(agent_type.code(), u64::MAX);
-        let Some(entry) = table.range::<&[u8; 9]>(&lo..=&hi)?.rev().nth(keep as usize) else {
+        let lo = tables::agent_history_key(id, 0);
+        let hi = tables::agent_history_key(id, u64::MAX);
+        let Some(entry) = table
+            .range::<&[u8; 10]>(&lo..=&hi)?
+            .rev()
+            .nth(keep as usize)
+        else {
             return Ok(None);
         };
         let (key, _) = entry?;
         let mut seq = [0u8; 8];
-        seq.copy_from_slice(&key.value()[1..]);
+        seq.copy_from_slice(&key.value()[2..]);
         Ok(Some(u64::from_be_bytes(seq)))
     }
 
@@ -809,20 +896,39 @@ fn paginate<T>((mut items, cut): Scanned<T>, limit: usize, id: impl Fn(&T) -> Id
     Page { items, next_cursor }
 }
 
-/// Pending tasks per agent type (by code), counted in the claim queue.
-pub(crate) fn pending_by_agent(db: &redb::Database) -> Result<Vec<AtomicU64>, StoreError> {
+/// Pending tasks per agent type (by id, `slots` of them), counted in the claim queue.
+pub(crate) fn pending_by_agent(
+    db: &redb::Database,
+    slots: usize,
+) -> Result<Vec<AtomicU64>, StoreError> {
     let txn = db.begin_read()?;
     let queue = txn.open_table(tables::TASKS_CLAIM)?;
     let pending = TaskStatus::Pending.code();
     let (lo, hi) = (Id([0; 16]), Id([0xff; 16]));
-    let mut counts = Vec::with_capacity(AgentType::ALL.len());
-    for agent in AgentType::ALL {
-        let from = tables::claim_key(agent.code(), pending, 0, &lo, &lo);
-        let to = tables::claim_key(agent.code(), pending, u8::MAX, &hi, &hi);
-        let n = queue.range::<&[u8; 35]>(&from..=&to)?.count();
+    let mut counts = Vec::with_capacity(slots);
+    for agent in 0..slots {
+        let agent = u16::try_from(agent).unwrap_or(u16::MAX);
+        let from = tables::claim_key(agent, pending, 0, &lo, &lo);
+        let to = tables::claim_key(agent, pending, u8::MAX, &hi, &hi);
+        let n = queue.range::<&[u8; 36]>(&from..=&to)?.count();
         counts.push(AtomicU64::new(n as u64));
     }
     Ok(counts)
+}
+
+/// The agent and artifact types in use, as the database records them, with what the store
+/// takes.
+pub(crate) fn registry(
+    db: &redb::Database,
+    config: &super::StoreConfig,
+) -> Result<super::types::Registry, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(tables::TYPE_NAMES)?;
+    super::types::Registry::load(
+        &table,
+        config.agent_types.clone(),
+        config.artifact_types.clone(),
+    )
 }
 
 /// Rebuilds every project's summary from the indexes, and finds the newest event seq.
@@ -841,13 +947,14 @@ pub(crate) fn rebuild_summaries(
     let events_by_project = txn.open_table(tables::EVENTS_BY_PROJECT)?;
     let pending = HitlStatus::Pending.code();
     for (project, summary) in summaries.iter_mut() {
-        for (code, slot) in (0u8..).zip(summary.task_counts.iter_mut()) {
+        for (code, slot) in (0u16..).zip(summary.task_counts.iter_mut()) {
             let prefix = tables::project_prefix(project, tables::TASK_BY_STATUS, code);
             *slot = count_under(&task_index, &prefix)?;
         }
         let prefix = tables::project_prefix(project, tables::ARTIFACT_ALL, 0);
         summary.artifacts = count_under(&artifact_index, &prefix)?;
-        let prefix = tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, pending);
+        let prefix =
+            tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, pending.into());
         summary.hitl_pending = count_under(&hitl_index, &prefix)?;
         let lo = tables::event_project_key(project, 0);
         let hi = tables::event_project_key(project, u64::MAX);
@@ -874,10 +981,10 @@ pub(crate) fn rebuild_summaries(
 
 /// How many entries of a project-prefixed index lie under `prefix`.
 fn count_under(
-    index: &redb::ReadOnlyTable<&'static [u8; 34], ()>,
-    prefix: &[u8; 18],
+    index: &redb::ReadOnlyTable<&'static [u8; 35], ()>,
+    prefix: &[u8; 19],
 ) -> Result<u64, StoreError> {
-    let lo: [u8; 34] = bound(prefix, &[0; 16]);
-    let hi: [u8; 34] = bound(prefix, &[0xff; 16]);
-    Ok(index.range::<&[u8; 34]>(&lo..=&hi)?.count() as u64)
+    let lo: [u8; 35] = bound(prefix, &[0; 16]);
+    let hi: [u8; 35] = bound(prefix, &[0xff; 16]);
+    Ok(index.range::<&[u8; 35]>(&lo..=&hi)?.count() as u64)
 }

@@ -41,14 +41,17 @@ pub(crate) struct Shared {
     pub(super) settings: TaskSettings,
     pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
     pub(super) clock: Clock,
-    /// Per agent type (by code): signalled once per task that became claimable, after its commit.
+    /// The agent and artifact types in use, by id; changed by the writer after the commit that
+    /// interned a new one.
+    pub(super) types: RwLock<super::types::Registry>,
+    /// Per agent type (by id): signalled once per task that became claimable, after its commit.
     pub(super) claimable: Vec<tokio::sync::Notify>,
-    /// Per agent type (by code): the project the last claim was served from, where the next
+    /// Per agent type (by id): the project the last claim was served from, where the next
     /// claim's turn starts (round-robin over projects). Only the writer touches it.
     pub(super) claim_turn: Mutex<Vec<Option<Id>>>,
-    /// Per agent type (by code): pending tasks, counted at open and kept by the writer.
+    /// Per agent type (by id): pending tasks, counted at open and kept by the writer.
     pub(super) pending: Vec<AtomicU64>,
-    /// Per agent type (by code): claims waiting for a task.
+    /// Per agent type (by id): claims waiting for a task.
     pub(super) waiting: Vec<AtomicUsize>,
     /// Waiting claims the writer hands a task inside the commit that made it claimable.
     pub(super) handoffs: handoff::Handoffs,
@@ -103,6 +106,11 @@ impl ProgressBoard {
 }
 
 impl Shared {
+    /// How many agent type ids the per-type claim state has room for.
+    pub(crate) fn agent_slots(&self) -> usize {
+        self.claimable.len()
+    }
+
     /// The open database, or `Unavailable` while it is being reopened.
     pub(crate) fn database(&self) -> Result<Arc<redb::Database>, StoreError> {
         self.db.read().clone().ok_or_else(|| {
@@ -243,6 +251,7 @@ pub(super) fn init_schema(db: &redb::Database) -> Result<(), StoreError> {
         };
     }
     tables::for_each_table!(open_table);
+    super::types::seed_defaults(&mut txn.open_table(tables::TYPE_NAMES)?)?;
     txn.commit()?;
     Ok(())
 }

@@ -11,7 +11,9 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 /// is migrated (`store::migrate`). 2: agent changes caused by a task are in its project's stream.
 /// 3: tasks carry their claim's `lease_id`. 4: HITL requests record who answered them. 5: each
 /// record kind's project indexes share one table (`TASK_INDEX`, `ARTIFACT_INDEX`, `HITL_INDEX`).
-pub const SCHEMA_VERSION: u64 = 5;
+/// 6: agent and artifact types are names interned into two-byte ids (`TYPE_NAMES`), which the
+/// index keys hold where they held a one-byte enum code.
+pub const SCHEMA_VERSION: u64 = 6;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -24,10 +26,13 @@ pub const PROJECTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pr
 pub const TASKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("tasks");
 pub const ARTIFACTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("artifacts");
 pub const HITL: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("hitl");
-/// Keyed by agent type code.
-pub const AGENTS: TableDefinition<u8, &[u8]> = TableDefinition::new("agents");
-/// (agent type code, event seq big-endian).
-pub const AGENT_HISTORY: TableDefinition<&[u8; 9], &[u8]> = TableDefinition::new("agent_history");
+/// (kind: 0 agent types, 1 artifact types; id) → the name. Ids are given in order from 0; the
+/// defaults hold the ids their enum codes had. Schema 6.
+pub const TYPE_NAMES: TableDefinition<(u8, u16), &str> = TableDefinition::new("type_names");
+/// Keyed by agent type id (schema 6; the enum code before).
+pub const AGENTS: TableDefinition<u16, &[u8]> = TableDefinition::new("agents");
+/// (agent type id big-endian, event seq big-endian).
+pub const AGENT_HISTORY: TableDefinition<&[u8; 10], &[u8]> = TableDefinition::new("agent_history");
 /// Keyed by the global event seq.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
@@ -36,20 +41,20 @@ pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// pages of their paths, where one tree per index had a whole root-to-leaf path copied for each at
 /// every commit. Schema 5; it replaced
 /// `ix_tasks_project`, `ix_tasks_project_status` and `ix_tasks_project_agent`.
-pub const TASK_INDEX: TableDefinition<&[u8; 34], ()> = TableDefinition::new("ix_tasks");
+pub const TASK_INDEX: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_tasks");
 /// Every task of the project (code 0).
 pub const TASK_ALL: u8 = 0;
 /// By status (code: the status's).
 pub const TASK_BY_STATUS: u8 = 1;
 /// By agent type (code: the agent type's).
 pub const TASK_BY_AGENT: u8 = 2;
-/// (agent type code, status code, priority, project, task): the claim queue, highest priority
+/// (agent type id, status code, priority, project, task): the claim queue, highest priority
 /// first, then project by project, oldest first within one. Schema 3; it replaced
 /// `ix_tasks_agent_status` (agent type, status, task).
-pub const TASKS_CLAIM: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_tasks_claim");
-/// (agent type code, pending since in microseconds big-endian, task): pending tasks only, oldest
+pub const TASKS_CLAIM: TableDefinition<&[u8; 36], ()> = TableDefinition::new("ix_tasks_claim");
+/// (agent type id, pending since in microseconds big-endian, task): pending tasks only, oldest
 /// first: the queue's oldest pending task. Schema 3.
-pub const TASKS_PENDING_SINCE: TableDefinition<&[u8; 25], ()> =
+pub const TASKS_PENDING_SINCE: TableDefinition<&[u8; 26], ()> =
     TableDefinition::new("ix_tasks_pending_since");
 /// Creates remembered by idempotency key (a digest of the route and the key). Schema 3.
 pub const IDEMPOTENCY: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("idempotency");
@@ -65,8 +70,8 @@ pub fn idempotency_age_key(at: i64, key: &[u8; 20]) -> [u8; 28] {
     k
 }
 
-/// Queue settings by agent type code. Schema 3.
-pub const QUEUES: TableDefinition<u8, &[u8]> = TableDefinition::new("queues");
+/// Queue settings by agent type id. Schema 3.
+pub const QUEUES: TableDefinition<u16, &[u8]> = TableDefinition::new("queues");
 /// Paused projects (their tasks are not handed out). Schema 3.
 pub const PAUSED_PROJECTS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("paused_projects");
 /// Per configured webhook (by name): the seq of the last event it has handled (delivered, or
@@ -88,7 +93,7 @@ pub const TIMERS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("timers"
 /// An artifact's entries under its project, (project, tag, code, artifact), as `TASK_INDEX` has
 /// them for tasks. Schema 5; it replaced `ix_artifacts_project`, `ix_artifacts_project_type` and
 /// `ix_artifacts_project_source`.
-pub const ARTIFACT_INDEX: TableDefinition<&[u8; 34], ()> = TableDefinition::new("ix_artifacts");
+pub const ARTIFACT_INDEX: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_artifacts");
 /// Every artifact of the project (code 0).
 pub const ARTIFACT_ALL: u8 = 0;
 /// By artifact type (code: the type's).
@@ -97,7 +102,7 @@ pub const ARTIFACT_BY_TYPE: u8 = 1;
 pub const ARTIFACT_BY_SOURCE: u8 = 2;
 /// A HITL request's entries under its project, (project, tag, code, request). Schema 5; it
 /// replaced `ix_hitl_project` and `ix_hitl_project_status`.
-pub const HITL_INDEX: TableDefinition<&[u8; 34], ()> = TableDefinition::new("ix_hitl");
+pub const HITL_INDEX: TableDefinition<&[u8; 35], ()> = TableDefinition::new("ix_hitl");
 /// Every request of the project (code 0).
 pub const HITL_ALL: u8 = 0;
 /// By status (code: the status's).
@@ -111,33 +116,54 @@ pub const GLOBAL_STREAM: Id = Id([0; 16]);
 pub const EVENTS_BY_PROJECT: TableDefinition<&[u8; 24], ()> =
     TableDefinition::new("ix_events_project");
 
-/// An entry of a project-prefixed index (`TASK_INDEX`, `ARTIFACT_INDEX`, `HITL_INDEX`).
-pub fn project_key(project: &Id, tag: u8, code: u8, id: &Id) -> [u8; 34] {
-    let mut k = [0u8; 34];
-    k[..18].copy_from_slice(&project_prefix(project, tag, code));
-    k[18..].copy_from_slice(&id.0);
+/// An entry of a project-prefixed index (`TASK_INDEX`, `ARTIFACT_INDEX`, `HITL_INDEX`): the code
+/// is a status's code or a type's id.
+pub fn project_key(project: &Id, tag: u8, code: u16, id: &Id) -> [u8; 35] {
+    let mut k = [0u8; 35];
+    k[..19].copy_from_slice(&project_prefix(project, tag, code));
+    k[19..].copy_from_slice(&id.0);
     k
 }
 
 /// The prefix of one project's entries of one tag and code: a range scan under it yields their
 /// ids in creation order.
-pub fn project_prefix(project: &Id, tag: u8, code: u8) -> [u8; 18] {
-    let mut k = [0u8; 18];
+pub fn project_prefix(project: &Id, tag: u8, code: u16) -> [u8; 19] {
+    let mut k = [0u8; 19];
     k[..16].copy_from_slice(&project.0);
     k[16] = tag;
-    k[17] = code;
+    k[17..19].copy_from_slice(&code.to_be_bytes());
     k
 }
 
-/// (agent type, status, priority, project, task).
-pub fn claim_key(agent: u8, status: u8, priority: u8, project: &Id, id: &Id) -> [u8; 35] {
-    let mut k = [0u8; 35];
-    k[0] = agent;
-    k[1] = status;
-    k[2] = priority;
-    k[3..19].copy_from_slice(&project.0);
-    k[19..].copy_from_slice(&id.0);
+/// (agent type id, status, priority, project, task).
+pub fn claim_key(agent: u16, status: u8, priority: u8, project: &Id, id: &Id) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..2].copy_from_slice(&agent.to_be_bytes());
+    k[2] = status;
+    k[3] = priority;
+    k[4..20].copy_from_slice(&project.0);
+    k[20..].copy_from_slice(&id.0);
     k
+}
+
+/// The ids index keys hold for the types a record names (`store::types`). A name without one
+/// (never in the writer, which interns a record's names before it indexes it) maps to
+/// `UNKNOWN_TYPE`, so a check finds its entries missing.
+pub trait TypeIds {
+    fn agent(&self, name: &crate::domain::AgentType) -> u16;
+    fn artifact(&self, name: &crate::domain::ArtifactType) -> u16;
+}
+
+/// The id of a name a registry does not hold.
+pub const UNKNOWN_TYPE: u16 = u16::MAX;
+
+impl TypeIds for super::types::Registry {
+    fn agent(&self, name: &crate::domain::AgentType) -> u16 {
+        super::types::Registry::agent(self, name).unwrap_or(UNKNOWN_TYPE)
+    }
+    fn artifact(&self, name: &crate::domain::ArtifactType) -> u16 {
+        super::types::Registry::artifact(self, name).unwrap_or(UNKNOWN_TYPE)
+    }
 }
 
 /// What a timer does when it fires.
@@ -178,20 +204,20 @@ pub fn timer_key(deadline: i64, kind: TimerKind, id: &Id) -> [u8; 25] {
 
 /// A pending task's entry in the pending-since index (a pending task does not change until it
 /// leaves pending, so its `updated_at` is when it became pending).
-pub fn pending_since_key(t: &Task) -> Option<[u8; 25]> {
+pub fn pending_since_key(t: &Task, ids: &dyn TypeIds) -> Option<[u8; 26]> {
     (t.status == crate::domain::TaskStatus::Pending).then(|| {
-        let mut k = [0u8; 25];
-        k[0] = t.agent_type.code();
-        k[1..9].copy_from_slice(&(t.updated_at.max(0) as u64).to_be_bytes());
-        k[9..].copy_from_slice(&t.id.0);
+        let mut k = [0u8; 26];
+        k[..2].copy_from_slice(&ids.agent(&t.agent_type).to_be_bytes());
+        k[2..10].copy_from_slice(&(t.updated_at.max(0) as u64).to_be_bytes());
+        k[10..].copy_from_slice(&t.id.0);
         k
     })
 }
 
 /// The project of a claim key.
-pub fn claim_key_project(key: &[u8; 35]) -> Id {
+pub fn claim_key_project(key: &[u8; 36]) -> Id {
     let mut id = [0u8; 16];
-    id.copy_from_slice(&key[3..19]);
+    id.copy_from_slice(&key[4..20]);
     Id(id)
 }
 
@@ -233,10 +259,10 @@ pub fn event_project_key(project: &Id, seq: u64) -> [u8; 24] {
     k
 }
 
-pub fn agent_history_key(agent_code: u8, seq: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = agent_code;
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+pub fn agent_history_key(agent: u16, seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(&agent.to_be_bytes());
+    k[2..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -265,14 +291,14 @@ pub(crate) trait IndexCheck {
 macro_rules! indexes {
     ($(#[$doc:meta])* $keys:ident, $open:ident for $record:ty {
         $shared:ident {
-            $($(#[$pdoc:meta])* $pfield:ident = |$pr:ident| $pderive:expr;)+
+            $($(#[$pdoc:meta])* $pfield:ident = |$pr:ident, $pids:ident| $pderive:expr;)+
         }
-        $($(#[$fdoc:meta])* $field:ident: $table:ident [$n:literal] = |$r:ident| $derive:expr;)*
+        $($(#[$fdoc:meta])* $field:ident: $table:ident [$n:literal] = |$r:ident, $ids:ident| $derive:expr;)*
     }) => {
         $(#[$doc])*
         #[derive(Debug, PartialEq, Eq, Clone, Copy)]
         pub struct $keys {
-            $($(#[$pdoc])* pub $pfield: [u8; 34],)+
+            $($(#[$pdoc])* pub $pfield: [u8; 35],)+
             $($(#[$fdoc])* pub $field: [u8; $n],)*
         }
 
@@ -282,14 +308,15 @@ macro_rules! indexes {
             pub const TABLES: &[&str] = &[stringify!($shared) $(, stringify!($table))*];
 
             /// The record's entries in its project-prefixed table.
-            pub fn shared(self) -> impl Iterator<Item = [u8; 34]> {
+            pub fn shared(self) -> impl Iterator<Item = [u8; 35]> {
                 [$(self.$pfield),+].into_iter()
             }
 
-            pub fn of(record: &$record) -> $keys {
+            #[allow(unused_variables)]
+            pub fn of(record: &$record, ids: &dyn TypeIds) -> $keys {
                 $keys {
-                    $($pfield: (|$pr: &$record| $pderive)(record),)+
-                    $($field: (|$r: &$record| $derive)(record),)*
+                    $($pfield: (|$pr: &$record, $pids: &dyn TypeIds| $pderive)(record, ids),)+
+                    $($field: (|$r: &$record, $ids: &dyn TypeIds| $derive)(record, ids),)*
                 }
             }
 
@@ -315,7 +342,7 @@ macro_rules! indexes {
         /// The index tables opened in a write transaction.
         pub(crate) struct $open<'t> {
             /// The project-prefixed table.
-            pub shared: redb::Table<'t, &'static [u8; 34], ()>,
+            pub shared: redb::Table<'t, &'static [u8; 35], ()>,
             $(pub $field: redb::Table<'t, &'static [u8; $n], ()>,)*
         }
 
@@ -332,10 +359,11 @@ macro_rules! indexes {
             pub fn reindex(
                 &mut self,
                 record: Versions<&$record>,
+                ids: &dyn TypeIds,
             ) -> Result<(), redb::StorageError> {
                 let Versions { old, new } = record;
-                let old = old.map($keys::of);
-                let new = new.map($keys::of);
+                let old = old.map(|r| $keys::of(r, ids));
+                let new = new.map(|r| $keys::of(r, ids));
                 $(move_key(&mut self.shared, Versions { old: old.map(|k| k.$pfield), new: new.map(|k| k.$pfield) })?;)+
                 $(move_key(&mut self.$field, Versions { old: old.map(|k| k.$field), new: new.map(|k| k.$field) })?;)*
                 Ok(())
@@ -348,13 +376,17 @@ indexes! {
     /// The index keys a task has.
     TaskKeys, TaskIndexes for Task {
         TASK_INDEX {
-            by_project = |t| project_key(&t.project_id, TASK_ALL, 0, &t.id);
-            by_status = |t| project_key(&t.project_id, TASK_BY_STATUS, t.status.code(), &t.id);
-            by_agent = |t| project_key(&t.project_id, TASK_BY_AGENT, t.agent_type.code(), &t.id);
+            by_project = |t, ids| project_key(&t.project_id, TASK_ALL, 0, &t.id);
+            by_status = |t, ids| {
+                project_key(&t.project_id, TASK_BY_STATUS, t.status.code().into(), &t.id)
+            };
+            by_agent = |t, ids| {
+                project_key(&t.project_id, TASK_BY_AGENT, ids.agent(&t.agent_type), &t.id)
+            };
         }
         /// The claim queue (`TASKS_CLAIM`).
-        claim: TASKS_CLAIM [35] = |t| claim_key(
-            t.agent_type.code(),
+        claim: TASKS_CLAIM [36] = |t, ids| claim_key(
+            ids.agent(&t.agent_type),
             t.status.code(),
             t.priority,
             &t.project_id,
@@ -367,11 +399,13 @@ indexes! {
     /// The index keys an artifact has.
     ArtifactKeys, ArtifactIndexes for Artifact {
         ARTIFACT_INDEX {
-            by_project = |a| project_key(&a.project_id, ARTIFACT_ALL, 0, &a.id);
-            by_type =
-                |a| project_key(&a.project_id, ARTIFACT_BY_TYPE, a.artifact_type.code(), &a.id);
-            by_source =
-                |a| project_key(&a.project_id, ARTIFACT_BY_SOURCE, a.source_agent.code(), &a.id);
+            by_project = |a, ids| project_key(&a.project_id, ARTIFACT_ALL, 0, &a.id);
+            by_type = |a, ids| {
+                project_key(&a.project_id, ARTIFACT_BY_TYPE, ids.artifact(&a.artifact_type), &a.id)
+            };
+            by_source = |a, ids| {
+                project_key(&a.project_id, ARTIFACT_BY_SOURCE, ids.agent(&a.source_agent), &a.id)
+            };
         }
     }
 }
@@ -380,11 +414,17 @@ indexes! {
     /// The index keys a HITL request has.
     HitlKeys, HitlIndexes for HitlRequest {
         HITL_INDEX {
-            by_project = |h| project_key(&h.project_id, HITL_ALL, 0, &h.id);
-            by_project_status =
-                |h| project_key(&h.project_id, HITL_BY_STATUS_IN_PROJECT, h.status.code(), &h.id);
+            by_project = |h, ids| project_key(&h.project_id, HITL_ALL, 0, &h.id);
+            by_project_status = |h, ids| {
+                project_key(
+                    &h.project_id,
+                    HITL_BY_STATUS_IN_PROJECT,
+                    h.status.code().into(),
+                    &h.id,
+                )
+            };
         }
-        by_status: HITL_BY_STATUS [17] = |h| status_key(h.status.code(), &h.id);
+        by_status: HITL_BY_STATUS [17] = |h, ids| status_key(h.status.code(), &h.id);
     }
 }
 
@@ -424,6 +464,7 @@ macro_rules! for_each_table {
         $apply!(TASKS);
         $apply!(ARTIFACTS);
         $apply!(HITL);
+        $apply!(TYPE_NAMES);
         $apply!(AGENTS);
         $apply!(AGENT_HISTORY);
         $apply!(EVENTS);

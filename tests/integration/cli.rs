@@ -141,9 +141,9 @@ fn check_finds_a_missing_and_a_stray_entry_in_the_project_indexes() {
         let db = redb::Database::open(dir.path().join("flightdeck.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let def = redb::TableDefinition::<&[u8; 34], ()>::new("ix_artifacts");
+            let def = redb::TableDefinition::<&[u8; 35], ()>::new("ix_artifacts");
             let mut artifacts = txn.open_table(def).unwrap();
-            let entries: Vec<[u8; 34]> = artifacts
+            let entries: Vec<[u8; 35]> = artifacts
                 .iter()
                 .unwrap()
                 .map(|e| *e.unwrap().0.value())
@@ -152,15 +152,15 @@ fn check_finds_a_missing_and_a_stray_entry_in_the_project_indexes() {
             assert_eq!(entries.len(), 3, "{entries:?}");
             let by_type = entries.iter().find(|k| k[16] == 1).unwrap();
             assert_eq!(by_type[..16], uuid_bytes(&project));
-            assert_eq!(by_type[18..], uuid_bytes(&artifact));
+            assert_eq!(by_type[19..], uuid_bytes(&artifact));
             artifacts.remove(by_type).unwrap();
-            let def = redb::TableDefinition::<&[u8; 34], ()>::new("ix_tasks");
+            let def = redb::TableDefinition::<&[u8; 35], ()>::new("ix_tasks");
             let mut tasks = txn.open_table(def).unwrap();
             assert_eq!(tasks.len().unwrap(), 3);
-            let mut stray = [0u8; 34];
+            let mut stray = [0u8; 35];
             stray[..16].copy_from_slice(&uuid_bytes(&project));
             stray[16] = 1; // by status
-            stray[18..].copy_from_slice(&[0x42; 16]);
+            stray[19..].copy_from_slice(&[0x42; 16]);
             tasks.insert(&stray, ()).unwrap();
         }
         txn.commit().unwrap();

@@ -98,8 +98,13 @@ fn a_backup_that_would_fill_the_disk_is_refused_and_leaves_nothing() {
     );
     let p = s.project("p");
     let big = "x".repeat(900_000);
-    // Until the database holds more than half the disk (or the disk is full).
-    while std::fs::metadata(&db).unwrap().len() < 13 << 20 {
+    // Until the database holds more than half the disk (or the disk is full): its blocks, not its
+    // length, which redb may grow ahead of what it wrote (a sparse file).
+    let used = |db: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(db).unwrap().blocks() * 512
+    };
+    while used(&db) < 13 << 20 {
         let r = s.post(
             "/api/v1/context/artifacts",
             json!({"project_id": p, "source_agent": "coder", "artifact_type": "source_code", "content": big}),

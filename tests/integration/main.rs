@@ -24,6 +24,7 @@ mod restart;
 mod security;
 mod tasks;
 mod upgrade;
+mod vocabularies;
 mod webhooks;
 mod websocket;
 mod workers;

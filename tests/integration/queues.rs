@@ -80,7 +80,7 @@ fn a_paused_queue_hands_out_nothing_and_resuming_wakes_its_waiting_claims() {
     for kind in ["queue_paused", "queue_resumed"] {
         assert!(types.iter().any(|t| t == kind), "{kind} in {types:?}");
     }
-    s.post("/api/v1/queues/wizard/pause", json!({}))
+    s.post("/api/v1/queues/Wizard/pause", json!({}))
         .expect_error(422, "invalid_field");
 }
 

@@ -1,5 +1,5 @@
 //! Upgrades: databases written by earlier schema versions (the fixtures in
-//! `tests/fixtures/schema-v1` to `schema-v4`, made by
+//! `tests/fixtures/schema-v1` to `schema-v5`, made by
 //! `tests/fixtures/make-fixture.sh` with those builds) are migrated at open, keep every record and
 //! pass `flightdeck check` before and after.
 
@@ -133,7 +133,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 5);
+    assert_eq!(schema_version(dir.path()), 6);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -210,7 +210,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 5);
+    assert_eq!(schema_version(dir.path()), 6);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -315,7 +315,7 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         "a repeat, not a new project"
     );
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 5);
+    assert_eq!(schema_version(dir.path()), 6);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -480,7 +480,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     assert_eq!(ids(&coders, "task_id").last(), Some(&task));
     assert_eq!(coders.len(), 2);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 5);
+    assert_eq!(schema_version(dir.path()), 6);
     let after = table_names(dir.path());
     for table in OLD {
         assert!(
@@ -508,4 +508,112 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     );
     assert_eq!(listed.len(), 2);
     s.stop();
+}
+
+const FIXTURE_V5: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v5/flightdeck.redb"
+);
+
+#[test]
+fn a_schema_v5_database_gets_its_type_codes_interned_and_every_key_still_finds_its_record() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V5, dir.path().join("flightdeck.redb")).unwrap();
+    assert_eq!(schema_version(dir.path()), 5);
+    assert!(!table_names(dir.path()).iter().any(|t| t == "type_names"));
+    // `check` on an old file checks it as migrated, in a copy, and leaves the file as it is.
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+    assert_eq!(schema_version(dir.path()), 5);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["flightdeck.redb"], "the copy is removed");
+
+    let s = open_fixture(&dir, &[]);
+    let projects = items(&s.get("/api/v1/projects").expect(200));
+    let shop = projects
+        .iter()
+        .find(|p| p["name"] == "fixture shop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tasks = wait_for("the failed task to be retried", || {
+        let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
+        tasks
+            .iter()
+            .all(|t| t["status"] != "failed")
+            .then_some(tasks)
+    });
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    // Every agent type's filter finds exactly its tasks (the keys held its enum code before).
+    for agent in ["coder", "tester", "architect", "deployer", "analyst"] {
+        let listed = items(
+            &s.get(&format!("/api/v1/projects/{shop}/tasks?agent_type={agent}"))
+                .expect(200),
+        );
+        let expected: Vec<Value> = tasks
+            .iter()
+            .filter(|t| t["agent_type"] == agent)
+            .cloned()
+            .collect();
+        assert_eq!(
+            ids(&listed, "task_id"),
+            ids(&expected, "task_id"),
+            "{agent}"
+        );
+    }
+    for (filter, value, found) in [
+        ("artifact_type", "software_specification", 1),
+        ("artifact_type", "source_code", 0),
+        ("source_agent", "analyst", 1),
+    ] {
+        let listed = items(
+            &s.get(&format!(
+                "/api/v1/context/project/{shop}/artifacts?{filter}={value}"
+            ))
+            .expect(200),
+        );
+        assert_eq!(listed.len(), found, "{filter}={value}: {listed:?}");
+    }
+    // The paused deployer queue is still paused and holds its task; the tester's history of
+    // status changes (the reset among them) is still under its type.
+    let queues = s.get("/api/v1/queues").expect(200);
+    let deployer = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["agent_type"] == "deployer")
+        .unwrap()
+        .clone();
+    assert_eq!(deployer["paused"], true, "{deployer}");
+    assert_eq!(deployer["pending"], 1, "{deployer}");
+    let history = s.get("/api/v1/agents/status-history/tester").expect(200);
+    assert!(
+        !items(&history).is_empty(),
+        "the tester's history survived: {history}"
+    );
+    // The retried tester task is claimable by its type, then a team's own type joins in.
+    let claimed = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "tester", "worker_id": "w"}),
+        )
+        .expect(200);
+    assert_eq!(claimed["agent_type"], "tester");
+    let own = s.task(&shop, "researcher");
+    let listed = items(
+        &s.get(&format!(
+            "/api/v1/projects/{shop}/tasks?agent_type=researcher"
+        ))
+        .expect(200),
+    );
+    assert_eq!(ids(&listed, "task_id"), [own]);
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 6);
+    assert!(table_names(dir.path()).iter().any(|t| t == "type_names"));
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
 }

@@ -86,7 +86,7 @@ fn oldest_first_and_bad_claims() {
     );
     s.post(
         "/api/v1/tasks/claim",
-        json!({"agent_type": "wizard", "worker_id": "w"}),
+        json!({"agent_type": "Wizard", "worker_id": "w"}),
     )
     .expect_error(422, "invalid_field");
     s.post(

@@ -286,7 +286,8 @@ fn unknown_workflows_and_malformed_definitions() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        "[[workflows]]\nname = \"tiny\"\n[[workflows.phases]]\nagent_type = \"wizard\"\ninstructions = \"x\"\n",
+        // A closed list in the file: a workflow naming another agent type stops start-up.
+        "agent_types = [\"coder\"]\n[[workflows]]\nname = \"tiny\"\n[[workflows.phases]]\nagent_type = \"wizard\"\ninstructions = \"x\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(crate::common::BIN)
@@ -297,7 +298,7 @@ fn unknown_workflows_and_malformed_definitions() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("phases[0].agent_type") && err.contains("wizard"),
+        err.contains("phases[0].agent_type") && err.contains("unknown agent_type `wizard`"),
         "{err}"
     );
     std::fs::write(

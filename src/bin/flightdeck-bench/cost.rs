@@ -9,7 +9,6 @@ use crate::recorder::{Call, Recorder};
 use crate::roles::{Rng, latest_seq};
 use crate::ws::WsPlan;
 use crate::{Class, ws};
-use flightdeck::domain::Vocabulary;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -248,8 +247,8 @@ async fn one(
             artifacts[rng.below(artifacts.len())]
         )),
         Op::ContextList => {
-            let types = flightdeck::domain::ArtifactType::ALL;
-            let kind = types[rng.below(types.len())].as_str();
+            let types = crate::roles::ARTIFACT_TYPES;
+            let kind = types[rng.below(types.len())];
             get(format!(
                 "/api/v1/context/project/{project}/artifacts?artifact_type={kind}&limit=100"
             ))

@@ -5,7 +5,6 @@ use crate::pace::Pace;
 use crate::recorder::{Call, Recorder};
 use crate::stats::Samples;
 use crate::{Class, Scenario};
-use flightdeck::domain::Vocabulary;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ impl Rng {
 /// server's built-in definition (the one place that map is written).
 pub(super) static SDLC: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
     std::sync::LazyLock::new(|| {
-        flightdeck::domain::workflow::builtin()
+        BUILTIN
             .phases
             .iter()
             .map(|phase| {
@@ -41,6 +40,16 @@ pub(super) static SDLC: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
             })
             .collect()
     });
+
+/// The known default artifact and agent types, which every server takes.
+pub(super) const ARTIFACT_TYPES: &[&str] =
+    <flightdeck::domain::names::ArtifactKind as flightdeck::domain::names::NameKind>::DEFAULTS;
+pub(super) const AGENT_TYPES: &[&str] =
+    <flightdeck::domain::names::AgentKind as flightdeck::domain::names::NameKind>::DEFAULTS;
+
+/// The server's built-in workflow, kept for the names `SDLC` borrows.
+static BUILTIN: std::sync::LazyLock<flightdeck::domain::workflow::Workflow> =
+    std::sync::LazyLock::new(flightdeck::domain::workflow::builtin);
 
 /// Everything the concurrent clients of the workflow phase share.
 pub(super) struct Shared {
@@ -306,7 +315,7 @@ pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
         .rates
         .map(|r| Pace::share(r.status, clients, n));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
-    let types = flightdeck::domain::ArtifactType::ALL;
+    let types = ARTIFACT_TYPES;
     let mut turn = n;
     while !shared.is_done() {
         let project = &shared.projects[rng.below(shared.projects.len())];
@@ -323,7 +332,7 @@ pub(super) async fn status_client(shared: Arc<Shared>, n: usize) -> Recorder {
                 (Class::ContextGet, format!("/api/v1/context/artifacts/{id}"))
             }
             _ => {
-                let kind = types[rng.below(types.len())].as_str();
+                let kind = types[rng.below(types.len())];
                 (
                     Class::ContextList,
                     format!(
@@ -482,8 +491,8 @@ pub(super) async fn preload(
             tokio::spawn(async move {
                 let mut client = Client::new(addr, token);
                 let mut kept = Vec::new();
-                let types = flightdeck::domain::ArtifactType::ALL;
-                let agents = flightdeck::domain::AgentType::ALL;
+                let types = ARTIFACT_TYPES;
+                let agents = AGENT_TYPES;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
@@ -491,8 +500,8 @@ pub(super) async fn preload(
                     }
                     let body = json!({
                         "project_id": projects[i % projects.len()],
-                        "source_agent": agents[i % agents.len()].as_str(),
-                        "artifact_type": types[(i / projects.len()) % types.len()].as_str(),
+                        "source_agent": agents[i % agents.len()],
+                        "artifact_type": types[(i / projects.len()) % types.len()],
                         "content": {"n": i, "text": text},
                     });
                     let answer = client

@@ -3,7 +3,7 @@
 use super::batch::read;
 use super::{Batch, Checked, Write, Written};
 use crate::domain::records::Artifact;
-use crate::domain::{AgentType, ArtifactType, DomainError, EventType, Id, Vocabulary};
+use crate::domain::{AgentType, ArtifactType, DomainError, EventType, Id};
 use crate::events::EventDraft;
 use crate::json::object_string;
 use crate::store::tables::Versions;
@@ -26,6 +26,10 @@ impl Write for CreateArtifact {
 
     fn check(self, batch: &Batch<'_>) -> Checked<CreateArtifact> {
         batch.require_project(&self.project_id)?;
+        batch.check_types(
+            &[("source_agent", &self.source_agent)],
+            &[("artifact_type", &self.artifact_type)],
+        )?;
         Ok(self)
     }
 
@@ -73,7 +77,7 @@ impl Write for UpdateArtifact {
             event_type: EventType::ArtifactUpdated,
             project_id: Some(artifact.project_id),
             task_id: None,
-            agent_type: Some(artifact.source_agent),
+            agent_type: Some(artifact.source_agent.clone()),
             data,
         })?;
         Ok(artifact)
@@ -138,7 +142,7 @@ impl<'t> Batch<'t> {
             event_type: EventType::ArtifactCreated,
             project_id: Some(artifact.project_id),
             task_id: None,
-            agent_type: Some(artifact.source_agent),
+            agent_type: Some(artifact.source_agent.clone()),
             data,
         })?;
         Ok(artifact)

@@ -2,11 +2,12 @@
 //! entries, summaries, cache changes and events.
 
 use super::{Batch, BatchOutput, Checked, RecordTable, Written};
+use crate::domain::names::{AgentKind, ArtifactKind};
 use crate::domain::records::{
     Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, Project, Task,
 };
 use crate::domain::{
-    AgentType, DomainError, EventType, HitlStatus, Id, Micros, TaskStatus, Vocabulary,
+    AgentType, ArtifactType, DomainError, EventType, HitlStatus, Id, Micros, TaskStatus, Vocabulary,
 };
 use crate::events;
 use crate::events::{CommittedEvent, EventDraft};
@@ -14,6 +15,7 @@ use crate::json::object_string;
 use crate::store::cache::Change as CacheChange;
 use crate::store::codec::{decode, encode};
 use crate::store::tables::{ArtifactIndexes, HitlIndexes, TaskIndexes, Versions};
+use crate::store::types::Kind;
 use crate::store::{CacheKey, ProjectSummary, Shared, StoreError, tables};
 use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
@@ -56,8 +58,11 @@ impl<'t> Batch<'t> {
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),
-            claimable: vec![0; AgentType::ALL.len()],
-            pending_delta: vec![0; AgentType::ALL.len()],
+            claimable: vec![0; shared.claimable.len()],
+            pending_delta: vec![0; shared.claimable.len()],
+            type_names: txn.open_table(tables::TYPE_NAMES)?,
+            new_agents: Vec::new(),
+            new_artifacts: Vec::new(),
             queue: Vec::new(),
             wake_all: Vec::new(),
             claim_turns: Vec::new(),
@@ -81,7 +86,102 @@ impl<'t> Batch<'t> {
             claim_turns: self.claim_turns,
             progress_done: self.progress_done,
             handed: Vec::new(),
+            new_agents: self.new_agents,
+            new_artifacts: self.new_artifacts,
         })
+    }
+
+    // ----- the types in use ------------------------------------------------------------------
+
+    /// The ids of the types in use, this batch's new ones included, for index keys.
+    fn ids(&self) -> BatchIds<'_> {
+        BatchIds {
+            registry: self.shared.types.read(),
+            new_agents: &self.new_agents,
+            new_artifacts: &self.new_artifacts,
+        }
+    }
+
+    /// The id of an agent type in use (or interned by this batch).
+    pub(super) fn agent_id(&self, name: &AgentType) -> Option<u16> {
+        self.ids().agent_id(name)
+    }
+
+    /// For `check`: whether `name` is in use or one more agent type fits (`too_many_types`).
+    pub(super) fn check_agent_type(
+        &self,
+        field: &str,
+        name: &AgentType,
+    ) -> Result<(), DomainError> {
+        self.check_types(&[(field, name)], &[])
+    }
+
+    /// For `check`: whether every name given is in use or all the new ones among them fit, each
+    /// vocabulary within its `--max-*-types` (`too_many_types` names the first that does not).
+    pub(super) fn check_types(
+        &self,
+        agents: &[(&str, &AgentType)],
+        artifacts: &[(&str, &ArtifactType)],
+    ) -> Result<(), DomainError> {
+        let types = self.shared.types.read();
+        let mut fresh: Vec<&AgentType> = Vec::new();
+        for (field, name) in agents {
+            if types.agent(name).is_some() || self.new_agents.contains(name) {
+                continue;
+            }
+            if !fresh.contains(name) {
+                types
+                    .agents
+                    .room_for(field, name, self.new_agents.len() + fresh.len())?;
+                fresh.push(name);
+            }
+        }
+        let mut fresh: Vec<&ArtifactType> = Vec::new();
+        for (field, name) in artifacts {
+            if types.artifact(name).is_some() || self.new_artifacts.contains(name) {
+                continue;
+            }
+            if !fresh.contains(name) {
+                types
+                    .artifacts
+                    .room_for(field, name, self.new_artifacts.len() + fresh.len())?;
+                fresh.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of `name`, given to it in this transaction if it is new (its `check` made sure
+    /// it fits).
+    pub(super) fn intern_agent(&mut self, name: &AgentType) -> Written<u16> {
+        if let Some(id) = self.agent_id(name) {
+            return Ok(id);
+        }
+        let id = self.shared.types.read().agents.len() + self.new_agents.len();
+        // `check` keeps ids below the slots the claim state has; past them is a bug, refused
+        // rather than indexed out of bounds.
+        let id = u16::try_from(id)
+            .ok()
+            .filter(|id| usize::from(*id) < self.shared.agent_slots())
+            .ok_or_else(|| StoreError::Corrupt(format!("no id left for agent type {name}")))?;
+        self.type_names
+            .insert((AgentKind::CODE, id), name.as_str())?;
+        self.new_agents.push(name.clone());
+        Ok(id)
+    }
+
+    /// As `intern_agent`, for an artifact type.
+    pub(super) fn intern_artifact(&mut self, name: &ArtifactType) -> Written<u16> {
+        if let Some(id) = self.ids().artifact_id(name) {
+            return Ok(id);
+        }
+        let id = self.shared.types.read().artifacts.len() + self.new_artifacts.len();
+        let id = u16::try_from(id)
+            .map_err(|_| StoreError::Corrupt(format!("no id left for artifact type {name}")))?;
+        self.type_names
+            .insert((ArtifactKind::CODE, id), name.as_str())?;
+        self.new_artifacts.push(name.clone());
+        Ok(id)
     }
 
     // ----- records and their indexes ---------------------------------------------------------
@@ -126,6 +226,7 @@ impl<'t> Batch<'t> {
     }
 
     pub(super) fn put_task(&mut self, old: Option<&Task>, new: &Task) -> Written<()> {
+        let agent = usize::from(self.intern_agent(&new.agent_type)?);
         self.tasks
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
         self.changes.push(CacheChange::Task {
@@ -133,18 +234,26 @@ impl<'t> Batch<'t> {
             task: new.id,
             entry: Bytes::from(crate::store::status::task_status_entry(new)),
         });
-        self.task_ix.reindex(Versions {
-            old,
-            new: Some(new),
-        })?;
+        let ids = BatchIds {
+            registry: self.shared.types.read(),
+            new_agents: &self.new_agents,
+            new_artifacts: &self.new_artifacts,
+        };
+        self.task_ix.reindex(
+            Versions {
+                old,
+                new: Some(new),
+            },
+            &ids,
+        )?;
         tables::move_key(
             &mut self.pending_since,
             Versions {
-                old: old.and_then(tables::pending_since_key),
-                new: tables::pending_since_key(new),
+                old: old.and_then(|o| tables::pending_since_key(o, &ids)),
+                new: tables::pending_since_key(new, &ids),
             },
         )?;
-        let agent = usize::from(new.agent_type.code());
+        drop(ids);
         let was_pending = old.is_some_and(|o| o.status == TaskStatus::Pending);
         let is_pending = new.status == TaskStatus::Pending;
         if is_pending && !was_pending {
@@ -173,6 +282,10 @@ impl<'t> Batch<'t> {
     /// Writes, replaces (`old` and `new`) or deletes (`new` = None) an artifact.
     pub(super) fn put_artifact(&mut self, artifact: Versions<&Artifact>) -> Written<()> {
         let Versions { old, new } = artifact;
+        if let Some(a) = new {
+            self.intern_artifact(&a.artifact_type)?;
+            self.intern_agent(&a.source_agent)?;
+        }
         match new {
             Some(a) => {
                 self.artifacts
@@ -184,7 +297,13 @@ impl<'t> Batch<'t> {
                 }
             }
         }
-        self.artifact_ix.reindex(artifact)?;
+        let ids = BatchIds {
+            registry: self.shared.types.read(),
+            new_agents: &self.new_agents,
+            new_artifacts: &self.new_artifacts,
+        };
+        self.artifact_ix.reindex(artifact, &ids)?;
+        drop(ids);
         if let Some(o) = old {
             self.changes
                 .push(CacheChange::Invalidate(CacheKey::Artifact(o.id)));
@@ -201,10 +320,19 @@ impl<'t> Batch<'t> {
     pub(super) fn put_hitl(&mut self, old: Option<&HitlRequest>, new: &HitlRequest) -> Written<()> {
         self.hitl
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
-        self.hitl_ix.reindex(Versions {
-            old,
-            new: Some(new),
-        })?;
+        let ids = BatchIds {
+            registry: self.shared.types.read(),
+            new_agents: &self.new_agents,
+            new_artifacts: &self.new_artifacts,
+        };
+        self.hitl_ix.reindex(
+            Versions {
+                old,
+                new: Some(new),
+            },
+            &ids,
+        )?;
+        drop(ids);
         tables::move_key(
             &mut self.timers,
             Versions {
@@ -225,10 +353,13 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    pub(super) fn agent(&self, agent_type: AgentType) -> Written<Agent> {
-        match self.agents.get(agent_type.code())? {
+    pub(super) fn agent(&self, agent_type: &AgentType) -> Written<Agent> {
+        let Some(id) = self.agent_id(agent_type) else {
+            return Ok(Agent::idle(agent_type.clone()));
+        };
+        match self.agents.get(id)? {
             Some(bytes) => Ok(decode(bytes.value())?),
-            None => Ok(Agent::idle(agent_type)),
+            None => Ok(Agent::idle(agent_type.clone())),
         }
     }
 
@@ -242,8 +373,8 @@ impl<'t> Batch<'t> {
         cause: Option<(Id, Id)>,
     ) -> Written<()> {
         let (task_id, project_id) = cause.unzip();
-        self.agents
-            .insert(agent.agent_type.code(), encode(agent).as_slice())?;
+        let id = self.intern_agent(&agent.agent_type)?;
+        self.agents.insert(id, encode(agent).as_slice())?;
         let data = object_string(|o| {
             o.str("agent_type", agent.agent_type.as_str())
                 .str("status", agent.status.as_str())
@@ -255,18 +386,18 @@ impl<'t> Batch<'t> {
             event_type: EventType::AgentStatusChange,
             project_id,
             task_id,
-            agent_type: Some(agent.agent_type),
+            agent_type: Some(agent.agent_type.clone()),
             data,
         })?;
         let entry = AgentHistoryEntry {
             seq,
-            agent_type: agent.agent_type,
+            agent_type: agent.agent_type.clone(),
             status: agent.status,
             task_id,
             error_message: agent.error_message.clone(),
             at: self.now,
         };
-        let key = tables::agent_history_key(agent.agent_type.code(), seq);
+        let key = tables::agent_history_key(id, seq);
         self.agent_history.insert(&key, encode(&entry).as_slice())?;
         Ok(())
     }
@@ -297,6 +428,38 @@ impl<'t> Batch<'t> {
             json: Bytes::from(record.json),
         });
         Ok(seq)
+    }
+}
+
+/// The ids of the types in use as a batch sees them: the registry's, then the batch's new ones.
+pub(super) struct BatchIds<'b> {
+    registry: parking_lot::RwLockReadGuard<'b, crate::store::types::Registry>,
+    new_agents: &'b [AgentType],
+    new_artifacts: &'b [ArtifactType],
+}
+
+impl BatchIds<'_> {
+    fn agent_id(&self, name: &AgentType) -> Option<u16> {
+        self.registry.agent(name).or_else(|| {
+            let at = self.new_agents.iter().position(|n| n == name)?;
+            u16::try_from(self.registry.agents.len() + at).ok()
+        })
+    }
+
+    fn artifact_id(&self, name: &ArtifactType) -> Option<u16> {
+        self.registry.artifact(name).or_else(|| {
+            let at = self.new_artifacts.iter().position(|n| n == name)?;
+            u16::try_from(self.registry.artifacts.len() + at).ok()
+        })
+    }
+}
+
+impl tables::TypeIds for BatchIds<'_> {
+    fn agent(&self, name: &AgentType) -> u16 {
+        self.agent_id(name).unwrap_or(tables::UNKNOWN_TYPE)
+    }
+    fn artifact(&self, name: &ArtifactType) -> u16 {
+        self.artifact_id(name).unwrap_or(tables::UNKNOWN_TYPE)
     }
 }
 

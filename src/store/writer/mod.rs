@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::records::Task;
 use crate::domain::workflow::BrokenRun;
-use crate::domain::{AgentType, DomainError, Id, Micros, Vocabulary};
+use crate::domain::{AgentType, DomainError, Id, Micros};
 use crate::events::{CommittedEvent, Publisher};
 
 use super::cache::Change as CacheChange;
@@ -49,7 +49,9 @@ pub use meta::{
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
 pub use retention::{TrimAgentHistory, TrimEvents};
-pub use tasks::{Claim, CreateTask, Heartbeat, ReleaseClaim, ResetAgent, SetTaskStatus};
+pub use tasks::{
+    Claim, CreateTask, Heartbeat, InternAgentType, ReleaseClaim, ResetAgent, SetTaskStatus,
+};
 pub use timers::FireTimers;
 pub use workflows::StartWorkflow;
 
@@ -403,10 +405,25 @@ impl Writer {
     }
 
     fn after_commit(&self, output: BatchOutput) {
+        if !output.new_agents.is_empty() || !output.new_artifacts.is_empty() {
+            let mut types = self.shared.types.write();
+            for name in output.new_agents {
+                let id = types.agents.len() as u16;
+                // Its series exist from its first use, at zero.
+                metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => name.to_string())
+                    .set(0.0);
+                metric_names::agent_type_series(name.as_str());
+                types.agents.insert(id, name);
+            }
+            for name in output.new_artifacts {
+                let id = types.artifacts.len() as u16;
+                types.artifacts.insert(id, name);
+            }
+        }
         if !output.claim_turns.is_empty() {
             let mut turns = self.shared.claim_turn.lock();
             for (agent, project) in output.claim_turns {
-                turns[usize::from(agent.code())] = Some(project);
+                turns[usize::from(agent)] = Some(project);
             }
         }
         if !output.progress_done.is_empty() {
@@ -449,9 +466,10 @@ impl Writer {
                         .fetch_sub(down, Ordering::Relaxed)
                         .saturating_sub(down)
                 };
-                let agent = AgentType::ALL[i];
-                metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.as_str())
-                    .set(n as f64);
+                if let Some(agent) = self.shared.types.read().agents.name(i as u16) {
+                    metrics::gauge!(metric_names::QUEUE_DEPTH, "agent_type" => agent.to_string())
+                        .set(n as f64);
+                }
             }
         }
         if !output.queue.is_empty() {
@@ -472,7 +490,7 @@ impl Writer {
             }
         }
         for agent in output.wake_all {
-            self.shared.claimable[usize::from(agent.code())].notify_waiters();
+            self.shared.claimable[usize::from(agent)].notify_waiters();
         }
     }
 }
@@ -492,23 +510,27 @@ struct BatchOutput {
     summaries: HashMap<Id, ProjectSummary>,
     /// What the response cache must learn once this commits.
     changes: Vec<CacheChange>,
-    /// Per agent type code: tasks that became claimable.
+    /// Per agent type id: tasks that became claimable.
     claimable: Vec<u32>,
-    /// Per agent type code: the change in pending tasks.
+    /// Per agent type id: the change in pending tasks.
     pending_delta: Vec<i64>,
     /// What the queue metrics must record once this commits.
     queue: Vec<QueueEvent>,
-    wake_all: Vec<AgentType>,
-    /// Per agent type: the project the batch's last claim was served from (`Shared::claim_turn`).
-    claim_turns: Vec<(AgentType, Id)>,
+    wake_all: Vec<u16>,
+    /// Per agent type id: the project the batch's last claim was served from
+    /// (`Shared::claim_turn`).
+    claim_turns: Vec<(u16, Id)>,
     /// Tasks whose progress report went into their record and leaves the board.
     progress_done: Vec<Id>,
     /// Waiting claims served in this batch, with the task each was handed.
     handed: Vec<(Waiter, Task)>,
+    /// Types interned by this batch, in id order.
+    new_agents: Vec<AgentType>,
+    new_artifacts: Vec<crate::domain::ArtifactType>,
 }
 
 /// A task's step that a queue metric records.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum QueueEvent {
     /// Claimed (or started) after waiting this many seconds since it became pending.
     Waited(AgentType, f64),
@@ -526,19 +548,19 @@ impl QueueEvent {
         };
         match self {
             QueueEvent::Waited(a, s) => {
-                metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a.as_str()).record(s)
+                metrics::histogram!(QUEUE_WAIT_SECONDS, "agent_type" => a.to_string()).record(s)
             }
             QueueEvent::Ran(a, s) => {
-                metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a.as_str()).record(s)
+                metrics::histogram!(TASK_RUN_SECONDS, "agent_type" => a.to_string()).record(s)
             }
             QueueEvent::LeaseExpired(a) => {
-                metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a.as_str()).increment(1)
+                metrics::counter!(LEASE_EXPIRATIONS, "agent_type" => a.to_string()).increment(1)
             }
             QueueEvent::Retried(a) => {
-                metrics::counter!(RETRIES, "agent_type" => a.as_str()).increment(1)
+                metrics::counter!(RETRIES, "agent_type" => a.to_string()).increment(1)
             }
             QueueEvent::Escalated(a) => {
-                metrics::counter!(ESCALATIONS, "agent_type" => a.as_str()).increment(1)
+                metrics::counter!(ESCALATIONS, "agent_type" => a.to_string()).increment(1)
             }
         }
     }
@@ -559,8 +581,8 @@ pub struct Batch<'t> {
     tasks: RecordTable<'t>,
     artifacts: RecordTable<'t>,
     hitl: RecordTable<'t>,
-    agents: Table<'t, u8, &'static [u8]>,
-    agent_history: Table<'t, &'static [u8; 9], &'static [u8]>,
+    agents: Table<'t, u16, &'static [u8]>,
+    agent_history: Table<'t, &'static [u8; 10], &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     task_ix: TaskIndexes<'t>,
     timers: Index<'t, 25>,
@@ -569,8 +591,8 @@ pub struct Batch<'t> {
     artifact_ix: ArtifactIndexes<'t>,
     hitl_ix: HitlIndexes<'t>,
     events_by_project: Index<'t, 24>,
-    pending_since: Index<'t, 25>,
-    queues: Table<'t, u8, &'static [u8]>,
+    pending_since: Index<'t, 26>,
+    queues: Table<'t, u16, &'static [u8]>,
     paused_projects: Index<'t, 16>,
     idempotency: Table<'t, &'static [u8; 20], &'static [u8]>,
     idempotency_by_age: Index<'t, 28>,
@@ -583,14 +605,19 @@ pub struct Batch<'t> {
     queue: Vec<QueueEvent>,
     /// Agent types whose waiting claims must all try again (a queue or project resumed, a
     /// limit raised).
-    wake_all: Vec<AgentType>,
-    /// Claims served in this batch: per agent type, the project the last one came from. Later
-    /// claims of the batch start their turn from here; `Shared::claim_turn` learns it after the
-    /// commit.
-    claim_turns: Vec<(AgentType, Id)>,
+    wake_all: Vec<u16>,
+    /// Claims served in this batch: per agent type id, the project the last one came from.
+    /// Later claims of the batch start their turn from here; `Shared::claim_turn` learns it
+    /// after the commit.
+    claim_turns: Vec<(u16, Id)>,
     /// Tasks whose latest progress report this batch wrote into their record as they stopped
     /// working: taken off the board after the commit.
     progress_done: Vec<Id>,
+    type_names: Table<'t, (u8, u16), &'static str>,
+    /// Types this batch interned, in id order after the registry's: the registry learns them
+    /// after the commit.
+    new_agents: Vec<AgentType>,
+    new_artifacts: Vec<crate::domain::ArtifactType>,
 }
 
 #[cfg(test)]
@@ -667,12 +694,22 @@ mod tests {
     fn a_waiting_claim_is_handed_its_task_in_the_commit_that_created_it() {
         let dir = tempfile::tempdir().unwrap();
         let (store, project) = store_with_project(dir.path());
-        let mut first = store.wait_for_task(AgentType::Coder, "first".into(), 60_000_000, None);
-        let mut second = store.wait_for_task(AgentType::Coder, "second".into(), 60_000_000, None);
+        let mut first = store.wait_for_task(
+            store.agent_id(&AgentType::CODER).unwrap(),
+            "first".into(),
+            60_000_000,
+            None,
+        );
+        let mut second = store.wait_for_task(
+            store.agent_id(&AgentType::CODER).unwrap(),
+            "second".into(),
+            60_000_000,
+            None,
+        );
         let before = store.latest_seq();
         // Another agent type's task is nobody's here.
-        create_task(&store, project, AgentType::Tester);
-        let created = create_task(&store, project, AgentType::Coder);
+        create_task(&store, project, AgentType::TESTER);
+        let created = create_task(&store, project, AgentType::CODER);
         // The create's answer is the task as created; the waiter got it claimed, by the same
         // commit (no other write happened).
         assert_eq!(created.status, TaskStatus::Pending);
@@ -700,12 +737,17 @@ mod tests {
     fn a_hand_off_whose_waiter_went_away_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let (store, project) = store_with_project(dir.path());
-        let mut gone = store.wait_for_task(AgentType::Coder, "gone".into(), 60_000_000, None);
+        let mut gone = store.wait_for_task(
+            store.agent_id(&AgentType::CODER).unwrap(),
+            "gone".into(),
+            60_000_000,
+            None,
+        );
         // The client goes away after the writer took its claim, before the commit: here, its
         // receiver closes while it is still queued.
         gone.task.close();
         let before = store.latest_seq();
-        let created = create_task(&store, project, AgentType::Coder);
+        let created = create_task(&store, project, AgentType::CODER);
         // The release is the writer's next batch, without any other write.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let released = loop {
@@ -731,7 +773,7 @@ mod tests {
         // The task is claimable again, by a claim that asks.
         let claimed = store
             .write_blocking(Claim {
-                agent_type: AgentType::Coder,
+                agent_type: AgentType::CODER,
                 worker_id: "here".into(),
                 lease: 60_000_000,
                 claimer: None,

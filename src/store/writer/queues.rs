@@ -3,7 +3,7 @@
 
 use super::{Batch, Checked, Write, Written};
 use crate::domain::records::QueueSettings;
-use crate::domain::{AgentType, EventType, Id, Vocabulary};
+use crate::domain::{AgentType, EventType, Id};
 use crate::events::EventDraft;
 use crate::json::object_string;
 use crate::store::codec::{decode, encode};
@@ -30,7 +30,8 @@ impl Write for SetQueue {
     type Output = QueueSettings;
 
     fn check(self, batch: &Batch<'_>) -> Checked<(SetQueue, QueueSettings)> {
-        let settings = batch.queue_settings(self.agent_type)?;
+        batch.check_agent_type("agent_type", &self.agent_type)?;
+        let settings = batch.queue_settings(&self.agent_type)?;
         Ok((self, settings))
     }
 
@@ -50,9 +51,8 @@ impl Write for SetQueue {
                 EventType::QueueLimitChanged
             }
         };
-        batch
-            .queues
-            .insert(c.agent_type.code(), encode(&new).as_slice())?;
+        let id = batch.intern_agent(&c.agent_type)?;
+        batch.queues.insert(id, encode(&new).as_slice())?;
         let data = object_string(|o| {
             o.str("agent_type", c.agent_type.as_str())
                 .bool("paused", new.paused);
@@ -65,11 +65,11 @@ impl Write for SetQueue {
             event_type: kind,
             project_id: None,
             task_id: None,
-            agent_type: Some(c.agent_type),
+            agent_type: Some(c.agent_type.clone()),
             data,
         })?;
         // Claims waiting on this queue try again: it may hand out work now.
-        batch.wake_all.push(c.agent_type);
+        batch.wake_all.push(id);
         Ok(new)
     }
 }
@@ -98,7 +98,8 @@ impl Write for SetProjectPaused {
             EventType::ProjectPaused
         } else {
             batch.paused_projects.remove(key)?;
-            batch.wake_all.extend(AgentType::ALL.iter().copied());
+            let slots = batch.claimable.len() as u16;
+            batch.wake_all.extend(0..slots);
             EventType::ProjectResumed
         };
         let data = object_string(|o| {
@@ -116,8 +117,11 @@ impl Write for SetProjectPaused {
 }
 
 impl<'t> Batch<'t> {
-    pub(super) fn queue_settings(&self, agent_type: AgentType) -> Written<QueueSettings> {
-        match self.queues.get(agent_type.code())? {
+    pub(super) fn queue_settings(&self, agent_type: &AgentType) -> Written<QueueSettings> {
+        let Some(id) = self.agent_id(agent_type) else {
+            return Ok(QueueSettings::default());
+        };
+        match self.queues.get(id)? {
             Some(bytes) => decode(bytes.value()),
             None => Ok(QueueSettings::default()),
         }

@@ -2,7 +2,7 @@
 
 use super::{Batch, Checked, Write, Written};
 use crate::domain::records::EventRecord;
-use crate::domain::{AgentType, Id, Vocabulary};
+use crate::domain::{AgentType, Id};
 use crate::store::codec::decode;
 use crate::store::tables;
 use redb::ReadableTable;
@@ -53,16 +53,20 @@ pub struct TrimAgentHistory {
 }
 
 impl Write for TrimAgentHistory {
-    type Plan = Vec<[u8; 9]>;
+    type Plan = Vec<[u8; 10]>;
     type Output = u64;
 
-    fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 9]>> {
-        let lo = tables::agent_history_key(self.agent_type.code(), 0);
-        let hi = tables::agent_history_key(self.agent_type.code(), self.through);
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 10]>> {
+        // A type never interned has no history.
+        let Some(id) = batch.agent_id(&self.agent_type) else {
+            return Ok(Vec::new());
+        };
+        let lo = tables::agent_history_key(id, 0);
+        let hi = tables::agent_history_key(id, self.through);
         let mut doomed = Vec::new();
         for entry in batch
             .agent_history
-            .range::<&[u8; 9]>(&lo..=&hi)?
+            .range::<&[u8; 10]>(&lo..=&hi)?
             .take(self.max)
         {
             doomed.push(*entry?.0.value());
@@ -70,7 +74,7 @@ impl Write for TrimAgentHistory {
         Ok(doomed)
     }
 
-    fn apply(doomed: Vec<[u8; 9]>, batch: &mut Batch<'_>) -> Written<u64> {
+    fn apply(doomed: Vec<[u8; 10]>, batch: &mut Batch<'_>) -> Written<u64> {
         for key in &doomed {
             batch.agent_history.remove(key)?;
         }

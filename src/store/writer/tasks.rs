@@ -35,6 +35,7 @@ impl Write for CreateTask {
 
     fn check(self, batch: &Batch<'_>) -> Checked<CreateTask> {
         batch.require_project(&self.project_id)?;
+        batch.check_agent_type("agent_type", &self.agent_type)?;
         crate::domain::tasks::check_priority("priority", u64::from(self.priority))?;
         for (i, context_id) in self.context_ids.iter().enumerate() {
             let artifact: Option<Artifact> = read(&batch.artifacts, context_id)?;
@@ -126,13 +127,16 @@ impl Write for Claim {
     /// after the one the last claim of this agent type was served from, wrapping around), and
     /// within a project the oldest task first.
     fn check(self, batch: &Batch<'_>) -> Checked<Option<(Task, Lease, Option<String>)>> {
-        let code = self.agent_type.code();
+        // A type nothing has named has no tasks.
+        let Some(code) = batch.agent_id(&self.agent_type) else {
+            return Ok(None);
+        };
         let pending = TaskStatus::Pending.code();
         let (lo_id, hi_id) = (Id([0; 16]), Id([0xff; 16]));
         let queue = &batch.task_ix.claim;
-        let first = |range: (Bound<[u8; 35]>, Bound<[u8; 35]>)| -> Checked<Option<[u8; 35]>> {
+        let first = |range: (Bound<[u8; 36]>, Bound<[u8; 36]>)| -> Checked<Option<[u8; 36]>> {
             let (lo, hi) = (range.0.as_ref(), range.1.as_ref());
-            match queue.range::<&[u8; 35]>((lo, hi))?.next() {
+            match queue.range::<&[u8; 36]>((lo, hi))?.next() {
                 Some(entry) => Ok(Some(*entry?.0.value())),
                 None => Ok(None),
             }
@@ -144,16 +148,16 @@ impl Write for Claim {
         if any.is_none() {
             return Ok(None);
         }
-        let settings = batch.queue_settings(self.agent_type)?;
+        let settings = batch.queue_settings(&self.agent_type)?;
         if settings.paused {
             return Ok(None);
         }
         if let Some(limit) = settings.max_working
-            && batch.agent(self.agent_type)?.working_tasks >= limit
+            && batch.agent(&self.agent_type)?.working_tasks >= limit
         {
             return Ok(None);
         }
-        let turn = batch.claim_turn(self.agent_type);
+        let turn = batch.claim_turn(code);
         let mut found = None;
         'priorities: for priority in crate::domain::tasks::PRIORITIES {
             let key =
@@ -205,7 +209,9 @@ impl Write for Claim {
         let Some((old, lease, claimer)) = plan else {
             return Ok(None);
         };
-        batch.claim_turns.push((old.agent_type, old.project_id));
+        if let Some(id) = batch.agent_id(&old.agent_type) {
+            batch.claim_turns.push((id, old.project_id));
+        }
         // Recorded only when keys are on (no key, no self-approval to refuse): a claim without
         // one touches no more of the file than before.
         if let Some(name) = &claimer {
@@ -262,16 +268,19 @@ impl<'t> Batch<'t> {
     /// batch fails, it is dropped, and its claim sees the channel closed and claims again.
     pub(super) fn serve_waiting_claims(&mut self) -> Written<Vec<(Waiter, Task)>> {
         let mut handed = Vec::new();
-        for &agent in AgentType::ALL {
-            let i = usize::from(agent.code());
+        for i in 0..self.claimable.len() {
+            let agent = i as u16;
             if (self.claimable[i] == 0 && !self.wake_all.contains(&agent))
                 || !self.shared.handoffs.any(agent)
             {
                 continue;
             }
+            let Some(name) = self.agent_name(agent) else {
+                continue;
+            };
             while let Some(waiter) = self.shared.handoffs.take(agent) {
                 let claim = Claim {
-                    agent_type: agent,
+                    agent_type: name.clone(),
                     worker_id: waiter.worker_id.clone(),
                     lease: waiter.lease,
                     claimer: waiter.claimer.clone(),
@@ -332,6 +341,28 @@ impl Write for Heartbeat {
     }
 }
 
+/// Gives an agent type an id before anything is written under it: a claim that waits for the
+/// first task of a type nothing has named yet.
+#[derive(Clone, Debug)]
+pub struct InternAgentType {
+    pub name: AgentType,
+}
+
+impl Write for InternAgentType {
+    type Plan = AgentType;
+    type Output = ();
+
+    fn check(self, batch: &Batch<'_>) -> Checked<AgentType> {
+        batch.check_agent_type("agent_type", &self.name)?;
+        Ok(self.name)
+    }
+
+    fn apply(name: AgentType, batch: &mut Batch<'_>) -> Written<()> {
+        batch.intern_agent(&name)?;
+        Ok(())
+    }
+}
+
 /// An operator's reset of an agent: idle, no current task, no error.
 #[derive(Clone, Debug)]
 pub struct ResetAgent {
@@ -343,7 +374,8 @@ impl Write for ResetAgent {
     type Output = Agent;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Agent> {
-        Ok(batch.agent(self.agent_type)?)
+        batch.check_agent_type("agent_type", &self.agent_type)?;
+        Ok(batch.agent(&self.agent_type)?)
     }
 
     fn apply(before: Agent, batch: &mut Batch<'_>) -> Written<Agent> {
@@ -366,11 +398,23 @@ impl<'t> Batch<'t> {
 
     /// The project whose turn it was for `agent`'s last claim: this batch's, or the last
     /// committed one's.
-    fn claim_turn(&self, agent: AgentType) -> Option<Id> {
+    fn claim_turn(&self, agent: u16) -> Option<Id> {
         let served = self.claim_turns.iter().rev().find(|(a, _)| *a == agent);
         served
             .map(|(_, project)| *project)
-            .or_else(|| self.shared.claim_turn.lock()[usize::from(agent.code())])
+            .or_else(|| self.shared.claim_turn.lock()[usize::from(agent)])
+    }
+
+    /// The agent type of an id in use (or interned by this batch).
+    fn agent_name(&self, id: u16) -> Option<AgentType> {
+        let types = self.shared.types.read();
+        match types.agents.name(id) {
+            Some(name) => Some(name.clone()),
+            None => self
+                .new_agents
+                .get(usize::from(id).checked_sub(types.agents.len())?)
+                .cloned(),
+        }
     }
 
     /// Writes a new pending task (its references already checked) and its event.
@@ -404,7 +448,7 @@ impl<'t> Batch<'t> {
             event_type: EventType::TaskCreated,
             project_id: Some(task.project_id),
             task_id: Some(task.id),
-            agent_type: Some(task.agent_type),
+            agent_type: Some(task.agent_type.clone()),
             data,
         })?;
         Ok(task)
@@ -433,35 +477,39 @@ impl<'t> Batch<'t> {
         if let Some(report) = self.take_progress(&task.id, task.status) {
             task.progress = Some(report);
         }
-        let agent_type = task.agent_type;
+        let agent_type = task.agent_type.clone();
         let seconds = |since: Micros| (self.now.saturating_sub(since)).max(0) as f64 / 1e6;
         match step {
             // A pending task changes only when it starts: `updated_at` is when it became pending.
             Some(TaskTransition::Start) => {
-                self.queue
-                    .push(QueueEvent::Waited(agent_type, seconds(old.updated_at)));
+                self.queue.push(QueueEvent::Waited(
+                    agent_type.clone(),
+                    seconds(old.updated_at),
+                ));
             }
             Some(TaskTransition::Complete | TaskTransition::Fail) => {
                 if let Some(started) = old.started_at {
                     self.queue
-                        .push(QueueEvent::Ran(agent_type, seconds(started)));
+                        .push(QueueEvent::Ran(agent_type.clone(), seconds(started)));
                 }
             }
-            Some(TaskTransition::Retry) => self.queue.push(QueueEvent::Retried(agent_type)),
+            Some(TaskTransition::Retry) => self.queue.push(QueueEvent::Retried(agent_type.clone())),
             _ => {}
         }
         if expired {
-            self.queue.push(QueueEvent::LeaseExpired(agent_type));
+            self.queue
+                .push(QueueEvent::LeaseExpired(agent_type.clone()));
         }
         if escalate {
-            self.queue.push(QueueEvent::Escalated(agent_type));
+            self.queue.push(QueueEvent::Escalated(agent_type.clone()));
         }
         // Under a concurrency limit, a task that stops working makes room for a waiting claim.
         if old.status == TaskStatus::Working
             && task.status != TaskStatus::Working
-            && self.queue_settings(agent_type)?.max_working.is_some()
+            && self.queue_settings(&agent_type)?.max_working.is_some()
+            && let Some(id) = self.agent_id(&agent_type)
         {
-            self.claimable[usize::from(agent_type.code())] += 1;
+            self.claimable[usize::from(id)] += 1;
         }
         self.put_task(Some(&old), &task)?;
         let data = task_event_data(&task);
@@ -469,10 +517,10 @@ impl<'t> Batch<'t> {
             event_type: event,
             project_id: Some(task.project_id),
             task_id: Some(task.id),
-            agent_type: Some(task.agent_type),
+            agent_type: Some(task.agent_type.clone()),
             data,
         })?;
-        let before = self.agent(task.agent_type)?;
+        let before = self.agent(&task.agent_type)?;
         let agent = agent_follows(&before, &old, &task, escalate, self.now);
         if agent != before {
             self.put_agent(&before, &agent, Some((task.id, task.project_id)))?;

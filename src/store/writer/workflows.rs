@@ -10,7 +10,7 @@ use crate::domain::tasks::TaskChange;
 use crate::domain::tasks::TaskEdits;
 use crate::domain::workflow::{self as wf, Next, OnCompleted};
 use crate::domain::{
-    ArtifactType, DomainError, EventType, HitlAction, Id, ProjectStatus, Vocabulary,
+    AgentType, ArtifactType, DomainError, EventType, HitlAction, Id, ProjectStatus,
 };
 use crate::events::EventDraft;
 use crate::json::object_string;
@@ -64,12 +64,29 @@ impl Write for StartWorkflow {
             }
             .into());
         }
+        // A closed `agent_types` or `artifact_types` list that leaves out a phase's type (the
+        // built-in `sdlc` is not checked at start-up) refuses the run.
+        {
+            let types = batch.shared.types.read();
+            def.check_allowed(&types.agents.allowed, &types.artifacts.allowed)?;
+        }
+        // Every phase's agent type gets its id now, so that no later phase can find the
+        // vocabulary full.
+        let agents: Vec<(&str, &AgentType)> = def
+            .phases
+            .iter()
+            .map(|p| ("workflow", &p.agent_type))
+            .collect();
+        batch.check_types(&agents, &[])?;
         let run = def.start(&project, self.context, batch.now);
         wf::current(&run)?;
         Ok(run)
     }
 
     fn apply(mut run: WorkflowRun, batch: &mut Batch<'_>) -> Written<WorkflowRun> {
+        for phase in &run.phases {
+            batch.intern_agent(&phase.agent_type)?;
+        }
         batch.workflow_event(
             &run,
             "workflow_started",
@@ -99,7 +116,7 @@ impl<'t> Batch<'t> {
         for entry in self
             .artifact_ix
             .shared
-            .range::<&[u8; 34]>(&lo..=&hi)?
+            .range::<&[u8; 35]>(&lo..=&hi)?
             .take(crate::domain::Limits::CONTEXT_IDS)
         {
             context_ids.push(tables::trailing_id(entry?.0.value()));
@@ -112,7 +129,7 @@ impl<'t> Batch<'t> {
         })?;
         let task = self.insert_task(CreateTask {
             project_id: run.project_id,
-            agent_type: phase.agent_type,
+            agent_type: phase.agent_type.clone(),
             instructions: phase.instructions.clone(),
             context_ids,
             priority: phase.priority,
@@ -205,11 +222,11 @@ impl<'t> Batch<'t> {
                     .amended_content
                     .clone()
                     .unwrap_or_else(|| "null".into());
-                let source_agent = wf::current(&run)?.agent_type;
+                let source_agent = wf::current(&run)?.agent_type.clone();
                 self.insert_artifact(CreateArtifact {
                     project_id: run.project_id,
                     source_agent,
-                    artifact_type: ArtifactType::HitlResponse,
+                    artifact_type: ArtifactType::HITL_RESPONSE,
                     content,
                     metadata: None,
                 })?;
@@ -253,7 +270,7 @@ impl<'t> Batch<'t> {
             event_type: EventType::WorkflowEvent,
             project_id: Some(run.project_id),
             task_id: task,
-            agent_type: Some(phase.agent_type),
+            agent_type: Some(phase.agent_type.clone()),
             data,
         })?;
         Ok(())
