@@ -12,10 +12,11 @@ mod vocab;
 pub mod workflow;
 
 pub use ids::Id;
+pub use names::{AgentType, ArtifactType};
 pub use rules::{DomainError, Limits, TaskTransition, check_len, hitl_outcome, task_transition};
 pub use tasks::TaskSettings;
 pub use time::{Micros, format_timestamp, now_micros};
 pub use vocab::{
-    AgentStatus, AgentType, ArtifactType, EventType, HitlAction, HitlStatus, OversightLevel,
-    ProjectStatus, TaskStatus, Vocabulary,
+    AgentStatus, EventType, HitlAction, HitlStatus, OversightLevel, ProjectStatus, TaskStatus,
+    Vocabulary,
 };

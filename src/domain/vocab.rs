@@ -1,8 +1,6 @@
 //! The closed vocabularies (statuses, actions, event types: each enum has a stable one-byte code,
-//! used in index keys, and a wire name, used in JSON) and the open ones, `AgentType` and
-//! `ArtifactType`: names a team chooses (`names`), BotArmy's being the known defaults.
-
-pub use super::names::{AgentType, ArtifactType};
+//! used in index keys, and a wire name, used in JSON). The open ones, `AgentType` and
+//! `ArtifactType`, are names a team chooses (`names`).
 
 /// What every vocabulary enum offers.
 pub trait Vocabulary: Sized + Copy + 'static {

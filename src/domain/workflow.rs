@@ -5,11 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::Id;
-use super::names::{AgentKind, Allowed, ArtifactKind};
+use super::names::{AgentKind, AgentType, Allowed, ArtifactKind, ArtifactType};
 use super::records::{PhaseRun, PhaseStatus, Project, WorkflowRun};
 use super::rules::DomainError;
 use super::time::Micros;
-use super::vocab::{AgentType, ArtifactType, OversightLevel};
+use super::vocab::OversightLevel;
 
 /// One phase as defined (in the config file: `agent_type`, `instructions`, `produces`, `gate`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
