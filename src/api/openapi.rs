@@ -4,11 +4,12 @@
 use serde_json::{Value, json};
 
 use super::AppState;
-/// What an agent or artifact type looks like (`domain::names`).
-const NAME_PATTERN: &str = "^[a-z][a-z0-9_.-]{0,63}$";
 use crate::http::body::json as json_response;
 use crate::http::router::TABLE;
 use crate::http::{ApiError, ErrorCode, Response, Route, StatusCode};
+
+/// What an agent or artifact type looks like (`domain::names`).
+const NAME_PATTERN: &str = "^[a-z][a-z0-9_.-]{0,63}$";
 
 fn schemas() -> Value {
     let string = json!({"type": "string"});
