@@ -9,6 +9,9 @@ chromium-driver, the selenium client from PyPI):
 - the project and operations pages show the workflow, the board, a worker's progress as it is
   reported (still there after a reload), and the service levels; a workflow's gate is approved
   with a click and the workflow moves on;
+- a workflow defined through the API with parallel phases and a fan-out is drawn as a graph: a box
+  per phase with its state, an arrow per dependency, the fan-out's progress (`1/2`) as it moves;
+  an approval for named assignees with a timeout shows them and the time left;
 - the project page applies events where they belong: after it has loaded, a claim, a progress
   report and an artifact make it read nothing again but the artifact's content, when its summary
   is opened;
@@ -29,7 +32,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -213,6 +216,55 @@ def main():
         wait_for("the workflow to hand off to the coder", lambda: call(
             base, "GET", f"/api/v1/projects/{p}/workflow")["phases"][2]["status"] == "running")
         find(driver, "#workflow [data-phase='2'].status-running", "the coder's phase running on the page")
+
+        # A team's own workflow as a graph: parallel phases, a join and a fan-out.
+        call(base, "PUT", "/api/v1/workflows/essay", {"phases": [
+            {"id": "plan", "agent_type": "planner", "instructions": "plan", "depends_on": []},
+            {"id": "research", "agent_type": "researcher", "instructions": "research", "depends_on": ["plan"]},
+            {"id": "outline", "agent_type": "writer", "instructions": "outline", "depends_on": ["plan"]},
+            {"id": "draft", "agent_type": "drafter", "instructions": "write {item}",
+             "depends_on": ["research", "outline"], "for_each": "plan.output.sections"},
+            {"id": "edit", "agent_type": "editor", "instructions": "edit", "depends_on": ["draft"]},
+        ]})
+        q = call(base, "POST", "/api/v1/projects", {"name": "essay"})["id"]
+        call(base, "POST", f"/api/v1/hitl/project/{q}/oversight-level", {"level": "low"})
+        call(base, "POST", f"/api/v1/projects/{q}/workflow", {"workflow": "essay"})
+        driver.get(f"{base}/#/project/{q}")
+        find(driver, "#workflow .graph .node[data-node='0'].status-running", "the graph's running root")
+        nodes = driver.find_elements(By.CSS_SELECTOR, "#workflow .graph .node")
+        edges = driver.find_elements(By.CSS_SELECTOR, "#workflow .graph path.edge")
+        assert (len(nodes), len(edges)) == (5, 5), (len(nodes), len(edges))
+
+        def finish_one(agent, output):
+            t = wait_for(f"a {agent} task", lambda: call(
+                base, "POST", "/api/v1/tasks/claim", {"agent_type": agent, "worker_id": f"{agent}-1"}))
+            call(base, "POST", f"/api/v1/tasks/{t['task_id']}/status",
+                 {"status": "completed", "output": output, "lease_id": t["lease_id"]})
+
+        finish_one("planner", {"sections": ["intro", "end"]})
+        find(driver, "#workflow .graph .node[data-node='1'].status-running", "research running")
+        find(driver, "#workflow .graph .node[data-node='2'].status-running", "outline running beside it")
+        finish_one("researcher", {})
+        finish_one("writer", {})
+        finish_one("drafter", {"words": 100})
+        def text_of(selector):
+            # The graph is drawn again at every workflow event: an element read may be gone.
+            try:
+                return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, selector))
+            except StaleElementReferenceException:
+                return ""
+
+        wait_for("the fan-out's progress in its box",
+                 lambda: "1/2" in text_of("#workflow .graph .node[data-node='3'] .fan-out"))
+        shoot(driver, work, "workflow", keep)
+        # An approval for named assignees with a timeout: who, and the time left.
+        timed = call(base, "POST", "/api/v1/hitl", {
+            "project_id": q, "question": "publish?", "assignees": ["alice"], "timeout_seconds": 3600,
+            "on_timeout": "escalate", "escalate_to": ["lead"]})["request_id"]
+        find(driver, f"#project-approvals [data-request='{timed}']", "the timed approval")
+        card = f"#project-approvals [data-request='{timed}']"
+        wait_for("its assignees and time left",
+                 lambda: "for alice" in text_of(card) and "escalates in" in text_of(card))
 
         # Operations.
         driver.get(f"{base}/#/ops")

@@ -515,6 +515,8 @@ impl Model {
                     question: "ok?".into(),
                     options: vec!["yes".into()],
                     expires_in_seconds: None,
+                    assignees: vec![],
+                    on_timeout: None,
                 });
                 let exists = self.project_ids.contains(&project_id);
                 let task_ok = task_id

@@ -1,8 +1,11 @@
 //! Model-based property test of everything in the store that time drives, under an injected clock:
 //! claims and their leases, heartbeats (only the holder's), work timeouts, failures with their
 //! doubling retry backoff and the escalation after the last attempt, HITL expiry (by the timer,
-//! and when an answer comes too late), workflows (phases, gates approved, rejected or amended,
-//! completion) and trimming the event log. Random operations go to the real store and to a model
+//! and when an answer comes too late), workflows (the linear `sdlc` and a diamond of parallel
+//! phases defined through the API: phases started when their dependencies are done, gates
+//! approved, rejected or amended, completion, a run failed by a task that failed for good or was
+//! cancelled, a run cancelled, each cancelling its open tasks and expiring its gates) and trimming
+//! the event log. Random operations go to the real store and to a model
 //! written from the documented rules; after every step each task, request, workflow and agent is
 //! compared, the event log must be gap-free up to the latest seq, and the consistency check runs.
 
@@ -10,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use flightdeck::domain::records::PhaseStatus;
+use flightdeck::domain::records::{HitlTimeout, PhaseStatus, RunStatus, TimeoutAction};
 use flightdeck::domain::{
     AgentStatus, AgentType, DomainError, HitlAction, HitlStatus, Id, OversightLevel, TaskSettings,
     TaskStatus, Vocabulary,
@@ -28,16 +31,29 @@ const SECOND: i64 = 1_000_000;
 const TIMEOUT: i64 = 10 * SECOND;
 const BACKOFF: i64 = SECOND;
 const MAX_ATTEMPTS: u32 = 3;
-const SDLC: [AgentType; 5] = [
-    AgentType::ANALYST,
-    AgentType::ARCHITECT,
-    AgentType::CODER,
-    AgentType::TESTER,
-    AgentType::DEPLOYER,
-];
 /// The phases the built-in workflow gates at the medium level.
 const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
-
+/// A diamond defined through the API: `a`, then `b` and `c` at the same time (`c` gated at the
+/// medium level), then `d` when both are done; the gates of `b`, `c` and `d` time out to
+/// approve, escalate and reject. Its agent types are some of the defaults, so that
+/// the claims of this test serve its tasks too.
+const DIAMOND: &str = r#"{"phases": [
+    {"id": "a", "agent_type": "orchestrator", "instructions": "plan", "depends_on": []},
+    {"id": "b", "agent_type": "analyst", "instructions": "study", "depends_on": ["a"],
+     "gate_timeout_seconds": 2, "gate_on_timeout": "approve"},
+    {"id": "c", "agent_type": "coder", "instructions": "build", "depends_on": ["a"], "gate": true,
+     "gate_timeout_seconds": 3, "gate_on_timeout": "escalate", "gate_escalate_to": ["lead"]},
+    {"id": "d", "agent_type": "tester", "instructions": "join", "depends_on": ["b", "c"],
+     "gate_timeout_seconds": 4, "gate_on_timeout": "reject"}
+]}"#;
+/// The diamond's gate timeouts (a gate has one only when the oversight level gates the phase).
+const DIAMOND_TIMEOUTS: [Option<(u64, TimeoutAction)>; 4] = [
+    None,
+    Some((2, TimeoutAction::Approve)),
+    Some((3, TimeoutAction::Escalate)),
+    Some((4, TimeoutAction::Reject)),
+];
+const DIAMOND_DEPS: [&[usize]; 4] = [&[], &[0], &[0], &[1, 2]];
 #[derive(Debug, Clone)]
 enum Op {
     CreateTask {
@@ -66,16 +82,33 @@ enum Op {
     Advance {
         ms: i64,
     },
+    /// `timeout`: seconds and what it does (0 reject, 1 approve, 2 escalate), instead of
+    /// `expires_s`.
     CreateHitl {
         task: Option<usize>,
         expires_s: Option<u64>,
+        timeout: Option<(u64, usize)>,
     },
     Respond {
         hitl: usize,
         action: usize,
     },
+    /// `which`: 0 the built-in `sdlc`, 1 the diamond.
     StartWorkflow {
         level: usize,
+        which: usize,
+    },
+    /// Cancels one of the workflow projects' runs.
+    CancelWorkflow {
+        project: usize,
+    },
+    /// A worker takes a pending task of a running phase of one of the runs: a claim of its agent
+    /// type (which may hand out another task first) and, if it got that task, its completion
+    /// (`fail`: 0 completes, 1 fails the attempt).
+    Work {
+        run: usize,
+        phase: usize,
+        fail: usize,
     },
     Trim {
         keep: u64,
@@ -105,10 +138,13 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (ix.clone(), prop::sample::select(vec![0usize, 2, 3, 4]), prop::sample::select(vec![0usize, 0, 0, 1, 2]))
             .prop_map(|(task, status, fence)| Op::Set { task, status, fence }),
         5 => prop_oneof![0i64..2_000, 0i64..15_000].prop_map(|ms| Op::Advance { ms }),
-        2 => (prop::option::of(ix.clone()), prop::option::of(1u64..20))
-            .prop_map(|(task, expires_s)| Op::CreateHitl { task, expires_s }),
+        3 => (prop::option::of(ix.clone()), prop::option::of(1u64..20), prop::option::of((1u64..20, 0usize..3)))
+            .prop_map(|(task, expires_s, timeout)| Op::CreateHitl { task, expires_s, timeout }),
         4 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::Respond { hitl, action }),
-        1 => (0usize..3).prop_map(|level| Op::StartWorkflow { level }),
+        2 => (0usize..3, 0usize..2).prop_map(|(level, which)| Op::StartWorkflow { level, which }),
+        1 => (0usize..4).prop_map(|project| Op::CancelWorkflow { project }),
+        6 => (0usize..4, 0usize..4, prop::sample::select(vec![0usize, 0, 0, 1]))
+            .prop_map(|(run, phase, fail)| Op::Work { run, phase, fail }),
         1 => (0u64..40).prop_map(|keep| Op::Trim { keep }),
         2 => (0usize..6, 0usize..4, 0u32..3)
             .prop_map(|(agent, change, limit)| Op::Queue { agent, change, limit }),
@@ -136,16 +172,32 @@ struct MTask {
 struct MHitl {
     status: HitlStatus,
     expires: Option<i64>,
+    /// Its timeout: seconds, what it does, and whether it escalated already.
+    timeout: Option<(u64, TimeoutAction, bool)>,
 }
 
 #[derive(Debug, Clone)]
 struct MRun {
-    gated: [bool; 5],
-    phase: usize,
-    tasks: [Option<Id>; 5],
-    statuses: [PhaseStatus; 5],
-    gate: Option<Id>,
-    completed: bool,
+    deps: Vec<Vec<usize>>,
+    gated: Vec<bool>,
+    gate_timeouts: Vec<Option<(u64, TimeoutAction)>>,
+    tasks: Vec<Option<Id>>,
+    statuses: Vec<PhaseStatus>,
+    gates: Vec<Option<Id>>,
+    status: RunStatus,
+}
+
+impl MRun {
+    /// The running phase whose task this is.
+    fn phase_of(&self, task: Id) -> Option<usize> {
+        (self.status == RunStatus::Running)
+            .then(|| {
+                (0..self.tasks.len()).find(|&i| {
+                    self.statuses[i] == PhaseStatus::Running && self.tasks[i] == Some(task)
+                })
+            })
+            .flatten()
+    }
 }
 
 struct Model {
@@ -274,8 +326,10 @@ impl Model {
                 MHitl {
                     status: HitlStatus::Pending,
                     expires: None,
+                    timeout: None,
                 },
             );
+            self.ended(id);
         }
     }
 
@@ -285,51 +339,148 @@ impl Model {
         let Some(run) = self.runs.get(&project).cloned() else {
             return;
         };
-        if run.completed || run.tasks[run.phase] != Some(id) {
+        let Some(phase) = run.phase_of(id) else {
             return;
-        }
-        if run.gated[run.phase] {
+        };
+        if run.gated[phase] {
             let stored = store.workflow(&project).unwrap().unwrap();
-            let gate = stored.phases[run.phase].gate_id.expect("a gate opened");
+            let gate = stored.phases[phase].gate_id.expect("a gate opened");
             let request = store.get_hitl(&gate).unwrap().unwrap();
             assert_eq!(request.task_id, Some(id));
+            let timeout = run.gate_timeouts[phase];
             self.hitl_ids.push(gate);
             self.hitl.insert(
                 gate,
                 MHitl {
                     status: HitlStatus::Pending,
-                    expires: None,
+                    expires: timeout.map(|(seconds, _)| self.now + seconds as i64 * SECOND),
+                    timeout: timeout.map(|(seconds, action)| (seconds, action, false)),
                 },
             );
             let run = self.runs.get_mut(&project).unwrap();
-            run.statuses[run.phase] = PhaseStatus::AwaitingApproval;
-            run.gate = Some(gate);
+            run.statuses[phase] = PhaseStatus::AwaitingApproval;
+            run.gates[phase] = Some(gate);
         } else {
-            self.hand_off(store, project);
+            self.hand_off(store, project, phase);
         }
     }
 
-    fn hand_off(&mut self, store: &Store, project: Id) {
+    fn hand_off(&mut self, store: &Store, project: Id, phase: usize) {
         let run = self.runs.get_mut(&project).unwrap();
-        run.statuses[run.phase] = PhaseStatus::Done;
-        run.gate = None;
-        if run.phase == 4 {
-            run.completed = true;
+        run.statuses[phase] = PhaseStatus::Done;
+        run.gates[phase] = None;
+        if run.statuses.iter().all(|s| *s == PhaseStatus::Done) {
+            run.status = RunStatus::Completed;
             return;
         }
-        run.phase += 1;
-        run.statuses[run.phase] = PhaseStatus::Running;
-        let phase = run.phase;
-        let stored = store.workflow(&project).unwrap().unwrap();
-        let task = stored.phases[phase].task_id.expect("the next phase's task");
-        self.runs.get_mut(&project).unwrap().tasks[phase] = Some(task);
-        self.add_task(task, project, SDLC[phase].clone());
+        self.start_ready(store, project);
     }
 
+    /// The waiting phases whose dependencies are all done start, each with its task.
+    fn start_ready(&mut self, store: &Store, project: Id) {
+        let run = self.runs.get(&project).unwrap();
+        let ready: Vec<usize> = (0..run.statuses.len())
+            .filter(|&i| {
+                run.statuses[i] == PhaseStatus::Waiting
+                    && run.deps[i]
+                        .iter()
+                        .all(|&d| run.statuses[d] == PhaseStatus::Done)
+            })
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let stored = store.workflow(&project).unwrap().unwrap();
+        for i in ready {
+            let task = stored.phases[i].task_id.expect("a ready phase's task");
+            let run = self.runs.get_mut(&project).unwrap();
+            run.statuses[i] = PhaseStatus::Running;
+            run.tasks[i] = Some(task);
+            self.add_task(task, project, stored.phases[i].agent_type.clone());
+        }
+    }
+
+    /// A run ends (failed at `failed`, or cancelled): its open tasks are cancelled, its open
+    /// gates expire, and every phase not done is cancelled.
+    fn end_run(&mut self, project: Id, failed: Option<usize>) {
+        let run = self.runs.get_mut(&project).unwrap();
+        run.status = if failed.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Cancelled
+        };
+        let mut cancel = Vec::new();
+        let mut expire = Vec::new();
+        for i in 0..run.statuses.len() {
+            if Some(i) == failed {
+                run.statuses[i] = PhaseStatus::Failed;
+                continue;
+            }
+            match run.statuses[i] {
+                PhaseStatus::Running => cancel.extend(run.tasks[i]),
+                PhaseStatus::AwaitingApproval => expire.extend(run.gates[i]),
+                PhaseStatus::Waiting => {}
+                _ => continue,
+            }
+            run.statuses[i] = PhaseStatus::Cancelled;
+            run.gates[i] = None;
+        }
+        for task in cancel {
+            if matches!(
+                self.tasks[&task].status,
+                TaskStatus::Pending | TaskStatus::Working | TaskStatus::Failed
+            ) {
+                self.tasks.get_mut(&task).unwrap().retry = None;
+                self.leave(task, TaskStatus::Cancelled);
+            }
+        }
+        for gate in expire {
+            let h = self.hitl.get_mut(&gate).unwrap();
+            if h.status == HitlStatus::Pending {
+                h.status = HitlStatus::Expired;
+            }
+        }
+    }
+
+    /// A task failed for good or was cancelled: its run fails if it was a running phase's.
+    fn ended(&mut self, id: Id) {
+        let project = self.tasks[&id].project;
+        if let Some(phase) = self.runs.get(&project).and_then(|r| r.phase_of(id)) {
+            self.end_run(project, Some(phase));
+        }
+    }
+
+    /// The due timers, in the store's order (deadline, kind: lease 0, work timeout 1, retry 2,
+    /// HITL expiry 3, then id), each acting on its record as earlier ones left it: a task that
+    /// fails for good fails its run, which cancels the run's other tasks, due or not.
     fn fire(&mut self, store: &Store) {
         let now = self.now;
-        let due: Vec<(Id, MTask)> = self.tasks.iter().map(|(id, t)| (*id, t.clone())).collect();
-        for (id, t) in due {
+        let mut due: Vec<(i64, u8, Id)> = Vec::new();
+        for (id, t) in &self.tasks {
+            let first = match t.status {
+                TaskStatus::Working => [(t.lease, 0u8), (t.timeout, 1)]
+                    .into_iter()
+                    .filter_map(|(at, kind)| at.filter(|at| *at <= now).map(|at| (at, kind)))
+                    .min(),
+                TaskStatus::Failed => t.retry.filter(|at| *at <= now).map(|at| (at, 2)),
+                _ => None,
+            };
+            due.extend(first.map(|(at, kind)| (at, kind, *id)));
+        }
+        for (id, h) in &self.hitl {
+            if h.status == HitlStatus::Pending
+                && let Some(at) = h.expires.filter(|at| *at <= now)
+            {
+                due.push((at, 3, *id));
+            }
+        }
+        due.sort();
+        for (_, kind, id) in due {
+            if kind == 3 {
+                self.time_out(store, id);
+                continue;
+            }
+            let t = self.tasks[&id].clone();
             match t.status {
                 TaskStatus::Working => {
                     let lease = t.lease.filter(|at| *at <= now);
@@ -346,11 +497,6 @@ impl Model {
                     self.leave(id, TaskStatus::Pending);
                 }
                 _ => {}
-            }
-        }
-        for h in self.hitl.values_mut() {
-            if h.status == HitlStatus::Pending && h.expires.is_some_and(|at| at <= now) {
-                h.status = HitlStatus::Expired;
             }
         }
     }
@@ -498,7 +644,7 @@ impl Model {
                     (from, to),
                     (Working, Completed)
                         | (Working, Failed)
-                        | (Pending | Working, Cancelled)
+                        | (Pending | Working | Failed, Cancelled)
                         | (Failed, Pending)
                 );
                 match reply {
@@ -526,6 +672,9 @@ impl Model {
                     _ => {
                         self.tasks.get_mut(&id).unwrap().retry = None;
                         self.leave(id, to);
+                        if to == Cancelled {
+                            self.ended(id);
+                        }
                     }
                 }
             }
@@ -540,9 +689,26 @@ impl Model {
                     .unwrap();
                 self.fire(store);
             }
-            Op::CreateHitl { task, expires_s } => {
+            Op::CreateHitl {
+                task,
+                expires_s,
+                timeout,
+            } => {
                 let task_id = task.and_then(|t| pick(&self.task_ids, t));
                 let project_id = task_id.map_or(self.project, |t| self.tasks[&t].project);
+                let timeout =
+                    timeout.map(|(seconds, action)| (seconds, TimeoutAction::ALL[action]));
+                let on_timeout = timeout.map(|(seconds, action)| HitlTimeout {
+                    seconds,
+                    action,
+                    escalate_to: if action == TimeoutAction::Escalate {
+                        vec!["lead".into()]
+                    } else {
+                        vec![]
+                    },
+                    escalated: false,
+                });
+                let expires_s = if timeout.is_some() { None } else { expires_s };
                 let h = store
                     .write_blocking(command::CreateHitl {
                         project_id,
@@ -550,9 +716,14 @@ impl Model {
                         question: "ok?".into(),
                         options: vec![],
                         expires_in_seconds: expires_s,
+                        assignees: vec![],
+                        on_timeout,
                     })
                     .unwrap();
-                let expires = expires_s.map(|s| self.now + s as i64 * SECOND);
+                let expires = timeout
+                    .map(|t| t.0)
+                    .or(expires_s)
+                    .map(|s| self.now + s as i64 * SECOND);
                 assert_eq!(h.expires_at, expires);
                 self.hitl_ids.push(h.id);
                 self.hitl.insert(
@@ -560,6 +731,7 @@ impl Model {
                     MHitl {
                         status: HitlStatus::Pending,
                         expires,
+                        timeout: timeout.map(|(s, a)| (s, a, false)),
                     },
                 );
             }
@@ -580,13 +752,17 @@ impl Model {
                     m.status == HitlStatus::Pending && m.expires.is_some_and(|at| at <= self.now);
                 match reply {
                     Ok(HitlAnswer::Expired(h)) => {
-                        // Expiring now, or expired already (an expired request says so).
+                        // Timing out now (by its timeout, or expiring), or expired already.
                         assert!(
                             late || m.status == HitlStatus::Expired,
                             "expired early: {m:?}"
                         );
-                        assert_eq!(h.status, HitlStatus::Expired);
-                        m.status = HitlStatus::Expired;
+                        if late {
+                            self.time_out(store, id);
+                        }
+                        let m = &self.hitl[&id];
+                        assert_eq!(h.status, m.status);
+                        assert_eq!(h.expires_at, m.expires);
                     }
                     Ok(HitlAnswer::Answered {
                         request,
@@ -594,14 +770,13 @@ impl Model {
                     }) => {
                         assert!(m.status == HitlStatus::Pending && !late, "{m:?} answered");
                         m.status = request.status;
-                        let gate_of = self
-                            .runs
-                            .iter()
-                            .find(|(_, r)| !r.completed && r.gate == Some(id))
-                            .map(|(p, _)| *p);
+                        let gate_of = self.runs.iter().find_map(|(p, r)| {
+                            let phase = r.gates.iter().position(|g| *g == Some(id))?;
+                            (r.status == RunStatus::Running).then_some((*p, phase))
+                        });
                         assert_eq!(workflow_resumed, gate_of.is_some());
-                        if let Some(project) = gate_of {
-                            self.gate_answered(store, project, action);
+                        if let Some((project, phase)) = gate_of {
+                            self.gate_answered(store, project, phase, action, "again");
                         }
                     }
                     Err(StoreError::Domain(_)) => {
@@ -610,7 +785,7 @@ impl Model {
                     Err(e) => panic!("{e}"),
                 }
             }
-            Op::StartWorkflow { level } => {
+            Op::StartWorkflow { level, which } => {
                 let level = [
                     OversightLevel::Low,
                     OversightLevel::Medium,
@@ -628,33 +803,128 @@ impl Model {
                         level,
                     })
                     .unwrap();
+                type Timeouts = Vec<Option<(u64, TimeoutAction)>>;
+                let (workflow, deps, medium, gate_timeouts): (
+                    &str,
+                    Vec<Vec<usize>>,
+                    Vec<bool>,
+                    Timeouts,
+                ) = match which {
+                    0 => (
+                        "sdlc",
+                        (0..5)
+                            .map(|i: usize| i.checked_sub(1).into_iter().collect())
+                            .collect(),
+                        MEDIUM_GATES.to_vec(),
+                        vec![None; 5],
+                    ),
+                    _ => (
+                        "diamond",
+                        DIAMOND_DEPS.iter().map(|d| d.to_vec()).collect(),
+                        vec![false, false, true, false],
+                        DIAMOND_TIMEOUTS.to_vec(),
+                    ),
+                };
                 let run = store
                     .write_blocking(command::StartWorkflow {
                         project_id: p.id,
-                        workflow: "sdlc".into(),
+                        workflow: workflow.into(),
                         context: None,
                     })
                     .unwrap();
-                let first = run.phases[0].task_id.expect("the first phase's task");
+                let n = deps.len();
                 let gated = match level {
-                    OversightLevel::Low => [false; 5],
-                    OversightLevel::Medium => MEDIUM_GATES,
-                    OversightLevel::High => [true; 5],
+                    OversightLevel::Low => vec![false; n],
+                    OversightLevel::Medium => medium,
+                    OversightLevel::High => vec![true; n],
                 };
-                let mut statuses = [PhaseStatus::Waiting; 5];
-                statuses[0] = PhaseStatus::Running;
+                let stored_deps: Vec<Vec<usize>> = run
+                    .phases
+                    .iter()
+                    .map(|p| p.depends_on.iter().map(|&d| d as usize).collect())
+                    .collect();
+                assert_eq!(stored_deps, deps);
                 self.runs.insert(
                     p.id,
                     MRun {
+                        deps,
                         gated,
-                        phase: 0,
-                        tasks: [Some(first), None, None, None, None],
-                        statuses,
-                        gate: None,
-                        completed: false,
+                        gate_timeouts,
+                        tasks: vec![None; n],
+                        statuses: vec![PhaseStatus::Waiting; n],
+                        gates: vec![None; n],
+                        status: RunStatus::Running,
                     },
                 );
-                self.add_task(first, p.id, SDLC[0].clone());
+                self.start_ready(store, p.id);
+            }
+            Op::Work { run, phase, fail } => {
+                let running: Vec<&MRun> = self
+                    .runs
+                    .values()
+                    .filter(|r| r.status == RunStatus::Running)
+                    .collect();
+                let Some(r) = running.get(run % running.len().max(1)) else {
+                    return;
+                };
+                let open: Vec<Id> = (0..r.tasks.len())
+                    .filter(|&i| r.statuses[i] == PhaseStatus::Running)
+                    .filter_map(|i| r.tasks[i])
+                    .filter(|t| self.tasks[t].status == TaskStatus::Pending)
+                    .collect();
+                let Some(&task) = open.get(phase % open.len().max(1)) else {
+                    return;
+                };
+                let agent = AgentType::KNOWN
+                    .iter()
+                    .position(|a| *a == self.tasks[&task].agent)
+                    .expect("a default agent type");
+                self.step(
+                    store,
+                    clock,
+                    &Op::Claim {
+                        agent,
+                        lease_ms: 5_000,
+                        worker: 0,
+                    },
+                );
+                if self.tasks[&task].status != TaskStatus::Working {
+                    return;
+                }
+                let at = self.task_ids.iter().position(|t| *t == task).unwrap();
+                let status = if fail == 0 { 2 } else { 3 };
+                self.step(
+                    store,
+                    clock,
+                    &Op::Set {
+                        task: self.task_ids.len() - 1 - at,
+                        status,
+                        fence: 0,
+                    },
+                );
+            }
+            Op::CancelWorkflow { project } => {
+                let projects: Vec<Id> = self.runs.keys().copied().collect();
+                let Some(&project_id) = projects.get(project % projects.len().max(1)) else {
+                    return;
+                };
+                let reply = store.write_blocking(command::CancelWorkflow {
+                    project_id,
+                    reason: Some("enough".into()),
+                });
+                let running = self.runs[&project_id].status == RunStatus::Running;
+                match reply {
+                    Ok(run) => {
+                        assert!(running, "an ended run was cancelled");
+                        assert_eq!(run.status, RunStatus::Cancelled);
+                        assert_eq!(run.reason.as_deref(), Some("enough"));
+                        self.end_run(project_id, None);
+                    }
+                    Err(StoreError::Domain(DomainError::InvalidTransition { .. })) => {
+                        assert!(!running, "a running run was not cancelled")
+                    }
+                    Err(e) => panic!("{e}"),
+                }
             }
             Op::Queue {
                 agent,
@@ -725,18 +995,76 @@ impl Model {
         }
     }
 
-    fn gate_answered(&mut self, store: &Store, project: Id, action: HitlAction) {
+    /// The open gate `id` of a running run, as (project, phase).
+    fn gate_of(&self, id: Id) -> Option<(Id, usize)> {
+        self.runs.iter().find_map(|(p, r)| {
+            let phase = r.gates.iter().position(|g| *g == Some(id))?;
+            (r.status == RunStatus::Running).then_some((*p, phase))
+        })
+    }
+
+    /// A pending request's deadline passed: its timeout rejects or approves it (a gate then moves
+    /// as a human's answer would move it), escalates it with a fresh deadline, or, with none or
+    /// once escalated, it expires (a gate's run then fails).
+    fn time_out(&mut self, store: &Store, id: Id) {
+        let now = self.now;
+        let gate = self.gate_of(id);
+        let m = self.hitl.get_mut(&id).unwrap();
+        if m.status != HitlStatus::Pending {
+            return;
+        }
+        match m.timeout {
+            Some((seconds, TimeoutAction::Escalate, false)) => {
+                m.expires = Some(now + seconds as i64 * SECOND);
+                m.timeout = Some((seconds, TimeoutAction::Escalate, true));
+            }
+            Some((seconds, action @ (TimeoutAction::Approve | TimeoutAction::Reject), false)) => {
+                let (status, action) = match action {
+                    TimeoutAction::Approve => (HitlStatus::Approved, HitlAction::Approve),
+                    _ => (HitlStatus::Rejected, HitlAction::Reject),
+                };
+                m.status = status;
+                if let Some((project, phase)) = gate {
+                    let feedback = format!("timed out after {seconds} s");
+                    self.gate_answered(store, project, phase, action, &feedback);
+                }
+            }
+            timeout => {
+                m.status = HitlStatus::Expired;
+                if let Some((project, phase)) = gate
+                    && timeout.is_some()
+                {
+                    self.end_run(project, Some(phase));
+                }
+            }
+        }
+    }
+
+    fn gate_answered(
+        &mut self,
+        store: &Store,
+        project: Id,
+        phase: usize,
+        action: HitlAction,
+        feedback: &str,
+    ) {
         match action {
-            HitlAction::Approve | HitlAction::Amend => self.hand_off(store, project),
+            HitlAction::Approve | HitlAction::Amend => self.hand_off(store, project, phase),
             HitlAction::Reject => {
                 let run = self.runs.get_mut(&project).unwrap();
-                run.statuses[run.phase] = PhaseStatus::Running;
-                run.gate = None;
-                let task = run.tasks[run.phase].unwrap();
+                run.statuses[phase] = PhaseStatus::Running;
+                run.gates[phase] = None;
+                let task = run.tasks[phase].unwrap();
                 // Reopened with the feedback; the attempt counts stay.
                 self.leave(task, TaskStatus::Pending);
                 let stored = store.get_task(&task).unwrap().unwrap();
-                assert!(stored.instructions.ends_with("Reviewer feedback: again"));
+                assert!(
+                    stored
+                        .instructions
+                        .ends_with(&format!("Reviewer feedback: {feedback}")),
+                    "{}",
+                    stored.instructions
+                );
             }
         }
     }
@@ -762,22 +1090,32 @@ impl Model {
         for (id, m) in &self.hitl {
             let h = store.get_hitl(id).unwrap().expect("request");
             assert_eq!(h.status, m.status, "request {id}");
+            assert_eq!(h.expires_at, m.expires, "request {id}");
+            let escalated = h
+                .on_timeout
+                .as_ref()
+                .map(|t| (t.seconds, t.action, t.escalated));
+            assert_eq!(escalated, m.timeout, "request {id}");
         }
         for (project, m) in &self.runs {
             let run = store.workflow(project).unwrap().expect("run");
-            assert_eq!(run.completed, m.completed);
-            assert_eq!(run.current as usize, m.phase);
+            assert_eq!(run.status, m.status, "run of {project}");
             let statuses: Vec<PhaseStatus> = run.phases.iter().map(|p| p.status).collect();
-            assert_eq!(statuses, m.statuses.to_vec(), "phases of {project}");
+            assert_eq!(statuses, m.statuses, "phases of {project}");
             let tasks: Vec<Option<Id>> = run.phases.iter().map(|p| p.task_id).collect();
-            assert_eq!(tasks, m.tasks.to_vec());
+            assert_eq!(tasks, m.tasks);
             let gated: Vec<bool> = run.phases.iter().map(|p| p.gated).collect();
-            assert_eq!(gated, m.gated.to_vec());
-            assert_eq!(run.phases[m.phase].gate_id, m.gate);
+            assert_eq!(gated, m.gated);
+            let gates: Vec<Option<Id>> = run.phases.iter().map(|p| p.gate_id).collect();
+            assert_eq!(gates, m.gates);
             let project_record = store.get_project(project).unwrap().unwrap();
             assert_eq!(
                 project_record.status.as_str(),
-                if m.completed { "completed" } else { "active" }
+                if m.status == RunStatus::Completed {
+                    "completed"
+                } else {
+                    "active"
+                }
             );
         }
         for agent in store.agents().unwrap() {
@@ -807,7 +1145,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn time_driven_state_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
+    fn time_driven_state_matches_the_model(ops in prop::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir().unwrap();
         let start = 1_800_000_000 * SECOND;
         let clock = Arc::new(AtomicI64::new(start));
@@ -825,6 +1163,15 @@ proptest! {
         let store = Store::open(&config, no_publisher()).unwrap();
         let project = store
             .write_blocking(command::CreateProject { name: "timed".into(), description: None })
+            .unwrap();
+        let body: flightdeck::domain::workflow::DefinitionBody =
+            serde_json::from_str(DIAMOND).unwrap();
+        store
+            .write_blocking(command::PutWorkflow {
+                name: "diamond".into(),
+                json: DIAMOND.into(),
+                body,
+            })
             .unwrap();
         let mut model = Model {
             now: start,

@@ -26,6 +26,31 @@ struct CreateHitl {
     options: Vec<String>,
     #[serde(default)]
     expires_in_seconds: Option<u64>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    on_timeout: Option<String>,
+    #[serde(default)]
+    escalate_to: Vec<String>,
+    #[serde(default)]
+    assignees: Vec<String>,
+}
+
+/// With API keys, each name must be a configured key's (a request no key could answer would
+/// wait for nobody); without keys, nobody is named and any well-formed name is taken.
+pub(crate) fn known_keys(state: &AppState, field: &str, names: &[String]) -> Result<(), ApiError> {
+    crate::domain::tasks::check_key_names(field, names)?;
+    if state.keys.enabled() {
+        for (i, name) in names.iter().enumerate() {
+            if !state.keys.has_name(name) {
+                return Err(ApiError::invalid_field(
+                    &format!("{field}[{i}]"),
+                    format!("no API key is named `{name}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError> {
@@ -59,12 +84,28 @@ pub async fn create(state: &AppState, req: Request) -> Result<Response, ApiError
             format!("must be from 1 to {}", Limits::MAX_EXPIRES_IN_SECONDS),
         ));
     }
+    let on_timeout = crate::domain::tasks::hitl_timeout(
+        ["timeout_seconds", "on_timeout", "escalate_to"],
+        body.timeout_seconds,
+        body.on_timeout.as_deref(),
+        &body.escalate_to,
+    )?;
+    if on_timeout.is_some() && body.expires_in_seconds.is_some() {
+        return Err(ApiError::invalid_field(
+            "expires_in_seconds",
+            "give either expires_in_seconds (it expires) or timeout_seconds (its on_timeout acts)",
+        ));
+    }
+    known_keys(state, "escalate_to", &body.escalate_to)?;
+    known_keys(state, "assignees", &body.assignees)?;
     let command = command::CreateHitl {
         project_id,
         task_id,
         question: body.question,
         options: body.options,
         expires_in_seconds: body.expires_in_seconds,
+        assignees: body.assignees,
+        on_timeout,
     };
     let route = crate::http::Route::HitlCreate;
     let h = super::write_once(state, route, None, key.as_ref(), &bytes, command).await?;
@@ -146,7 +187,20 @@ pub async fn respond(
         }
         HitlAnswer::Expired(h) => Err(ApiError::new(
             ErrorCode::HitlExpired,
-            format!("HITL request {} expired before it was answered", h.id),
+            match h.status {
+                HitlStatus::Pending => format!(
+                    "HITL request {} timed out before it was answered and was escalated to {}: one of them may answer it now",
+                    h.id,
+                    h.assignees.join(", ")
+                ),
+                HitlStatus::Expired => {
+                    format!("HITL request {} expired before it was answered", h.id)
+                }
+                status => format!(
+                    "HITL request {} timed out before it was answered; the system {} it",
+                    h.id, status
+                ),
+            },
         )),
     }
 }
@@ -171,8 +225,34 @@ pub fn list(state: &AppState, project: &str, query: &Query) -> Result<Response, 
 }
 
 /// BotArmy: the pending requests that have not expired, newest first, as a bare array; of one
-/// project with `?project_id=`.
-pub fn pending(state: &AppState, query: &Query) -> Result<Response, ApiError> {
+/// project with `?project_id=`; `?assignee=NAME` (`me`: the caller's key) keeps those whose
+/// assignees name it: a reviewer's own inbox.
+pub fn pending(
+    state: &AppState,
+    query: &Query,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
+    let assignee = match query.get("assignee") {
+        None => None,
+        Some("me") => Some(caller.ok_or_else(|| {
+            ApiError::invalid_field(
+                "assignee",
+                "`me` is the caller's API key, and this request presented none",
+            )
+        })?),
+        Some(name) => {
+            crate::domain::tasks::check_key_names("assignee", &[name.to_string()])?;
+            Some(name)
+        }
+    };
+    if let Some(name) = assignee {
+        let page = state
+            .store
+            .hitl_assigned(name, query.cursor(), query.limit()?)?;
+        let items: Vec<Vec<u8>> = page.items.iter().map(encode).collect();
+        let (items, next) = super::fit(state, items, &page, |h| h.id);
+        return Ok(bare_list(&items, next.as_deref()));
+    }
     let page = match query.id("project_id")? {
         Some(project) => {
             require(state, &project.to_string())?;
@@ -360,6 +440,16 @@ fn write(o: &mut ObjectWriter<'_>, h: &HitlRequest) {
         .opt_str("responded_by", h.responded_by.as_deref())
         .timestamp("created_at", h.created_at)
         .timestamp("updated_at", h.updated_at);
+    // Only on requests that have them: the others keep BotArmy's shape.
+    if !h.assignees.is_empty() {
+        o.strs("assignees", &h.assignees);
+    }
+    if let Some(t) = &h.on_timeout {
+        o.u64("timeout_seconds", t.seconds)
+            .str("on_timeout", t.action.as_str())
+            .strs("escalate_to", &t.escalate_to)
+            .bool("escalated", t.escalated);
+    }
 }
 
 /// The answers given, oldest first, as BotArmy's history entries.

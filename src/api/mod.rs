@@ -238,7 +238,8 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
         ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
         TaskHeartbeat, TaskProgress, TaskSetStatus, WebhookDiscard, WebhookRetry, WhoAmI,
-        WorkflowGet, WorkflowStart, WsAll, WsProject,
+        WorkflowCancel, WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut, WorkflowGet,
+        WorkflowStart, WorkflowsList, WsAll, WsProject,
     };
     // A route answered while it is called (its row says `Now`).
     macro_rules! now {
@@ -276,6 +277,11 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         TaskProgress => wait!(|s, id, req| progress::post(s, id, req)),
         WorkflowStart => wait!(|s, id, req| workflows::start(s, id, req)),
         WorkflowGet => now!(workflows::get(state, param)),
+        WorkflowCancel => wait!(|s, id, req| workflows::cancel(s, id, req)),
+        WorkflowsList => now!(workflows::list(state)),
+        WorkflowDefGet => now!(workflows::get_definition(state, param)),
+        WorkflowDefPut => wait!(|s, name, req| workflows::put(s, name, req)),
+        WorkflowDefDelete => wait!(|s, name, _| workflows::delete(s, name)),
         QueuesList => now!(queues::list(state)),
         QueuePause => wait!(|s, agent, _| queues::pause(s, agent, true)),
         QueueResume => wait!(|s, agent, _| queues::pause(s, agent, false)),
@@ -293,7 +299,11 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         ArtifactDelete => wait!(|s, id, _| artifacts::delete(s, id)),
         ProjectArtifacts => now!(artifacts::list(state, param, &query)),
         HitlCreate => wait!(|s, _, req| hitl::create(s, req)),
-        HitlPending => now!(hitl::pending(state, &query)),
+        HitlPending => now!(hitl::pending(
+            state,
+            &query,
+            principal.as_ref().map(|p| p.name.as_str())
+        )),
         HitlBulkApprove => {
             wait!(|s, _, req| hitl::bulk_approve(s, req, principal.map(|p| p.name)))
         }

@@ -40,6 +40,24 @@ fn schemas() -> Value {
             "priority": {"type": ["integer", "null"], "minimum": 1, "maximum": 5,
                 "description": "1 is the highest; claims hand out the highest priority first (default 3)"}}},
         "StartWorkflow": {"type": "object", "required": ["workflow"], "properties": {"workflow": string, "context": any}},
+        "CancelWorkflow": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": ["string", "null"], "maxLength": 10000}}},
+        "WorkflowDefinition": {"type": "object", "required": ["phases"], "additionalProperties": false, "properties": {
+            "name": {"type": ["string", "null"], "description": "if given, the name in the path"},
+            "phases": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "object",
+                "required": ["agent_type", "instructions"], "additionalProperties": false, "properties": {
+                "id": {"type": ["string", "null"], "pattern": NAME_PATTERN, "description": "unique in the workflow [default: the agent type; `coder.2` for a second default `coder`]"},
+                "agent_type": {"type": "string", "pattern": NAME_PATTERN},
+                "instructions": {"type": "string", "minLength": 1, "description": "`{project}` is replaced by the project's name, `{context}` by the run's context JSON"},
+                "produces": {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}},
+                "gate": {"type": "boolean", "description": "a human approves the hand-off at the medium oversight level (high gates every phase, low none)"},
+                "priority": {"type": ["integer", "null"], "minimum": 1, "maximum": 5},
+                "depends_on": {"type": ["array", "null"], "items": {"type": "string"},
+                    "description": "the ids of the phases it waits for [default: the phase before it; [] starts at once]; no cycles"},
+                "for_each": {"type": ["string", "null"], "description": "`<phase id>.output.<field>`: one task per element of that list in the output of a phase it depends on (at most --max-fan-out)"},
+                "gate_timeout_seconds": {"type": ["integer", "null"], "minimum": 1},
+                "gate_on_timeout": {"type": ["string", "null"], "enum": ["reject", "approve", "escalate", null]},
+                "gate_escalate_to": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "maxItems": 20},
+                "gate_assignees": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "maxItems": 20}}}}}},
         "SetStatus": {"type": "object", "required": ["status"], "properties": {
             "status": {"enum": ["pending", "working", "completed", "failed", "cancelled"]},
             "output": any, "error_message": {"type": ["string", "null"]},
@@ -59,7 +77,11 @@ fn schemas() -> Value {
         "Batch": {"type": "object", "required": ["context_ids"], "properties": {"context_ids": {"type": "array", "items": uuid, "maxItems": 1000}}},
         "CreateHitl": {"type": "object", "required": ["project_id", "question"], "properties": {
             "project_id": uuid, "task_id": {"type": ["string", "null"]}, "question": {"type": "string", "minLength": 1},
-            "options": {"type": "array", "items": string}, "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1}}},
+            "options": {"type": "array", "items": string}, "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1},
+            "timeout_seconds": {"type": ["integer", "null"], "minimum": 1, "description": "unanswered this long, on_timeout acts (not with expires_in_seconds)"},
+            "on_timeout": {"type": ["string", "null"], "enum": ["reject", "approve", "escalate", null], "description": "what a timeout does [default: reject]; escalate opens it to escalate_to with a fresh timeout"},
+            "escalate_to": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "maxItems": 20},
+            "assignees": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "maxItems": 20, "description": "the API key names that may answer it (others: 403 not_an_assignee)"}}},
         "BulkApprove": {"type": "object", "required": ["request_ids"], "properties": {
             "request_ids": {"type": "array", "items": uuid}, "comment": {"type": ["string", "null"]}}},
         "Progress": {"type": "object", "properties": {
@@ -93,6 +115,11 @@ pub fn document() -> Value {
                 "description": "a webhook's name",
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}));
         }
+        if path.contains("{workflow}") {
+            parameters.push(json!({"name": "workflow", "in": "path", "required": true,
+                "description": "a workflow definition's name",
+                "schema": {"type": "string", "pattern": NAME_PATTERN}}));
+        }
         if path.contains("{agent_type}") {
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true,
                 "description": "an agent type: BotArmy's (orchestrator, analyst, architect, coder, tester, deployer) or any the team names",
@@ -124,12 +151,21 @@ pub fn document() -> Value {
             json!({"description": "the console's page", "content": {"text/html": {"schema": {"type": "string"}}}})
         } else if op.status == 101 {
             json!({"description": "switching to WebSocket"})
+        } else if op.status == 204 {
+            json!({"description": "done; no body"})
         } else {
             json!({"description": "success", "content": {"application/json": {"schema": {"type": ["object", "array"]}}}})
         };
         responses.insert(op.status.to_string(), success);
         if op.route == Route::TaskClaim {
             responses.insert("204".into(), json!({"description": "nothing to claim"}));
+        }
+        if op.route == Route::WorkflowDefPut {
+            responses.insert(
+                "201".into(),
+                json!({"description": "a new definition",
+                "content": {"application/json": {"schema": {"type": "object"}}}}),
+            );
         }
         for code in [
             "400", "401", "403", "404", "405", "408", "409", "413", "415", "422", "426", "503",

@@ -400,6 +400,10 @@ fn write(o: &mut crate::json::ObjectWriter<'_>, t: &Task) {
         .timestamp("updated_at", t.updated_at)
         .opt_timestamp("started_at", t.started_at)
         .opt_timestamp("completed_at", t.completed_at);
+    // A workflow phase's task only: a client's task keeps BotArmy's shape.
+    if let Some(workflow) = &t.workflow {
+        o.raw("workflow", workflow);
+    }
 }
 
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).

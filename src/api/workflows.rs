@@ -1,14 +1,116 @@
-//! Workflows: start one on a project, and see its phases, tasks, artifacts and gates.
+//! Workflows: definitions stored through the API (and the read-only built-in and config file's),
+//! a run started on a project, its phases, tasks, artifacts and gates, and its cancellation.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{AppState, MAX_LIMIT, require};
-use crate::domain::{DomainError, Id};
-use crate::http::body::json;
+use crate::domain::workflow::{Definition, DefinitionBody};
+use crate::domain::{DomainError, Id, format_timestamp};
+use crate::http::body::{empty, json};
 use crate::http::{ApiError, Request, Response, StatusCode};
 use crate::json::object;
 use crate::store::{ArtifactFilter, WorkflowRun, command};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `{reason?}` (or no body) → 200 the run, cancelled with its open tasks and gates; 409 if it
+/// is not running.
+pub async fn cancel(state: &AppState, project: &str, req: Request) -> Result<Response, ApiError> {
+    let project_id = require(state, project)?;
+    let body: Cancel = req.optional_json(state.max_body_bytes).await?;
+    let run = state
+        .store
+        .write(command::CancelWorkflow {
+            project_id,
+            reason: body.reason,
+        })
+        .await?;
+    Ok(json(StatusCode::OK, encode(state, &run)?))
+}
+
+/// `GET /api/v1/workflows` → every definition a run can start from.
+pub fn list(state: &AppState) -> Result<Response, ApiError> {
+    let all = state.store.workflow_definitions()?;
+    let items: Vec<serde_json::Value> = all.iter().map(definition).collect();
+    Ok(json(StatusCode::OK, to_json(&items)?))
+}
+
+/// `GET /api/v1/workflows/{name}` → the definition, every default spelled out.
+pub fn get_definition(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    let def = state
+        .store
+        .workflow_definition(name)?
+        .ok_or_else(|| DomainError::not_found("workflow", name))?;
+    Ok(json(StatusCode::OK, to_json(&definition(&def))?))
+}
+
+/// `PUT /api/v1/workflows/{name} {phases: [...]}` → 201 when new, 200 when replaced (a new
+/// version) or unchanged (the same version); 409 for the built-in or the config file's; 422
+/// naming the failing field.
+pub async fn put(state: &AppState, name: &str, req: Request) -> Result<Response, ApiError> {
+    let (body, bytes): (DefinitionBody, _) = req.json_and_bytes(state.max_body_bytes).await?;
+    for (i, phase) in body.phases.iter().enumerate() {
+        let field = |f: &str| format!("phases[{i}].{f}");
+        super::hitl::known_keys(state, &field("gate_assignees"), &phase.gate_assignees)?;
+        super::hitl::known_keys(state, &field("gate_escalate_to"), &phase.gate_escalate_to)?;
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::invalid_field("body", "is not UTF-8"))?
+        .to_string();
+    let outcome = state
+        .store
+        .write(command::PutWorkflow {
+            name: name.to_string(),
+            json: text,
+            body,
+        })
+        .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, to_json(&definition(&outcome.definition))?))
+}
+
+/// `DELETE /api/v1/workflows/{name}` → 204; runs started from it go on with their copy.
+pub async fn delete(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    state
+        .store
+        .write(command::DeleteWorkflow {
+            name: name.to_string(),
+        })
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value)
+        .map_err(|e| ApiError::new(crate::http::ErrorCode::InternalError, e.to_string()))
+}
+
+fn definition(d: &Definition) -> serde_json::Value {
+    let w = &d.workflow;
+    let def = w.to_def();
+    let mut v = serde_json::json!({
+        "name": w.name,
+        "version": w.version,
+        "source": w.source.as_str(),
+        "read_only": w.source != crate::domain::workflow::Source::Api,
+        "phases": def.phases,
+    });
+    if w.source == crate::domain::workflow::Source::Api {
+        v["created_at"] = format_timestamp(d.created_at).into();
+        v["updated_at"] = format_timestamp(d.updated_at).into();
+    }
+    v
+}
 
 #[derive(Deserialize)]
 struct Start {
@@ -78,29 +180,44 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
             .iter()
             .map(|k| k.as_str().to_string())
             .collect();
+        let depends_on: Vec<String> = phase
+            .depends_on
+            .iter()
+            .filter_map(|&d| run.phases.get(d as usize).map(|p| p.id.clone()))
+            .collect();
         phases.push(object(|o| {
             o.u64("index", i as u64)
+                .str("id", &phase.id)
                 .str("agent_type", phase.agent_type.as_str())
                 .str("status", phase.status.as_str())
+                .strs("depends_on", &depends_on)
                 .bool("gated", phase.gated)
                 .opt_id("task_id", phase.task_id)
                 .opt_id("gate_request_id", phase.gate_id)
                 .strs("produces", &produces)
                 .ids("artifacts", &artifacts);
+            if let Some((from, path)) = &phase.for_each {
+                let source = run
+                    .phases
+                    .get(*from as usize)
+                    .map_or("?", |p| p.id.as_str());
+                o.str("for_each", &format!("{source}.output.{path}"))
+                    .u64("items_total", phase.items.len() as u64)
+                    .u64("items_done", u64::from(phase.items_done))
+                    .ids("item_task_ids", &phase.items);
+            }
         }));
     }
     Ok(object(|o| {
         o.id("project_id", run.project_id)
             .str("workflow", &run.workflow)
-            .str(
-                "status",
-                if run.completed {
-                    "completed"
-                } else {
-                    "running"
-                },
+            .u64("version", u64::from(run.version))
+            .str("status", run.status.as_str())
+            .u64(
+                "current_phase",
+                crate::domain::workflow::current(run) as u64,
             )
-            .u64("current_phase", u64::from(run.current))
+            .opt_str("reason", run.reason.as_deref())
             .opt_raw("context", run.context.as_deref())
             .raw_array("phases", phases.iter().map(Vec::as_slice))
             .ids("pending_gates", &pending_gates)
@@ -113,4 +230,6 @@ fn encode(state: &AppState, run: &WorkflowRun) -> Result<Vec<u8>, ApiError> {
 /// Decodes `bytes` as every request body of this resource (for the fuzzers).
 pub(crate) fn decode_all(bytes: &[u8]) {
     let _ = crate::http::body::decode_json::<Start>(bytes);
+    let _ = crate::http::body::decode_json::<Cancel>(bytes);
+    let _ = crate::http::body::decode_json::<DefinitionBody>(bytes);
 }

@@ -235,6 +235,23 @@ impl Config {
             workflow
                 .check_allowed(&config.store.agent_types, &config.store.artifact_types)
                 .map_err(|e| format!("config file: {e}"))?;
+            // A gate for (or escalating to) a key this server does not have waits for nobody.
+            if config.api_keys.enabled() {
+                for (i, phase) in workflow.phases.iter().enumerate() {
+                    let escalate_to = phase.gate_timeout.iter().flat_map(|t| &t.escalate_to);
+                    if let Some(name) = phase
+                        .gate_assignees
+                        .iter()
+                        .chain(escalate_to)
+                        .find(|n| !config.api_keys.has_name(n))
+                    {
+                        return Err(format!(
+                            "config file: workflows.{}.phases[{i}]: no API key is named `{name}`",
+                            workflow.name
+                        ));
+                    }
+                }
+            }
             match config
                 .store
                 .workflows

@@ -262,6 +262,9 @@ settings! {
     /// Most distinct artifact types in use; beyond it a new one answers 422 `too_many_types`
     max_artifact_types: usize = "1024", "FLIGHTDECK_MAX_ARTIFACT_TYPES", "N"
         => |c, v| c.store.artifact_types.max = type_limit("max_artifact_types", v)?;
+    /// Most tasks one workflow phase fans out to (`for_each`); a longer list fails the run
+    max_fan_out: usize = "1000", "FLIGHTDECK_MAX_FAN_OUT", "N"
+        => |c, v| c.store.max_fan_out = fan_out_limit(v)?;
     /// Origins (`http://localhost:3000`) whose pages may call the API, or `*`, comma-separated;
     /// when set (or without API keys), WebSocket upgrades from other origins are refused; see
     /// "Browsers"
@@ -443,6 +446,16 @@ fn closed_list<K: crate::domain::names::NameKind>(
 }
 
 /// A `--max-*-types` value: 1 to 65,535 (ids are two bytes, and one is kept unused).
+fn fan_out_limit(v: usize) -> Result<usize, String> {
+    if (1..=100_000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "max_fan_out must be between 1 and 100000 (got {v})"
+        ))
+    }
+}
+
 fn type_limit(key: &str, v: usize) -> Result<usize, String> {
     if (1..usize::from(u16::MAX)).contains(&v) {
         Ok(v)

@@ -57,6 +57,10 @@ pub struct Task {
     /// The worker's latest progress report (`{message?, percent?, data?, at}` as JSON text), as of
     /// the task's last durable change.
     pub progress: Option<String>,
+    /// A workflow phase's task: JSON text of `{workflow, version, phase, upstream}`, the upstream
+    /// being every phase it depends on, directly or not, by id, with its task, output and
+    /// artifacts. None for a task a client created (and before schema 7).
+    pub workflow: Option<String>,
 }
 
 /// The state of one agent type. Absent from the table means idle and never active.
@@ -128,8 +132,53 @@ pub struct HitlRequest {
     pub amended_content: Option<String>,
     pub response_comment: Option<String>,
     pub history: Vec<HitlHistoryEntry>,
-    /// The name of the API key that answered (None without keys, or before schema 4).
+    /// The name of the API key that answered (None without keys, or before schema 4); `system`
+    /// when its timeout answered it.
     pub responded_by: Option<String>,
+    /// The API key names that may answer it (empty: any key with the reviewer role). Schema 7.
+    pub assignees: Vec<String>,
+    /// What its `expires_at` does when it passes (None: it expires). Schema 7.
+    pub on_timeout: Option<HitlTimeout>,
+}
+
+/// A HITL request's timeout: after `seconds` unanswered it is rejected, approved, or escalated
+/// to `escalate_to` (its assignees from then on) with a fresh `seconds`; an escalated request
+/// that times out again expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitlTimeout {
+    pub seconds: u64,
+    pub action: TimeoutAction,
+    pub escalate_to: Vec<String>,
+    /// It was escalated already: the next timeout expires it.
+    pub escalated: bool,
+}
+
+/// What a HITL request's timeout does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeoutAction {
+    Reject,
+    Approve,
+    Escalate,
+}
+
+impl TimeoutAction {
+    pub const ALL: [TimeoutAction; 3] = [
+        TimeoutAction::Reject,
+        TimeoutAction::Approve,
+        TimeoutAction::Escalate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutAction::Reject => "reject",
+            TimeoutAction::Approve => "approve",
+            TimeoutAction::Escalate => "escalate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TimeoutAction> {
+        TimeoutAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,6 +201,10 @@ pub enum PhaseStatus {
     Running,
     AwaitingApproval,
     Done,
+    /// Its task failed for good (or was cancelled by a client): the run failed with it.
+    Failed,
+    /// The run failed or was cancelled before this phase was done.
+    Cancelled,
 }
 
 impl PhaseStatus {
@@ -161,6 +214,31 @@ impl PhaseStatus {
             PhaseStatus::Running => "running",
             PhaseStatus::AwaitingApproval => "awaiting_approval",
             PhaseStatus::Done => "done",
+            PhaseStatus::Failed => "failed",
+            PhaseStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a workflow run stands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Running,
+    /// Every phase is done (and the project completed).
+    Completed,
+    /// A phase's task failed for good; `WorkflowRun::reason` says which and why.
+    Failed,
+    /// `POST /api/v1/projects/{id}/workflow/cancel`.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -179,6 +257,21 @@ pub struct PhaseRun {
     pub gate_id: Option<Id>,
     /// The priority of the phase's task.
     pub priority: u8,
+    /// The phase's id in its definition (unique in the run).
+    pub id: String,
+    /// The phases (indexes into the run's) whose completion it waits for.
+    pub depends_on: Vec<u32>,
+    /// A fan-out: the phase (index) whose task's output holds the list, and the path to it in
+    /// that output (`sections`, `plan.parts`).
+    pub for_each: Option<(u32, String)>,
+    /// A fan-out's tasks, one per element of the list, in its order.
+    pub items: Vec<Id>,
+    /// How many of them have completed (the phase is done, or gated, when all have).
+    pub items_done: u32,
+    /// The gate's timeout (`gate_timeout_seconds`, `gate_on_timeout`, `gate_escalate_to`).
+    pub gate_timeout: Option<HitlTimeout>,
+    /// Who may answer the gate (`gate_assignees`; empty: any reviewer).
+    pub gate_assignees: Vec<String>,
 }
 
 /// A project's workflow, keyed by project.
@@ -189,10 +282,31 @@ pub struct WorkflowRun {
     /// The client's JSON text.
     pub context: Option<String>,
     pub phases: Vec<PhaseRun>,
-    pub current: u32,
-    pub completed: bool,
+    pub status: RunStatus,
     pub started_at: Micros,
+    /// When it completed, failed or was cancelled.
     pub completed_at: Option<Micros>,
+    /// The version of the definition it started with (1 for the built-in and the config file's).
+    pub version: u32,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+}
+
+impl WorkflowRun {
+    pub fn is_running(&self) -> bool {
+        self.status == RunStatus::Running
+    }
+}
+
+/// A workflow definition stored through the API (`PUT /api/v1/workflows/{name}`), by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWorkflow {
+    /// 1 at creation, raised by every change (a re-creation after a delete goes on counting).
+    pub version: u32,
+    /// The definition's JSON text (`{phases: [...]}`) as the client sent it; None once deleted.
+    pub json: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
 }
 
 /// How an operator steers one agent type's queue; absent from the table means running, no limit.

@@ -12,6 +12,12 @@ pub enum DomainError {
     /// The record exists but its state does not allow the change.
     #[error("{message}")]
     InvalidTransition { message: String },
+    /// The request names its assignees and the answering key is not one of them.
+    #[error("{message}")]
+    NotAnAssignee { message: String },
+    /// The record is not the API's to change (a workflow of the config file, or the built-in).
+    #[error("{message}")]
+    ReadOnly { message: String },
     /// A field is missing, ill-typed, out of range or refers to something that is not there.
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
@@ -67,7 +73,7 @@ pub enum TaskTransition {
     Complete,
     /// working → failed
     Fail,
-    /// pending | working → cancelled
+    /// pending | working | failed → cancelled
     Cancel,
     /// failed → pending
     Retry,
@@ -85,7 +91,8 @@ impl TaskTransition {
     }
 }
 
-/// The task state machine: pending → working → completed | failed; pending | working → cancelled;
+/// The task state machine: pending → working → completed | failed; pending | working | failed →
+/// cancelled (a failed task waiting for its retry, or failed for good, can be called off);
 /// failed → pending (retry). Anything else is an invalid transition.
 pub fn task_transition(from: TaskStatus, to: TaskStatus) -> Result<TaskTransition, DomainError> {
     use TaskStatus::{Cancelled, Completed, Failed, Pending, Working};
@@ -93,7 +100,7 @@ pub fn task_transition(from: TaskStatus, to: TaskStatus) -> Result<TaskTransitio
         (Pending, Working) => TaskTransition::Start,
         (Working, Completed) => TaskTransition::Complete,
         (Working, Failed) => TaskTransition::Fail,
-        (Pending | Working, Cancelled) => TaskTransition::Cancel,
+        (Pending | Working | Failed, Cancelled) => TaskTransition::Cancel,
         (Failed, Pending) => TaskTransition::Retry,
         _ => {
             return Err(DomainError::InvalidTransition {
@@ -131,6 +138,11 @@ impl Limits {
     pub const COMMENT: usize = 10_000;
     pub const ERROR_MESSAGE: usize = 10_000;
     pub const CONTEXT_IDS: usize = 1_000;
+    /// Phases of one workflow definition.
+    pub const PHASES: usize = 100;
+    /// Bytes of upstream outputs a workflow phase's task carries in `workflow.upstream`, all
+    /// phases together; outputs beyond are left out (the worker reads them from their tasks).
+    pub const UPSTREAM_OUTPUT_BYTES: usize = 64 * 1024;
     pub const BATCH_IDS: usize = 1_000;
     pub const MAX_EXPIRES_IN_SECONDS: u64 = 365 * 24 * 3600;
 }
@@ -162,6 +174,7 @@ mod tests {
             (Working, Completed, TaskTransition::Complete),
             (Working, Failed, TaskTransition::Fail),
             (Pending, Cancelled, TaskTransition::Cancel),
+            (Failed, Cancelled, TaskTransition::Cancel),
             (Working, Cancelled, TaskTransition::Cancel),
             (Failed, Pending, TaskTransition::Retry),
         ];

@@ -406,6 +406,19 @@ pub fn answer_hitl(
         by,
     } = reply;
     let status = hitl_outcome(old.status, action)?;
+    // Without API keys nobody is named: assignees are a rule between keys.
+    if let Some(by) = &by
+        && !old.assignees.is_empty()
+        && !old.assignees.contains(by)
+    {
+        return Err(DomainError::NotAnAssignee {
+            message: format!(
+                "not_an_assignee: request {} is for {}; API key {by:?} may not answer it",
+                old.id,
+                old.assignees.join(", ")
+            ),
+        });
+    }
     if action == HitlAction::Amend && content.is_none() {
         return Err(DomainError::invalid("content", "is required to amend"));
     }
@@ -429,6 +442,178 @@ pub fn answer_hitl(
 }
 
 /// A pending request whose time ran out.
+/// Most API key names a request's `assignees` or `escalate_to` lists.
+pub const MAX_KEY_NAMES: usize = 20;
+
+/// API key names as a request names them: 1 to 64 of `A-Z a-z 0-9 . _ -` each, at most
+/// `MAX_KEY_NAMES`, none twice.
+pub fn check_key_names(field: &str, names: &[String]) -> Result<(), DomainError> {
+    if names.len() > MAX_KEY_NAMES {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {MAX_KEY_NAMES} names"),
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(DomainError::invalid(
+                format!("{field}[{i}]"),
+                format!("`{name}` is not an API key name (1 to 64 of A-Z a-z 0-9 . _ -)"),
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(DomainError::invalid(
+                format!("{field}[{i}]"),
+                format!("names `{name}` twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A request's timeout from its fields (`[seconds, on_timeout, escalate_to]` name them):
+/// `on_timeout` defaults to `reject`; `escalate` needs `escalate_to`, which nothing else takes.
+pub fn hitl_timeout(
+    fields: [&str; 3],
+    seconds: Option<u64>,
+    on_timeout: Option<&str>,
+    escalate_to: &[String],
+) -> Result<Option<crate::domain::records::HitlTimeout>, DomainError> {
+    use crate::domain::records::{HitlTimeout, TimeoutAction};
+    let [seconds_field, action_field, escalate_field] = fields;
+    let Some(seconds) = seconds else {
+        if on_timeout.is_some() {
+            return Err(DomainError::invalid(
+                action_field,
+                format!("needs {seconds_field}"),
+            ));
+        }
+        if !escalate_to.is_empty() {
+            return Err(DomainError::invalid(
+                escalate_field,
+                format!("needs {seconds_field}"),
+            ));
+        }
+        return Ok(None);
+    };
+    if seconds == 0 || seconds > crate::domain::Limits::MAX_EXPIRES_IN_SECONDS {
+        return Err(DomainError::invalid(
+            seconds_field,
+            format!(
+                "must be from 1 to {}",
+                crate::domain::Limits::MAX_EXPIRES_IN_SECONDS
+            ),
+        ));
+    }
+    let action = match on_timeout {
+        None => TimeoutAction::Reject,
+        Some(text) => TimeoutAction::parse(text).ok_or_else(|| {
+            DomainError::invalid(
+                action_field,
+                format!("`{text}` is not one of reject, approve, escalate"),
+            )
+        })?,
+    };
+    check_key_names(escalate_field, escalate_to)?;
+    match (action, escalate_to.is_empty()) {
+        (TimeoutAction::Escalate, true) => {
+            return Err(DomainError::invalid(
+                escalate_field,
+                "names nobody: escalate needs the API key names to escalate to",
+            ));
+        }
+        (TimeoutAction::Reject | TimeoutAction::Approve, false) => {
+            return Err(DomainError::invalid(
+                escalate_field,
+                format!("is only for {action_field} escalate"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Some(HitlTimeout {
+        seconds,
+        action,
+        escalate_to: escalate_to.to_vec(),
+        escalated: false,
+    }))
+}
+
+/// Who answers a request whose timeout passed, in its history and `responded_by`.
+pub const SYSTEM: &str = "system";
+
+/// What a pending request's timeout does when its `expires_at` passes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimedOut {
+    /// Approved or rejected by the system.
+    Answered(HitlRequest, HitlAction),
+    /// Open to the escalation reviewers, with a fresh timeout.
+    Escalated(HitlRequest),
+    /// Nothing left to do (no timeout action, or escalated once already): expired.
+    Expired(HitlRequest),
+}
+
+pub fn time_out_hitl(old: &HitlRequest, now: Micros) -> TimedOut {
+    use crate::domain::records::TimeoutAction;
+    let Some(timeout) = old.on_timeout.as_ref().filter(|t| !t.escalated) else {
+        let mut request = expire_hitl(old, now);
+        if old.on_timeout.is_some()
+            && let Some(entry) = request.history.last_mut()
+        {
+            entry.user_id = Some(SYSTEM.into());
+        }
+        return TimedOut::Expired(request);
+    };
+    let comment = Some(format!("timed out after {} s", timeout.seconds));
+    let action = match timeout.action {
+        TimeoutAction::Approve => HitlAction::Approve,
+        TimeoutAction::Reject => HitlAction::Reject,
+        TimeoutAction::Escalate => {
+            let mut request = old.clone();
+            request.assignees = timeout.escalate_to.clone();
+            request.expires_at = hitl_expiry(now, Some(timeout.seconds));
+            request.updated_at = now;
+            request.on_timeout = Some(crate::domain::records::HitlTimeout {
+                escalated: true,
+                ..timeout.clone()
+            });
+            request.history.push(HitlHistoryEntry {
+                action: "escalate".into(),
+                at: now,
+                content: None,
+                comment: Some(format!(
+                    "timed out after {} s; escalated to {}",
+                    timeout.seconds,
+                    timeout.escalate_to.join(", ")
+                )),
+                user_id: Some(SYSTEM.into()),
+            });
+            return TimedOut::Escalated(request);
+        }
+    };
+    let mut request = old.clone();
+    request.status = match action {
+        HitlAction::Approve => HitlStatus::Approved,
+        _ => HitlStatus::Rejected,
+    };
+    request.updated_at = now;
+    request.responded_at = Some(now);
+    request.response_comment = comment.clone();
+    request.responded_by = Some(SYSTEM.into());
+    request.history.push(HitlHistoryEntry {
+        action: action.as_str().into(),
+        at: now,
+        content: None,
+        comment,
+        user_id: Some(SYSTEM.into()),
+    });
+    TimedOut::Answered(request, action)
+}
+
 pub fn expire_hitl(old: &HitlRequest, now: Micros) -> HitlRequest {
     let mut request = old.clone();
     request.status = HitlStatus::Expired;
@@ -481,6 +666,7 @@ mod tests {
             lease_id: None,
             priority: DEFAULT_PRIORITY,
             progress: None,
+            workflow: None,
         }
     }
 
@@ -765,9 +951,9 @@ mod tests {
         assert_eq!(reset_agent(&busy, 7).status, AgentStatus::Idle);
     }
 
-    #[test]
-    fn a_hitl_request_is_answered_once_and_amend_needs_content() {
-        let request = HitlRequest {
+    /// A pending request asked at 0, expiring at `expires_at`.
+    fn pending_request(expires_at: Option<Micros>) -> HitlRequest {
+        HitlRequest {
             id: Id::new_v7(),
             project_id: Id::new_v7(),
             task_id: None,
@@ -776,13 +962,20 @@ mod tests {
             status: HitlStatus::Pending,
             created_at: 0,
             updated_at: 0,
-            expires_at: Some(100),
+            expires_at,
             responded_at: None,
             amended_content: None,
             response_comment: None,
             history: vec![],
             responded_by: None,
-        };
+            assignees: vec![],
+            on_timeout: None,
+        }
+    }
+
+    #[test]
+    fn a_hitl_request_is_answered_once_and_amend_needs_content() {
+        let request = pending_request(Some(100));
         assert!(
             answer_hitl(
                 &request,
@@ -833,5 +1026,79 @@ mod tests {
         assert_eq!(expired.status, HitlStatus::Expired);
         assert_eq!(expired.history.last().unwrap().action, "expire");
         assert_eq!(hitl_expiry(10, Some(2)), Some(2_000_010));
+    }
+
+    #[test]
+    fn assignees_alone_answer_and_a_timeout_acts_once_then_expires() {
+        use crate::domain::records::{HitlTimeout, TimeoutAction};
+        let mut request = HitlRequest {
+            assignees: vec!["alice".into()],
+            on_timeout: Some(HitlTimeout {
+                seconds: 5,
+                action: TimeoutAction::Escalate,
+                escalate_to: vec!["lead".into()],
+                escalated: false,
+            }),
+            ..pending_request(Some(10))
+        };
+        let reply = |by: Option<&str>| HitlReply {
+            content: None,
+            comment: None,
+            by: by.map(String::from),
+        };
+        let e = answer_hitl(&request, HitlAction::Approve, reply(Some("bob")), 1).unwrap_err();
+        assert!(matches!(e, DomainError::NotAnAssignee { .. }), "{e}");
+        assert!(answer_hitl(&request, HitlAction::Approve, reply(Some("alice")), 1).is_ok());
+        assert!(answer_hitl(&request, HitlAction::Approve, reply(None), 1).is_ok());
+        let TimedOut::Escalated(escalated) = time_out_hitl(&request, 10) else {
+            panic!("escalates first")
+        };
+        assert_eq!(escalated.assignees, vec!["lead".to_string()]);
+        assert_eq!(escalated.expires_at, Some(10 + 5_000_000));
+        assert_eq!(escalated.status, HitlStatus::Pending);
+        let entry = escalated.history.last().unwrap();
+        assert_eq!(
+            (entry.action.as_str(), entry.user_id.as_deref()),
+            ("escalate", Some(SYSTEM))
+        );
+        let TimedOut::Expired(expired) = time_out_hitl(&escalated, 5_000_010) else {
+            panic!("then expires")
+        };
+        assert_eq!(expired.status, HitlStatus::Expired);
+        assert_eq!(
+            expired.history.last().unwrap().user_id.as_deref(),
+            Some(SYSTEM)
+        );
+        request.on_timeout.as_mut().unwrap().action = TimeoutAction::Approve;
+        let TimedOut::Answered(approved, HitlAction::Approve) = time_out_hitl(&request, 10) else {
+            panic!("approves")
+        };
+        assert_eq!(approved.status, HitlStatus::Approved);
+        assert_eq!(approved.responded_by.as_deref(), Some(SYSTEM));
+        assert_eq!(
+            approved.response_comment.as_deref(),
+            Some("timed out after 5 s")
+        );
+        request.on_timeout = None;
+        assert!(
+            matches!(time_out_hitl(&request, 10), TimedOut::Expired(e) if e.history.last().unwrap().user_id.is_none())
+        );
+        // What a timeout may say.
+        let t = |s, a, e: &[&str]| {
+            let e: Vec<String> = e.iter().map(|n| n.to_string()).collect();
+            hitl_timeout(["t", "o", "e"], s, a, &e)
+        };
+        assert_eq!(t(None, None, &[]).unwrap(), None);
+        assert_eq!(
+            t(Some(3), None, &[]).unwrap().unwrap().action,
+            TimeoutAction::Reject
+        );
+        assert!(t(None, Some("approve"), &[]).is_err());
+        assert!(t(Some(3), Some("escalate"), &[]).is_err());
+        assert!(t(Some(3), Some("approve"), &["lead"]).is_err());
+        assert!(t(Some(3), Some("escalate"), &["lead", "lead"]).is_err());
+        assert!(t(Some(3), Some("escalate"), &["no way"]).is_err());
+        assert!(t(Some(0), None, &[]).is_err());
+        assert!(t(Some(3), Some("escalate"), &["lead"]).is_ok());
     }
 }

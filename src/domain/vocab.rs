@@ -138,6 +138,8 @@ vocabulary!(
         QueueLimitChanged => "queue_limit_changed",
         ProjectPaused => "project_paused",
         ProjectResumed => "project_resumed",
+        HitlTimedOut => "hitl_timed_out",
+        HitlEscalated => "hitl_escalated",
     }
 );
 

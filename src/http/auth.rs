@@ -212,6 +212,11 @@ impl ApiKeys {
         !self.keys.is_empty()
     }
 
+    /// Whether a key of this name is configured.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.keys.iter().any(|k| k.name == name)
+    }
+
     /// The key a presented secret is: every key is compared, in constant time per key.
     fn key_of(&self, presented: &[u8]) -> Option<&Key> {
         let mut found = None;

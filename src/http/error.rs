@@ -24,6 +24,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     SelfApproval,
+    NotAnAssignee,
     OriginNotAllowed,
     HostNotAllowed,
     ProjectNotFound,
@@ -36,6 +37,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     BodyTimeout,
     InvalidTransition,
+    ReadOnly,
     LeaseLost,
     TaskCancelled,
     IdempotencyKeyReused,
@@ -68,6 +70,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::SelfApproval,
+        ErrorCode::NotAnAssignee,
         ErrorCode::OriginNotAllowed,
         ErrorCode::HostNotAllowed,
         ErrorCode::ProjectNotFound,
@@ -80,6 +83,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTimeout,
         ErrorCode::InvalidTransition,
+        ErrorCode::ReadOnly,
         ErrorCode::LeaseLost,
         ErrorCode::TaskCancelled,
         ErrorCode::IdempotencyKeyReused,
@@ -112,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::SelfApproval => "self_approval",
+            ErrorCode::NotAnAssignee => "not_an_assignee",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::ProjectNotFound => "project_not_found",
@@ -124,6 +129,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::BodyTimeout => "body_timeout",
             ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::ReadOnly => "read_only",
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::TaskCancelled => "task_cancelled",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
@@ -157,6 +163,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::SelfApproval => StatusCode::FORBIDDEN,
+            ErrorCode::NotAnAssignee => StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::ProjectNotFound => StatusCode::NOT_FOUND,
@@ -169,6 +176,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InvalidTransition => StatusCode::CONFLICT,
+            ErrorCode::ReadOnly => StatusCode::CONFLICT,
             ErrorCode::LeaseLost => StatusCode::CONFLICT,
             ErrorCode::TaskCancelled => StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -210,6 +218,7 @@ impl ErrorCode {
             ErrorCode::SelfApproval => {
                 "the key would answer an approval about a task it claimed itself"
             }
+            ErrorCode::NotAnAssignee => "the request names its assignees and the key is not one",
             ErrorCode::OriginNotAllowed => {
                 "a WebSocket upgrade, or a write without API keys, from a page of another origin not in cors_origins"
             }
@@ -226,6 +235,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "the path exists with other methods (see Allow)",
             ErrorCode::BodyTimeout => "the body did not arrive within --body-read-timeout-ms",
             ErrorCode::InvalidTransition => "a state change the rules do not allow",
+            ErrorCode::ReadOnly => {
+                "a workflow of the config file, or the built-in, changed through the API"
+            }
             ErrorCode::LeaseLost => {
                 "the worker's claim no longer holds the task (or it gave no lease_id): stop"
             }
@@ -366,6 +378,10 @@ impl From<DomainError> for ApiError {
             }
             DomainError::InvalidTransition { .. } => {
                 ApiError::new(ErrorCode::InvalidTransition, e.to_string())
+            }
+            DomainError::ReadOnly { .. } => ApiError::new(ErrorCode::ReadOnly, e.to_string()),
+            DomainError::NotAnAssignee { .. } => {
+                ApiError::new(ErrorCode::NotAnAssignee, e.to_string())
             }
             DomainError::TooManyTypes { .. } => {
                 ApiError::new(ErrorCode::TooManyTypes, e.to_string())

@@ -107,6 +107,7 @@ pub enum Verb {
     /// A GET that upgrades to a WebSocket: no HEAD.
     Upgrade,
     Post,
+    Put,
     Patch,
     Delete,
 }
@@ -116,6 +117,7 @@ impl Verb {
         match self {
             Verb::Get | Verb::Upgrade => "GET",
             Verb::Post => "POST",
+            Verb::Put => "PUT",
             Verb::Patch => "PATCH",
             Verb::Delete => "DELETE",
         }
@@ -127,6 +129,7 @@ impl Verb {
             Verb::Get => method == Method::GET || method == Method::HEAD,
             Verb::Upgrade => method == Method::GET,
             Verb::Post => method == Method::POST,
+            Verb::Put => method == Method::PUT,
             Verb::Patch => method == Method::PATCH,
             Verb::Delete => method == Method::DELETE,
         }
@@ -190,6 +193,7 @@ macro_rules! routes {
     (@verb GET) => { Verb::Get };
     (@verb UPGRADE) => { Verb::Upgrade };
     (@verb POST) => { Verb::Post };
+    (@verb PUT) => { Verb::Put };
     (@verb PATCH) => { Verb::Patch };
     (@verb DELETE) => { Verb::Delete };
     (@body) => { None };
@@ -235,7 +239,22 @@ routes! {
         "Start a workflow", body "StartWorkflow";
     WorkflowGet: GET "/api/v1/projects/{id}/workflow"
         => "workflows.get", Other, Read, Now, 200,
-        "The project's workflow";
+        "The project's workflow run";
+    WorkflowCancel: POST "/api/v1/projects/{id}/workflow/cancel"
+        => "workflows.cancel", Other, Operator, Body, 200,
+        "Cancel the project's running workflow and its open tasks", body "CancelWorkflow";
+    WorkflowsList: GET "/api/v1/workflows"
+        => "workflows.list", Other, Read, Now, 200,
+        "Every workflow definition: built in, the config file's, stored through the API";
+    WorkflowDefGet: GET "/api/v1/workflows/{workflow}"
+        => "workflows.definition", Other, Read, Now, 200,
+        "One workflow definition";
+    WorkflowDefPut: PUT "/api/v1/workflows/{workflow}"
+        => "workflows.put", Other, Operator, Body, 200,
+        "Store a workflow definition (201 when new; a new version when changed)", body "WorkflowDefinition";
+    WorkflowDefDelete: DELETE "/api/v1/workflows/{workflow}"
+        => "workflows.delete", Other, Operator, Wait, 204,
+        "Delete a workflow definition stored through the API";
     AdminBackup: POST "/api/v1/admin/backup"
         => "admin.backup", Other, Admin, Wait, 201,
         "Write an online backup";
@@ -754,7 +773,22 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 60);
+        assert_eq!(Route::ALL.len(), 65);
+        check(
+            Method::PUT,
+            "/api/v1/workflows/essay",
+            Ok((Route::WorkflowDefPut, "essay")),
+        );
+        check(
+            Method::DELETE,
+            "/api/v1/workflows/essay",
+            Ok((Route::WorkflowDefDelete, "essay")),
+        );
+        check(
+            Method::POST,
+            "/api/v1/workflows/essay",
+            Err(NoRoute::MethodNotAllowed("DELETE, GET, HEAD, PUT")),
+        );
         check(
             Method::POST,
             "/api/v1/monitoring/webhooks/audit/retry",

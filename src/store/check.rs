@@ -128,6 +128,9 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     check_hitl(&txn, version, &mut report, &mut timers, &types)?;
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_workflows(&txn, version, &mut report)?;
+    if version >= 7 {
+        check_workflow_defs(&txn, &mut report)?;
+    }
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
     check_agents(&txn, &mut report, &types)?;
@@ -148,6 +151,7 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "AGENT_HISTORY",
     "EVENTS",
     "WORKFLOWS",
+    "WORKFLOW_DEFS",
     "TIMERS",
     "EVENTS_BY_PROJECT",
     "TASKS_PENDING_SINCE",
@@ -515,21 +519,37 @@ fn check_workflows(
         if run.project_id != project || projects.get(project.as_bytes())?.is_none() {
             report.problem(format!("workflows: {project} belongs to no project"));
         }
-        if run.current as usize >= run.phases.len() {
-            report.problem(format!(
-                "workflows: {project} is at phase {} of {}",
-                run.current,
-                run.phases.len()
-            ));
+        if let Err(e) = crate::domain::workflow::check(&run) {
+            report.problem(format!("workflows: {}", e.0));
         }
         for (i, phase) in run.phases.iter().enumerate() {
-            if let Some(task) = phase.task_id
-                && tasks.get(task.as_bytes())?.is_none()
-            {
+            for task in phase.task_id.iter().chain(&phase.items) {
+                if tasks.get(task.as_bytes())?.is_none() {
+                    report.problem(format!(
+                        "workflows: {project} phase {i} names missing task {task}"
+                    ));
+                }
+            }
+            if phase.items_done as usize > phase.items.len() {
                 report.problem(format!(
-                    "workflows: {project} phase {i} names missing task {task}"
+                    "workflows: {project} phase {i} counts {} of {} tasks done",
+                    phase.items_done,
+                    phase.items.len()
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every definition stored through the API decodes and is well formed (as `PUT` checked it).
+fn check_workflow_defs(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    for entry in txn.open_table(tables::WORKFLOW_DEFS)?.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        let name = key.value();
+        if let Err(e) = super::read::stored_workflow(name, value.value()) {
+            report.problem(format!("workflow_defs: {name}: {e}"));
         }
     }
     Ok(())

@@ -51,6 +51,8 @@ pub struct StoreConfig {
     pub agent_types: Allowed<AgentKind>,
     /// Which artifact types it takes (`artifact_types`, `--max-artifact-types`).
     pub artifact_types: Allowed<ArtifactKind>,
+    /// Most tasks one fan-out phase creates (`--max-fan-out`); a longer list fails the run.
+    pub max_fan_out: usize,
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -91,6 +93,7 @@ impl StoreConfig {
             progress_bytes: 64 * 1024 * 1024,
             agent_types: Allowed::open(256),
             artifact_types: Allowed::open(1024),
+            max_fan_out: 1000,
         }
     }
 }

@@ -22,6 +22,12 @@
 //!   code. The agents, their history and the queue settings are rekeyed; the project indexes, the
 //!   claim queue and the pending-since index are rebuilt from the records. Records do not change
 //!   (a default type is stored as the enum stored it).
+//! - 6 → 7: workflow runs become graphs of phases (each phase gains an `id` and `depends_on`; a
+//!   run gains a status, the definition's version and why it ended) and tasks gain `workflow`,
+//!   the context of a phase's task. Every run is rewritten as a chain (each phase depending on
+//!   the one before, ids defaulted as a definition defaults them), every task with no workflow.
+//!   HITL requests gain `assignees` and `on_timeout` (none for these). The table
+//!   `workflow_defs` (definitions stored through the API) starts empty.
 //!
 //! The indexes keyed by type are built once, by the last step, whatever version a database starts
 //! from: the earlier steps only delete the tables they replace.
@@ -33,7 +39,8 @@ use super::tables;
 use super::{Cause, StoreError};
 use crate::domain::HitlStatus;
 use crate::domain::records::{
-    Artifact, EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, Task, WorkflowRun,
+    Artifact, EventRecord, HitlHistoryEntry, HitlRequest, PhaseRun, PhaseStatus, RunStatus, Task,
+    WorkflowRun,
 };
 use crate::domain::tasks::DEFAULT_PRIORITY;
 use crate::domain::{AgentType, ArtifactType, Id, Micros, TaskStatus};
@@ -101,6 +108,50 @@ impl From<HitlRequestV3> for HitlRequest {
                 })
                 .collect(),
             responded_by: None,
+            assignees: Vec::new(),
+            on_timeout: None,
+        }
+    }
+}
+
+/// A HITL request as schema versions 4 to 6 stored it (no assignees, no timeout).
+#[derive(serde::Deserialize)]
+struct HitlRequestV6 {
+    id: Id,
+    project_id: Id,
+    task_id: Option<Id>,
+    question: String,
+    options: Vec<String>,
+    status: HitlStatus,
+    created_at: Micros,
+    updated_at: Micros,
+    expires_at: Option<Micros>,
+    responded_at: Option<Micros>,
+    amended_content: Option<String>,
+    response_comment: Option<String>,
+    history: Vec<HitlHistoryEntry>,
+    responded_by: Option<String>,
+}
+
+impl From<HitlRequestV6> for HitlRequest {
+    fn from(h: HitlRequestV6) -> HitlRequest {
+        HitlRequest {
+            id: h.id,
+            project_id: h.project_id,
+            task_id: h.task_id,
+            question: h.question,
+            options: h.options,
+            status: h.status,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+            expires_at: h.expires_at,
+            responded_at: h.responded_at,
+            amended_content: h.amended_content,
+            response_comment: h.response_comment,
+            history: h.history,
+            responded_by: h.responded_by,
+            assignees: Vec::new(),
+            on_timeout: None,
         }
     }
 }
@@ -109,21 +160,24 @@ impl From<HitlRequestV3> for HitlRequest {
 pub(super) fn decode_hitl(version: u64, bytes: &[u8]) -> Result<HitlRequest, StoreError> {
     if version < 4 {
         Ok(decode::<HitlRequestV3>(bytes)?.into())
+    } else if version < 7 {
+        Ok(decode::<HitlRequestV6>(bytes)?.into())
     } else {
         decode(bytes)
     }
 }
 
-fn hitl_with_responders(txn: &WriteTransaction) -> Result<u64, StoreError> {
+/// Every request rewritten in today's shape (3 → 4: nobody named as the responder; 6 → 7: no
+/// assignees, no timeout).
+fn hitl_in_todays_shape(txn: &WriteTransaction, from: u64) -> Result<u64, StoreError> {
     let mut hitl = txn.open_table(tables::HITL)?;
     let mut old = Vec::new();
     for entry in hitl.iter()? {
         let (_, value) = entry?;
-        old.push(decode::<HitlRequestV3>(value.value())?);
+        old.push(decode_hitl(from, value.value())?);
     }
     let rewritten = old.len() as u64;
     for request in old {
-        let request = HitlRequest::from(request);
         hitl.insert(request.id.as_bytes(), encode(&request).as_slice())?;
     }
     Ok(rewritten)
@@ -176,6 +230,62 @@ impl From<TaskV2> for Task {
             lease_id: None,
             priority: DEFAULT_PRIORITY,
             progress: None,
+            workflow: None,
+        }
+    }
+}
+
+/// A task as schema versions 3 to 6 stored it (no `workflow`).
+#[derive(serde::Deserialize)]
+struct TaskV6 {
+    id: Id,
+    project_id: Id,
+    agent_type: AgentType,
+    status: TaskStatus,
+    instructions: String,
+    context_ids: Vec<Id>,
+    output: Option<String>,
+    error_message: Option<String>,
+    created_at: Micros,
+    updated_at: Micros,
+    started_at: Option<Micros>,
+    completed_at: Option<Micros>,
+    attempts: u32,
+    failures: u32,
+    worker_id: Option<String>,
+    lease_expires_at: Option<Micros>,
+    retry_at: Option<Micros>,
+    timeout_at: Option<Micros>,
+    lease_id: Option<Id>,
+    priority: u8,
+    progress: Option<String>,
+}
+
+impl From<TaskV6> for Task {
+    fn from(t: TaskV6) -> Task {
+        Task {
+            id: t.id,
+            project_id: t.project_id,
+            agent_type: t.agent_type,
+            status: t.status,
+            instructions: t.instructions,
+            context_ids: t.context_ids,
+            output: t.output,
+            error_message: t.error_message,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            attempts: t.attempts,
+            failures: t.failures,
+            worker_id: t.worker_id,
+            lease_expires_at: t.lease_expires_at,
+            retry_at: t.retry_at,
+            timeout_at: t.timeout_at,
+            lease_id: t.lease_id,
+            priority: t.priority,
+            progress: t.progress,
+            workflow: None,
         }
     }
 }
@@ -204,16 +314,16 @@ struct PhaseRunV2 {
     gate_id: Option<Id>,
 }
 
-impl From<WorkflowRunV2> for WorkflowRun {
-    fn from(r: WorkflowRunV2) -> WorkflowRun {
-        WorkflowRun {
+impl From<WorkflowRunV2> for WorkflowRunV6 {
+    fn from(r: WorkflowRunV2) -> WorkflowRunV6 {
+        WorkflowRunV6 {
             project_id: r.project_id,
             workflow: r.workflow,
             context: r.context,
             phases: r
                 .phases
                 .into_iter()
-                .map(|p| PhaseRun {
+                .map(|p| PhaseRunV6 {
                     agent_type: p.agent_type,
                     instructions: p.instructions,
                     produces: p.produces,
@@ -228,6 +338,84 @@ impl From<WorkflowRunV2> for WorkflowRun {
             completed: r.completed,
             started_at: r.started_at,
             completed_at: r.completed_at,
+        }
+    }
+}
+
+/// A workflow run as schema versions 3 to 6 stored it: a line of phases, one at a time.
+#[derive(serde::Deserialize)]
+struct WorkflowRunV6 {
+    project_id: Id,
+    workflow: String,
+    context: Option<String>,
+    phases: Vec<PhaseRunV6>,
+    /// The running phase (every phase before it was done).
+    #[allow(dead_code)]
+    current: u32,
+    completed: bool,
+    started_at: Micros,
+    completed_at: Option<Micros>,
+}
+
+#[derive(serde::Deserialize)]
+struct PhaseRunV6 {
+    agent_type: AgentType,
+    instructions: String,
+    produces: Vec<ArtifactType>,
+    gated: bool,
+    status: PhaseStatus,
+    task_id: Option<Id>,
+    gate_id: Option<Id>,
+    priority: u8,
+}
+
+/// A line of phases becomes a chain: each depends on the one before, with the id its definition
+/// gives it by default (its agent type; `coder.2` for a second `coder`).
+impl From<WorkflowRunV6> for WorkflowRun {
+    fn from(r: WorkflowRunV6) -> WorkflowRun {
+        let mut ids: Vec<String> = Vec::with_capacity(r.phases.len());
+        let mut phases = Vec::with_capacity(r.phases.len());
+        for (i, p) in r.phases.into_iter().enumerate() {
+            let base = p.agent_type.as_str().to_string();
+            let mut id = base.clone();
+            let mut n = 2;
+            while ids.contains(&id) {
+                id = format!("{base}.{n}");
+                n += 1;
+            }
+            ids.push(id.clone());
+            phases.push(PhaseRun {
+                agent_type: p.agent_type,
+                instructions: p.instructions,
+                produces: p.produces,
+                gated: p.gated,
+                status: p.status,
+                task_id: p.task_id,
+                gate_id: p.gate_id,
+                priority: p.priority,
+                id,
+                depends_on: (i as u32).checked_sub(1).into_iter().collect(),
+                for_each: None,
+                items: Vec::new(),
+                items_done: 0,
+                gate_timeout: None,
+                gate_assignees: Vec::new(),
+            });
+        }
+        WorkflowRun {
+            project_id: r.project_id,
+            workflow: r.workflow,
+            context: r.context,
+            phases,
+            status: if r.completed {
+                RunStatus::Completed
+            } else {
+                RunStatus::Running
+            },
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            version: 1,
+            reason: None,
         }
     }
 }
@@ -399,7 +587,9 @@ fn intern_types(txn: &WriteTransaction, from: u64) -> Result<u64, StoreError> {
 /// A workflow run as a database of schema `version` stores it, in today's shape.
 pub(super) fn decode_workflow(version: u64, bytes: &[u8]) -> Result<WorkflowRun, StoreError> {
     if version < 3 {
-        Ok(decode::<WorkflowRunV2>(bytes)?.into())
+        Ok(WorkflowRunV6::from(decode::<WorkflowRunV2>(bytes)?).into())
+    } else if version < 7 {
+        Ok(decode::<WorkflowRunV6>(bytes)?.into())
     } else {
         decode(bytes)
     }
@@ -411,12 +601,12 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
     if from < 2 {
         done.events_moved += agent_events_to_projects(txn)?;
     }
-    if from < 3 {
-        done.tasks_rewritten += tasks_with_lease_ids_and_priorities(txn)?;
-        workflows_with_priorities(txn)?;
+    if from < 7 {
+        done.tasks_rewritten += tasks_in_todays_shape(txn, from)?;
+        workflows_as_graphs(txn, from)?;
     }
-    if from < 4 {
-        done.hitl_rewritten += hitl_with_responders(txn)?;
+    if from < 7 {
+        done.hitl_rewritten += hitl_in_todays_shape(txn, from)?;
     }
     if from < 5 {
         merge_project_indexes(txn)?;
@@ -479,38 +669,43 @@ fn agent_events_to_projects(txn: &WriteTransaction) -> Result<u64, StoreError> {
 pub(super) fn decode_task(version: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     if version < 3 {
         Ok(decode::<TaskV2>(bytes)?.into())
+    } else if version < 7 {
+        Ok(decode::<TaskV6>(bytes)?.into())
     } else {
         decode(bytes)
     }
 }
 
-fn tasks_with_lease_ids_and_priorities(txn: &WriteTransaction) -> Result<u64, StoreError> {
+/// Every task rewritten in today's shape (2 → 3: a lease id and a priority; 6 → 7: the
+/// `workflow` of a phase's task, none for these); before 3 the old claim index goes.
+fn tasks_in_todays_shape(txn: &WriteTransaction, from: u64) -> Result<u64, StoreError> {
     let mut tasks = txn.open_table(tables::TASKS)?;
     let mut old = Vec::new();
     for entry in tasks.iter()? {
         let (_, value) = entry?;
-        old.push(decode::<TaskV2>(value.value())?);
+        old.push(decode_task(from, value.value())?);
     }
     let rewritten = old.len() as u64;
     for task in old {
-        let task = Task::from(task);
         tasks.insert(task.id.as_bytes(), encode(&task).as_slice())?;
     }
     drop(tasks);
-    txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
-        .map_err(|e| StoreError::Storage(Cause::of(e)))?;
+    if from < 3 {
+        txn.delete_table(TASKS_BY_AGENT_STATUS_V2)
+            .map_err(|e| StoreError::Storage(Cause::of(e)))?;
+    }
     Ok(rewritten)
 }
 
-fn workflows_with_priorities(txn: &WriteTransaction) -> Result<(), StoreError> {
+/// Every run rewritten as a graph of phases (6 → 7), each depending on the one before.
+fn workflows_as_graphs(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     let mut workflows = txn.open_table(tables::WORKFLOWS)?;
     let mut old = Vec::new();
     for entry in workflows.iter()? {
         let (_, value) = entry?;
-        old.push(decode::<WorkflowRunV2>(value.value())?);
+        old.push(decode_workflow(from, value.value())?);
     }
     for run in old {
-        let run = WorkflowRun::from(run);
         workflows.insert(run.project_id.as_bytes(), encode(&run).as_slice())?;
     }
     Ok(())

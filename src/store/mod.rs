@@ -46,7 +46,7 @@ use crate::events::Publisher;
 pub use crate::domain::TaskSettings;
 pub use crate::domain::records::{
     Agent, AgentHistoryEntry, Artifact, DeadLetter, HitlHistoryEntry, HitlRequest, PhaseRun,
-    PhaseStatus, Project, Task, WorkflowRun,
+    PhaseStatus, Project, RunStatus, Task, WorkflowRun,
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
@@ -65,12 +65,12 @@ pub use tables::DEAD_LETTERS_KEPT;
 /// The commands of the store, each its own type with its own result (`Store::write`).
 pub mod command {
     pub use super::writer::{
-        AddDeadLetter, BulkApproveHitl, BulkApproved, Claim, CreateArtifact, CreateHitl,
-        CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetters, FireTimers, Heartbeat,
-        HitlAnswer, Idempotent, InternAgentType, MeasureUsage, Probe, QueueChange, RecordAlert,
-        Remembered, ResetAgent, RespondHitl, SetOversightLevel, SetProjectPaused, SetQueue,
-        SetTaskStatus, SetWebhookCursor, StartWorkflow, TrimAgentHistory, TrimEvents,
-        TrimIdempotency, UpdateArtifact, Write,
+        AddDeadLetter, BulkApproveHitl, BulkApproved, CancelWorkflow, Claim, CreateArtifact,
+        CreateHitl, CreateProject, CreateTask, DeleteArtifact, DeleteDeadLetters, DeleteWorkflow,
+        FireTimers, Heartbeat, HitlAnswer, Idempotent, InternAgentType, MeasureUsage, Probe,
+        PutOutcome, PutWorkflow, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl,
+        SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor,
+        StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
     };
 }
 pub use writer::Write;
@@ -125,6 +125,7 @@ impl Store {
             path: path.clone(),
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
+            max_fan_out: config.max_fan_out,
             clock: config.clock.clone(),
             claimable: (0..agent_slots)
                 .map(|_| tokio::sync::Notify::new())
@@ -321,6 +322,57 @@ impl Store {
         }
     }
 
+    /// Every workflow definition a run can start from: the built-in and the config file's
+    /// (read-only, no dates), then those stored through the API, by name. A stored one whose
+    /// name the config file took since is not listed (the config file's wins).
+    pub fn workflow_definitions(
+        &self,
+    ) -> Result<Vec<crate::domain::workflow::Definition>, StoreError> {
+        let mut all: Vec<crate::domain::workflow::Definition> = self
+            .shared
+            .workflows
+            .iter()
+            .map(|w| crate::domain::workflow::Definition {
+                workflow: w.clone(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .collect();
+        let txn = begin_read(&self.shared)?;
+        let table = txn.open_table(tables::WORKFLOW_DEFS)?;
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let name = key.value();
+            if self.shared.workflows.iter().any(|w| w.name == name) {
+                continue;
+            }
+            if let Some(def) = read::stored_definition(name, value.value())? {
+                all.push(def);
+            }
+        }
+        Ok(all)
+    }
+
+    /// One definition by name, as `workflow_definitions` lists it.
+    pub fn workflow_definition(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::domain::workflow::Definition>, StoreError> {
+        if let Some(w) = self.shared.workflows.iter().find(|w| w.name == name) {
+            return Ok(Some(crate::domain::workflow::Definition {
+                workflow: w.clone(),
+                created_at: 0,
+                updated_at: 0,
+            }));
+        }
+        let txn = begin_read(&self.shared)?;
+        let table = txn.open_table(tables::WORKFLOW_DEFS)?;
+        match table.get(name)? {
+            Some(bytes) => read::stored_definition(name, bytes.value()),
+            None => Ok(None),
+        }
+    }
+
     /// The task timing settings.
     pub fn task_settings(&self) -> &TaskSettings {
         &self.shared.settings
@@ -435,6 +487,8 @@ mod tests {
                 question: "q".into(),
                 options: Vec::new(),
                 expires_in_seconds: Some(60),
+                assignees: Vec::new(),
+                on_timeout: None,
             })
             .unwrap();
         store

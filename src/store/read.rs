@@ -377,6 +377,16 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<HitlRequest>, StoreError> {
+        self.hitl_of_status(status, cursor, limit, |_| true)
+    }
+
+    fn hitl_of_status(
+        &self,
+        status: HitlStatus,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&mut HitlRequest) -> bool,
+    ) -> Result<Page<HitlRequest>, StoreError> {
         let txn = self.txn("list")?;
         let after = cursor.map(decode_cursor).transpose()?;
         let items = scan_newest(
@@ -387,9 +397,21 @@ impl Store {
             limit,
             self.shared.page_bytes,
             tables::HITL,
-            |_| true,
+            keep,
         )?;
         Ok(paginate(items, limit, |h| h.id))
+    }
+
+    /// The pending requests whose assignees name `name`, newest first (a reviewer's inbox).
+    pub fn hitl_assigned(
+        &self,
+        name: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HitlRequest>, StoreError> {
+        self.hitl_of_status(HitlStatus::Pending, cursor, limit, |h| {
+            h.assignees.iter().any(|a| a == name)
+        })
     }
 
     /// Every agent type's state: the listed ones (the closed list, or the defaults) first, then
@@ -918,6 +940,35 @@ pub(crate) fn pending_by_agent(
 
 /// The agent and artifact types in use, as the database records them, with what the store
 /// takes.
+/// A definition stored through the API (`tables::WORKFLOW_DEFS`), parsed; None once deleted.
+pub(crate) fn stored_definition(
+    name: &str,
+    bytes: &[u8],
+) -> Result<Option<crate::domain::workflow::Definition>, StoreError> {
+    let record: crate::domain::records::StoredWorkflow = decode(bytes)?;
+    let Some(json) = &record.json else {
+        return Ok(None);
+    };
+    let body: crate::domain::workflow::DefinitionBody = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("workflow definition `{name}`: {e}")))?;
+    let workflow = body
+        .parse(name, record.version)
+        .map_err(|e| StoreError::Corrupt(format!("workflow definition `{name}`: {e}")))?;
+    Ok(Some(crate::domain::workflow::Definition {
+        workflow,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    }))
+}
+
+/// The workflow a definition stored through the API describes, if it was not deleted.
+pub(crate) fn stored_workflow(
+    name: &str,
+    bytes: &[u8],
+) -> Result<Option<crate::domain::workflow::Workflow>, StoreError> {
+    Ok(stored_definition(name, bytes)?.map(|d| d.workflow))
+}
+
 pub(crate) fn registry(
     db: &redb::Database,
     config: &super::StoreConfig,

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(super) path: PathBuf,
     pub(super) settings: TaskSettings,
     pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
+    /// Most tasks one fan-out phase creates.
+    pub(super) max_fan_out: usize,
     pub(super) clock: Clock,
     /// The agent and artifact types in use, by id; changed by the writer after the commit that
     /// interned a new one.

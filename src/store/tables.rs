@@ -12,8 +12,10 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 /// 3: tasks carry their claim's `lease_id`. 4: HITL requests record who answered them. 5: each
 /// record kind's project indexes share one table (`TASK_INDEX`, `ARTIFACT_INDEX`, `HITL_INDEX`).
 /// 6: agent and artifact types are names interned into two-byte ids (`TYPE_NAMES`), which the
-/// index keys hold where they held a one-byte enum code.
-pub const SCHEMA_VERSION: u64 = 6;
+/// index keys hold where they held a one-byte enum code. 7: workflow runs are graphs of phases,
+/// tasks carry a phase's `workflow` context, and definitions are stored through the API
+/// (`WORKFLOW_DEFS`).
+pub const SCHEMA_VERSION: u64 = 7;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -88,6 +90,9 @@ pub const DEAD_LETTERS_KEPT: usize = 1000;
 pub const TASK_CLAIMERS: TableDefinition<&[u8; 16], &str> = TableDefinition::new("task_claimers");
 /// A project's workflow, keyed by project.
 pub const WORKFLOWS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("workflows");
+/// Workflow definitions stored through the API, by name (`StoredWorkflow`: the version and the
+/// client's JSON text, none once deleted so that a version is never reused). Schema 7.
+pub const WORKFLOW_DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_defs");
 /// Timers that survive restarts: (deadline, kind, id).
 pub const TIMERS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("timers");
 /// An artifact's entries under its project, (project, tag, code, artifact), as `TASK_INDEX` has
@@ -469,6 +474,7 @@ macro_rules! for_each_table {
         $apply!(AGENT_HISTORY);
         $apply!(EVENTS);
         $apply!(WORKFLOWS);
+        $apply!(WORKFLOW_DEFS);
         $apply!(TIMERS);
         $apply!(TASK_INDEX);
         $apply!(TASKS_CLAIM);

@@ -63,6 +63,38 @@ fn summary(frame: &Value) -> String {
                 .unwrap_or_default()
         ),
         "hitl_expired" => "Approval expired unanswered".into(),
+        "hitl_timed_out" => format!(
+            "Approval timed out unanswered: {}",
+            data["action"].as_str().unwrap_or("expire")
+        ),
+        "hitl_escalated" => format!(
+            "Approval escalated to {}",
+            data["assignees"]
+                .as_array()
+                .map(|names| names
+                    .iter()
+                    .filter_map(&text)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
+        "workflow_event"
+            if matches!(
+                data["action"].as_str(),
+                Some("workflow_failed" | "workflow_cancelled")
+            ) =>
+        {
+            format!(
+                "Workflow {} {}: {}",
+                text(&data["workflow"]).unwrap_or_default(),
+                if data["action"] == "workflow_failed" {
+                    "failed"
+                } else {
+                    "cancelled"
+                },
+                text(&data["reason"]).unwrap_or_default()
+            )
+        }
         "alert_firing" | "alert_resolved" => format!(
             "Alert {}: {}{}",
             if event_type == "alert_firing" {
@@ -145,6 +177,18 @@ mod tests {
             "*flightdeck* · Approval answered: rejected by alice — not yet · <http://h/|Open in flightdeck>"
         );
         assert_eq!(cut("abcdef", 3), "abc…");
+        let escalated = r#"{"seq":9,"event_type":"hitl_escalated","project_id":null,"data":{"assignees":["lead","<b>"]}}"#;
+        let body: Value = serde_json::from_slice(&slack(escalated, None)).unwrap();
+        assert_eq!(
+            body["text"],
+            "*flightdeck* · Approval escalated to lead, &lt;b&gt;"
+        );
+        let failed = r#"{"seq":10,"event_type":"workflow_event","project_id":null,"data":{"workflow":"essay","action":"workflow_failed","reason":"no sources"}}"#;
+        let body: Value = serde_json::from_slice(&slack(failed, None)).unwrap();
+        assert_eq!(
+            body["text"],
+            "*flightdeck* · Workflow essay failed: no sources"
+        );
     }
 
     #[test]

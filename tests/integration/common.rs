@@ -156,6 +156,39 @@ impl Server {
         )
     }
 
+    /// A request with an API key (`Authorization: Bearer`), and a JSON body if given.
+    pub fn call_as(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        if let Some(k) = key {
+            request = request.header("authorization", format!("Bearer {k}"));
+        }
+        let bytes = match body {
+            Some(b) => {
+                request = request.header("content-type", "application/json");
+                b.to_string().into_bytes()
+            }
+            None => Vec::new(),
+        };
+        self.send_request(request.body(bytes).unwrap())
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(
+            "PUT",
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+    }
+
     pub fn patch(&self, path: &str, body: Value) -> Resp {
         self.send(
             "PATCH",

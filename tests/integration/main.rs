@@ -4,6 +4,7 @@
 mod common;
 
 mod agents;
+mod approvals;
 mod artifacts;
 mod backup;
 mod bad_input;
@@ -13,6 +14,7 @@ mod clients;
 mod crash;
 mod events;
 mod full_disk;
+mod graphs;
 mod hitl;
 mod hostile;
 mod idempotency;

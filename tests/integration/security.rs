@@ -15,20 +15,7 @@ fn with_key(
     key: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> Resp {
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(s.url(path));
-    if let Some(k) = key {
-        request = request.header("authorization", format!("Bearer {k}"));
-    }
-    let bytes = match body {
-        Some(b) => {
-            request = request.header("content-type", "application/json");
-            b.to_string().into_bytes()
-        }
-        None => Vec::new(),
-    };
-    s.send_request(request.body(bytes).unwrap())
+    s.call_as(key, method, path, body)
 }
 
 #[test]

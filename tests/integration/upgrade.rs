@@ -1,5 +1,5 @@
 //! Upgrades: databases written by earlier schema versions (the fixtures in
-//! `tests/fixtures/schema-v1` to `schema-v5`, made by
+//! `tests/fixtures/schema-v1` to `schema-v6`, made by
 //! `tests/fixtures/make-fixture.sh` with those builds) are migrated at open, keep every record and
 //! pass `flightdeck check` before and after.
 
@@ -133,7 +133,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 6);
+    assert_eq!(schema_version(dir.path()), 7);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -210,7 +210,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 6);
+    assert_eq!(schema_version(dir.path()), 7);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -315,7 +315,7 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         "a repeat, not a new project"
     );
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 6);
+    assert_eq!(schema_version(dir.path()), 7);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -480,7 +480,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     assert_eq!(ids(&coders, "task_id").last(), Some(&task));
     assert_eq!(coders.len(), 2);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 6);
+    assert_eq!(schema_version(dir.path()), 7);
     let after = table_names(dir.path());
     for table in OLD {
         assert!(
@@ -612,8 +612,101 @@ fn a_schema_v5_database_gets_its_type_codes_interned_and_every_key_still_finds_i
     );
     assert_eq!(ids(&listed, "task_id"), [own]);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 6);
+    assert_eq!(schema_version(dir.path()), 7);
     assert!(table_names(dir.path()).iter().any(|t| t == "type_names"));
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+}
+
+const FIXTURE_V6: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v6/flightdeck.redb"
+);
+
+#[test]
+fn a_schema_v6_database_gets_its_runs_as_chains_of_phases_that_go_on_running() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V6, dir.path().join("flightdeck.redb")).unwrap();
+    assert_eq!(schema_version(dir.path()), 6);
+    assert!(!table_names(dir.path()).iter().any(|t| t == "workflow_defs"));
+    let (ok, text) = check(dir.path());
+    assert!(ok, "the old database is consistent as it is: {text}");
+
+    let s = open_fixture(&dir, &[]);
+    let projects = items(&s.get("/api/v1/projects").expect(200));
+    let find = |name: &str| {
+        projects
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {projects:?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (shop, q) = (find("fixture shop"), find("fixture workflow"));
+    // Tasks keep every field; a client's task has no workflow.
+    let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
+    let coder = tasks.iter().find(|t| t["agent_type"] == "coder").unwrap();
+    assert_eq!(coder["status"], "completed");
+    assert_eq!(coder["output"], json!({"files": 3}));
+    assert_eq!(coder["context_ids"].as_array().unwrap().len(), 1);
+    assert!(coder.get("workflow").is_none(), "{coder}");
+    let deployer = tasks
+        .iter()
+        .find(|t| t["agent_type"] == "deployer")
+        .unwrap();
+    assert_eq!(deployer["priority"], 1);
+
+    // The run, started by the old build, is a chain of phases with their default ids.
+    let run = s.get(&format!("/api/v1/projects/{q}/workflow")).expect(200);
+    assert_eq!(run["status"], "running");
+    assert_eq!(run["version"], 1);
+    assert_eq!(run["current_phase"], 0);
+    let phases = run["phases"].as_array().unwrap();
+    let ids: Vec<&str> = phases.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["analyst", "architect", "coder", "tester", "deployer"]);
+    assert_eq!(phases[0]["depends_on"], json!([]));
+    assert_eq!(phases[3]["depends_on"], json!(["coder"]));
+    assert_eq!(phases[0]["status"], "running");
+    assert_eq!(phases[1]["status"], "waiting");
+    // It goes on: the analyst's task (started before the upgrade, so without a workflow
+    // context) completes, and the architect's is created with the analyst as its upstream.
+    let analyst = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "analyst", "worker_id": "w"}),
+        )
+        .expect(200);
+    assert_eq!(analyst["project_id"], q);
+    assert!(analyst.get("workflow").is_none(), "{analyst}");
+    let id = analyst["task_id"].as_str().unwrap();
+    s.post(
+        &format!("/api/v1/tasks/{id}/status"),
+        json!({"status": "completed", "output": {"spec": 1}, "lease_id": analyst["lease_id"]}),
+    )
+    .expect(200);
+    let architect = s
+        .post(
+            "/api/v1/tasks/claim",
+            json!({"agent_type": "architect", "worker_id": "w"}),
+        )
+        .expect(200);
+    // The shop's architect task was claimed before the upgrade: the only pending one is the run's.
+    assert_eq!(architect["project_id"], q);
+    assert_eq!(architect["workflow"]["phase"], "architect");
+    assert_eq!(
+        architect["workflow"]["upstream"]["analyst"]["output"],
+        json!({"spec": 1})
+    );
+    // Definitions can be stored in the migrated database.
+    s.put(
+        "/api/v1/workflows/tiny",
+        json!({"phases": [{"agent_type": "coder", "instructions": "x"}]}),
+    )
+    .expect(201);
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 7);
+    assert!(table_names(dir.path()).iter().any(|t| t == "workflow_defs"));
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }

@@ -6,7 +6,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ServerError
 
@@ -49,6 +49,35 @@ class Client:
                 code, message = "unknown", raw.decode(errors="replace")
             log.debug("%s %s answered %s %s: %s", method, path, e.code, code, message)
             raise ServerError(e.code, code, message) from None
+
+    def define_workflow(self, name: str, phases: List[Dict[str, Any]]) -> Json:
+        """Stores a workflow definition (`PUT /api/v1/workflows/{name}`); returns it with its
+        version."""
+        return self.call("PUT", f"/api/v1/workflows/{name}", {"phases": phases})[1]
+
+    def start_workflow(self, project_id: str, workflow: str, context: Json = None) -> Json:
+        """Starts a run of `workflow` on the project; returns the run."""
+        body: Dict[str, Json] = {"workflow": workflow}
+        if context is not None:
+            body["context"] = context
+        return self.call("POST", f"/api/v1/projects/{project_id}/workflow", body)[1]
+
+    def cancel_workflow(self, project_id: str, reason: Optional[str] = None) -> Json:
+        """Cancels the project's running workflow and its open tasks; returns the run."""
+        body: Dict[str, Json] = {} if reason is None else {"reason": reason}
+        return self.call("POST", f"/api/v1/projects/{project_id}/workflow/cancel", body)[1]
+
+    def inbox(self) -> List[Json]:
+        """The pending approvals assigned to this client's API key."""
+        answer: List[Json] = self.call("GET", "/api/v1/hitl/pending?assignee=me")[1]
+        return answer
+
+    def answer(self, request_id: str, action: str, comment: Optional[str] = None) -> Json:
+        """Approves, rejects or amends an approval request as this client's API key."""
+        body: Dict[str, Json] = {"action": action}
+        if comment is not None:
+            body["comment"] = comment
+        return self.call("POST", f"/api/v1/hitl/{request_id}/respond", body)[1]
 
     def workflow(self, project_id: str) -> Json:
         """The project's workflow run, as `GET /api/v1/projects/{id}/workflow` answers it."""

@@ -26,8 +26,28 @@ class Task:
         self.instructions: str = data.get("instructions", "")
         self.context_ids: List[str] = data.get("context_ids", [])
         self.lease_id: str = data["lease_id"]
+        #: A workflow phase's task: `{workflow, version, phase, upstream, item?, index?, count?}`
+        #: (None for a task a client created).
+        self.workflow: Optional[Dict[str, Any]] = data.get("workflow")
         self.lost = False
         self.lost_reason: Optional[str] = None
+
+    @property
+    def phase(self) -> Optional[str]:
+        """The id of the workflow phase this task is, if it is one."""
+        return None if self.workflow is None else str(self.workflow["phase"])
+
+    @property
+    def item(self) -> Any:
+        """A fan-out task's element of its phase's list (None otherwise)."""
+        return None if self.workflow is None else self.workflow.get("item")
+
+    @property
+    def upstream(self) -> Dict[str, Any]:
+        """Every phase this one depends on, directly or not, by id: `{agent_type, task_id, output,
+        artifacts}`, or for a fan-out `{agent_type, task_ids, outputs, artifacts}` (outputs in its
+        list's order)."""
+        return {} if self.workflow is None else dict(self.workflow.get("upstream", {}))
 
     def post_artifact(
         self, artifact_type: str, content: Json, metadata: Optional[Json] = None

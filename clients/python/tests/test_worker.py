@@ -215,3 +215,90 @@ def test_a_worker_backs_off_on_503_and_claims_once_there_is_room(
     assert worker.unavailable >= 1
     assert any("unavailable" in r.getMessage() for r in caplog.records), caplog.records
     assert settled("GET", f"/api/v1/tasks/{t}")["worker_id"] == worker.worker_id
+
+
+def test_a_team_of_its_own_runs_a_workflow_defined_through_the_api(
+    start: Callable[..., Server],
+) -> None:
+    """The issue's team: `plan`, then `research` and `outline` at the same time, then `draft` fanned
+    out over the plan's sections, then `edit` behind alice's gate, which times out and escalates
+    to the lead, who approves it from her inbox."""
+    team, alice, lead = "team-secret-0123456789", "alice-secret-012345678", "lead-secret-0123456789"
+    server = start(
+        "--timer-tick-ms",
+        "20",
+        "--api-key",
+        f"team:operator,worker:{team},alice:reviewer:{alice},lead:reviewer:{lead}",
+    )
+    ops = Client(server.base, api_key=team)
+    definition = ops.define_workflow(
+        "essay",
+        [
+            {"id": "plan", "agent_type": "planner", "instructions": "Plan {project}",
+             "depends_on": []},
+            {"id": "research", "agent_type": "researcher", "instructions": "Research {project}",
+             "depends_on": ["plan"]},
+            {"id": "outline", "agent_type": "writer", "instructions": "Outline {project}",
+             "depends_on": ["plan"]},
+            {"id": "draft", "agent_type": "writer", "instructions": "Write about {item}",
+             "depends_on": ["research", "outline"], "for_each": "plan.output.sections"},
+            {"id": "edit", "agent_type": "editor", "instructions": "Edit {project}",
+             "depends_on": ["draft"], "gate": True, "gate_assignees": ["alice"],
+             "gate_timeout_seconds": 3, "gate_on_timeout": "escalate",
+             "gate_escalate_to": ["lead"]},
+        ],
+    )
+    assert definition["version"] == 1
+    p = ops.call("POST", "/api/v1/projects", {"name": "tides"})[1]["id"]
+    ops.start_workflow(p, "essay")
+
+    seen: Dict[str, List[Any]] = {}
+    lock = threading.Lock()
+
+    def handle(task: Task) -> Dict[str, Any]:
+        with lock:
+            seen.setdefault(task.phase or "", []).append(task)
+        if task.phase == "plan":
+            return {"sections": ["waves", "moon", "surf"]}
+        if task.phase == "draft":
+            assert task.upstream["plan"]["output"]["sections"][task.workflow["index"]] == task.item
+            return {"text": f"about {task.item}"}
+        if task.phase == "edit":
+            return {"edited": [o["text"] for o in task.upstream["draft"]["outputs"]]}
+        return {"done": task.phase}
+
+    workers = [
+        Worker(server.base, agent, api_key=team, lease_seconds=5, wait_ms=500)
+        for agent in ["planner", "researcher", "writer", "writer", "editor"]
+    ]
+    threads = [threading.Thread(target=w.run, args=(handle,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        # Nobody answers alice's gate: it times out and escalates; the lead approves it.
+        boss = Client(server.base, api_key=lead)
+        gate = wait_for("the escalated gate in the lead's inbox", lambda: boss.inbox() or None)[0]
+        assert gate["escalated"] is True and gate["assignees"] == ["lead"]
+        with pytest.raises(ServerError) as refused:
+            Client(server.base, api_key=alice).answer(gate["request_id"], "approve")
+        assert (refused.value.status, refused.value.code) == (403, "not_an_assignee")
+        assert boss.answer(gate["request_id"], "approve")["workflow_resumed"] is True
+        run = wait_for(
+            "the run to complete",
+            lambda: (lambda r: r if r["status"] == "completed" else None)(ops.workflow(p)),
+        )
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(timeout=30)
+    assert [ph["status"] for ph in run["phases"]] == ["done"] * 5
+    draft = next(ph for ph in run["phases"] if ph["id"] == "draft")
+    assert (draft["items_done"], draft["items_total"]) == (3, 3)
+    assert sorted(t.item for t in seen["draft"]) == ["moon", "surf", "waves"]
+    edit = seen["edit"][0]
+    assert [o["text"] for o in edit.upstream["draft"]["outputs"]] == [
+        "about waves", "about moon", "about surf"
+    ]
+    assert sum(w.completed for w in workers) == 7  # plan, research, outline, 3 drafts, edit
+    assert all(w.failed == 0 and w.lost == 0 for w in workers)

@@ -41,13 +41,23 @@ export function approvalCard(r, projectName, onAnswered) {
     result,
   );
   const refresh = (req) => {
-    fill(meta, 'asked ', agoSpan(req.created_at), req.status === 'pending' ? [' · expires ', untilSpan(req.expires_at)] : null);
+    const assignees = req.assignees || [];
+    const deadline = req.status !== 'pending' || !req.expires_at ? null
+      : req.on_timeout && !req.escalated ? [` · ${req.on_timeout === 'escalate' ? 'escalates' : `${req.on_timeout}s itself`} `, untilSpan(req.expires_at)]
+      : [' · expires ', untilSpan(req.expires_at)];
+    fill(meta, 'asked ', agoSpan(req.created_at),
+      assignees.length ? h('span', { class: 'assignees', text: ` · for ${assignees.join(', ')}` }) : null,
+      req.escalated ? [' ', badge('escalated')] : null,
+      deadline);
   };
   refresh(r);
+  const mine = !(r.assignees && r.assignees.length) || !auth.me || !auth.me.name || r.assignees.includes(auth.me.name);
   if (r.status !== 'pending') {
     fill(result, answered(r));
-  } else if (auth.can('reviewer')) {
+  } else if (auth.can('reviewer') && mine) {
     fill(forms, actions(r, el, forms, result, refresh, onAnswered));
+  } else if (auth.can('reviewer')) {
+    fill(forms, h('p', { class: 'muted small', text: `only ${r.assignees.join(', ')} may answer this` }));
   }
   return el;
 }

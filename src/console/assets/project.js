@@ -8,7 +8,7 @@
 // phases, an artifact's content when its summary is opened. Nothing is reloaded on a timer.
 
 import { get, all, ApiError } from './api.js';
-import { h, agoSpan, short, pretty, badge, num, fill } from './dom.js';
+import { h, svg, agoSpan, short, pretty, badge, num, fill } from './dom.js';
 import { approvalCard } from './approvals.js';
 
 const COLUMNS = ['pending', 'working', 'completed', 'failed', 'cancelled'];
@@ -313,12 +313,16 @@ export class ProjectView {
     const run = this.workflow;
     if (!run) return fill(this.phases);
     return fill(this.phases, h('section', { id: 'workflow' },
-      h('h3', {}, `Workflow ${run.workflow} `, badge(run.status)),
+      h('h3', {}, `Workflow ${run.workflow} v${run.version} `, badge(run.status)),
+      run.reason ? h('p', { class: 'muted', text: run.reason }) : null,
+      phaseGraph(run),
       h('ol', { class: 'phases' }, run.phases.map((ph) => {
         const task = ph.task_id ? this.tasks.get(ph.task_id) : null;
         const gate = ph.gate_request_id ? this.requests.get(ph.gate_request_id) : null;
         return h('li', { class: `phase status-${ph.status}`, 'data-phase': ph.index },
-          h('div', { class: 'phase-name' }, h('strong', { text: ph.agent_type }), ' ', badge(ph.status)),
+          h('div', { class: 'phase-name' }, h('strong', { text: ph.id || ph.agent_type }), ' ', badge(ph.status)),
+          ph.id && ph.id !== ph.agent_type ? h('div', { class: 'muted small', text: ph.agent_type }) : null,
+          ph.for_each ? h('div', { class: 'small', text: `${ph.items_done}/${ph.items_total} of ${ph.for_each}` }) : null,
           h('div', { class: 'muted small', text: `produces ${ph.produces.join(', ') || '—'}${ph.gated ? ' · gated' : ''}` }),
           task ? h('div', { class: 'small' }, 'task ', h('span', { class: 'mono', text: short(task.task_id) }), ' ', badge(task.status)) : null,
           gate ? h('div', { class: 'small' }, 'gate ', badge(gate.status), gate.responded_by ? ` by ${gate.responded_by}` : '') : null);
@@ -366,7 +370,12 @@ export class ProjectView {
     if (!id) return;
     const known = this.requests.get(id);
     let r;
-    if (frame.event_type === 'hitl_request_created') {
+    // A timeout's own outcome follows as hitl_response, hitl_expired or hitl_escalated.
+    if (frame.event_type === 'hitl_timed_out') return;
+    if (frame.event_type === 'hitl_escalated') {
+      if (!known || known.status !== 'pending') return;
+      r = { ...known, assignees: d.assignees || [], expires_at: d.expires_at ?? null, escalated: true, updated_at: frame.timestamp };
+    } else if (frame.event_type === 'hitl_request_created') {
       if (known) return; // read when the page opened
       r = {
         request_id: id,
@@ -378,6 +387,8 @@ export class ProjectView {
         created_at: frame.timestamp,
         updated_at: frame.timestamp,
         expires_at: d.expires_at ?? null,
+        assignees: d.assignees || [],
+        on_timeout: d.on_timeout ?? null,
         responded_at: null,
         responded_by: null,
         response_comment: null,
@@ -594,3 +605,72 @@ function timelineRow(e) {
     h('span', { class: 'muted small' }, ' · ', agoSpan(e.timestamp)));
 }
 
+// --- the workflow as a graph ---
+
+const BOX_W = 168;
+const BOX_H = 54;
+const GAP_X = 44;
+const GAP_Y = 12;
+
+/**
+ * The run's phases as a graph: a column per depth (a phase sits right of every phase it depends
+ * on), each phase a box with its id, agent type, state and a fan-out's progress (`7/10`), each
+ * dependency an arrow.
+ */
+export function phaseGraph(run) {
+  const phases = run.phases;
+  const byId = new Map(phases.map((ph, i) => [ph.id, i]));
+  const deps = phases.map((ph) => (ph.depends_on || []).map((id) => byId.get(id)).filter((i) => i !== undefined));
+  const depth = new Array(phases.length).fill(-1);
+  const depthOf = (i, seen = new Set()) => {
+    if (depth[i] >= 0) return depth[i];
+    if (seen.has(i)) return 0; // a stored run is acyclic; never loop on a broken one
+    seen.add(i);
+    depth[i] = deps[i].length ? 1 + Math.max(...deps[i].map((d) => depthOf(d, seen))) : 0;
+    return depth[i];
+  };
+  phases.forEach((_, i) => depthOf(i));
+  const rows = new Map();
+  const at = phases.map((_, i) => {
+    const row = rows.get(depth[i]) || 0;
+    rows.set(depth[i], row + 1);
+    return { x: depth[i] * (BOX_W + GAP_X), y: row * (BOX_H + GAP_Y) };
+  });
+  const width = (Math.max(...depth) + 1) * (BOX_W + GAP_X) - GAP_X + 2;
+  const height = Math.max(...rows.values()) * (BOX_H + GAP_Y) - GAP_Y + 2;
+  const arrows = [];
+  deps.forEach((ds, i) => {
+    for (const d of ds) {
+      const x1 = at[d].x + BOX_W;
+      const y1 = at[d].y + BOX_H / 2;
+      const x2 = at[i].x - 2;
+      const y2 = at[i].y + BOX_H / 2;
+      const mid = (x1 + x2) / 2;
+      arrows.push(svg('path', {
+        class: `edge from-${d} to-${i}`,
+        d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`,
+        'marker-end': 'url(#arrow)',
+      }));
+    }
+  });
+  const boxes = phases.map((ph, i) => {
+    const third = ph.for_each
+      ? `${ph.items_done}/${ph.items_total}`
+      : ph.status === 'awaiting_approval' ? 'waiting for approval' : ph.gated ? 'gated' : '';
+    const text = (y, value, cls) => {
+      const t = svg('text', { x: at[i].x + 8, y: at[i].y + y, class: cls });
+      t.textContent = value;
+      return t;
+    };
+    return svg('g', { class: `node status-${ph.status}`, 'data-node': i },
+      svg('rect', { x: at[i].x + 1, y: at[i].y + 1, width: BOX_W - 2, height: BOX_H - 2, rx: 6 }),
+      text(17, ph.id || ph.agent_type, 'name'),
+      text(32, `${ph.agent_type} · ${ph.status.replace('_', ' ')}`, 'state'),
+      text(47, third, ph.for_each ? 'fan-out' : 'state'));
+  });
+  const marker = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+    svg('path', { d: 'M0,0 L10,5 L0,10 z' }));
+  return h('div', { class: 'graph' },
+    svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `the phases of ${run.workflow}` },
+      svg('defs', {}, marker), ...arrows, ...boxes));
+}

@@ -2,8 +2,8 @@
 
 use super::batch::read;
 use super::{Batch, Checked, Refusal, Write, Written};
-use crate::domain::records::{HitlHistoryEntry, HitlRequest, Task};
-use crate::domain::tasks::HitlReply;
+use crate::domain::records::{HitlHistoryEntry, HitlRequest, HitlTimeout, Task};
+use crate::domain::tasks::{HitlReply, TimedOut};
 use crate::domain::{
     DomainError, EventType, HitlAction, HitlStatus, Id, Micros, Vocabulary, hitl_outcome,
 };
@@ -19,6 +19,11 @@ pub struct CreateHitl {
     pub question: String,
     pub options: Vec<String>,
     pub expires_in_seconds: Option<u64>,
+    /// The API key names that may answer it (empty: any reviewer).
+    pub assignees: Vec<String>,
+    /// A timeout (`timeout_seconds`, `on_timeout`, `escalate_to`); then `expires_in_seconds`
+    /// is none.
+    pub on_timeout: Option<HitlTimeout>,
 }
 
 impl Write for CreateHitl {
@@ -44,8 +49,23 @@ impl Write for CreateHitl {
     }
 
     fn apply(c: CreateHitl, batch: &mut Batch<'_>) -> Written<HitlRequest> {
-        let expires_at = crate::domain::tasks::hitl_expiry(batch.now, c.expires_in_seconds);
-        batch.insert_hitl(c.project_id, c.task_id, c.question, c.options, expires_at)
+        let seconds = c
+            .on_timeout
+            .as_ref()
+            .map(|t| t.seconds)
+            .or(c.expires_in_seconds);
+        let expires_at = crate::domain::tasks::hitl_expiry(batch.now, seconds);
+        batch.insert_hitl_for(
+            NewHitl {
+                project_id: c.project_id,
+                task_id: c.task_id,
+                question: c.question,
+                options: c.options,
+                expires_at,
+            },
+            c.assignees,
+            c.on_timeout,
+        )
     }
 }
 
@@ -225,7 +245,7 @@ impl<'t> Batch<'t> {
 
     fn answer_hitl(&mut self, plan: AnswerPlan) -> Written<HitlAnswer> {
         let (old, request, action) = match plan {
-            AnswerPlan::Expire(old) => return Ok(HitlAnswer::Expired(self.expire_hitl(old)?)),
+            AnswerPlan::Expire(old) => return Ok(HitlAnswer::Expired(self.time_out(old)?)),
             AnswerPlan::Expired(old) => return Ok(HitlAnswer::Expired(old)),
             AnswerPlan::Answer { old, new, action } => (old, *new, action),
         };
@@ -262,6 +282,31 @@ impl<'t> Batch<'t> {
         options: Vec<String>,
         expires_at: Option<Micros>,
     ) -> Written<HitlRequest> {
+        let new = NewHitl {
+            project_id,
+            task_id,
+            question,
+            options,
+            expires_at,
+        };
+        self.insert_hitl_for(new, Vec::new(), None)
+    }
+
+    /// `insert_hitl`, for a request only `assignees` may answer (empty: any reviewer), with its
+    /// timeout (`expires_at` is then its deadline).
+    pub(super) fn insert_hitl_for(
+        &mut self,
+        new: NewHitl,
+        assignees: Vec<String>,
+        on_timeout: Option<HitlTimeout>,
+    ) -> Written<HitlRequest> {
+        let NewHitl {
+            project_id,
+            task_id,
+            question,
+            options,
+            expires_at,
+        } = new;
         let request = HitlRequest {
             id: Id::new_v7(),
             project_id,
@@ -283,6 +328,8 @@ impl<'t> Batch<'t> {
                 user_id: None,
             }],
             responded_by: None,
+            assignees,
+            on_timeout,
         };
         self.put_hitl(None, &request)?;
         let data = object_string(|o| {
@@ -291,6 +338,12 @@ impl<'t> Batch<'t> {
                 .strs("options", &request.options)
                 .str("status", request.status.as_str())
                 .opt_timestamp("expires_at", request.expires_at);
+            if !request.assignees.is_empty() {
+                o.strs("assignees", &request.assignees);
+            }
+            if let Some(t) = &request.on_timeout {
+                o.str("on_timeout", t.action.as_str());
+            }
         });
         self.emit(EventDraft {
             event_type: EventType::HitlRequestCreated,
@@ -304,7 +357,12 @@ impl<'t> Batch<'t> {
 
     pub(super) fn expire_hitl(&mut self, old: HitlRequest) -> Written<HitlRequest> {
         let request = crate::domain::tasks::expire_hitl(&old, self.now);
-        self.put_hitl(Some(&old), &request)?;
+        self.put_expired(&old, request)
+    }
+
+    /// Writes `old` as `request`, expired, and its `hitl_expired`.
+    fn put_expired(&mut self, old: &HitlRequest, request: HitlRequest) -> Written<HitlRequest> {
+        self.put_hitl(Some(old), &request)?;
         let data = object_string(|o| {
             o.id("request_id", request.id)
                 .str("status", request.status.as_str())
@@ -319,4 +377,76 @@ impl<'t> Batch<'t> {
         })?;
         Ok(request)
     }
+
+    /// A pending request's `expires_at` passed: what its timeout says (`time_out_hitl`), with
+    /// `hitl_timed_out` first; a request without one simply expires, as before.
+    pub(super) fn time_out(&mut self, old: HitlRequest) -> Written<HitlRequest> {
+        if old.on_timeout.is_none() {
+            return self.expire_hitl(old);
+        }
+        let outcome = crate::domain::tasks::time_out_hitl(&old, self.now);
+        let (action, request) = match &outcome {
+            TimedOut::Answered(r, action) => (action.as_str(), r),
+            TimedOut::Escalated(r) => ("escalate", r),
+            TimedOut::Expired(r) => ("expire", r),
+        };
+        let data = object_string(|o| {
+            o.id("request_id", request.id)
+                .str("action", action)
+                .str("status", request.status.as_str());
+            if let Some(t) = &old.on_timeout {
+                o.u64("timeout_seconds", t.seconds);
+            }
+        });
+        self.emit(EventDraft {
+            event_type: EventType::HitlTimedOut,
+            project_id: Some(request.project_id),
+            task_id: request.task_id,
+            agent_type: None,
+            data,
+        })?;
+        match outcome {
+            TimedOut::Answered(new, action) => {
+                match self.answer_hitl(AnswerPlan::Answer {
+                    old,
+                    new: Box::new(new),
+                    action,
+                })? {
+                    HitlAnswer::Answered { request, .. } | HitlAnswer::Expired(request) => {
+                        Ok(request)
+                    }
+                }
+            }
+            TimedOut::Escalated(request) => {
+                self.put_hitl(Some(&old), &request)?;
+                let data = object_string(|o| {
+                    o.id("request_id", request.id)
+                        .strs("assignees", &request.assignees)
+                        .opt_timestamp("expires_at", request.expires_at);
+                });
+                self.emit(EventDraft {
+                    event_type: EventType::HitlEscalated,
+                    project_id: Some(request.project_id),
+                    task_id: request.task_id,
+                    agent_type: None,
+                    data,
+                })?;
+                Ok(request)
+            }
+            TimedOut::Expired(request) => {
+                let request = self.put_expired(&old, request)?;
+                self.after_gate_expired(&request)?;
+                Ok(request)
+            }
+        }
+    }
+}
+
+/// A new request's fields (`insert_hitl`).
+pub(super) struct NewHitl {
+    pub project_id: Id,
+    pub task_id: Option<Id>,
+    pub question: String,
+    pub options: Vec<String>,
+    pub expires_at: Option<Micros>,
 }

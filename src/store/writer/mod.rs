@@ -53,7 +53,7 @@ pub use tasks::{
     Claim, CreateTask, Heartbeat, InternAgentType, ReleaseClaim, ResetAgent, SetTaskStatus,
 };
 pub use timers::FireTimers;
-pub use workflows::StartWorkflow;
+pub use workflows::{CancelWorkflow, DeleteWorkflow, PutOutcome, PutWorkflow, StartWorkflow};
 
 /// A change to the store, its own type with its own result: `store.write(CreateTask { … })`
 /// answers a `Task`. Applying one is two steps, so that a refused command leaves nothing behind:

@@ -54,7 +54,7 @@ impl Write for CreateTask {
     }
 
     fn apply(plan: CreateTask, batch: &mut Batch<'_>) -> Written<Task> {
-        batch.insert_task(plan)
+        batch.insert_task(plan, None)
     }
 }
 
@@ -417,8 +417,9 @@ impl<'t> Batch<'t> {
         }
     }
 
-    /// Writes a new pending task (its references already checked) and its event.
-    pub(super) fn insert_task(&mut self, c: CreateTask) -> Written<Task> {
+    /// Writes a new pending task (its references already checked) and its event; `workflow` is
+    /// a phase's context (`Task::workflow`).
+    pub(super) fn insert_task(&mut self, c: CreateTask, workflow: Option<String>) -> Written<Task> {
         let task = Task {
             id: Id::new_v7(),
             project_id: c.project_id,
@@ -441,6 +442,7 @@ impl<'t> Batch<'t> {
             lease_id: None,
             priority: c.priority,
             progress: None,
+            workflow,
         };
         self.put_task(None, &task)?;
         let data = task_event_data(&task);
@@ -527,6 +529,12 @@ impl<'t> Batch<'t> {
         }
         if task.status == TaskStatus::Completed {
             self.after_task_completed(&task)?;
+        }
+        // A task that failed for good, or was cancelled, fails its workflow phase's run.
+        if task.status == TaskStatus::Cancelled
+            || (task.status == TaskStatus::Failed && task.retry_at.is_none())
+        {
+            self.after_task_ended(&task)?;
         }
         if escalate {
             let (question, options) = crate::domain::tasks::escalation(&task);

@@ -18,20 +18,21 @@ pub struct FireTimers {
 
 /// What one due timer does.
 pub enum Due {
-    Task(Task, TaskChange),
+    /// The task as read, its change, and the kind of the timer that called for it.
+    Task(Task, TaskChange, Option<tables::TimerKind>),
     Hitl(HitlRequest),
     /// A timer no record calls for (it cannot be, but it must not fire forever): removed.
     Stale([u8; 25]),
 }
 
 impl Write for FireTimers {
-    type Plan = Vec<Due>;
+    type Plan = (Micros, Vec<Due>);
     type Output = u64;
 
     /// A timer whose record no longer calls for it is simply gone: timers are an index derived
     /// from the records. Each record acts at most once per round (its first due timer); what its
     /// change leaves due fires in the next round.
-    fn check(self, batch: &Batch<'_>) -> Checked<Vec<Due>> {
+    fn check(self, batch: &Batch<'_>) -> Checked<Self::Plan> {
         let now = self.now;
         let hi = tables::timer_key(now, tables::TimerKind::HitlExpiry, &Id([0xff; 16]));
         let mut due = Vec::new();
@@ -50,20 +51,36 @@ impl Write for FireTimers {
                 Some(_) => read::<Task>(&batch.tasks, &id)?.and_then(|task| {
                     crate::domain::tasks::due_change(&task, now)
                         .filter(|change| timer_calls_for(kind, change))
-                        .map(|change| Due::Task(task, change))
+                        .map(|change| Due::Task(task, change, kind))
                 }),
                 None => None,
             };
             due.push(action.unwrap_or(Due::Stale(key)));
         }
-        Ok(due)
+        Ok((now, due))
     }
 
-    fn apply(due: Vec<Due>, batch: &mut Batch<'_>) -> Written<u64> {
+    /// An earlier action of the round may have changed a record a later one read (a task that
+    /// failed for good fails its workflow run, which cancels the run's other tasks): each acts
+    /// on the record as it is now, if it still calls for its timer.
+    fn apply((now, due): Self::Plan, batch: &mut Batch<'_>) -> Written<u64> {
         let mut fired = 0;
         for action in due {
             match action {
-                Due::Task(old, change) => {
+                Due::Task(read_then, change, kind) => {
+                    let Some(old) = read::<Task>(&batch.tasks, &read_then.id)? else {
+                        continue;
+                    };
+                    let change = if old == read_then {
+                        change
+                    } else {
+                        match crate::domain::tasks::due_change(&old, now)
+                            .filter(|change| timer_calls_for(kind, change))
+                        {
+                            Some(change) => change,
+                            None => continue,
+                        }
+                    };
                     let message = matches!(change, TaskChange::To(TaskTransition::Fail))
                         .then(|| batch.settings.timeout_message());
                     batch.change_task(
@@ -76,8 +93,13 @@ impl Write for FireTimers {
                     )?;
                     fired += 1;
                 }
-                Due::Hitl(old) => {
-                    batch.expire_hitl(old)?;
+                Due::Hitl(read_then) => {
+                    let Some(old) = read::<HitlRequest>(&batch.hitl, &read_then.id)?
+                        .filter(|h| crate::domain::tasks::hitl_expired(h, now))
+                    else {
+                        continue;
+                    };
+                    batch.time_out(old)?;
                     fired += 1;
                 }
                 Due::Stale(key) => {
