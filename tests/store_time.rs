@@ -1,13 +1,16 @@
 //! Model-based property test of everything in the store that time drives, under an injected clock:
 //! claims and their leases, heartbeats (only the holder's), work timeouts, failures with their
 //! doubling retry backoff and the escalation after the last attempt, HITL expiry (by the timer,
-//! and when an answer comes too late), workflows (the linear `sdlc` and a diamond of parallel
-//! phases defined through the API: phases started when their dependencies are done, gates
-//! approved, rejected or amended, completion, a run failed by a task that failed for good or was
-//! cancelled, a run cancelled, each cancelling its open tasks and expiring its gates) and trimming
-//! the event log. Random operations go to the real store and to a model
-//! written from the documented rules; after every step each task, request, workflow and agent is
-//! compared, the event log must be gap-free up to the latest seq, and the consistency check runs.
+//! and when an answer comes too late, and timeouts that reject, approve or escalate, then expire),
+//! workflows (the linear `sdlc` and a diamond of parallel phases defined through the API, one of
+//! them a fan-out over its parent's output: phases started when their dependencies are done,
+//! fan-outs of one task per element, empty or failing the run when the list is missing or too
+//! long, gates approved, rejected, amended or timed out, completion, a run failed by a task that
+//! failed for good, by a cancelled task or by a gate nobody answered, a run cancelled, each
+//! cancelling its open tasks and expiring its gates) and trimming the event log. Random operations
+//! go to the real store and to a model written from the documented rules; after every step each
+//! task, request, workflow and agent is compared, the event log must be gap-free up to the latest
+//! seq, and the consistency check runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,14 +36,14 @@ const BACKOFF: i64 = SECOND;
 const MAX_ATTEMPTS: u32 = 3;
 /// The phases the built-in workflow gates at the medium level.
 const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
-/// A diamond defined through the API: `a`, then `b` and `c` at the same time (`c` gated at the
-/// medium level), then `d` when both are done; the gates of `b`, `c` and `d` time out to
-/// approve, escalate and reject. Its agent types are some of the defaults, so that
+/// A diamond defined through the API: `a`, then `b` (one task per element of `a`'s output's
+/// `items`) and `c` at the same time (`c` gated at the medium level), then `d` when both are
+/// done; the gates of `b`, `c` and `d` time out to approve, escalate and reject. Its agent types are some of the defaults, so that
 /// the claims of this test serve its tasks too.
 const DIAMOND: &str = r#"{"phases": [
     {"id": "a", "agent_type": "orchestrator", "instructions": "plan", "depends_on": []},
-    {"id": "b", "agent_type": "analyst", "instructions": "study", "depends_on": ["a"],
-     "gate_timeout_seconds": 2, "gate_on_timeout": "approve"},
+    {"id": "b", "agent_type": "analyst", "instructions": "study {item}", "depends_on": ["a"],
+     "for_each": "a.output.items", "gate_timeout_seconds": 2, "gate_on_timeout": "approve"},
     {"id": "c", "agent_type": "coder", "instructions": "build", "depends_on": ["a"], "gate": true,
      "gate_timeout_seconds": 3, "gate_on_timeout": "escalate", "gate_escalate_to": ["lead"]},
     {"id": "d", "agent_type": "tester", "instructions": "join", "depends_on": ["b", "c"],
@@ -54,6 +57,8 @@ const DIAMOND_TIMEOUTS: [Option<(u64, TimeoutAction)>; 4] = [
     Some((4, TimeoutAction::Reject)),
 ];
 const DIAMOND_DEPS: [&[usize]; 4] = [&[], &[0], &[0], &[1, 2]];
+/// `--max-fan-out` of this test: a list of 3 fails its run.
+const MAX_FAN_OUT: usize = 2;
 #[derive(Debug, Clone)]
 enum Op {
     CreateTask {
@@ -74,10 +79,13 @@ enum Op {
         fence: usize,
     },
     /// `fence`: 0 the task's current lease (what its worker holds), 1 none, 2 a stale one.
+    /// `output` (from `Work` only): a list of that many elements under `items`, or with 4 an
+    /// output without one.
     Set {
         task: usize,
         status: usize,
         fence: usize,
+        output: Option<usize>,
     },
     Advance {
         ms: i64,
@@ -109,6 +117,7 @@ enum Op {
         run: usize,
         phase: usize,
         fail: usize,
+        items: usize,
     },
     Trim {
         keep: u64,
@@ -136,15 +145,15 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (ix.clone(), 0usize..3, 1i64..6_000, prop::sample::select(vec![0usize, 0, 1, 2]))
             .prop_map(|(task, worker, lease_ms, fence)| Op::Heartbeat { task, worker, lease_ms, fence }),
         6 => (ix.clone(), prop::sample::select(vec![0usize, 2, 3, 4]), prop::sample::select(vec![0usize, 0, 0, 1, 2]))
-            .prop_map(|(task, status, fence)| Op::Set { task, status, fence }),
+            .prop_map(|(task, status, fence)| Op::Set { task, status, fence, output: None }),
         5 => prop_oneof![0i64..2_000, 0i64..15_000].prop_map(|ms| Op::Advance { ms }),
         3 => (prop::option::of(ix.clone()), prop::option::of(1u64..20), prop::option::of((1u64..20, 0usize..3)))
             .prop_map(|(task, expires_s, timeout)| Op::CreateHitl { task, expires_s, timeout }),
         4 => (ix.clone(), 0usize..3).prop_map(|(hitl, action)| Op::Respond { hitl, action }),
         2 => (0usize..3, 0usize..2).prop_map(|(level, which)| Op::StartWorkflow { level, which }),
         1 => (0usize..4).prop_map(|project| Op::CancelWorkflow { project }),
-        6 => (0usize..4, 0usize..4, prop::sample::select(vec![0usize, 0, 0, 1]))
-            .prop_map(|(run, phase, fail)| Op::Work { run, phase, fail }),
+        6 => (0usize..4, 0usize..4, prop::sample::select(vec![0usize, 0, 0, 1]), prop::sample::select(vec![0usize, 1, 2, 2, 2, 3, 4]))
+            .prop_map(|(run, phase, fail, items)| Op::Work { run, phase, fail, items }),
         1 => (0u64..40).prop_map(|keep| Op::Trim { keep }),
         2 => (0usize..6, 0usize..4, 0u32..3)
             .prop_map(|(agent, change, limit)| Op::Queue { agent, change, limit }),
@@ -185,15 +194,20 @@ struct MRun {
     statuses: Vec<PhaseStatus>,
     gates: Vec<Option<Id>>,
     status: RunStatus,
+    /// A fan-out phase's source phase, its tasks and how many completed.
+    for_each: Vec<Option<usize>>,
+    items: Vec<Vec<Id>>,
+    items_done: Vec<u32>,
 }
 
 impl MRun {
-    /// The running phase whose task this is.
+    /// The running phase whose task (or one of whose fan-out tasks) this is.
     fn phase_of(&self, task: Id) -> Option<usize> {
         (self.status == RunStatus::Running)
             .then(|| {
                 (0..self.tasks.len()).find(|&i| {
-                    self.statuses[i] == PhaseStatus::Running && self.tasks[i] == Some(task)
+                    self.statuses[i] == PhaseStatus::Running
+                        && (self.tasks[i] == Some(task) || self.items[i].contains(&task))
                 })
             })
             .flatten()
@@ -219,6 +233,8 @@ struct Model {
     /// Per agent type: paused, and the most working tasks it may have.
     queues: BTreeMap<AgentType, (bool, Option<u32>)>,
     paused_projects: std::collections::BTreeSet<Id>,
+    /// The length of the `items` list in each task's output as last completed (None: no list).
+    outputs: BTreeMap<Id, Option<usize>>,
 }
 
 fn worker(i: usize) -> String {
@@ -336,17 +352,27 @@ impl Model {
     fn complete(&mut self, store: &Store, id: Id) {
         self.leave(id, TaskStatus::Completed);
         let project = self.tasks[&id].project;
-        let Some(run) = self.runs.get(&project).cloned() else {
+        let Some(phase) = self.runs.get(&project).and_then(|r| r.phase_of(id)) else {
             return;
         };
-        let Some(phase) = run.phase_of(id) else {
-            return;
-        };
+        let run = self.runs.get_mut(&project).unwrap();
+        if !run.items[phase].is_empty() {
+            run.items_done[phase] += 1;
+            if (run.items_done[phase] as usize) < run.items[phase].len() {
+                return;
+            }
+        }
+        self.finished(store, project, phase, Some(id));
+    }
+
+    /// Phase `phase` has done its work (`task` the last of it): its gate opens, or it hands off.
+    fn finished(&mut self, store: &Store, project: Id, phase: usize, task: Option<Id>) {
+        let run = &self.runs[&project];
         if run.gated[phase] {
             let stored = store.workflow(&project).unwrap().unwrap();
             let gate = stored.phases[phase].gate_id.expect("a gate opened");
             let request = store.get_hitl(&gate).unwrap().unwrap();
-            assert_eq!(request.task_id, Some(id));
+            assert_eq!(request.task_id, task);
             let timeout = run.gate_timeouts[phase];
             self.hitl_ids.push(gate);
             self.hitl.insert(
@@ -376,7 +402,9 @@ impl Model {
         self.start_ready(store, project);
     }
 
-    /// The waiting phases whose dependencies are all done start, each with its task.
+    /// The waiting phases whose dependencies are all done start, in order, each with its task;
+    /// a fan-out with one task per element of its source's list, which must be there and at most
+    /// `MAX_FAN_OUT` long, or the run fails there (and nothing after it starts).
     fn start_ready(&mut self, store: &Store, project: Id) {
         let run = self.runs.get(&project).unwrap();
         let ready: Vec<usize> = (0..run.statuses.len())
@@ -392,11 +420,41 @@ impl Model {
         }
         let stored = store.workflow(&project).unwrap().unwrap();
         for i in ready {
-            let task = stored.phases[i].task_id.expect("a ready phase's task");
-            let run = self.runs.get_mut(&project).unwrap();
-            run.statuses[i] = PhaseStatus::Running;
-            run.tasks[i] = Some(task);
-            self.add_task(task, project, stored.phases[i].agent_type.clone());
+            let run = self.runs.get(&project).unwrap();
+            if run.status != RunStatus::Running {
+                return;
+            }
+            // Started already, by the hand-off of an empty fan-out before it in this list.
+            if run.statuses[i] != PhaseStatus::Waiting {
+                continue;
+            }
+            let agent = stored.phases[i].agent_type.clone();
+            let Some(source) = run.for_each[i] else {
+                let task = stored.phases[i].task_id.expect("a ready phase's task");
+                let run = self.runs.get_mut(&project).unwrap();
+                run.statuses[i] = PhaseStatus::Running;
+                run.tasks[i] = Some(task);
+                self.add_task(task, project, agent);
+                continue;
+            };
+            let source_task = run.tasks[source].expect("the source phase's task");
+            match self.outputs.get(&source_task).copied().flatten() {
+                Some(n) if n <= MAX_FAN_OUT => {
+                    let items = stored.phases[i].items.clone();
+                    assert_eq!(items.len(), n, "one task per element");
+                    let run = self.runs.get_mut(&project).unwrap();
+                    run.statuses[i] = PhaseStatus::Running;
+                    run.items[i] = items.clone();
+                    run.items_done[i] = 0;
+                    for task in items {
+                        self.add_task(task, project, agent.clone());
+                    }
+                    if n == 0 {
+                        self.finished(store, project, i, None);
+                    }
+                }
+                _ => self.end_run(project, Some(i)),
+            }
         }
     }
 
@@ -417,7 +475,10 @@ impl Model {
                 continue;
             }
             match run.statuses[i] {
-                PhaseStatus::Running => cancel.extend(run.tasks[i]),
+                PhaseStatus::Running => {
+                    cancel.extend(run.tasks[i]);
+                    cancel.extend(run.items[i].iter().copied());
+                }
                 PhaseStatus::AwaitingApproval => expire.extend(run.gates[i]),
                 PhaseStatus::Waiting => {}
                 _ => continue,
@@ -622,6 +683,7 @@ impl Model {
                 task,
                 status,
                 fence,
+                output,
             } => {
                 let Some(id) = pick(&self.task_ids, task) else {
                     return;
@@ -629,10 +691,18 @@ impl Model {
                 let to = TaskStatus::ALL[status];
                 let from = self.tasks[&id].status;
                 let given = self.presented(id, fence);
+                let text = match output {
+                    None => None,
+                    Some(4) => Some("{\"other\":1}".to_string()),
+                    Some(n) => Some(format!(
+                        "{{\"items\":[{}]}}",
+                        (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+                    )),
+                };
                 let reply = store.write_blocking(command::SetTaskStatus {
                     task_id: id,
                     status: to,
-                    output: None,
+                    output: text.filter(|_| to == TaskStatus::Completed),
                     error_message: Some("boom".into()).filter(|_| to == TaskStatus::Failed),
                     lease_id: given,
                 });
@@ -663,7 +733,11 @@ impl Model {
                     Err(e) => panic!("{e}"),
                 }
                 match to {
-                    Completed => self.complete(store, id),
+                    Completed => {
+                        // The list a fan-out over this task's output would split.
+                        self.outputs.insert(id, output.filter(|n| *n < 4));
+                        self.complete(store, id)
+                    }
                     Failed => self.fail(store, id),
                     Pending => {
                         self.tasks.get_mut(&id).unwrap().retry = None;
@@ -854,11 +928,23 @@ impl Model {
                         statuses: vec![PhaseStatus::Waiting; n],
                         gates: vec![None; n],
                         status: RunStatus::Running,
+                        for_each: run
+                            .phases
+                            .iter()
+                            .map(|p| p.for_each.as_ref().map(|(from, _)| *from as usize))
+                            .collect(),
+                        items: vec![Vec::new(); n],
+                        items_done: vec![0; n],
                     },
                 );
                 self.start_ready(store, p.id);
             }
-            Op::Work { run, phase, fail } => {
+            Op::Work {
+                run,
+                phase,
+                fail,
+                items,
+            } => {
                 let running: Vec<&MRun> = self
                     .runs
                     .values()
@@ -869,7 +955,7 @@ impl Model {
                 };
                 let open: Vec<Id> = (0..r.tasks.len())
                     .filter(|&i| r.statuses[i] == PhaseStatus::Running)
-                    .filter_map(|i| r.tasks[i])
+                    .flat_map(|i| r.tasks[i].into_iter().chain(r.items[i].clone()))
                     .filter(|t| self.tasks[t].status == TaskStatus::Pending)
                     .collect();
                 let Some(&task) = open.get(phase % open.len().max(1)) else {
@@ -900,6 +986,7 @@ impl Model {
                         task: self.task_ids.len() - 1 - at,
                         status,
                         fence: 0,
+                        output: Some(items),
                     },
                 );
             }
@@ -1054,17 +1141,23 @@ impl Model {
                 let run = self.runs.get_mut(&project).unwrap();
                 run.statuses[phase] = PhaseStatus::Running;
                 run.gates[phase] = None;
-                let task = run.tasks[phase].unwrap();
-                // Reopened with the feedback; the attempt counts stay.
-                self.leave(task, TaskStatus::Pending);
-                let stored = store.get_task(&task).unwrap().unwrap();
-                assert!(
-                    stored
-                        .instructions
-                        .ends_with(&format!("Reviewer feedback: {feedback}")),
-                    "{}",
-                    stored.instructions
-                );
+                run.items_done[phase] = 0;
+                let tasks: Vec<Id> = run.tasks[phase]
+                    .into_iter()
+                    .chain(run.items[phase].clone())
+                    .collect();
+                // Each reopened with the feedback; the attempt counts stay.
+                for task in tasks {
+                    self.leave(task, TaskStatus::Pending);
+                    let stored = store.get_task(&task).unwrap().unwrap();
+                    assert!(
+                        stored
+                            .instructions
+                            .ends_with(&format!("Reviewer feedback: {feedback}")),
+                        "{}",
+                        stored.instructions
+                    );
+                }
             }
         }
     }
@@ -1108,6 +1201,10 @@ impl Model {
             assert_eq!(gated, m.gated);
             let gates: Vec<Option<Id>> = run.phases.iter().map(|p| p.gate_id).collect();
             assert_eq!(gates, m.gates);
+            let items: Vec<Vec<Id>> = run.phases.iter().map(|p| p.items.clone()).collect();
+            assert_eq!(items, m.items);
+            let done: Vec<u32> = run.phases.iter().map(|p| p.items_done).collect();
+            assert_eq!(done, m.items_done);
             let project_record = store.get_project(project).unwrap().unwrap();
             assert_eq!(
                 project_record.status.as_str(),
@@ -1160,6 +1257,7 @@ proptest! {
             max_claim_wait: SECOND,
         };
         config.clock = Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+        config.max_fan_out = MAX_FAN_OUT;
         let store = Store::open(&config, no_publisher()).unwrap();
         let project = store
             .write_blocking(command::CreateProject { name: "timed".into(), description: None })
@@ -1187,6 +1285,7 @@ proptest! {
             turn: BTreeMap::new(),
             queues: BTreeMap::new(),
             paused_projects: std::collections::BTreeSet::new(),
+            outputs: BTreeMap::new(),
         };
         for op in &ops {
             model.step(&store, &clock, op);

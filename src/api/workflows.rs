@@ -34,10 +34,25 @@ pub async fn cancel(state: &AppState, project: &str, req: Request) -> Result<Res
     Ok(json(StatusCode::OK, encode(state, &run)?))
 }
 
-/// `GET /api/v1/workflows` → every definition a run can start from.
+/// `GET /api/v1/workflows` → every definition a run can start from (at most the built-in, the
+/// config file's and `Limits::WORKFLOW_DEFINITIONS`), each without its phases' instructions:
+/// its phase ids and what they depend on; `GET /api/v1/workflows/{name}` has the whole.
 pub fn list(state: &AppState) -> Result<Response, ApiError> {
     let all = state.store.workflow_definitions()?;
-    let items: Vec<serde_json::Value> = all.iter().map(definition).collect();
+    let items: Vec<serde_json::Value> = all
+        .iter()
+        .map(|d| {
+            let mut v = definition(d);
+            let phases: Vec<serde_json::Value> = v["phases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| serde_json::json!({"id": p["id"], "agent_type": p["agent_type"], "depends_on": p["depends_on"]}))
+                .collect();
+            v["phases"] = phases.into();
+            v
+        })
+        .collect();
     Ok(json(StatusCode::OK, to_json(&items)?))
 }
 

@@ -140,6 +140,8 @@ impl Limits {
     pub const CONTEXT_IDS: usize = 1_000;
     /// Phases of one workflow definition.
     pub const PHASES: usize = 100;
+    /// Workflow definitions stored through the API.
+    pub const WORKFLOW_DEFINITIONS: usize = 1000;
     /// Bytes of upstream outputs a workflow phase's task carries in `workflow.upstream`, all
     /// phases together; outputs beyond are left out (the worker reads them from their tasks).
     pub const UPSTREAM_OUTPUT_BYTES: usize = 64 * 1024;

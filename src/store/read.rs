@@ -945,7 +945,14 @@ pub(crate) fn stored_definition(
     name: &str,
     bytes: &[u8],
 ) -> Result<Option<crate::domain::workflow::Definition>, StoreError> {
-    let record: crate::domain::records::StoredWorkflow = decode(bytes)?;
+    definition_of(name, &decode(bytes)?)
+}
+
+/// The definition a stored record holds, parsed; None once deleted.
+pub(crate) fn definition_of(
+    name: &str,
+    record: &crate::domain::records::StoredWorkflow,
+) -> Result<Option<crate::domain::workflow::Definition>, StoreError> {
     let Some(json) = &record.json else {
         return Ok(None);
     };

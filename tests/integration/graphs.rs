@@ -83,8 +83,20 @@ fn actions(s: &Server, p: &str) -> Vec<String> {
 fn definitions_are_checked_versioned_deleted_and_the_builtin_is_read_only() {
     let s = Server::start();
     let all = s.get("/api/v1/workflows").expect(200);
-    let sdlc = &all[0];
+    assert_eq!(all[0]["name"], "sdlc");
+    assert_eq!(all[0]["phases"][1]["id"], "architect");
+    assert!(
+        all[0]["phases"][1].get("instructions").is_none(),
+        "the list leaves the instructions to GET"
+    );
+    let sdlc = &s.get("/api/v1/workflows/sdlc").expect(200);
     assert_eq!(sdlc["name"], "sdlc");
+    assert!(
+        sdlc["phases"][0]["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("{project}")
+    );
     assert_eq!(sdlc["source"], "builtin");
     assert_eq!(sdlc["read_only"], true);
     assert_eq!(sdlc["version"], 1);
@@ -169,6 +181,12 @@ fn definitions_are_checked_versioned_deleted_and_the_builtin_is_read_only() {
     let same = s.put("/api/v1/workflows/essay", essay()).expect(200);
     assert_eq!(same["version"], 1);
     assert_eq!(same["updated_at"], v1["updated_at"]);
+    // The same definition written otherwise (defaults spelled out, as GET shows them) is no change.
+    let spelled = json!({"name": "essay", "phases": v1["phases"].clone()});
+    assert_eq!(
+        s.put("/api/v1/workflows/essay", spelled).expect(200)["version"],
+        1
+    );
     let mut changed = essay();
     changed["phases"][4]["instructions"] = json!("Edit {project} hard");
     let v2 = s.put("/api/v1/workflows/essay", changed).expect(200);
@@ -694,4 +712,71 @@ fn outputs_past_the_upstream_budget_are_left_out_and_read_from_their_tasks() {
     assert!(up["research"].get("outputs_omitted").is_none());
     assert_eq!(up["plan"]["outputs_omitted"], 1);
     assert_eq!(run(&s, &p)["status"], "running");
+}
+
+#[test]
+fn at_most_a_thousand_definitions_are_stored() {
+    let s = Server::start_with(&["--durability", "none"]);
+    let def = json!({"phases": [{"agent_type": "writer", "instructions": "x"}]});
+    for i in 0..1000 {
+        s.put(&format!("/api/v1/workflows/w{i}"), def.clone())
+            .expect(201);
+    }
+    let m = s
+        .put("/api/v1/workflows/one-more", def.clone())
+        .expect_error(422, "invalid_field");
+    assert_eq!(
+        m,
+        "name: 1000 workflows are stored, the most this server keeps; delete one first"
+    );
+    // Replacing one still works; deleting one makes room.
+    s.put(
+        "/api/v1/workflows/w7",
+        json!({"phases": [{"agent_type": "editor", "instructions": "y"}]}),
+    )
+    .expect(200);
+    assert_eq!(s.delete("/api/v1/workflows/w3").status, 204);
+    s.put("/api/v1/workflows/one-more", def).expect(201);
+    assert_eq!(
+        s.get("/api/v1/workflows")
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .len(),
+        1001,
+        "the built-in and the thousand"
+    );
+}
+
+#[test]
+fn an_empty_fan_out_beside_another_phase_starts_that_phase_once() {
+    let s = Server::start();
+    s.put(
+        "/api/v1/workflows/split",
+        json!({"phases": [
+            {"id": "plan", "agent_type": "planner", "instructions": "plan"},
+            {"id": "parts", "agent_type": "writer", "instructions": "write {item}",
+             "depends_on": ["plan"], "for_each": "plan.output.parts"},
+            {"id": "side", "agent_type": "editor", "instructions": "check", "depends_on": ["plan"]}
+        ]}),
+    )
+    .expect(201);
+    let p = s.project("split");
+    s.post(
+        &format!("/api/v1/hitl/project/{p}/oversight-level"),
+        json!({"level": "low"}),
+    )
+    .expect(200);
+    s.post(
+        &format!("/api/v1/projects/{p}/workflow"),
+        json!({"workflow": "split"}),
+    )
+    .expect(201);
+    complete(&s, &claim(&s, "planner"), json!({"parts": []}));
+    assert_eq!(pending(&s, &p, "editor").len(), 1, "one task for `side`");
+    let view = run(&s, &p);
+    assert_eq!(phase(&view, "parts")["status"], "done");
+    assert_eq!(phase(&view, "side")["status"], "running");
+    complete(&s, &claim(&s, "editor"), json!({}));
+    assert_eq!(run(&s, &p)["status"], "completed");
 }

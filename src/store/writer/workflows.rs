@@ -8,7 +8,7 @@ use super::artifacts::CreateArtifact;
 use super::batch::read;
 use super::tasks::CreateTask;
 use super::{Batch, Checked, Write, Written};
-use crate::domain::records::{HitlRequest, StoredWorkflow, Task, WorkflowRun};
+use crate::domain::records::{HitlRequest, PhaseStatus, StoredWorkflow, Task, WorkflowRun};
 use crate::domain::tasks::TaskChange;
 use crate::domain::tasks::TaskEdits;
 use crate::domain::workflow::{
@@ -112,9 +112,7 @@ impl Write for StartWorkflow {
         }
         batch.workflow_event(&run, "workflow_started", Concerning::phase(0))?;
         for index in wf::ready(&run) {
-            if run.is_running() {
-                batch.start_phase(&mut run, index)?;
-            }
+            batch.start_phase(&mut run, index)?;
         }
         batch.put_workflow(&run)?;
         Ok(run)
@@ -150,7 +148,25 @@ impl Write for PutWorkflow {
         let old = batch.stored_workflow(&self.name)?;
         let previous = old.as_ref().map_or(0, |o| o.version);
         let live = old.as_ref().filter(|o| o.json.is_some());
-        let unchanged = live.is_some_and(|o| o.json.as_deref() == Some(self.json.as_str()));
+        if live.is_none() {
+            let stored = batch.stored_workflow_names()?.len();
+            if stored >= Limits::WORKFLOW_DEFINITIONS {
+                return Err(DomainError::invalid(
+                    "name",
+                    format!(
+                        "{stored} workflows are stored, the most this server keeps; delete one first"
+                    ),
+                )
+                .into());
+            }
+        }
+        let mut workflow = self.body.parse(&self.name, previous.saturating_add(1))?;
+        // The same definition, however its JSON is written, keeps its version.
+        let unchanged = match live {
+            Some(o) => crate::store::read::definition_of(&self.name, o)?
+                .is_some_and(|d| d.workflow.phases == workflow.phases),
+            None => false,
+        };
         let version = if unchanged {
             previous
         } else {
@@ -158,7 +174,7 @@ impl Write for PutWorkflow {
                 DomainError::invalid("name", "this definition has run out of versions")
             })?
         };
-        let workflow = self.body.parse(&self.name, version)?;
+        workflow.version = version;
         {
             let types = batch.shared.types.read();
             workflow.check_allowed(&types.agents.allowed, &types.artifacts.allowed)?;
@@ -171,7 +187,11 @@ impl Write for PutWorkflow {
         };
         let record = StoredWorkflow {
             version,
-            json: Some(self.json),
+            json: if unchanged {
+                live.and_then(|o| o.json.clone())
+            } else {
+                Some(self.json)
+            },
             created_at,
             updated_at,
         };
@@ -340,6 +360,11 @@ impl<'t> Batch<'t> {
     /// each phase it depends on, directly or not, by id, with its task's output and artifacts.
     fn start_phase(&mut self, run: &mut WorkflowRun, index: usize) -> Written<()> {
         let phase = wf::phase(run, index)?.clone();
+        // Ready once, started once: an empty fan-out completing at once may have started the
+        // phases its own hand-off made ready, which an outer hand-off's list names too.
+        if !run.is_running() || phase.status != PhaseStatus::Waiting {
+            return Ok(());
+        }
         let ancestors = wf::ancestors(run, index);
         let related: Vec<&AgentType> = ancestors
             .iter()
@@ -675,10 +700,8 @@ impl<'t> Batch<'t> {
         match next {
             Next::Phases(ready) => {
                 for phase in ready {
-                    // A fan-out that cannot start fails the run: nothing more starts.
-                    if run.is_running() {
-                        self.start_phase(run, phase)?;
-                    }
+                    // A fan-out that cannot start fails the run: nothing more starts then.
+                    self.start_phase(run, phase)?;
                 }
                 Ok(())
             }
