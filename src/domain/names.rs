@@ -23,38 +23,34 @@ pub trait NameKind: Copy + Ord + std::hash::Hash + fmt::Debug + Default + 'stati
     const VARIANTS: &'static [&'static str];
 }
 
-/// The agent types' vocabulary.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AgentKind;
+/// A vocabulary: its kind's name and its defaults, written once (`VARIANTS` is the defaults and
+/// `named`).
+macro_rules! name_kind {
+    ($(#[$doc:meta])* $kind:ident, $name:literal, [$($default:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $kind;
 
-impl NameKind for AgentKind {
-    const KIND: &'static str = "agent_type";
-    const DEFAULTS: &'static [&'static str] = &[
-        "orchestrator",
-        "analyst",
-        "architect",
-        "coder",
-        "tester",
-        "deployer",
-    ];
-    const VARIANTS: &'static [&'static str] = &[
-        "orchestrator",
-        "analyst",
-        "architect",
-        "coder",
-        "tester",
-        "deployer",
-        "named",
-    ];
+        impl NameKind for $kind {
+            const KIND: &'static str = $name;
+            const DEFAULTS: &'static [&'static str] = &[$($default),+];
+            const VARIANTS: &'static [&'static str] = &[$($default,)+ "named"];
+        }
+    };
 }
 
-/// The artifact types' vocabulary.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ArtifactKind;
+name_kind!(
+    /// The agent types' vocabulary.
+    AgentKind,
+    "agent_type",
+    ["orchestrator", "analyst", "architect", "coder", "tester", "deployer"]
+);
 
-impl NameKind for ArtifactKind {
-    const KIND: &'static str = "artifact_type";
-    const DEFAULTS: &'static [&'static str] = &[
+name_kind!(
+    /// The artifact types' vocabulary.
+    ArtifactKind,
+    "artifact_type",
+    [
         "project_plan",
         "software_specification",
         "implementation_plan",
@@ -66,22 +62,8 @@ impl NameKind for ArtifactKind {
         "user_input",
         "agent_output",
         "hitl_response",
-    ];
-    const VARIANTS: &'static [&'static str] = &[
-        "project_plan",
-        "software_specification",
-        "implementation_plan",
-        "system_architecture",
-        "source_code",
-        "test_results",
-        "deployment_log",
-        "deployment_package",
-        "user_input",
-        "agent_output",
-        "hitl_response",
-        "named",
-    ];
-}
+    ]
+);
 
 /// An agent type: `coder`, `researcher`, …
 pub type AgentType = Name<AgentKind>;

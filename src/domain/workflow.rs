@@ -448,15 +448,21 @@ impl DefinitionBody {
 
 /// Every phase `index` depends on, directly or not, in definition order (an acyclic graph).
 fn ancestors_of(phases: &[Phase], index: usize) -> Vec<usize> {
-    let mut seen = vec![false; phases.len()];
-    let mut stack: Vec<usize> = phases[index].depends_on.clone();
+    reachable(phases.len(), index, |i| phases[i].depends_on.clone())
+}
+
+/// Every node of `len` that `from` reaches through `deps` (itself only through a cycle), in
+/// index order; dependencies out of range are ignored.
+fn reachable(len: usize, from: usize, deps: impl Fn(usize) -> Vec<usize>) -> Vec<usize> {
+    let mut seen = vec![false; len];
+    let mut stack: Vec<usize> = if from < len { deps(from) } else { Vec::new() };
     while let Some(i) = stack.pop() {
-        if !seen[i] {
+        if i < len && !seen[i] {
             seen[i] = true;
-            stack.extend(phases[i].depends_on.iter().copied());
+            stack.extend(deps(i));
         }
     }
-    (0..seen.len()).filter(|&i| seen[i]).collect()
+    (0..len).filter(|&i| seen[i]).collect()
 }
 
 /// A cycle among the phases' dependencies, as the path of indexes that closes it (first = last),
@@ -608,19 +614,13 @@ pub fn ready(run: &WorkflowRun) -> Vec<usize> {
 
 /// Every phase `index` depends on, directly or not, in definition order.
 pub fn ancestors(run: &WorkflowRun, index: usize) -> Vec<usize> {
-    let mut seen = vec![false; run.phases.len()];
-    let mut stack: Vec<usize> = run
-        .phases
-        .get(index)
-        .map(|p| p.depends_on.iter().map(|&d| d as usize).collect())
-        .unwrap_or_default();
-    while let Some(i) = stack.pop() {
-        if i < seen.len() && !seen[i] {
-            seen[i] = true;
-            stack.extend(run.phases[i].depends_on.iter().map(|&d| d as usize));
-        }
-    }
-    (0..seen.len()).filter(|&i| seen[i]).collect()
+    reachable(run.phases.len(), index, |i| {
+        run.phases[i]
+            .depends_on
+            .iter()
+            .map(|&d| d as usize)
+            .collect()
+    })
 }
 
 /// The running phase whose task this is.

@@ -41,6 +41,20 @@ fn complete(s: &Server, task: &Value, output: Value) {
     .expect(200);
 }
 
+/// Starts `workflow` on project `p` at the oversight `level`.
+fn begin(s: &Server, p: &str, level: &str, workflow: &str) {
+    s.post(
+        &format!("/api/v1/hitl/project/{p}/oversight-level"),
+        json!({ "level": level }),
+    )
+    .expect(200);
+    s.post(
+        &format!("/api/v1/projects/{p}/workflow"),
+        json!({ "workflow": workflow }),
+    )
+    .expect(201);
+}
+
 fn run(s: &Server, p: &str) -> Value {
     s.get(&format!("/api/v1/projects/{p}/workflow")).expect(200)
 }
@@ -260,16 +274,7 @@ fn parallel_phases_run_together_join_and_get_their_ancestors_context_by_phase() 
     let s = Server::start();
     s.put("/api/v1/workflows/essay", essay()).expect(201);
     let p = s.project("on tides");
-    s.post(
-        &format!("/api/v1/hitl/project/{p}/oversight-level"),
-        json!({"level": "medium"}),
-    )
-    .expect(200);
-    s.post(
-        &format!("/api/v1/projects/{p}/workflow"),
-        json!({"workflow": "essay"}),
-    )
-    .expect(201);
+    begin(&s, &p, "medium", "essay");
     // Only the root starts.
     assert!(pending(&s, &p, "researcher").is_empty());
     let plan = claim(&s, "planner");
@@ -395,16 +400,7 @@ fn a_task_failing_for_good_fails_the_run_and_a_cancel_ends_one() {
     let s = Server::start_with(&["--max-attempts", "1"]);
     s.put("/api/v1/workflows/essay", essay()).expect(201);
     let p = s.project("doomed");
-    s.post(
-        &format!("/api/v1/hitl/project/{p}/oversight-level"),
-        json!({"level": "low"}),
-    )
-    .expect(200);
-    s.post(
-        &format!("/api/v1/projects/{p}/workflow"),
-        json!({"workflow": "essay"}),
-    )
-    .expect(201);
+    begin(&s, &p, "low", "essay");
     complete(&s, &claim(&s, "planner"), json!({}));
     let research = claim(&s, "researcher");
     let outline_id = pending(&s, &p, "writer")[0]["task_id"]
@@ -447,16 +443,7 @@ fn a_task_failing_for_good_fails_the_run_and_a_cancel_ends_one() {
         .expect_error(409, "invalid_transition");
 
     // A new run may start where one failed; cancelling it cancels its open tasks and gates.
-    s.post(
-        &format!("/api/v1/hitl/project/{p}/oversight-level"),
-        json!({"level": "high"}),
-    )
-    .expect(200);
-    s.post(
-        &format!("/api/v1/projects/{p}/workflow"),
-        json!({"workflow": "essay"}),
-    )
-    .expect(201);
+    begin(&s, &p, "high", "essay");
     complete(&s, &claim(&s, "planner"), json!({}));
     let gate = wait_for("the plan's gate", || {
         run(&s, &p)["pending_gates"][0].as_str().map(String::from)
@@ -518,16 +505,7 @@ fn fanned() -> Value {
 fn start(s: &Server, name: &str, definition: Value) -> String {
     s.put("/api/v1/workflows/fanned", definition).expect(201);
     let p = s.project(name);
-    s.post(
-        &format!("/api/v1/hitl/project/{p}/oversight-level"),
-        json!({"level": "low"}),
-    )
-    .expect(200);
-    s.post(
-        &format!("/api/v1/projects/{p}/workflow"),
-        json!({"workflow": "fanned"}),
-    )
-    .expect(201);
+    begin(s, &p, "low", "fanned");
     p
 }
 
@@ -762,16 +740,7 @@ fn an_empty_fan_out_beside_another_phase_starts_that_phase_once() {
     )
     .expect(201);
     let p = s.project("split");
-    s.post(
-        &format!("/api/v1/hitl/project/{p}/oversight-level"),
-        json!({"level": "low"}),
-    )
-    .expect(200);
-    s.post(
-        &format!("/api/v1/projects/{p}/workflow"),
-        json!({"workflow": "split"}),
-    )
-    .expect(201);
+    begin(&s, &p, "low", "split");
     complete(&s, &claim(&s, "planner"), json!({"parts": []}));
     assert_eq!(pending(&s, &p, "editor").len(), 1, "one task for `side`");
     let view = run(&s, &p);

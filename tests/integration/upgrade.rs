@@ -62,15 +62,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
 
     let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
-    let find = |name: &str| {
-        projects
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {projects:?}"))["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let find = |name: &str| project_named(&projects, name);
     let (p, q) = (find("fixture shop"), find("fixture workflow"));
     assert_eq!(projects.len(), 2);
 
@@ -326,6 +318,17 @@ const FIXTURE_V4: &str = concat!(
 );
 
 /// The tables of a database file, by name.
+/// The id of the fixture's project called `name`, among `projects`.
+fn project_named(projects: &[Value], name: &str) -> String {
+    projects
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {projects:?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn table_names(dir: &std::path::Path) -> Vec<String> {
     use redb::{ReadableDatabase, TableHandle};
     let db = redb::Database::open(dir.join("flightdeck.redb")).unwrap();
@@ -533,13 +536,7 @@ fn a_schema_v5_database_gets_its_type_codes_interned_and_every_key_still_finds_i
 
     let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
-    let shop = projects
-        .iter()
-        .find(|p| p["name"] == "fixture shop")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let shop = project_named(&projects, "fixture shop");
     let tasks = wait_for("the failed task to be retried", || {
         let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
         tasks
@@ -634,15 +631,7 @@ fn a_schema_v6_database_gets_its_runs_as_chains_of_phases_that_go_on_running() {
 
     let s = open_fixture(&dir, &[]);
     let projects = items(&s.get("/api/v1/projects").expect(200));
-    let find = |name: &str| {
-        projects
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {projects:?}"))["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let find = |name: &str| project_named(&projects, name);
     let (shop, q) = (find("fixture shop"), find("fixture workflow"));
     // Tasks keep every field; a client's task has no workflow.
     let tasks = items(&s.get(&format!("/api/v1/projects/{shop}/tasks")).expect(200));
