@@ -7,6 +7,7 @@ mod artifacts;
 mod events;
 mod health;
 mod hitl;
+pub mod mcp;
 mod monitoring;
 pub mod openapi;
 mod progress;
@@ -158,7 +159,8 @@ fn cross_site(state: &AppState, route: Route, req: &Request) -> Result<(), ApiEr
     use crate::http::site;
     let keys_off = !state.keys.enabled();
     let (origin, host) = (req.header("origin"), req.header("host"));
-    if route.is_websocket() && (keys_off || state.cors.enabled()) {
+    // The MCP endpoint is held to the WebSocket rule too, as its protocol asks (DNS rebinding).
+    if (route.is_websocket() || route == Route::Mcp) && (keys_off || state.cors.enabled()) {
         site::check_websocket(&state.cors, origin, host)?;
     }
     if keys_off {
@@ -228,11 +230,24 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         }
     };
     req.set_caller(principal.as_ref().map(|p| p.name.clone()));
+    serve(state, route, param, query, principal, req, is_head)
+}
+
+/// Answers a request on a route it matched, once its key was accepted: the handlers.
+fn serve(
+    state: &Arc<AppState>,
+    route: Route,
+    param: &str,
+    query: Query,
+    principal: Option<crate::http::auth::Principal>,
+    req: Request,
+    is_head: bool,
+) -> Answer {
     use Route::{
         AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
         ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
         HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet, HitlHistory,
-        HitlPending, HitlProjectRequests, HitlRespond, Livez, Metrics, MonitoringAlerts,
+        HitlPending, HitlProjectRequests, HitlRespond, Livez, Mcp, Metrics, MonitoringAlerts,
         MonitoringHistory, MonitoringMetrics, MonitoringPerformance, MonitoringWebhooks, OpenApi,
         OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
         ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
@@ -339,6 +354,46 @@ fn dispatch(state: &Arc<AppState>, mut req: Request, origin: Option<&http::Heade
         WebhookDiscard => wait!(|s, name, req| monitoring::webhook_discard(s, name, req)),
         WhoAmI => now!(Ok(admin::whoami(state, principal.as_ref()))),
         Console => now!(crate::console::serve(param, req.header("if-none-match"))),
+        Mcp => wait!(|s, _, req| mcp::post(s, req, principal)),
+    }
+}
+
+/// Answers a request made inside the server (an MCP tool's call of the REST route it stands for)
+/// as the route would answer it from a client holding `principal`'s key: the same handlers, rules,
+/// role checks and errors. `path` may carry a query. The caller's own request is the one timed.
+pub(crate) async fn call_local(
+    state: &Arc<AppState>,
+    principal: Option<&crate::http::auth::Principal>,
+    method: Method,
+    path: &str,
+    body: Option<bytes::Bytes>,
+) -> Response {
+    let uri: http::Uri = match path.parse() {
+        Ok(uri) => uri,
+        Err(_) => return ApiError::not_found_route(path).into_response(),
+    };
+    let matched = match route(&method, uri.path()) {
+        Ok(matched) => matched,
+        Err(_) => return ApiError::not_found_route(uri.path()).into_response(),
+    };
+    let (route, param) = (matched.route, matched.param.to_owned());
+    if let Some(p) = principal
+        && let Err(e) = p.may_call(route)
+    {
+        return e.into_response();
+    }
+    let query = Query::parse(uri.query());
+    let mut builder = hyper::Request::builder().method(method).uri(uri.clone());
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let req = match builder.body(body.unwrap_or_default()) {
+        Ok(req) => Request::local(req, principal.map(|p| p.name.clone())),
+        Err(_) => return ApiError::not_found_route(uri.path()).into_response(),
+    };
+    match serve(state, route, &param, query, principal.cloned(), req, false).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
@@ -458,6 +513,7 @@ pub fn progress_coalescer(max_report_bytes: usize) -> std::sync::Arc<progress::C
 /// Describes the API's own metrics (the worker protocol's).
 pub fn describe_metrics() {
     tasks::describe_metrics();
+    mcp::describe_metrics();
 }
 
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Id, ApiError> {

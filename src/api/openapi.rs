@@ -94,6 +94,14 @@ fn schemas() -> Value {
             "max_working": {"type": ["integer", "null"], "minimum": 0, "maximum": 4_294_967_295u64}},
             "additionalProperties": false},
         "SetLevel": {"type": "object", "required": ["level"], "properties": {"level": {"enum": ["high", "medium", "low"]}}},
+        "JsonRpcRequest": {"type": "object", "required": ["jsonrpc", "method"], "properties": {
+            "jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer"]}, "method": string,
+            "params": {"type": "object"}},
+            "description": "one JSON-RPC 2.0 message of the Model Context Protocol (README: MCP)"},
+        "JsonRpcError": {"type": "object", "required": ["jsonrpc", "error"], "properties": {
+            "jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer", "null"]},
+            "error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "integer"}, "message": string, "data": any}}}},
         "Respond": {"type": "object", "required": ["action"], "properties": {
             "action": {"enum": ["approve", "reject", "amend"]}, "content": any, "comment": {"type": ["string", "null"]}}}
     })
@@ -172,6 +180,20 @@ pub fn document() -> Value {
             "507",
         ] {
             responses.insert(code.into(), error.clone());
+        }
+        if op.route == Route::Mcp {
+            // JSON-RPC: a notification is accepted without a body; a malformed request, a version
+            // or envelope refused, or an unknown method (2026-07-28) is a JSON-RPC error.
+            responses.insert(
+                "202".into(),
+                json!({"description": "a notification or response, accepted"}),
+            );
+            let rpc_error = json!({"description": "a JSON-RPC error, or an error of the HTTP layer",
+                "content": {"application/json": {"schema": {"anyOf": [
+                    {"$ref": "#/components/schemas/Error"},
+                    {"$ref": "#/components/schemas/JsonRpcError"}]}}}});
+            responses.insert("400".into(), rpc_error.clone());
+            responses.insert("404".into(), rpc_error);
         }
         let mut operation = json!({
             "operationId": op.route.name(),

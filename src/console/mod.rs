@@ -9,7 +9,6 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header;
 
 use crate::http::{ApiError, Response, StatusCode};
@@ -117,12 +116,12 @@ pub fn serve(file: &str, if_none_match: Option<&str>) -> Result<Response, ApiErr
     let response = if fresh {
         builder
             .status(StatusCode::NOT_MODIFIED)
-            .body(Full::new(Bytes::new()))
+            .body(crate::http::Body::default())
     } else {
         builder
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from_static(bytes)))
+            .body(crate::http::Body::new(Bytes::from_static(bytes)))
     };
     Ok(response.expect("static headers are valid"))
 }

@@ -273,15 +273,27 @@ impl ApiKeys {
                 )
             });
         };
+        let principal = Principal {
+            name: key.name.clone(),
+            roles: key.roles,
+        };
+        principal.may_call(route)?;
+        Ok(Some(principal))
+    }
+}
+
+impl Principal {
+    /// 403 when the route needs a role this key lacks.
+    pub fn may_call(&self, route: Route) -> Result<(), ApiError> {
         if let Some(role) = route.access().role()
-            && !key.roles.has(role)
+            && !self.roles.has(role)
         {
-            let held = key.roles.names();
+            let held = self.roles.names();
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
                     "API key {:?} lacks the {} role this route needs (it holds: {})",
-                    key.name,
+                    self.name,
                     role.as_str(),
                     if held.is_empty() {
                         "read only".to_string()
@@ -291,10 +303,7 @@ impl ApiKeys {
                 ),
             ));
         }
-        Ok(Some(Principal {
-            name: key.name.clone(),
-            roles: key.roles,
-        }))
+        Ok(())
     }
 }
 

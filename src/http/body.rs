@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use super::error::ApiError;
 use crate::json::nesting_depth;
@@ -16,11 +18,105 @@ use crate::json::nesting_depth;
 /// Deepest nesting of arrays and objects accepted in a request body.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-pub type Body = Full<Bytes>;
+/// A response's body: whole (every route), or a stream of chunks sent as they come (an MCP call
+/// that reports progress while it waits, as server-sent events).
+#[derive(Debug)]
+pub struct Body(Chunks);
+
+#[derive(Debug)]
+enum Chunks {
+    Whole(Full<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    pub fn new(bytes: Bytes) -> Body {
+        Body(Chunks::Whole(Full::new(bytes)))
+    }
+
+    /// A body of the chunks sent on `chunks`, ending when every sender is gone.
+    pub fn stream(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+        Body(Chunks::Stream(chunks))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::new(Bytes::new())
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().0 {
+            Chunks::Whole(full) => Pin::new(full).poll_frame(cx),
+            Chunks::Stream(chunks) => chunks.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Chunks::Whole(full) => full.is_end_stream(),
+            Chunks::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Chunks::Whole(full) => full.size_hint(),
+            Chunks::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A request's body: as it arrives on the connection, or already whole (a tool call of the MCP
+/// endpoint, which hands the same handlers a body of its own making).
+pub enum ReqBody {
+    Wire(Incoming),
+    /// `None` once read.
+    Local(Option<Bytes>),
+}
+
+impl hyper::body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Wire(body) => Pin::new(body).poll_frame(cx),
+            ReqBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Wire(body) => body.is_end_stream(),
+            ReqBody::Local(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Wire(body) => body.size_hint(),
+            ReqBody::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
 
 /// Reads and decodes a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<T, ApiError> {
@@ -28,9 +124,18 @@ pub async fn read_json<T: DeserializeOwned>(
     decode_json(&bytes)
 }
 
+/// The body's bytes as sent, at most `limit` of them, when its Content-Type says JSON.
+pub async fn read_bytes(
+    req: Request<ReqBody>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    read_body(req, limit, timeout).await
+}
+
 /// `read_json`, and the body's bytes (for an idempotency fingerprint).
 pub async fn read_json_and_bytes<T: DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<(T, Bytes), ApiError> {
@@ -40,7 +145,7 @@ pub async fn read_json_and_bytes<T: DeserializeOwned>(
 
 /// Like `read_json`, but a request with no body and no Content-Type decodes as `T::default()`.
 pub async fn read_optional_json<T: DeserializeOwned + Default>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<T, ApiError> {
@@ -78,7 +183,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 async fn read_body(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
@@ -115,7 +220,7 @@ async fn read_body(
 /// Reads the whole body: 413 past `limit` bytes, 408 past `timeout`. On either, what the client
 /// still sends is drained (`linger`) so it can read the answer.
 async fn collect(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
@@ -169,7 +274,7 @@ pub const LINGER_TIME: Duration = Duration::from_secs(5);
 /// Drains whatever is left of a request's body in the background, bounded by `LINGER_BYTES` and
 /// `LINGER_TIME`, while the answer goes out. Nothing to do for a body already complete, and
 /// nothing for a client that waits for `100 Continue` (it sends no body after a final answer).
-pub fn linger(req: Request<Incoming>) {
+pub fn linger(req: Request<ReqBody>) {
     use hyper::body::Body as _;
     // Every request without a body passes here when it is dropped: decide on the cheap test first.
     if req.body().is_end_stream() {
@@ -185,9 +290,10 @@ fn expects_continue<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-fn drain(mut body: Incoming, continues: bool) {
+fn drain(mut body: ReqBody, continues: bool) {
     use hyper::body::Body as _;
-    if continues || body.is_end_stream() {
+    // A body made inside the server has no connection to drain.
+    if continues || body.is_end_stream() || matches!(body, ReqBody::Local(_)) {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -275,7 +381,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.into()))
+        .body(Body::new(body.into()))
         .expect("static headers are valid")
 }
 
@@ -283,7 +389,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 pub fn empty(status: StatusCode) -> Response<Body> {
     Response::builder()
         .status(status)
-        .body(Full::new(Bytes::new()))
+        .body(Body::default())
         .expect("no headers")
 }
 

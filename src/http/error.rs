@@ -2,7 +2,6 @@
 //! `{"error":{"code":"task_not_found","message":"…"}}`.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
 use crate::domain::DomainError;
@@ -350,7 +349,7 @@ impl ApiError {
         })
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<super::Body> {
         let body = self.body();
         let mut builder = Response::builder()
             .status(self.status)
@@ -365,7 +364,7 @@ impl ApiError {
             builder = builder.header(header::RETRY_AFTER, seconds);
         }
         builder
-            .body(Full::new(Bytes::from(body)))
+            .body(super::Body::new(Bytes::from(body)))
             .expect("static headers are valid")
     }
 }

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use serde::de::DeserializeOwned;
 
-pub use body::Body;
+pub use body::{Body, ReqBody};
 pub use error::{ApiError, ErrorCode};
 pub use hyper::{Method, StatusCode};
 pub use router::{Class, Matched, NoRoute, Route, route};
@@ -26,7 +26,7 @@ pub type Response = hyper::Response<Body>;
 /// that writes its whole body before reading still reads the answer.
 pub struct Request {
     /// `None` only once the request was consumed (its body read, or handed to the upgrade).
-    inner: Option<hyper::Request<Incoming>>,
+    inner: Option<hyper::Request<ReqBody>>,
     /// Longest the body may take to arrive.
     body_timeout: std::time::Duration,
     /// The name of the API key the request presented, once `auth` accepted it (`None` when keys
@@ -74,9 +74,18 @@ impl Request {
         body_timeout: std::time::Duration,
     ) -> Request {
         Request {
-            inner: Some(inner),
+            inner: Some(inner.map(ReqBody::Wire)),
             body_timeout,
             caller: None,
+        }
+    }
+
+    /// A request made inside the server, its body already whole (see `ReqBody::Local`).
+    pub fn local(inner: hyper::Request<bytes::Bytes>, caller: Option<String>) -> Request {
+        Request {
+            inner: Some(inner.map(|b| ReqBody::Local(Some(b)))),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            caller,
         }
     }
 
@@ -95,13 +104,13 @@ impl Request {
         self.head().extensions().get::<Peer>().map(|p| p.0)
     }
 
-    fn head(&self) -> &hyper::Request<Incoming> {
+    fn head(&self) -> &hyper::Request<ReqBody> {
         self.inner
             .as_ref()
             .expect("a request is only consumed by value")
     }
 
-    fn take(mut self) -> hyper::Request<Incoming> {
+    fn take(mut self) -> hyper::Request<ReqBody> {
         self.inner
             .take()
             .expect("a request is only consumed by value")
@@ -146,7 +155,7 @@ impl Request {
     }
 
     /// The request itself, for the WebSocket upgrade.
-    pub fn into_hyper(self) -> hyper::Request<Incoming> {
+    pub fn into_hyper(self) -> hyper::Request<ReqBody> {
         self.take()
     }
 
@@ -154,6 +163,12 @@ impl Request {
     pub async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
         let timeout = self.body_timeout;
         body::read_json(self.take(), limit, timeout).await
+    }
+
+    /// The body's bytes, undecoded (JSON by its Content-Type, at most `limit` bytes).
+    pub async fn bytes(self, limit: usize) -> Result<bytes::Bytes, ApiError> {
+        let timeout = self.body_timeout;
+        body::read_bytes(self.take(), limit, timeout).await
     }
 
     /// `json`, with the body's bytes.

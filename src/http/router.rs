@@ -400,6 +400,11 @@ routes! {
     Console: GET "/" | "/console/{file}"
         => "console", Other, Open, Now, 200,
         "The web console (HTML)";
+    /// The Model Context Protocol endpoint (Streamable HTTP): JSON-RPC tools for agents (`mcp`).
+    Mcp: POST "/mcp"
+        => "mcp", Other, Read, Body, 200,
+        "Model Context Protocol (Streamable HTTP, JSON-RPC 2.0): tools for agent workers, reviewers and operators",
+        body "JsonRpcRequest";
     /// The presented key's name and access.
     WhoAmI: GET "/api/v1/auth/whoami"
         => "auth.whoami", Other, Read, Now, 200,
@@ -773,7 +778,9 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 65);
+        assert_eq!(Route::ALL.len(), 66);
+        check(Method::POST, "/mcp", Ok((Route::Mcp, "")));
+        check(Method::GET, "/mcp", Err(NoRoute::MethodNotAllowed("POST")));
         check(
             Method::PUT,
             "/api/v1/workflows/essay",

@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -233,5 +231,8 @@ pub fn upgrade(
         }
     });
     let (parts, _) = response.into_parts();
-    Ok(hyper::Response::from_parts(parts, Full::new(Bytes::new())))
+    Ok(hyper::Response::from_parts(
+        parts,
+        crate::http::Body::default(),
+    ))
 }

@@ -18,6 +18,7 @@ mod graphs;
 mod hitl;
 mod hostile;
 mod idempotency;
+mod mcp;
 mod monitoring;
 mod pages;
 mod projects;

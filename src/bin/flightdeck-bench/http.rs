@@ -86,6 +86,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// `send`, with headers of the caller's.
+    pub async fn send_with(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
         let host = self.addr.to_string();
         // A POST says it is JSON even without a body (a server without keys refuses it otherwise).
         let json = body.is_some() || method == hyper::Method::POST;
@@ -98,6 +109,9 @@ impl Client {
         }
         if json {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

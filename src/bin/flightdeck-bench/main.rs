@@ -25,6 +25,7 @@
 mod capacity;
 mod cost;
 mod http;
+mod mcp;
 mod pace;
 mod process;
 mod recorder;

@@ -70,6 +70,8 @@ pub struct Report {
     pub queue_wait: Option<QueueWait>,
     /// The server's CPU per operation, each class alone (the cost phase).
     pub costs: Vec<super::cost::CostRow>,
+    /// Tool calls over MCP beside their REST routes (the MCP phase).
+    pub mcp: Vec<super::mcp::McpRow>,
     /// No errors, no event lost, duplicated or reordered, every task done, check consistent.
     pub clean: bool,
 }
@@ -380,6 +382,47 @@ pub fn render(report: &Report) -> String {
                 out,
                 "| {} | {} | {:.1} | {:.0} µs | {:.3} ms |",
                 c.class, c.operations, c.seconds, c.server_cpu_us, c.server_p50_ms
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if !report.mcp.is_empty() {
+        let _ = writeln!(
+            out,
+            "MCP beside REST, the same calls in alternating rounds ({} closed-loop clients):\n",
+            super::cost::CLIENTS
+        );
+        let _ = writeln!(
+            out,
+            "| operation | protocol | calls | errors | p50 | p99 | server CPU per call | p99 and CPU vs REST |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for m in &report.mcp {
+            let rest = report
+                .mcp
+                .iter()
+                .find(|r| r.operation == m.operation && r.protocol == "REST");
+            let ratio = match rest {
+                Some(r) if m.protocol != "REST" && r.p99_ms > 0.0 && r.server_cpu_us > 0.0 => {
+                    format!(
+                        "{:.2}x, {:.2}x",
+                        m.p99_ms / r.p99_ms,
+                        m.server_cpu_us / r.server_cpu_us
+                    )
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.3} ms | {:.3} ms | {:.0} µs | {} |",
+                m.operation,
+                m.protocol,
+                m.calls,
+                m.errors,
+                m.p50_ms,
+                m.p99_ms,
+                m.server_cpu_us,
+                ratio
             );
         }
         let _ = writeln!(out);

@@ -56,6 +56,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
         scenario.quiet_seconds as f64,
     )
     .await;
+    let mcp = crate::mcp::mcp_phase(&target, &token, &work.projects, &work.artifact_ids).await;
     let quiet = quiet_phase(
         &exe,
         &target,
@@ -77,6 +78,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     let mut report = report(args, &target, scenario, measured);
     report.queue_wait = queue_wait;
     report.costs = costs;
+    report.mcp = mcp;
     Ok(report)
 }
 
@@ -534,6 +536,7 @@ fn report(args: &BenchArgs, target: &Target, scenario: Scenario, measured: Measu
         verdicts,
         queue_wait: None,
         costs: Vec::new(),
+        mcp: Vec::new(),
         clean,
         scenario,
     }
