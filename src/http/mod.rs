@@ -138,6 +138,11 @@ impl Request {
         self.head().headers().get(name).map(|v| v.as_bytes())
     }
 
+    /// How many times a header was sent.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.head().headers().get_all(name).iter().count()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head()
             .headers()

@@ -640,6 +640,20 @@ fn malformed_requests_get_json_rpc_errors_and_the_endpoint_keeps_the_rest_rules(
         (status, body["error"]["code"].as_i64()),
         (400, Some(-32020))
     );
+    // A routing header sent twice could be read either way: refused.
+    let (status, _, body) = raw(
+        &s,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "server/discover"),
+            ("mcp-method", "tools/call"),
+        ],
+        &discover,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32020))
+    );
     let no_meta =
         json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}).to_string();
     let (status, _, body) = raw(

@@ -149,7 +149,12 @@ struct Headers {
     name: Option<String>,
     /// The client takes a stream of server-sent events (`Accept: text/event-stream`).
     streams: bool,
+    /// A routing header sent more than once (its copies could disagree): refused.
+    repeated: Option<&'static str>,
 }
+
+/// The headers 2026-07-28 routes by, which must agree with the body.
+const ROUTING_HEADERS: [&str; 3] = ["mcp-protocol-version", "mcp-method", "mcp-name"];
 
 /// `POST /mcp`.
 pub async fn post(
@@ -164,6 +169,9 @@ pub async fn post(
         streams: req
             .header("accept")
             .is_some_and(|a| a.contains("text/event-stream")),
+        repeated: ROUTING_HEADERS
+            .into_iter()
+            .find(|h| req.header_count(h) > 1),
     };
     let bytes = req.bytes(state.max_body_bytes).await?;
     let started = Instant::now();
@@ -400,6 +408,12 @@ async fn answer(
 /// Which revision a request speaks, checked as 2026-07-28 asks: the envelope's version and
 /// capabilities present, the routing headers agreeing with the body, the version served.
 fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<Era, RpcError> {
+    if let Some(header) = headers.repeated {
+        return Err(RpcError::new(
+            HEADER_MISMATCH,
+            format!("the {header} header was sent more than once"),
+        ));
+    }
     let meta = params.get("_meta").and_then(Value::as_object);
     let enveloped = meta.is_some_and(|m| m.contains_key(PROTOCOL_VERSION_KEY));
     let modern_header = headers.version.as_deref() == Some(MODERN_VERSION);
@@ -440,9 +454,8 @@ fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<E
         _ => None,
     };
     if let Some(Value::String(name)) = named {
-        // A value sent base64-encoded (`=?base64?…?=`) is not compared: names here are ASCII.
-        let sent = headers.name.as_deref();
-        if !sent.is_some_and(|s| s == name || s.starts_with("=?base64?")) {
+        let sent = headers.name.as_deref().and_then(header_value);
+        if sent.as_deref() != Some(name.as_str()) {
             return Err(RpcError::new(
                 HEADER_MISMATCH,
                 "the Mcp-Name header does not match the request's name",
@@ -459,6 +472,23 @@ fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<E
         return Err(unsupported(version));
     }
     Ok(Era::Modern)
+}
+
+/// A routing header's value: as sent, or decoded when sent base64-encoded (`=?base64?…?=`, for a
+/// value that is not plain ASCII); `None` for a malformed encoding.
+fn header_value(sent: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use base64::Engine as _;
+    match sent
+        .strip_prefix("=?base64?")
+        .and_then(|s| s.strip_suffix("?="))
+    {
+        None => Some(std::borrow::Cow::Borrowed(sent)),
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(std::borrow::Cow::Owned),
+    }
 }
 
 fn server_info() -> Value {
@@ -913,6 +943,7 @@ mod tests {
             method: method.map(str::to_owned),
             name: name.map(str::to_owned),
             streams: false,
+            repeated: None,
         }
     }
 
@@ -939,6 +970,30 @@ mod tests {
             let e = era(&wrong, "tools/call", &call).err().expect("a mismatch");
             assert_eq!(e.code, HEADER_MISMATCH, "{}", e.message);
         }
+        // A name sent base64-encoded is compared decoded; a bad encoding is a mismatch.
+        let encoded = headers(
+            Some("2026-07-28"),
+            Some("tools/call"),
+            Some("=?base64?Y2xhaW1fdGFzaw==?="),
+        );
+        assert!(era(&encoded, "tools/call", &call).ok() == Some(Era::Modern));
+        let garbled = headers(
+            Some("2026-07-28"),
+            Some("tools/call"),
+            Some("=?base64?!!?="),
+        );
+        assert_eq!(
+            era(&garbled, "tools/call", &call).err().unwrap().code,
+            HEADER_MISMATCH
+        );
+        let twice = Headers {
+            repeated: Some("mcp-method"),
+            ..headers(Some("2026-07-28"), Some("tools/call"), Some("claim_task"))
+        };
+        assert_eq!(
+            era(&twice, "tools/call", &call).err().unwrap().code,
+            HEADER_MISMATCH
+        );
         // The modern header without the envelope: the envelope is missing.
         let bare = params(json!({"name": "claim_task"}));
         assert_eq!(
