@@ -121,11 +121,16 @@ impl RpcError {
     }
 }
 
-fn unsupported(requested: &str) -> RpcError {
+/// Every revision served, newest first.
+fn supported_versions() -> Vec<&'static str> {
     let mut supported = vec![MODERN_VERSION];
     supported.extend(HANDSHAKE_VERSIONS);
+    supported
+}
+
+fn unsupported(requested: &str) -> RpcError {
     RpcError {
-        data: Some(json!({"supported": supported, "requested": requested})),
+        data: Some(json!({"supported": supported_versions(), "requested": requested})),
         ..RpcError::new(
             UNSUPPORTED_PROTOCOL_VERSION,
             format!("protocol version `{requested}` is not supported"),
@@ -514,10 +519,8 @@ fn initialize(params: &Map<String, Value>) -> Result<Value, RpcError> {
 }
 
 fn discover(principal: Option<&Principal>) -> Value {
-    let mut supported = vec![MODERN_VERSION];
-    supported.extend(HANDSHAKE_VERSIONS);
     json!({
-        "supportedVersions": supported,
+        "supportedVersions": supported_versions(),
         "capabilities": capabilities(),
         "instructions": INSTRUCTIONS,
         // What a key may call differs: no cache shared between keys.
@@ -627,8 +630,7 @@ async fn call_tool(
 
 /// A REST error as the JSON text a tool answers.
 fn error_json(e: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&json!({"error": {"code": e.code.as_str(), "message": e.message}}))
-        .unwrap_or_default()
+    e.body()
 }
 
 /// A route's successful answer in the tool's shape.

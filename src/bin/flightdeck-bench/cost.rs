@@ -53,7 +53,7 @@ impl Op {
 }
 
 /// The server's CPU seconds so far: from /proc for our own server, from `/metrics` otherwise.
-async fn server_cpu(target: &Target, client: &mut Client) -> Option<f64> {
+pub(super) async fn server_cpu(target: &Target, client: &mut Client) -> Option<f64> {
     match target.process.as_ref().and_then(|own| own.child.id()) {
         Some(pid) => process_figures(pid).1,
         None => remote_figures(client).await.1,

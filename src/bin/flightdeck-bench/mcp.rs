@@ -6,9 +6,9 @@
 //! ratio to REST (the target: within 1.5x). The MCP side speaks the stateless 2026-07-28
 //! revision, its envelope and routing headers on every request, as an SDK client does.
 
-use crate::cost::CLIENTS;
+use crate::cost::{CLIENTS, server_cpu};
 use crate::http::Client;
-use crate::process::{Target, process_figures, remote_figures};
+use crate::process::Target;
 use crate::stats::Samples;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -50,13 +50,6 @@ impl Protocol {
             Protocol::RestPost => "REST, by POST",
             Protocol::Mcp => "MCP",
         }
-    }
-}
-
-async fn server_cpu(target: &Target, client: &mut Client) -> Option<f64> {
-    match target.process.as_ref().and_then(|own| own.child.id()) {
-        Some(pid) => process_figures(pid).1,
-        None => remote_figures(client).await.1,
     }
 }
 
