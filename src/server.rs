@@ -230,7 +230,8 @@ pub async fn run(
             inner: service.clone(),
             peer: peer.map(|a| a.ip()),
         };
-        let connection = http.serve_connection(io, service).with_upgrades();
+        let connection =
+            crate::http::repoll::Repoll::new(http.serve_connection(io, service).with_upgrades());
         let stopping = stopping.clone();
         let (idle_timeout, write_timeout) = (limits.idle_timeout, limits.write_timeout);
         tracker.spawn(async move {
@@ -242,7 +243,7 @@ pub async fn run(
                 tokio::select! {
                     result = connection.as_mut() => break result,
                     () = stopping.cancelled(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
+                        connection.as_mut().inner().graceful_shutdown();
                         closing = true;
                     }
                     _ = check.tick() => {
@@ -256,7 +257,7 @@ pub async fn run(
                         }
                         if !closing && now.saturating_sub(activity.last()) > idle_timeout {
                             // Idle keep-alive connection: close it (a request in flight finishes).
-                            connection.as_mut().graceful_shutdown();
+                            connection.as_mut().inner().graceful_shutdown();
                             closing = true;
                         }
                     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod repoll;
 pub mod router;
 pub mod site;
 pub mod timing;
