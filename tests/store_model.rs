@@ -2,7 +2,9 @@
 //! deletes go to the real store and to an in-memory model; after every step every query (by id, by
 //! each index with pagination, summaries, agents, the event log) is compared and the consistency
 //! check runs. Long-polling claims wait among the ops, and the writer must hand each the task its
-//! claim would take, in the commit that made one claimable.
+//! claim would take, in the commit that made one claimable. Model-usage reports (priced or
+//! reported, repeated, under a lost lease, past the models kept apart) are summed by the model
+//! per task, project, agent type and model, and compared with the store's totals and sums.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +78,18 @@ enum Op {
     Advance {
         task: usize,
     },
+    /// A usage report: `report` picks one of four report ids (repeats count once), `model` one
+    /// of four models (two are kept apart, `model-0` has a price), under the task's lease or a
+    /// wrong one.
+    ReportUsage {
+        task: usize,
+        report: usize,
+        model: usize,
+        right_lease: bool,
+        input: u16,
+        output: u16,
+        cost: Option<u16>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -98,6 +112,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..AGENTS).prop_map(|agent| Op::Wait { agent }),
         1 => (0usize..8).prop_map(|waiter| Op::Leave { waiter }),
         6 => (0usize..4).prop_map(|task| Op::Advance { task }),
+        4 => (0usize..6, 0usize..4, 0usize..4, any::<bool>(), any::<u16>(), any::<u16>(), prop::option::of(any::<u16>()))
+            .prop_map(|(task, report, model, right_lease, input, output, cost)| Op::ReportUsage {
+                task, report, model, right_lease, input, output, cost }),
     ]
 }
 
@@ -161,7 +178,31 @@ struct Model {
     turn: BTreeMap<AgentType, Id>,
     /// Waiting claims registered so far (their worker ids are numbered).
     waiters_seen: usize,
+    /// Usage reports by (task, report id): the first of each.
+    usage: BTreeMap<(Id, String), MUsage>,
+    /// The models kept apart, in the order first reported (at most `MAX_MODELS`).
+    models: Vec<String>,
 }
+
+/// A usage report as the model keeps it.
+#[derive(Debug, Clone)]
+struct MUsage {
+    task: Id,
+    project: Id,
+    agent: AgentType,
+    /// The model's label in the sums: its name, or `other`.
+    label: String,
+    tokens: [u64; 4],
+    cost_nanos: u64,
+}
+
+/// Reports, tokens by kind and nano-dollars, summed.
+type Sums = (u64, [u64; 4], u64);
+
+/// The models the store keeps apart in the model test.
+const MAX_MODELS: usize = 2;
+/// `model-0`'s price, USD per million input and output tokens.
+const PRICE: (f64, f64) = (2.0, 8.0);
 
 /// A waiting claim: its agent type, its worker id and its place in the store's queue.
 type Waiting<'s> = (AgentType, String, flightdeck::store::Ticket<'s>);
@@ -408,6 +449,99 @@ impl Model {
                 };
                 self.set_status(store, id, next);
             }
+            Op::ReportUsage {
+                task,
+                report,
+                model,
+                right_lease,
+                input,
+                output,
+                cost,
+            } => {
+                let id = pick(&self.task_ids, *task);
+                let report_id = format!("r{report}");
+                let model = format!("model-{model}");
+                let held = self.tasks.get(&id).and_then(|t| t.lease);
+                let lease = if *right_lease {
+                    held
+                } else {
+                    Some(Id([0x11; 16]))
+                };
+                let tokens = flightdeck::domain::usage::Tokens {
+                    input: u64::from(*input),
+                    output: u64::from(*output),
+                    ..Default::default()
+                };
+                let sent = flightdeck::domain::usage::UsageReport::new(
+                    "",
+                    report_id.clone(),
+                    model.clone(),
+                    None,
+                    tokens,
+                    cost.map(|c| f64::from(c) / 100.0),
+                )
+                .unwrap();
+                let reply = store.write_blocking(command::ReportUsage {
+                    task_id: id,
+                    lease_id: lease,
+                    worker_id: None,
+                    reports: vec![sent],
+                });
+                let Some(t) = self.tasks.get(&id).cloned() else {
+                    assert_eq!(fail_kind(&reply.unwrap_err()), "not_found");
+                    return;
+                };
+                let done = reply.unwrap();
+                let got = &done.recorded[0];
+                if let Some(first) = self.usage.get(&(id, report_id.clone())) {
+                    assert!(got.repeated);
+                    assert_eq!(got.model_label, first.label);
+                    assert_eq!(got.entry.tokens.array(), first.tokens);
+                    assert_eq!(got.entry.cost_nanos, first.cost_nanos);
+                    return;
+                }
+                assert!(!got.repeated);
+                let holds = t.status == TaskStatus::Working
+                    && match (t.lease, lease) {
+                        (Some(a), Some(b)) => a == b,
+                        (None, None) => true,
+                        _ => false,
+                    };
+                assert_eq!(got.entry.lease_lost, !holds, "{t:?} {lease:?}");
+                if !self.models.contains(&model) && self.models.len() < MAX_MODELS {
+                    self.models.push(model.clone());
+                }
+                let label = if self.models.contains(&model) {
+                    model.clone()
+                } else {
+                    "other".to_string()
+                };
+                let (cost_nanos, source) = match cost {
+                    Some(c) => ((f64::from(*c) / 100.0 * 1e9).round() as u64, "reported"),
+                    None if model == "model-0" => {
+                        let dollars = f64::from(*input) * PRICE.0 / 1e6
+                            + f64::from(*output) * PRICE.1 / 1e6
+                            + 0.0
+                            + 0.0;
+                        ((dollars * 1e9).round() as u64, "priced")
+                    }
+                    None => (0, "unpriced"),
+                };
+                assert_eq!(got.entry.cost_source.as_str(), source);
+                assert_eq!(got.entry.cost_nanos, cost_nanos);
+                assert_eq!(got.model_label, label);
+                self.usage.insert(
+                    (id, report_id),
+                    MUsage {
+                        task: id,
+                        project: t.project,
+                        agent: t.agent.clone(),
+                        label,
+                        tokens: tokens.array(),
+                        cost_nanos,
+                    },
+                );
+            }
             // Waiting claims come and go in `run`, which holds their tickets.
             Op::Wait { .. } | Op::Leave { .. } => {}
             Op::Claim { agent } => {
@@ -624,6 +758,7 @@ impl Model {
 
     /// Compares every query the store answers with the model.
     fn compare(&self, store: &Store) {
+        self.compare_usage(store);
         assert_eq!(store.latest_seq(), self.events);
         let (log, more) = store.events(None, 0, 100_000).unwrap();
         assert!(!more);
@@ -861,8 +996,93 @@ fn all_pages(mut page: impl FnMut(Option<&str>) -> (Vec<Id>, Option<String>)) ->
     }
 }
 
+impl Model {
+    /// Every scope's totals, and the sums by model, against the reports the model kept.
+    fn compare_usage(&self, store: &Store) {
+        use flightdeck::domain::usage::UsageTotals;
+        use flightdeck::store::{GroupBy, GroupKey, UsageQuery, UsageScope};
+        let sum = |keep: &dyn Fn(&MUsage) -> bool| {
+            let mut t = (0u64, [0u64; 4], 0u64);
+            for u in self.usage.values().filter(|u| keep(u)) {
+                t.0 += 1;
+                for (a, b) in t.1.iter_mut().zip(u.tokens) {
+                    *a += b;
+                }
+                t.2 += u.cost_nanos;
+            }
+            t
+        };
+        let seen = |t: UsageTotals| (t.reports, t.tokens.array(), t.cost_nanos);
+        for task in &self.task_ids {
+            let want = sum(&|u| u.task == *task);
+            assert_eq!(
+                seen(store.usage_totals(UsageScope::Task(*task)).unwrap()),
+                want
+            );
+        }
+        for project in &self.project_ids {
+            let want = sum(&|u| u.project == *project);
+            assert_eq!(
+                seen(store.usage_totals(UsageScope::Project(*project)).unwrap()),
+                want
+            );
+        }
+        for i in 0..AGENTS {
+            let agent = agent_type(i);
+            let want = sum(&|u| u.agent == agent);
+            assert_eq!(
+                seen(store.usage_totals(UsageScope::Agent(&agent)).unwrap()),
+                want
+            );
+        }
+        assert_eq!(
+            seen(store.usage_totals(UsageScope::All).unwrap()),
+            sum(&|_| true)
+        );
+        let sums = store
+            .usage_sums(&UsageQuery {
+                project: None,
+                agent_type: None,
+                model: None,
+                from_hour: 0,
+                to_hour: u32::MAX,
+                group_by: Some(GroupBy::Model),
+            })
+            .unwrap()
+            .unwrap();
+        let mut labels: Vec<&str> = self.usage.values().map(|u| u.label.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let got: Vec<(String, Sums)> = sums
+            .groups
+            .iter()
+            .map(|(k, t)| match k {
+                GroupKey::Model(m) => (m.clone(), seen(*t)),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, Sums)> = labels
+            .iter()
+            .map(|l| (l.to_string(), sum(&|u| u.label == *l)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(seen(sums.totals), sum(&|_| true));
+    }
+}
+
 fn open(dir: &std::path::Path) -> Store {
     let mut config = StoreConfig::new(dir);
+    config.max_models = MAX_MODELS;
+    config.prices = vec![
+        flightdeck::domain::usage::Price {
+            model: "model-0".into(),
+            input_per_million: PRICE.0,
+            output_per_million: PRICE.1,
+            ..Default::default()
+        }
+        .check("prices[0]")
+        .unwrap(),
+    ];
     config.durability = Durability::None;
     config.cache_bytes = 8 * 1024;
     Store::open(&config, no_publisher()).unwrap()

@@ -24,7 +24,14 @@ pub fn all(state: &AppState) -> Result<Response, ApiError> {
 pub fn one(state: &AppState, agent: &str) -> Result<Response, ApiError> {
     let agent_type: AgentType = state.store.agent_type("agent_type", agent)?;
     let agent = state.store.agent(&agent_type)?;
-    Ok(json(StatusCode::OK, object(|o| write(o, &agent))))
+    let usage = state
+        .store
+        .usage_totals(crate::store::UsageScope::Agent(&agent_type))?;
+    let body = object(|o| {
+        write(o, &agent);
+        o.object("usage", |u| super::usage::write_totals(u, &usage));
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 /// BotArmy: `[{agent_type, status, current_task_id, last_activity, error_message, updated_at}]`

@@ -14,6 +14,7 @@ mod progress;
 mod projects;
 mod queues;
 mod tasks;
+mod usage;
 mod workflows;
 
 use crate::http::ErrorCode;
@@ -252,9 +253,9 @@ fn serve(
         OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
         ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
         ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
-        TaskHeartbeat, TaskProgress, TaskSetStatus, WebhookDiscard, WebhookRetry, WhoAmI,
-        WorkflowCancel, WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut, WorkflowGet,
-        WorkflowStart, WorkflowsList, WsAll, WsProject,
+        TaskHeartbeat, TaskProgress, TaskSetStatus, TaskUsage, UsageGet, WebhookDiscard,
+        WebhookRetry, WhoAmI, WorkflowCancel, WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut,
+        WorkflowGet, WorkflowStart, WorkflowsList, WsAll, WsProject,
     };
     // A route answered while it is called (its row says `Now`).
     macro_rules! now {
@@ -290,6 +291,8 @@ fn serve(
         TaskClaim => wait!(|s, _, req| tasks::claim(s, req)),
         TaskHeartbeat => wait!(|s, id, req| tasks::heartbeat(s, id, req)),
         TaskProgress => wait!(|s, id, req| progress::post(s, id, req)),
+        TaskUsage => wait!(|s, id, req| usage::post(s, id, req)),
+        UsageGet => now!(usage::list(state, &query)),
         WorkflowStart => wait!(|s, id, req| workflows::start(s, id, req)),
         WorkflowGet => now!(workflows::get(state, param)),
         WorkflowCancel => wait!(|s, id, req| workflows::cancel(s, id, req)),

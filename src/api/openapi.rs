@@ -15,6 +15,22 @@ fn schemas() -> Value {
     let string = json!({"type": "string"});
     let uuid = json!({"type": "string", "format": "uuid"});
     let any = json!({});
+    let tokens =
+        json!({"type": "integer", "minimum": 0, "maximum": crate::domain::usage::MAX_TOKENS});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": crate::domain::usage::MAX_NAME_BYTES});
+    // One model-usage report (OpenTelemetry GenAI's `gen_ai.usage.*`, `gen_ai.request.model`).
+    let usage_report = json!({"type": "object", "required": ["report_id", "model", "input_tokens", "output_tokens"],
+        "additionalProperties": false, "properties": {
+        "report_id": {"type": "string", "minLength": 1, "maxLength": crate::domain::usage::MAX_NAME_BYTES,
+            "description": "the worker's id of the report: a repeat for the same task counts once"},
+        "model": name.clone(), "provider": {"type": ["string", "null"], "minLength": 1, "maxLength": crate::domain::usage::MAX_NAME_BYTES},
+        "input_tokens": tokens.clone(), "output_tokens": tokens.clone(),
+        "cache_read_tokens": tokens.clone(), "cache_write_tokens": tokens.clone(),
+        "cost_usd": {"type": ["number", "null"], "minimum": 0, "maximum": crate::domain::usage::MAX_COST_USD,
+            "description": "what the call cost; without it the tokens are priced by [[prices]]"}}});
+    let usage_field = json!({"description": "model usage spent meanwhile, recorded durably first (a lost lease still records it)",
+        "oneOf": [{"type": "null"}, usage_report.clone(),
+            {"type": "array", "items": usage_report.clone(), "maxItems": crate::domain::usage::MAX_REPORTS}]});
     // Every error code, from the one table, with its status and meaning.
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let meanings: serde_json::Map<String, Value> = ErrorCode::ALL
@@ -62,7 +78,8 @@ fn schemas() -> Value {
             "status": {"enum": ["pending", "working", "completed", "failed", "cancelled"]},
             "output": any, "error_message": {"type": ["string", "null"]},
             "lease_id": {"type": ["string", "null"], "format": "uuid",
-                "description": "the claim's fencing token: required to complete or fail a claimed task"}}},
+                "description": "the claim's fencing token: required to complete or fail a claimed task"},
+            "usage": usage_field.clone()}},
         "Claim": {"type": "object", "required": ["agent_type", "worker_id"], "properties": {
             "agent_type": {"type": "string", "pattern": NAME_PATTERN}, "worker_id": string, "lease_seconds": {"type": ["number", "null"]},
             "wait_ms": {"type": ["integer", "null"], "minimum": 0,
@@ -70,7 +87,17 @@ fn schemas() -> Value {
         "Heartbeat": {"type": "object", "properties": {"worker_id": {"type": ["string", "null"]}, "lease_seconds": {"type": ["number", "null"]},
             "lease_id": {"type": ["string", "null"], "format": "uuid", "description": "the claim's fencing token (required for a claimed task)"},
             "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
-            "data": any}},
+            "data": any, "usage": usage_field.clone()}},
+        "Usage": usage_report.clone(),
+        "UsageReport": {"type": "object", "required": ["report_id", "model", "input_tokens", "output_tokens"],
+            "additionalProperties": false, "properties": {
+            "lease_id": {"type": ["string", "null"], "format": "uuid", "description": "the claim the usage was spent under; a lost one still records it, marked lease_lost"},
+            "worker_id": {"type": ["string", "null"]},
+            "report_id": usage_report["properties"]["report_id"].clone(), "model": usage_report["properties"]["model"].clone(),
+            "provider": usage_report["properties"]["provider"].clone(),
+            "input_tokens": tokens.clone(), "output_tokens": tokens.clone(),
+            "cache_read_tokens": tokens.clone(), "cache_write_tokens": tokens.clone(),
+            "cost_usd": usage_report["properties"]["cost_usd"].clone()}},
         "CreateArtifact": {"type": "object", "required": ["project_id", "source_agent", "artifact_type", "content"], "properties": {
             "project_id": uuid, "source_agent": {"type": "string", "pattern": NAME_PATTERN}, "artifact_type": {"type": "string", "pattern": NAME_PATTERN}, "content": any, "metadata": any}},
         "UpdateArtifact": {"type": "object", "properties": {"content": any, "metadata": any}},
@@ -87,7 +114,7 @@ fn schemas() -> Value {
         "Progress": {"type": "object", "properties": {
             "lease_id": {"type": ["string", "null"], "format": "uuid"},
             "message": {"type": ["string", "null"]}, "percent": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
-            "data": any}},
+            "data": any, "usage": usage_field.clone()}},
         "DeadLetters": {"type": "object", "properties": {"seq": {"type": ["integer", "null"], "minimum": 0,
             "description": "the dead letter's event seq; absent or null: every dead letter of the webhook"}}},
         "QueueLimit": {"type": "object", "required": ["max_working"], "properties": {

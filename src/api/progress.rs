@@ -78,6 +78,9 @@ struct ProgressBody {
     percent: Option<f64>,
     #[serde(default)]
     data: Option<Box<RawValue>>,
+    /// Model usage reported with it (one report or a list): recorded durably before the answer.
+    #[serde(default)]
+    usage: Option<Box<RawValue>>,
 }
 
 /// When each task's last frame went out, and the report waiting for its turn.
@@ -117,6 +120,10 @@ pub async fn post(state: &Arc<AppState>, id: &str, req: Request) -> Result<Respo
         data: body.data,
     };
     report.validate()?;
+    let usage = super::usage::parse_field(body.usage.as_deref())?;
+    if !usage.is_empty() {
+        super::usage::record(state, task_id, lease_id, None, usage).await?;
+    }
     let task = state
         .store
         .get_task(&task_id)?

@@ -49,10 +49,14 @@ pub fn list(state: &AppState, query: &Query) -> Result<Response, ApiError> {
 
 pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
-    Ok(json(
-        StatusCode::OK,
-        encode(&project, state.store.summary(&project.id).as_ref()),
-    ))
+    let usage = state
+        .store
+        .usage_totals(crate::store::UsageScope::Project(project.id))?;
+    let body = object(|o| {
+        write_fields(o, &project, state.store.summary(&project.id).as_ref());
+        o.object("usage", |u| super::usage::write_totals(u, &usage));
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 /// BotArmy: `{project_id, status, tasks:[{task_id, agent_type, status, created_at, updated_at}]}`,
@@ -79,6 +83,9 @@ pub fn status(state: &AppState, id: &str, query: &Query) -> Result<Response, Api
 pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let project = find(state, id)?;
     let summary = state.store.summary(&project.id).unwrap_or_default();
+    let usage = state
+        .store
+        .usage_totals(crate::store::UsageScope::Project(project.id))?;
     let total = summary.total_tasks();
     let completed = summary.count(TaskStatus::Completed);
     let percentage = if total == 0 {
@@ -104,26 +111,30 @@ pub fn completion(state: &AppState, id: &str) -> Result<Response, ApiError> {
             .bool(
                 "is_complete",
                 project.status == crate::domain::ProjectStatus::Completed,
-            );
+            )
+            .object("usage", |u| super::usage::write_totals(u, &usage));
     });
     Ok(json(StatusCode::OK, body))
 }
 
 fn encode(p: &Project, summary: Option<&ProjectSummary>) -> Vec<u8> {
-    object(|o| {
-        write(o, p);
-        if let Some(s) = summary {
-            o.object("task_counts", |c| {
-                for status in TaskStatus::ALL {
-                    c.u64(status.as_str(), s.count(*status));
-                }
-            })
-            .u64("total_tasks", s.total_tasks())
-            .u64("artifact_count", s.artifacts)
-            .u64("pending_hitl_requests", s.hitl_pending)
-            .u64("latest_seq", s.latest_seq);
-        }
-    })
+    object(|o| write_fields(o, p, summary))
+}
+
+/// A project with its summary's counts.
+fn write_fields(o: &mut ObjectWriter<'_>, p: &Project, summary: Option<&ProjectSummary>) {
+    write(o, p);
+    if let Some(s) = summary {
+        o.object("task_counts", |c| {
+            for status in TaskStatus::ALL {
+                c.u64(status.as_str(), s.count(*status));
+            }
+        })
+        .u64("total_tasks", s.total_tasks())
+        .u64("artifact_count", s.artifacts)
+        .u64("pending_hitl_requests", s.hitl_pending)
+        .u64("latest_seq", s.latest_seq);
+    }
 }
 
 fn write(o: &mut ObjectWriter<'_>, p: &Project) {

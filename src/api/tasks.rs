@@ -107,7 +107,14 @@ pub fn get(state: &AppState, id: &str) -> Result<Response, ApiError> {
     if let Some(report) = state.store.progress(&id) {
         task.progress = Some(report);
     }
-    Ok(json(StatusCode::OK, encode(&task)))
+    let usage = state
+        .store
+        .usage_totals(crate::store::UsageScope::Task(id))?;
+    let body = object(|o| {
+        write(o, &task);
+        o.object("usage", |u| super::usage::write_totals(u, &usage));
+    });
+    Ok(json(StatusCode::OK, body))
 }
 
 #[derive(Deserialize)]
@@ -120,6 +127,9 @@ struct SetStatus {
     /// The claim's fencing token; required to complete or fail a claimed task.
     #[serde(default)]
     lease_id: Option<String>,
+    /// Model usage reported with the change (one report or a list): recorded first, durably.
+    #[serde(default)]
+    usage: Option<Box<RawValue>>,
 }
 
 /// The `lease_id` of a body, parsed.
@@ -135,12 +145,17 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
         check_len("error_message", m, Limits::ERROR_MESSAGE, false)?;
     }
     let output = body.output.map(|raw| String::from(Box::<str>::from(raw)));
+    let lease_id = lease_id(body.lease_id.as_deref())?;
+    let usage = super::usage::parse_field(body.usage.as_deref())?;
+    if !usage.is_empty() {
+        super::usage::record(state, task_id, lease_id, None, usage).await?;
+    }
     let command = command::SetTaskStatus {
         task_id,
         status,
         output,
         error_message: body.error_message,
-        lease_id: lease_id(body.lease_id.as_deref())?,
+        lease_id,
     };
     let t = state.store.write(command).await?;
     Ok(json(StatusCode::OK, encode(&t)))
@@ -334,6 +349,9 @@ struct HeartbeatBody {
     percent: Option<f64>,
     #[serde(default)]
     data: Option<Box<RawValue>>,
+    /// Model usage reported with it (one report or a list): recorded first, durably.
+    #[serde(default)]
+    usage: Option<Box<RawValue>>,
 }
 
 /// Extends the claim's lease from now: 409 `lease_lost` unless the body holds the task's current
@@ -346,10 +364,12 @@ pub async fn heartbeat(
     let task_id = parse_id("task_id", id)?;
     let body: HeartbeatBody = req.optional_json(state.max_body_bytes).await?;
     let lease = lease(state, body.lease_seconds)?;
+    let lease_id = lease_id(body.lease_id.as_deref())?;
+    let usage = super::usage::parse_field(body.usage.as_deref())?;
     let command = command::Heartbeat {
         task_id,
-        worker_id: body.worker_id,
-        lease_id: lease_id(body.lease_id.as_deref())?,
+        worker_id: body.worker_id.clone(),
+        lease_id,
         lease,
     };
     let report = super::progress::Report {
@@ -359,6 +379,9 @@ pub async fn heartbeat(
     };
     if !report.is_empty() {
         super::progress::check(state, &report)?;
+    }
+    if !usage.is_empty() {
+        super::usage::record(state, task_id, lease_id, body.worker_id, usage).await?;
     }
     let t = state.store.write(command).await?;
     if !report.is_empty() {

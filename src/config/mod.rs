@@ -229,6 +229,21 @@ impl Config {
             }
             config.webhooks.push(hook);
         }
+        for (i, price) in s.prices.iter().enumerate() {
+            let rule = price.check(&format!("prices[{i}]"))?;
+            if config
+                .store
+                .prices
+                .iter()
+                .any(|p| p.model == rule.model && p.since == rule.since)
+            {
+                return Err(format!(
+                    "prices[{i}]: {} has two prices from the same date",
+                    rule.model
+                ));
+            }
+            config.store.prices.push(rule);
+        }
         config.monitor.rules = merge_rules(config.monitor.rules, s.alert_rules.clone())?;
         for workflow in s.workflows {
             let workflow = workflow.parse().map_err(|e| format!("config file: {e}"))?;

@@ -184,6 +184,9 @@ settings! {
         /// File only: `[[webhooks]]`, each a durable consumer of the event log.
         #[arg(skip)]
         pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+        /// File only: `[[prices]]`, what a model's tokens cost (reports without a cost).
+        #[arg(skip)]
+        pub prices: Vec<crate::domain::usage::Price>,
     }
     /// Address to serve on
     listen: SocketAddr = "127.0.0.1:8080", "FLIGHTDECK_LISTEN", "ADDR"
@@ -262,6 +265,10 @@ settings! {
     /// Most distinct artifact types in use; beyond it a new one answers 422 `too_many_types`
     max_artifact_types: usize = "1024", "FLIGHTDECK_MAX_ARTIFACT_TYPES", "N"
         => |c, v| c.store.artifact_types.max = type_limit("max_artifact_types", v)?;
+    /// Most distinct model names kept apart in usage sums and metrics; reports of models beyond
+    /// count as `other` there (the ledger keeps every name)
+    max_models: usize = "256", "FLIGHTDECK_MAX_MODELS", "N"
+        => |c, v| c.store.max_models = type_limit("max_models", v)?;
     /// Most tasks one workflow phase fans out to (`for_each`); a longer list fails the run
     max_fan_out: usize = "1000", "FLIGHTDECK_MAX_FAN_OUT", "N"
         => |c, v| c.store.max_fan_out = fan_out_limit(v)?;
@@ -473,6 +480,7 @@ const OTHER_ROWS: &[&str] = &[
     "| | | `[[workflows]]` | `sdlc` | workflow definitions, see \"Workflows\" |",
     "| | | `[[alert_rules]]` | the defaults | alert rules, see \"Operating flightdeck\" |",
     "| | | `[[webhooks]]` | none | event webhooks, see \"Webhooks\" |",
+    "| | | `[[prices]]` | none | model prices, see \"What the agents spend\" |",
 ];
 
 /// The README's settings table, from the rows: flag, variable, file key, default, description.

@@ -8,6 +8,7 @@ pub mod records;
 mod rules;
 pub mod tasks;
 mod time;
+pub mod usage;
 mod vocab;
 pub mod workflow;
 

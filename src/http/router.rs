@@ -234,6 +234,12 @@ routes! {
     TaskHeartbeat: POST "/api/v1/tasks/{id}/heartbeat"
         => "tasks.heartbeat", TaskOperation, Worker, Body, 200,
         "Extend a claim's lease", body "Heartbeat";
+    TaskUsage: POST "/api/v1/tasks/{id}/usage"
+        => "tasks.usage", TaskOperation, Worker, Body, 201,
+        "Report a task's model usage (tokens, cost) under its lease", body "UsageReport";
+    UsageGet: GET "/api/v1/usage"
+        => "usage.get", Other, Read, Now, 200,
+        "Model usage: totals and groups by project, agent type, model, day or hour";
     WorkflowStart: POST "/api/v1/projects/{id}/workflow"
         => "workflows.start", Other, Operator, Body, 201,
         "Start a workflow", body "StartWorkflow";
@@ -778,7 +784,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 66);
+        assert_eq!(Route::ALL.len(), 68);
         check(Method::POST, "/mcp", Ok((Route::Mcp, "")));
         check(Method::GET, "/mcp", Err(NoRoute::MethodNotAllowed("POST")));
         check(

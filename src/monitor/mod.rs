@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod health;
 pub mod history;
+pub mod usage;
 mod webhook;
 pub mod window;
 
@@ -153,6 +154,8 @@ pub struct Monitor {
     in_flight: std::sync::atomic::AtomicI64,
     /// The last hour of each class, for charts.
     history: Mutex<history::History>,
+    /// The agents' reported usage, as counters.
+    pub usage: usage::Meter,
 }
 
 impl Monitor {
@@ -178,6 +181,7 @@ impl Monitor {
             process,
             in_flight: std::sync::atomic::AtomicI64::new(0),
             history: Mutex::new(history::History::default()),
+            usage: usage::Meter::default(),
         })
     }
 
@@ -325,10 +329,12 @@ impl Monitor {
     pub fn render_prometheus(&self, store: &Store) -> String {
         self.refresh_gauges(store);
         self.process.collect();
-        match &self.prometheus {
+        let mut text = match &self.prometheus {
             Some(handle) => handle.render(),
             None => String::new(),
-        }
+        };
+        self.usage.render(&mut text);
+        text
     }
 
     /// Drains histogram buffers; called every evaluation.

@@ -134,7 +134,152 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     check_events(&txn, &mut report)?;
     check_records::<Project>(&txn, tables::PROJECTS, &mut report, |p| p.id, |_| {})?;
     check_agents(&txn, &mut report, &types)?;
+    if version >= 8 {
+        check_usage(&txn, &mut report, &types)?;
+    }
     Ok(report)
+}
+
+/// The usage ledger against what is derived from it: each entry's report index, the totals of
+/// every task, project, agent type and of all, and the hourly rollups (models past the kept
+/// ones summed as `other`); every derived row must be what the entries sum to, and no more.
+fn check_usage(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+    types: &Registry,
+) -> Result<(), StoreError> {
+    use crate::domain::usage::{UsageEntry, UsageTotals, hour_of};
+    use std::collections::BTreeMap;
+    let models = txn.open_table(tables::USAGE_MODELS)?;
+    let mut reports: BTreeMap<(Id, String), Id> = BTreeMap::new();
+    let mut totals: BTreeMap<[u8; 17], UsageTotals> = BTreeMap::new();
+    let mut hourly: BTreeMap<(Id, u32, u16, String), UsageTotals> = BTreeMap::new();
+    let mut hourly_all: BTreeMap<(u32, u16, String), UsageTotals> = BTreeMap::new();
+    let ledger = txn.open_table(tables::USAGE)?;
+    for entry in ledger.iter()? {
+        let (key, value) = entry?;
+        let id = Id(*key.value());
+        report.records += 1;
+        let e: UsageEntry = match decode(value.value()) {
+            Ok(e) => e,
+            Err(err) => {
+                report.problem(format!("usage {id}: {err}"));
+                continue;
+            }
+        };
+        if e.id != id {
+            report.problem(format!("usage {id}: holds the entry of {}", e.id));
+        }
+        let Some(agent) = types.agent(&e.agent_type) else {
+            report.problem(format!("usage {id}: agent type {} has no id", e.agent_type));
+            continue;
+        };
+        reports.insert((e.task_id, e.report_id.clone()), id);
+        let mut agent_key = [0u8; 16];
+        agent_key[..2].copy_from_slice(&agent.to_be_bytes());
+        for (scope, key) in [
+            (tables::USAGE_TASK, *e.task_id.as_bytes()),
+            (tables::USAGE_PROJECT, *e.project_id.as_bytes()),
+            (tables::USAGE_AGENT, agent_key),
+            (tables::USAGE_ALL, [0u8; 16]),
+        ] {
+            totals
+                .entry(tables::usage_totals_key(scope, &key))
+                .or_default()
+                .add(&e.tokens, e.cost_nanos);
+        }
+        let model = if e.model_other {
+            tables::OTHER_MODEL.to_string()
+        } else {
+            if models.get(e.model.as_str())?.is_none() {
+                report.problem(format!(
+                    "usage {id}: model {} is not among the kept",
+                    e.model
+                ));
+            }
+            e.model.clone()
+        };
+        let hour = hour_of(e.at);
+        hourly
+            .entry((e.project_id, hour, agent, model.clone()))
+            .or_default()
+            .add(&e.tokens, e.cost_nanos);
+        hourly_all
+            .entry((hour, agent, model))
+            .or_default()
+            .add(&e.tokens, e.cost_nanos);
+    }
+    let index = txn.open_table(tables::USAGE_REPORTS)?;
+    let mut held = 0usize;
+    for entry in index.iter()? {
+        let (key, value) = entry?;
+        let (task, report_id) = key.value();
+        held += 1;
+        report.index_entries += 1;
+        let want = reports.get(&(Id(*task), report_id.to_string()));
+        if want != Some(&Id(*value.value())) {
+            report.problem(format!(
+                "usage_reports ({}, {report_id}): names {}, the ledger {want:?}",
+                Id(*task),
+                Id(*value.value())
+            ));
+        }
+    }
+    if held != reports.len() {
+        report.problem(format!(
+            "usage_reports: {held} entries for {} reports in the ledger",
+            reports.len()
+        ));
+    }
+    let mut compare =
+        |name: &str, found: Vec<(String, UsageTotals)>, want: Vec<(String, UsageTotals)>| {
+            report.index_entries += found.len() as u64;
+            if found != want {
+                let first =
+                    found.iter().zip(&want).find(|(a, b)| a != b).map(|(a, b)| {
+                        format!("{} holds {:?}, the ledger sums {:?}", a.0, a.1, b.1)
+                    });
+                report.problem(format!(
+                    "{name}: {} rows against {} the ledger sums to; {}",
+                    found.len(),
+                    want.len(),
+                    first.unwrap_or_else(|| "one side has rows the other lacks".into())
+                ));
+            }
+        };
+    let table = txn.open_table(tables::USAGE_TOTALS)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        found.push((format!("{:?}", key.value()), decode(value.value())?));
+    }
+    let want = totals.iter().map(|(k, t)| (format!("{k:?}"), *t)).collect();
+    compare("usage_totals", found, want);
+    let table = txn.open_table(tables::USAGE_HOURLY)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (p, h, a, m) = key.value();
+        found.push((format!("{} {h} {a} {m}", Id(*p)), decode(value.value())?));
+    }
+    let want = hourly
+        .iter()
+        .map(|((p, h, a, m), t)| (format!("{p} {h} {a} {m}"), *t))
+        .collect();
+    compare("usage_hourly", found, want);
+    let table = txn.open_table(tables::USAGE_HOURLY_ALL)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (h, a, m) = key.value();
+        found.push((format!("{h} {a} {m}"), decode(value.value())?));
+    }
+    let want = hourly_all
+        .iter()
+        .map(|((h, a, m), t)| (format!("{h} {a} {m}"), *t))
+        .collect();
+    compare("usage_hourly_all", found, want);
+    Ok(())
 }
 
 /// The tables the check reads besides the indexes the registry declares (`tables::indexes!`); a
@@ -162,6 +307,12 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "WEBHOOK_CURSORS",
     "WEBHOOK_DEAD_LETTERS",
     "TASK_CLAIMERS",
+    "USAGE",
+    "USAGE_REPORTS",
+    "USAGE_TOTALS",
+    "USAGE_HOURLY",
+    "USAGE_HOURLY_ALL",
+    "USAGE_MODELS",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.

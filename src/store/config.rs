@@ -53,6 +53,10 @@ pub struct StoreConfig {
     pub artifact_types: Allowed<ArtifactKind>,
     /// Most tasks one fan-out phase creates (`--max-fan-out`); a longer list fails the run.
     pub max_fan_out: usize,
+    /// The config file's `[[prices]]`: how a usage report without a cost is priced.
+    pub prices: Vec<crate::domain::usage::PriceRule>,
+    /// Most distinct model names kept apart in the usage rollups and metrics; the rest are `other`.
+    pub max_models: usize,
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -94,6 +98,8 @@ impl StoreConfig {
             agent_types: Allowed::open(256),
             artifact_types: Allowed::open(1024),
             max_fan_out: 1000,
+            prices: Vec::new(),
+            max_models: 256,
         }
     }
 }

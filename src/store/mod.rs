@@ -31,6 +31,7 @@ mod status;
 mod summary;
 mod tables;
 mod types;
+mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -72,7 +73,10 @@ pub mod command {
         SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor,
         StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
     };
+    pub use super::writer::{Recorded, ReportUsage, UsageRecorded};
 }
+pub use usage::MAX_ROWS as USAGE_MAX_ROWS;
+pub use usage::{GroupBy, GroupKey, Scope as UsageScope, UsageQuery, UsageSums};
 pub use writer::Write;
 
 pub mod metric_names;
@@ -126,6 +130,8 @@ impl Store {
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
             max_fan_out: config.max_fan_out,
+            prices: config.prices.clone(),
+            max_models: config.max_models,
             clock: config.clock.clone(),
             claimable: (0..agent_slots)
                 .map(|_| tokio::sync::Notify::new())

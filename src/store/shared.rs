@@ -42,6 +42,10 @@ pub(crate) struct Shared {
     pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
     /// Most tasks one fan-out phase creates.
     pub(super) max_fan_out: usize,
+    /// How usage reports without a cost are priced (`[[prices]]`).
+    pub(super) prices: Vec<crate::domain::usage::PriceRule>,
+    /// Most model names kept apart in the usage rollups (`--max-models`).
+    pub(super) max_models: usize,
     pub(super) clock: Clock,
     /// The agent and artifact types in use, by id; changed by the writer after the commit that
     /// interned a new one.

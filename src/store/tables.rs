@@ -14,8 +14,8 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 /// 6: agent and artifact types are names interned into two-byte ids (`TYPE_NAMES`), which the
 /// index keys hold where they held a one-byte enum code. 7: workflow runs are graphs of phases,
 /// tasks carry a phase's `workflow` context, and definitions are stored through the API
-/// (`WORKFLOW_DEFS`).
-pub const SCHEMA_VERSION: u64 = 7;
+/// (`WORKFLOW_DEFS`). 8: the usage ledger (`USAGE` and the tables after it).
+pub const SCHEMA_VERSION: u64 = 8;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -69,6 +69,41 @@ pub fn idempotency_age_key(at: i64, key: &[u8; 20]) -> [u8; 28] {
     let mut k = [0u8; 28];
     k[..8].copy_from_slice(&(at.max(0) as u64).to_be_bytes());
     k[8..].copy_from_slice(key);
+    k
+}
+
+/// The usage ledger: one entry per model-usage report, by its id (UUIDv7: in the order
+/// reported). Schema 8, as are the usage tables below.
+pub const USAGE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("usage");
+/// (task, the worker's `report_id`) → the entry: a report repeated counts once.
+pub const USAGE_REPORTS: TableDefinition<(&[u8; 16], &str), &[u8; 16]> =
+    TableDefinition::new("usage_reports");
+/// (scope: `USAGE_TASK` and the others below, then 16 bytes naming it) → `UsageTotals`.
+pub const USAGE_TOTALS: TableDefinition<&[u8; 17], &[u8]> = TableDefinition::new("usage_totals");
+/// A task's totals (its id follows).
+pub const USAGE_TASK: u8 = 0;
+/// A project's totals (its id follows).
+pub const USAGE_PROJECT: u8 = 1;
+/// An agent type's totals (its id, two bytes big-endian, then zeros).
+pub const USAGE_AGENT: u8 = 2;
+/// Everything's totals (zeros follow).
+pub const USAGE_ALL: u8 = 3;
+/// (project, hour since the epoch, agent type id, model or `other`) → `UsageTotals`.
+pub const USAGE_HOURLY: TableDefinition<(&[u8; 16], u32, u16, &str), &[u8]> =
+    TableDefinition::new("usage_hourly");
+/// (hour since the epoch, agent type id, model or `other`) → `UsageTotals`, all projects.
+pub const USAGE_HOURLY_ALL: TableDefinition<(u32, u16, &str), &[u8]> =
+    TableDefinition::new("usage_hourly_all");
+/// The model names kept apart (at most `--max-models`); the others count as `other`.
+pub const USAGE_MODELS: TableDefinition<&str, ()> = TableDefinition::new("usage_models");
+/// The model label of reports past `--max-models` distinct models.
+pub const OTHER_MODEL: &str = "other";
+
+/// A `USAGE_TOTALS` key.
+pub fn usage_totals_key(scope: u8, id: &[u8]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = scope;
+    k[1..1 + id.len().min(16)].copy_from_slice(&id[..id.len().min(16)]);
     k
 }
 
@@ -490,6 +525,12 @@ macro_rules! for_each_table {
         $apply!(HITL_INDEX);
         $apply!(HITL_BY_STATUS);
         $apply!(EVENTS_BY_PROJECT);
+        $apply!(USAGE);
+        $apply!(USAGE_REPORTS);
+        $apply!(USAGE_TOTALS);
+        $apply!(USAGE_HOURLY);
+        $apply!(USAGE_HOURLY_ALL);
+        $apply!(USAGE_MODELS);
     };
 }
 pub(crate) use for_each_table;

@@ -27,6 +27,7 @@ mod restart;
 mod security;
 mod tasks;
 mod upgrade;
+mod usage;
 mod vocabularies;
 mod webhooks;
 mod websocket;

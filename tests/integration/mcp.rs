@@ -154,7 +154,7 @@ async fn a_worker_over_the_stateless_revision_does_a_task_end_to_end() {
     );
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(tools.len(), 16, "{names:?}");
+    assert_eq!(tools.len(), 17, "{names:?}");
     assert!(
         !names.contains(&"answer_approval"),
         "a worker key lacks the reviewer role: {names:?}"
@@ -227,6 +227,17 @@ async fn a_worker_over_the_stateless_revision_does_a_task_end_to_end() {
         .map(|a| a["context_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![brief_id.as_str(), code_id.as_str()]);
+    // What the model calls cost, reported under the lease; the same report_id again counts once.
+    let spent = json!({"task_id": t, "lease_id": lease, "report_id": "turn-1", "model": "model-x",
+        "input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.02});
+    let usage = ok(&client, "report_usage", spent.clone()).await;
+    assert_eq!(usage["repeated"], false);
+    assert_eq!(usage["cost_source"], "reported");
+    assert_eq!(usage["task_usage"]["input_tokens"], 1200);
+    let again = ok(&client, "report_usage", spent).await;
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["usage_id"], usage["usage_id"]);
+    assert_eq!(again["task_usage"]["reports"], 1);
     let done = ok(
         &client,
         "complete_task",
@@ -239,6 +250,7 @@ async fn a_worker_over_the_stateless_revision_does_a_task_end_to_end() {
     let seen = rest(&s, READER, "GET", &format!("/api/v1/tasks/{t}"), None);
     assert_eq!(seen["status"], "completed");
     assert_eq!(seen["output"], json!({"artifact": code_id}));
+    assert_eq!(seen["usage"]["output_tokens"], 300);
     let status = ok(&client, "project_status", json!({"project_id": p})).await;
     assert_eq!(status["project_id"], p.as_str());
     let events = ok(

@@ -125,7 +125,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -202,7 +202,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -307,7 +307,7 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         "a repeat, not a new project"
     );
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -483,7 +483,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     assert_eq!(ids(&coders, "task_id").last(), Some(&task));
     assert_eq!(coders.len(), 2);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     let after = table_names(dir.path());
     for table in OLD {
         assert!(
@@ -609,7 +609,7 @@ fn a_schema_v5_database_gets_its_type_codes_interned_and_every_key_still_finds_i
     );
     assert_eq!(ids(&listed, "task_id"), [own]);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     assert!(table_names(dir.path()).iter().any(|t| t == "type_names"));
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
@@ -694,7 +694,7 @@ fn a_schema_v6_database_gets_its_runs_as_chains_of_phases_that_go_on_running() {
     )
     .expect(201);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 7);
+    assert_eq!(schema_version(dir.path()), 8);
     assert!(table_names(dir.path()).iter().any(|t| t == "workflow_defs"));
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .client import Json
@@ -78,6 +79,43 @@ class Task:
             if value is not None:
                 body[key] = value
         self._fenced("POST", f"/api/v1/tasks/{self.id}/progress", body)
+
+    def report_usage(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cost_usd: Optional[float] = None,
+        provider: Optional[str] = None,
+        report_id: Optional[str] = None,
+    ) -> Json:
+        """Records what a model call spent (OpenTelemetry GenAI's `gen_ai.usage.*`), durably, and
+        returns the ledger's entry with the task's totals (`task_usage`). `report_id` names the
+        report (one is made when none is given): the same one again for this task counts once.
+        Without `cost_usd` the server prices the tokens from its `[[prices]]`. Usage spent after
+        the lease was lost is still recorded; the task is then marked lost and `LeaseLost` raised."""
+        body: Dict[str, Json] = {
+            "lease_id": self.lease_id,
+            "worker_id": self._worker.worker_id,
+            "report_id": report_id or str(uuid.uuid4()),
+            "model": model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_tokens": cache_read_tokens,
+            "cache_write_tokens": cache_write_tokens,
+        }
+        if cost_usd is not None:
+            body["cost_usd"] = cost_usd
+        if provider is not None:
+            body["provider"] = provider
+        entry = self._worker.client.call("POST", f"/api/v1/tasks/{self.id}/usage", body)[1]
+        if isinstance(entry, dict) and entry.get("lease_lost"):
+            self.lost = True
+            self.lost_reason = self.lost_reason or "lease_lost"
+            raise LeaseLost("lease_lost")
+        return entry
 
     def heartbeat(self) -> None:
         """Extends the lease now (the worker also does it in the background)."""

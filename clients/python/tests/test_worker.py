@@ -127,6 +127,37 @@ def test_a_worker_whose_lease_ran_out_is_refused_and_changes_nothing(server: Ser
     assert server.call("GET", f"/api/v1/tasks/{t}")["worker_id"] == fresh.data["worker_id"]
 
 
+def test_usage_is_reported_once_per_report_and_summed_on_the_task(server: Server) -> None:
+    t = new_task(server, "coder", "spend")
+    worker = Worker(server.base, "coder", lease_seconds=30, wait_ms=0)
+    seen: List[Dict[str, Any]] = []
+
+    def spend(task: Task) -> Dict[str, bool]:
+        seen.append(task.report_usage("model-x", 1000, 200, cache_read_tokens=50, cost_usd=0.01))
+        # The same report again (a retry): counted once.
+        again = task.report_usage("model-x", 1000, 200, cost_usd=0.01, report_id="turn-2")
+        seen.append(task.report_usage("model-x", 1000, 200, cost_usd=0.01, report_id="turn-2"))
+        assert again["usage_id"] == seen[-1]["usage_id"] and seen[-1]["repeated"] is True
+        return {"spent": True}
+
+    worker.run(spend, max_tasks=1)
+    assert worker.completed == 1 and worker.failed == 0
+    assert seen[0]["cost_source"] == "reported" and seen[0]["lease_lost"] is False
+    usage = server.call("GET", f"/api/v1/tasks/{t}")["usage"]
+    assert usage["reports"] == 2
+    assert usage["input_tokens"] == 2000 and usage["output_tokens"] == 400
+    assert usage["cache_read_tokens"] == 50
+    assert abs(usage["cost_usd"] - 0.02) < 1e-9
+    # After the task is done, its lease no longer holds: recorded, marked, and LeaseLost raised.
+    # A lease id that is not the task's (it holds none once done): what a late report carries.
+    late_lease = "01900000-0000-7000-8000-000000000000"
+    done = Task(worker, {"task_id": t, "project_id": "", "agent_type": "coder", "lease_id": late_lease})
+    with pytest.raises(LeaseLost):
+        done.report_usage("model-x", 1, 1, report_id="late")
+    assert done.lost
+    assert server.call("GET", f"/api/v1/tasks/{t}")["usage"]["reports"] == 3
+
+
 def test_a_cancelled_task_stops_its_worker(server: Server) -> None:
     t = new_task(server, "coder", "cancel")
     cancelled = threading.Event()

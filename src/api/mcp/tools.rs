@@ -71,6 +71,18 @@ pub const TOOLS: &[Tool] = &[
         idempotent: false,
     },
     Tool {
+        name: "report_usage",
+        title: "Report model usage",
+        description: "Record the tokens (and, if known, the dollars) a model call of a claimed task \
+            spent: input, output, cache-read and cache-write tokens, under the claim's lease_id. \
+            report_id is yours: the same one again for the same task counts once. Without \
+            cost_usd the server prices the tokens from its price list.",
+        route: Route::TaskUsage,
+        shape: Shape::Object,
+        read_only: false,
+        idempotent: true,
+    },
+    Tool {
         name: "complete_task",
         title: "Complete a task",
         description: "Mark a claimed task completed with its output (any JSON). Needs the claim's \
@@ -249,6 +261,18 @@ pub fn arguments(tool: &Tool) -> &'static [&'static str] {
             "percent",
         ],
         "report_progress" => &["task_id", "lease_id", "message", "percent", "data"],
+        "report_usage" => &[
+            "task_id",
+            "lease_id",
+            "report_id",
+            "model",
+            "provider",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cost_usd",
+        ],
         "complete_task" => &["task_id", "lease_id", "output"],
         "fail_task" => &["task_id", "lease_id", "error_message"],
         "get_artifact" => &["artifact_id"],
@@ -313,6 +337,26 @@ pub fn input_schema(tool: &Tool) -> Value {
                 "percent": {"type": "number", "minimum": 0, "maximum": 100}, "data": any}),
             &["task_id"],
         ),
+        "report_usage" => {
+            let tokens = json!({"type": "integer", "minimum": 0});
+            (
+                json!({"task_id": uuid("the task"), "lease_id": lease.clone(),
+                    "report_id": {"type": "string", "minLength": 1, "maxLength": 128, "description": "your id of this report: a repeat counts once"},
+                    "model": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "provider": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "input_tokens": tokens.clone(), "output_tokens": tokens.clone(),
+                    "cache_read_tokens": tokens.clone(), "cache_write_tokens": tokens,
+                    "cost_usd": {"type": "number", "minimum": 0, "description": "what the call cost, if known"}}),
+                &[
+                    "task_id",
+                    "lease_id",
+                    "report_id",
+                    "model",
+                    "input_tokens",
+                    "output_tokens",
+                ],
+            )
+        }
         "complete_task" => (
             json!({"task_id": uuid("the task"), "lease_id": lease, "output": any}),
             &["task_id", "lease_id"],
@@ -401,6 +445,12 @@ pub fn output_schema(tool: &Tool) -> Value {
         "claim_task" => json!({"type": "object", "required": ["task"], "properties": {
             "task": {"anyOf": [{"type": "null"}, task]}}}),
         "heartbeat" | "complete_task" | "fail_task" => task,
+        "report_usage" => json!({"type": "object",
+            "required": ["usage_id", "task_id", "model", "cost_usd", "cost_source", "lease_lost", "repeated", "task_usage"],
+            "properties": {"usage_id": string, "task_id": string, "model": string,
+                "cost_usd": {"type": "number"}, "cost_source": {"type": "string", "enum": ["reported", "priced", "unpriced"]},
+                "lease_lost": {"type": "boolean"}, "repeated": {"type": "boolean"},
+                "task_usage": {"type": "object", "description": "the task's totals: reports, tokens by kind, cost_usd"}}}),
         "get_artifact" | "put_artifact" => json!({"type": "object",
             "required": ["context_id", "project_id", "source_agent", "artifact_type", "content"],
             "properties": {"context_id": string, "project_id": string, "source_agent": string,
@@ -568,6 +618,11 @@ pub fn call(tool: &Tool, args: &Args<'_>) -> Result<Call, ApiError> {
             let body = args.body(&["lease_id", "message", "percent", "data"]);
             post(format!("/api/v1/tasks/{id}/progress"), body)
         }
+        "report_usage" => {
+            let id = args.id("task_id")?;
+            let body = args.body(&arguments(tool)[1..]);
+            post(format!("/api/v1/tasks/{id}/usage"), body)
+        }
         "complete_task" | "fail_task" => {
             let id = args.id("task_id")?;
             let mut body = args.body(&["lease_id", "output", "error_message"]);
@@ -722,7 +777,7 @@ mod tests {
                 tool.name
             );
         }
-        assert_eq!(TOOLS.len(), 17);
+        assert_eq!(TOOLS.len(), 18);
     }
 
     #[test]

@@ -38,13 +38,28 @@ enum Op {
     ContextPut,
     ContextGet,
     ContextList,
+    /// A model-usage report on a working task (a durable write; recorded under the task
+    /// operation class's server timings), at `USAGE_RATE` rather than closed-loop.
+    UsageReport,
 }
 
+/// The row of usage reports.
+pub(super) const USAGE_ROW: &str = "usage report (1,000 a second)";
+/// Usage reports a second, all clients together.
+const USAGE_RATE: f64 = 1000.0;
+
 impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::UsageReport => USAGE_ROW,
+            other => other.class().name(),
+        }
+    }
+
     fn class(self) -> Class {
         match self {
             Op::StatusQuery => Class::StatusQuery,
-            Op::TaskOperation => Class::TaskOperation,
+            Op::TaskOperation | Op::UsageReport => Class::TaskOperation,
             Op::ContextPut => Class::ContextPut,
             Op::ContextGet => Class::ContextGet,
             Op::ContextList => Class::ContextList,
@@ -79,6 +94,7 @@ pub(super) async fn cost_phase(
         Op::ContextPut,
         Op::ContextGet,
         Op::ContextList,
+        Op::UsageReport,
     ] {
         if matches!(op, Op::ContextGet) && artifacts.is_empty() {
             continue;
@@ -98,9 +114,24 @@ pub(super) async fn cost_phase(
                     let mut rec = Recorder::default();
                     let mut rng = Rng::seeded(0xA076_1D64_78BD_642F ^ (n as u64 + 1));
                     let mut ops = 0u64;
+                    let mut usage = UsageClient {
+                        n,
+                        task: None,
+                        sent: 0,
+                    };
                     while Instant::now() < until {
-                        ops +=
-                            one(op, &mut client, &mut rec, &mut rng, &projects, &artifacts).await;
+                        ops += if matches!(op, Op::UsageReport) {
+                            // Paced, not closed-loop: the rate a fleet reports at, spread over
+                            // the clients (what one costs depends on how many share a commit).
+                            let due = started
+                                + Duration::from_secs_f64(
+                                    usage.sent as f64 * CLIENTS as f64 / USAGE_RATE,
+                                );
+                            tokio::time::sleep_until(due.into()).await;
+                            usage.report(&mut client, &mut rec, &projects).await
+                        } else {
+                            one(op, &mut client, &mut rec, &mut rng, &projects, &artifacts).await
+                        };
                     }
                     (ops, rec)
                 })
@@ -120,7 +151,7 @@ pub(super) async fn cost_phase(
         let class = op.class();
         let server = rec.server[Recorder::index(class)].clone().summary();
         rows.push(CostRow {
-            class: class.name(),
+            class: op.name(),
             operations: ops,
             seconds: elapsed,
             server_cpu_us: (after - before) * 1e6 / ops.max(1) as f64,
@@ -229,6 +260,79 @@ async fn frame_cost(
     })
 }
 
+/// A client of the usage row: one working task of its own (made working without a claim, so its
+/// reports hold no lease to check), reports with fresh ids over four models.
+struct UsageClient {
+    n: usize,
+    task: Option<String>,
+    sent: u64,
+}
+
+impl UsageClient {
+    /// One report (the first call also makes the task: not counted); the number answered.
+    async fn report(
+        &mut self,
+        client: &mut Client,
+        rec: &mut Recorder,
+        projects: &[String],
+    ) -> u64 {
+        let class = Class::TaskOperation;
+        if self.task.is_none() {
+            let project = &projects[self.n % projects.len()];
+            let created = rec
+                .request(
+                    client,
+                    Call {
+                        class,
+                        method: hyper::Method::POST,
+                        path: &format!("/api/v1/projects/{project}/tasks"),
+                        body: Some(&json!({"agent_type": "orchestrator", "instructions": "usage"})),
+                        ok: &[201],
+                    },
+                )
+                .await
+                .and_then(|a| a.json());
+            let Some(id) = created.and_then(|t| t["task_id"].as_str().map(String::from)) else {
+                return 0;
+            };
+            let working = rec
+                .request(
+                    client,
+                    Call {
+                        class,
+                        method: hyper::Method::POST,
+                        path: &format!("/api/v1/tasks/{id}/status"),
+                        body: Some(&json!({"status": "working"})),
+                        ok: &[200],
+                    },
+                )
+                .await;
+            if working.is_none() {
+                return 0;
+            }
+            self.task = Some(id);
+        }
+        let Some(task) = &self.task else { return 0 };
+        self.sent += 1;
+        let body = json!({"report_id": format!("bench-{}-{}", self.n, self.sent),
+            "model": format!("bench-model-{}", self.sent % 4), "provider": "bench",
+            "input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 800});
+        let answered = rec
+            .request(
+                client,
+                Call {
+                    class,
+                    method: hyper::Method::POST,
+                    path: &format!("/api/v1/tasks/{task}/usage"),
+                    body: Some(&body),
+                    ok: &[201],
+                },
+            )
+            .await;
+        u64::from(answered.is_some())
+    }
+}
+
 /// One operation (or, for tasks, three); the number answered as expected.
 async fn one(
     op: Op,
@@ -264,6 +368,7 @@ async fn one(
             })),
             201,
         ),
+        Op::UsageReport => unreachable!("usage reports are `UsageClient`'s"),
         Op::TaskOperation => {
             let class = Class::TaskOperation;
             let created = rec

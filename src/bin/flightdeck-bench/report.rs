@@ -50,6 +50,18 @@ pub struct ServerFigures {
     pub consistent: Option<bool>,
 }
 
+/// What 1,000 usage reports a second would cost (the cost phase's CPU per report) as a share
+/// of the server's CPU per second in the workflow phase.
+pub fn usage_share(report: &Report) -> Option<f64> {
+    let per_report_us = report
+        .costs
+        .iter()
+        .find(|c| c.class == super::cost::USAGE_ROW)?
+        .server_cpu_us;
+    let phase = report.server.phase_cpu_seconds? / report.workflow_seconds.max(1e-9);
+    (phase > 0.0).then(|| per_report_us * 1000.0 / 1e6 / phase)
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
     pub scenario: Scenario,
@@ -385,6 +397,13 @@ pub fn render(report: &Report) -> String {
             );
         }
         let _ = writeln!(out);
+        if let Some(share) = usage_share(report) {
+            let _ = writeln!(
+                out,
+                "usage reports at 1,000 per second would take {:.1} % of the server CPU the workflow phase used per second\n",
+                share * 100.0
+            );
+        }
     }
     if !report.mcp.is_empty() {
         let _ = writeln!(

@@ -38,6 +38,7 @@ mod queues;
 mod retention;
 mod tasks;
 mod timers;
+mod usage;
 mod workflows;
 
 pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
@@ -53,6 +54,7 @@ pub use tasks::{
     Claim, CreateTask, Heartbeat, InternAgentType, ReleaseClaim, ResetAgent, SetTaskStatus,
 };
 pub use timers::FireTimers;
+pub use usage::{Recorded, ReportUsage, UsageRecorded};
 pub use workflows::{CancelWorkflow, DeleteWorkflow, PutOutcome, PutWorkflow, StartWorkflow};
 
 /// A change to the store, its own type with its own result: `store.write(CreateTask { … })`
