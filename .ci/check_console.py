@@ -135,6 +135,8 @@ def main():
         cards[0].find_element(By.CSS_SELECTOR, "[data-action='approve']").click()
         wait_for("the approval to reach the server",
                  lambda: call(base, "GET", f"/api/v1/hitl/{asked[0]}")["status"] == "approved")
+        wait_for("the approved request to leave the inbox",
+                 lambda: not driver.find_elements(By.CSS_SELECTOR, f"#inbox [data-request='{asked[0]}']"))
         # Reject with a comment.
         card = find(driver, f"[data-request='{asked[1]}']", "the second request")
         card.find_element(By.CSS_SELECTOR, "[data-action='reject']").click()
@@ -145,6 +147,10 @@ def main():
                             lambda: (lambda r: r if r["status"] == "rejected" else None)(
                                 call(base, "GET", f"/api/v1/hitl/{asked[1]}")))
         assert rejected["response_comment"] == "not good enough <b>yet</b>", rejected
+        # The inbox drops it once the answer's event comes (the page is drawn again then: the
+        # cards found before that are gone).
+        wait_for("the rejected request to leave the inbox",
+                 lambda: not driver.find_elements(By.CSS_SELECTOR, f"#inbox [data-request='{asked[1]}']"))
         # Amend: invalid JSON is refused before sending; valid JSON is sent as the content.
         card = find(driver, f"[data-request='{asked[2]}']", "the third request")
         card.find_element(By.CSS_SELECTOR, "[data-action='amend']").click()
@@ -266,8 +272,30 @@ def main():
         wait_for("its assignees and time left",
                  lambda: "for alice" in text_of(card) and "escalates in" in text_of(card))
 
+        # Spend: a worker's usage and a project's budget, shown with its bar; raised with the mouse.
+        sp = call(base, "POST", "/api/v1/projects", {"name": "spending"})["id"]
+        call(base, "POST", f"/api/v1/projects/{sp}/tasks", {"agent_type": "spender", "instructions": "spend"})
+        claimed = call(base, "POST", "/api/v1/tasks/claim", {"agent_type": "spender", "worker_id": "w"})
+        call(base, "PUT", f"/api/v1/budgets/project:{sp}", {"max_tokens": 1000})
+        call(base, "POST", f"/api/v1/tasks/{claimed['task_id']}/usage",
+             {"lease_id": claimed["lease_id"], "report_id": "r1", "model": "model-x",
+              "input_tokens": 900, "output_tokens": 0, "cost_usd": 0.42})
+
         # Operations.
         driver.get(f"{base}/#/ops")
+        budget = find(driver, f"[data-budget='project:{sp}'][data-state='warning']", "the budget in warning")
+        assert "900 of 1,000 tokens" in budget.text, budget.text
+        assert budget.find_element(By.CSS_SELECTOR, ".bar[aria-valuenow='90']"), "the bar at 90 %"
+        row = find(driver, f"[data-spend-project='{sp}']", "the project's spend")
+        assert "spending" in row.text and "$0.42" in row.text, row.text
+        find(driver, "[data-spend-agent='spender']", "the agent type's spend")
+        field = budget.find_element(By.CSS_SELECTOR, "form.raise input")
+        field.clear()
+        field.send_keys("5000")
+        budget.find_element(By.CSS_SELECTOR, "[data-action='raise']").click()
+        wait_for("the raise to reach the server",
+                 lambda: call(base, "GET", f"/api/v1/budgets/project:{sp}")["max_tokens"] == 5000)
+        find(driver, f"[data-budget='project:{sp}'][data-state='ok']", "the raised budget, ok")
         find(driver, "[data-level='flightdeck:status_query']", "the service levels")
         find(driver, "[data-series='task_operation'] svg", "the charts")
         find(driver, "[data-component='store']", "the readiness checks")
@@ -295,7 +323,8 @@ def main():
         find(driver, "#live[data-state='live']", "the stream to be live again", timeout=60)
         assert not driver.find_element(By.ID, "banner").is_displayed()
         print(f"console: loads from this origin only, shows text as text, approves, rejects and amends with "
-              f"the mouse, follows the event stream, and catches up after a restart "
+              f"the mouse, shows spend and budgets and raises one, follows the event stream, and catches up "
+              f"after a restart "
               f"({len(urls)} requests checked)")
     finally:
         driver.quit()

@@ -486,6 +486,7 @@ impl Model {
                     lease_id: lease,
                     worker_id: None,
                     reports: vec![sent],
+                    hold: true,
                 });
                 let Some(t) = self.tasks.get(&id).cloned() else {
                     assert_eq!(fail_kind(&reply.unwrap_err()), "not_found");

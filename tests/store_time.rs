@@ -7,7 +7,10 @@
 //! fan-outs of one task per element, empty or failing the run when the list is missing or too
 //! long, gates approved, rejected, amended or timed out, completion, a run failed by a task that
 //! failed for good, by a cancelled task or by a gate nobody answered, a run cancelled, each
-//! cancelling its open tasks and expiring its gates) and trimming the event log. Random operations
+//! cancelling its open tasks and expiring its gates), trimming the event log, and a daily
+//! budget over everything: usage reports count against it in their UTC day, an exhausted one
+//! holds claims and sends the working task that reports or heartbeats back to pending (asking a
+//! human in its project), and a new day, a raise or a removal lifts it. Random operations
 //! go to the real store and to a model written from the documented rules; after every step each
 //! task, request, workflow and agent is compared, the event log must be gap-free up to the latest
 //! seq, and the consistency check runs.
@@ -133,6 +136,18 @@ enum Op {
         project: usize,
         paused: bool,
     },
+    /// A daily token budget over everything (`None`: removed).
+    Budget {
+        max_tokens: Option<u64>,
+    },
+    /// A usage report of a task under a lease (`fence` as for `Set`).
+    Report {
+        task: usize,
+        tokens: u64,
+        fence: usize,
+    },
+    /// The clock moves to just after the next UTC midnight.
+    NextDay,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -158,7 +173,21 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..6, 0usize..4, 0u32..3)
             .prop_map(|(agent, change, limit)| Op::Queue { agent, change, limit }),
         1 => (0usize..3, any::<bool>()).prop_map(|(project, paused)| Op::PauseProject { project, paused }),
+        2 => prop::option::of(1u64..80).prop_map(|max_tokens| Op::Budget { max_tokens }),
+        4 => (ix.clone(), 0u64..30, prop::sample::select(vec![0usize, 0, 0, 2]))
+            .prop_map(|(task, tokens, fence)| Op::Report { task, tokens, fence }),
+        1 => Just(Op::NextDay),
     ]
+}
+
+const DAY: i64 = 86_400 * SECOND;
+
+/// The daily budget over everything: its limit, the day its use counts, what that day used.
+#[derive(Debug, Clone)]
+struct MBudget {
+    max_tokens: u64,
+    day: i64,
+    used: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +264,9 @@ struct Model {
     paused_projects: std::collections::BTreeSet<Id>,
     /// The length of the `items` list in each task's output as last completed (None: no list).
     outputs: BTreeMap<Id, Option<usize>>,
+    budget: Option<MBudget>,
+    /// Every usage report: when, and its tokens.
+    reports: Vec<(i64, u64)>,
 }
 
 fn worker(i: usize) -> String {
@@ -246,6 +278,47 @@ fn pick(ids: &[Id], i: usize) -> Option<Id> {
 }
 
 impl Model {
+    /// Whether the budget holds every claim now: exhausted in the current day.
+    fn held(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| b.day == self.now.div_euclid(DAY) * DAY && b.used >= b.max_tokens)
+    }
+
+    /// The HITL request an exhaustion opened in `project`, which the model then keeps like any.
+    fn asked(&mut self, store: &Store, project: Id) {
+        let page = store
+            .project_hitl(
+                &project,
+                flightdeck::store::HitlFilter::default(),
+                None,
+                1000,
+            )
+            .unwrap();
+        let new: Vec<Id> = page
+            .items
+            .iter()
+            .filter(|h| !self.hitl.contains_key(&h.id))
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(new.len(), 1, "one request asks to raise the budget");
+        let h = page.items.iter().find(|h| h.id == new[0]).unwrap();
+        assert!(
+            h.question.contains("budget of global is exhausted"),
+            "{}",
+            h.question
+        );
+        self.hitl_ids.push(h.id);
+        self.hitl.insert(
+            h.id,
+            MHitl {
+                status: HitlStatus::Pending,
+                expires: None,
+                timeout: None,
+            },
+        );
+    }
+
     fn agent(&mut self, a: AgentType) -> &mut (AgentStatus, u32) {
         self.agents.entry(a).or_insert((AgentStatus::Idle, 0))
     }
@@ -606,7 +679,7 @@ impl Model {
                     .unwrap();
                 let (paused, limit) = self.queues.get(&agent).copied().unwrap_or((false, None));
                 let working = self.agents.get(&agent).map_or(0, |a| a.1);
-                let open = !paused && limit.is_none_or(|n| working < n);
+                let open = !paused && limit.is_none_or(|n| working < n) && !self.held();
                 let next = next_claim(
                     self.tasks
                         .iter()
@@ -657,13 +730,21 @@ impl Model {
                     lease_id: given,
                     lease: lease_ms * 1000,
                 });
+                let held_now = self.held();
                 let m = self.tasks.get_mut(&id).unwrap();
                 let cancelled = m.status == TaskStatus::Cancelled;
                 let allowed =
                     holds && m.status == TaskStatus::Working && m.worker == Some(worker(w));
                 match reply {
-                    Ok(t) => {
+                    Ok(Err(held)) => {
+                        assert!(allowed, "heartbeat answered on {m:?} from {}", worker(w));
+                        assert_eq!(held.scope, "global");
+                        assert!(held_now, "held by a budget that is not exhausted");
+                        self.leave(id, TaskStatus::Pending);
+                    }
+                    Ok(Ok(t)) => {
                         assert!(allowed, "heartbeat accepted on {m:?} from {}", worker(w));
+                        assert!(!held_now, "a heartbeat went on under an exhausted budget");
                         m.lease = Some(self.now + lease_ms * 1000);
                         assert_eq!(t.lease_expires_at, m.lease);
                     }
@@ -750,6 +831,110 @@ impl Model {
                             self.ended(id);
                         }
                     }
+                }
+            }
+            Op::NextDay => {
+                let next = (self.now.div_euclid(DAY) + 1) * DAY + 1000;
+                self.step(
+                    store,
+                    clock,
+                    &Op::Advance {
+                        ms: (next - self.now) / 1000,
+                    },
+                );
+            }
+            Op::Budget { max_tokens } => {
+                let scope = flightdeck::domain::budget::BudgetScope::Global;
+                let Some(max) = max_tokens else {
+                    let reply = store.write_blocking(command::DeleteBudget { scope });
+                    match self.budget.take() {
+                        Some(_) => reply.unwrap(),
+                        None => assert!(matches!(
+                            reply,
+                            Err(StoreError::Domain(DomainError::NotFound { .. }))
+                        )),
+                    }
+                    return;
+                };
+                let set = store
+                    .write_blocking(command::PutBudget {
+                        scope,
+                        max_cost_nanos: None,
+                        max_tokens: Some(max),
+                        window: flightdeck::domain::budget::Window::Day,
+                        warn_percent: 80,
+                    })
+                    .unwrap();
+                let day = self.now.div_euclid(DAY) * DAY;
+                let used = self
+                    .reports
+                    .iter()
+                    .filter(|(at, _)| *at >= day)
+                    .map(|(_, n)| n)
+                    .sum();
+                assert_eq!(
+                    set.budget.used.tokens.total(),
+                    used,
+                    "the day's use, summed"
+                );
+                self.budget = Some(MBudget {
+                    max_tokens: max,
+                    day,
+                    used,
+                });
+            }
+            Op::Report {
+                task,
+                tokens,
+                fence,
+            } => {
+                let Some(id) = pick(&self.task_ids, task) else {
+                    return;
+                };
+                let given = self.presented(id, fence);
+                let report = flightdeck::domain::usage::UsageReport::new(
+                    "",
+                    format!("r{}", self.reports.len()),
+                    "m".into(),
+                    None,
+                    flightdeck::domain::usage::Tokens {
+                        input: tokens,
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .unwrap();
+                let done = store
+                    .write_blocking(command::ReportUsage {
+                        task_id: id,
+                        lease_id: given,
+                        worker_id: None,
+                        reports: vec![report],
+                        hold: true,
+                    })
+                    .unwrap();
+                self.reports.push((self.now, tokens));
+                let t = self.tasks[&id].clone();
+                let holds = t.status == TaskStatus::Working && self.holds(id, given);
+                assert_eq!(done.recorded[0].entry.lease_lost, !holds, "{t:?} {given:?}");
+                let day = self.now.div_euclid(DAY) * DAY;
+                let mut exhausted_now = false;
+                if let Some(b) = &mut self.budget {
+                    if b.day != day {
+                        b.day = day;
+                        b.used = 0;
+                    }
+                    let before = b.used >= b.max_tokens;
+                    b.used += tokens;
+                    exhausted_now = !before && b.used >= b.max_tokens;
+                }
+                if exhausted_now {
+                    self.asked(store, t.project);
+                }
+                let held = holds && self.held();
+                assert_eq!(done.held.is_some(), held, "held? {t:?}");
+                if held {
+                    self.leave(id, TaskStatus::Pending);
                 }
             }
             Op::Advance { ms } => {
@@ -1146,6 +1331,16 @@ impl Model {
                     .into_iter()
                     .chain(run.items[phase].clone())
                     .collect();
+                if tasks.is_empty() {
+                    // An empty fan-out: it runs again, its list (still empty) read again, and
+                    // its gate asks again.
+                    assert!(
+                        run.for_each[phase].is_some(),
+                        "a gated phase without a task"
+                    );
+                    self.finished(store, project, phase, None);
+                    return;
+                }
                 // Each reopened with the feedback; the attempt counts stay.
                 for task in tasks {
                     self.leave(task, TaskStatus::Pending);
@@ -1286,6 +1481,8 @@ proptest! {
             queues: BTreeMap::new(),
             paused_projects: std::collections::BTreeSet::new(),
             outputs: BTreeMap::new(),
+            budget: None,
+            reports: Vec::new(),
         };
         for op in &ops {
             model.step(&store, &clock, op);

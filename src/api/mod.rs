@@ -4,6 +4,7 @@
 mod admin;
 mod agents;
 mod artifacts;
+mod budgets;
 mod events;
 mod health;
 mod hitl;
@@ -246,13 +247,14 @@ fn serve(
 ) -> Answer {
     use Route::{
         AdminBackup, AgentReset, AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactBatch,
-        ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, Console, EventsList, Health,
-        HealthDetailed, HealthReady, HealthZ, HitlBulkApprove, HitlCreate, HitlGet, HitlHistory,
-        HitlPending, HitlProjectRequests, HitlRespond, Livez, Mcp, Metrics, MonitoringAlerts,
-        MonitoringHistory, MonitoringMetrics, MonitoringPerformance, MonitoringWebhooks, OpenApi,
-        OversightGet, OversightSet, ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause,
-        ProjectResume, ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate,
-        ProjectsList, QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
+        ArtifactCreate, ArtifactDelete, ArtifactGet, ArtifactUpdate, BudgetDelete, BudgetGet,
+        BudgetPut, BudgetsList, Console, EventsList, Health, HealthDetailed, HealthReady, HealthZ,
+        HitlBulkApprove, HitlCreate, HitlGet, HitlHistory, HitlPending, HitlProjectRequests,
+        HitlRespond, Livez, Mcp, Metrics, MonitoringAlerts, MonitoringHistory, MonitoringMetrics,
+        MonitoringPerformance, MonitoringWebhooks, OpenApi, OversightGet, OversightSet,
+        ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause, ProjectResume,
+        ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate, ProjectsList,
+        QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
         TaskHeartbeat, TaskProgress, TaskSetStatus, TaskUsage, UsageGet, WebhookDiscard,
         WebhookRetry, WhoAmI, WorkflowCancel, WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut,
         WorkflowGet, WorkflowStart, WorkflowsList, WsAll, WsProject,
@@ -293,6 +295,10 @@ fn serve(
         TaskProgress => wait!(|s, id, req| progress::post(s, id, req)),
         TaskUsage => wait!(|s, id, req| usage::post(s, id, req)),
         UsageGet => now!(usage::list(state, &query)),
+        BudgetsList => now!(budgets::list(state)),
+        BudgetGet => now!(budgets::get(state, param)),
+        BudgetPut => wait!(|s, scope, req| budgets::put(s, scope, req)),
+        BudgetDelete => wait!(|s, scope, _| budgets::delete(s, scope)),
         WorkflowStart => wait!(|s, id, req| workflows::start(s, id, req)),
         WorkflowGet => now!(workflows::get(state, param)),
         WorkflowCancel => wait!(|s, id, req| workflows::cancel(s, id, req)),
@@ -410,6 +416,8 @@ pub fn fuzz_decode(bytes: &[u8]) {
     projects::decode_all(bytes);
     tasks::decode_all(bytes);
     workflows::decode_all(bytes);
+    usage::decode_all(bytes);
+    budgets::decode_all(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
         let query = Query::parse(Some(text));
         let _ = query.limit();

@@ -98,6 +98,12 @@ fn schemas() -> Value {
             "input_tokens": tokens.clone(), "output_tokens": tokens.clone(),
             "cache_read_tokens": tokens.clone(), "cache_write_tokens": tokens.clone(),
             "cost_usd": usage_report["properties"]["cost_usd"].clone()}},
+        "Budget": {"type": "object", "additionalProperties": false, "properties": {
+            "max_cost_usd": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": crate::domain::budget::MAX_BUDGET_USD},
+            "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+            "window": {"type": ["string", "null"], "enum": ["total", "day", "month", null], "description": "what the use is counted over [default: total]; day and month are UTC"},
+            "warn_percent": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "description": "budget_warning at this share of a limit [default: 80]"}},
+            "description": "at least one of max_cost_usd and max_tokens"},
         "CreateArtifact": {"type": "object", "required": ["project_id", "source_agent", "artifact_type", "content"], "properties": {
             "project_id": uuid, "source_agent": {"type": "string", "pattern": NAME_PATTERN}, "artifact_type": {"type": "string", "pattern": NAME_PATTERN}, "content": any, "metadata": any}},
         "UpdateArtifact": {"type": "object", "properties": {"content": any, "metadata": any}},
@@ -155,6 +161,12 @@ pub fn document() -> Value {
                 "description": "a workflow definition's name",
                 "schema": {"type": "string", "pattern": NAME_PATTERN}}));
         }
+        if path.contains("{scope}") {
+            parameters.push(json!({"name": "scope", "in": "path", "required": true,
+                "description": "global, project:{id} or agent_type:{name}",
+                "schema": {"type": "string",
+                    "pattern": "^(global|project:[0-9A-Fa-f-]{36}|agent_type:[a-z][a-z0-9_.-]{0,63})$"}}));
+        }
         if path.contains("{agent_type}") {
             parameters.push(json!({"name": "agent_type", "in": "path", "required": true,
                 "description": "an agent type: BotArmy's (orchestrator, analyst, architect, coder, tester, deployer) or any the team names",
@@ -195,10 +207,17 @@ pub fn document() -> Value {
         if op.route == Route::TaskClaim {
             responses.insert("204".into(), json!({"description": "nothing to claim"}));
         }
-        if op.route == Route::WorkflowDefPut {
+        if matches!(op.route, Route::WorkflowDefPut | Route::BudgetPut) {
             responses.insert(
                 "201".into(),
-                json!({"description": "a new definition",
+                json!({"description": "a new definition or budget",
+                "content": {"application/json": {"schema": {"type": "object"}}}}),
+            );
+        }
+        if op.route == Route::TaskUsage {
+            responses.insert(
+                "200".into(),
+                json!({"description": "a report_id the task had: the first report's entry",
                 "content": {"application/json": {"schema": {"type": "object"}}}}),
             );
         }

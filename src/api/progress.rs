@@ -122,7 +122,7 @@ pub async fn post(state: &Arc<AppState>, id: &str, req: Request) -> Result<Respo
     report.validate()?;
     let usage = super::usage::parse_field(body.usage.as_deref())?;
     if !usage.is_empty() {
-        super::usage::record(state, task_id, lease_id, None, usage).await?;
+        super::usage::record(state, task_id, lease_id, None, usage, true).await?;
     }
     let task = state
         .store
@@ -140,6 +140,18 @@ pub async fn post(state: &Arc<AppState>, id: &str, req: Request) -> Result<Respo
             message: format!("task {task_id} is {}, not working", task.status),
         }
         .into());
+    }
+    // A budget over the task ran out: the task goes back to pending (a write only then).
+    if state
+        .store
+        .budget_held(&task.project_id, &task.agent_type)?
+        .is_some()
+        && let Some(held) = state
+            .store
+            .write(crate::store::command::ReleaseHeld { task_id, lease_id })
+            .await?
+    {
+        return Err(super::usage::held(task_id, &held));
     }
     publish(state, &task, &report)?;
     Ok(crate::http::body::json(

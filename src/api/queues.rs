@@ -15,9 +15,24 @@ use crate::store::command::{self, QueueChange};
 /// oldest_pending_age_seconds, max_working}]}`, one per agent type.
 pub fn list(state: &AppState) -> Result<Response, ApiError> {
     let queues = state.store.queues(crate::domain::now_micros())?;
-    let items: Vec<Vec<u8>> = queues.iter().map(|q| object(|o| write(o, q))).collect();
+    let held = state.store.held_by_budgets()?;
+    let items: Vec<Vec<u8>> = queues
+        .iter()
+        .map(|q| {
+            object(|o| {
+                write(o, q);
+                let scope = held
+                    .queues
+                    .iter()
+                    .find(|(a, _)| *a == q.agent_type)
+                    .and_then(|(_, s)| s.as_deref());
+                o.opt_str("held_by_budget", scope);
+            })
+        })
+        .collect();
     let body = object(|o| {
-        o.raw_array("queues", items.iter().map(Vec::as_slice));
+        o.raw_array("queues", items.iter().map(Vec::as_slice))
+            .ids("projects_held_by_budget", &held.projects);
     });
     Ok(json(StatusCode::OK, body))
 }

@@ -148,7 +148,8 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
     let lease_id = lease_id(body.lease_id.as_deref())?;
     let usage = super::usage::parse_field(body.usage.as_deref())?;
     if !usage.is_empty() {
-        super::usage::record(state, task_id, lease_id, None, usage).await?;
+        // Recorded, and the change goes ahead even if these used a budget up.
+        super::usage::record(state, task_id, lease_id, None, usage, false).await?;
     }
     let command = command::SetTaskStatus {
         task_id,
@@ -381,9 +382,13 @@ pub async fn heartbeat(
         super::progress::check(state, &report)?;
     }
     if !usage.is_empty() {
-        super::usage::record(state, task_id, lease_id, body.worker_id, usage).await?;
+        super::usage::record(state, task_id, lease_id, body.worker_id, usage, true).await?;
     }
-    let t = state.store.write(command).await?;
+    let t = state
+        .store
+        .write(command)
+        .await?
+        .map_err(|held| super::usage::held(task_id, &held))?;
     if !report.is_empty() {
         super::progress::publish(state, &t, &report)?;
     }

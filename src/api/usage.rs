@@ -50,7 +50,9 @@ impl ReportBody {
     }
 }
 
-/// `POST /api/v1/tasks/{id}/usage`: one report and the lease it is made under.
+/// `POST /api/v1/tasks/{id}/usage`: one report and the lease it is made under. The report's
+/// fields are repeated rather than flattened from `ReportBody`: serde refuses unknown fields only
+/// without `flatten`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PostBody {
@@ -94,7 +96,7 @@ pub async fn post(state: &AppState, id: &str, req: Request) -> Result<Response, 
         .as_deref()
         .map(|t| parse_id("lease_id", t))
         .transpose()?;
-    let done = record(state, task_id, lease_id, body.worker_id, vec![report]).await?;
+    let done = record(state, task_id, lease_id, body.worker_id, vec![report], true).await?;
     let first = &done.recorded[0];
     let status = if first.repeated {
         StatusCode::OK
@@ -137,13 +139,27 @@ pub(crate) fn parse_field(raw: Option<&RawValue>) -> Result<Vec<UsageReport>, Ap
         .collect()
 }
 
-/// Records reports durably, then counts the new ones in the metrics.
+/// The answer to a worker whose task a budget holds: 409 `budget_exhausted`.
+pub(crate) fn held(task: Id, held: &command::Held) -> ApiError {
+    ApiError::new(
+        crate::http::ErrorCode::BudgetExhausted,
+        format!(
+            "the budget of {} is exhausted: task {task} went back to pending; stop working on it",
+            held.scope
+        ),
+    )
+}
+
+/// Records reports durably, then counts the new ones in the metrics. With `hold`, a budget over
+/// the task that is exhausted (by these reports or before) sends the task back to pending and
+/// answers 409 `budget_exhausted` once they are recorded.
 pub(crate) async fn record(
     state: &AppState,
     task_id: Id,
     lease_id: Option<Id>,
     worker_id: Option<String>,
     reports: Vec<UsageReport>,
+    hold: bool,
 ) -> Result<UsageRecorded, ApiError> {
     let done = state
         .store
@@ -152,6 +168,7 @@ pub(crate) async fn record(
             lease_id,
             worker_id,
             reports,
+            hold,
         })
         .await?;
     for r in done.recorded.iter().filter(|r| !r.repeated) {
@@ -161,6 +178,9 @@ pub(crate) async fn record(
             &r.entry.tokens,
             r.entry.cost_nanos,
         );
+    }
+    if let Some(h) = &done.held {
+        return Err(held(task_id, h));
     }
     Ok(done)
 }

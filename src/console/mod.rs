@@ -70,6 +70,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("assets/ops.js"),
     ),
+    (
+        "spend.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/spend.js"),
+    ),
 ];
 
 /// The policy of every console answer. `connect-src 'self'` covers the same-origin WebSocket.

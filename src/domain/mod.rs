@@ -2,6 +2,7 @@
 //! that follows a task's change (`tasks`), HITL transitions,
 //! workflows and input validation. Nothing here does I/O or knows about HTTP or redb.
 
+pub mod budget;
 mod ids;
 pub mod names;
 pub mod records;

@@ -77,6 +77,8 @@ pub enum TaskChange {
     To(TaskTransition),
     /// working → pending: the worker's lease ran out.
     LeaseExpired,
+    /// working → pending: a budget over the task is exhausted; its worker must stop.
+    HeldByBudget,
     /// completed → pending: a human rejected the work at a workflow gate; `feedback` is appended to
     /// the instructions.
     Reopened { feedback: String },
@@ -209,6 +211,10 @@ pub fn change_task(
         TaskChange::LeaseExpired => {
             task.status = TaskStatus::Pending;
             EventType::TaskLeaseExpired
+        }
+        TaskChange::HeldByBudget => {
+            task.status = TaskStatus::Pending;
+            EventType::TaskHeld
         }
         TaskChange::Reopened { feedback } => {
             task.status = TaskStatus::Pending;

@@ -140,6 +140,10 @@ vocabulary!(
         ProjectResumed => "project_resumed",
         HitlTimedOut => "hitl_timed_out",
         HitlEscalated => "hitl_escalated",
+        BudgetWarning => "budget_warning",
+        BudgetExhausted => "budget_exhausted",
+        BudgetRestored => "budget_restored",
+        TaskHeld => "task_held",
     }
 );
 

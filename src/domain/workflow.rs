@@ -746,7 +746,8 @@ pub fn phase_started(run: &mut WorkflowRun, index: usize, task_id: Id) -> Result
 }
 
 /// The gate of phase `index` was rejected: the phase runs again, its task (a fan-out's every
-/// task) reopened with the reviewer's feedback. The tasks to reopen.
+/// task) reopened with the reviewer's feedback. The tasks to reopen; none for a fan-out whose list
+/// was empty, which waits to be started again (its list read again from its source).
 pub fn gate_rejected(run: &mut WorkflowRun, index: usize) -> Result<Vec<Id>, BrokenRun> {
     let project = run.project_id;
     let phase = phase_mut(run, index)?;
@@ -755,6 +756,12 @@ pub fn gate_rejected(run: &mut WorkflowRun, index: usize) -> Result<Vec<Id>, Bro
         .into_iter()
         .chain(phase.items.clone())
         .collect();
+    if tasks.is_empty() && phase.for_each.is_some() && phase.gate_id.is_some() {
+        phase.status = PhaseStatus::Waiting;
+        phase.gate_id = None;
+        phase.items_done = 0;
+        return Ok(tasks);
+    }
     if tasks.is_empty() {
         return Err(BrokenRun(format!(
             "the workflow of project {project} gates phase {index}, which has no task"

@@ -39,6 +39,7 @@ pub enum ErrorCode {
     ReadOnly,
     LeaseLost,
     TaskCancelled,
+    BudgetExhausted,
     IdempotencyKeyReused,
     HitlExpired,
     PayloadTooLarge,
@@ -85,6 +86,7 @@ impl ErrorCode {
         ErrorCode::ReadOnly,
         ErrorCode::LeaseLost,
         ErrorCode::TaskCancelled,
+        ErrorCode::BudgetExhausted,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::HitlExpired,
         ErrorCode::PayloadTooLarge,
@@ -130,6 +132,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::LeaseLost => "lease_lost",
+            ErrorCode::BudgetExhausted => "budget_exhausted",
             ErrorCode::TaskCancelled => "task_cancelled",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::HitlExpired => "hitl_expired",
@@ -177,6 +180,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => StatusCode::CONFLICT,
             ErrorCode::ReadOnly => StatusCode::CONFLICT,
             ErrorCode::LeaseLost => StatusCode::CONFLICT,
+            ErrorCode::BudgetExhausted => StatusCode::CONFLICT,
             ErrorCode::TaskCancelled => StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::HitlExpired => StatusCode::CONFLICT,
@@ -241,6 +245,9 @@ impl ErrorCode {
                 "the worker's claim no longer holds the task (or it gave no lease_id): stop"
             }
             ErrorCode::TaskCancelled => "the task was cancelled while the worker held it: stop",
+            ErrorCode::BudgetExhausted => {
+                "a budget over the task is exhausted: the task went back to pending; stop"
+            }
             ErrorCode::IdempotencyKeyReused => {
                 "an Idempotency-Key already used with another request (within its lifetime)"
             }

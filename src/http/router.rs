@@ -237,6 +237,18 @@ routes! {
     TaskUsage: POST "/api/v1/tasks/{id}/usage"
         => "tasks.usage", TaskOperation, Worker, Body, 201,
         "Report a task's model usage (tokens, cost) under its lease", body "UsageReport";
+    BudgetsList: GET "/api/v1/budgets"
+        => "budgets.list", Other, Read, Now, 200,
+        "Every budget with what it used, its ratio and its state";
+    BudgetGet: GET "/api/v1/budgets/{scope}"
+        => "budgets.get", Other, Read, Now, 200,
+        "A scope's budget (global, project:{id}, agent_type:{name})";
+    BudgetPut: PUT "/api/v1/budgets/{scope}"
+        => "budgets.put", Other, Operator, Body, 200,
+        "Set a scope's budget (201 when new): limits in dollars and tokens, a window", body "Budget";
+    BudgetDelete: DELETE "/api/v1/budgets/{scope}"
+        => "budgets.delete", Other, Operator, Wait, 204,
+        "Remove a scope's budget";
     UsageGet: GET "/api/v1/usage"
         => "usage.get", Other, Read, Now, 200,
         "Model usage: totals and groups by project, agent type, model, day or hour";
@@ -784,7 +796,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 68);
+        assert_eq!(Route::ALL.len(), 72);
         check(Method::POST, "/mcp", Ok((Route::Mcp, "")));
         check(Method::GET, "/mcp", Err(NoRoute::MethodNotAllowed("POST")));
         check(

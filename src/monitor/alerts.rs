@@ -25,6 +25,8 @@ pub enum Signal {
     QueueWaitP99,
     /// Events webhooks gave up on, kept as dead letters (all webhooks together).
     WebhookDeadLetters,
+    /// Budgets at or past their warning share in their current window (warning or exhausted).
+    BudgetsBurning,
 }
 
 /// How much an alert matters: its `severity` label at Alertmanager, in the event and the API.
@@ -202,6 +204,17 @@ pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
             ..rule(
                 "WebhookDeadLetters",
                 Signal::WebhookDeadLetters,
+                0.0,
+                60,
+                0,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
+            summary: "a budget used its warning share or more (GET /api/v1/budgets)".into(),
+            ..rule(
+                "BudgetBurnHigh",
+                Signal::BudgetsBurning,
                 0.0,
                 60,
                 0,

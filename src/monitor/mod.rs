@@ -322,6 +322,7 @@ impl Monitor {
             Signal::DiskFreeBytes => disk_free as f64,
             Signal::QueueWaitP99 => store.queue_wait_p99(window).1,
             Signal::WebhookDeadLetters => store.dead_letter_count().unwrap_or(0) as f64,
+            Signal::BudgetsBurning => store.budgets_burning().unwrap_or(0) as f64,
         }
     }
 
@@ -365,6 +366,12 @@ impl Monitor {
         }
         metrics::gauge!(store_names::FILE_SIZE_BYTES).set(store.file_size() as f64);
         metrics::gauge!(store_names::WRITER_QUEUE_DEPTH).set(store.writer_queue_depth() as f64);
+        if let Ok(held) = store.held_by_budgets() {
+            for (agent, held) in held.queues {
+                metrics::gauge!(store_names::QUEUE_HELD, "agent_type" => agent.to_string())
+                    .set(if held.is_some() { 1.0 } else { 0.0 });
+            }
+        }
         let cache = store.cache_stats();
         metrics::gauge!(store_names::CACHE_ENTRIES).set(cache.entries as f64);
         metrics::gauge!(store_names::CACHE_BYTES).set(cache.bytes as f64);

@@ -279,6 +279,20 @@ fn check_usage(
         .map(|((h, a, m), t)| (format!("{h} {a} {m}"), *t))
         .collect();
     compare("usage_hourly_all", found, want);
+    let budgets = txn.open_table(tables::BUDGETS)?;
+    for entry in budgets.iter()? {
+        let (key, value) = entry?;
+        report.records += 1;
+        match decode::<crate::domain::budget::Budget>(value.value()) {
+            Ok(b) if b.scope.key() == key.value() => {}
+            Ok(b) => report.problem(format!(
+                "budgets {}: holds the budget of {}",
+                key.value(),
+                b.scope.key()
+            )),
+            Err(e) => report.problem(format!("budgets {}: {e}", key.value())),
+        }
+    }
     Ok(())
 }
 
@@ -313,6 +327,7 @@ pub(crate) const CHECKED_TABLES: &[&str] = &[
     "USAGE_HOURLY",
     "USAGE_HOURLY_ALL",
     "USAGE_MODELS",
+    "BUDGETS",
 ];
 
 /// Every queue setting is under a known agent type and decodes; every paused project exists.

@@ -14,6 +14,8 @@ pub const CACHE_ENTRIES: &str = "flightdeck_cache_entries";
 pub const CACHE_BYTES: &str = "flightdeck_cache_bytes";
 /// Pending tasks, by agent type (a gauge).
 pub const QUEUE_DEPTH: &str = "flightdeck_queue_depth";
+/// 1 while an exhausted budget (over everything, or over the agent type) holds the queue.
+pub const QUEUE_HELD: &str = "flightdeck_queue_held_by_budget";
 /// From a task becoming pending to its claim, by agent type (a histogram).
 pub const QUEUE_WAIT_SECONDS: &str = "flightdeck_queue_wait_seconds";
 /// From a task's start to its completion or failure, by agent type (a histogram).
@@ -83,6 +85,10 @@ pub fn describe() {
     metrics::counter!(CACHE_MISSES).increment(0);
     metrics::counter!(CACHE_EVICTIONS).increment(0);
     describe_gauge!(QUEUE_DEPTH, "Pending tasks, by agent type.");
+    describe_gauge!(
+        QUEUE_HELD,
+        "1 while an exhausted budget (global or the agent type's) holds the agent type's queue."
+    );
     describe_histogram!(
         QUEUE_WAIT_SECONDS,
         Unit::Seconds,

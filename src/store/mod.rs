@@ -73,10 +73,14 @@ pub mod command {
         SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor,
         StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
     };
-    pub use super::writer::{Recorded, ReportUsage, UsageRecorded};
+    pub use super::writer::{
+        BudgetSet, DeleteBudget, Held, PutBudget, Recorded, ReleaseHeld, ReportUsage, UsageRecorded,
+    };
 }
 pub use usage::MAX_ROWS as USAGE_MAX_ROWS;
-pub use usage::{GroupBy, GroupKey, Scope as UsageScope, UsageQuery, UsageSums};
+pub use usage::{
+    GroupBy, GroupKey, Held as HeldByBudgets, Scope as UsageScope, UsageQuery, UsageSums,
+};
 pub use writer::Write;
 
 pub mod metric_names;

@@ -96,6 +96,9 @@ pub const USAGE_HOURLY_ALL: TableDefinition<(u32, u16, &str), &[u8]> =
     TableDefinition::new("usage_hourly_all");
 /// The model names kept apart (at most `--max-models`); the others count as `other`.
 pub const USAGE_MODELS: TableDefinition<&str, ()> = TableDefinition::new("usage_models");
+/// Budgets by scope (`global`, `project:{id}`, `agent_type:{name}`): limits, window, what the
+/// current window used and the state. Schema 8.
+pub const BUDGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("budgets");
 /// The model label of reports past `--max-models` distinct models.
 pub const OTHER_MODEL: &str = "other";
 
@@ -531,6 +534,7 @@ macro_rules! for_each_table {
         $apply!(USAGE_HOURLY);
         $apply!(USAGE_HOURLY_ALL);
         $apply!(USAGE_MODELS);
+        $apply!(BUDGETS);
     };
 }
 pub(crate) use for_each_table;

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use super::codec::decode;
 use super::{Store, StoreError, tables};
+use crate::domain::budget::{Budget, BudgetScope, BudgetState};
 use crate::domain::usage::UsageTotals;
 use crate::domain::{AgentType, Id};
+use redb::ReadableTable;
 
 /// A scope whose totals are kept.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +72,15 @@ pub enum GroupKey {
 pub struct UsageSums {
     pub totals: UsageTotals,
     pub groups: Vec<(GroupKey, UsageTotals)>,
+}
+
+/// What exhausted budgets hold.
+#[derive(Clone, Debug, Default)]
+pub struct Held {
+    /// Per agent type in use: the scope holding its whole queue (`global` or its own), if any.
+    pub queues: Vec<(AgentType, Option<String>)>,
+    /// The projects whose own budget is exhausted.
+    pub projects: Vec<Id>,
 }
 
 /// Most rollup rows one query reads; past it the query asks to be narrowed.
@@ -200,5 +211,99 @@ impl Store {
             totals,
             groups: groups.into_iter().collect(),
         }))
+    }
+}
+
+impl Store {
+    /// Every budget, by scope.
+    pub fn budgets(&self) -> Result<Vec<Budget>, StoreError> {
+        let txn = self.txn("budgets")?;
+        let table = txn.open_table(tables::BUDGETS)?;
+        let mut list = Vec::new();
+        for entry in table.iter()? {
+            list.push(decode(entry?.1.value())?);
+        }
+        Ok(list)
+    }
+
+    /// A scope's budget.
+    pub fn budget(&self, scope: &BudgetScope) -> Result<Option<Budget>, StoreError> {
+        let txn = self.txn("budgets")?;
+        let table = txn.open_table(tables::BUDGETS)?;
+        match table.get(scope.key().as_str())? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The scope of an exhausted budget over a task of this project and agent type, now.
+    pub fn budget_held(
+        &self,
+        project: &Id,
+        agent: &AgentType,
+    ) -> Result<Option<String>, StoreError> {
+        let now = self.shared.clock.now();
+        let txn = self.txn("budgets")?;
+        let table = txn.open_table(tables::BUDGETS)?;
+        for key in BudgetScope::keys_over(project, agent) {
+            if let Some(bytes) = table.get(key.as_str())? {
+                let budget: Budget = decode(bytes.value())?;
+                if budget.state_at(now) == BudgetState::Exhausted {
+                    return Ok(Some(key));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Budgets in warning or exhausted in their current window (the `BudgetBurnHigh` signal).
+    pub fn budgets_burning(&self) -> Result<usize, StoreError> {
+        let now = self.now();
+        Ok(self
+            .budgets()?
+            .iter()
+            .filter(|b| b.state_at(now) != BudgetState::Ok)
+            .count())
+    }
+
+    /// What exhausted budgets hold now: per agent type in use, the scope holding its whole queue
+    /// (`global` or `agent_type:{name}`), and the projects held.
+    pub fn held_by_budgets(&self) -> Result<Held, StoreError> {
+        let now = self.now();
+        let exhausted: Vec<Budget> = self
+            .budgets()?
+            .into_iter()
+            .filter(|b| b.state_at(now) == BudgetState::Exhausted)
+            .collect();
+        let global = exhausted.iter().any(|b| b.scope == BudgetScope::Global);
+        let agents = self.shared.types.read().agents.names().to_vec();
+        let queues = agents
+            .into_iter()
+            .map(|a| {
+                let scope = BudgetScope::AgentType(a.clone());
+                let held = if global {
+                    Some("global".to_string())
+                } else {
+                    exhausted
+                        .iter()
+                        .any(|b| b.scope == scope)
+                        .then(|| scope.key())
+                };
+                (a, held)
+            })
+            .collect();
+        let projects = exhausted
+            .iter()
+            .filter_map(|b| match b.scope {
+                BudgetScope::Project(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        Ok(Held { queues, projects })
+    }
+
+    /// The store's clock (microseconds), which budgets' windows are judged by.
+    pub fn now(&self) -> crate::domain::Micros {
+        self.shared.clock.now()
     }
 }

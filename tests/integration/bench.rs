@@ -107,8 +107,13 @@ fn tiny_scenario_on_its_own_server() {
             "context-store put",
             "context-store get",
             "context-store list",
+            "usage report (1,000 a second)",
             "WebSocket frame delivered (100 connections)"
         ]
+    );
+    assert!(
+        output.contains("usage reports at 1,000 per second would take"),
+        "{output}"
     );
     let (frames, classes) = costs.split_last().unwrap();
     for c in classes {
@@ -146,7 +151,7 @@ fn tiny_scenario_against_a_running_server_with_a_key() {
     // The saturation mode, and the cost phase from the server's /metrics.
     assert!(report["scenario"]["rates"].is_null());
     assert!(output.contains("load: closed loop"), "{output}");
-    assert_eq!(report["costs"].as_array().unwrap().len(), 6);
+    assert_eq!(report["costs"].as_array().unwrap().len(), 7);
     // Rates are checked before anything runs.
     let (ok, _, output) = bench(&["--url", &url, "--rate", "status=fast"]);
     assert!(!ok);

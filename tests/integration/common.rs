@@ -456,3 +456,16 @@ pub fn assert_gap_free(events: &[Value]) -> Vec<u64> {
     );
     seqs
 }
+
+/// The state of an alert rule (`GET /api/v1/monitoring/alerts`).
+pub fn alert_state(s: &Server, rule: &str) -> String {
+    s.get("/api/v1/monitoring/alerts").expect(200)["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

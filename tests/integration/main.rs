@@ -9,6 +9,7 @@ mod artifacts;
 mod backup;
 mod bad_input;
 mod bench;
+mod budgets;
 mod cli;
 mod clients;
 mod crash;

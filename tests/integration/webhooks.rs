@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::common::{Server, wait_for};
+use crate::common::{Server, alert_state, wait_for};
 
 /// A post the receiver accepted.
 #[derive(Clone, Debug)]
@@ -462,18 +462,6 @@ fn hook(s: &Server, name: &str) -> Value {
         .find(|h| h["name"] == name)
         .cloned()
         .unwrap()
-}
-
-fn alert_state(s: &Server, rule: &str) -> String {
-    s.get("/api/v1/monitoring/alerts").expect(200)["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == rule)
-        .unwrap()["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

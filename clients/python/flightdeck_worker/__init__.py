@@ -12,7 +12,9 @@ The worker claims a task of its agent type with a long poll (`wait_ms`), heartbe
 the background every third of the lease, lets the handler report progress (`task.progress(...)`),
 and completes the task with the handler's return value, or fails it with the exception's message,
 always with the claim's `lease_id`. When the server answers 409 `lease_lost` (the lease ran out
-and another worker may hold the task) or `task_cancelled`, the task is given up: `task.lost`
+and another worker may hold the task), `task_cancelled` or `budget_exhausted` (a budget over the
+task ran out: the task went back to pending until the budget is raised), the task is given up:
+`task.lost`
 becomes true, and nothing the worker sends for it afterwards changes anything on the server. On
 503 (overloaded, restarting) and on connection errors it backs off and tries again, logging why
 (logger `flightdeck_worker`).

@@ -14,4 +14,5 @@ class ServerError(Exception):
 
 
 class LeaseLost(Exception):
-    """The task is no longer this worker's (`lease_lost` or `task_cancelled`): stop working on it."""
+    """The task is no longer this worker's (`lease_lost`, `task_cancelled`, or `budget_exhausted`:
+    a budget over it ran out and it went back to pending): stop working on it."""

@@ -110,7 +110,7 @@ class Task:
             body["cost_usd"] = cost_usd
         if provider is not None:
             body["provider"] = provider
-        entry = self._worker.client.call("POST", f"/api/v1/tasks/{self.id}/usage", body)[1]
+        entry = self._fenced("POST", f"/api/v1/tasks/{self.id}/usage", body)[1]
         if isinstance(entry, dict) and entry.get("lease_lost"):
             self.lost = True
             self.lost_reason = self.lost_reason or "lease_lost"
@@ -135,12 +135,13 @@ class Task:
             raise LeaseLost(self.lost_reason or "lease lost")
 
     def _fenced(self, method: str, path: str, body: Json) -> Json:
-        """A request under the claim's lease: `lease_lost` or `task_cancelled` marks the task lost
-        and raises `LeaseLost`."""
+        """A request under the claim's lease: `lease_lost`, `task_cancelled` or `budget_exhausted`
+        (a budget over the task ran out and the task went back to pending) marks the task lost and
+        raises `LeaseLost`."""
         try:
             return self._worker.client.call(method, path, body)
         except ServerError as e:
-            if e.status == 409 and e.code in ("lease_lost", "task_cancelled"):
+            if e.status == 409 and e.code in ("lease_lost", "task_cancelled", "budget_exhausted"):
                 self.lost = True
                 self.lost_reason = e.code
                 log.info("task %s is no longer this worker's: %s", self.id, e.code)

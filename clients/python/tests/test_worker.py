@@ -158,6 +158,34 @@ def test_usage_is_reported_once_per_report_and_summed_on_the_task(server: Server
     assert server.call("GET", f"/api/v1/tasks/{t}")["usage"]["reports"] == 3
 
 
+def test_a_worker_stops_when_its_projects_budget_runs_out_and_resumes_once_raised(
+    server: Server,
+) -> None:
+    t = new_task(server, "coder", "capped")
+    project = server.call("GET", f"/api/v1/tasks/{t}")["project_id"]
+    server.call("PUT", f"/api/v1/budgets/project:{project}", {"max_tokens": 100})
+    worker = Worker(server.base, "coder", lease_seconds=30, wait_ms=0)
+    spent: List[str] = []
+
+    def spend(task: Task) -> Dict[str, bool]:
+        spent.append(task.id)
+        task.report_usage("model-x", 150, 0)  # past the budget: LeaseLost (budget_exhausted)
+        return {"unreachable": True}
+
+    worker.run(spend, max_tasks=1)
+    assert spent == [t] and worker.lost == 1 and worker.completed == 0
+    task = server.call("GET", f"/api/v1/tasks/{t}")
+    assert task["status"] == "pending" and task["usage"]["input_tokens"] == 150
+    budget = server.call("GET", f"/api/v1/budgets/project:{project}")
+    assert budget["state"] == "exhausted"
+    assert Worker(server.base, "coder", wait_ms=0).claim() is None
+    # Raised: the task is claimable again and the worker finishes it.
+    server.call("PUT", f"/api/v1/budgets/project:{project}", {"max_tokens": 10_000})
+    worker.run(lambda task: {"done": True}, max_tasks=1)
+    assert worker.completed == 1
+    assert server.call("GET", f"/api/v1/tasks/{t}")["status"] == "completed"
+
+
 def test_a_cancelled_task_stops_its_worker(server: Server) -> None:
     t = new_task(server, "coder", "cancel")
     cancelled = threading.Event()

@@ -279,35 +279,10 @@ impl UsageClient {
         let class = Class::TaskOperation;
         if self.task.is_none() {
             let project = &projects[self.n % projects.len()];
-            let created = rec
-                .request(
-                    client,
-                    Call {
-                        class,
-                        method: hyper::Method::POST,
-                        path: &format!("/api/v1/projects/{project}/tasks"),
-                        body: Some(&json!({"agent_type": "orchestrator", "instructions": "usage"})),
-                        ok: &[201],
-                    },
-                )
-                .await
-                .and_then(|a| a.json());
-            let Some(id) = created.and_then(|t| t["task_id"].as_str().map(String::from)) else {
+            let Some(id) = create_task(client, rec, project, "usage").await else {
                 return 0;
             };
-            let working = rec
-                .request(
-                    client,
-                    Call {
-                        class,
-                        method: hyper::Method::POST,
-                        path: &format!("/api/v1/tasks/{id}/status"),
-                        body: Some(&json!({"status": "working"})),
-                        ok: &[200],
-                    },
-                )
-                .await;
-            if working.is_none() {
+            if !set_status(client, rec, &id, "working").await {
                 return 0;
             }
             self.task = Some(id);
@@ -331,6 +306,45 @@ impl UsageClient {
             .await;
         u64::from(answered.is_some())
     }
+}
+
+/// Creates an orchestrator's task in `project`: its id.
+async fn create_task(
+    client: &mut Client,
+    rec: &mut Recorder,
+    project: &str,
+    instructions: &str,
+) -> Option<String> {
+    let created = rec
+        .request(
+            client,
+            Call {
+                class: Class::TaskOperation,
+                method: hyper::Method::POST,
+                path: &format!("/api/v1/projects/{project}/tasks"),
+                body: Some(&json!({"agent_type": "orchestrator", "instructions": instructions})),
+                ok: &[201],
+            },
+        )
+        .await
+        .and_then(|a| a.json())?;
+    created["task_id"].as_str().map(String::from)
+}
+
+/// Moves a task to `status` (without a claim); whether it was answered 200.
+async fn set_status(client: &mut Client, rec: &mut Recorder, task: &str, status: &str) -> bool {
+    rec.request(
+        client,
+        Call {
+            class: Class::TaskOperation,
+            method: hyper::Method::POST,
+            path: &format!("/api/v1/tasks/{task}/status"),
+            body: Some(&json!({ "status": status })),
+            ok: &[200],
+        },
+    )
+    .await
+    .is_some()
 }
 
 /// One operation (or, for tasks, three); the number answered as expected.
@@ -370,40 +384,12 @@ async fn one(
         ),
         Op::UsageReport => unreachable!("usage reports are `UsageClient`'s"),
         Op::TaskOperation => {
-            let class = Class::TaskOperation;
-            let created = rec
-                .request(
-                    client,
-                    Call {
-                        class,
-                        method: hyper::Method::POST,
-                        path: &format!("/api/v1/projects/{project}/tasks"),
-                        body: Some(
-                            &json!({"agent_type": "orchestrator", "instructions": "cost phase"}),
-                        ),
-                        ok: &[201],
-                    },
-                )
-                .await
-                .and_then(|a| a.json());
-            let Some(id) = created.and_then(|t| t["task_id"].as_str().map(String::from)) else {
+            let Some(id) = create_task(client, rec, project, "cost phase").await else {
                 return 0;
             };
             let mut done = 1;
             for status in ["working", "completed"] {
-                let answered = rec
-                    .request(
-                        client,
-                        Call {
-                            class,
-                            method: hyper::Method::POST,
-                            path: &format!("/api/v1/tasks/{id}/status"),
-                            body: Some(&json!({"status": status})),
-                            ok: &[200],
-                        },
-                    )
-                    .await;
-                done += u64::from(answered.is_some());
+                done += u64::from(set_status(client, rec, &id, status).await);
             }
             return done;
         }

@@ -9,6 +9,7 @@ import { Live } from './live.js';
 import { home } from './home.js';
 import { ProjectView } from './project.js';
 import { ops } from './ops.js';
+import { spend } from './spend.js';
 
 const app = document.getElementById('app');
 const liveBadge = document.getElementById('live');
@@ -51,7 +52,7 @@ async function render() {
       view = v;
       content = await v.load();
     } else {
-      content = r.page === 'ops' ? await ops() : await home(soon);
+      content = r.page === 'ops' ? [...(await ops()), await spend(soon)] : await home(soon);
     }
     fill(app, content);
     app.dataset.page = r.page;
@@ -91,7 +92,7 @@ function onEvent(frame) {
     return;
   }
   if (frame.event_type === 'task_progress') return;
-  if (r.page === 'ops' && !String(frame.event_type).startsWith('alert_')) return;
+  if (r.page === 'ops' && !/^(alert_|budget_)/.test(String(frame.event_type))) return;
   soon();
 }
 

@@ -55,6 +55,7 @@ impl<'t> Batch<'t> {
             paused_projects: txn.open_table(tables::PAUSED_PROJECTS)?,
             idempotency: txn.open_table(tables::IDEMPOTENCY)?,
             idempotency_by_age: txn.open_table(tables::IDEMPOTENCY_BY_AGE)?,
+            budgets: txn.open_table(tables::BUDGETS)?,
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),

@@ -30,6 +30,7 @@ use super::{
 
 mod artifacts;
 mod batch;
+mod budgets;
 mod hitl;
 mod idempotency;
 mod meta;
@@ -42,6 +43,7 @@ mod usage;
 mod workflows;
 
 pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
+pub use budgets::{BudgetSet, DeleteBudget, Held, PutBudget, ReleaseHeld};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
 pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
 pub use meta::{
@@ -598,6 +600,8 @@ pub struct Batch<'t> {
     paused_projects: Index<'t, 16>,
     idempotency: Table<'t, &'static [u8; 20], &'static [u8]>,
     idempotency_by_age: Index<'t, 28>,
+    /// Budgets by scope: read by every claim and heartbeat, so opened once per batch.
+    budgets: Table<'t, &'static str, &'static [u8]>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,

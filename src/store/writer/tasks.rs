@@ -4,6 +4,7 @@ use std::ops::Bound;
 
 use super::batch::read;
 use super::{Batch, Checked, QueueEvent, Refusal, Write, Written};
+use crate::domain::budget::BudgetScope;
 use crate::domain::records::{Agent, Artifact, Task};
 use crate::domain::tasks::Holder;
 use crate::domain::tasks::TaskEdits;
@@ -152,6 +153,12 @@ impl Write for Claim {
         if settings.paused {
             return Ok(None);
         }
+        // Held by an exhausted budget over every task of the type.
+        if batch.exhausted(&BudgetScope::Global)?
+            || batch.exhausted(&BudgetScope::AgentType(self.agent_type.clone()))?
+        {
+            return Ok(None);
+        }
         if let Some(limit) = settings.max_working
             && batch.agent(&self.agent_type)?.working_tasks >= limit
         {
@@ -183,7 +190,9 @@ impl Write for Claim {
                 if wrapped && turn.is_some_and(|t| project > t) {
                     break;
                 }
-                if !batch.project_paused(&project)? {
+                if !batch.project_paused(&project)?
+                    && !batch.exhausted(&BudgetScope::Project(project))?
+                {
                     found = Some(hit);
                     break 'priorities;
                 }
@@ -317,10 +326,12 @@ pub struct Heartbeat {
 }
 
 impl Write for Heartbeat {
-    type Plan = (Task, Task);
-    type Output = Task;
+    type Plan = (Task, Task, Option<String>);
+    /// The task with its lease extended; or, when a budget over it is exhausted, the budget's
+    /// scope: the task went back to pending instead.
+    type Output = Result<Task, super::Held>;
 
-    fn check(self, batch: &Batch<'_>) -> Checked<(Task, Task)> {
+    fn check(self, batch: &Batch<'_>) -> Checked<(Task, Task, Option<String>)> {
         let old: Task = read(&batch.tasks, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         let expires_at = batch.now.saturating_add(self.lease);
@@ -329,15 +340,23 @@ impl Write for Heartbeat {
             lease_id: self.lease_id,
         };
         let task = crate::domain::tasks::heartbeat(&old, holder, expires_at, batch.now)?;
-        Ok((old, task))
+        let held = batch.held_by(&old.project_id, &old.agent_type)?;
+        Ok((old, task, held))
     }
 
-    fn apply((old, mut task): (Task, Task), batch: &mut Batch<'_>) -> Written<Task> {
+    fn apply(
+        (old, mut task, held): (Task, Task, Option<String>),
+        batch: &mut Batch<'_>,
+    ) -> Written<Result<Task, super::Held>> {
+        if let Some(scope) = held {
+            batch.change_task(old, TaskChange::HeldByBudget, TaskEdits::default())?;
+            return Ok(Err(super::Held { scope }));
+        }
         if let Some(report) = batch.take_progress(&task.id, task.status) {
             task.progress = Some(report);
         }
         batch.put_task(Some(&old), &task)?;
-        Ok(task)
+        Ok(Ok(task))
     }
 }
 

@@ -20,6 +20,9 @@ pub struct ReportUsage {
     pub lease_id: Option<Id>,
     pub worker_id: Option<String>,
     pub reports: Vec<UsageReport>,
+    /// Send the task back to pending when a budget over it is exhausted (not when the usage
+    /// rides on the task's completion or failure, which then goes ahead).
+    pub hold: bool,
 }
 
 /// One report as the ledger holds it.
@@ -38,9 +41,14 @@ pub struct Recorded {
 pub struct UsageRecorded {
     pub recorded: Vec<Recorded>,
     pub task_totals: UsageTotals,
+    /// A budget over the task is exhausted (this report may have used it up): the task, worked
+    /// under the lease given, went back to pending, and its worker must stop.
+    pub held: Option<super::Held>,
 }
 
 pub struct Plan {
+    task: Task,
+    holds: bool,
     recorded: Vec<Recorded>,
     agent: u16,
     new_models: Vec<String>,
@@ -148,6 +156,8 @@ impl Write for ReportUsage {
             });
         }
         Ok(Plan {
+            holds: self.hold && !lease_lost,
+            task,
             recorded,
             agent,
             new_models,
@@ -210,9 +220,25 @@ impl Write for ReportUsage {
             t.add(&e.tokens, e.cost_nanos);
             hourly_all.insert(key, encode(&t).as_slice())?;
         }
+        drop((ledger, reports, totals_table, hourly, hourly_all, models));
+        for r in plan.recorded.iter().filter(|r| !r.repeated) {
+            batch.count_against_budgets(&plan.task, &r.entry.tokens, r.entry.cost_nanos)?;
+        }
+        let mut held = None;
+        if plan.holds
+            && let Some(scope) = batch.held_by(&plan.task.project_id, &plan.task.agent_type)?
+        {
+            batch.change_task(
+                plan.task,
+                crate::domain::tasks::TaskChange::HeldByBudget,
+                crate::domain::tasks::TaskEdits::default(),
+            )?;
+            held = Some(super::Held { scope });
+        }
         Ok(UsageRecorded {
             recorded: plan.recorded,
             task_totals: plan.task_totals,
+            held,
         })
     }
 }

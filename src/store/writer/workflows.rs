@@ -748,6 +748,22 @@ impl<'t> Batch<'t> {
             }
             HitlAction::Reject => {
                 let tasks = wf::gate_rejected(&mut run, phase)?;
+                if tasks.is_empty() {
+                    // An empty fan-out rejected: it runs again, its list read again (empty
+                    // again, it is done at once and its gate asks again).
+                    self.workflow_event(
+                        &run,
+                        "phase_rejected",
+                        Concerning {
+                            phase,
+                            task: None,
+                            gate: Some(request.id),
+                        },
+                    )?;
+                    self.start_phase(&mut run, phase)?;
+                    self.put_workflow(&run)?;
+                    return Ok(true);
+                }
                 let feedback = wf::rejection_feedback(request.response_comment.as_deref());
                 for task_id in &tasks {
                     let old = self.task_record(task_id, "the workflow")?;
