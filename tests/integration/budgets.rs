@@ -59,6 +59,7 @@ fn a_budget_warns_stops_its_scope_and_raising_it_serves_the_waiting_claim() {
     let warned = events_of(&s, "budget_warning");
     assert_eq!(warned.len(), 1);
     assert_eq!(warned[0]["data"]["scope"], scope.as_str());
+    assert_eq!(warned[0]["data"]["reason"], "reported");
     assert_eq!(warned[0]["project_id"], p.as_str());
     wait_for("BudgetBurnHigh to fire", || {
         (alert_state(&s, "BudgetBurnHigh") == "firing").then_some(())
@@ -144,7 +145,10 @@ fn a_budget_warns_stops_its_scope_and_raising_it_serves_the_waiting_claim() {
     assert_eq!(status, 200, "{body}");
     let served: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(served["project_id"], p.as_str());
-    assert_eq!(events_of(&s, "budget_restored").len(), 1);
+    let restored = events_of(&s, "budget_restored");
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0]["data"]["reason"], "set");
+    assert_eq!(restored[0]["data"]["state"], "ok");
     let (ok, out) = check(s.stop().path());
     assert!(ok, "{out}");
 }

@@ -119,7 +119,7 @@ impl Write for PutBudget {
             BudgetScope::Project(p) => Some(p),
             _ => None,
         };
-        batch.budget_changed(&budget, before.unwrap_or(BudgetState::Ok), project)?;
+        batch.budget_changed(&budget, before.unwrap_or(BudgetState::Ok), project, "set")?;
         Ok(BudgetSet { budget, created })
     }
 }
@@ -212,6 +212,7 @@ impl Batch<'_> {
         budget: &Budget,
         before: BudgetState,
         project: Option<Id>,
+        why: &str,
     ) -> Written<()> {
         let after = budget.state;
         if before == after {
@@ -226,7 +227,7 @@ impl Batch<'_> {
             let slots = self.claimable.len() as u16;
             self.wake_all.extend(0..slots);
         }
-        self.emit(budget_event(kind, budget, "use"))?;
+        self.emit(budget_event(kind, budget, why))?;
         if after == BudgetState::Exhausted
             && let Some(project) = project
             && self.projects.get(project.as_bytes())?.is_some()
@@ -305,7 +306,7 @@ impl Batch<'_> {
             };
             let (before, _) = budget.add(tokens, cost_nanos, self.now);
             self.store_budget(&budget)?;
-            self.budget_changed(&budget, before, Some(task.project_id))?;
+            self.budget_changed(&budget, before, Some(task.project_id), "reported")?;
         }
         Ok(())
     }
