@@ -119,19 +119,22 @@ impl Store {
     /// Sums the hourly rollups the query selects. `None` when it would read more than
     /// [`MAX_ROWS`] rows.
     pub fn usage_sums(&self, q: &UsageQuery) -> Result<Option<UsageSums>, StoreError> {
-        let registry = self.shared.types.read();
-        let agent = match &q.agent_type {
-            Some(name) => match registry.agent(name) {
-                Some(id) => Some(id),
-                // Never reported under: nothing to sum.
-                None => return Ok(Some(UsageSums::default())),
-            },
-            None => None,
+        // The names copied, so that a long scan does not hold the registry the writer changes.
+        let (agent, names) = {
+            let registry = self.shared.types.read();
+            let agent = match &q.agent_type {
+                Some(name) => match registry.agent(name) {
+                    Some(id) => Some(id),
+                    // Never reported under: nothing to sum.
+                    None => return Ok(Some(UsageSums::default())),
+                },
+                None => None,
+            };
+            (agent, registry.agents.names().to_vec())
         };
         let agent_name = |id: u16| {
-            registry
-                .agents
-                .name(id)
+            names
+                .get(usize::from(id))
                 .map_or_else(|| format!("#{id}"), |n| n.to_string())
         };
         let mut groups: BTreeMap<GroupKey, UsageTotals> = BTreeMap::new();
