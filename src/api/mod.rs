@@ -281,63 +281,35 @@ fn serve(
         }};
     }
     match route {
-        ProjectsList => now!(projects::list(state, &query)),
         ProjectsCreate => wait!(|s, _, req| projects::create(s, req)),
-        ProjectGet => now!(projects::get(state, param)),
-        ProjectStatus => now!(projects::status(state, param, &query)),
-        ProjectCompletion => now!(projects::completion(state, param)),
-        ProjectTasksList => now!(tasks::list(state, param, &query)),
         ProjectTasksCreate => wait!(|s, id, req| tasks::create(s, id, req)),
-        TaskGet => now!(tasks::get(state, param)),
         TaskSetStatus => wait!(|s, id, req| tasks::set_status(s, id, req)),
         TaskClaim => wait!(|s, _, req| tasks::claim(s, req)),
         TaskHeartbeat => wait!(|s, id, req| tasks::heartbeat(s, id, req)),
         TaskProgress => wait!(|s, id, req| progress::post(s, id, req)),
         TaskUsage => wait!(|s, id, req| usage::post(s, id, req)),
-        UsageGet => now!(usage::list(state, &query)),
-        BudgetsList => now!(budgets::list(state)),
-        BudgetGet => now!(budgets::get(state, param)),
         BudgetPut => wait!(|s, scope, req| budgets::put(s, scope, req)),
         BudgetDelete => wait!(|s, scope, _| budgets::delete(s, scope)),
         WorkflowStart => wait!(|s, id, req| workflows::start(s, id, req)),
-        WorkflowGet => now!(workflows::get(state, param)),
         WorkflowCancel => wait!(|s, id, req| workflows::cancel(s, id, req)),
-        WorkflowsList => now!(workflows::list(state)),
-        WorkflowDefGet => now!(workflows::get_definition(state, param)),
         WorkflowDefPut => wait!(|s, name, req| workflows::put(s, name, req)),
         WorkflowDefDelete => wait!(|s, name, _| workflows::delete(s, name)),
-        QueuesList => now!(queues::list(state)),
         QueuePause => wait!(|s, agent, _| queues::pause(s, agent, true)),
         QueueResume => wait!(|s, agent, _| queues::pause(s, agent, false)),
         QueueUpdate => wait!(|s, agent, req| queues::update(s, agent, req)),
         ProjectPause => wait!(|s, id, _| queues::project(s, id, true)),
         ProjectResume => wait!(|s, id, _| queues::project(s, id, false)),
-        AgentsStatus => now!(agents::all(state)),
-        AgentStatus => now!(agents::one(state, param)),
-        AgentStatusHistory => now!(agents::history(state, param, &query)),
         AgentReset => wait!(|s, agent, _| agents::reset(s, agent)),
         ArtifactCreate => wait!(|s, _, req| artifacts::create(s, req)),
         ArtifactBatch => wait!(|s, _, req| artifacts::batch(s, req)),
-        ArtifactGet => now!(artifacts::get(state, param)),
         ArtifactUpdate => wait!(|s, id, req| artifacts::update(s, id, req)),
         ArtifactDelete => wait!(|s, id, _| artifacts::delete(s, id)),
-        ProjectArtifacts => now!(artifacts::list(state, param, &query)),
         HitlCreate => wait!(|s, _, req| hitl::create(s, req)),
-        HitlPending => now!(hitl::pending(
-            state,
-            &query,
-            principal.as_ref().map(|p| p.name.as_str())
-        )),
         HitlBulkApprove => {
             wait!(|s, _, req| hitl::bulk_approve(s, req, principal.map(|p| p.name)))
         }
-        HitlProjectRequests => now!(hitl::list(state, param, &query)),
-        OversightGet => now!(hitl::oversight_get(state, param)),
         OversightSet => wait!(|s, id, req| hitl::oversight_set(s, id, req)),
-        HitlGet => now!(hitl::get(state, param)),
-        HitlHistory => now!(hitl::history(state, param)),
         HitlRespond => wait!(|s, id, req| hitl::respond(s, id, req, principal.map(|p| p.name))),
-        EventsList => now!(events::list(state, &query)),
         WsAll => now!(events::subscribe(
             state,
             query.get("project_id"),
@@ -346,25 +318,109 @@ fn serve(
         )),
         WsProject => now!(events::subscribe(state, Some(param), &query, req)),
         AdminBackup => wait!(|s, _, _| admin::backup(s)),
-        OpenApi => now!(openapi::serve(state)),
-        Livez => now!(health::livez()),
         Readyz => wait!(|s, _, _| health::readyz(s, &query)),
-        Health => now!(health::health()),
         HealthDetailed => wait!(|s, _, _| health::detailed(s)),
         HealthReady => wait!(|s, _, _| health::ready(s)),
         HealthZ => wait!(|s, _, _| health::z(s)),
-        Metrics => now!(monitoring::prometheus(state)),
-        MonitoringMetrics => now!(monitoring::metrics(state)),
-        MonitoringPerformance => now!(monitoring::performance(state)),
-        MonitoringAlerts => now!(monitoring::alerts(state)),
-        MonitoringHistory => now!(monitoring::history(state)),
-        MonitoringWebhooks => now!(monitoring::webhooks(state)),
         WebhookRetry => wait!(|s, name, req| monitoring::webhook_retry(s, name, req)),
         WebhookDiscard => wait!(|s, name, req| monitoring::webhook_discard(s, name, req)),
-        WhoAmI => now!(Ok(admin::whoami(state, principal.as_ref()))),
         Console => now!(crate::console::serve(param, req.header("if-none-match"))),
         Mcp => wait!(|s, _, req| mcp::post(s, req, principal)),
+        // The reads, answered from the state alone.
+        ProjectsList
+        | ProjectGet
+        | ProjectStatus
+        | ProjectCompletion
+        | ProjectTasksList
+        | TaskGet
+        | UsageGet
+        | BudgetsList
+        | BudgetGet
+        | WorkflowGet
+        | WorkflowsList
+        | WorkflowDefGet
+        | QueuesList
+        | AgentsStatus
+        | AgentStatus
+        | AgentStatusHistory
+        | ArtifactGet
+        | ProjectArtifacts
+        | HitlPending
+        | HitlProjectRequests
+        | OversightGet
+        | HitlGet
+        | HitlHistory
+        | EventsList
+        | OpenApi
+        | Livez
+        | Health
+        | Metrics
+        | MonitoringMetrics
+        | MonitoringPerformance
+        | MonitoringAlerts
+        | MonitoringHistory
+        | MonitoringWebhooks
+        | WhoAmI => now!(
+            read(state, route, param, &query, principal.as_ref())
+                .expect("every route of this arm is a read")
+        ),
     }
+}
+
+/// Answers a read: a route answered at once from the state alone, without the request's headers
+/// or body (`None` for any other route). An MCP tool's read calls it without building a request.
+fn read(
+    state: &Arc<AppState>,
+    route: Route,
+    param: &str,
+    query: &Query,
+    principal: Option<&crate::http::auth::Principal>,
+) -> Option<Result<Response, ApiError>> {
+    use Route::{
+        AgentStatus, AgentStatusHistory, AgentsStatus, ArtifactGet, BudgetGet, BudgetsList,
+        EventsList, Health, HitlGet, HitlHistory, HitlPending, HitlProjectRequests, Livez, Metrics,
+        MonitoringAlerts, MonitoringHistory, MonitoringMetrics, MonitoringPerformance,
+        MonitoringWebhooks, OpenApi, OversightGet, ProjectArtifacts, ProjectCompletion, ProjectGet,
+        ProjectStatus, ProjectTasksList, ProjectsList, QueuesList, TaskGet, UsageGet, WhoAmI,
+        WorkflowDefGet, WorkflowGet, WorkflowsList,
+    };
+    Some(match route {
+        ProjectsList => projects::list(state, query),
+        ProjectGet => projects::get(state, param),
+        ProjectStatus => projects::status(state, param, query),
+        ProjectCompletion => projects::completion(state, param),
+        ProjectTasksList => tasks::list(state, param, query),
+        TaskGet => tasks::get(state, param),
+        UsageGet => usage::list(state, query),
+        BudgetsList => budgets::list(state),
+        BudgetGet => budgets::get(state, param),
+        WorkflowGet => workflows::get(state, param),
+        WorkflowsList => workflows::list(state),
+        WorkflowDefGet => workflows::get_definition(state, param),
+        QueuesList => queues::list(state),
+        AgentsStatus => agents::all(state),
+        AgentStatus => agents::one(state, param),
+        AgentStatusHistory => agents::history(state, param, query),
+        ArtifactGet => artifacts::get(state, param),
+        ProjectArtifacts => artifacts::list(state, param, query),
+        HitlPending => hitl::pending(state, query, principal.map(|p| p.name.as_str())),
+        HitlProjectRequests => hitl::list(state, param, query),
+        OversightGet => hitl::oversight_get(state, param),
+        HitlGet => hitl::get(state, param),
+        HitlHistory => hitl::history(state, param),
+        EventsList => events::list(state, query),
+        OpenApi => openapi::serve(state),
+        Livez => health::livez(),
+        Health => health::health(),
+        Metrics => monitoring::prometheus(state),
+        MonitoringMetrics => monitoring::metrics(state),
+        MonitoringPerformance => monitoring::performance(state),
+        MonitoringAlerts => monitoring::alerts(state),
+        MonitoringHistory => monitoring::history(state),
+        MonitoringWebhooks => monitoring::webhooks(state),
+        WhoAmI => Ok(admin::whoami(state, principal)),
+        _ => return None,
+    })
 }
 
 /// Answers a request made inside the server (an MCP tool's call of the REST route it stands for)
@@ -377,28 +433,39 @@ pub(crate) async fn call_local(
     path: &str,
     body: Option<bytes::Bytes>,
 ) -> Response {
-    let uri: http::Uri = match path.parse() {
-        Ok(uri) => uri,
-        Err(_) => return ApiError::not_found_route(path).into_response(),
+    let (route_path, query) = match path.split_once('?') {
+        Some((route_path, query)) => (route_path, Some(query)),
+        None => (path, None),
     };
-    let matched = match route(&method, uri.path()) {
+    let matched = match route(&method, route_path) {
         Ok(matched) => matched,
-        Err(_) => return ApiError::not_found_route(uri.path()).into_response(),
+        Err(_) => return ApiError::not_found_route(route_path).into_response(),
     };
-    let (route, param) = (matched.route, matched.param.to_owned());
+    let (route, param) = (matched.route, matched.param);
     if let Some(p) = principal
         && let Err(e) = p.may_call(route)
     {
         return e.into_response();
     }
-    let query = Query::parse(uri.query());
-    let mut builder = hyper::Request::builder().method(method).uri(uri.clone());
+    let query = Query::parse(query);
+    // A read needs no request: answered from the state, as the route answers it.
+    if body.is_none()
+        && let Some(result) = read(state, route, param, &query, principal)
+    {
+        return finish(result, false);
+    }
+    let uri: http::Uri = match path.parse() {
+        Ok(uri) => uri,
+        Err(_) => return ApiError::not_found_route(route_path).into_response(),
+    };
+    let param = param.to_owned();
+    let mut builder = hyper::Request::builder().method(method).uri(uri);
     if body.is_some() {
         builder = builder.header("content-type", "application/json");
     }
     let req = match builder.body(body.unwrap_or_default()) {
         Ok(req) => Request::local(req, principal.map(|p| p.name.clone())),
-        Err(_) => return ApiError::not_found_route(uri.path()).into_response(),
+        Err(_) => return ApiError::not_found_route(route_path).into_response(),
     };
     match serve(state, route, &param, query, principal.cloned(), req, false).await {
         Ok(response) => response,
@@ -418,6 +485,7 @@ pub fn fuzz_decode(bytes: &[u8]) {
     workflows::decode_all(bytes);
     usage::decode_all(bytes);
     budgets::decode_all(bytes);
+    mcp::decode_all(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
         let query = Query::parse(Some(text));
         let _ = query.limit();

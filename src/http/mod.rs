@@ -140,8 +140,9 @@ impl Request {
     }
 
     /// How many times a header was sent.
-    pub fn header_count(&self, name: &str) -> usize {
-        self.head().headers().get_all(name).iter().count()
+    /// Every header, in the order received.
+    pub fn headers(&self) -> http::header::Iter<'_, HeaderValue> {
+        self.head().headers().iter()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

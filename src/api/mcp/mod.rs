@@ -14,6 +14,7 @@
 //! fencing and errors are the REST API's. Calls are counted and timed by method and by tool name
 //! from `tools::TOOLS` (an unknown name counts as `unknown`).
 
+mod envelope;
 pub mod tools;
 
 use std::sync::Arc;
@@ -21,11 +22,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 use super::AppState;
 use crate::http::auth::Principal;
 use crate::http::{ApiError, Method, Request, Response, StatusCode, set_header};
+use envelope::{
+    CLIENT_CAPABILITIES_KEY, Members, Message, Meta, NotAMessage, PROTOCOL_VERSION_KEY, Params,
+    text,
+};
 use tools::{Args, Shape, TOOLS, Tool};
 
 /// The stateless revision.
@@ -33,8 +40,6 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 /// The revisions with the `initialize` handshake, newest first.
 pub const HANDSHAKE_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 
-const PROTOCOL_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
-const CLIENT_CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
 const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
 /// JSON-RPC and MCP error codes.
@@ -158,8 +163,80 @@ struct Headers {
     repeated: Option<&'static str>,
 }
 
+/// What the era checks and a waiting call read of a request's params.
+struct Envelope<'a> {
+    /// `params._meta`, when it is an object.
+    meta: Option<&'a Meta>,
+    /// The request's name, when a string: a tool call's `name`, a resource read's `uri`.
+    named: Option<Cow<'a, str>>,
+}
+
+impl<'a> Envelope<'a> {
+    fn of(method: &str, params: &'a Members<'a>) -> Envelope<'a> {
+        let named = match method {
+            "tools/call" => params.name,
+            "resources/read" => params.uri,
+            _ => None,
+        };
+        Envelope {
+            meta: params.meta.as_ref(),
+            named: named.and_then(text),
+        }
+    }
+
+    fn progress_token(&self) -> Option<Value> {
+        self.meta?.progress_token.clone()
+    }
+}
+
 /// The headers 2026-07-28 routes by, which must agree with the body.
 const ROUTING_HEADERS: [&str; 3] = ["mcp-protocol-version", "mcp-method", "mcp-name"];
+
+impl Headers {
+    /// Read in one pass over the request's headers.
+    fn of(req: &Request) -> Headers {
+        let mut values: [Option<String>; 3] = [None, None, None];
+        let mut seen = [0usize; 3];
+        let mut streams = false;
+        for (name, value) in req.headers() {
+            let name = name.as_str();
+            if name == "accept" {
+                streams |= value
+                    .to_str()
+                    .is_ok_and(|a| a.contains("text/event-stream"));
+            } else if let Some(slot) = ROUTING_HEADERS.iter().position(|h| *h == name) {
+                seen[slot] += 1;
+                if seen[slot] == 1 {
+                    values[slot] = value.to_str().ok().map(str::to_owned);
+                }
+            }
+        }
+        let [version, method, name] = values;
+        Headers {
+            version,
+            method,
+            name,
+            streams,
+            repeated: ROUTING_HEADERS
+                .into_iter()
+                .zip(seen)
+                .find_map(|(header, n)| (n > 1).then_some(header)),
+        }
+    }
+}
+
+/// Reads `bytes` as a JSON-RPC message, with every member the endpoint reads (for the fuzzers).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_all(bytes: &[u8]) {
+    if let Ok(message) = Message::parse(bytes)
+        && let Some(Params::Object(members)) = &message.params
+    {
+        let _ = Envelope::of("tools/call", members).progress_token();
+        let _ = members
+            .arguments
+            .map(|raw| serde_json::from_str::<Map<String, Value>>(raw.get()));
+    }
+}
 
 /// `POST /mcp`.
 pub async fn post(
@@ -167,17 +244,7 @@ pub async fn post(
     req: Request,
     principal: Option<Principal>,
 ) -> Result<Response, ApiError> {
-    let headers = Headers {
-        version: req.header("mcp-protocol-version").map(str::to_owned),
-        method: req.header("mcp-method").map(str::to_owned),
-        name: req.header("mcp-name").map(str::to_owned),
-        streams: req
-            .header("accept")
-            .is_some_and(|a| a.contains("text/event-stream")),
-        repeated: ROUTING_HEADERS
-            .into_iter()
-            .find(|h| req.header_count(h) > 1),
-    };
+    let headers = Headers::of(&req);
     let bytes = req.bytes(state.max_body_bytes).await?;
     let started = Instant::now();
     let (method_label, tool_label, response, outcome) =
@@ -276,32 +343,26 @@ async fn answer(
         let e = RpcError::new(PARSE_ERROR, "the JSON nests too deep");
         return ("other", NO_TOOL, error_reply(&null, e, true), RPC);
     }
-    let message: Value = match serde_json::from_slice(bytes) {
-        Ok(value) => value,
-        Err(e) => {
-            let e = RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}"));
+    let message = match Message::parse(bytes) {
+        Ok(message) => message,
+        Err(why) => {
+            let e = match why {
+                NotAMessage::Json(message) => RpcError::new(PARSE_ERROR, message),
+                NotAMessage::Invalid(message) => RpcError::new(INVALID_REQUEST, message),
+            };
             return ("other", NO_TOOL, error_reply(&null, e, true), RPC);
         }
     };
-    let Value::Object(message) = message else {
-        let e = RpcError::new(
-            INVALID_REQUEST,
-            "the body must be one JSON-RPC request or notification object (batches are not taken)",
-        );
-        return ("other", NO_TOOL, error_reply(&null, e, true), RPC);
-    };
-    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if message.jsonrpc.and_then(text).as_deref() != Some("2.0") {
         let e = RpcError::new(INVALID_REQUEST, "a message needs \"jsonrpc\": \"2.0\"");
         return ("other", NO_TOOL, error_reply(&null, e, true), RPC);
     }
-    let method = message.get("method").and_then(Value::as_str);
-    let Some(id) = message.get("id") else {
+    let method = message.method.and_then(text);
+    let Some(id) = message.id else {
         // A notification, or a client's answer to a request: nothing to answer.
         let status = match method {
             Some(_) => StatusCode::ACCEPTED,
-            None if message.contains_key("result") || message.contains_key("error") => {
-                StatusCode::ACCEPTED
-            }
+            None if message.result.is_some() || message.error.is_some() => StatusCode::ACCEPTED,
             None => {
                 let e = RpcError::new(INVALID_REQUEST, "a request needs a method");
                 return ("notification", NO_TOOL, error_reply(&null, e, true), RPC);
@@ -314,6 +375,7 @@ async fn answer(
             "ok",
         );
     };
+    let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
     if !(id.is_string() || id.is_i64() || id.is_u64()) {
         let e = RpcError::new(
             INVALID_REQUEST,
@@ -321,7 +383,8 @@ async fn answer(
         );
         return ("other", NO_TOOL, error_reply(&null, e, true), RPC);
     }
-    let Some(method) = method else {
+    let id = &id;
+    let Some(method) = method.as_deref() else {
         let e = RpcError::new(INVALID_REQUEST, "a request needs a method");
         return ("other", NO_TOOL, error_reply(id, e, true), RPC);
     };
@@ -330,65 +393,39 @@ async fn answer(
         .copied()
         .find(|m| *m == method)
         .unwrap_or("other");
-    let empty = Map::new();
     // JSON-RPC 2.0: params, when present, is a structured value (here: an object).
-    let params = match message.get("params") {
-        None => &empty,
-        Some(Value::Object(params)) => params,
-        Some(_) => {
+    let params = match message.params {
+        None => Members::default(),
+        Some(Params::Object(members)) => members,
+        Some(Params::NotObject) => {
             let e = RpcError::new(INVALID_PARAMS, "params must be an object");
             return (method_label, NO_TOOL, error_reply(id, e, true), RPC);
         }
     };
-    let era = match era(headers, method, params) {
+    let envelope = Envelope::of(method, &params);
+    let era = match era(headers, method, &envelope) {
         Ok(era) => era,
         // Every refusal of a version or an envelope is a 400, in either era.
         Err(e) => return (method_label, NO_TOOL, error_reply(id, e, true), RPC),
     };
     let modern = era == Era::Modern;
     if method == "tools/call" {
-        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-        let Some(tool) = tools::find(name) else {
-            let e = RpcError::new(INVALID_PARAMS, format!("unknown tool `{name}`"));
-            return (method_label, "unknown", error_reply(id, e, modern), RPC);
-        };
-        let arguments = match params.get("arguments") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(arguments)) => arguments,
-            Some(_) => {
-                let e = RpcError::new(INVALID_PARAMS, "arguments must be an object");
-                return (method_label, tool.name, error_reply(id, e, modern), RPC);
-            }
-        };
-        if let Some(token) = progress_token(params)
-            && headers.streams
-            && let Some(wait) = waits(tool, arguments)
-        {
-            let call = Streamed {
-                state: state.clone(),
-                principal: principal.cloned(),
-                tool,
-                arguments: arguments.clone(),
-                id: id.clone(),
-                token,
-                wait,
-                modern,
-            };
-            return (method_label, tool.name, call.start(), STREAMED);
-        }
-        let (body, failed) = call_tool(state, principal, tool, arguments).await;
-        let response = reply(StatusCode::OK, tool_reply(id, &body, failed, modern));
-        let outcome = if failed { "tool_error" } else { "ok" };
-        return (method_label, tool.name, response, outcome);
+        return call(state, headers, principal, id, &params, &envelope, modern).await;
     }
     let result = match method {
-        "initialize" => initialize(params),
+        "initialize" => initialize(params.protocol_version.and_then(text).as_deref()),
         "ping" if !modern => Ok(json!({})),
         "server/discover" => Ok(discover(principal)),
         "tools/list" => Ok(list_tools(principal, modern)),
         "resources/templates/list" => Ok(templates(modern)),
-        "resources/list" => list_resources(state, principal, params, modern).await,
-        "resources/read" => read_resource(state, principal, params, modern).await,
+        "resources/list" => {
+            let cursor = params.cursor.and_then(text);
+            list_resources(state, principal, cursor.as_deref(), modern).await
+        }
+        "resources/read" => {
+            let uri = envelope.named.as_deref();
+            read_resource(state, principal, uri, modern).await
+        }
         _ => Err(RpcError::new(
             METHOD_NOT_FOUND,
             format!("method `{method}` is not served here"),
@@ -410,17 +447,64 @@ async fn answer(
     }
 }
 
+/// `tools/call`, its envelope checked: the tool called with its arguments.
+async fn call(
+    state: &Arc<AppState>,
+    headers: &Headers,
+    principal: Option<&Principal>,
+    id: &Value,
+    params: &Members<'_>,
+    envelope: &Envelope<'_>,
+    modern: bool,
+) -> (&'static str, &'static str, Response, &'static str) {
+    const RPC: &str = "rpc_error";
+    const METHOD: &str = "tools/call";
+    let name = envelope.named.as_deref().unwrap_or("");
+    let Some(tool) = tools::find(name) else {
+        let e = RpcError::new(INVALID_PARAMS, format!("unknown tool `{name}`"));
+        return (METHOD, "unknown", error_reply(id, e, modern), RPC);
+    };
+    let arguments: Map<String, Value> = match params.arguments.map(RawValue::get) {
+        None | Some("null") => Map::new(),
+        Some(json) if json.starts_with('{') => serde_json::from_str(json).unwrap_or_default(),
+        Some(_) => {
+            let e = RpcError::new(INVALID_PARAMS, "arguments must be an object");
+            return (METHOD, tool.name, error_reply(id, e, modern), RPC);
+        }
+    };
+    if let Some(token) = envelope.progress_token()
+        && headers.streams
+        && let Some(wait) = waits(tool, &arguments)
+    {
+        let call = Streamed {
+            state: state.clone(),
+            principal: principal.cloned(),
+            tool,
+            arguments,
+            id: id.clone(),
+            token,
+            wait,
+            modern,
+        };
+        return (METHOD, tool.name, call.start(), STREAMED);
+    }
+    let (body, failed) = call_tool(state, principal, tool, &arguments).await;
+    let response = reply(StatusCode::OK, tool_reply(id, &body, failed, modern));
+    let outcome = if failed { "tool_error" } else { "ok" };
+    (METHOD, tool.name, response, outcome)
+}
+
 /// Which revision a request speaks, checked as 2026-07-28 asks: the envelope's version and
 /// capabilities present, the routing headers agreeing with the body, the version served.
-fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<Era, RpcError> {
+fn era(headers: &Headers, method: &str, envelope: &Envelope<'_>) -> Result<Era, RpcError> {
     if let Some(header) = headers.repeated {
         return Err(RpcError::new(
             HEADER_MISMATCH,
             format!("the {header} header was sent more than once"),
         ));
     }
-    let meta = params.get("_meta").and_then(Value::as_object);
-    let enveloped = meta.is_some_and(|m| m.contains_key(PROTOCOL_VERSION_KEY));
+    let meta = envelope.meta.as_ref();
+    let enveloped = meta.is_some_and(|m| m.version.is_some());
     let modern_header = headers.version.as_deref() == Some(MODERN_VERSION);
     if method == "initialize" && !enveloped {
         return Ok(Era::Handshake);
@@ -432,15 +516,15 @@ fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<E
             Some(v) => Err(unsupported(v)),
         };
     }
-    let Some(meta) = meta.filter(|m| {
-        m.contains_key(PROTOCOL_VERSION_KEY) && m.contains_key(CLIENT_CAPABILITIES_KEY)
-    }) else {
+    let Some(version) = meta
+        .filter(|m| m.capabilities)
+        .and_then(|m| m.version.as_ref())
+    else {
         return Err(RpcError::new(
             INVALID_PARAMS,
             format!("params._meta must carry {PROTOCOL_VERSION_KEY} and {CLIENT_CAPABILITIES_KEY}"),
         ));
     };
-    let version = &meta[PROTOCOL_VERSION_KEY];
     if headers.version.as_deref() != version.as_str() {
         return Err(RpcError::new(
             HEADER_MISMATCH,
@@ -453,14 +537,9 @@ fn era(headers: &Headers, method: &str, params: &Map<String, Value>) -> Result<E
             "the Mcp-Method header does not match the request's method",
         ));
     }
-    let named = match method {
-        "tools/call" => params.get("name"),
-        "resources/read" => params.get("uri"),
-        _ => None,
-    };
-    if let Some(Value::String(name)) = named {
+    if let Some(name) = envelope.named.as_deref() {
         let sent = headers.name.as_deref().and_then(header_value);
-        if sent.as_deref() != Some(name.as_str()) {
+        if sent.as_deref() != Some(name) {
             return Err(RpcError::new(
                 HEADER_MISMATCH,
                 "the Mcp-Name header does not match the request's name",
@@ -505,8 +584,7 @@ fn capabilities() -> Value {
 }
 
 /// The handshake: the client's version when it is one served, else the newest.
-fn initialize(params: &Map<String, Value>) -> Result<Value, RpcError> {
-    let asked = params.get("protocolVersion").and_then(Value::as_str);
+fn initialize(asked: Option<&str>) -> Result<Value, RpcError> {
     let version = asked
         .filter(|v| HANDSHAKE_VERSIONS.contains(v))
         .unwrap_or(HANDSHAKE_VERSIONS[0]);
@@ -597,7 +675,7 @@ async fn call_tool(
     principal: Option<&Principal>,
     tool: &'static Tool,
     arguments: &Map<String, Value>,
-) -> (Vec<u8>, bool) {
+) -> (Bytes, bool) {
     // The route would refuse it too; refused here so that the call reaches nothing.
     if let Some(p) = principal
         && let Err(e) = p.may_call(tool.route)
@@ -618,7 +696,7 @@ async fn call_tool(
     )
     .await;
     if !status.is_success() {
-        return (bytes.to_vec(), true);
+        return (bytes, true);
     }
     if tool.name == "request_approval" {
         let wait = args.opt_u64("wait_seconds", tools::MAX_WAIT_SECONDS);
@@ -629,26 +707,30 @@ async fn call_tool(
 }
 
 /// A REST error as the JSON text a tool answers.
-fn error_json(e: &ApiError) -> Vec<u8> {
-    e.body()
+fn error_json(e: &ApiError) -> Bytes {
+    Bytes::from(e.body())
 }
 
-/// A route's successful answer in the tool's shape.
-fn shape(shape: Shape, status: StatusCode, bytes: &[u8], cursor: Option<&str>) -> Vec<u8> {
-    let content = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-        b"null".as_slice()
-    } else {
-        bytes
-    };
-    let text = std::str::from_utf8(content).unwrap_or("null");
+/// A route's successful answer in the tool's shape: an object as the route wrote it (its bytes
+/// shared, not copied).
+fn shape(shape: Shape, status: StatusCode, bytes: &Bytes, cursor: Option<&str>) -> Bytes {
+    if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+        return match shape {
+            Shape::Wrapped(key) => Bytes::from(crate::json::object(|o| {
+                o.raw(key, "null");
+            })),
+            Shape::Object => Bytes::from_static(b"null"),
+        };
+    }
+    let text = || std::str::from_utf8(bytes).unwrap_or("null");
     match shape {
-        Shape::Wrapped(key) => crate::json::object(|o| {
-            o.raw(key, text);
-        }),
-        Shape::Object if content.first() == Some(&b'[') => crate::json::object(|o| {
-            o.raw("items", text).opt_str("next_cursor", cursor);
-        }),
-        Shape::Object => content.to_vec(),
+        Shape::Wrapped(key) => Bytes::from(crate::json::object(|o| {
+            o.raw(key, text());
+        })),
+        Shape::Object if bytes.first() == Some(&b'[') => Bytes::from(crate::json::object(|o| {
+            o.raw("items", text()).opt_str("next_cursor", cursor);
+        })),
+        Shape::Object => bytes.clone(),
     }
 }
 
@@ -658,7 +740,7 @@ async fn await_answer(
     principal: Option<&Principal>,
     created: Bytes,
     wait: Duration,
-) -> Vec<u8> {
+) -> Bytes {
     let id = serde_json::from_slice::<Value>(&created)
         .ok()
         .and_then(|v| {
@@ -667,11 +749,11 @@ async fn await_answer(
                 .map(str::to_owned)
         });
     let Some(id) = id else {
-        return created.to_vec();
+        return created;
     };
     let deadline = tokio::time::Instant::now() + wait;
     let path = format!("/api/v1/hitl/{id}");
-    let mut latest = created.to_vec();
+    let mut latest = created;
     let mut pause = Duration::from_millis(20);
     loop {
         let pending = serde_json::from_slice::<Value>(&latest)
@@ -692,7 +774,7 @@ async fn await_answer(
         pause = (pause * 2).min(Duration::from_millis(250));
         let (status, bytes, _) = route_answer(state, principal, Method::GET, &path, None).await;
         if status.is_success() {
-            latest = bytes.to_vec();
+            latest = bytes;
         }
     }
 }
@@ -700,15 +782,20 @@ async fn await_answer(
 /// `{"jsonrpc":"2.0","id":…,"result":{"content":[{"type":"text","text":…}],"structuredContent":…,
 /// "isError":…}}`, written around the route's JSON without decoding it again.
 fn tool_reply(id: &Value, structured: &[u8], failed: bool, modern: bool) -> Vec<u8> {
-    let text = std::str::from_utf8(structured).unwrap_or("{}");
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let mut out = Vec::with_capacity(structured.len() * 2 + 128);
+    // A route's answer, or an error this server wrote: UTF-8 JSON either way.
+    let structured = if structured.is_empty() {
+        b"{}".as_slice()
+    } else {
+        structured
+    };
+    let mut out = Vec::with_capacity(structured.len() * 2 + 160);
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.as_bytes());
+    // An id is a string or an integer (checked when the request was read).
+    let _ = serde_json::to_writer(&mut out, id);
     out.extend_from_slice(b",\"result\":{\"content\":[{\"type\":\"text\",\"text\":");
-    crate::json::write_str(&mut out, text);
+    crate::json::write_text(&mut out, structured);
     out.extend_from_slice(b"}],\"structuredContent\":");
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(structured);
     out.extend_from_slice(b",\"isError\":");
     out.extend_from_slice(if failed { b"true" } else { b"false" });
     if modern {
@@ -720,12 +807,6 @@ fn tool_reply(id: &Value, structured: &[u8], failed: bool, modern: bool) -> Vec<
 
 /// How often a waiting call reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// The `progressToken` a request asked its progress under, if any.
-fn progress_token(params: &Map<String, Value>) -> Option<Value> {
-    let token = params.get("_meta")?.get("progressToken")?;
-    (token.is_string() || token.is_i64() || token.is_u64()).then(|| token.clone())
-}
 
 /// How long a call will wait, when it is one that waits.
 fn waits(tool: &Tool, arguments: &Map<String, Value>) -> Option<u64> {
@@ -838,11 +919,11 @@ fn templates(modern: bool) -> Value {
 async fn list_resources(
     state: &Arc<AppState>,
     principal: Option<&Principal>,
-    params: &Map<String, Value>,
+    cursor: Option<&str>,
     modern: bool,
 ) -> Result<Value, RpcError> {
     let mut path = "/api/v1/projects".to_string();
-    if let Some(cursor) = params.get("cursor").and_then(Value::as_str) {
+    if let Some(cursor) = cursor {
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("cursor", cursor)
             .finish();
@@ -894,10 +975,10 @@ fn rest_error(bytes: &[u8], code: i64) -> RpcError {
 async fn read_resource(
     state: &Arc<AppState>,
     principal: Option<&Principal>,
-    params: &Map<String, Value>,
+    uri: Option<&str>,
     modern: bool,
 ) -> Result<Value, RpcError> {
-    let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+    let Some(uri) = uri else {
         return Err(RpcError::new(INVALID_PARAMS, "uri is required"));
     };
     let not_found = || RpcError {
@@ -949,8 +1030,18 @@ mod tests {
         }
     }
 
-    fn params(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
+    fn params(value: Value) -> String {
+        json!({ "params": value }).to_string()
+    }
+
+    /// The era of a request with these params (`params`' body), read as a request's are.
+    fn era_of(headers: &Headers, method: &str, body: &str) -> Result<Era, RpcError> {
+        let message = Message::parse(body.as_bytes()).ok().expect("a message");
+        let members = match message.params {
+            Some(Params::Object(members)) => members,
+            _ => Members::default(),
+        };
+        era(headers, method, &Envelope::of(method, &members))
     }
 
     fn envelope(version: &str) -> Value {
@@ -961,7 +1052,7 @@ mod tests {
     fn the_era_follows_the_envelope_and_its_headers_must_agree() {
         let call = params(json!({"_meta": envelope("2026-07-28"), "name": "claim_task"}));
         let modern = headers(Some("2026-07-28"), Some("tools/call"), Some("claim_task"));
-        assert!(era(&modern, "tools/call", &call).ok() == Some(Era::Modern));
+        assert!(era_of(&modern, "tools/call", &call).ok() == Some(Era::Modern));
         // Each routing header that disagrees with the body is a mismatch.
         for wrong in [
             headers(Some("2025-11-25"), Some("tools/call"), Some("claim_task")),
@@ -969,7 +1060,9 @@ mod tests {
             headers(Some("2026-07-28"), Some("tools/call"), Some("heartbeat")),
             headers(None, Some("tools/call"), Some("claim_task")),
         ] {
-            let e = era(&wrong, "tools/call", &call).err().expect("a mismatch");
+            let e = era_of(&wrong, "tools/call", &call)
+                .err()
+                .expect("a mismatch");
             assert_eq!(e.code, HEADER_MISMATCH, "{}", e.message);
         }
         // A name sent base64-encoded is compared decoded; a bad encoding is a mismatch.
@@ -978,14 +1071,14 @@ mod tests {
             Some("tools/call"),
             Some("=?base64?Y2xhaW1fdGFzaw==?="),
         );
-        assert!(era(&encoded, "tools/call", &call).ok() == Some(Era::Modern));
+        assert!(era_of(&encoded, "tools/call", &call).ok() == Some(Era::Modern));
         let garbled = headers(
             Some("2026-07-28"),
             Some("tools/call"),
             Some("=?base64?!!?="),
         );
         assert_eq!(
-            era(&garbled, "tools/call", &call).err().unwrap().code,
+            era_of(&garbled, "tools/call", &call).err().unwrap().code,
             HEADER_MISMATCH
         );
         let twice = Headers {
@@ -993,18 +1086,18 @@ mod tests {
             ..headers(Some("2026-07-28"), Some("tools/call"), Some("claim_task"))
         };
         assert_eq!(
-            era(&twice, "tools/call", &call).err().unwrap().code,
+            era_of(&twice, "tools/call", &call).err().unwrap().code,
             HEADER_MISMATCH
         );
         // The modern header without the envelope: the envelope is missing.
         let bare = params(json!({"name": "claim_task"}));
         assert_eq!(
-            era(&modern, "tools/call", &bare).err().unwrap().code,
+            era_of(&modern, "tools/call", &bare).err().unwrap().code,
             INVALID_PARAMS
         );
         // A version not served names the ones that are.
         let future = params(json!({"_meta": envelope("2030-01-01")}));
-        let e = era(
+        let e = era_of(
             &headers(Some("2030-01-01"), Some("tools/list"), None),
             "tools/list",
             &future,
@@ -1014,12 +1107,12 @@ mod tests {
         assert_eq!(e.code, UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(e.data.unwrap()["supported"][0], MODERN_VERSION);
         // The handshake era: no envelope, a handshake version or none in the header.
-        let empty = Map::new();
+        let empty = params(json!({}));
         for version in [None, Some("2025-06-18"), Some("2025-11-25")] {
             let h = headers(version, None, None);
-            assert!(era(&h, "tools/list", &empty).ok() == Some(Era::Handshake));
+            assert!(era_of(&h, "tools/list", &empty).ok() == Some(Era::Handshake));
         }
-        let e = era(
+        let e = era_of(
             &headers(Some("1999-01-01"), None, None),
             "tools/list",
             &empty,
@@ -1027,7 +1120,9 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.code, UNSUPPORTED_PROTOCOL_VERSION);
-        assert!(era(&headers(None, None, None), "initialize", &empty).ok() == Some(Era::Handshake));
+        assert!(
+            era_of(&headers(None, None, None), "initialize", &empty).ok() == Some(Era::Handshake)
+        );
     }
 
     #[test]
