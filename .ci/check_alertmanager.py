@@ -5,6 +5,8 @@ Alertmanager is started on loopback with resolve_timeout 20s; flightdeck sends i
 fires at once, re-sending every 5 s (valid for 20 s each time). The alert must stay active in
 Alertmanager for a whole minute of firing (it would resolve by itself after 20 s without the
 re-sends), then be resolved there once the rule clears (a SIGHUP reload that raises its threshold).
+Meanwhile a budget crosses its warning share: the built-in `BudgetBurnHigh` must reach Alertmanager
+too, with its severity.
 
 usage: check_alertmanager.py FLIGHTDECK_BINARY
 """
@@ -32,6 +34,33 @@ def get_json(url):
             return json.load(r)
     except OSError:
         return None
+
+
+def call(method, url, body=None):
+    """A JSON request to flightdeck; its decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def burn_a_budget(api):
+    """A worker's usage report takes the global budget past its warning share (60 of 100 tokens)."""
+    project = call("POST", f"{api}/projects", {"name": "spend", "description": "ci"})["id"]
+    call("POST", f"{api}/projects/{project}/tasks", {"agent_type": "coder", "instructions": "x"})
+    task = call("POST", f"{api}/tasks/claim", {"agent_type": "coder", "worker_id": "w"})
+    call("PUT", f"{api}/budgets/global", {"max_tokens": 100, "window": "day", "warn_percent": 50})
+    call(
+        "POST",
+        f"{api}/tasks/{task['task_id']}/usage",
+        {"lease_id": task["lease_id"], "report_id": "r1", "model": "m",
+         "input_tokens": 40, "output_tokens": 20},
+    )
+    budget = call("GET", f"{api}/budgets/global")
+    assert budget["state"] == "warning", budget
 
 
 def rules(threshold):
@@ -80,7 +109,7 @@ def main():
         base = f"http://127.0.0.1:{am_port}/api/v2"
         wait_for("Alertmanager to answer", lambda: get_json(f"{base}/status"))
 
-        fd, _ = start_flightdeck(
+        fd, address = start_flightdeck(
             binary, work,
             "--config", fd_config,
             "--alert-eval-interval-secs", "1",
@@ -95,6 +124,11 @@ def main():
 
         # An empty list is an answer too (nothing there yet): wait for the alert itself.
         first = wait_for("the alert to reach Alertmanager", lambda: ours() or None)
+        burn_a_budget(f"http://{address}/api/v1")
+
+        def burning():
+            alerts = get_json(f"{base}/alerts") or []
+            return [a for a in alerts if a["labels"].get("alertname") == "BudgetBurnHigh"] or None
         assert first[0]["status"]["state"] == "active", first
         assert first[0]["labels"]["severity"] == "critical", first
         began = time.monotonic()
@@ -109,6 +143,10 @@ def main():
             checks += 1
             time.sleep(5)
         print(f"alertmanager: {RULE} active for {time.monotonic() - began:.0f} s ({checks} checks)")
+        budget = wait_for("BudgetBurnHigh to reach Alertmanager", burning)
+        assert budget[0]["status"]["state"] == "active", budget
+        assert budget[0]["labels"]["severity"] == "warning", budget
+        print("alertmanager: BudgetBurnHigh active after a budget passed its warning share")
 
         with open(fd_config, "w") as f:
             f.write(rules(1e30))
@@ -116,7 +154,7 @@ def main():
         cleared = time.monotonic()
         wait_for("Alertmanager to resolve the alert", lambda: not ours(), timeout=30, every=0.5)
         print(f"alertmanager: {RULE} resolved {time.monotonic() - cleared:.1f} s after the rule cleared")
-        print("alertmanager: 2 passed, 0 failed")
+        print("alertmanager: 3 passed, 0 failed")
     finally:
         stop(started)
         shutil.rmtree(work, ignore_errors=True)

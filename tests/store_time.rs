@@ -285,6 +285,14 @@ impl Model {
             .is_some_and(|b| b.day == self.now.div_euclid(DAY) * DAY && b.used >= b.max_tokens)
     }
 
+    /// Whether the budget is past its warning (80 %) or exhausted in the current day.
+    fn alerting(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| {
+            b.day == self.now.div_euclid(DAY) * DAY
+                && (b.used >= b.max_tokens || b.used as f64 / b.max_tokens as f64 * 100.0 >= 80.0)
+        })
+    }
+
     /// The HITL request an exhaustion opened in `project`, which the model then keeps like any.
     fn asked(&mut self, store: &Store, project: Id) {
         let page = store
@@ -938,6 +946,11 @@ impl Model {
                 }
             }
             Op::Advance { ms } => {
+                let (alerting, day, seq) = (
+                    self.alerting(),
+                    self.now.div_euclid(DAY),
+                    store.latest_seq(),
+                );
                 self.now += ms * 1000;
                 clock.store(self.now, Ordering::SeqCst);
                 store
@@ -947,6 +960,26 @@ impl Model {
                     })
                     .unwrap();
                 self.fire(store);
+                if self.budget.is_some() {
+                    // The end of the budget's day is a timer: it counts in the day holding now.
+                    let stored = store
+                        .budget(&flightdeck::domain::budget::BudgetScope::Global)
+                        .unwrap()
+                        .expect("the budget");
+                    assert_eq!(stored.window_start, self.now.div_euclid(DAY) * DAY);
+                    // A warning or an exhaustion its day's end lifted says so, and why.
+                    let (log, _) = store.events(None, seq, 1_000_000).unwrap();
+                    let restored = log.iter().any(|(_, json)| {
+                        json.contains("\"budget_restored\"")
+                            && json.contains("\"reason\":\"window\"")
+                    });
+                    let new_day = self.now.div_euclid(DAY) != day;
+                    assert_eq!(
+                        restored,
+                        alerting && new_day,
+                        "budget_restored at the day's end"
+                    );
+                }
             }
             Op::CreateHitl {
                 task,

@@ -147,10 +147,6 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
     let output = body.output.map(|raw| String::from(Box::<str>::from(raw)));
     let lease_id = lease_id(body.lease_id.as_deref())?;
     let usage = super::usage::parse_field(body.usage.as_deref())?;
-    if !usage.is_empty() {
-        // Recorded, and the change goes ahead even if these used a budget up.
-        super::usage::record(state, task_id, lease_id, None, usage, false).await?;
-    }
     let command = command::SetTaskStatus {
         task_id,
         status,
@@ -158,7 +154,20 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
         error_message: body.error_message,
         lease_id,
     };
-    let t = state.store.write(command).await?;
+    let t = if usage.is_empty() {
+        state.store.write(command).await?
+    } else {
+        // Recorded in the change's commit, and the change goes ahead even if they used a
+        // budget up.
+        let report = command::ReportUsage {
+            task_id,
+            lease_id,
+            worker_id: None,
+            reports: usage,
+            hold: false,
+        };
+        super::usage::record_then(state, report, command).await?.1?
+    };
     Ok(json(StatusCode::OK, encode(&t)))
 }
 
@@ -381,14 +390,21 @@ pub async fn heartbeat(
     if !report.is_empty() {
         super::progress::check(state, &report)?;
     }
-    if !usage.is_empty() {
-        super::usage::record(state, task_id, lease_id, body.worker_id, usage, true).await?;
-    }
-    let t = state
-        .store
-        .write(command)
-        .await?
-        .map_err(|held| super::usage::held(task_id, &held))?;
+    let beat = if usage.is_empty() {
+        state.store.write(command).await?
+    } else {
+        // Recorded in the heartbeat's commit; reports that use a budget up answer 409
+        // budget_exhausted (the task went back to pending in that commit).
+        let report = command::ReportUsage {
+            task_id,
+            lease_id,
+            worker_id: body.worker_id,
+            reports: usage,
+            hold: true,
+        };
+        super::usage::record_then(state, report, command).await?.1?
+    };
+    let t = beat.map_err(|held| super::usage::held(task_id, &held))?;
     if !report.is_empty() {
         super::progress::publish(state, &t, &report)?;
     }

@@ -171,6 +171,25 @@ pub(crate) async fn record(
             hold,
         })
         .await?;
+    recorded(state, task_id, done)
+}
+
+/// Records usage reports and then makes the change they rode on, in one commit: the change sees
+/// what the reports did (a budget they used up). A change refused is its own answer; the reports
+/// stay recorded (the money was spent).
+pub(crate) async fn record_then<C: command::Write>(
+    state: &AppState,
+    report: command::ReportUsage,
+    change: C,
+) -> Result<(UsageRecorded, Result<C::Output, crate::store::StoreError>), ApiError> {
+    let task_id = report.task_id;
+    let (done, changed) = state.store.write(command::Then(report, change)).await?;
+    Ok((recorded(state, task_id, done)?, changed))
+}
+
+/// What a commit of reports leaves to do: count them in the metrics, and refuse with 409
+/// `budget_exhausted` when they used up a budget over a task they held back.
+fn recorded(state: &AppState, task_id: Id, done: UsageRecorded) -> Result<UsageRecorded, ApiError> {
     for r in done.recorded.iter().filter(|r| !r.repeated) {
         state.monitor.usage.record(
             r.entry.agent_type.as_str(),

@@ -126,6 +126,15 @@ pub(crate) fn check_open(db: &redb::Database) -> Result<CheckReport, StoreError>
     check_queues(&txn, &mut report, &types)?;
     check_artifacts(&txn, version, &mut report, &types)?;
     check_hitl(&txn, version, &mut report, &mut timers, &types)?;
+    if version >= 9 {
+        // Since schema 9 each budget of a day or month window has its window's timer.
+        let budgets = txn.open_table(tables::BUDGETS)?;
+        for entry in budgets.iter()? {
+            if let Ok(b) = decode::<crate::domain::budget::Budget>(entry?.1.value()) {
+                timers.extend(tables::budget_timer(&b));
+            }
+        }
+    }
     check_index(&txn, tables::TIMERS, timers, &mut report)?;
     check_workflows(&txn, version, &mut report)?;
     if version >= 7 {

@@ -614,7 +614,25 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<Migrated, Sto
     if from < 6 {
         done.records_reindexed += intern_types(txn, from)?;
     }
+    if from < 9 {
+        budget_timers(txn)?;
+    }
     Ok(done)
+}
+
+/// Schema 9 gives each budget of a day or month window the timer of its window's end (schema 8's
+/// budgets, the first, moved to a new window only when a report came).
+fn budget_timers(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let budgets = txn.open_table(tables::BUDGETS)?;
+    let mut timers = txn.open_table(tables::TIMERS)?;
+    for entry in budgets.iter()? {
+        let (_, value) = entry?;
+        let budget: crate::domain::budget::Budget = decode(value.value())?;
+        if let Some(key) = tables::budget_timer(&budget) {
+            timers.insert(&key, ())?;
+        }
+    }
+    Ok(())
 }
 
 fn agent_events_to_projects(txn: &WriteTransaction) -> Result<u64, StoreError> {

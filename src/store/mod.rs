@@ -71,7 +71,7 @@ pub mod command {
         FireTimers, Heartbeat, HitlAnswer, Idempotent, InternAgentType, MeasureUsage, Probe,
         PutOutcome, PutWorkflow, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl,
         SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor,
-        StartWorkflow, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
+        StartWorkflow, Then, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
     };
     pub use super::writer::{
         BudgetSet, DeleteBudget, Held, PutBudget, Recorded, ReleaseHeld, ReportUsage, UsageRecorded,

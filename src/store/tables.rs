@@ -15,7 +15,7 @@ use crate::domain::records::{Artifact, HitlRequest, Task};
 /// index keys hold where they held a one-byte enum code. 7: workflow runs are graphs of phases,
 /// tasks carry a phase's `workflow` context, and definitions are stored through the API
 /// (`WORKFLOW_DEFS`). 8: the usage ledger (`USAGE` and the tables after it).
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -221,6 +221,8 @@ pub enum TimerKind {
     Retry = 2,
     /// A pending HITL request expires.
     HitlExpiry = 3,
+    /// A budget's day or month ends: its use starts again from nothing.
+    BudgetWindow = 4,
 }
 
 impl TimerKind {
@@ -230,6 +232,7 @@ impl TimerKind {
             TimerKind::WorkTimeout,
             TimerKind::Retry,
             TimerKind::HitlExpiry,
+            TimerKind::BudgetWindow,
         ]
         .get(usize::from(code))
         .copied()
@@ -286,6 +289,17 @@ pub fn hitl_timer(h: &HitlRequest) -> Option<[u8; 25]> {
     h.expires_at
         .filter(|_| h.status == crate::domain::HitlStatus::Pending)
         .map(|at| timer_key(at, TimerKind::HitlExpiry, &h.id))
+}
+
+/// A budget's timer: the end of the window it counts in (none for a `total` one). Its id is drawn
+/// from the scope's key, so that each budget has its own.
+pub fn budget_timer(b: &crate::domain::budget::Budget) -> Option<[u8; 25]> {
+    use sha2::Digest;
+    let (_, end) = b.window.bounds(b.window_start);
+    let digest = sha2::Sha256::digest(b.scope.key().as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    end.map(|at| timer_key(at, TimerKind::BudgetWindow, &Id(id)))
 }
 
 pub fn status_key(code: u8, id: &Id) -> [u8; 17] {

@@ -8,7 +8,7 @@ use super::{Store, StoreError, tables};
 use crate::domain::budget::{Budget, BudgetScope, BudgetState};
 use crate::domain::usage::UsageTotals;
 use crate::domain::{AgentType, Id};
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 /// A scope whose totals are kept.
 #[derive(Clone, Copy, Debug)]
@@ -248,6 +248,10 @@ impl Store {
         let now = self.shared.clock.now();
         let txn = self.txn("budgets")?;
         let table = txn.open_table(tables::BUDGETS)?;
+        // No budget at all, the usual case: nothing to look up (the length is in the header).
+        if table.len()? == 0 {
+            return Ok(None);
+        }
         for key in BudgetScope::keys_over(project, agent) {
             if let Some(bytes) = table.get(key.as_str())? {
                 let budget: Budget = decode(bytes.value())?;

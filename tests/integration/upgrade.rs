@@ -1,5 +1,5 @@
 //! Upgrades: databases written by earlier schema versions (the fixtures in
-//! `tests/fixtures/schema-v1` to `schema-v6`, made by
+//! `tests/fixtures/schema-v1` to `schema-v8`, made by
 //! `tests/fixtures/make-fixture.sh` with those builds) are migrated at open, keep every record and
 //! pass `flightdeck check` before and after.
 
@@ -125,7 +125,7 @@ fn a_schema_v1_database_is_migrated_and_keeps_everything() {
     let events_before_restart = s.all_events(None).len();
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
     // Opening a migrated database again changes nothing.
@@ -202,7 +202,7 @@ fn a_schema_v2_database_gets_lease_ids_and_its_claimed_task_finishes_without_one
     assert_gap_free(&s.all_events(None));
 
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -307,7 +307,7 @@ fn a_schema_v3_database_keeps_its_answers_unattributed_and_records_new_responder
         "a repeat, not a new project"
     );
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }
@@ -483,7 +483,7 @@ fn a_schema_v4_database_gets_its_project_indexes_merged_and_every_list_still_ans
     assert_eq!(ids(&coders, "task_id").last(), Some(&task));
     assert_eq!(coders.len(), 2);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     let after = table_names(dir.path());
     for table in OLD {
         assert!(
@@ -609,7 +609,7 @@ fn a_schema_v5_database_gets_its_type_codes_interned_and_every_key_still_finds_i
     );
     assert_eq!(ids(&listed, "task_id"), [own]);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     assert!(table_names(dir.path()).iter().any(|t| t == "type_names"));
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
@@ -694,8 +694,70 @@ fn a_schema_v6_database_gets_its_runs_as_chains_of_phases_that_go_on_running() {
     )
     .expect(201);
     let dir = s.stop();
-    assert_eq!(schema_version(dir.path()), 8);
+    assert_eq!(schema_version(dir.path()), 9);
     assert!(table_names(dir.path()).iter().any(|t| t == "workflow_defs"));
+    let (ok, text) = check(dir.path());
+    assert!(ok, "{text}");
+}
+
+const FIXTURE_V8: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema-v8/flightdeck.redb"
+);
+
+/// The start of the UTC day holding now, as the API writes times.
+fn today_utc() -> String {
+    chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+#[test]
+fn a_schema_v8_database_gets_a_timer_for_each_budget_window() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(FIXTURE_V8, dir.path().join("flightdeck.redb")).unwrap();
+    assert_eq!(schema_version(dir.path()), 8);
+    let (ok, text) = check(dir.path());
+    assert!(ok, "the old database is consistent as it is: {text}");
+
+    let s = open_fixture(&dir, &[]);
+    let projects = items(&s.get("/api/v1/projects").expect(200));
+    let shop = project_named(&projects, "fixture shop");
+    let budgets = items(&s.get("/api/v1/budgets").expect(200));
+    let scopes: Vec<&str> = budgets
+        .iter()
+        .map(|b| b["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes.len(), 2, "{budgets:?}");
+    assert!(scopes.contains(&"global"), "{scopes:?}");
+    assert!(
+        scopes.contains(&format!("project:{shop}").as_str()),
+        "{scopes:?}"
+    );
+    // Shown in the window that holds now, whichever day the fixture was written.
+    let global = s.get("/api/v1/budgets/global").expect(200);
+    assert_eq!(global["window"], "day");
+    assert_eq!(global["state"], "ok");
+    assert_eq!(global["max_tokens"], 1_000_000_000u64);
+    let today = today_utc();
+    let tomorrow_or_today = global["window_start"].as_str().unwrap();
+    // (At midnight the answer may already be the next day's.)
+    assert!(tomorrow_or_today >= today.as_str(), "{global}");
+    let month = s
+        .get(&format!("/api/v1/budgets/project:{shop}"))
+        .expect(200);
+    assert_eq!(month["window"], "month");
+    assert!(
+        (month["max_cost_usd"].as_f64().unwrap() - 100.0).abs() < 1e-9,
+        "{month}"
+    );
+    let dir = s.stop();
+    assert_eq!(schema_version(dir.path()), 9);
+    // Schema 9's check wants each budget's timer: the migration wrote them.
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
 }

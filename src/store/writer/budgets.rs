@@ -143,6 +143,7 @@ impl Write for DeleteBudget {
 
     fn apply(budget: Budget, batch: &mut Batch<'_>) -> Written<()> {
         batch.budgets.remove(budget.scope.key().as_str())?;
+        batch.set_budget_timer(Some(&budget), None)?;
         if budget.state_at(batch.now) == BudgetState::Exhausted {
             let slots = batch.claimable.len() as u16;
             batch.wake_all.extend(0..slots);
@@ -198,10 +199,68 @@ impl Batch<'_> {
         }
     }
 
+    /// Stores a budget, and the timer of the end of its window in place of its last one.
     fn store_budget(&mut self, budget: &Budget) -> Written<()> {
-        self.budgets
-            .insert(budget.scope.key().as_str(), encode(budget).as_slice())?;
+        let key = budget.scope.key();
+        let old = self
+            .budgets
+            .insert(key.as_str(), encode(budget).as_slice())?
+            .map(|bytes| decode::<Budget>(bytes.value()))
+            .transpose()?;
+        self.set_budget_timer(old.as_ref(), Some(budget))
+    }
+
+    fn set_budget_timer(&mut self, old: Option<&Budget>, new: Option<&Budget>) -> Written<()> {
+        let (old, new) = (
+            old.and_then(tables::budget_timer),
+            new.and_then(tables::budget_timer),
+        );
+        if old != new {
+            if let Some(key) = old {
+                self.timers.remove(&key)?;
+            }
+            if let Some(key) = new {
+                self.timers.insert(&key, ())?;
+            }
+        }
         Ok(())
+    }
+
+    /// The budget a window timer stands for, while it still does.
+    pub(super) fn budget_of_timer(&self, key: &[u8; 25]) -> Result<Option<Budget>, StoreError> {
+        for entry in self.budgets.iter()? {
+            let (_, value) = entry?;
+            let budget: Budget = decode(value.value())?;
+            if tables::budget_timer(&budget).as_ref() == Some(key) {
+                return Ok(Some(budget));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A budget's window ended: it counts again from what the new window used (nothing, unless
+    /// reports came in it already), with `budget_restored` (reason `window`) when that lifts a
+    /// warning or an exhaustion, whose held claims are then served at once. Answers whether the
+    /// budget moved.
+    pub(super) fn new_budget_window(&mut self, scope: &str) -> Written<bool> {
+        let Some(mut budget) = self.budget(scope)? else {
+            return Ok(false);
+        };
+        if !budget.window_over(self.now) {
+            return Ok(false);
+        }
+        let before = budget.state;
+        let (start, _) = budget.window.bounds(self.now);
+        budget.window_start = start;
+        budget.used = self.used_since(&budget.scope, budget.window, start)?;
+        budget.state = budget.evaluate();
+        self.store_budget(&budget)?;
+        let project = match budget.scope {
+            BudgetScope::Project(p) => Some(p),
+            _ => None,
+        };
+        self.budget_changed(&budget, before, project, "window")?;
+        Ok(true)
     }
 
     /// The events of a change of state, and the claims to serve when an exhaustion lifted. An

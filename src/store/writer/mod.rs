@@ -154,6 +154,32 @@ impl From<redb::StorageError> for Refusal {
     }
 }
 
+/// Two commands in one transaction and one commit: the second is checked once the first is
+/// applied, so it sees the first's effects, as the next command of a batch would. The first's
+/// refusal refuses both; the second's is its own answer and leaves the first's effects.
+#[derive(Clone, Debug)]
+pub struct Then<A, B>(pub A, pub B);
+
+impl<A: Write, B: Write> Write for Then<A, B> {
+    type Plan = (A::Plan, B);
+    type Output = (A::Output, Result<B::Output, StoreError>);
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Self::Plan> {
+        Ok((self.0.check(batch)?, self.1))
+    }
+
+    fn apply((plan, second): Self::Plan, batch: &mut Batch<'_>) -> Written<Self::Output> {
+        let first = A::apply(plan, batch)?;
+        let second = match second.check(batch) {
+            Ok(plan) => Ok(B::apply(plan, batch)?),
+            Err(Refusal::Domain(e)) => Err(StoreError::Domain(e)),
+            Err(Refusal::Corrupt(m)) => Err(StoreError::Corrupt(m)),
+            Err(Refusal::Storage(e)) => return Err(e),
+        };
+        Ok((first, second))
+    }
+}
+
 /// The result of `check`: a plan, or a refusal.
 pub type Checked<T> = Result<T, Refusal>;
 /// The result of `apply` and of every write step: only storage can fail it.

@@ -1,4 +1,5 @@
-//! The timers: lease expiries, work timeouts, retries and HITL expiries, fired when due.
+//! The timers: lease expiries, work timeouts, retries, HITL expiries and the ends of budget
+//! windows, fired when due.
 
 use super::batch::read;
 use super::{Batch, Checked, Write, Written};
@@ -21,6 +22,8 @@ pub enum Due {
     /// The task as read, its change, and the kind of the timer that called for it.
     Task(Task, TaskChange, Option<tables::TimerKind>),
     Hitl(HitlRequest),
+    /// A budget whose window ended, by its scope's key.
+    Budget(String),
     /// A timer no record calls for (it cannot be, but it must not fire forever): removed.
     Stale([u8; 25]),
 }
@@ -34,7 +37,9 @@ impl Write for FireTimers {
     /// change leaves due fires in the next round.
     fn check(self, batch: &Batch<'_>) -> Checked<Self::Plan> {
         let now = self.now;
-        let hi = tables::timer_key(now, tables::TimerKind::HitlExpiry, &Id([0xff; 16]));
+        // Every timer of every kind due by `now`.
+        let mut hi = tables::timer_key(now, tables::TimerKind::LeaseExpiry, &Id([0xff; 16]));
+        hi[8] = 0xff;
         let mut due = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for entry in batch.timers.range::<&[u8; 25]>(..=&hi)?.take(self.max) {
@@ -48,6 +53,9 @@ impl Write for FireTimers {
                 Some(tables::TimerKind::HitlExpiry) => read::<HitlRequest>(&batch.hitl, &id)?
                     .filter(|h| crate::domain::tasks::hitl_expired(h, now))
                     .map(Due::Hitl),
+                Some(tables::TimerKind::BudgetWindow) => batch
+                    .budget_of_timer(&key)?
+                    .map(|b| Due::Budget(b.scope.key())),
                 Some(_) => read::<Task>(&batch.tasks, &id)?.and_then(|task| {
                     crate::domain::tasks::due_change(&task, now)
                         .filter(|change| timer_calls_for(kind, change))
@@ -101,6 +109,11 @@ impl Write for FireTimers {
                     };
                     batch.time_out(old)?;
                     fired += 1;
+                }
+                Due::Budget(scope) => {
+                    if batch.new_budget_window(&scope)? {
+                        fired += 1;
+                    }
                 }
                 Due::Stale(key) => {
                     tracing::warn!(
