@@ -1524,3 +1524,117 @@ proptest! {
         store.close();
     }
 }
+
+/// A claim waiting while a daily budget over everything is exhausted is handed the held task by
+/// the commit of the day's end (the budget's window timer), not at its next try.
+#[test]
+fn the_end_of_an_exhausted_day_hands_the_held_task_to_the_waiting_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    // An hour before a UTC midnight.
+    let start = (1_800_000_000 * SECOND).div_euclid(DAY) * DAY + DAY - 3600 * SECOND;
+    let clock = Arc::new(AtomicI64::new(start));
+    let reader = clock.clone();
+    let mut config = StoreConfig::new(dir.path());
+    config.durability = Durability::None;
+    config.clock = Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+    let store = Store::open(&config, no_publisher()).unwrap();
+    let project = store
+        .write_blocking(command::CreateProject {
+            name: "spend".into(),
+            description: None,
+        })
+        .unwrap();
+    let agent = flightdeck::domain::AgentType::parse("coder").unwrap();
+    let task = store
+        .write_blocking(command::CreateTask {
+            project_id: project.id,
+            agent_type: agent.clone(),
+            instructions: "x".into(),
+            context_ids: Vec::new(),
+            priority: 3,
+        })
+        .unwrap();
+    store
+        .write_blocking(command::PutBudget {
+            scope: flightdeck::domain::budget::BudgetScope::Global,
+            max_cost_nanos: None,
+            max_tokens: Some(10),
+            window: flightdeck::domain::budget::Window::Day,
+            warn_percent: 80,
+        })
+        .unwrap();
+    let claimed = store
+        .write_blocking(command::Claim {
+            agent_type: agent.clone(),
+            worker_id: "w1".into(),
+            lease: 600 * SECOND,
+            claimer: None,
+        })
+        .unwrap()
+        .expect("the task");
+    // Its report uses the day's budget up: the task goes back to pending, held.
+    let report = flightdeck::domain::usage::UsageReport::new(
+        "",
+        "r1".into(),
+        "m".into(),
+        None,
+        flightdeck::domain::usage::Tokens {
+            input: 10,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let done = store
+        .write_blocking(command::ReportUsage {
+            task_id: task.id,
+            lease_id: claimed.lease_id,
+            worker_id: None,
+            reports: vec![report],
+            hold: true,
+        })
+        .unwrap();
+    assert!(done.held.is_some(), "the report used the budget up");
+    let refused = store
+        .write_blocking(command::Claim {
+            agent_type: agent.clone(),
+            worker_id: "w2".into(),
+            lease: 600 * SECOND,
+            claimer: None,
+        })
+        .unwrap();
+    assert!(refused.is_none(), "an exhausted budget holds its work");
+    // A claim waits; half an hour on, the day has not ended and nothing comes.
+    let mut ticket = store.wait_for_task(
+        store.agent_id(&agent).unwrap(),
+        "w2".into(),
+        600 * SECOND,
+        None,
+    );
+    for (at, handed) in [
+        (start + 1800 * SECOND, false),
+        (start + 3601 * SECOND, true),
+    ] {
+        clock.store(at, Ordering::SeqCst);
+        store
+            .write_blocking(command::FireTimers { now: at, max: 1000 })
+            .unwrap();
+        match ticket.task.try_recv() {
+            Ok(t) => {
+                assert!(handed, "handed before the day ended");
+                assert_eq!(t.id, task.id);
+                assert_eq!(t.worker_id.as_deref(), Some("w2"));
+                assert_eq!(t.status, TaskStatus::Working);
+            }
+            Err(e) => assert!(!handed, "not handed at the day's end: {e:?}"),
+        }
+    }
+    let budget = store
+        .budget(&flightdeck::domain::budget::BudgetScope::Global)
+        .unwrap()
+        .unwrap();
+    assert_eq!(budget.window_start, start + 3600 * SECOND, "the new day");
+    assert_eq!(budget.used.tokens.total(), 0);
+    assert!(store.check().unwrap().is_consistent());
+    store.close();
+}

@@ -159,14 +159,8 @@ pub async fn set_status(state: &AppState, id: &str, req: Request) -> Result<Resp
     } else {
         // Recorded in the change's commit, and the change goes ahead even if they used a
         // budget up.
-        let report = command::ReportUsage {
-            task_id,
-            lease_id,
-            worker_id: None,
-            reports: usage,
-            hold: false,
-        };
-        super::usage::record_then(state, report, command).await?.1?
+        let by = (task_id, lease_id, None);
+        super::usage::record_then(state, by, usage, false, command).await?
     };
     Ok(json(StatusCode::OK, encode(&t)))
 }
@@ -395,14 +389,8 @@ pub async fn heartbeat(
     } else {
         // Recorded in the heartbeat's commit; reports that use a budget up answer 409
         // budget_exhausted (the task went back to pending in that commit).
-        let report = command::ReportUsage {
-            task_id,
-            lease_id,
-            worker_id: body.worker_id,
-            reports: usage,
-            hold: true,
-        };
-        super::usage::record_then(state, report, command).await?.1?
+        let by = (task_id, lease_id, body.worker_id);
+        super::usage::record_then(state, by, usage, true, command).await?
     };
     let t = beat.map_err(|held| super::usage::held(task_id, &held))?;
     if !report.is_empty() {

@@ -177,14 +177,24 @@ pub(crate) async fn record(
 /// Records usage reports and then makes the change they rode on, in one commit: the change sees
 /// what the reports did (a budget they used up). A change refused is its own answer; the reports
 /// stay recorded (the money was spent).
+/// `hold` as for `record`.
 pub(crate) async fn record_then<C: command::Write>(
     state: &AppState,
-    report: command::ReportUsage,
+    (task_id, lease_id, worker_id): (Id, Option<Id>, Option<String>),
+    reports: Vec<UsageReport>,
+    hold: bool,
     change: C,
-) -> Result<(UsageRecorded, Result<C::Output, crate::store::StoreError>), ApiError> {
-    let task_id = report.task_id;
+) -> Result<C::Output, ApiError> {
+    let report = command::ReportUsage {
+        task_id,
+        lease_id,
+        worker_id,
+        reports,
+        hold,
+    };
     let (done, changed) = state.store.write(command::Then(report, change)).await?;
-    Ok((recorded(state, task_id, done)?, changed))
+    recorded(state, task_id, done)?;
+    Ok(changed?)
 }
 
 /// What a commit of reports leaves to do: count them in the metrics, and refuse with 409
