@@ -57,6 +57,59 @@ pub struct StoreConfig {
     pub prices: Vec<crate::domain::usage::PriceRule>,
     /// Most distinct model names kept apart in the usage rollups and metrics; the rest are `other`.
     pub max_models: usize,
+    /// Where the database's bytes live: `None`, its file in `data_dir`; else a storage layer a
+    /// test gives (one that forgets every write not yet synced when its "power" is cut).
+    pub backend: Option<Backend>,
+}
+
+/// Makes the storage layer of a database, once at open and again at each reopen.
+#[derive(Clone)]
+pub struct Backend(pub Arc<dyn Fn() -> Box<dyn redb::StorageBackend> + Send + Sync>);
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backend")
+    }
+}
+
+impl Backend {
+    /// A database on a fresh handle of this storage.
+    pub(super) fn open(
+        &self,
+        builder: &redb::Builder,
+    ) -> Result<redb::Database, redb::DatabaseError> {
+        builder.create_with_backend(Boxed((self.0)()))
+    }
+}
+
+/// A boxed storage layer as redb takes one.
+#[derive(Debug)]
+struct Boxed(Box<dyn redb::StorageBackend>);
+
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
 }
 
 /// A source of the current time in microseconds since the epoch.
@@ -100,6 +153,7 @@ impl StoreConfig {
             max_fan_out: 1000,
             prices: Vec::new(),
             max_models: 256,
+            backend: None,
         }
     }
 }

@@ -51,7 +51,7 @@ pub use crate::domain::records::{
 };
 pub use backup::{backup_database, compact_database, restore_database};
 pub use check::{CheckReport, check_database};
-pub use config::{Clock, DB_FILE, Durability, StoreConfig};
+pub use config::{Backend, Clock, DB_FILE, Durability, StoreConfig};
 pub use error::{Cause, StoreError};
 pub use handoff::Ticket;
 pub use queues::QueueView;
@@ -101,11 +101,14 @@ impl Store {
             StoreError::storage(what, e)
         })?;
         let path = config.data_dir.join(DB_FILE);
-        let new = !path.exists();
-        let db = redb::Builder::new()
-            .set_cache_size(redb_cache_size(config.page_cache_bytes))
-            .create(&path)
-            .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))?;
+        let new = !path.exists() && config.backend.is_none();
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(redb_cache_size(config.page_cache_bytes));
+        let db = match &config.backend {
+            None => builder.create(&path),
+            Some(backend) => backend.open(&builder),
+        }
+        .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))?;
         if new {
             shared::private_file(&path).map_err(|e| {
                 StoreError::storage(format!("cannot protect {}", path.display()), e)
@@ -131,6 +134,7 @@ impl Store {
             opened: std::time::Instant::now(),
             last_commit: AtomicU64::new(0),
             path: path.clone(),
+            backend: config.backend.clone(),
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
             max_fan_out: config.max_fan_out,

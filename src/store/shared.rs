@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(super) opened: std::time::Instant,
     pub(super) last_commit: AtomicU64,
     pub(super) path: PathBuf,
+    /// The storage layer a test gave, instead of the file at `path`.
+    pub(super) backend: Option<super::config::Backend>,
     pub(super) settings: TaskSettings,
     pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
     /// Most tasks one fan-out phase creates.
@@ -154,10 +156,13 @@ impl Shared {
         let mut wait = std::time::Duration::from_millis(10);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            match redb::Builder::new()
-                .set_cache_size(redb_cache_size(self.page_cache_bytes))
-                .open(&self.path)
-            {
+            let mut builder = redb::Builder::new();
+            builder.set_cache_size(redb_cache_size(self.page_cache_bytes));
+            let opened = match &self.backend {
+                None => builder.open(&self.path),
+                Some(backend) => backend.open(&builder),
+            };
+            match opened {
                 Ok(db) => {
                     *self.db.write() = Some(Arc::new(db));
                     tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
