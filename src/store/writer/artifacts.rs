@@ -53,7 +53,7 @@ impl Write for UpdateArtifact {
     type Output = Artifact;
 
     fn check(self, batch: &Batch<'_>) -> Checked<(Artifact, Artifact)> {
-        let old: Artifact = read(&batch.artifacts, &self.artifact_id)?
+        let old: Artifact = read(batch.artifacts.open()?, &self.artifact_id)?
             .ok_or_else(|| DomainError::not_found("artifact", self.artifact_id))?;
         let mut artifact = old.clone();
         if let Some(content) = self.content {
@@ -95,7 +95,7 @@ impl Write for DeleteArtifact {
     type Output = Id;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Artifact> {
-        Ok(read(&batch.artifacts, &self.artifact_id)?
+        Ok(read(batch.artifacts.open()?, &self.artifact_id)?
             .ok_or_else(|| DomainError::not_found("artifact", self.artifact_id))?)
     }
 

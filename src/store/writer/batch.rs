@@ -1,7 +1,7 @@
-//! The batch: every table opened once per transaction, and the records' writes with their index
-//! entries, summaries, cache changes and events.
+//! The batch: each table opened once per transaction, at its first use, and the records' writes
+//! with their index entries, summaries, cache changes and events.
 
-use super::{Batch, BatchOutput, Checked, RecordTable, Written};
+use super::{Batch, BatchOutput, Checked, Lazy, RecordTable, Written};
 use crate::domain::names::{AgentKind, ArtifactKind};
 use crate::domain::records::{
     Agent, AgentHistoryEntry, Artifact, EventRecord, HitlRequest, Project, Task,
@@ -34,34 +34,34 @@ impl<'t> Batch<'t> {
             shared,
             now,
             next_seq,
-            meta: txn.open_table(tables::META)?,
+            meta: Lazy::new(txn, |t| t.open_table(tables::META)),
             first_seq: next_seq,
-            projects: txn.open_table(tables::PROJECTS)?,
-            tasks: txn.open_table(tables::TASKS)?,
-            artifacts: txn.open_table(tables::ARTIFACTS)?,
-            hitl: txn.open_table(tables::HITL)?,
-            agents: txn.open_table(tables::AGENTS)?,
-            agent_history: txn.open_table(tables::AGENT_HISTORY)?,
-            events: txn.open_table(tables::EVENTS)?,
-            task_ix: TaskIndexes::open(txn)?,
-            timers: txn.open_table(tables::TIMERS)?,
-            workflows: txn.open_table(tables::WORKFLOWS)?,
+            projects: Lazy::new(txn, |t| t.open_table(tables::PROJECTS)),
+            tasks: Lazy::new(txn, |t| t.open_table(tables::TASKS)),
+            artifacts: Lazy::new(txn, |t| t.open_table(tables::ARTIFACTS)),
+            hitl: Lazy::new(txn, |t| t.open_table(tables::HITL)),
+            agents: Lazy::new(txn, |t| t.open_table(tables::AGENTS)),
+            agent_history: Lazy::new(txn, |t| t.open_table(tables::AGENT_HISTORY)),
+            events: Lazy::new(txn, |t| t.open_table(tables::EVENTS)),
+            task_ix: Lazy::new(txn, TaskIndexes::open),
+            timers: Lazy::new(txn, |t| t.open_table(tables::TIMERS)),
+            workflows: Lazy::new(txn, |t| t.open_table(tables::WORKFLOWS)),
             settings: &shared.settings,
-            artifact_ix: ArtifactIndexes::open(txn)?,
-            hitl_ix: HitlIndexes::open(txn)?,
-            events_by_project: txn.open_table(tables::EVENTS_BY_PROJECT)?,
-            pending_since: txn.open_table(tables::TASKS_PENDING_SINCE)?,
-            queues: txn.open_table(tables::QUEUES)?,
-            paused_projects: txn.open_table(tables::PAUSED_PROJECTS)?,
-            idempotency: txn.open_table(tables::IDEMPOTENCY)?,
-            idempotency_by_age: txn.open_table(tables::IDEMPOTENCY_BY_AGE)?,
-            budgets: txn.open_table(tables::BUDGETS)?,
+            artifact_ix: Lazy::new(txn, ArtifactIndexes::open),
+            hitl_ix: Lazy::new(txn, HitlIndexes::open),
+            events_by_project: Lazy::new(txn, |t| t.open_table(tables::EVENTS_BY_PROJECT)),
+            pending_since: Lazy::new(txn, |t| t.open_table(tables::TASKS_PENDING_SINCE)),
+            queues: Lazy::new(txn, |t| t.open_table(tables::QUEUES)),
+            paused_projects: Lazy::new(txn, |t| t.open_table(tables::PAUSED_PROJECTS)),
+            idempotency: Lazy::new(txn, |t| t.open_table(tables::IDEMPOTENCY)),
+            idempotency_by_age: Lazy::new(txn, |t| t.open_table(tables::IDEMPOTENCY_BY_AGE)),
+            budgets: Lazy::new(txn, |t| t.open_table(tables::BUDGETS)),
             committed: Vec::new(),
             summaries: HashMap::new(),
             changes: Vec::new(),
             claimable: vec![0; shared.claimable.len()],
             pending_delta: vec![0; shared.claimable.len()],
-            type_names: txn.open_table(tables::TYPE_NAMES)?,
+            type_names: Lazy::new(txn, |t| t.open_table(tables::TYPE_NAMES)),
             new_agents: Vec::new(),
             new_artifacts: Vec::new(),
             queue: Vec::new(),
@@ -73,7 +73,9 @@ impl<'t> Batch<'t> {
 
     pub(super) fn finish(mut self) -> Result<BatchOutput, StoreError> {
         if self.next_seq != self.first_seq {
-            self.meta.insert(tables::META_LAST_SEQ, self.next_seq - 1)?;
+            self.meta
+                .open_mut()?
+                .insert(tables::META_LAST_SEQ, self.next_seq - 1)?;
         }
         Ok(BatchOutput {
             next_seq: self.next_seq,
@@ -166,6 +168,7 @@ impl<'t> Batch<'t> {
             .filter(|id| usize::from(*id) < self.shared.agent_slots())
             .ok_or_else(|| StoreError::Corrupt(format!("no id left for agent type {name}")))?;
         self.type_names
+            .open_mut()?
             .insert((AgentKind::CODE, id), name.as_str())?;
         self.new_agents.push(name.clone());
         Ok(id)
@@ -180,6 +183,7 @@ impl<'t> Batch<'t> {
         let id = u16::try_from(id)
             .map_err(|_| StoreError::Corrupt(format!("no id left for artifact type {name}")))?;
         self.type_names
+            .open_mut()?
             .insert((ArtifactKind::CODE, id), name.as_str())?;
         self.new_artifacts.push(name.clone());
         Ok(id)
@@ -189,24 +193,28 @@ impl<'t> Batch<'t> {
 
     /// For `check`: the project, or `not_found`.
     pub(super) fn require_project(&self, id: &Id) -> Checked<Project> {
-        Ok(read(&self.projects, id)?.ok_or_else(|| DomainError::not_found("project", id))?)
+        Ok(
+            read(self.projects.open()?, id)?
+                .ok_or_else(|| DomainError::not_found("project", id))?,
+        )
     }
 
     /// For `apply`: a project a record refers to, which must exist.
     pub(super) fn project_record(&self, id: &Id) -> Written<Project> {
-        read(&self.projects, id)?
+        read(self.projects.open()?, id)?
             .ok_or_else(|| StoreError::Corrupt(format!("project {id} is referred to but missing")))
     }
 
     /// A task a record or an index refers to, which must exist.
     pub(super) fn task_record(&self, id: &Id, referrer: &str) -> Result<Task, StoreError> {
-        read(&self.tasks, id)?.ok_or_else(|| {
+        read(self.tasks.open()?, id)?.ok_or_else(|| {
             StoreError::Corrupt(format!("{referrer} names task {id}, which is missing"))
         })
     }
 
     pub(super) fn put_project(&mut self, project: &Project) -> Written<()> {
         self.projects
+            .open_mut()?
             .insert(project.id.as_bytes(), encode(project).as_slice())?;
         self.changes
             .push(CacheChange::Invalidate(CacheKey::ProjectStatus(project.id)));
@@ -229,6 +237,7 @@ impl<'t> Batch<'t> {
     pub(super) fn put_task(&mut self, old: Option<&Task>, new: &Task) -> Written<()> {
         let agent = usize::from(self.intern_agent(&new.agent_type)?);
         self.tasks
+            .open_mut()?
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
         self.changes.push(CacheChange::Task {
             project: new.project_id,
@@ -240,7 +249,7 @@ impl<'t> Batch<'t> {
             new_agents: &self.new_agents,
             new_artifacts: &self.new_artifacts,
         };
-        self.task_ix.reindex(
+        self.task_ix.open_mut()?.reindex(
             Versions {
                 old,
                 new: Some(new),
@@ -248,7 +257,7 @@ impl<'t> Batch<'t> {
             &ids,
         )?;
         tables::move_key(
-            &mut self.pending_since,
+            self.pending_since.open_mut()?,
             Versions {
                 old: old.and_then(|o| tables::pending_since_key(o, &ids)),
                 new: tables::pending_since_key(new, &ids),
@@ -264,7 +273,7 @@ impl<'t> Batch<'t> {
         let old_timers = old.map(tables::task_timers).unwrap_or_default();
         for (old_key, new_key) in old_timers.into_iter().zip(tables::task_timers(new)) {
             tables::move_key(
-                &mut self.timers,
+                self.timers.open_mut()?,
                 Versions {
                     old: old_key,
                     new: new_key,
@@ -290,11 +299,12 @@ impl<'t> Batch<'t> {
         match new {
             Some(a) => {
                 self.artifacts
+                    .open_mut()?
                     .insert(a.id.as_bytes(), encode(a).as_slice())?;
             }
             None => {
                 if let Some(o) = old {
-                    self.artifacts.remove(o.id.as_bytes())?;
+                    self.artifacts.open_mut()?.remove(o.id.as_bytes())?;
                 }
             }
         }
@@ -303,7 +313,7 @@ impl<'t> Batch<'t> {
             new_agents: &self.new_agents,
             new_artifacts: &self.new_artifacts,
         };
-        self.artifact_ix.reindex(artifact, &ids)?;
+        self.artifact_ix.open_mut()?.reindex(artifact, &ids)?;
         drop(ids);
         if let Some(o) = old {
             self.changes
@@ -320,13 +330,14 @@ impl<'t> Batch<'t> {
 
     pub(super) fn put_hitl(&mut self, old: Option<&HitlRequest>, new: &HitlRequest) -> Written<()> {
         self.hitl
+            .open_mut()?
             .insert(new.id.as_bytes(), encode(new).as_slice())?;
         let ids = BatchIds {
             registry: self.shared.types.read(),
             new_agents: &self.new_agents,
             new_artifacts: &self.new_artifacts,
         };
-        self.hitl_ix.reindex(
+        self.hitl_ix.open_mut()?.reindex(
             Versions {
                 old,
                 new: Some(new),
@@ -335,7 +346,7 @@ impl<'t> Batch<'t> {
         )?;
         drop(ids);
         tables::move_key(
-            &mut self.timers,
+            self.timers.open_mut()?,
             Versions {
                 old: old.and_then(tables::hitl_timer),
                 new: tables::hitl_timer(new),
@@ -358,7 +369,7 @@ impl<'t> Batch<'t> {
         let Some(id) = self.agent_id(agent_type) else {
             return Ok(Agent::idle(agent_type.clone()));
         };
-        match self.agents.get(id)? {
+        match self.agents.open()?.get(id)? {
             Some(bytes) => Ok(decode(bytes.value())?),
             None => Ok(Agent::idle(agent_type.clone())),
         }
@@ -375,7 +386,9 @@ impl<'t> Batch<'t> {
     ) -> Written<()> {
         let (task_id, project_id) = cause.unzip();
         let id = self.intern_agent(&agent.agent_type)?;
-        self.agents.insert(id, encode(agent).as_slice())?;
+        self.agents
+            .open_mut()?
+            .insert(id, encode(agent).as_slice())?;
         let data = object_string(|o| {
             o.str("agent_type", agent.agent_type.as_str())
                 .str("status", agent.status.as_str())
@@ -399,7 +412,9 @@ impl<'t> Batch<'t> {
             at: self.now,
         };
         let key = tables::agent_history_key(id, seq);
-        self.agent_history.insert(&key, encode(&entry).as_slice())?;
+        self.agent_history
+            .open_mut()?
+            .insert(&key, encode(&entry).as_slice())?;
         Ok(())
     }
 
@@ -413,9 +428,12 @@ impl<'t> Batch<'t> {
         } = draft;
         let json = events::encode(seq, self.now, &draft);
         let record = EventRecord { project_id, json };
-        self.events.insert(seq, encode(&record).as_slice())?;
+        self.events
+            .open_mut()?
+            .insert(seq, encode(&record).as_slice())?;
         let stream = project_id.unwrap_or(tables::GLOBAL_STREAM);
         self.events_by_project
+            .open_mut()?
             .insert(&tables::event_project_key(&stream, seq), ())?;
         if let Some(project) = project_id {
             self.summary(project).latest_seq = seq;

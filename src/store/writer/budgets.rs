@@ -45,7 +45,7 @@ impl Write for ReleaseHeld {
     type Output = Option<Held>;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Option<(Task, String)>> {
-        let task: Task = super::batch::read(&batch.tasks, &self.task_id)?
+        let task: Task = super::batch::read(batch.tasks.open()?, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         if task.status != crate::domain::TaskStatus::Working
             || crate::domain::tasks::fence(&task, self.lease_id).is_err()
@@ -142,7 +142,10 @@ impl Write for DeleteBudget {
     }
 
     fn apply(budget: Budget, batch: &mut Batch<'_>) -> Written<()> {
-        batch.budgets.remove(budget.scope.key().as_str())?;
+        batch
+            .budgets
+            .open_mut()?
+            .remove(budget.scope.key().as_str())?;
         batch.set_budget_timer(Some(&budget), None)?;
         if budget.state_at(batch.now) == BudgetState::Exhausted {
             let slots = batch.claimable.len() as u16;
@@ -193,7 +196,7 @@ fn budget_event(kind: EventType, b: &Budget, why: &str) -> EventDraft {
 impl Batch<'_> {
     /// A scope's budget, if it has one.
     pub(super) fn budget(&self, key: &str) -> Result<Option<Budget>, StoreError> {
-        match self.budgets.get(key)? {
+        match self.budgets.open()?.get(key)? {
             Some(bytes) => Ok(Some(decode(bytes.value())?)),
             None => Ok(None),
         }
@@ -204,6 +207,7 @@ impl Batch<'_> {
         let key = budget.scope.key();
         let old = self
             .budgets
+            .open_mut()?
             .insert(key.as_str(), encode(budget).as_slice())?
             .map(|bytes| decode::<Budget>(bytes.value()))
             .transpose()?;
@@ -217,10 +221,10 @@ impl Batch<'_> {
         );
         if old != new {
             if let Some(key) = old {
-                self.timers.remove(&key)?;
+                self.timers.open_mut()?.remove(&key)?;
             }
             if let Some(key) = new {
-                self.timers.insert(&key, ())?;
+                self.timers.open_mut()?.insert(&key, ())?;
             }
         }
         Ok(())
@@ -228,7 +232,7 @@ impl Batch<'_> {
 
     /// The budget a window timer stands for, while it still does.
     pub(super) fn budget_of_timer(&self, key: &[u8; 25]) -> Result<Option<Budget>, StoreError> {
-        for entry in self.budgets.iter()? {
+        for entry in self.budgets.open()?.iter()? {
             let (_, value) = entry?;
             let budget: Budget = decode(value.value())?;
             if tables::budget_timer(&budget).as_ref() == Some(key) {
@@ -289,7 +293,7 @@ impl Batch<'_> {
         self.emit(budget_event(kind, budget, why))?;
         if after == BudgetState::Exhausted
             && let Some(project) = project
-            && self.projects.get(project.as_bytes())?.is_some()
+            && self.projects.open()?.get(project.as_bytes())?.is_some()
         {
             let scope = budget.scope.key();
             let limit = match (budget.max_cost_nanos, budget.max_tokens) {
@@ -325,7 +329,7 @@ impl Batch<'_> {
         agent: &crate::domain::AgentType,
     ) -> Written<Option<String>> {
         // No budget at all, the usual case: nothing to read (a table's length is in its header).
-        if self.budgets.len()? == 0 {
+        if self.budgets.open()?.len()? == 0 {
             return Ok(None);
         }
         for key in BudgetScope::keys_over(project, agent) {
@@ -340,7 +344,7 @@ impl Batch<'_> {
 
     /// Whether a scope's budget is exhausted now (claims skip its tasks).
     pub(super) fn exhausted(&self, scope: &BudgetScope) -> Written<bool> {
-        if self.budgets.len()? == 0 {
+        if self.budgets.open()?.len()? == 0 {
             return Ok(false);
         }
         Ok(self
@@ -356,7 +360,7 @@ impl Batch<'_> {
         tokens: &usage::Tokens,
         cost_nanos: u64,
     ) -> Written<()> {
-        if self.budgets.len()? == 0 {
+        if self.budgets.open()?.len()? == 0 {
             return Ok(());
         }
         for key in BudgetScope::keys_over(&task.project_id, &task.agent_type) {

@@ -33,7 +33,7 @@ impl Write for CreateHitl {
     fn check(self, batch: &Batch<'_>) -> Checked<CreateHitl> {
         batch.require_project(&self.project_id)?;
         if let Some(task_id) = self.task_id {
-            let task: Option<Task> = read(&batch.tasks, &task_id)?;
+            let task: Option<Task> = read(batch.tasks.open()?, &task_id)?;
             if task.is_none_or(|t| t.project_id != self.project_id) {
                 return Err(DomainError::invalid(
                     "task_id",
@@ -110,7 +110,7 @@ impl Write for RespondHitl {
     type Output = HitlAnswer;
 
     fn check(self, batch: &Batch<'_>) -> Checked<AnswerPlan> {
-        let old: HitlRequest = read(&batch.hitl, &self.hitl_id)?
+        let old: HitlRequest = read(batch.hitl.open()?, &self.hitl_id)?
             .ok_or_else(|| DomainError::not_found("hitl_request", self.hitl_id))?;
         batch.plan_answer(
             old,
@@ -168,7 +168,7 @@ impl Write for BulkApproveHitl {
                 skipped.push((id, reason.clone()));
                 continue;
             }
-            let Some(old) = read::<HitlRequest>(&batch.hitl, &id)? else {
+            let Some(old) = read::<HitlRequest>(batch.hitl.open()?, &id)? else {
                 let reason = DomainError::not_found("hitl_request", id).to_string();
                 again.insert(id, reason.clone());
                 skipped.push((id, reason));

@@ -52,7 +52,7 @@ impl Remembered for Project {
         plain(self.id)
     }
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        found(read(&batch.projects, &r.id)?, "project", r.id)
+        found(read(batch.projects.open()?, &r.id)?, "project", r.id)
     }
 }
 impl Remembered for Task {
@@ -60,7 +60,7 @@ impl Remembered for Task {
         plain(self.id)
     }
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        found(read(&batch.tasks, &r.id)?, "task", r.id)
+        found(read(batch.tasks.open()?, &r.id)?, "task", r.id)
     }
 }
 impl Remembered for Artifact {
@@ -68,7 +68,7 @@ impl Remembered for Artifact {
         plain(self.id)
     }
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        found(read(&batch.artifacts, &r.id)?, "artifact", r.id)
+        found(read(batch.artifacts.open()?, &r.id)?, "artifact", r.id)
     }
 }
 impl Remembered for HitlRequest {
@@ -76,7 +76,7 @@ impl Remembered for HitlRequest {
         plain(self.id)
     }
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        found(read(&batch.hitl, &r.id)?, "hitl_request", r.id)
+        found(read(batch.hitl.open()?, &r.id)?, "hitl_request", r.id)
     }
 }
 impl Remembered for WorkflowRun {
@@ -84,7 +84,7 @@ impl Remembered for WorkflowRun {
         plain(self.project_id)
     }
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        found(read(&batch.workflows, &r.id)?, "workflow", r.id)
+        found(read(batch.workflows.open()?, &r.id)?, "workflow", r.id)
     }
 }
 impl Remembered for Option<Task> {
@@ -103,7 +103,7 @@ impl Remembered for Option<Task> {
     /// The claimed task while the claim still holds it; once its lease is gone (expired,
     /// released, the task finished or claimed again) the repeat is told so.
     fn recall(batch: &Batch<'_>, r: &Reference) -> Checked<Self> {
-        let task: Task = found(read(&batch.tasks, &r.id)?, "task", r.id)?;
+        let task: Task = found(read(batch.tasks.open()?, &r.id)?, "task", r.id)?;
         if task.status == crate::domain::TaskStatus::Working && task.lease_id == r.lease {
             return Ok(Some(task));
         }
@@ -165,7 +165,7 @@ where
     type Output = C::Output;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Self::Plan> {
-        if let Some(bytes) = batch.idempotency.get(&self.key)? {
+        if let Some(bytes) = batch.idempotency.open()?.get(&self.key)? {
             let record: IdempotencyRecord = decode(bytes.value())?;
             let fresh_enough = batch.now.saturating_sub(record.at) < batch.shared.idempotency_ttl;
             if fresh_enough {
@@ -195,10 +195,11 @@ where
         let output = C::apply(plan, batch)?;
         if output.remembered() {
             // An expired record of the same key goes, with its index entry.
-            if let Some(old) = batch.idempotency.get(&key)? {
+            if let Some(old) = batch.idempotency.open()?.get(&key)? {
                 let old: IdempotencyRecord = decode(old.value())?;
                 batch
                     .idempotency_by_age
+                    .open_mut()?
                     .remove(&tables::idempotency_age_key(old.at, &key))?;
             }
             let record = IdempotencyRecord {
@@ -206,9 +207,13 @@ where
                 output: encode_reference(&output.reference()),
                 at: batch.now,
             };
-            batch.idempotency.insert(&key, encode(&record).as_slice())?;
+            batch
+                .idempotency
+                .open_mut()?
+                .insert(&key, encode(&record).as_slice())?;
             batch
                 .idempotency_by_age
+                .open_mut()?
                 .insert(&tables::idempotency_age_key(batch.now, &key), ())?;
         }
         Ok(output)
@@ -230,10 +235,10 @@ impl Write for TrimIdempotency {
 
     fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 28]>> {
         use redb::ReadableTableMetadata;
-        let excess = batch.idempotency.len()?.saturating_sub(self.keep);
+        let excess = batch.idempotency.open()?.len()?.saturating_sub(self.keep);
         let cut = tables::idempotency_age_key(self.before, &[0; 20]);
         let mut doomed = Vec::new();
-        for entry in batch.idempotency_by_age.iter()?.take(self.max) {
+        for entry in batch.idempotency_by_age.open()?.iter()?.take(self.max) {
             let key = *entry?.0.value();
             if key >= cut && doomed.len() as u64 >= excess {
                 break;
@@ -247,8 +252,8 @@ impl Write for TrimIdempotency {
         for age_key in &doomed {
             let mut key = [0u8; 20];
             key.copy_from_slice(&age_key[8..]);
-            batch.idempotency.remove(&key)?;
-            batch.idempotency_by_age.remove(age_key)?;
+            batch.idempotency.open_mut()?.remove(&key)?;
+            batch.idempotency_by_age.open_mut()?.remove(age_key)?;
         }
         Ok(doomed.len() as u64)
     }

@@ -24,6 +24,7 @@ impl Write for Probe {
     fn apply((): (), batch: &mut Batch<'_>) -> Written<()> {
         batch
             .meta
+            .open_mut()?
             .insert(tables::META_PROBE, batch.now.max(0) as u64)?;
         Ok(())
     }

@@ -597,37 +597,74 @@ impl QueueEvent {
 }
 
 type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
+
+/// A table (or a record kind's index tables) of the batch, opened at its first use: opening one
+/// is a lookup in redb's table of tables, and most batches touch a few of the two dozen.
+pub(super) struct Lazy<'t, T> {
+    txn: &'t WriteTransaction,
+    opener: fn(&'t WriteTransaction) -> Result<T, redb::TableError>,
+    table: std::cell::OnceCell<T>,
+}
+
+impl<'t, T> Lazy<'t, T> {
+    fn new(
+        txn: &'t WriteTransaction,
+        opener: fn(&'t WriteTransaction) -> Result<T, redb::TableError>,
+    ) -> Self {
+        Lazy {
+            txn,
+            opener,
+            table: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The table, opened now if it was not yet.
+    pub(super) fn open(&self) -> Result<&T, StoreError> {
+        if let Some(table) = self.table.get() {
+            return Ok(table);
+        }
+        let table = (self.opener)(self.txn)?;
+        Ok(self.table.get_or_init(|| table))
+    }
+
+    /// The table to write, opened now if it was not yet.
+    pub(super) fn open_mut(&mut self) -> Result<&mut T, StoreError> {
+        self.open()?;
+        Ok(self.table.get_mut().expect("opened just now"))
+    }
+}
 type Index<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
 
-/// Every table, opened once per transaction, plus what the batch has produced so far.
+/// Every table, each opened once per transaction at its first use (`Lazy`), plus what the batch
+/// has produced so far.
 pub struct Batch<'t> {
     txn: &'t WriteTransaction,
     shared: &'t Shared,
     now: Micros,
     next_seq: u64,
-    meta: Table<'t, &'static str, u64>,
+    meta: Lazy<'t, Table<'t, &'static str, u64>>,
     first_seq: u64,
-    projects: RecordTable<'t>,
-    tasks: RecordTable<'t>,
-    artifacts: RecordTable<'t>,
-    hitl: RecordTable<'t>,
-    agents: Table<'t, u16, &'static [u8]>,
-    agent_history: Table<'t, &'static [u8; 10], &'static [u8]>,
-    events: Table<'t, u64, &'static [u8]>,
-    task_ix: TaskIndexes<'t>,
-    timers: Index<'t, 25>,
-    workflows: RecordTable<'t>,
+    projects: Lazy<'t, RecordTable<'t>>,
+    tasks: Lazy<'t, RecordTable<'t>>,
+    artifacts: Lazy<'t, RecordTable<'t>>,
+    hitl: Lazy<'t, RecordTable<'t>>,
+    agents: Lazy<'t, Table<'t, u16, &'static [u8]>>,
+    agent_history: Lazy<'t, Table<'t, &'static [u8; 10], &'static [u8]>>,
+    events: Lazy<'t, Table<'t, u64, &'static [u8]>>,
+    task_ix: Lazy<'t, TaskIndexes<'t>>,
+    timers: Lazy<'t, Index<'t, 25>>,
+    workflows: Lazy<'t, RecordTable<'t>>,
     settings: &'t TaskSettings,
-    artifact_ix: ArtifactIndexes<'t>,
-    hitl_ix: HitlIndexes<'t>,
-    events_by_project: Index<'t, 24>,
-    pending_since: Index<'t, 26>,
-    queues: Table<'t, u16, &'static [u8]>,
-    paused_projects: Index<'t, 16>,
-    idempotency: Table<'t, &'static [u8; 20], &'static [u8]>,
-    idempotency_by_age: Index<'t, 28>,
-    /// Budgets by scope: read by every claim and heartbeat, so opened once per batch.
-    budgets: Table<'t, &'static str, &'static [u8]>,
+    artifact_ix: Lazy<'t, ArtifactIndexes<'t>>,
+    hitl_ix: Lazy<'t, HitlIndexes<'t>>,
+    events_by_project: Lazy<'t, Index<'t, 24>>,
+    pending_since: Lazy<'t, Index<'t, 26>>,
+    queues: Lazy<'t, Table<'t, u16, &'static [u8]>>,
+    paused_projects: Lazy<'t, Index<'t, 16>>,
+    idempotency: Lazy<'t, Table<'t, &'static [u8; 20], &'static [u8]>>,
+    idempotency_by_age: Lazy<'t, Index<'t, 28>>,
+    /// Budgets by scope: read by every claim and heartbeat, opened once per batch.
+    budgets: Lazy<'t, Table<'t, &'static str, &'static [u8]>>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
@@ -645,7 +682,7 @@ pub struct Batch<'t> {
     /// Tasks whose latest progress report this batch wrote into their record as they stopped
     /// working: taken off the board after the commit.
     progress_done: Vec<Id>,
-    type_names: Table<'t, (u8, u16), &'static str>,
+    type_names: Lazy<'t, Table<'t, (u8, u16), &'static str>>,
     /// Types this batch interned, in id order after the registry's: the registry learns them
     /// after the commit.
     new_agents: Vec<AgentType>,

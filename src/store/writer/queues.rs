@@ -52,7 +52,10 @@ impl Write for SetQueue {
             }
         };
         let id = batch.intern_agent(&c.agent_type)?;
-        batch.queues.insert(id, encode(&new).as_slice())?;
+        batch
+            .queues
+            .open_mut()?
+            .insert(id, encode(&new).as_slice())?;
         let data = object_string(|o| {
             o.str("agent_type", c.agent_type.as_str())
                 .bool("paused", new.paused);
@@ -94,10 +97,10 @@ impl Write for SetProjectPaused {
     fn apply(c: SetProjectPaused, batch: &mut Batch<'_>) -> Written<bool> {
         let key = c.project_id.as_bytes();
         let kind = if c.paused {
-            batch.paused_projects.insert(key, ())?;
+            batch.paused_projects.open_mut()?.insert(key, ())?;
             EventType::ProjectPaused
         } else {
-            batch.paused_projects.remove(key)?;
+            batch.paused_projects.open_mut()?.remove(key)?;
             let slots = batch.claimable.len() as u16;
             batch.wake_all.extend(0..slots);
             EventType::ProjectResumed
@@ -121,13 +124,17 @@ impl<'t> Batch<'t> {
         let Some(id) = self.agent_id(agent_type) else {
             return Ok(QueueSettings::default());
         };
-        match self.queues.get(id)? {
+        match self.queues.open()?.get(id)? {
             Some(bytes) => decode(bytes.value()),
             None => Ok(QueueSettings::default()),
         }
     }
 
     pub(super) fn project_paused(&self, project: &Id) -> Written<bool> {
-        Ok(self.paused_projects.get(project.as_bytes())?.is_some())
+        Ok(self
+            .paused_projects
+            .open()?
+            .get(project.as_bytes())?
+            .is_some())
     }
 }

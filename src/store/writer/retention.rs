@@ -21,7 +21,7 @@ impl Write for TrimEvents {
 
     fn check(self, batch: &Batch<'_>) -> Checked<Vec<(u64, Id)>> {
         let mut doomed = Vec::new();
-        for entry in batch.events.range(..=self.through)?.take(self.max) {
+        for entry in batch.events.open()?.range(..=self.through)?.take(self.max) {
             let (seq, value) = entry?;
             let record: EventRecord = decode(value.value())?;
             doomed.push((
@@ -34,9 +34,10 @@ impl Write for TrimEvents {
 
     fn apply(doomed: Vec<(u64, Id)>, batch: &mut Batch<'_>) -> Written<u64> {
         for (seq, stream) in &doomed {
-            batch.events.remove(*seq)?;
+            batch.events.open_mut()?.remove(*seq)?;
             batch
                 .events_by_project
+                .open_mut()?
                 .remove(&tables::event_project_key(stream, *seq))?;
         }
         Ok(doomed.len() as u64)
@@ -66,6 +67,7 @@ impl Write for TrimAgentHistory {
         let mut doomed = Vec::new();
         for entry in batch
             .agent_history
+            .open()?
             .range::<&[u8; 10]>(&lo..=&hi)?
             .take(self.max)
         {
@@ -76,7 +78,7 @@ impl Write for TrimAgentHistory {
 
     fn apply(doomed: Vec<[u8; 10]>, batch: &mut Batch<'_>) -> Written<u64> {
         for key in &doomed {
-            batch.agent_history.remove(key)?;
+            batch.agent_history.open_mut()?.remove(key)?;
         }
         Ok(doomed.len() as u64)
     }

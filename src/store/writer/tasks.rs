@@ -39,7 +39,7 @@ impl Write for CreateTask {
         batch.check_agent_type("agent_type", &self.agent_type)?;
         crate::domain::tasks::check_priority("priority", u64::from(self.priority))?;
         for (i, context_id) in self.context_ids.iter().enumerate() {
-            let artifact: Option<Artifact> = read(&batch.artifacts, context_id)?;
+            let artifact: Option<Artifact> = read(batch.artifacts.open()?, context_id)?;
             if artifact.is_none_or(|a| a.project_id != self.project_id) {
                 return Err(DomainError::invalid(
                     format!("context_ids[{i}]"),
@@ -83,7 +83,7 @@ impl Write for SetTaskStatus {
     type Output = Task;
 
     fn check(self, batch: &Batch<'_>) -> Checked<StatusPlan> {
-        let old: Task = read(&batch.tasks, &self.task_id)?
+        let old: Task = read(batch.tasks.open()?, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         crate::domain::tasks::fence_status_change(&old, self.status, self.lease_id)?;
         let transition = task_transition(old.status, self.status)?;
@@ -134,7 +134,7 @@ impl Write for Claim {
         };
         let pending = TaskStatus::Pending.code();
         let (lo_id, hi_id) = (Id([0; 16]), Id([0xff; 16]));
-        let queue = &batch.task_ix.claim;
+        let queue = &batch.task_ix.open()?.claim;
         let first = |range: (Bound<[u8; 36]>, Bound<[u8; 36]>)| -> Checked<Option<[u8; 36]>> {
             let (lo, hi) = (range.0.as_ref(), range.1.as_ref());
             match queue.range::<&[u8; 36]>((lo, hi))?.next() {
@@ -254,7 +254,7 @@ impl Write for ReleaseClaim {
     type Output = bool;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Option<Task>> {
-        let task: Option<Task> = read(&batch.tasks, &self.task_id)?;
+        let task: Option<Task> = read(batch.tasks.open()?, &self.task_id)?;
         Ok(task.filter(|t| t.status == TaskStatus::Working && t.lease_id == Some(self.lease_id)))
     }
 
@@ -332,7 +332,7 @@ impl Write for Heartbeat {
     type Output = Result<Task, super::Held>;
 
     fn check(self, batch: &Batch<'_>) -> Checked<(Task, Task, Option<String>)> {
-        let old: Task = read(&batch.tasks, &self.task_id)?
+        let old: Task = read(batch.tasks.open()?, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         let expires_at = batch.now.saturating_add(self.lease);
         let holder = Holder {

@@ -42,7 +42,12 @@ impl Write for FireTimers {
         hi[8] = 0xff;
         let mut due = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for entry in batch.timers.range::<&[u8; 25]>(..=&hi)?.take(self.max) {
+        for entry in batch
+            .timers
+            .open()?
+            .range::<&[u8; 25]>(..=&hi)?
+            .take(self.max)
+        {
             let key = *entry?.0.value();
             let id = tables::trailing_id(&key);
             let kind = tables::TimerKind::from_code(key[8]);
@@ -50,13 +55,15 @@ impl Write for FireTimers {
                 continue;
             }
             let action = match kind {
-                Some(tables::TimerKind::HitlExpiry) => read::<HitlRequest>(&batch.hitl, &id)?
-                    .filter(|h| crate::domain::tasks::hitl_expired(h, now))
-                    .map(Due::Hitl),
+                Some(tables::TimerKind::HitlExpiry) => {
+                    read::<HitlRequest>(batch.hitl.open()?, &id)?
+                        .filter(|h| crate::domain::tasks::hitl_expired(h, now))
+                        .map(Due::Hitl)
+                }
                 Some(tables::TimerKind::BudgetWindow) => batch
                     .budget_of_timer(&key)?
                     .map(|b| Due::Budget(b.scope.key())),
-                Some(_) => read::<Task>(&batch.tasks, &id)?.and_then(|task| {
+                Some(_) => read::<Task>(batch.tasks.open()?, &id)?.and_then(|task| {
                     crate::domain::tasks::due_change(&task, now)
                         .filter(|change| timer_calls_for(kind, change))
                         .map(|change| Due::Task(task, change, kind))
@@ -76,7 +83,7 @@ impl Write for FireTimers {
         for action in due {
             match action {
                 Due::Task(read_then, change, kind) => {
-                    let Some(old) = read::<Task>(&batch.tasks, &read_then.id)? else {
+                    let Some(old) = read::<Task>(batch.tasks.open()?, &read_then.id)? else {
                         continue;
                     };
                     let change = if old == read_then {
@@ -102,7 +109,7 @@ impl Write for FireTimers {
                     fired += 1;
                 }
                 Due::Hitl(read_then) => {
-                    let Some(old) = read::<HitlRequest>(&batch.hitl, &read_then.id)?
+                    let Some(old) = read::<HitlRequest>(batch.hitl.open()?, &read_then.id)?
                         .filter(|h| crate::domain::tasks::hitl_expired(h, now))
                     else {
                         continue;
@@ -121,7 +128,7 @@ impl Write for FireTimers {
                         id = %tables::trailing_id(&key),
                         "removing a timer that no record calls for"
                     );
-                    batch.timers.remove(&key)?;
+                    batch.timers.open_mut()?.remove(&key)?;
                 }
             }
         }

@@ -60,7 +60,7 @@ impl Write for ReportUsage {
     type Output = UsageRecorded;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Plan> {
-        let task: Task = read(&batch.tasks, &self.task_id)?
+        let task: Task = read(batch.tasks.open()?, &self.task_id)?
             .ok_or_else(|| DomainError::not_found("task", self.task_id))?;
         let lease_lost = task.status != TaskStatus::Working
             || crate::domain::tasks::fence(&task, self.lease_id).is_err()

@@ -75,7 +75,7 @@ impl Write for StartWorkflow {
             )
             .into());
         };
-        if let Some(run) = read::<WorkflowRun>(&batch.workflows, &self.project_id)?
+        if let Some(run) = read::<WorkflowRun>(batch.workflows.open()?, &self.project_id)?
             && run.is_running()
         {
             return Err(DomainError::InvalidTransition {
@@ -266,7 +266,7 @@ impl Write for CancelWorkflow {
 
     fn check(self, batch: &Batch<'_>) -> Checked<WorkflowRun> {
         batch.require_project(&self.project_id)?;
-        let run = read::<WorkflowRun>(&batch.workflows, &self.project_id)?
+        let run = read::<WorkflowRun>(batch.workflows.open()?, &self.project_id)?
             .ok_or_else(|| DomainError::not_found("workflow", self.project_id))?;
         if !run.is_running() {
             return Err(DomainError::InvalidTransition {
@@ -301,6 +301,7 @@ impl Write for CancelWorkflow {
 impl<'t> Batch<'t> {
     fn put_workflow(&mut self, run: &WorkflowRun) -> Written<()> {
         self.workflows
+            .open_mut()?
             .insert(run.project_id.as_bytes(), encode(run).as_slice())?;
         Ok(())
     }
@@ -384,7 +385,12 @@ impl<'t> Batch<'t> {
         let lo = tables::project_key(&run.project_id, tables::ARTIFACT_ALL, 0, &Id([0; 16]));
         let hi = tables::project_key(&run.project_id, tables::ARTIFACT_ALL, 0, &Id([0xff; 16]));
         let mut context_ids = Vec::new();
-        for entry in self.artifact_ix.shared.range::<&[u8; 35]>(&lo..=&hi)? {
+        for entry in self
+            .artifact_ix
+            .open()?
+            .shared
+            .range::<&[u8; 35]>(&lo..=&hi)?
+        {
             if context_ids.len() == Limits::CONTEXT_IDS {
                 break;
             }
@@ -532,6 +538,7 @@ impl<'t> Batch<'t> {
         let mut ids = Vec::new();
         for entry in self
             .artifact_ix
+            .open()?
             .shared
             .range::<&[u8; 35]>(&lo..=&hi)?
             .take(limit)
@@ -543,7 +550,7 @@ impl<'t> Batch<'t> {
 
     /// A completed task that is a running phase's: gate the hand-off or hand off.
     pub(super) fn after_task_completed(&mut self, task: &Task) -> Written<()> {
-        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &task.project_id)? else {
+        let Some(mut run) = read::<WorkflowRun>(self.workflows.open()?, &task.project_id)? else {
             return Ok(());
         };
         match wf::on_completed(&mut run, task.id) {
@@ -611,7 +618,7 @@ impl<'t> Batch<'t> {
     /// A task that failed for good (no retry left) or was cancelled: if it is a running phase's,
     /// the run fails, and its other open tasks and gates are cancelled.
     pub(super) fn after_task_ended(&mut self, task: &Task) -> Written<()> {
-        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &task.project_id)? else {
+        let Some(mut run) = read::<WorkflowRun>(self.workflows.open()?, &task.project_id)? else {
             return Ok(());
         };
         let Some(phase) = wf::phase_of_task(&run, task.id) else {
@@ -632,7 +639,8 @@ impl<'t> Batch<'t> {
 
     /// A gate that timed out unanswered after its escalation (expired): its run fails.
     pub(super) fn after_gate_expired(&mut self, request: &HitlRequest) -> Written<()> {
-        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &request.project_id)? else {
+        let Some(mut run) = read::<WorkflowRun>(self.workflows.open()?, &request.project_id)?
+        else {
             return Ok(());
         };
         let Some(phase) = wf::open_gate(&run, request.id) else {
@@ -675,7 +683,7 @@ impl<'t> Batch<'t> {
             }
         }
         for id in ended.gates {
-            if let Some(old) = read::<HitlRequest>(&self.hitl, &id)?
+            if let Some(old) = read::<HitlRequest>(self.hitl.open()?, &id)?
                 && old.status == HitlStatus::Pending
             {
                 self.expire_hitl(old)?;
@@ -723,7 +731,8 @@ impl<'t> Batch<'t> {
         request: &HitlRequest,
         action: HitlAction,
     ) -> Written<bool> {
-        let Some(mut run) = read::<WorkflowRun>(&self.workflows, &request.project_id)? else {
+        let Some(mut run) = read::<WorkflowRun>(self.workflows.open()?, &request.project_id)?
+        else {
             return Ok(false);
         };
         let Some(phase) = wf::open_gate(&run, request.id) else {
