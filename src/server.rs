@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -195,6 +195,7 @@ pub async fn run(
                     refuse_with(
                         stream,
                         "the server is out of file descriptors; retry shortly",
+                        false,
                     )
                     .await;
                 }
@@ -340,23 +341,50 @@ async fn refuse(stream: tokio::net::TcpStream) {
     refuse_with(
         stream,
         "the server is at its connection limit; retry shortly",
+        true,
     )
     .await;
 }
 
-/// A 503 `too_many_connections` saying `why`, then close.
-async fn refuse_with(mut stream: tokio::net::TcpStream, why: &str) {
+/// A 503 `too_many_connections` saying `why`, then close. The request is not read; before the
+/// close, what the client sends is read and dropped for a moment (a lingering close): closing a
+/// socket with unread data resets the connection, and a client that was still writing its request
+/// would see the reset instead of the 503. At most `MAX_LINGERING` refusals linger at a time (each
+/// holds a descriptor while the server has none to spare); the others close at once, as does a
+/// refusal answered on the accept loop itself (`linger` false: the loop must not wait).
+async fn refuse_with(mut stream: tokio::net::TcpStream, why: &str, linger: bool) {
     let body = crate::http::ApiError::new(crate::http::ErrorCode::TooManyConnections, why).body();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let answered = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         stream.shutdown().await
     })
     .await;
+    if !linger || !matches!(answered, Ok(Ok(()))) {
+        return;
+    }
+    static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    const MAX_LINGERING: usize = 256;
+    const LINGER: Duration = Duration::from_millis(500);
+    const MAX_DRAINED: usize = 64 * 1024;
+    if LINGERING.fetch_add(1, std::sync::atomic::Ordering::AcqRel) < MAX_LINGERING {
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut buf = [0u8; 4096];
+            let mut drained = 0;
+            while drained < MAX_DRAINED {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+    LINGERING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 /// `accept` failed for want of a descriptor (the process's or the system's).
