@@ -155,8 +155,9 @@ fn pick(ids: &[Id], i: usize) -> Option<Id> {
     (!ids.is_empty()).then(|| ids[i % ids.len()])
 }
 
-fn config(disk: &Disk) -> StoreConfig {
-    let mut config = StoreConfig::new(std::env::temp_dir().join("flightdeck-power-cut-unused"));
+/// The store on `disk`; `dir` is only the data directory the store makes (the database is not in it).
+fn config(disk: &Disk, dir: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
     config.durability = Durability::Immediate;
     config.page_cache_bytes = 4 * 1024 * 1024;
     config.backend = Some(disk.backend());
@@ -272,8 +273,9 @@ proptest! {
         cut in 0usize..250,
         recovery_cut in 0usize..40,
     ) {
+        let dir = tempfile::tempdir().unwrap();
         let disk = Disk::default();
-        let store = Store::open(&config(&disk), no_publisher()).unwrap();
+        let store = Store::open(&config(&disk, dir.path()), no_publisher()).unwrap();
         disk.cut_after(cut);
         let mut acked = Acked::default();
         let mut interrupted = None;
@@ -292,12 +294,12 @@ proptest! {
         // starts its writer), then comes back for good.
         let recovering = Disk::holding(disk.synced());
         recovering.cut_after(recovery_cut);
-        if let Ok(store) = Store::open(&config(&recovering), no_publisher()) {
+        if let Ok(store) = Store::open(&config(&recovering, dir.path()), no_publisher()) {
             store.close();
         }
         recovering.cut_now();
         let after = Disk::holding(recovering.synced());
-        let store = Store::open(&config(&after), no_publisher()).unwrap();
+        let store = Store::open(&config(&after, dir.path()), no_publisher()).unwrap();
         for id in &acked.projects {
             prop_assert!(store.get_project(id).unwrap().is_some(), "project {id} lost");
         }
