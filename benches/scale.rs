@@ -11,6 +11,16 @@
 //! 5. start-up with the million: after a clean stop, and after SIGKILL (redb repairs the file
 //!    after an unclean exit), each until `/readyz` answers 200.
 //!
+//! And the write-ahead log's targets (issue 29), in the same run:
+//! - the floor: the same task creates on the same data directory restarted with
+//!   `--durability none`, empty and at the million, and the same run's sequential `fdatasync`
+//!   (a 300-byte append and `fdatasync`, 300 rounds, beside the data directory): a durable create's
+//!   p99 should be at most floor + `fdatasync` p99 + 0.5 ms;
+//! - `--durability periodic` at the million, against `immediate`;
+//! - checkpoints at the million: 20 s of creates from 4 clients with a checkpoint every 2 s, then
+//!   with the default spread (every 0.5 s): the slowest write and the checkpoints' durations;
+//! - a full log: 256 MiB of records not checkpointed, SIGKILL, and the start-up that replays them.
+//!
 //! `cargo bench --bench scale` (FLIGHTDECK_BENCH_SCALE_ARTIFACTS sets the artifacts, default
 //! 1,000,000). Talks only to 127.0.0.1; about five minutes.
 
@@ -90,19 +100,83 @@ struct Cost {
     cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
+    seconds: f64,
+}
+
+/// p50, p99 and max (ms) of appending 300 bytes to a file beside `dir` and `fdatasync`ing it, 300
+/// rounds: the physical floor of a durable write on this disk.
+fn fdatasync(dir: &std::path::Path) -> (f64, f64, f64) {
+    use std::io::Write;
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        file.write_all(&[7u8; 300]).unwrap();
+        file.sync_data().unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(f64::total_cmp);
+    (
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        *times.last().unwrap(),
+    )
+}
+
+/// A metric's value in `/metrics` (the first series whose line starts with `name`).
+fn metric(server: &Server, name: &str) -> f64 {
+    let mut r = agent()
+        .get(format!("http://{}/metrics", server.addr()))
+        .call()
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Task creates from 4 clients for `seconds`: as `cost`, timed rather than counted.
+fn timed_creates(server: &Server, project: &str, seconds: f64) -> Cost {
+    writes(server, project, false, Until::Seconds(seconds))
 }
 
 /// `per_client` writes from each of 4 clients, all of one kind (task creates or artifact puts).
 fn cost(server: &Server, project: &str, artifacts: bool, per_client: usize) -> Cost {
+    writes(server, project, artifacts, Until::Count(per_client))
+}
+
+/// How long each client of `writes` goes on.
+#[derive(Clone, Copy)]
+enum Until {
+    Count(usize),
+    Seconds(f64),
+}
+
+/// Writes from 4 clients, all of one kind (task creates or artifact puts): the server's CPU per
+/// write (from /proc) and the latencies inside the server (`Server-Timing`).
+fn writes(server: &Server, project: &str, artifacts: bool, until: Until) -> Cost {
     let base = Arc::new(server.base.clone());
     let before = process(server.pid()).1;
+    let started = Instant::now();
     let handles: Vec<_> = (0..4)
         .map(|c| {
             let (base, project) = (base.clone(), project.to_string());
             std::thread::spawn(move || {
                 let agent = agent();
-                let mut times = Vec::with_capacity(per_client);
-                for i in 0..per_client {
+                let mut times = Vec::new();
+                for i in 0.. {
+                    let more = match until {
+                        Until::Count(n) => i < n,
+                        Until::Seconds(s) => started.elapsed().as_secs_f64() < s,
+                    };
+                    if !more {
+                        break;
+                    }
                     let r = if artifacts {
                         agent
                             .post(format!("{base}/context/artifacts"))
@@ -136,6 +210,8 @@ fn cost(server: &Server, project: &str, artifacts: bool, per_client: usize) -> C
         cpu_us: cpu * 1e6 / times.len().max(1) as f64,
         p50_ms: percentile(&times, 0.5),
         p99_ms: percentile(&times, 0.99),
+        max_ms: times.last().copied().unwrap_or(0.0),
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
 
@@ -227,9 +303,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let server = start(&[]);
+    let sync = fdatasync(server.dir().parent().unwrap());
     let measure = create_project(&server.base, "measure");
     let empty_tasks = cost(&server, &measure, false, 500);
     let empty_puts = cost(&server, &measure, true, 500);
+    // The floor: the same writes without a log or a sync.
+    let server = start_in(server.stop(), &["--durability", "none"]);
+    let empty_floor = cost(&server, &measure, false, 500);
+    let server = start_in(server.stop(), &[]);
     let projects: Vec<String> = (0..1000)
         .map(|i| create_project(&server.base, &format!("scale {i}")))
         .collect();
@@ -250,6 +331,45 @@ fn main() {
     });
     let full_tasks = cost(&server, &measure, false, 500);
     let full_puts = cost(&server, &measure, true, 500);
+    let server = start_in(server.stop(), &["--durability", "none"]);
+    let full_floor = cost(&server, &measure, false, 500);
+    let server = start_in(server.stop(), &["--durability", "periodic"]);
+    let full_periodic = timed_creates(&server, &measure, 10.0);
+    let server = start_in(server.stop(), &[]);
+    let full_immediate = timed_creates(&server, &measure, 10.0);
+    // Checkpoints under a steady load: one every 2 s, then spread (the default, every 0.5 s).
+    let mut checkpointed = Vec::new();
+    let mut server = server;
+    for args in [
+        &["--checkpoint-secs", "2", "--checkpoint-spread-ms", "0"][..],
+        &[][..],
+    ] {
+        server = start_in(server.stop(), args);
+        let creates = timed_creates(&server, &measure, 20.0);
+        let count = metric(&server, "flightdeck_checkpoint_duration_seconds_count");
+        let seconds = metric(&server, "flightdeck_checkpoint_duration_seconds_sum");
+        checkpointed.push((args.join(" "), creates, count, seconds));
+    }
+    // A full log: 256 MiB not checkpointed, then SIGKILL.
+    let server = start_in(
+        server.stop(),
+        &[
+            "--checkpoint-mib",
+            "100000",
+            "--checkpoint-secs",
+            "100000",
+            "--checkpoint-spread-ms",
+            "0",
+        ],
+    );
+    let mut logged = 0.0;
+    while logged < 256.0 * 1048576.0 {
+        load(&runtime, &server.addr(), &projects, 20_000, |_| {});
+        logged = metric(&server, "flightdeck_wal_uncheckpointed_bytes");
+    }
+    let (server, replay_start_ms) = timed_start(server.kill());
+    let replayed = metric(&server, "flightdeck_wal_replayed_records");
+    let replay_seconds = metric(&server, "flightdeck_wal_replay_seconds");
 
     // Idle WebSocket connections.
     let (before_ws, _) = process(server.pid());
@@ -323,5 +443,84 @@ fn main() {
     println!(
         "\nstart-up with {count} artifacts, until /readyz answers: after a clean stop {clean_ms:.0} ms, after SIGKILL {killed_ms:.0} ms (resident {:.1} MiB after)",
         mib(rss_after_start)
+    );
+
+    println!(
+        "\nsequential fdatasync of a 300-byte append, 300 rounds: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        sync.0, sync.1, sync.2
+    );
+    println!(
+        "\n| task create, 4 clients | writes | server CPU per write | server p50 | server p99 | max |\n|---|---|---|---|---|---|"
+    );
+    for (what, c) in [
+        ("durable, empty database", &empty_tasks),
+        ("floor (`--durability none`), empty database", &empty_floor),
+        (&format!("durable, {count} artifacts") as &str, &full_tasks),
+        (&format!("floor, {count} artifacts"), &full_floor),
+    ] {
+        println!(
+            "| {what} | {} | {:.0} µs | {:.3} ms | {:.3} ms | {:.3} ms |",
+            c.writes, c.cpu_us, c.p50_ms, c.p99_ms, c.max_ms
+        );
+    }
+    for (what, durable, floor) in [
+        ("empty", &empty_tasks, &empty_floor),
+        ("at the million", &full_tasks, &full_floor),
+    ] {
+        let bound = floor.p99_ms + sync.1 + 0.5;
+        println!(
+            "durable create p99 {what}: {:.3} ms against floor {:.3} + fdatasync p99 {:.3} + 0.5 = {bound:.3} ms: {}",
+            durable.p99_ms,
+            floor.p99_ms,
+            sync.1,
+            if durable.p99_ms <= bound {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    println!(
+        "durable create p99 at the million against empty: {:.2}x (target at most 1.2x)",
+        full_tasks.p99_ms / empty_tasks.p99_ms
+    );
+    println!(
+        "\n| task creates for 10 s, 4 clients, {count} artifacts | creates/s | server CPU per write | p50 | p99 | max |\n|---|---|---|---|---|---|"
+    );
+    for (what, c) in [
+        ("immediate", &full_immediate),
+        ("periodic (1 s)", &full_periodic),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.0} µs | {:.3} ms | {:.3} ms | {:.3} ms |",
+            c.writes as f64 / c.seconds,
+            c.cpu_us,
+            c.p50_ms,
+            c.p99_ms,
+            c.max_ms
+        );
+    }
+    println!(
+        "\n| checkpoints under 20 s of creates, 4 clients, {count} artifacts | checkpoints | mean checkpoint | creates/s | p50 | p99 | slowest write (target: at most 50 ms) |\n|---|---|---|---|---|---|---|"
+    );
+    for (args, c, n, seconds) in &checkpointed {
+        println!(
+            "| `{}` | {n:.0} | {:.1} ms | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms |",
+            if args.is_empty() {
+                "the defaults"
+            } else {
+                args
+            },
+            seconds / n.max(1.0) * 1e3,
+            c.writes as f64 / c.seconds,
+            c.p50_ms,
+            c.p99_ms,
+            c.max_ms
+        );
+    }
+    println!(
+        "start-up after SIGKILL with {:.0} MiB of log not checkpointed: {replay_start_ms:.0} ms until /readyz, {replayed:.0} records replayed in {:.0} ms",
+        logged / 1048576.0,
+        replay_seconds * 1e3
     );
 }

@@ -151,6 +151,13 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
                 "checked {} records, {} index entries, {} events",
                 report.records, report.index_entries, report.events
             );
+            if report.log_pending > 0 {
+                println!(
+                    "the write-ahead log holds {} records the database does not yet: the next \
+                     start replays them",
+                    report.log_pending
+                );
+            }
             if report.is_consistent() {
                 println!("consistent");
                 ExitCode::SUCCESS

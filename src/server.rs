@@ -171,6 +171,12 @@ pub async fn run(
         .max_buf_size(limits.max_header_bytes);
 
     tokio::pin!(shutdown);
+    // A failed sync of the write-ahead log stops the store for good: the process then exits, so
+    // that its supervisor restarts it into recovery.
+    let failing = store.clone();
+    let failed = async move { failing.failed().await };
+    tokio::pin!(failed);
+    let mut failure = None;
     let mut backoff = Duration::from_millis(5);
     // A descriptor held in reserve: out of descriptors, it is let go to take the waiting
     // connection and tell it 503, instead of leaving it to hang in the accept queue.
@@ -179,6 +185,10 @@ pub async fn run(
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+            why = &mut failed => {
+                failure = Some(why);
+                break;
+            }
         };
         let (stream, peer) = match accepted {
             Ok((stream, peer)) => {
@@ -281,6 +291,10 @@ pub async fn run(
         tracing::warn!("some connections did not finish within the drain timeout");
     }
     tokio::task::spawn_blocking(move || store.close()).await?;
+    if let Some(why) = failure {
+        tracing::error!(reason = %why, "stopped: the store failed; restart to recover from its log");
+        return Err(ServerError::Store(StoreError::Unavailable(why)));
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,119 +6,16 @@
 //! there whole or not at all, the event log has no gap and `check` passes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use flightdeck::domain::{AgentType, ArtifactType, Id, TaskStatus};
 use flightdeck::events::no_publisher;
 use flightdeck::store::command;
-use flightdeck::store::{Backend, Durability, Store, StoreConfig, StoreError};
+use flightdeck::store::{Durability, Store, StoreConfig, StoreError};
 use proptest::prelude::*;
 
-/// A disk: what the process wrote (its page cache), what reached the platter (the last sync), and
-/// a power cut after a number of writes, from which nothing more is written or synced.
-#[derive(Debug, Default)]
-struct Platter {
-    written: Vec<u8>,
-    synced: Vec<u8>,
-    writes_left: Option<usize>,
-    dead: bool,
-    syncs: usize,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Disk(Arc<Mutex<Platter>>);
-
-impl Disk {
-    /// A disk holding `image`, as after a restart.
-    fn holding(image: Vec<u8>) -> Disk {
-        Disk(Arc::new(Mutex::new(Platter {
-            written: image.clone(),
-            synced: image,
-            ..Platter::default()
-        })))
-    }
-
-    fn cut_after(&self, writes: usize) {
-        self.0.lock().unwrap().writes_left = Some(writes);
-    }
-
-    fn cut_now(&self) {
-        self.0.lock().unwrap().dead = true;
-    }
-
-    fn dead(&self) -> bool {
-        self.0.lock().unwrap().dead
-    }
-
-    /// What survives the cut.
-    fn synced(&self) -> Vec<u8> {
-        self.0.lock().unwrap().synced.clone()
-    }
-
-    fn backend(&self) -> Backend {
-        let disk = self.clone();
-        Backend(Arc::new(move || Box::new(disk.clone())))
-    }
-}
-
-fn lost_power() -> std::io::Error {
-    std::io::Error::other("the power is cut")
-}
-
-impl redb::StorageBackend for Disk {
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(self.0.lock().unwrap().written.len() as u64)
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let p = self.0.lock().unwrap();
-        let start = offset as usize;
-        let Some(bytes) = p.written.get(start..start + out.len()) else {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        };
-        out.copy_from_slice(bytes);
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        let mut p = self.0.lock().unwrap();
-        if p.dead {
-            return Err(lost_power());
-        }
-        p.written.resize(len as usize, 0);
-        Ok(())
-    }
-
-    fn sync_data(&self) -> std::io::Result<()> {
-        let mut p = self.0.lock().unwrap();
-        if p.dead {
-            return Err(lost_power());
-        }
-        p.synced = p.written.clone();
-        p.syncs += 1;
-        Ok(())
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut p = self.0.lock().unwrap();
-        if let Some(left) = p.writes_left {
-            if left == 0 {
-                p.dead = true;
-            } else {
-                p.writes_left = Some(left - 1);
-            }
-        }
-        if p.dead {
-            return Err(lost_power());
-        }
-        let end = offset as usize + data.len();
-        if p.written.len() < end {
-            p.written.resize(end, 0);
-        }
-        p.written[offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
-}
+#[path = "support/power.rs"]
+mod power;
+use power::Machine;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -155,12 +52,19 @@ fn pick(ids: &[Id], i: usize) -> Option<Id> {
     (!ids.is_empty()).then(|| ids[i % ids.len()])
 }
 
-/// The store on `disk`; `dir` is only the data directory the store makes (the database is not in it).
-fn config(disk: &Disk, dir: &std::path::Path) -> StoreConfig {
+/// The store on `machine`; `dir` is only the data directory the store makes (the database and
+/// the log are not in it). Segments are small, so that the workloads fill and reuse some, and
+/// checkpoints run when forced by the log's size, at random points of the workload.
+fn config(machine: &Machine, dir: &std::path::Path) -> StoreConfig {
     let mut config = StoreConfig::new(dir);
     config.durability = Durability::Immediate;
     config.page_cache_bytes = 4 * 1024 * 1024;
-    config.backend = Some(disk.backend());
+    config.backend = Some(machine.disk.backend());
+    config.log_storage = Some(machine.log.store());
+    config.segment_bytes = 64 * 1024;
+    config.checkpoint_bytes = 96 * 1024;
+    config.checkpoint_idle = std::time::Duration::from_secs(3600);
+    config.checkpoint_spread = std::time::Duration::ZERO;
     config
 }
 
@@ -265,18 +169,18 @@ enum Interrupted {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn every_acknowledged_write_survives_a_power_cut(
         ops in prop::collection::vec(op(), 1..50),
-        cut in 0usize..250,
-        recovery_cut in 0usize..40,
+        cut in 0usize..400,
+        recovery_cut in 0usize..80,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::default();
-        let store = Store::open(&config(&disk, dir.path()), no_publisher()).unwrap();
-        disk.cut_after(cut);
+        let machine = Machine::new();
+        let store = Store::open(&config(&machine, dir.path()), no_publisher()).unwrap();
+        machine.power.cut_after(cut);
         let mut acked = Acked::default();
         let mut interrupted = None;
         for op in &ops {
@@ -285,20 +189,21 @@ proptest! {
                 break;
             }
         }
-        prop_assert!(interrupted.is_none() || disk.dead(), "a write failed with power on");
-        disk.cut_now();
+        prop_assert!(interrupted.is_none() || machine.power.dead(), "a write failed with power on");
+        machine.power.cut_now();
         store.close();
         drop(store);
 
-        // The power goes again while the store opens on what the disk kept (and, opened, it
-        // starts its writer), then comes back for good.
-        let recovering = Disk::holding(disk.synced());
-        recovering.cut_after(recovery_cut);
+        // The power goes again while the store opens on what the disks kept (replaying the log,
+        // checkpointing, reusing a segment; and, opened, it starts its writer), then comes back
+        // for good.
+        let recovering = machine.restarted();
+        recovering.power.cut_after(recovery_cut);
         if let Ok(store) = Store::open(&config(&recovering, dir.path()), no_publisher()) {
             store.close();
         }
-        recovering.cut_now();
-        let after = Disk::holding(recovering.synced());
+        recovering.power.cut_now();
+        let after = recovering.restarted();
         let store = Store::open(&config(&after, dir.path()), no_publisher()).unwrap();
         for id in &acked.projects {
             prop_assert!(store.get_project(id).unwrap().is_some(), "project {id} lost");

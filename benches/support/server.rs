@@ -52,6 +52,12 @@ pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
 
 #[allow(dead_code)]
 impl Server {
+    /// The data directory.
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.as_ref().unwrap().path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -198,11 +198,34 @@ settings! {
     config: PathBuf = none, "FLIGHTDECK_CONFIG", "FILE",
         #[serde(skip)]
         => |c, v| c.source = v;
-    /// `immediate`: every acknowledged write is fsynced. `none`: no fsync; a crash (not a clean
-    /// stop) loses recent acknowledged writes — for tests and benchmarks only
+    /// `immediate`: every acknowledged write's write-ahead log record is synced before the
+    /// answer (nothing acknowledged is lost). `periodic`: the record is written before the answer
+    /// and synced every `--sync-interval-ms` (a crash of the process loses nothing, a power cut at
+    /// most the last interval). `none`: no log and no sync; a crash (not a clean stop) loses
+    /// every write since start-up — for tests and benchmarks only
     durability: Durability = "immediate", "FLIGHTDECK_DURABILITY", "MODE",
         #[arg(value_enum)]
         => |c, v| c.store.durability = v;
+    /// With `--durability periodic`: milliseconds between syncs of the write-ahead log
+    sync_interval_ms: u64 = "1000", "FLIGHTDECK_SYNC_INTERVAL_MS", "MS"
+        => |c, v| c.store.sync_interval = Duration::from_millis(positive("sync_interval_ms", v)?);
+    /// Write-ahead log, in MiB, after which a checkpoint (a durable commit of the database) is
+    /// forced; checkpoints also run when the writer has been idle for a second
+    checkpoint_mib: u64 = "256", "FLIGHTDECK_CHECKPOINT_MIB", "MIB"
+        => |c, v| c.store.checkpoint_bytes = positive("checkpoint_mib", v)?.saturating_mul(MIB as u64);
+    /// Age in seconds of the oldest write-ahead log record not yet checkpointed after which a
+    /// checkpoint is forced
+    checkpoint_secs: u64 = "60", "FLIGHTDECK_CHECKPOINT_SECS", "SECS"
+        => |c, v| c.store.checkpoint_age = Duration::from_secs(positive("checkpoint_secs", v)?);
+    /// Under a steady load, a checkpoint every this many milliseconds, each short: its time grows
+    /// with the commits it covers, and the writer waits for it; `0`: only when the writer is idle
+    /// or one is forced by `--checkpoint-mib` or `--checkpoint-secs`
+    checkpoint_spread_ms: u64 = "500", "FLIGHTDECK_CHECKPOINT_SPREAD_MS", "MS"
+        => |c, v| c.store.checkpoint_spread = Duration::from_millis(v);
+    /// Size of one write-ahead log segment, in MiB: written with zeros ahead of use and reused
+    /// after a checkpoint
+    wal_segment_mib: u64 = "16", "FLIGHTDECK_WAL_SEGMENT_MIB", "MIB"
+        => |c, v| c.store.segment_bytes = positive("wal_segment_mib", v)?.saturating_mul(MIB as u64);
     /// `text` or `json`, on stderr; level via `FLIGHTDECK_LOG` (e.g. `debug`)
     log_format: LogFormat = "text", "FLIGHTDECK_LOG_FORMAT", "FORMAT",
         #[arg(value_enum)]

@@ -27,6 +27,8 @@ pub enum Signal {
     WebhookDeadLetters,
     /// Budgets at or past their warning share in their current window (warning or exhausted).
     BudgetsBurning,
+    /// p99 of the write-ahead log's syncs over the rule's window, in seconds.
+    WalSyncP99,
 }
 
 /// How much an alert matters: its `severity` label at Alertmanager, in the event and the API.
@@ -218,6 +220,19 @@ pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
                 0.0,
                 60,
                 0,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
+            summary: "syncs of the write-ahead log take more than 50 ms (p99 over 1 min): every \
+                      durable write waits for one"
+                .into(),
+            ..rule(
+                "WalSyncSlow",
+                Signal::WalSyncP99,
+                0.05,
+                60,
+                60,
                 Severity::Warning,
             )
         },

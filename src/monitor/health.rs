@@ -169,10 +169,10 @@ impl Health {
         Check {
             name: CheckName::WriterAlive,
             ok,
-            detail: if ok {
-                String::new()
-            } else {
-                "the writer thread has stopped".into()
+            detail: match (ok, self.store.failure()) {
+                (true, _) => String::new(),
+                (false, Some(why)) => format!("the writer has stopped for good: {why}"),
+                (false, None) => "the writer thread has stopped".into(),
             },
             latency: Duration::ZERO,
         }

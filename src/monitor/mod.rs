@@ -323,6 +323,7 @@ impl Monitor {
             Signal::QueueWaitP99 => store.queue_wait_p99(window).1,
             Signal::WebhookDeadLetters => store.dead_letter_count().unwrap_or(0) as f64,
             Signal::BudgetsBurning => store.budgets_burning().unwrap_or(0) as f64,
+            Signal::WalSyncP99 => store.log_sync_p99(window).1,
         }
     }
 
@@ -365,6 +366,10 @@ impl Monitor {
             }
         }
         metrics::gauge!(store_names::FILE_SIZE_BYTES).set(store.file_size() as f64);
+        // The replay ran before the recorder existed; what it did is kept by the store.
+        let (replayed, seconds) = store.replayed();
+        metrics::gauge!(store_names::WAL_REPLAYED_RECORDS).set(replayed as f64);
+        metrics::gauge!(store_names::WAL_REPLAY_SECONDS).set(seconds);
         metrics::gauge!(store_names::WRITER_QUEUE_DEPTH).set(store.writer_queue_depth() as f64);
         if let Ok(held) = store.held_by_budgets() {
             for (agent, held) in held.queues {

@@ -58,7 +58,8 @@ impl Store {
 
 /// An offline backup of a data directory (the server must not be running on it).
 pub fn backup_database(data_dir: &Path, to: &Path) -> Result<u64, StoreError> {
-    let db = super::open_existing(data_dir)?;
+    // What the write-ahead log holds beyond the database's durable state is part of the backup.
+    let db = super::open_recovered(data_dir)?;
     let txn = db.begin_read()?;
     snapshot(&txn, to)
 }
@@ -102,6 +103,12 @@ pub fn restore_database(
             report.problems.join("; ")
         )));
     }
+    // The log of the database replaced must not be replayed into the backup: its segments go
+    // first (the restored database starts a log of its own).
+    let log = data_dir.join(super::WAL_DIR);
+    if log.exists() {
+        std::fs::remove_dir_all(&log)?;
+    }
     std::fs::rename(&staging, &target)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     Ok(report)
@@ -120,7 +127,7 @@ fn tempfile_dir(staged: &Path) -> Result<std::path::PathBuf, StoreError> {
 pub fn compact_database(data_dir: &Path) -> Result<(u64, u64), StoreError> {
     let path = data_dir.join(DB_FILE);
     let before = std::fs::metadata(&path)?.len();
-    let mut db = super::open_existing(data_dir)?;
+    let mut db = super::open_recovered(data_dir)?;
     db.compact()
         .map_err(|e| StoreError::storage("compaction failed", e))?;
     drop(db);

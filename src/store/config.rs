@@ -9,15 +9,21 @@ use crate::domain::{Micros, TaskSettings};
 /// The file inside the data directory that holds the database.
 pub const DB_FILE: &str = "flightdeck.redb";
 
-/// Whether a commit waits for fsync.
+/// When a write is durable: what a crash of the process, or of the machine, may lose.
 #[derive(
     Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Every acknowledged write is on disk (fsync before the answer).
+    /// Every acknowledged write is on disk: its write-ahead log record is synced before the
+    /// answer. Nothing acknowledged is lost, whatever crashes.
     Immediate,
-    /// Commits are not synced; a crash loses recent acknowledged writes. For tests and benchmarks.
+    /// The write-ahead log record is written before the answer and synced every
+    /// `--sync-interval-ms`: a crash of the process loses nothing, a power cut or a crash of the
+    /// machine at most the last interval.
+    Periodic,
+    /// No log and no sync: the database reaches the disk at a clean shutdown only, so a crash of
+    /// the process loses every write since start-up. For tests and benchmarks.
     None,
 }
 
@@ -60,6 +66,22 @@ pub struct StoreConfig {
     /// Where the database's bytes live: `None`, its file in `data_dir`; else a storage layer a
     /// test gives (one that forgets every write not yet synced when its "power" is cut).
     pub backend: Option<Backend>,
+    /// Where the write-ahead log lives: `None`, files in `data_dir/wal`; else a test's storage.
+    pub log_storage: Option<crate::store::LogStore>,
+    /// How often `periodic` durability syncs the log.
+    pub sync_interval: std::time::Duration,
+    /// Bytes of log after which a checkpoint is forced (`--checkpoint-mib`).
+    pub checkpoint_bytes: u64,
+    /// Age of the oldest record not yet checkpointed after which a checkpoint is forced
+    /// (`--checkpoint-secs`).
+    pub checkpoint_age: std::time::Duration,
+    /// Size of a log segment (`--wal-segment-mib`).
+    pub segment_bytes: u64,
+    /// How long the writer waits for work before it checkpoints what it logged.
+    pub checkpoint_idle: std::time::Duration,
+    /// Under a steady load, a checkpoint this often (`--checkpoint-spread-ms`); zero: only when
+    /// idle or forced by `checkpoint_bytes` or `checkpoint_age`.
+    pub checkpoint_spread: std::time::Duration,
 }
 
 /// Makes the storage layer of a database, once at open and again at each reopen.
@@ -154,6 +176,13 @@ impl StoreConfig {
             prices: Vec::new(),
             max_models: 256,
             backend: None,
+            log_storage: None,
+            sync_interval: std::time::Duration::from_millis(1000),
+            checkpoint_bytes: 256 << 20,
+            checkpoint_age: std::time::Duration::from_secs(60),
+            segment_bytes: 16 << 20,
+            checkpoint_idle: std::time::Duration::from_secs(1),
+            checkpoint_spread: std::time::Duration::from_millis(500),
         }
     }
 }

@@ -27,6 +27,20 @@ pub const ESCALATIONS: &str = "flightdeck_task_escalations_total";
 pub const PROGRESS_BYTES: &str = "flightdeck_progress_bytes";
 /// Progress reports sent on but not kept: the board was at its bound.
 pub const PROGRESS_NOT_KEPT: &str = "flightdeck_progress_not_kept_total";
+/// Bytes appended to the write-ahead log (a counter).
+pub const WAL_BYTES: &str = "flightdeck_wal_bytes_total";
+/// Bytes of the log not yet made redundant by a checkpoint (a gauge).
+pub const WAL_UNCHECKPOINTED_BYTES: &str = "flightdeck_wal_uncheckpointed_bytes";
+/// Time of one `fdatasync` of the log (a histogram).
+pub const WAL_SYNC_SECONDS: &str = "flightdeck_wal_sync_duration_seconds";
+/// Time of one checkpoint: a durable commit of the database (a histogram).
+pub const CHECKPOINT_SECONDS: &str = "flightdeck_checkpoint_duration_seconds";
+/// Log bytes made redundant by checkpoints (a counter).
+pub const CHECKPOINT_BYTES: &str = "flightdeck_checkpoint_bytes_total";
+/// Records replayed from the log at start-up (a gauge).
+pub const WAL_REPLAYED_RECORDS: &str = "flightdeck_wal_replayed_records";
+/// Time the replay at start-up took (a gauge).
+pub const WAL_REPLAY_SECONDS: &str = "flightdeck_wal_replay_seconds";
 /// The buckets of the queue histograms, in seconds: 1 ms to an hour.
 pub const QUEUE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -75,6 +89,44 @@ pub fn describe() {
         Unit::Bytes,
         "Bytes the response cache holds (bounded by --cache-mib)."
     );
+    describe_counter!(
+        WAL_BYTES,
+        Unit::Bytes,
+        "Bytes appended to the write-ahead log."
+    );
+    describe_gauge!(
+        WAL_UNCHECKPOINTED_BYTES,
+        Unit::Bytes,
+        "Bytes of the write-ahead log not yet made redundant by a checkpoint (at most --checkpoint-mib before one is forced)."
+    );
+    describe_histogram!(
+        WAL_SYNC_SECONDS,
+        Unit::Seconds,
+        "Time of one fdatasync of the write-ahead log."
+    );
+    describe_histogram!(
+        CHECKPOINT_SECONDS,
+        Unit::Seconds,
+        "Time of one checkpoint (a durable commit of the database)."
+    );
+    describe_counter!(
+        CHECKPOINT_BYTES,
+        Unit::Bytes,
+        "Write-ahead log bytes made redundant by checkpoints."
+    );
+    describe_gauge!(
+        WAL_REPLAYED_RECORDS,
+        "Write-ahead log records replayed at start-up."
+    );
+    describe_gauge!(
+        WAL_REPLAY_SECONDS,
+        Unit::Seconds,
+        "Time the write-ahead log's replay took at start-up."
+    );
+    let _ = metrics::histogram!(WAL_SYNC_SECONDS);
+    let _ = metrics::histogram!(CHECKPOINT_SECONDS);
+    metrics::counter!(WAL_BYTES).increment(0);
+    metrics::counter!(CHECKPOINT_BYTES).increment(0);
     let _ = metrics::histogram!(WRITE_BATCH_SIZE);
     let _ = metrics::histogram!(COMMIT_SECONDS);
     for operation in READ_OPERATIONS {

@@ -10,7 +10,9 @@
 //! - `writer`: the single writer thread, group commit, index maintenance and the event log;
 //! - `read`: read transactions, pagination, project statuses;
 //! - `cache`: the response cache, bounded in bytes, patched by the writer;
-//! - `check`: the consistency check behind `flightdeck check`.
+//! - `check`: the consistency check behind `flightdeck check`;
+//! - `wal`: the write-ahead log in front of redb: records, segments, checkpoints' bookkeeping and
+//!   the replay at open.
 //!
 //! Reads never wait for the writer (redb MVCC). What `Shared` keeps in memory is changed only by
 //! the writer, after its commit succeeded (the one exception, the waiting claims a batch serves,
@@ -32,6 +34,7 @@ mod summary;
 mod tables;
 mod types;
 mod usage;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -59,7 +62,7 @@ pub use read::{
     ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor, encode_cursor,
 };
 use shared::begin_read;
-pub(crate) use shared::{Shared, open_existing, private_dir};
+pub(crate) use shared::{Shared, open_existing, open_recovered, private_dir};
 use shared::{init_schema, redb_cache_size};
 pub use summary::{CacheKey, CacheStats, ProjectSummary, Totals};
 pub use tables::DEAD_LETTERS_KEPT;
@@ -81,6 +84,7 @@ pub use usage::MAX_ROWS as USAGE_MAX_ROWS;
 pub use usage::{
     GroupBy, GroupKey, Held as HeldByBudgets, Scope as UsageScope, UsageQuery, UsageSums,
 };
+pub use wal::{LogFile, LogReport, LogStorage, LogStore, WAL_DIR};
 pub use writer::Write;
 
 pub mod metric_names;
@@ -114,6 +118,14 @@ impl Store {
                 StoreError::storage(format!("cannot protect {}", path.display()), e)
             })?;
         }
+        let log_storage: Arc<dyn wal::LogStorage> = match &config.log_storage {
+            Some(storage) => storage.0.clone(),
+            None => Arc::new(wal::Files {
+                dir: config.data_dir.join(WAL_DIR),
+            }),
+        };
+        // Before the schema: the log's records are written in the schema the database had.
+        let recovered = wal::recover(&db, &*log_storage)?;
         init_schema(&db)?;
         let registry = read::registry(&db, config)?;
         // Per-agent-type state is held in arrays indexed by the type's id, room for every id the
@@ -135,6 +147,10 @@ impl Store {
             last_commit: AtomicU64::new(0),
             path: path.clone(),
             backend: config.backend.clone(),
+            log_storage: log_storage.clone(),
+            failure: tokio::sync::watch::Sender::new(None),
+            log_syncs: Arc::default(),
+            replayed: (recovered.records, recovered.seconds),
             settings: config.tasks.clone(),
             workflows: config.workflows.clone(),
             max_fan_out: config.max_fan_out,
@@ -156,7 +172,35 @@ impl Store {
             idempotency_keep: config.idempotency_keep,
             idempotency_ttl: config.idempotency_ttl,
         });
-        let writer = writer::start(shared.clone(), config, publisher)?;
+        let wal = match config.durability {
+            Durability::None => None,
+            mode => {
+                let failing = Arc::downgrade(&shared);
+                let log_config = wal::LogConfig {
+                    mode: match mode {
+                        Durability::Periodic => wal::SyncMode::Periodic(config.sync_interval),
+                        _ => wal::SyncMode::Immediate,
+                    },
+                    segment_bytes: config.segment_bytes.max(1 << 16),
+                    checkpoint_bytes: config.checkpoint_bytes.max(1),
+                    checkpoint_age: config.checkpoint_age,
+                    spread: Some(config.checkpoint_spread),
+                    schema: tables::SCHEMA_VERSION,
+                };
+                Some(wal::Wal::start(
+                    log_storage,
+                    log_config,
+                    &recovered,
+                    Arc::new(move |why| {
+                        if let Some(shared) = failing.upgrade() {
+                            shared.fail(why);
+                        }
+                    }),
+                    shared.log_syncs.clone(),
+                )?)
+            }
+        };
+        let writer = writer::start(shared.clone(), config, publisher, wal)?;
         Ok(Store { shared, writer })
     }
 
@@ -313,6 +357,36 @@ impl Store {
 
     pub fn writer_alive(&self) -> bool {
         self.shared.writer_alive.load(Ordering::Acquire)
+    }
+
+    /// How many syncs of the write-ahead log the last `window` seconds saw, and their p99 in
+    /// seconds (the `wal_sync_p99` alert signal).
+    pub fn log_sync_p99(&self, window: u64) -> (u64, f64) {
+        queues::wait_p99(
+            &self.shared.log_syncs.lock(),
+            window,
+            crate::domain::now_micros(),
+        )
+    }
+
+    /// The records the log's replay gave the database when it opened, and the seconds it took.
+    pub fn replayed(&self) -> (u64, f64) {
+        self.shared.replayed
+    }
+
+    /// Why the store stopped taking writes for good, if it did (a failed sync of its log).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.borrow().clone()
+    }
+
+    /// Waits until the store stops taking writes for good, and says why.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.shared.failure.subscribe();
+        match failure.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The store is gone: it will not fail any more.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// How long the writer has committed nothing (since the store opened, at most).

@@ -40,6 +40,15 @@ pub(crate) struct Shared {
     pub(super) path: PathBuf,
     /// The storage layer a test gave, instead of the file at `path`.
     pub(super) backend: Option<super::config::Backend>,
+    /// The write-ahead log's segments, replayed again when the database is reopened.
+    pub(super) log_storage: Arc<dyn super::wal::LogStorage>,
+    /// Why the store stopped taking writes for good (a failed sync of the log): set once, then
+    /// the writer stops, readiness fails and the server exits into recovery.
+    pub(super) failure: tokio::sync::watch::Sender<Option<String>>,
+    /// Records the log's replay at open gave the database, and the seconds it took.
+    pub(super) replayed: (u64, f64),
+    /// The latest syncs of the log (`Store::log_sync_p99`).
+    pub(super) log_syncs: super::wal::SyncTimes,
     pub(super) settings: TaskSettings,
     pub(super) workflows: Vec<crate::domain::workflow::Workflow>,
     /// Most tasks one fan-out phase creates.
@@ -126,6 +135,24 @@ impl Shared {
         })
     }
 
+    /// Stops the store for good: nothing may be acknowledged after a failed sync of the log (the
+    /// kernel may have dropped the pages it failed to write). The first reason given is kept.
+    pub(crate) fn fail(&self, why: String) {
+        self.writer_alive.store(false, Ordering::Release);
+        self.failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            tracing::error!(reason = %why, "the store stops taking writes; restart it to recover from its log");
+            *failure = Some(why);
+            true
+        });
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
     pub(crate) fn mark_poisoned(&self) {
         self.poisoned.store(true, Ordering::Release);
     }
@@ -164,6 +191,8 @@ impl Shared {
             };
             match opened {
                 Ok(db) => {
+                    // What redb had not made durable before the error is in the log.
+                    super::wal::recover(&db, &*self.log_storage)?;
                     *self.db.write() = Some(Arc::new(db));
                     tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
                     return Ok(());
@@ -191,6 +220,19 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<redb::Database, StoreErro
     }
     redb::Database::open(&path)
         .map_err(|e| StoreError::storage(format!("cannot open {}", path.display()), e))
+}
+
+/// Opens the database of a data directory (offline commands that write: backup, compact) and
+/// replays its write-ahead log into it, as the server's start would.
+pub(crate) fn open_recovered(data_dir: &Path) -> Result<redb::Database, StoreError> {
+    let db = open_existing(data_dir)?;
+    super::wal::recover(
+        &db,
+        &super::wal::Files {
+            dir: data_dir.join(super::WAL_DIR),
+        },
+    )?;
+    Ok(db)
 }
 
 /// Creates `path` and its missing parents for the server's own use: readable by its user alone

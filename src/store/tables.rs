@@ -23,6 +23,9 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_LAST_SEQ: &str = "last_seq";
 /// When the last readiness probe wrote (microseconds since the epoch).
 pub const META_PROBE: &str = "probe_at";
+/// The LSN of the last write-ahead log record the database holds (`store::wal`): replay starts
+/// after the one its durable state holds.
+pub const META_WAL_LSN: &str = "wal_lsn";
 
 pub const PROJECTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("projects");
 pub const TASKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("tasks");
@@ -399,12 +402,12 @@ macro_rules! indexes {
         /// The index tables opened in a write transaction.
         pub(crate) struct $open<'t> {
             /// The project-prefixed table.
-            pub shared: redb::Table<'t, &'static [u8; 35], ()>,
-            $(pub $field: redb::Table<'t, &'static [u8; $n], ()>,)*
+            pub shared: crate::store::wal::Logged<'t, &'static [u8; 35], ()>,
+            $(pub $field: crate::store::wal::Logged<'t, &'static [u8; $n], ()>,)*
         }
 
         impl<'t> $open<'t> {
-            pub fn open(txn: &'t redb::WriteTransaction) -> Result<$open<'t>, redb::TableError> {
+            pub fn open(txn: &'t crate::store::wal::LoggedTxn) -> Result<$open<'t>, redb::TableError> {
                 Ok($open {
                     shared: txn.open_table($shared)?,
                     $($field: txn.open_table($table)?,)*
@@ -495,7 +498,7 @@ pub struct Versions<T> {
 
 /// Moves an index entry from its old key to its new one; nothing when they are equal.
 pub(crate) fn move_key<const N: usize>(
-    index: &mut redb::Table<'_, &'static [u8; N], ()>,
+    index: &mut crate::store::wal::Logged<'_, &'static [u8; N], ()>,
     keys: Versions<[u8; N]>,
 ) -> Result<(), redb::StorageError> {
     let Versions { old, new } = keys;

@@ -14,7 +14,11 @@ fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_returns() {
         return;
     };
     let data = tempfile::Builder::new().tempdir_in(tmpfs.path()).unwrap();
-    let s = Server::start_in(Arc::new(data), &["--min-free-disk-mb", "1"]);
+    // Segments of the write-ahead log as small as they come: the disk is 12 MiB.
+    let s = Server::start_in(
+        Arc::new(data),
+        &["--min-free-disk-mb", "1", "--wal-segment-mib", "1"],
+    );
     let p = s.project("p");
     let kept = s.artifact(&p, "project_plan", "analyst", json!({"plan": "kept"}));
     let big = "x".repeat(400_000);
@@ -94,7 +98,14 @@ fn a_backup_that_would_fill_the_disk_is_refused_and_leaves_nothing() {
     let db = data.path().join("flightdeck.redb");
     let s = Server::start_in(
         Arc::new(data),
-        &["--min-free-disk-mb", "1", "--max-body-bytes", "2000000"],
+        &[
+            "--min-free-disk-mb",
+            "1",
+            "--max-body-bytes",
+            "2000000",
+            "--wal-segment-mib",
+            "1",
+        ],
     );
     let p = s.project("p");
     let big = "x".repeat(900_000);

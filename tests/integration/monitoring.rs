@@ -40,6 +40,13 @@ fn metrics_are_prometheus_text_with_every_family() {
         "flightdeck_ws_replayed_events_total",
         "flightdeck_store_write_batch_size",
         "flightdeck_store_commit_duration_seconds",
+        "flightdeck_wal_bytes_total",
+        "flightdeck_wal_sync_duration_seconds",
+        "flightdeck_wal_uncheckpointed_bytes",
+        "flightdeck_checkpoint_duration_seconds",
+        "flightdeck_checkpoint_bytes_total",
+        "flightdeck_wal_replayed_records",
+        "flightdeck_wal_replay_seconds",
         "flightdeck_store_writer_queue_depth",
         "flightdeck_store_read_duration_seconds",
         "flightdeck_store_file_size_bytes",
@@ -79,6 +86,16 @@ fn metrics_are_prometheus_text_with_every_family() {
         r#"flightdeck_http_requests_total{method="GET",route="projects.status",status="200"} 1"#
     ));
     assert!(r.body.contains(r#"flightdeck_build_info{version="#));
+    // The project's create was one record of the write-ahead log, synced.
+    let value = |name: &str| -> f64 {
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert!(value("flightdeck_wal_bytes_total") > 100.0);
+    assert!(value("flightdeck_wal_sync_duration_seconds_count") >= 1.0);
+    assert_eq!(value("flightdeck_wal_replayed_records"), 0.0);
     // Labels never carry ids or raw paths.
     assert!(!r.body.contains(&p), "a project id leaked into a label");
     // The bucket bounds run from 50 µs to 10 s.
@@ -237,7 +254,10 @@ fn readiness_fails_while_the_disk_is_nearly_full_and_recovers() {
         return;
     };
     let data = tempfile::Builder::new().tempdir_in(tmpfs.path()).unwrap();
-    let s = Server::start_in(std::sync::Arc::new(data), &["--min-free-disk-mb", "16"]);
+    let s = Server::start_in(
+        std::sync::Arc::new(data),
+        &["--min-free-disk-mb", "16", "--wal-segment-mib", "1"],
+    );
     s.get("/readyz").expect(200);
     let filler = tmpfs.path().join("filler");
     {

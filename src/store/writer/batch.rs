@@ -16,15 +16,16 @@ use crate::store::cache::Change as CacheChange;
 use crate::store::codec::{decode, encode};
 use crate::store::tables::{ArtifactIndexes, HitlIndexes, TaskIndexes, Versions};
 use crate::store::types::Kind;
+use crate::store::wal::LoggedTxn;
 use crate::store::{CacheKey, ProjectSummary, Shared, StoreError, tables};
 use bytes::Bytes;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 impl<'t> Batch<'t> {
     pub(super) fn open(
-        txn: &'t WriteTransaction,
+        txn: &'t LoggedTxn,
         shared: &'t Shared,
         now: Micros,
         next_seq: u64,

@@ -1,19 +1,23 @@
 //! The single writer thread. It drains its queue into one write transaction (group commit), applies
 //! each command — record, index entries and the event describing the change, all in that one
-//! transaction — commits (durably unless configured otherwise) and only then answers the callers,
-//! updates the summaries and the cache, and hands the events to the publisher.
+//! transaction, every write recorded (`wal::LoggedTxn`) — appends the batch's record to the
+//! write-ahead log and syncs it (unless configured otherwise), commits to redb without a sync, and
+//! only then answers the callers, updates the summaries and the cache, and hands the events to the
+//! publisher. Checkpoints (durable redb commits) run when it is idle, or when the log's size or
+//! age forces one.
 //!
 //! Every command checks everything it needs before it writes anything, so a refused command leaves
 //! nothing behind even when other commands of the same batch commit.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
-use redb::{Table, WriteTransaction};
+use redb::WriteTransaction;
 use tokio::sync::oneshot;
 
 use crate::domain::records::Task;
@@ -24,9 +28,8 @@ use crate::events::{CommittedEvent, Publisher};
 use super::cache::Change as CacheChange;
 use super::handoff::Waiter;
 use super::tables::{ArtifactIndexes, HitlIndexes, TaskIndexes};
-use super::{
-    Durability, ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings, metric_names,
-};
+use super::wal::{AppendError, FRAME_HEAD, Logged, LoggedTxn, Wal};
+use super::{ProjectSummary, Shared, StoreConfig, StoreError, TaskSettings, metric_names, tables};
 
 mod artifacts;
 mod batch;
@@ -260,20 +263,25 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     config: &StoreConfig,
     publisher: Publisher,
+    wal: Option<Wal>,
 ) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(config.writer_queue.max(1));
-    let durability = match config.durability {
-        Durability::Immediate => redb::Durability::Immediate,
-        Durability::None => redb::Durability::None,
-    };
     let max_batch = config.max_batch.max(1);
+    let checkpoint_idle = config.checkpoint_idle;
+    // Not for a test's storage layer: it has no file to flush.
+    let flusher = (wal.is_some() && config.backend.is_none())
+        .then(|| Flusher::start(&shared.path))
+        .transpose()?;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("flightdeck-writer".into())
         .spawn(move || {
             let writer = Writer {
                 shared: thread_shared,
-                durability,
+                wal: RefCell::new(wal),
+                checkpoint_idle,
+                checkpoint_soon: std::cell::Cell::new(false),
+                flusher,
                 max_batch,
                 publisher,
                 undelivered: Mutex::new(Vec::new()),
@@ -289,7 +297,14 @@ pub(crate) fn start(
 
 struct Writer {
     shared: Arc<Shared>,
-    durability: redb::Durability,
+    /// `None` with `--durability none`: then nothing is synced before a clean shutdown.
+    wal: RefCell<Option<Wal>>,
+    /// How long it waits for work before it checkpoints what it logged.
+    checkpoint_idle: std::time::Duration,
+    /// A segment could not be made: checkpoint after this batch, freeing the full ones.
+    checkpoint_soon: std::cell::Cell<bool>,
+    /// Starts the writeback of the pages commits wrote, ahead of the checkpoint.
+    flusher: Option<Flusher>,
     max_batch: usize,
     publisher: Publisher,
     /// Claims handed to waiters that were gone by the commit: released in the next batch.
@@ -310,9 +325,23 @@ impl Writer {
                 .collect();
             let internal_jobs = pending.len();
             if pending.is_empty() {
-                match rx.recv() {
+                let idle = self.wal.borrow().as_ref().is_some_and(Wal::has_unchecked);
+                let received = if idle {
+                    // Records not yet checkpointed: checkpoint once the writer is idle.
+                    match rx.recv_timeout(self.checkpoint_idle) {
+                        Ok(msg) => Ok(msg),
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.checkpoint();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                } else {
+                    rx.recv().map_err(|_| ())
+                };
+                match received {
                     Ok(Msg::Write(job)) => pending.push(job),
-                    Ok(Msg::Shutdown) | Err(_) => stop = true,
+                    Ok(Msg::Shutdown) | Err(()) => stop = true,
                 }
             }
             while !stop && pending.len() < self.max_batch {
@@ -335,17 +364,40 @@ impl Writer {
                     // are told the writer failed. The writer goes on.
                     tracing::error!("the writer panicked after committing a batch");
                 }
+                if self.checkpoint_soon.replace(false)
+                    || self.wal.borrow().as_ref().is_some_and(Wal::checkpoint_due)
+                {
+                    self.checkpoint();
+                }
+            }
+            if self.shared.failed() {
+                // Nothing more may be acknowledged; what is queued is answered `WriterGone`.
+                break;
             }
         }
-        if matches!(self.durability, redb::Durability::None) {
-            // Non-durable commits reach the disk only with a later durable one.
+        if !self.shared.failed() {
+            // Commits reach the database file durably only with a durable one: the last
+            // checkpoint, after which the log is redundant.
             let final_commit = self
                 .shared
                 .database()
                 .and_then(|db| Ok(db.begin_write()?.commit()?));
-            if let Err(e) = final_commit {
-                tracing::error!(error = %e, "final durable commit failed");
+            match final_commit {
+                Ok(()) => {
+                    if let Some(wal) = self.wal.borrow_mut().as_mut() {
+                        let _ = wal.checkpointed();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "final durable commit failed"),
             }
+        }
+        if let Some(wal) = self.wal.borrow_mut().as_mut()
+            && let Err(e) = wal.close()
+        {
+            tracing::error!(error = %e, "closing the write-ahead log failed");
+        }
+        if let Some(flusher) = &self.flusher {
+            flusher.stop();
         }
         self.shared.writer_alive.store(false, Ordering::Release);
         // Anything still queued is answered `WriterGone` when its sender drops with `rx`.
@@ -403,9 +455,14 @@ impl Writer {
         now: Micros,
         next_seq: u64,
     ) -> Result<BatchOutput, StoreError> {
+        if let Some(why) = self.shared.failure.borrow().clone() {
+            return Err(StoreError::Unavailable(why));
+        }
         self.shared.heal()?;
         let mut txn = self.shared.database()?.begin_write()?;
-        txn.set_durability(self.durability)?;
+        // Durable through the log; the database file is synced by checkpoints.
+        txn.set_durability(redb::Durability::None)?;
+        let txn = LoggedTxn::new(txn);
         let output = {
             let mut batch = Batch::open(&txn, &self.shared, now, next_seq)?;
             for job in pending.iter_mut() {
@@ -416,8 +473,80 @@ impl Writer {
             output.handed = handed;
             output
         };
-        commit(txn)?;
+        let (txn, mut record) = txn.into_parts();
+        let mut wal = self.wal.borrow_mut();
+        let Some(wal) = wal.as_mut().filter(|_| record.len() > FRAME_HEAD) else {
+            commit(txn)?;
+            return Ok(output);
+        };
+        txn.open_table(tables::META)?
+            .insert(tables::META_WAL_LSN, wal.next_lsn())?;
+        match wal.append(&mut record) {
+            Ok(_) => {}
+            Err(AppendError::NoRoom(e)) => {
+                // Nothing was written: the batch is refused, and a checkpoint frees the full
+                // segments for the next one.
+                self.checkpoint_soon.set(true);
+                let what = "no room for a new write-ahead log segment";
+                return Err(if e.kind() == std::io::ErrorKind::StorageFull {
+                    StoreError::DiskFull(super::Cause::while_(what, e))
+                } else {
+                    StoreError::storage(what, e)
+                });
+            }
+            Err(AppendError::Failed(e)) => {
+                // Never retried: after a failed sync the kernel may have dropped the pages.
+                let why = format!("writing the write-ahead log failed: {e}");
+                self.shared.fail(why.clone());
+                return Err(StoreError::Unavailable(why));
+            }
+        }
+        if let Err(e) = commit(txn) {
+            // The record is durable but its batch is not in the database: take it back, so that
+            // what the callers are told (it failed) stays true after a restart.
+            if let Err(r) = wal.retract() {
+                self.shared.fail(format!(
+                    "taking back a write-ahead log record after a failed commit failed: {r}"
+                ));
+            }
+            return Err(e);
+        }
+        if let Some(flusher) = &self.flusher {
+            flusher.dirty.store(true, Ordering::Release);
+        }
         Ok(output)
+    }
+
+    /// A durable commit of the database: every log record so far becomes redundant, and the
+    /// log's full segments free to reuse.
+    fn checkpoint(&self) {
+        let mut wal = self.wal.borrow_mut();
+        let Some(wal) = wal.as_mut().filter(|w| w.has_unchecked()) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let bytes = wal.unchecked_bytes();
+        let result = self
+            .shared
+            .database()
+            .and_then(|db| Ok(db.begin_write()?.commit()?));
+        match result {
+            Ok(()) => {
+                metrics::histogram!(metric_names::CHECKPOINT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(metric_names::CHECKPOINT_BYTES).increment(bytes);
+                if let Err(e) = wal.checkpointed() {
+                    tracing::warn!(error = %e, "removing a spare write-ahead log segment failed");
+                }
+            }
+            Err(e) => {
+                // The log still holds every record: the reopen replays them.
+                tracing::error!(error = %e, "checkpoint failed; the database will be reopened");
+                if matches!(e, StoreError::DiskFull(_) | StoreError::Storage(_)) {
+                    self.shared.mark_poisoned();
+                }
+            }
+        }
     }
 
     /// Gives each handed-off claim its task, now that the commit that claimed it is durable; a
@@ -525,6 +654,53 @@ impl Writer {
     }
 }
 
+/// Writes the database file's dirty pages back every `FLUSH_EVERY` after a commit wrote some
+/// (`fdatasync` on a thread of its own, which the writer does not wait for), so that a
+/// checkpoint's own `fdatasync` finds little left to write and holds the writer up briefly: the
+/// checkpoint is spread over the interval before it. It makes nothing durable that the
+/// database's header does not name; only a checkpoint moves that.
+struct Flusher {
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Flusher {
+    fn start(path: &std::path::Path) -> Result<Flusher, StoreError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| StoreError::storage("cannot open the database file to flush it", e))?;
+        let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, s) = (dirty.clone(), stopped.clone());
+        let thread = std::thread::Builder::new()
+            .name("flightdeck-flusher".into())
+            .spawn(move || {
+                while !s.load(Ordering::Acquire) {
+                    std::thread::park_timeout(FLUSH_EVERY);
+                    if d.swap(false, Ordering::AcqRel) {
+                        // A failure here is the checkpoint's to find and handle.
+                        let _ = file.sync_data();
+                    }
+                }
+            })?;
+        Ok(Flusher {
+            dirty,
+            stopped,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.lock().take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Most waiting claims one batch wakes per agent type (each woken claim takes one task).
 const CLAIM_WAKEUPS_PER_BATCH: u32 = 4096;
 
@@ -596,21 +772,18 @@ impl QueueEvent {
     }
 }
 
-type RecordTable<'t> = Table<'t, &'static [u8; 16], &'static [u8]>;
+type RecordTable<'t> = Logged<'t, &'static [u8; 16], &'static [u8]>;
 
 /// A table (or a record kind's index tables) of the batch, opened at its first use: opening one
 /// is a lookup in redb's table of tables, and most batches touch a few of the two dozen.
 pub(super) struct Lazy<'t, T> {
-    txn: &'t WriteTransaction,
-    opener: fn(&'t WriteTransaction) -> Result<T, redb::TableError>,
+    txn: &'t LoggedTxn,
+    opener: fn(&'t LoggedTxn) -> Result<T, redb::TableError>,
     table: std::cell::OnceCell<T>,
 }
 
 impl<'t, T> Lazy<'t, T> {
-    fn new(
-        txn: &'t WriteTransaction,
-        opener: fn(&'t WriteTransaction) -> Result<T, redb::TableError>,
-    ) -> Self {
+    fn new(txn: &'t LoggedTxn, opener: fn(&'t LoggedTxn) -> Result<T, redb::TableError>) -> Self {
         Lazy {
             txn,
             opener,
@@ -633,24 +806,24 @@ impl<'t, T> Lazy<'t, T> {
         Ok(self.table.get_mut().expect("opened just now"))
     }
 }
-type Index<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
+type Index<'t, const N: usize> = Logged<'t, &'static [u8; N], ()>;
 
 /// Every table, each opened once per transaction at its first use (`Lazy`), plus what the batch
 /// has produced so far.
 pub struct Batch<'t> {
-    txn: &'t WriteTransaction,
+    txn: &'t LoggedTxn,
     shared: &'t Shared,
     now: Micros,
     next_seq: u64,
-    meta: Lazy<'t, Table<'t, &'static str, u64>>,
+    meta: Lazy<'t, Logged<'t, &'static str, u64>>,
     first_seq: u64,
     projects: Lazy<'t, RecordTable<'t>>,
     tasks: Lazy<'t, RecordTable<'t>>,
     artifacts: Lazy<'t, RecordTable<'t>>,
     hitl: Lazy<'t, RecordTable<'t>>,
-    agents: Lazy<'t, Table<'t, u16, &'static [u8]>>,
-    agent_history: Lazy<'t, Table<'t, &'static [u8; 10], &'static [u8]>>,
-    events: Lazy<'t, Table<'t, u64, &'static [u8]>>,
+    agents: Lazy<'t, Logged<'t, u16, &'static [u8]>>,
+    agent_history: Lazy<'t, Logged<'t, &'static [u8; 10], &'static [u8]>>,
+    events: Lazy<'t, Logged<'t, u64, &'static [u8]>>,
     task_ix: Lazy<'t, TaskIndexes<'t>>,
     timers: Lazy<'t, Index<'t, 25>>,
     workflows: Lazy<'t, RecordTable<'t>>,
@@ -659,12 +832,12 @@ pub struct Batch<'t> {
     hitl_ix: Lazy<'t, HitlIndexes<'t>>,
     events_by_project: Lazy<'t, Index<'t, 24>>,
     pending_since: Lazy<'t, Index<'t, 26>>,
-    queues: Lazy<'t, Table<'t, u16, &'static [u8]>>,
+    queues: Lazy<'t, Logged<'t, u16, &'static [u8]>>,
     paused_projects: Lazy<'t, Index<'t, 16>>,
-    idempotency: Lazy<'t, Table<'t, &'static [u8; 20], &'static [u8]>>,
+    idempotency: Lazy<'t, Logged<'t, &'static [u8; 20], &'static [u8]>>,
     idempotency_by_age: Lazy<'t, Index<'t, 28>>,
     /// Budgets by scope: read by every claim and heartbeat, opened once per batch.
-    budgets: Lazy<'t, Table<'t, &'static str, &'static [u8]>>,
+    budgets: Lazy<'t, Logged<'t, &'static str, &'static [u8]>>,
     committed: Vec<CommittedEvent>,
     /// Copies of the summaries this batch changed; they replace the shared ones after the commit.
     summaries: HashMap<Id, ProjectSummary>,
@@ -682,7 +855,7 @@ pub struct Batch<'t> {
     /// Tasks whose latest progress report this batch wrote into their record as they stopped
     /// working: taken off the board after the commit.
     progress_done: Vec<Id>,
-    type_names: Lazy<'t, Table<'t, (u8, u16), &'static str>>,
+    type_names: Lazy<'t, Logged<'t, (u8, u16), &'static str>>,
     /// Types this batch interned, in id order after the registry's: the registry learns them
     /// after the commit.
     new_agents: Vec<AgentType>,
@@ -694,7 +867,7 @@ mod tests {
     use super::*;
     use crate::domain::TaskStatus;
     use crate::events::no_publisher;
-    use crate::store::{Store, StoreConfig};
+    use crate::store::{Durability, Store, StoreConfig};
 
     #[test]
     fn a_panic_abandons_its_batch_and_the_writer_goes_on() {
