@@ -230,6 +230,47 @@ fn a_failed_sync_of_the_log_stops_the_store_for_good() {
 }
 
 #[test]
+fn a_failed_periodic_sync_stops_the_store_and_nothing_syncs_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::new();
+    let mut config = config(&machine, dir.path());
+    config.durability = Durability::Periodic;
+    config.sync_interval = Duration::from_millis(10);
+    let store = Store::open(&config, no_publisher()).unwrap();
+    project(&store, "synced").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !machine.log.all_synced() {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    machine
+        .log
+        .sync_faults
+        .lock()
+        .unwrap()
+        .push(ErrorKind::Other);
+    // Acknowledged once written; its sync, on the thread, fails.
+    project(&store, "written").unwrap();
+    while store.failure().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed sync went unnoticed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(store.failure().unwrap().contains("write-ahead log"));
+    assert!(project(&store, "refused").is_err());
+    // Closing syncs nothing more: what the failed sync left unsynced stays so.
+    store.close();
+    assert!(!machine.log.all_synced());
+    machine.power.cut_now();
+    let store = open(&machine.restarted(), dir.path()).unwrap();
+    assert_eq!(names(&store), ["synced"]);
+    assert_whole(&store);
+    store.close();
+}
+
+#[test]
 fn a_failed_checkpoint_loses_nothing_and_the_store_goes_on() {
     for kind in [ErrorKind::Other, ErrorKind::StorageFull] {
         let dir = tempfile::tempdir().unwrap();

@@ -832,6 +832,14 @@ impl Wal {
         Ok(segment)
     }
 
+    /// Stops the periodic sync thread without a last sync: the store failed.
+    pub(crate) fn abandon(&mut self) {
+        self.broken = true;
+        if let Some(periodic) = self.periodic.take() {
+            periodic.stop();
+        }
+    }
+
     /// Stops the periodic sync thread after a last sync (none once a write or sync failed).
     pub(crate) fn close(&mut self) -> io::Result<()> {
         if let Some(periodic) = self.periodic.take() {

@@ -330,6 +330,7 @@ impl Writer {
                     // Records not yet checkpointed: checkpoint once the writer is idle.
                     match rx.recv_timeout(self.checkpoint_idle) {
                         Ok(msg) => Ok(msg),
+                        Err(RecvTimeoutError::Timeout) if self.shared.failed() => break,
                         Err(RecvTimeoutError::Timeout) => {
                             self.checkpoint();
                             continue;
@@ -391,10 +392,17 @@ impl Writer {
                 Err(e) => tracing::error!(error = %e, "final durable commit failed"),
             }
         }
-        if let Some(wal) = self.wal.borrow_mut().as_mut()
-            && let Err(e) = wal.close()
-        {
-            tracing::error!(error = %e, "closing the write-ahead log failed");
+        if let Some(wal) = self.wal.borrow_mut().as_mut() {
+            // After a failure the log is not synced again (`Wal::close` syncs otherwise).
+            let closed = if self.shared.failed() {
+                wal.abandon();
+                Ok(())
+            } else {
+                wal.close()
+            };
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "closing the write-ahead log failed");
+            }
         }
         if let Some(flusher) = &self.flusher {
             flusher.stop();
@@ -520,6 +528,10 @@ impl Writer {
     /// A durable commit of the database: every log record so far becomes redundant, and the
     /// log's full segments free to reuse.
     fn checkpoint(&self) {
+        if self.shared.failed() {
+            // Nothing more is written once the store has failed.
+            return;
+        }
         let mut wal = self.wal.borrow_mut();
         let Some(wal) = wal.as_mut().filter(|w| w.has_unchecked()) else {
             return;
