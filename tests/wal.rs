@@ -387,6 +387,87 @@ fn segments_are_reused_after_checkpoints() {
 }
 
 #[test]
+fn usage_and_budgets_come_back_from_the_log() {
+    use flightdeck::domain::budget::{BudgetScope, Window};
+    use flightdeck::domain::usage::{Tokens, UsageReport};
+    use flightdeck::store::UsageScope;
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::new();
+    let store = open(&machine, dir.path()).unwrap();
+    let p = project(&store, "p").unwrap();
+    store
+        .write_blocking(command::PutBudget {
+            scope: BudgetScope::Global,
+            max_cost_nanos: None,
+            max_tokens: Some(1_000_000),
+            window: Window::Day,
+            warn_percent: 80,
+        })
+        .unwrap();
+    let coder = flightdeck::domain::AgentType::parse("coder").unwrap();
+    let task = store
+        .write_blocking(command::CreateTask {
+            project_id: p,
+            agent_type: coder.clone(),
+            instructions: "spend".into(),
+            context_ids: Vec::new(),
+            priority: 3,
+        })
+        .unwrap();
+    let claimed = store
+        .write_blocking(command::Claim {
+            agent_type: coder.clone(),
+            worker_id: "w".into(),
+            lease: 3_600_000_000,
+            claimer: None,
+        })
+        .unwrap()
+        .unwrap();
+    for (id, model) in [("r1", "model-a"), ("r2", "model-b")] {
+        store
+            .write_blocking(command::ReportUsage {
+                task_id: task.id,
+                lease_id: claimed.lease_id,
+                worker_id: Some("w".into()),
+                reports: vec![UsageReport {
+                    report_id: id.into(),
+                    model: model.into(),
+                    provider: None,
+                    tokens: Tokens {
+                        input: 1000,
+                        output: 500,
+                        cache_read: 0,
+                        cache_write: 0,
+                    },
+                    cost_nanos: Some(2_000_000),
+                }],
+                hold: true,
+            })
+            .unwrap();
+    }
+    let totals = store.usage_totals(UsageScope::Task(task.id)).unwrap();
+    let budgets = store.budgets().unwrap();
+    machine.power.cut_now();
+    store.close();
+    // Every usage table and the budget's count came back from the log alone.
+    let store = open(&machine.restarted(), dir.path()).unwrap();
+    assert_eq!(totals.reports, 2);
+    assert_eq!(
+        store.usage_totals(UsageScope::Task(task.id)).unwrap(),
+        totals
+    );
+    assert_eq!(store.usage_totals(UsageScope::Project(p)).unwrap(), totals);
+    assert_eq!(
+        store.usage_totals(UsageScope::Agent(&coder)).unwrap(),
+        totals
+    );
+    assert_eq!(store.budgets().unwrap(), budgets);
+    assert_eq!(budgets[0].used.tokens.input, 2000);
+    assert_whole(&store);
+    store.close();
+}
+
+#[test]
 fn replaying_the_same_log_twice_gives_the_same_state() {
     let (machine, dir) = crashed_after(&["a", "b", "c", "d"]);
     let first = open(&machine.restarted(), dir.path()).unwrap();
