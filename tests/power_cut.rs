@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use flightdeck::domain::{AgentType, ArtifactType, Id, TaskStatus};
 use flightdeck::events::no_publisher;
 use flightdeck::store::command;
-use flightdeck::store::{Durability, Store, StoreConfig, StoreError};
+use flightdeck::store::{Store, StoreConfig, StoreError};
 use proptest::prelude::*;
 
 #[path = "support/power.rs"]
@@ -52,19 +52,11 @@ fn pick(ids: &[Id], i: usize) -> Option<Id> {
     (!ids.is_empty()).then(|| ids[i % ids.len()])
 }
 
-/// The store on `machine`; `dir` is only the data directory the store makes (the database and
-/// the log are not in it). Segments are small, so that the workloads fill and reuse some, and
-/// checkpoints run when forced by the log's size, at random points of the workload.
+/// The store on `machine`. Segments are small (64 KiB), so that the workloads fill and reuse
+/// some, and checkpoints run when forced by the log's size, at random points of the workload.
 fn config(machine: &Machine, dir: &std::path::Path) -> StoreConfig {
-    let mut config = StoreConfig::new(dir);
-    config.durability = Durability::Immediate;
-    config.page_cache_bytes = 4 * 1024 * 1024;
-    config.backend = Some(machine.disk.backend());
-    config.log_storage = Some(machine.log.store());
-    config.segment_bytes = 64 * 1024;
+    let mut config = machine.store_config(dir);
     config.checkpoint_bytes = 96 * 1024;
-    config.checkpoint_idle = std::time::Duration::from_secs(3600);
-    config.checkpoint_spread = std::time::Duration::ZERO;
     config
 }
 

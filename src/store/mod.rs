@@ -84,7 +84,7 @@ pub use usage::MAX_ROWS as USAGE_MAX_ROWS;
 pub use usage::{
     GroupBy, GroupKey, Held as HeldByBudgets, Scope as UsageScope, UsageQuery, UsageSums,
 };
-pub use wal::{LogFile, LogReport, LogStorage, LogStore, WAL_DIR};
+pub use wal::{LogFile, LogStorage, LogStore, WAL_DIR};
 pub use writer::Write;
 
 pub mod metric_names;

@@ -326,6 +326,21 @@ impl Machine {
         }
     }
 
+    /// A durable store on this machine, in 64 KiB segments, that checkpoints only when the log's
+    /// size or age forces it (callers set the bounds); `dir` is only the data directory the store
+    /// makes (the database and the log are not in it).
+    pub fn store_config(&self, dir: &std::path::Path) -> flightdeck::store::StoreConfig {
+        let mut config = flightdeck::store::StoreConfig::new(dir);
+        config.durability = flightdeck::store::Durability::Immediate;
+        config.page_cache_bytes = 4 * 1024 * 1024;
+        config.backend = Some(self.disk.backend());
+        config.log_storage = Some(self.log.store());
+        config.segment_bytes = 64 * 1024;
+        config.checkpoint_idle = std::time::Duration::from_secs(3600);
+        config.checkpoint_spread = std::time::Duration::ZERO;
+        config
+    }
+
     /// The machine after its power came back: what was synced, on a new supply.
     pub fn restarted(&self) -> Machine {
         let power = Power::default();

@@ -194,16 +194,15 @@ pub(crate) struct LogEnd {
     pub discarded: u64,
     /// The highest segment sequence number seen.
     pub max_seq: u64,
-    /// The schema version the records were written in, if any were read.
-    pub schema: Option<u64>,
 }
 
-/// Reads the log from record `start` on, handing each record's LSN and payload to `each`.
-/// `Err(Ok(message))` is a corrupt log: a bad record followed by good ones, or a missing stretch.
+/// Reads the log from record `start` on, handing each record's LSN, the schema version its
+/// segment's records are written in, and its payload to `each`. `Err(Ok(message))` is a corrupt
+/// log: a bad record followed by good ones, or a missing stretch.
 pub(crate) fn read_log<E>(
     storage: &dyn LogStorage,
     start: u64,
-    mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), E>,
 ) -> Result<LogEnd, Result<String, E>> {
     let found = find(storage).map_err(|e| Ok(format!("cannot read the log: {e}")))?;
     let mut end = LogEnd {
@@ -221,7 +220,7 @@ pub(crate) fn read_log<E>(
     else {
         if let Some(first) = chain.first() {
             let h = first.header.expect("filtered");
-            if h.first_lsn > start && chain.iter().any(|f| segment_has_records(f)) {
+            if h.first_lsn > start && chain.iter().any(|f| has_records(f)) {
                 return Err(Ok(format!(
                     "the database needs the log from record {start}, but its earliest segment \
                      ({}) begins at record {}",
@@ -255,10 +254,9 @@ pub(crate) fn read_log<E>(
                 break;
             }
             if lsn >= start {
-                each(lsn, payload).map_err(Err)?;
+                each(lsn, header.schema, payload).map_err(Err)?;
                 end.records += 1;
                 end.bytes += (after - pos) as u64;
-                end.schema = Some(header.schema);
             }
             end.last_lsn = Some(lsn);
             next += 1;
@@ -283,7 +281,12 @@ pub(crate) fn read_log<E>(
             }
         }
         if last_segment {
-            if data[pos..].iter().take(FRAME_HEAD).any(|&b| b != 0) {
+            // A record begun there (its LSN written) and not whole: a torn tail. Anything else
+            // there is zeros or what the segment's earlier use left.
+            let begun = data
+                .get(pos + 8..pos + FRAME_HEAD)
+                .is_some_and(|b| u64::from_le_bytes(b.try_into().expect("8")) == next);
+            if begun {
                 end.torn = Some((segment.name.clone(), pos as u64));
             }
         } else {
@@ -293,11 +296,13 @@ pub(crate) fn read_log<E>(
     Ok(end)
 }
 
-fn segment_has_records(f: &Found) -> bool {
-    let mut head = vec![0u8; FRAME_HEAD];
-    f.len >= HEADER_LEN + FRAME_HEAD as u64
-        && f.file.read_at(HEADER_LEN, &mut head).is_ok()
-        && head.iter().any(|&b| b != 0)
+/// Whether a segment holds a record of its current use.
+fn has_records(f: &Found) -> bool {
+    let Some(header) = f.header else {
+        return false;
+    };
+    let mut data = vec![0u8; f.len as usize];
+    f.file.read_at(0, &mut data).is_ok() && parse(&data, HEADER_LEN as usize, header.seq).is_some()
 }
 
 /// What recovery did.
@@ -341,19 +346,13 @@ pub(crate) fn recover(
     let (durable_lsn, schema) = database_position(db)?;
     let mut txn: Option<redb::WriteTransaction> = None;
     let mut in_txn = 0u64;
-    let mut schema_checked = false;
-    let read = read_log(storage, durable_lsn + 1, |lsn, payload| {
-        if !schema_checked {
-            schema_checked = true;
-            let written = find_schema(storage, lsn);
-            if written.is_some() && written != schema {
-                return Err(StoreError::Corrupt(format!(
-                    "the log's records are written in schema {} but the database is at schema \
-                     {}; start the build that wrote them once to replay them",
-                    written.unwrap_or(0),
-                    schema.map_or("none".to_string(), |s| s.to_string())
-                )));
-            }
+    let read = read_log(storage, durable_lsn + 1, |lsn, written, payload| {
+        if schema != Some(written) {
+            return Err(StoreError::Corrupt(format!(
+                "the log's records are written in schema {written} but the database is at \
+                 schema {}; start the build that wrote them once to replay them",
+                schema.map_or("none".to_string(), |s| s.to_string())
+            )));
         }
         if txn.is_none() {
             let mut t = db.begin_write()?;
@@ -412,24 +411,11 @@ pub(crate) fn recover(
     Ok(recovered)
 }
 
-/// The schema of the segment holding record `lsn`.
-fn find_schema(storage: &dyn LogStorage, lsn: u64) -> Option<u64> {
-    let found = find(storage).ok()?;
-    found
-        .iter()
-        .filter_map(|f| f.header)
-        .filter(|h| h.first_lsn <= lsn)
-        .max_by_key(|h| h.seq)
-        .map(|h| h.schema)
-}
-
 /// What `check` finds in a data directory's log without changing it.
-#[derive(Debug, Default)]
-pub struct LogReport {
+#[derive(Debug)]
+pub(crate) struct LogReport {
     /// Records the database does not hold yet: replayed at the next start.
     pub pending: u64,
-    pub segments: usize,
-    pub torn: Option<(String, u64)>,
     /// What is wrong, if anything.
     pub problem: Option<String>,
 }
@@ -441,8 +427,7 @@ pub(crate) fn check_log(
     storage: &dyn LogStorage,
 ) -> Result<LogReport, StoreError> {
     let (durable_lsn, _) = database_position(db)?;
-    let segments = storage.list()?.len();
-    let read = read_log(storage, durable_lsn + 1, |lsn, payload| {
+    let read = read_log(storage, durable_lsn + 1, |lsn, _, payload| {
         for op in logged::ops(payload) {
             op.map_err(|m| format!("record {lsn}: {m}"))?;
         }
@@ -451,19 +436,17 @@ pub(crate) fn check_log(
     Ok(match read {
         Ok(end) => LogReport {
             pending: end.records,
-            segments,
-            torn: end.torn,
             problem: None,
         },
         Err(Ok(m)) | Err(Err(m)) => LogReport {
-            segments,
+            pending: 0,
             problem: Some(m),
-            ..LogReport::default()
         },
     })
 }
 
 /// The segment the writer appends to, or one it holds for later.
+#[derive(Debug)]
 struct Segment {
     name: String,
     file: Arc<dyn LogFile>,
@@ -542,6 +525,20 @@ fn record_sync(times: &SyncTimes, started: Instant) {
 /// Why the log stopped: after a failed sync nothing more may be acknowledged.
 pub(crate) type OnFailure = Arc<dyn Fn(String) + Send + Sync>;
 
+impl Segment {
+    /// A segment not in use: free to begin.
+    fn unused(name: String, file: Arc<dyn LogFile>, len: u64) -> Segment {
+        Segment {
+            name,
+            file,
+            seq: 0,
+            len,
+            pos: HEADER_LEN,
+            last_lsn: 0,
+        }
+    }
+}
+
 impl Wal {
     /// Starts the log after recovery: every segment found is redundant and free.
     pub(crate) fn start(
@@ -564,23 +561,9 @@ impl Wal {
                 storage.remove(&f.name)?;
                 continue;
             }
-            free.push(Segment {
-                name: f.name,
-                file: f.file,
-                seq: 0,
-                len: f.len,
-                pos: HEADER_LEN,
-                last_lsn: 0,
-            });
+            free.push(Segment::unused(f.name, f.file, f.len));
         }
-        let placeholder = Segment {
-            name: String::new(),
-            file: Arc::new(Nothing),
-            seq: 0,
-            len: 0,
-            pos: 0,
-            last_lsn: 0,
-        };
+        let placeholder = Segment::unused(String::new(), Arc::new(Nothing), 0);
         let mut wal = Wal {
             storage,
             config,
@@ -767,16 +750,7 @@ impl Wal {
             .name("flightdeck-wal-segment".into())
             .spawn(move || {
                 match storage.create(&name, size) {
-                    Ok(file) => {
-                        *slot.lock() = Some(Segment {
-                            name,
-                            file,
-                            seq: 0,
-                            len: size,
-                            pos: HEADER_LEN,
-                            last_lsn: 0,
-                        })
-                    }
+                    Ok(file) => *slot.lock() = Some(Segment::unused(name, file, size)),
                     Err(e) => {
                         tracing::warn!(error = %e, "preparing a write-ahead log segment failed")
                     }
@@ -807,14 +781,7 @@ impl Wal {
                     self.config.segment_bytes
                 };
                 let file = self.storage.create(&name, size)?;
-                Segment {
-                    name,
-                    file,
-                    seq: 0,
-                    len: size,
-                    pos: HEADER_LEN,
-                    last_lsn: 0,
-                }
+                Segment::unused(name, file, size)
             }
         };
         let header = Header {

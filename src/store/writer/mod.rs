@@ -379,11 +379,7 @@ impl Writer {
         if !self.shared.failed() {
             // Commits reach the database file durably only with a durable one: the last
             // checkpoint, after which the log is redundant.
-            let final_commit = self
-                .shared
-                .database()
-                .and_then(|db| Ok(db.begin_write()?.commit()?));
-            match final_commit {
+            match self.durable_commit() {
                 Ok(()) => {
                     if let Some(wal) = self.wal.borrow_mut().as_mut() {
                         let _ = wal.checkpointed();
@@ -525,6 +521,12 @@ impl Writer {
         Ok(output)
     }
 
+    /// An empty durable commit: it makes every commit before it durable in the database file.
+    fn durable_commit(&self) -> Result<(), StoreError> {
+        self.shared.database()?.begin_write()?.commit()?;
+        Ok(())
+    }
+
     /// A durable commit of the database: every log record so far becomes redundant, and the
     /// log's full segments free to reuse.
     fn checkpoint(&self) {
@@ -538,11 +540,7 @@ impl Writer {
         };
         let started = std::time::Instant::now();
         let bytes = wal.unchecked_bytes();
-        let result = self
-            .shared
-            .database()
-            .and_then(|db| Ok(db.begin_write()?.commit()?));
-        match result {
+        match self.durable_commit() {
             Ok(()) => {
                 metrics::histogram!(metric_names::CHECKPOINT_SECONDS)
                     .record(started.elapsed().as_secs_f64());
