@@ -107,7 +107,7 @@ fn run(store: &Store, acked: &mut Acked, op: &Op) -> Result<(), Interrupted> {
                 acked.task_state.insert(t.id, (t.status, t.lease_id));
             }
             Ok(None) => {}
-            Err(e) => return lost(e, Interrupted::Other),
+            Err(e) => return lost(e, Interrupted::Claim(AGENTS[agent])),
         },
         Op::Complete { task } => {
             let Some(id) = pick(&acked.tasks, task) else {
@@ -127,7 +127,7 @@ fn run(store: &Store, acked: &mut Acked, op: &Op) -> Result<(), Interrupted> {
                 Ok(t) => {
                     acked.task_state.insert(id, (t.status, None));
                 }
-                Err(e) => return lost(e, Interrupted::Other),
+                Err(e) => return lost(e, Interrupted::Complete(id)),
             }
         }
         Op::Artifact { project, size } => {
@@ -157,6 +157,10 @@ fn run(store: &Store, acked: &mut Acked, op: &Op) -> Result<(), Interrupted> {
 enum Interrupted {
     Project(String),
     Task(Id, String),
+    /// A claim by this agent type: whole, it turned one pending task of the type to working.
+    Claim(&'static str),
+    /// The completion of this task.
+    Complete(Id),
     Other,
 }
 
@@ -200,10 +204,32 @@ proptest! {
         for id in &acked.projects {
             prop_assert!(store.get_project(id).unwrap().is_some(), "project {id} lost");
         }
+        // Each task as acknowledged, but for the one the interrupted write changed, if it
+        // landed whole: the task it completed, or one pending task of its agent type claimed.
+        let mut claimed = 0;
         for (id, (status, _)) in &acked.task_state {
             let task = store.get_task(id).unwrap();
-            prop_assert_eq!(task.map(|t| t.status), Some(*status), "task {}", id);
+            prop_assert!(task.is_some(), "task {id} lost");
+            let task = task.unwrap();
+            let landed = match interrupted {
+                Some(Interrupted::Complete(done)) => {
+                    done == *id && task.status == TaskStatus::Completed
+                }
+                Some(Interrupted::Claim(agent)) => {
+                    *status == TaskStatus::Pending
+                        && task.status == TaskStatus::Working
+                        && task.agent_type.as_str() == agent
+                        && task.lease_id.is_some()
+                }
+                _ => false,
+            };
+            if landed {
+                claimed += 1;
+            } else {
+                prop_assert_eq!(task.status, *status, "task {}", id);
+            }
         }
+        prop_assert!(claimed <= 1, "{claimed} tasks changed by one interrupted write");
         for (id, content) in &acked.artifacts {
             let artifact = store.get_artifact(id).unwrap();
             prop_assert_eq!(artifact.map(|a| a.content), Some(content.clone()), "artifact {}", id);
@@ -225,7 +251,7 @@ proptest! {
                     prop_assert!(!acked.task_state.contains_key(&t.id));
                 }
             }
-            Some(Interrupted::Other) | None => {}
+            Some(Interrupted::Claim(_) | Interrupted::Complete(_) | Interrupted::Other) | None => {}
         }
         let latest = store.latest_seq();
         let (log, _) = store.events(None, 0, 1_000_000).unwrap();
