@@ -174,38 +174,68 @@ fn read_op<'a>(payload: &mut &'a [u8]) -> Result<Op<'a>, String> {
     Ok(Op { table, key, value })
 }
 
-/// Applies one operation to `txn`'s table of its name, typed by its definition there.
-fn apply<K: Key + 'static, V: Value + 'static>(
-    txn: &redb::WriteTransaction,
-    definition: TableDefinition<K, V>,
-    op: &Op<'_>,
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(definition)?;
-    let key = K::from_bytes(op.key);
-    match op.value {
-        Some(value) => {
-            table.insert(key, V::from_bytes(value))?;
-        }
-        None => {
-            table.remove(key)?;
-        }
-    }
-    Ok(())
+/// A table the replay has open: operations read from the log, applied as puts and removals of
+/// whole values, typed by the table's definition.
+trait Replayed {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;
 }
 
-/// Applies one operation read from the log to the table it names.
-pub(super) fn apply_op(txn: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), StoreError> {
-    use crate::store::tables;
-    macro_rules! by_name {
-        ($table:ident) => {
-            if op.table == tables::$table.name() {
-                return apply(txn, tables::$table, op);
+impl<K: Key + 'static, V: Value + 'static> Replayed for Table<'_, K, V> {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let key = K::from_bytes(key);
+        match value {
+            Some(value) => {
+                self.insert(key, V::from_bytes(value))?;
+            }
+            None => {
+                self.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The replay's side of a write transaction: each table opened once, on its first operation,
+/// and kept open until the replay is dropped (opening a table per operation cost about as much as
+/// the operation).
+pub(super) struct Replay<'t> {
+    txn: &'t redb::WriteTransaction,
+    open: Vec<(String, Box<dyn Replayed + 't>)>,
+}
+
+impl<'t> Replay<'t> {
+    pub(super) fn new(txn: &'t redb::WriteTransaction) -> Replay<'t> {
+        Replay {
+            txn,
+            open: Vec::new(),
+        }
+    }
+
+    /// Applies one operation read from the log to the table it names.
+    pub(super) fn apply(&mut self, op: &Op<'_>) -> Result<(), StoreError> {
+        let i = match self.open.iter().position(|(name, _)| name == op.table) {
+            Some(i) => i,
+            None => {
+                let table = self.open_named(op.table)?;
+                self.open.push((op.table.to_string(), table));
+                self.open.len() - 1
             }
         };
+        self.open[i].1.apply(op.key, op.value)
     }
-    tables::for_each_table!(by_name);
-    Err(StoreError::Corrupt(format!(
-        "an operation names the table {:?}, which this build does not have",
-        op.table
-    )))
+
+    fn open_named(&self, name: &str) -> Result<Box<dyn Replayed + 't>, StoreError> {
+        use crate::store::tables;
+        macro_rules! by_name {
+            ($table:ident) => {
+                if name == tables::$table.name() {
+                    return Ok(Box::new(self.txn.open_table(tables::$table)?));
+                }
+            };
+        }
+        tables::for_each_table!(by_name);
+        Err(StoreError::Corrupt(format!(
+            "an operation names the table {name:?}, which this build does not have"
+        )))
+    }
 }

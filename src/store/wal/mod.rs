@@ -333,7 +333,55 @@ fn database_position(db: &redb::Database) -> Result<(u64, Option<u64>), StoreErr
 }
 
 /// Bytes of records replayed in one transaction before it is committed (without a sync).
-const REPLAY_TXN_BYTES: u64 = 64 << 20;
+const REPLAY_TXN_BYTES: usize = 16 << 20;
+
+/// Records read from the log, held until a transaction's worth is there: each its LSN (8 bytes),
+/// its payload's length (4) and its payload.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    last_lsn: u64,
+}
+
+impl Pending {
+    fn push(&mut self, lsn: u64, payload: &[u8]) {
+        self.bytes.extend_from_slice(&lsn.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(payload);
+        self.last_lsn = lsn;
+    }
+
+    /// Applies the held records in one transaction committed without a sync, with the last
+    /// one's LSN, and empties the holder.
+    fn apply(&mut self, db: &redb::Database) -> Result<(), StoreError> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut replay = logged::Replay::new(&txn);
+            let mut rest = &self.bytes[..];
+            while !rest.is_empty() {
+                let lsn = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+                let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+                let payload = &rest[12..12 + len];
+                rest = &rest[12 + len..];
+                for op in logged::ops(payload) {
+                    let op = op.map_err(|m| StoreError::Corrupt(format!("record {lsn}: {m}")))?;
+                    replay.apply(&op)?;
+                }
+            }
+        }
+        // Its tables are closed: `meta` may have been one of them.
+        txn.open_table(tables::META)?
+            .insert(tables::META_WAL_LSN, self.last_lsn)?;
+        txn.commit()?;
+        self.bytes.clear();
+        Ok(())
+    }
+}
 
 /// Replays the log into `db` from the record after the last one its durable state holds, then
 /// makes the result durable: after this every record of the log is redundant. Idempotent: a
@@ -344,8 +392,7 @@ pub(crate) fn recover(
 ) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let (durable_lsn, schema) = database_position(db)?;
-    let mut txn: Option<redb::WriteTransaction> = None;
-    let mut in_txn = 0u64;
+    let mut pending = Pending::default();
     let read = read_log(storage, durable_lsn + 1, |lsn, written, payload| {
         if schema != Some(written) {
             return Err(StoreError::Corrupt(format!(
@@ -354,22 +401,9 @@ pub(crate) fn recover(
                 schema.map_or("none".to_string(), |s| s.to_string())
             )));
         }
-        if txn.is_none() {
-            let mut t = db.begin_write()?;
-            t.set_durability(redb::Durability::None)?;
-            txn = Some(t);
-        }
-        let t = txn.as_ref().expect("begun");
-        for op in logged::ops(payload) {
-            let op = op.map_err(|m| StoreError::Corrupt(format!("record {lsn}: {m}")))?;
-            logged::apply_op(t, &op)?;
-        }
-        t.open_table(tables::META)?
-            .insert(tables::META_WAL_LSN, lsn)?;
-        in_txn += payload.len() as u64;
-        if in_txn >= REPLAY_TXN_BYTES {
-            txn.take().expect("begun").commit()?;
-            in_txn = 0;
+        pending.push(lsn, payload);
+        if pending.bytes.len() >= REPLAY_TXN_BYTES {
+            pending.apply(db)?;
         }
         Ok(())
     });
@@ -383,9 +417,7 @@ pub(crate) fn recover(
         }
         Err(Err(e)) => return Err(e),
     };
-    if let Some(t) = txn.take() {
-        t.commit()?;
-    }
+    pending.apply(db)?;
     // The checkpoint that makes the replayed records durable in the database.
     db.begin_write()?.commit()?;
     let last = end.last_lsn.unwrap_or(0).max(durable_lsn);
