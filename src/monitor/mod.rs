@@ -466,9 +466,10 @@ impl ws::Observer for Monitor {
     }
 }
 
-/// How often at most the bytes in use are measured. It walks every B-tree on the writer thread, so
-/// it waits until the writer has been idle for `USAGE_IDLE` (never while writes flow), and the
-/// next one waits at least a minute and a hundred times as long as the last one took.
+/// How often at most the bytes in use are measured. It walks every B-tree (in a read transaction,
+/// beside the writer, but a core's second at a million artifacts), so it waits until the writer
+/// has been idle for `USAGE_IDLE`, and the next one waits at least a minute and a hundred times as
+/// long as the last one took.
 const USAGE_EVERY: Duration = Duration::from_secs(60);
 const USAGE_IDLE: Duration = Duration::from_secs(2);
 
@@ -516,7 +517,10 @@ pub async fn run(
         {
             let started = Instant::now();
             measured = Some(started);
-            if let Ok(bytes) = store.write(crate::store::command::MeasureUsage).await {
+            let measuring = store.clone();
+            if let Ok(Ok(bytes)) =
+                tokio::task::spawn_blocking(move || measuring.measure_usage()).await
+            {
                 metrics::gauge!(store_names::USED_BYTES).set(bytes as f64);
             }
             usage_every = USAGE_EVERY.max(started.elapsed() * 100);

@@ -68,7 +68,7 @@ pub fn describe() {
     describe_gauge!(
         USED_BYTES,
         Unit::Bytes,
-        "Bytes of the database file in use (allocated pages)."
+        "Bytes of the database file the tables' pages take (measured when the writer is idle)."
     );
     describe_gauge!(RECORDS, "Records per table.");
     describe_counter!(

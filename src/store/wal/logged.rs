@@ -45,11 +45,6 @@ impl LoggedTxn {
         })
     }
 
-    /// Storage statistics of the transaction (read only).
-    pub(crate) fn stats(&self) -> Result<redb::DatabaseStats, StorageError> {
-        self.txn.stats()
-    }
-
     /// The transaction (for what the log does not record: the record's own number) and the
     /// record: `FRAME_HEAD` bytes left for its head, then the operations, in order.
     pub(crate) fn into_parts(self) -> (redb::WriteTransaction, Vec<u8>) {

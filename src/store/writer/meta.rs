@@ -7,7 +7,6 @@ use crate::events::EventDraft;
 use crate::store::codec::encode;
 use crate::store::tables;
 use redb::ReadableTable;
-use std::sync::atomic::Ordering;
 
 /// A write round trip for readiness: records the time in the meta table. No event.
 #[derive(Clone, Debug)]
@@ -27,28 +26,6 @@ impl Write for Probe {
             .open_mut()?
             .insert(tables::META_PROBE, batch.now.max(0) as u64)?;
         Ok(())
-    }
-}
-
-/// Measures the bytes of the file in use. It walks every B-tree (redb's `stats`), holding the
-/// writer meanwhile — 0.3 s at 200,000 artifacts — so the monitor runs it only when the writer has
-/// been idle, and less often the longer it takes. No event.
-#[derive(Clone, Debug)]
-pub struct MeasureUsage;
-
-impl Write for MeasureUsage {
-    type Plan = ();
-    type Output = u64;
-
-    fn check(self, _: &Batch<'_>) -> Checked<()> {
-        Ok(())
-    }
-
-    fn apply((): (), batch: &mut Batch<'_>) -> Written<u64> {
-        let stats = batch.txn.stats()?;
-        let used = stats.allocated_pages() * stats.page_size() as u64;
-        batch.shared.used_bytes.store(used, Ordering::Relaxed);
-        Ok(used)
     }
 }
 

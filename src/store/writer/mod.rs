@@ -49,9 +49,7 @@ pub use artifacts::{CreateArtifact, DeleteArtifact, UpdateArtifact};
 pub use budgets::{BudgetSet, DeleteBudget, Held, PutBudget, ReleaseHeld};
 pub use hitl::{BulkApproveHitl, BulkApproved, CreateHitl, HitlAnswer, RespondHitl};
 pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
-pub use meta::{
-    AddDeadLetter, DeleteDeadLetters, MeasureUsage, Probe, RecordAlert, SetWebhookCursor,
-};
+pub use meta::{AddDeadLetter, DeleteDeadLetters, Probe, RecordAlert, SetWebhookCursor};
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
 pub use retention::{TrimAgentHistory, TrimEvents};
