@@ -605,7 +605,11 @@ mod tests {
         let large = store.measure_usage().unwrap();
         drop(open);
         assert!(large >= small + 200 * 4000, "{small} then {large}");
-        assert!(large <= store.file_size(), "{large} > {}", store.file_size());
+        assert!(
+            large <= store.file_size(),
+            "{large} > {}",
+            store.file_size()
+        );
         assert_eq!(store.used_bytes(), large);
     }
 

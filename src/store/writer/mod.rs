@@ -266,10 +266,6 @@ pub(crate) fn start(
     let (tx, rx) = std::sync::mpsc::sync_channel(config.writer_queue.max(1));
     let max_batch = config.max_batch.max(1);
     let checkpoint_idle = config.checkpoint_idle;
-    // Not for a test's storage layer: it has no file to flush.
-    let flusher = (wal.is_some() && config.backend.is_none())
-        .then(|| Flusher::start(&shared.path))
-        .transpose()?;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("flightdeck-writer".into())
@@ -279,7 +275,6 @@ pub(crate) fn start(
                 wal: RefCell::new(wal),
                 checkpoint_idle,
                 checkpoint_soon: std::cell::Cell::new(false),
-                flusher,
                 max_batch,
                 publisher,
                 undelivered: Mutex::new(Vec::new()),
@@ -302,7 +297,6 @@ struct Writer {
     /// A segment could not be made: checkpoint after this batch, freeing the full ones.
     checkpoint_soon: std::cell::Cell<bool>,
     /// Starts the writeback of the pages commits wrote, ahead of the checkpoint.
-    flusher: Option<Flusher>,
     max_batch: usize,
     publisher: Publisher,
     /// Claims handed to waiters that were gone by the commit: released in the next batch.
@@ -397,9 +391,6 @@ impl Writer {
             if let Err(e) = closed {
                 tracing::error!(error = %e, "closing the write-ahead log failed");
             }
-        }
-        if let Some(flusher) = &self.flusher {
-            flusher.stop();
         }
         self.shared.writer_alive.store(false, Ordering::Release);
         // Anything still queued is answered `WriterGone` when its sender drops with `rx`.
@@ -512,9 +503,6 @@ impl Writer {
                 ));
             }
             return Err(e);
-        }
-        if let Some(flusher) = &self.flusher {
-            flusher.dirty.store(true, Ordering::Release);
         }
         Ok(output)
     }
@@ -658,53 +646,6 @@ impl Writer {
         }
         for agent in output.wake_all {
             self.shared.claimable[usize::from(agent)].notify_waiters();
-        }
-    }
-}
-
-/// Writes the database file's dirty pages back every `FLUSH_EVERY` after a commit wrote some
-/// (`fdatasync` on a thread of its own, which the writer does not wait for), so that a
-/// checkpoint's own `fdatasync` finds little left to write and holds the writer up briefly: the
-/// checkpoint is spread over the interval before it. It makes nothing durable that the
-/// database's header does not name; only a checkpoint moves that.
-struct Flusher {
-    dirty: Arc<std::sync::atomic::AtomicBool>,
-    stopped: Arc<std::sync::atomic::AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-impl Flusher {
-    fn start(path: &std::path::Path) -> Result<Flusher, StoreError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| StoreError::storage("cannot open the database file to flush it", e))?;
-        let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (d, s) = (dirty.clone(), stopped.clone());
-        let thread = std::thread::Builder::new()
-            .name("flightdeck-flusher".into())
-            .spawn(move || {
-                while !s.load(Ordering::Acquire) {
-                    std::thread::park_timeout(FLUSH_EVERY);
-                    if d.swap(false, Ordering::AcqRel) {
-                        // A failure here is the checkpoint's to find and handle.
-                        let _ = file.sync_data();
-                    }
-                }
-            })?;
-        Ok(Flusher {
-            dirty,
-            stopped,
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.lock().take() {
-            thread.thread().unpark();
-            let _ = thread.join();
         }
     }
 }
