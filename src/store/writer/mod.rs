@@ -296,7 +296,6 @@ struct Writer {
     checkpoint_idle: std::time::Duration,
     /// A segment could not be made: checkpoint after this batch, freeing the full ones.
     checkpoint_soon: std::cell::Cell<bool>,
-    /// Starts the writeback of the pages commits wrote, ahead of the checkpoint.
     max_batch: usize,
     publisher: Publisher,
     /// Claims handed to waiters that were gone by the commit: released in the next batch.
