@@ -572,13 +572,9 @@ mod tests {
     use super::*;
     use redb::{ReadableDatabase, TableHandle};
 
-    /// The bytes in use are measured in a read transaction: they grow with what is stored, stay
-    /// inside the file, and are measured while a write transaction is open (once the writer's
-    /// own measurement, which would have waited for it).
-    #[test]
-    fn usage_is_measured_beside_an_open_write_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
+    /// A store without a log in `dir`, holding one project.
+    fn store_with_project(dir: &Path) -> (Store, crate::domain::records::Project) {
+        let mut config = StoreConfig::new(dir);
         config.durability = Durability::None;
         let store = Store::open(&config, crate::events::no_publisher()).unwrap();
         let p = store
@@ -587,6 +583,16 @@ mod tests {
                 description: None,
             })
             .unwrap();
+        (store, p)
+    }
+
+    /// The bytes in use are measured in a read transaction: they grow with what is stored, stay
+    /// inside the file, and are measured while a write transaction is open (once the writer's
+    /// own measurement, which would have waited for it).
+    #[test]
+    fn usage_is_measured_beside_an_open_write_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, p) = store_with_project(dir.path());
         let small = store.measure_usage().unwrap();
         assert!(small > 0);
         for _ in 0..200 {
@@ -619,15 +625,7 @@ mod tests {
     #[test]
     fn the_table_list_names_every_table_a_database_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.durability = Durability::None;
-        let store = Store::open(&config, crate::events::no_publisher()).unwrap();
-        let p = store
-            .write_blocking(command::CreateProject {
-                name: "p".into(),
-                description: None,
-            })
-            .unwrap();
+        let (store, p) = store_with_project(dir.path());
         store
             .write_blocking(command::StartWorkflow {
                 project_id: p.id,
