@@ -32,7 +32,12 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -289,12 +294,22 @@ def main():
         row = find(driver, f"[data-spend-project='{sp}']", "the project's spend")
         assert "spending" in row.text and "$0.42" in row.text, row.text
         find(driver, "[data-spend-agent='spender']", "the agent type's spend")
-        field = budget.find_element(By.CSS_SELECTOR, "form.raise input")
-        field.clear()
-        field.send_keys("5000")
-        budget.find_element(By.CSS_SELECTOR, "[data-action='raise']").click()
-        wait_for("the raise to reach the server",
-                 lambda: call(base, "GET", f"/api/v1/budgets/project:{sp}")["max_tokens"] == 5000)
+        def raised():
+            # The page is drawn again as events arrive: a form read may be gone or not yet
+            # usable, so each look finds it afresh and types again until the server has it.
+            if call(base, "GET", f"/api/v1/budgets/project:{sp}")["max_tokens"] == 5000:
+                return True
+            try:
+                form = driver.find_element(By.CSS_SELECTOR, f"[data-budget='project:{sp}'] form.raise")
+                field = form.find_element(By.CSS_SELECTOR, "input")
+                field.clear()
+                field.send_keys("5000")
+                form.find_element(By.CSS_SELECTOR, "[data-action='raise']").click()
+            except (StaleElementReferenceException, ElementNotInteractableException, NoSuchElementException):
+                pass
+            return False
+
+        wait_for("the raise to reach the server", raised)
         find(driver, f"[data-budget='project:{sp}'][data-state='ok']", "the raised budget, ok")
         find(driver, "[data-level='flightdeck:status_query']", "the service levels")
         find(driver, "[data-series='task_operation'] svg", "the charts")
