@@ -23,7 +23,7 @@
 //! - a full log: 256 MiB of records not checkpointed, SIGKILL, and the start-up that replays them.
 //!
 //! `cargo bench --bench scale` (FLIGHTDECK_BENCH_SCALE_ARTIFACTS sets the artifacts, default
-//! 1,000,000). Talks only to 127.0.0.1; about five minutes.
+//! 1,000,000). Talks only to 127.0.0.1; about ten minutes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

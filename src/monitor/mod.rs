@@ -29,6 +29,8 @@ pub use window::Summary;
 pub mod service_levels {
     pub const STATUS_QUERY: f64 = 0.0005;
     pub const TASK_OPERATION: f64 = 0.005;
+    /// At x100 (1,000 projects, 100 workers, a million artifacts), half its capacity.
+    pub const TASK_OPERATION_X100: f64 = 0.010;
     /// At 100 connections.
     pub const WS_DELIVERY: f64 = 0.005;
     /// At 10,000 connections (x100 at half its capacity).

@@ -168,3 +168,47 @@ fn task_events_carry_the_task_as_the_change_left_it() {
     assert_eq!(last["error_message"], "out of disk");
     assert_eq!(events.last().unwrap()["timestamp"], task["updated_at"]);
 }
+
+#[test]
+fn retention_trims_the_log_and_each_project_index_to_exactly_the_newest_events() {
+    // 352 events over a retention of 25: what stays is exactly the newest 25, in the global log
+    // and in each project's index alike.
+    let s = Server::start_with(&["--event-retention", "25", "--durability", "none"]);
+    let (p, q) = (s.project("p"), s.project("q"));
+    for i in 0..350 {
+        s.task(if i % 2 == 0 { &p } else { &q }, "coder");
+    }
+    let latest = s.get("/api/v1/events?since=351&limit=1").expect(200)["items"][0]["seq"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(latest, 352, "two projects and 350 tasks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let events = loop {
+        let events = s.all_events(None);
+        if events.len() == 25 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never trimmed to 25: {} events left",
+            events.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (328..=352).collect::<Vec<u64>>());
+    for project in [&p, &q] {
+        let indexed: Vec<u64> = s
+            .all_events(Some(project))
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = events
+            .iter()
+            .filter(|e| e["project_id"] == project.as_str())
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexed, expected, "project {project}");
+        assert!(!indexed.is_empty());
+    }
+}

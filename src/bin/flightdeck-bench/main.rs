@@ -8,10 +8,11 @@
 //!    start-up with them (own server only);
 //! 3. connect the WebSocket clients, one project each, from the current seq (in a child process
 //!    for the large scenario);
-//! 4. the workflow phase: workers give each project its tasks and start its `sdlc` workflow, and
-//!    claim, post an artifact and complete, a reviewer approves every gate, status
-//!    clients query status, agents, projects, health and the context store, all at once, until
-//!    every task is completed (or the bound);
+//! 4. the workflow phase: planners give each project its tasks and start its `sdlc` workflow
+//!    (open loop: paced at the rate the workers try to claim; closed loop: the workers do it, as
+//!    fast as they can), workers claim, post an artifact and complete, a reviewer approves every
+//!    gate, status clients query status, agents, projects, health and the context store, all at
+//!    once, until every task is completed (or the bound);
 //! 5. the WebSocket clients check they hold every event of their project's log exactly once and
 //!    in order;
 //! 6. the quiet phase: status queries alone, against flightdeck and against a bare hyper server
@@ -181,7 +182,8 @@ pub struct Scenario {
     pub tasks_per_project: usize,
     /// Concurrent status-query clients.
     pub clients: usize,
-    /// Concurrent worker clients, which also give the projects their work (plus one reviewer).
+    /// Concurrent worker clients (plus one reviewer); as many planners give the projects their
+    /// work in an open-loop run, the workers themselves in a closed-loop one.
     pub workers: usize,
     pub ws_connections: usize,
     pub ws_in_child: bool,
@@ -192,6 +194,8 @@ pub struct Scenario {
     pub max_seconds: u64,
     /// p99 target of WebSocket delivery at this size (service level).
     pub ws_target_ms: f64,
+    /// p99 target of a task operation inside the server at this size (service level).
+    pub task_target_ms: f64,
     /// The offered rates of the workflow phase (open loop); None: closed loop, every client as
     /// fast as the server answers (the saturation mode).
     pub rates: Option<Rates>,
@@ -212,6 +216,7 @@ impl Scenario {
                 quiet_seconds: 1,
                 max_seconds: 60,
                 ws_target_ms: WS_DELIVERY_MS,
+                task_target_ms: flightdeck::monitor::service_levels::TASK_OPERATION * 1e3,
                 rates: Some(Rates {
                     status: 100.0,
                     tasks: 50.0,
@@ -230,6 +235,7 @@ impl Scenario {
                 quiet_seconds: 3,
                 max_seconds: 120,
                 ws_target_ms: WS_DELIVERY_MS,
+                task_target_ms: flightdeck::monitor::service_levels::TASK_OPERATION * 1e3,
                 rates: Some(Rates {
                     status: 1000.0,
                     tasks: 60.0,
@@ -248,6 +254,7 @@ impl Scenario {
                 quiet_seconds: 5,
                 max_seconds: 600,
                 ws_target_ms: flightdeck::monitor::service_levels::WS_DELIVERY_10K * 1e3,
+                task_target_ms: flightdeck::monitor::service_levels::TASK_OPERATION_X100 * 1e3,
                 rates: Some(Rates {
                     status: 2000.0,
                     tasks: 250.0,
@@ -534,5 +541,84 @@ mod tests {
                 .summary();
             assert_eq!((server.count, server.p99_ms), (3, 0.25));
         });
+    }
+
+    #[test]
+    fn task_operations_are_judged_at_their_scenario_level_and_unsent_classes_not_at_all() {
+        use crate::report::{ClassRow, phase_verdicts};
+        use crate::stats::Summary;
+        use crate::ws::WsReport;
+        let rows = |task_p99: f64, get: Summary| -> Vec<ClassRow> {
+            Class::ALL
+                .iter()
+                .map(|class| {
+                    let mut s = Summary {
+                        count: 100,
+                        p50_ms: 0.05,
+                        p95_ms: 0.1,
+                        p99_ms: 0.2,
+                        max_ms: 0.3,
+                        ..Summary::default()
+                    };
+                    if *class == Class::TaskOperation {
+                        s.p99_ms = task_p99;
+                        s.max_ms = task_p99;
+                    }
+                    if *class == Class::ContextGet {
+                        s = get;
+                    }
+                    ClassRow {
+                        class: class.name(),
+                        client: s,
+                        server: s,
+                    }
+                })
+                .collect()
+        };
+        let ws = WsReport::default();
+        let task_level = |scenario: ScenarioName, task_p99: f64, get: Summary| {
+            let verdicts = phase_verdicts(&Scenario::of(scenario), &rows(task_p99, get), &ws);
+            let task = verdicts
+                .iter()
+                .find(|v| v.what.starts_with("task operation p99, inside"))
+                .expect("judged")
+                .clone();
+            let gets = verdicts
+                .iter()
+                .filter(|v| v.what.starts_with("context-store get"))
+                .count();
+            (task.met, task.target, gets)
+        };
+        let sent = Summary {
+            count: 10,
+            p99_ms: 0.4,
+            max_ms: 0.4,
+            ..Summary::default()
+        };
+        // 8 ms: inside x100's level (10 ms at 1,000 projects), outside seed's (5 ms).
+        assert_eq!(
+            task_level(ScenarioName::X100, 8.0, sent),
+            (true, "< 10 ms".to_string(), 2)
+        );
+        assert_eq!(
+            task_level(ScenarioName::Seed, 8.0, sent),
+            (false, "< 5 ms".to_string(), 2)
+        );
+        assert!(!task_level(ScenarioName::X100, 12.0, sent).0);
+        // No get sent (no artifacts preloaded): nothing to judge. Gets that all failed: judged,
+        // and broken.
+        assert_eq!(task_level(ScenarioName::X100, 8.0, Summary::default()).2, 0);
+        let failed = Summary {
+            errors: 3,
+            ..Summary::default()
+        };
+        assert_eq!(task_level(ScenarioName::X100, 8.0, failed).2, 2);
+        let verdicts = phase_verdicts(&Scenario::of(ScenarioName::X100), &rows(8.0, failed), &ws);
+        assert!(
+            verdicts
+                .iter()
+                .filter(|v| v.what.starts_with("context-store get"))
+                .all(|v| !v.met)
+        );
     }
 }

@@ -80,13 +80,6 @@ impl Pace {
         }
     }
 
-    /// Starts the schedule again from now: the client did other, unpaced work (a worker giving a
-    /// project its tasks), and the slots it spent on it are skipped, not counted as late.
-    pub fn restart(&mut self) {
-        self.start = Instant::now();
-        self.next = 0;
-    }
-
     /// The next due time: sleeps until it, or answers at once when behind schedule.
     pub async fn due(&mut self) -> Instant {
         let due = self.start + self.interval.mul_f64(self.next as f64);
@@ -130,11 +123,5 @@ mod tests {
         assert_eq!(late - first, Duration::from_millis(40));
         // Its latency counts from then: at least the 80 ms it waited behind the slow answer.
         assert!(Instant::now() - late >= Duration::from_millis(80));
-        // After other work, the schedule starts again from now: the next slot is not in the past.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let before = Instant::now();
-        pace.restart();
-        let fresh = pace.due().await;
-        assert!(fresh >= before, "a restarted schedule has no late slots");
     }
 }

@@ -85,8 +85,14 @@ impl Shared {
 }
 
 /// Gives the next project without work its tasks and starts its workflow; false when every
-/// project has been given its work (never, when steady).
-pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Recorder) -> bool {
+/// project has been given its work (never, when steady). With `pace`, each create is sent when
+/// the pace has it due and timed from then (open loop); without, one after another.
+pub(super) async fn seed_next(
+    shared: &Shared,
+    client: &mut Client,
+    rec: &mut Recorder,
+    mut pace: Option<&mut Pace>,
+) -> bool {
     let extra = shared.scenario.tasks_per_project - SDLC.len();
     let i = shared.next_project.fetch_add(1, Ordering::Relaxed);
     let project = match shared.projects.get(i) {
@@ -97,44 +103,72 @@ pub(super) async fn seed_next(shared: &Shared, client: &mut Client, rec: &mut Re
         None => return false,
     };
     let started: &[u16] = if shared.steady { &[201, 409] } else { &[201] };
-    {
-        for t in 0..extra {
-            let body = json!({
-                "agent_type": SDLC[t % SDLC.len()].0,
-                "instructions": format!("benchmark task {t}"),
-            });
-            rec.request(
-                client,
-                Call {
-                    class: Class::TaskOperation,
-                    method: hyper::Method::POST,
-                    path: &format!("/api/v1/projects/{project}/tasks"),
-                    body: Some(&body),
-                    ok: &[201],
-                },
-            )
-            .await;
-        }
-        let body = json!({"workflow": "sdlc", "context": {"goal": "benchmark"}});
-        rec.request(
+    for t in 0..extra {
+        let body = json!({
+            "agent_type": SDLC[t % SDLC.len()].0,
+            "instructions": format!("benchmark task {t}"),
+        });
+        let due = match pace.as_mut() {
+            Some(p) => Some(p.due().await),
+            None => None,
+        };
+        rec.request_due(
+            due,
             client,
             Call {
                 class: Class::TaskOperation,
                 method: hyper::Method::POST,
-                path: &format!("/api/v1/projects/{project}/workflow"),
+                path: &format!("/api/v1/projects/{project}/tasks"),
                 body: Some(&body),
-                ok: started,
+                ok: &[201],
             },
         )
         .await;
+        if shared.is_done() {
+            return false;
+        }
     }
+    let body = json!({"workflow": "sdlc", "context": {"goal": "benchmark"}});
+    rec.request(
+        client,
+        Call {
+            class: Class::TaskOperation,
+            method: hyper::Method::POST,
+            path: &format!("/api/v1/projects/{project}/workflow"),
+            body: Some(&body),
+            ok: started,
+        },
+    )
+    .await;
     true
 }
 
-/// A worker: gives a project its work (while some have none), then claims work of each sdlc agent
-/// type in turn, posts its artifact and completes it; after a project's worth of tasks, or when
-/// there is nothing to claim, it gives the next project its work. Open loop: its claim attempts
-/// are paced (its share of the `tasks` rate), each timed from when it was due.
+/// A planner, open loop only: gives the projects their work, one after another, each task
+/// create paced so that the planners together create tasks as fast as the workers try to claim
+/// them (the `tasks` rate; each project's workflow adds the rest of its tasks). The workers of a
+/// closed-loop run give the projects their work themselves, as fast as they can.
+pub(super) async fn planner(shared: Arc<Shared>, n: usize) -> Recorder {
+    let mut rec = Recorder::default();
+    let Some(rates) = shared.scenario.rates else {
+        return rec;
+    };
+    let mut client = shared.client();
+    let per_project = shared.scenario.tasks_per_project as f64;
+    let created = (shared.scenario.tasks_per_project - SDLC.len()) as f64;
+    let mut pace = Pace::share(
+        rates.tasks * created / per_project,
+        shared.scenario.workers,
+        n,
+    );
+    while !shared.is_done() && seed_next(&shared, &mut client, &mut rec, Some(&mut pace)).await {}
+    rec
+}
+
+/// A worker: claims work of each sdlc agent type in turn, posts its artifact and completes it.
+/// Open loop: its claim attempts are paced (its share of the `tasks` rate), each timed from when
+/// it was due, and the planners give the projects their work. Closed loop: it gives a project its
+/// work (while some have none) before it claims, and again after a project's worth of tasks or
+/// when there is nothing to claim.
 pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
     let mut rec = Recorder::default();
     let mut client = shared.client();
@@ -149,15 +183,12 @@ pub(super) async fn worker(shared: Arc<Shared>, n: usize) -> Recorder {
     };
     let mut turn = n;
     let mut idle = 0;
-    let mut seeding = true;
+    let mut seeding = pace.is_none();
     let mut budget = 0;
     while !shared.is_done() {
         if seeding && budget == 0 {
-            seeding = seed_next(&shared, &mut client, &mut rec).await;
+            seeding = seed_next(&shared, &mut client, &mut rec, None).await;
             budget = shared.scenario.tasks_per_project;
-            if let Some(p) = pace.as_mut() {
-                p.restart();
-            }
         }
         let (agent, kind) = SDLC[turn % SDLC.len()];
         turn += 1;

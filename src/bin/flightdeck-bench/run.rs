@@ -9,8 +9,8 @@ use crate::process::{
 use crate::recorder::Recorder;
 use crate::report::{ClassRow, QuietPhase, Report, ServerFigures, machine, verdicts};
 use crate::roles::{
-    Shared, create_projects, fan_out, latest_seq, preload, reviewer, status_client, status_only,
-    worker,
+    Shared, create_projects, fan_out, latest_seq, planner, preload, reviewer, status_client,
+    status_only, worker,
 };
 use crate::stats::Samples;
 use crate::ws::{WsPlan, WsReport};
@@ -347,9 +347,15 @@ pub(super) async fn workflow_phase(
             status_client(shared.clone(), n)
         }))
     };
+    let planners = {
+        let shared = shared.clone();
+        tokio::spawn(fan_out(scenario.workers, move |n| {
+            planner(shared.clone(), n)
+        }))
+    };
     let review = tokio::spawn(reviewer(shared.clone()));
     let mut rec = Recorder::default();
-    for part in [workers, readers, review] {
+    for part in [workers, planners, readers, review] {
         rec.merge(part.await.map_err(|e| e.to_string())?);
     }
     let _ = bound.await;
