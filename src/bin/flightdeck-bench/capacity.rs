@@ -1,6 +1,6 @@
 //! `--find-capacity`: how much load one machine carries within the service levels. The offered
 //! load is the scenario's rates times a factor; each step runs the workflow mix, steady (the
-//! workers keep giving the projects work), for a fixed time with the WebSocket clients
+//! planners keep giving the projects work), for a fixed time with the WebSocket clients
 //! subscribed, and is judged against the service levels of a workflow phase (`phase_verdicts`)
 //! plus "no errors". The factor grows by [`GROWTH`] while every level holds; once one breaks the
 //! search narrows between the highest load that held and the lowest that broke until they are

@@ -60,8 +60,9 @@ pub(super) struct Shared {
     pub(super) projects: Vec<String>,
     pub(super) artifact_ids: Vec<String>,
     pub(super) scenario: Scenario,
-    /// Work without end: after the last project, the workers give the first more tasks, and so
-    /// on, and start its workflow again (a 409 while the last one still runs).
+    /// Work without end: after the last project, the planners (the workers, in a closed loop)
+    /// give the first more tasks, and so on, and start its workflow again (a 409 while the last
+    /// one still runs).
     pub(super) steady: bool,
     pub(super) next_project: AtomicUsize,
     pub(super) completed: AtomicU64,

@@ -292,7 +292,7 @@ pub(super) struct Work {
 
 /// Phase 4: workers, the reviewer and the status clients all at once, until every task is
 /// completed or the bound; the server's and the driver's CPU time meanwhile. `steady`: the
-/// workers keep giving the projects more work, so the phase runs for its bound at its rates (a
+/// planners keep giving the projects more work, so the phase runs for its bound at its rates (a
 /// step of the capacity search, a minute of the soak).
 pub(super) async fn workflow_phase(
     target: &Target,
