@@ -297,13 +297,13 @@ impl Class {
         }
     }
 
-    /// The p99 target of `docs/service-levels.md` for the time inside the server, and the original
-    /// requirement's for the time the client sees, in ms.
-    fn targets(self) -> (Option<f64>, Option<f64>) {
+    /// The p99 target of `docs/service-levels.md` for the time inside the server at `scenario`'s
+    /// size, and the original requirement's for the time the client sees, in ms.
+    fn targets(self, scenario: &Scenario) -> (Option<f64>, Option<f64>) {
         use flightdeck::monitor::service_levels::{self as sl, original};
         let (design, original) = match self {
             Class::StatusQuery => (sl::STATUS_QUERY, original::STATUS_QUERY),
-            Class::TaskOperation => (sl::TASK_OPERATION, original::TASK_OPERATION),
+            Class::TaskOperation => (scenario.task_target_ms / 1e3, original::TASK_OPERATION),
             Class::ContextGet => (sl::CONTEXT_GET, original::CONTEXT_RETRIEVAL),
             Class::ContextList => (sl::CONTEXT_LIST, original::CONTEXT_RETRIEVAL),
             Class::ContextPut | Class::Hitl => return (None, None),

@@ -165,10 +165,7 @@ pub(super) fn phase_verdicts(
             // artifacts preloaded), so there is nothing to judge; the class table shows 0.
             continue;
         }
-        let (mut design, original) = class.targets();
-        if *class == Class::TaskOperation {
-            design = Some(scenario.task_target_ms);
-        }
+        let (design, original) = class.targets(scenario);
         if let Some(t) = design {
             out.push(Verdict {
                 what: format!(
