@@ -37,6 +37,10 @@ const SECOND: i64 = 1_000_000;
 const TIMEOUT: i64 = 10 * SECOND;
 const BACKOFF: i64 = SECOND;
 const MAX_ATTEMPTS: u32 = 3;
+/// Kept small so that the model's runs reach them: each write trims the log and the agent
+/// history as it appends.
+const EVENT_RETENTION: u64 = 60;
+const HISTORY_RETENTION: u64 = 5;
 /// The phases the built-in workflow gates at the medium level.
 const MEDIUM_GATES: [bool; 5] = [false, true, false, true, false];
 /// A diamond defined through the API: `a`, then `b` (one task per element of `a`'s output's
@@ -255,6 +259,9 @@ struct Model {
     agents: BTreeMap<AgentType, (AgentStatus, u32)>,
     /// Events trimmed away: the log starts after this seq.
     trimmed_through: u64,
+    /// Every agent status change the store published, as (seq, agent type): its history must
+    /// be the newest `HISTORY_RETENTION` of each type's.
+    changes: Arc<parking_lot::Mutex<Vec<(u64, String)>>>,
     /// The lease each task was last claimed under, once it no longer holds it.
     stale: BTreeMap<Id, Id>,
     /// Per agent type, the project its last claim was served from.
@@ -1459,8 +1466,26 @@ impl Model {
         let latest = store.latest_seq();
         let (log, _) = store.events(None, 0, 1_000_000).unwrap();
         let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
-        let first = self.trimmed_through.min(latest) + 1;
+        // Each write keeps the newest EVENT_RETENTION; a Trim op may have cut more.
+        let first = self
+            .trimmed_through
+            .max(latest.saturating_sub(EVENT_RETENTION))
+            .min(latest)
+            + 1;
         assert_eq!(seqs, (first..=latest).collect::<Vec<_>>(), "the log");
+        let changes = self.changes.lock();
+        for agent_type in store.agent_types() {
+            let (history, _) = store.agent_history(&agent_type, None, 1000).unwrap();
+            let kept: Vec<u64> = history.iter().map(|e| e.seq).collect();
+            let newest: Vec<u64> = changes
+                .iter()
+                .rev()
+                .filter(|(_, t)| t == agent_type.as_str())
+                .map(|(seq, _)| *seq)
+                .take(HISTORY_RETENTION as usize)
+                .collect();
+            assert_eq!(kept, newest, "the history of {agent_type}");
+        }
         let report = store.check().unwrap();
         assert!(report.is_consistent(), "{:?}", report.problems);
     }
@@ -1486,7 +1511,21 @@ proptest! {
         };
         config.clock = Clock(Arc::new(move || reader.load(Ordering::SeqCst)));
         config.max_fan_out = MAX_FAN_OUT;
-        let store = Store::open(&config, no_publisher()).unwrap();
+        config.event_retention = EVENT_RETENTION;
+        config.agent_history_retention = HISTORY_RETENTION;
+        let changes = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let published = changes.clone();
+        let publisher: flightdeck::events::Publisher = Arc::new(move |events| {
+            let mut published = published.lock();
+            for e in events {
+                if e.event_type == flightdeck::domain::EventType::AgentStatusChange {
+                    let frame: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
+                    let agent_type = frame["agent_type"].as_str().unwrap().to_string();
+                    published.push((e.seq, agent_type));
+                }
+            }
+        });
+        let store = Store::open(&config, publisher).unwrap();
         let project = store
             .write_blocking(command::CreateProject { name: "timed".into(), description: None })
             .unwrap();
@@ -1509,6 +1548,7 @@ proptest! {
             runs: BTreeMap::new(),
             agents: BTreeMap::new(),
             trimmed_through: 0,
+            changes,
             stale: BTreeMap::new(),
             turn: BTreeMap::new(),
             queues: BTreeMap::new(),

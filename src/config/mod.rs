@@ -145,8 +145,6 @@ pub struct Config {
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub max_connections: usize,
-    /// Events kept in the log.
-    pub event_retention: u64,
     /// How often due timers are fired.
     pub timer_tick: std::time::Duration,
     pub api_keys: ApiKeys,
@@ -162,8 +160,6 @@ pub struct Config {
     pub max_progress_bytes: usize,
     /// A key may answer an approval about a task it claimed.
     pub allow_self_approval: bool,
-    /// Status changes kept per agent type.
-    pub agent_history_retention: u64,
     pub limits: HttpLimits,
     pub ws: WsConfig,
     pub monitor: MonitorConfig,
@@ -184,7 +180,6 @@ impl Config {
             log_format: LogFormat::Text,
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
-            event_retention: 1_000_000,
             timer_tick: std::time::Duration::from_millis(100),
             api_keys: ApiKeys::default(),
             cors: crate::http::cors::Cors::default(),
@@ -193,7 +188,6 @@ impl Config {
             webhook_max_attempts: 20,
             max_progress_bytes: 65536,
             allow_self_approval: false,
-            agent_history_retention: 10_000,
             limits: HttpLimits::default(),
             ws: WsConfig::default(),
             monitor: MonitorConfig::default(),

@@ -267,7 +267,7 @@ settings! {
         => |c, v| c.store.cache_bytes = at_least_1("cache_mib", v)?.saturating_mul(MIB);
     /// Status changes kept per agent type; older ones are trimmed in the background
     agent_history_retention: u64 = "10000", "FLIGHTDECK_AGENT_HISTORY_RETENTION", "N"
-        => |c, v| c.agent_history_retention = positive("agent_history_retention", v)?;
+        => |c, v| c.store.agent_history_retention = positive("agent_history_retention", v)?;
     /// The only agent types taken, comma-separated (`analyst,coder`); any other is refused with
     /// 422 naming the list. Unset: any name matching `^[a-z][a-z0-9_.-]{0,63}$`, BotArmy's six
     /// listed first
@@ -323,7 +323,7 @@ settings! {
         => |c, v| c.store.page_cache_bytes = at_least_1("page_cache_mib", v)?.saturating_mul(MIB);
     /// Events kept in the log; older ones are trimmed in the background
     event_retention: u64 = "1000000", "FLIGHTDECK_EVENT_RETENTION", "N"
-        => |c, v| c.event_retention = positive("event_retention", v)?;
+        => |c, v| c.store.event_retention = positive("event_retention", v)?;
     /// Per-connection bound of unsent WebSocket frames, in bytes (then close 4008); counts each
     /// frame's bytes plus its queue slot, and the batch being written
     ws_queue_bytes: usize = "4194304", "FLIGHTDECK_WS_QUEUE_BYTES", "BYTES"

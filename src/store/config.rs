@@ -49,6 +49,12 @@ pub struct StoreConfig {
     pub idempotency_ttl: Micros,
     /// Most idempotency keys remembered (the oldest beyond are forgotten first).
     pub idempotency_keep: u64,
+    /// Events kept in the log (`--event-retention`): each batch that appends events removes as
+    /// many of the oldest as go beyond it.
+    pub event_retention: u64,
+    /// Status changes kept per agent type (`--agent-history-retention`), trimmed alike by each
+    /// batch that adds some.
+    pub agent_history_retention: u64,
     /// Most bytes of records one page of a list reads (then it stops, with a cursor).
     pub page_bytes: usize,
     /// Most bytes of progress reports held in memory, all tasks together.
@@ -168,6 +174,8 @@ impl StoreConfig {
             clock: Clock::system(),
             idempotency_ttl: 24 * 3600 * 1_000_000,
             idempotency_keep: 1_000_000,
+            event_retention: 1_000_000,
+            agent_history_retention: 10_000,
             page_bytes: 8 * 1024 * 1024,
             progress_bytes: 64 * 1024 * 1024,
             agent_types: Allowed::open(256),

@@ -171,6 +171,9 @@ impl Store {
             page_bytes: config.page_bytes,
             idempotency_keep: config.idempotency_keep,
             idempotency_ttl: config.idempotency_ttl,
+            event_retention: config.event_retention.max(1),
+            agent_history_retention: config.agent_history_retention.max(1),
+            history_len: Mutex::default(),
         });
         let wal = match config.durability {
             Durability::None => None,
@@ -304,6 +307,16 @@ impl Store {
     /// How long an idempotency key is remembered (microseconds).
     pub fn idempotency_ttl(&self) -> Micros {
         self.shared.idempotency_ttl
+    }
+
+    /// Status changes kept per agent type (`--agent-history-retention`).
+    pub fn agent_history_retention(&self) -> u64 {
+        self.shared.agent_history_retention
+    }
+
+    /// Events kept in the log (`--event-retention`).
+    pub fn event_retention(&self) -> u64 {
+        self.shared.event_retention
     }
 
     /// Sets the queue depth gauges to the pending counts (the writer keeps them from then on):

@@ -84,6 +84,13 @@ pub(crate) struct Shared {
     /// Most idempotency keys remembered.
     pub(super) idempotency_keep: u64,
     pub(super) idempotency_ttl: Micros,
+    /// Events kept in the log.
+    pub(super) event_retention: u64,
+    /// Status changes kept per agent type.
+    pub(super) agent_history_retention: u64,
+    /// Per agent type id, how many status changes its history holds, once counted (a type's
+    /// first change after the store opened counts them; the writer keeps the count from then on).
+    pub(super) history_len: Mutex<HashMap<u16, u64>>,
 }
 
 /// Tasks whose latest progress is kept in memory at most (about one per working task).

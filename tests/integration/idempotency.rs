@@ -270,24 +270,32 @@ fn a_remembered_key_holds_a_reference_not_the_answer_and_the_oldest_beyond_the_b
     .expect(200);
     post_with_key(&s, "/api/v1/tasks/claim", "c", &claim).expect_error(409, "lease_lost");
 
-    // At most 5 keys: the oldest ("p") is forgotten first, so repeating it creates anew.
+    // At most 5 keys, kept by each write that remembers one: the newest five (more-1 to more-5)
+    // are still answered as they were, and the oldest ("p") is forgotten, so repeating it
+    // creates anew, at once.
+    let mut more = Vec::new();
     for i in 0..6 {
-        post_with_key(
+        let created = post_with_key(
             &s,
             "/api/v1/projects",
             &format!("more-{i}"),
             &json!({"name": format!("m{i}")}),
         )
         .expect(201);
+        more.push(created["id"].as_str().unwrap().to_string());
     }
-    let fresh = crate::common::wait_for("the oldest key to be forgotten", || {
-        let r = post_with_key(&s, "/api/v1/projects", "p", &json!({"name": "p"})).expect(201);
-        let again = r["id"].as_str().unwrap().to_string();
-        (again != p).then_some(again)
-    });
-    assert_ne!(fresh, p);
+    let oldest_kept =
+        post_with_key(&s, "/api/v1/projects", "more-1", &json!({"name": "m1"})).expect(201);
+    assert_eq!(
+        oldest_kept["id"],
+        more[1].as_str(),
+        "the fifth newest key is kept"
+    );
+    let fresh = post_with_key(&s, "/api/v1/projects", "p", &json!({"name": "p"})).expect(201);
+    assert_ne!(fresh["id"], p.as_str(), "the oldest key was forgotten");
     // The newest are still remembered.
     let kept = post_with_key(&s, "/api/v1/projects", "more-5", &json!({"name": "m5"})).expect(201);
+    assert_eq!(kept["id"], more[5].as_str());
     let listed = s.get("/api/v1/projects?limit=1000").expect(200);
     let named_m5 = listed["items"]
         .as_array()

@@ -69,6 +69,8 @@ impl<'t> Batch<'t> {
             wake_all: Vec::new(),
             claim_turns: Vec::new(),
             progress_done: Vec::new(),
+            remembered: 0,
+            history_len: HashMap::new(),
         })
     }
 
@@ -78,6 +80,8 @@ impl<'t> Batch<'t> {
                 .open_mut()?
                 .insert(tables::META_LAST_SEQ, self.next_seq - 1)?;
         }
+        super::retention::trim_to_retention(&mut self)?;
+        super::idempotency::forget_to_limits(&mut self)?;
         Ok(BatchOutput {
             next_seq: self.next_seq,
             events: self.committed,
@@ -92,6 +96,7 @@ impl<'t> Batch<'t> {
             handed: Vec::new(),
             new_agents: self.new_agents,
             new_artifacts: self.new_artifacts,
+            history_len: self.history_len,
         })
     }
 
@@ -413,10 +418,11 @@ impl<'t> Batch<'t> {
             at: self.now,
         };
         let key = tables::agent_history_key(id, seq);
+        let len = super::retention::history_len(self, id)? + 1;
         self.agent_history
             .open_mut()?
             .insert(&key, encode(&entry).as_slice())?;
-        Ok(())
+        super::retention::trim_history(self, id, len)
     }
 
     /// Appends an event to the log with the next seq, indexed by its project.

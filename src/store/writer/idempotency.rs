@@ -215,6 +215,7 @@ where
                 .idempotency_by_age
                 .open_mut()?
                 .insert(&tables::idempotency_age_key(batch.now, &key), ())?;
+            batch.remembered += 1;
         }
         Ok(output)
     }
@@ -234,27 +235,56 @@ impl Write for TrimIdempotency {
     type Output = u64;
 
     fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 28]>> {
-        use redb::ReadableTableMetadata;
-        let excess = batch.idempotency.open()?.len()?.saturating_sub(self.keep);
-        let cut = tables::idempotency_age_key(self.before, &[0; 20]);
-        let mut doomed = Vec::new();
-        for entry in batch.idempotency_by_age.open()?.iter()?.take(self.max) {
-            let key = *entry?.0.value();
-            if key >= cut && doomed.len() as u64 >= excess {
-                break;
-            }
-            doomed.push(key);
-        }
-        Ok(doomed)
+        Ok(forgettable(batch, self.before, self.keep, self.max)?)
     }
 
     fn apply(doomed: Vec<[u8; 28]>, batch: &mut Batch<'_>) -> Written<u64> {
-        for age_key in &doomed {
-            let mut key = [0u8; 20];
-            key.copy_from_slice(&age_key[8..]);
-            batch.idempotency.open_mut()?.remove(&key)?;
-            batch.idempotency_by_age.open_mut()?.remove(age_key)?;
-        }
-        Ok(doomed.len() as u64)
+        forget(batch, &doomed)
     }
+}
+
+/// Keys past their lifetime or beyond the limit that one batch forgets besides as many as it
+/// remembers, so that keys expire while writes go on without a bulk delete holding them up.
+const CATCH_UP: usize = 64;
+
+/// As a batch remembers keys: forgets as many of the oldest as are past their lifetime or beyond
+/// `--idempotency-max-keys`, at most as many as it remembered plus `CATCH_UP`. (Keys that expire
+/// while none are remembered are forgotten by the background retention.)
+pub(super) fn forget_to_limits(batch: &mut Batch<'_>) -> Written<()> {
+    if batch.remembered == 0 {
+        return Ok(());
+    }
+    let before = batch.now.saturating_sub(batch.shared.idempotency_ttl);
+    let max = batch.remembered + CATCH_UP;
+    let doomed = forgettable(batch, before, batch.shared.idempotency_keep, max)?;
+    forget(batch, &doomed)?;
+    Ok(())
+}
+
+/// The oldest keys remembered before `before`, and the oldest beyond the newest `keep`, at most
+/// `max` of them (their age-index keys).
+fn forgettable(batch: &Batch<'_>, before: Micros, keep: u64, max: usize) -> Written<Vec<[u8; 28]>> {
+    use redb::ReadableTableMetadata;
+    let excess = batch.idempotency.open()?.len()?.saturating_sub(keep);
+    let cut = tables::idempotency_age_key(before, &[0; 20]);
+    let mut doomed = Vec::new();
+    for entry in batch.idempotency_by_age.open()?.iter()?.take(max) {
+        let key = *entry?.0.value();
+        if key >= cut && doomed.len() as u64 >= excess {
+            break;
+        }
+        doomed.push(key);
+    }
+    Ok(doomed)
+}
+
+/// Forgets keys given by their age-index keys; answers how many.
+fn forget(batch: &mut Batch<'_>, doomed: &[[u8; 28]]) -> Written<u64> {
+    for age_key in doomed {
+        let mut key = [0u8; 20];
+        key.copy_from_slice(&age_key[8..]);
+        batch.idempotency.open_mut()?.remove(&key)?;
+        batch.idempotency_by_age.open_mut()?.remove(age_key)?;
+    }
+    Ok(doomed.len() as u64)
 }

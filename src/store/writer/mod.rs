@@ -574,6 +574,15 @@ impl Writer {
                 types.artifacts.insert(id, name);
             }
         }
+        if !output.history_len.is_empty() {
+            let mut lengths = self.shared.history_len.lock();
+            for (id, len) in output.history_len {
+                match len {
+                    Some(len) => lengths.insert(id, len),
+                    None => lengths.remove(&id),
+                };
+            }
+        }
         if !output.claim_turns.is_empty() {
             let mut turns = self.shared.claim_turn.lock();
             for (agent, project) in output.claim_turns {
@@ -681,6 +690,7 @@ struct BatchOutput {
     /// Types interned by this batch, in id order.
     new_agents: Vec<AgentType>,
     new_artifacts: Vec<crate::domain::ArtifactType>,
+    history_len: HashMap<u16, Option<u64>>,
 }
 
 /// A task's step that a queue metric records.
@@ -804,6 +814,11 @@ pub struct Batch<'t> {
     /// working: taken off the board after the commit.
     progress_done: Vec<Id>,
     type_names: Lazy<'t, Logged<'t, (u8, u16), &'static str>>,
+    /// Idempotency keys this batch remembered: as many old ones are forgotten at its end.
+    remembered: usize,
+    /// Per agent type id, the length of its history as this batch left it (`None`: to be
+    /// counted again); `Shared::history_len` learns it after the commit.
+    history_len: HashMap<u16, Option<u64>>,
     /// Types this batch interned, in id order after the registry's: the registry learns them
     /// after the commit.
     new_agents: Vec<AgentType>,
