@@ -265,7 +265,7 @@ settings! {
     /// eighth of it is not cached (replaces `--artifact-cache-entries`)
     cache_mib: usize = "256", "FLIGHTDECK_CACHE_MIB", "MIB"
         => |c, v| c.store.cache_bytes = at_least_1("cache_mib", v)?.saturating_mul(MIB);
-    /// Status changes kept per agent type; older ones are trimmed in the background
+    /// Status changes kept per agent type; each change removes the oldest beyond it
     agent_history_retention: u64 = "10000", "FLIGHTDECK_AGENT_HISTORY_RETENTION", "N"
         => |c, v| c.store.agent_history_retention = positive("agent_history_retention", v)?;
     /// The only agent types taken, comma-separated (`analyst,coder`); any other is refused with
@@ -321,7 +321,8 @@ settings! {
     /// MiB
     page_cache_mib: usize = "1024", "FLIGHTDECK_PAGE_CACHE_MIB", "MIB"
         => |c, v| c.store.page_cache_bytes = at_least_1("page_cache_mib", v)?.saturating_mul(MIB);
-    /// Events kept in the log; older ones are trimmed in the background
+    /// Events kept in the log; each write removes as many of the oldest as it appends beyond it
+    /// (a lowered retention is reached in the background, 1,000 events a write)
     event_retention: u64 = "1000000", "FLIGHTDECK_EVENT_RETENTION", "N"
         => |c, v| c.store.event_retention = positive("event_retention", v)?;
     /// Per-connection bound of unsent WebSocket frames, in bytes (then close 4008); counts each
