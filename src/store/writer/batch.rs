@@ -80,8 +80,6 @@ impl<'t> Batch<'t> {
                 .open_mut()?
                 .insert(tables::META_LAST_SEQ, self.next_seq - 1)?;
         }
-        super::retention::trim_to_retention(&mut self)?;
-        super::idempotency::forget_to_limits(&mut self)?;
         Ok(BatchOutput {
             next_seq: self.next_seq,
             events: self.committed,

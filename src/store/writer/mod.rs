@@ -461,6 +461,9 @@ impl Writer {
                 job.run(&mut batch)?;
             }
             let handed = batch.serve_waiting_claims()?;
+            // The retentions, kept as the batch added to them.
+            retention::trim_to_retention(&mut batch)?;
+            idempotency::forget_to_limits(&mut batch)?;
             let mut output = batch.finish()?;
             output.handed = handed;
             output
