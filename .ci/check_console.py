@@ -41,7 +41,19 @@ from selenium.common.exceptions import (
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from ci_common import start_flightdeck, stop, wait_for
+import ci_common
+from ci_common import start_flightdeck, stop
+
+
+def wait_for(what, check, **limits):
+    """ci_common's wait, where an element gone stale (its part of the page drawn again) counts as
+    not yet."""
+    def look():
+        try:
+            return check()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return None
+    return ci_common.wait_for(what, look, **limits)
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 XSS = "Ship it? <img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -88,6 +100,18 @@ def errors(driver, allowed=()):
 
 def find(driver, css, what, timeout=30):
     return wait_for(what, lambda: (driver.find_elements(By.CSS_SELECTOR, css) or [None])[0], timeout=timeout)
+
+
+def shows(driver, css, what, check, timeout=30):
+    """Waits until an element matching `css` passes `check`, finding it afresh at each look: a page
+    drawn again (as events arrive, or the operations page's periodic refresh) replaces the
+    elements read before."""
+    def look():
+        try:
+            return next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if check(e)), None)
+        except (StaleElementReferenceException, NoSuchElementException):
+            return None
+    return wait_for(what, look, timeout=timeout)
 
 
 def no_alert(driver):
@@ -288,11 +312,12 @@ def main():
 
         # Operations.
         driver.get(f"{base}/#/ops")
-        budget = find(driver, f"[data-budget='project:{sp}'][data-state='warning']", "the budget in warning")
-        assert "900 of 1,000 tokens" in budget.text, budget.text
-        assert budget.find_element(By.CSS_SELECTOR, ".bar[aria-valuenow='90']"), "the bar at 90 %"
-        row = find(driver, f"[data-spend-project='{sp}']", "the project's spend")
-        assert "spending" in row.text and "$0.42" in row.text, row.text
+        shows(driver, f"[data-budget='project:{sp}'][data-state='warning']",
+              "the budget in warning, 900 of 1,000 tokens, its bar at 90 %",
+              lambda b: "900 of 1,000 tokens" in b.text
+              and b.find_elements(By.CSS_SELECTOR, ".bar[aria-valuenow='90']"))
+        shows(driver, f"[data-spend-project='{sp}']", "the project's spend, named, $0.42",
+              lambda row: "spending" in row.text and "$0.42" in row.text)
         find(driver, "[data-spend-agent='spender']", "the agent type's spend")
         def raised():
             # The page is drawn again as events arrive: a form read may be gone or not yet
