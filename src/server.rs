@@ -37,6 +37,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 7 ms of the writer's time at a million records).
 const RETENTION_PERIOD: Duration = Duration::from_secs(5);
 const TRIM_BATCH: usize = 1_000;
+/// How often a share of the project index's streams is cleaned of trimmed events' entries, and
+/// into how many shares the streams are cut: each is cleaned every five seconds.
+const INDEX_CLEAN_PERIOD: Duration = Duration::from_millis(500);
+const INDEX_CLEAN_SHARES: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,6 +160,7 @@ pub async fn run(
         stopping.clone(),
     ));
     tracker.spawn(retain(store.clone(), stopping.clone()));
+    tracker.spawn(clean_event_index(store.clone(), stopping.clone()));
 
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let send_buffer = config.ws.socket_send_buffer;
@@ -578,6 +583,42 @@ async fn retain(store: Store, stopping: CancellationToken) {
                         tracing::warn!(error = %e, "trimming the agent history failed");
                         break;
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Removes the project-index entries of trimmed events (each write trims the events table only:
+/// `store::writer::retention`), a tenth of the streams every half second, so that a checkpoint
+/// writes a few index pages for it rather than one per trimmed event's project.
+async fn clean_event_index(store: Store, stopping: CancellationToken) {
+    let mut tick = tokio::time::interval(INDEX_CLEAN_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopping.cancelled() => return,
+        }
+        let streams = store.event_streams();
+        let share = streams.len().div_ceil(INDEX_CLEAN_SHARES);
+        if next >= streams.len() {
+            next = 0;
+        }
+        let these: Vec<_> = streams[next..(next + share).min(streams.len())].to_vec();
+        next += share;
+        loop {
+            let command = command::TrimEventIndex {
+                streams: these.clone(),
+                max: TRIM_BATCH,
+            };
+            match store.write(command).await {
+                Ok(n) if n as usize == TRIM_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing trimmed events from the project index failed");
+                    break;
                 }
             }
         }

@@ -74,7 +74,8 @@ pub mod command {
         FireTimers, Heartbeat, HitlAnswer, Idempotent, InternAgentType, Probe, PutOutcome,
         PutWorkflow, QueueChange, RecordAlert, Remembered, ResetAgent, RespondHitl,
         SetOversightLevel, SetProjectPaused, SetQueue, SetTaskStatus, SetWebhookCursor,
-        StartWorkflow, Then, TrimAgentHistory, TrimEvents, TrimIdempotency, UpdateArtifact, Write,
+        StartWorkflow, Then, TrimAgentHistory, TrimEventIndex, TrimEvents, TrimIdempotency,
+        UpdateArtifact, Write,
     };
     pub use super::writer::{
         BudgetSet, DeleteBudget, Held, PutBudget, Recorded, ReleaseHeld, ReportUsage, UsageRecorded,

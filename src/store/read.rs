@@ -607,7 +607,8 @@ impl Store {
     ) -> Result<(Vec<(u64, String)>, bool), StoreError> {
         let txn = self.txn("events")?;
         let events = txn.open_table(tables::EVENTS)?;
-        let start = since.saturating_add(1);
+        // Not before the oldest event kept: the project index may still name trimmed ones.
+        let start = since.saturating_add(1).max(oldest_kept(&events)?);
         let mut out: Vec<(u64, String)> = Vec::new();
         // A page stops at `limit` events or at the page's bytes, whichever comes first.
         let (budget, mut held, mut cut) = (self.shared.page_bytes, 0usize, false);
@@ -671,7 +672,8 @@ impl Store {
     ) -> Result<(Vec<LoggedEvent>, bool), StoreError> {
         let txn = self.txn("replay")?;
         let events = txn.open_table(tables::EVENTS)?;
-        let start = since.saturating_add(1);
+        // Not before the oldest event kept: the project index may still name trimmed ones.
+        let start = since.saturating_add(1).max(oldest_kept(&events)?);
         let mut out = Vec::new();
         // A page also stops at the page's bytes (one event at least): what a replay holds at once.
         let (budget, mut held, mut cut) = (self.shared.page_bytes, 0usize, false);
@@ -743,8 +745,16 @@ impl Store {
     /// The oldest retained event seq (0 when the log is empty).
     pub fn oldest_seq(&self) -> Result<u64, StoreError> {
         let txn = self.txn("events")?;
-        let events = txn.open_table(tables::EVENTS)?;
-        Ok(events.first()?.map(|(k, _)| k.value()).unwrap_or(0))
+        oldest_kept(&txn.open_table(tables::EVENTS)?)
+    }
+
+    /// The streams of the project index: every project's, and the one of events without a
+    /// project (`TrimEventIndex`).
+    pub fn event_streams(&self) -> Vec<Id> {
+        let mut streams: Vec<Id> = self.shared.summaries.read().keys().copied().collect();
+        streams.sort_unstable();
+        streams.push(tables::GLOBAL_STREAM);
+        streams
     }
 
     /// Records per table, for monitoring.
@@ -1045,4 +1055,10 @@ fn count_under(
     let lo: [u8; 35] = bound(prefix, &[0; 16]);
     let hi: [u8; 35] = bound(prefix, &[0xff; 16]);
     Ok(index.range::<&[u8; 35]>(&lo..=&hi)?.count() as u64)
+}
+
+/// The seq of the oldest event kept (0 for none): where reads of the project index start, as it
+/// may still name events trimmed before it (`TrimEventIndex` removes those later).
+fn oldest_kept(events: &redb::ReadOnlyTable<u64, &[u8]>) -> Result<u64, StoreError> {
+    Ok(events.first()?.map(|(k, _)| k.value()).unwrap_or(0))
 }

@@ -52,7 +52,7 @@ pub use idempotency::{Idempotent, Remembered, TrimIdempotency};
 pub use meta::{AddDeadLetter, DeleteDeadLetters, Probe, RecordAlert, SetWebhookCursor};
 pub use projects::{CreateProject, SetOversightLevel};
 pub use queues::{QueueChange, SetProjectPaused, SetQueue};
-pub use retention::{TrimAgentHistory, TrimEvents};
+pub use retention::{TrimAgentHistory, TrimEventIndex, TrimEvents};
 pub use tasks::{
     Claim, CreateTask, Heartbeat, InternAgentType, ReleaseClaim, ResetAgent, SetTaskStatus,
 };
@@ -858,6 +858,102 @@ mod tests {
             "after"
         );
         assert_eq!(store.latest_seq(), before + 1);
+        store.close();
+    }
+
+    #[test]
+    fn trimmed_events_leave_index_entries_that_readers_skip_until_they_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.durability = Durability::None;
+        config.event_retention = 10;
+        let store = Store::open(&config, no_publisher()).unwrap();
+        let mut projects = Vec::new();
+        for name in ["a", "b", "c"] {
+            projects.push(
+                store
+                    .write_blocking(CreateProject {
+                        name: name.into(),
+                        description: None,
+                    })
+                    .unwrap()
+                    .id,
+            );
+        }
+        // 3 projects and 3 x 8 tasks: 27 events at least, the newest 10 kept.
+        for round in 0..8 {
+            for p in &projects {
+                store
+                    .write_blocking(CreateTask {
+                        project_id: *p,
+                        agent_type: crate::domain::AgentType::parse("coder").unwrap(),
+                        instructions: format!("t{round}"),
+                        context_ids: Vec::new(),
+                        priority: 3,
+                    })
+                    .unwrap();
+            }
+        }
+        let latest = store.latest_seq();
+        assert_eq!(store.oldest_seq().unwrap(), latest - 9);
+        let index_entries = |store: &Store| -> Vec<u64> {
+            let txn =
+                redb::ReadableDatabase::begin_read(&*store.shared.database().unwrap()).unwrap();
+            let table = txn.open_table(tables::EVENTS_BY_PROJECT).unwrap();
+            use redb::ReadableTable;
+            let mut seqs: Vec<u64> = table
+                .iter()
+                .unwrap()
+                .map(|e| u64::from_be_bytes(e.unwrap().0.value()[16..].try_into().unwrap()))
+                .collect();
+            seqs.sort_unstable();
+            seqs
+        };
+        // Every event's entry is still there: the trims removed the events only.
+        assert_eq!(index_entries(&store), (1..=latest).collect::<Vec<_>>());
+        // Readers start at the oldest event kept: each project's newest, nothing trimmed.
+        let mut seen = Vec::new();
+        for p in &projects {
+            let (events, more) = store.events(Some(p), 0, 100).unwrap();
+            assert!(!more);
+            let (replayed, _) = store.replay(Some(p), 0, 100).unwrap();
+            assert_eq!(
+                replayed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                events.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+            );
+            assert!(
+                events.iter().all(|(seq, _)| *seq > latest - 10),
+                "{events:?}"
+            );
+            seen.extend(events.into_iter().map(|(seq, _)| seq));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, ((latest - 9)..=latest).collect::<Vec<_>>());
+        assert!(store.check().unwrap().is_consistent());
+        // Removed in bounded steps, stream by stream.
+        let streams = store.event_streams();
+        assert_eq!(
+            streams.len(),
+            4,
+            "three projects and the stream of no project"
+        );
+        let removed = store
+            .write_blocking(TrimEventIndex {
+                streams: streams.clone(),
+                max: 5,
+            })
+            .unwrap();
+        assert_eq!(removed, 5);
+        assert_eq!(index_entries(&store).len() as u64, latest - 5);
+        let removed = store
+            .write_blocking(TrimEventIndex { streams, max: 1000 })
+            .unwrap();
+        assert_eq!(removed, latest - 10 - 5);
+        assert_eq!(
+            index_entries(&store),
+            ((latest - 9)..=latest).collect::<Vec<_>>()
+        );
+        assert!(store.check().unwrap().is_consistent());
         store.close();
     }
 

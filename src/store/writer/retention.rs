@@ -1,14 +1,13 @@
 //! Trimming the event log and the agent history to their retention.
 
 use super::{Batch, Checked, Write, Written};
-use crate::domain::records::EventRecord;
 use crate::domain::{AgentType, Id};
-use crate::store::codec::decode;
 use crate::store::tables;
 use redb::ReadableTable;
 
 /// Deletes the oldest events, those with seq <= `through`, at most `max` of them; answers how many.
-/// No event.
+/// No event. Their entries in the project index stay until `TrimEventIndex` removes them
+/// (readers start at the oldest event kept, so they never meet one).
 #[derive(Clone, Debug)]
 pub struct TrimEvents {
     pub through: u64,
@@ -16,15 +15,63 @@ pub struct TrimEvents {
 }
 
 impl Write for TrimEvents {
-    type Plan = Vec<(u64, Id)>;
+    type Plan = Vec<u64>;
     type Output = u64;
 
-    fn check(self, batch: &Batch<'_>) -> Checked<Vec<(u64, Id)>> {
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<u64>> {
         Ok(oldest_events(batch, self.through, self.max)?)
     }
 
-    fn apply(doomed: Vec<(u64, Id)>, batch: &mut Batch<'_>) -> Written<u64> {
+    fn apply(doomed: Vec<u64>, batch: &mut Batch<'_>) -> Written<u64> {
         remove_events(batch, &doomed)
+    }
+}
+
+/// Removes the project-index entries of trimmed events (seq below the oldest event kept) in the
+/// given streams (projects, or `tables::GLOBAL_STREAM`), at most `max` of them; answers how
+/// many. No event. Each stream's such entries sit together at the start of its range, so a
+/// stream cleaned every few seconds costs a page or two, where removing each entry with its
+/// event would rewrite that page at every checkpoint.
+#[derive(Clone, Debug)]
+pub struct TrimEventIndex {
+    pub streams: Vec<Id>,
+    pub max: usize,
+}
+
+impl Write for TrimEventIndex {
+    type Plan = Vec<[u8; 24]>;
+    type Output = u64;
+
+    fn check(self, batch: &Batch<'_>) -> Checked<Vec<[u8; 24]>> {
+        let kept = match batch.events.open()?.first()? {
+            Some((seq, _)) => seq.value(),
+            // No event kept: none was ever written (the retention keeps one at least).
+            None => return Ok(Vec::new()),
+        };
+        let mut doomed = Vec::new();
+        for stream in &self.streams {
+            let lo = tables::event_project_key(stream, 0);
+            let hi = tables::event_project_key(stream, kept);
+            for entry in batch
+                .events_by_project
+                .open()?
+                .range::<&[u8; 24]>(&lo..&hi)?
+                .take(self.max - doomed.len())
+            {
+                doomed.push(*entry?.0.value());
+            }
+            if doomed.len() == self.max {
+                break;
+            }
+        }
+        Ok(doomed)
+    }
+
+    fn apply(doomed: Vec<[u8; 24]>, batch: &mut Batch<'_>) -> Written<u64> {
+        for key in &doomed {
+            batch.events_by_project.open_mut()?.remove(key)?;
+        }
+        Ok(doomed.len() as u64)
     }
 }
 
@@ -49,28 +96,19 @@ pub(super) fn trim_to_retention(batch: &mut Batch<'_>) -> Written<()> {
     Ok(())
 }
 
-/// The oldest events with seq <= `through`, at most `max`, each with the stream it is indexed in.
-fn oldest_events(batch: &Batch<'_>, through: u64, max: usize) -> Written<Vec<(u64, Id)>> {
+/// The seqs of the oldest events with seq <= `through`, at most `max`.
+fn oldest_events(batch: &Batch<'_>, through: u64, max: usize) -> Written<Vec<u64>> {
     let mut doomed = Vec::new();
     for entry in batch.events.open()?.range(..=through)?.take(max) {
-        let (seq, value) = entry?;
-        let record: EventRecord = decode(value.value())?;
-        doomed.push((
-            seq.value(),
-            record.project_id.unwrap_or(tables::GLOBAL_STREAM),
-        ));
+        doomed.push(entry?.0.value());
     }
     Ok(doomed)
 }
 
-/// Removes events and their index entries; answers how many.
-fn remove_events(batch: &mut Batch<'_>, doomed: &[(u64, Id)]) -> Written<u64> {
-    for (seq, stream) in doomed {
+/// Removes events (not their index entries: `TrimEventIndex`); answers how many.
+fn remove_events(batch: &mut Batch<'_>, doomed: &[u64]) -> Written<u64> {
+    for seq in doomed {
         batch.events.open_mut()?.remove(*seq)?;
-        batch
-            .events_by_project
-            .open_mut()?
-            .remove(&tables::event_project_key(stream, *seq))?;
     }
     Ok(doomed.len() as u64)
 }
