@@ -554,6 +554,9 @@ async fn retain(store: Store, stopping: CancellationToken) {
             _ = tick.tick() => {}
             () = stopping.cancelled() => return,
         }
+        if !store.writer_alive() {
+            continue;
+        }
         retain_events(&store).await;
         forget_idempotency_keys(&store).await;
         let latest = store.latest_seq();
@@ -562,28 +565,38 @@ async fn retain(store: Store, stopping: CancellationToken) {
                 continue;
             }
             measured.insert(agent_type.clone(), latest);
-            loop {
-                let through = match store.agent_history_cutoff(&agent_type, agent_history) {
-                    Ok(Some(through)) => through,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the agent history for retention failed");
-                        break;
-                    }
-                };
-                let command = command::TrimAgentHistory {
+            trim_in_batches(&store, "trimming the agent history failed", || match store
+                .agent_history_cutoff(&agent_type, agent_history)
+            {
+                Ok(through) => through.map(|through| command::TrimAgentHistory {
                     agent_type: agent_type.clone(),
                     through,
                     max: TRIM_BATCH,
-                };
-                match store.write(command).await {
-                    Ok(n) if n as usize == TRIM_BATCH => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "trimming the agent history failed");
-                        break;
-                    }
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the agent history for retention failed");
+                    None
                 }
+            })
+            .await;
+        }
+    }
+}
+
+/// Writes the trim that `next` builds, again while each removes a whole `TRIM_BATCH` (so that no
+/// trim holds the writer up for longer than one batch), until `next` has nothing to trim or a
+/// write fails (logged as `failed`).
+async fn trim_in_batches<C>(store: &Store, failed: &str, mut next: impl FnMut() -> Option<C>)
+where
+    C: command::Write<Output = u64>,
+{
+    while let Some(command) = next() {
+        match store.write(command).await {
+            Ok(n) if n as usize == TRIM_BATCH => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "{failed}");
+                return;
             }
         }
     }
@@ -591,7 +604,8 @@ async fn retain(store: Store, stopping: CancellationToken) {
 
 /// Removes the project-index entries of trimmed events (each write trims the events table only:
 /// `store::writer::retention`), a tenth of the streams every half second, so that a checkpoint
-/// writes a few index pages for it rather than one per trimmed event's project.
+/// writes a few index pages for it rather than one per trimmed event's project. A read looks
+/// first, so that a quiet store's writer is left alone.
 async fn clean_event_index(store: Store, stopping: CancellationToken) {
     let mut tick = tokio::time::interval(INDEX_CLEAN_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -601,6 +615,9 @@ async fn clean_event_index(store: Store, stopping: CancellationToken) {
             _ = tick.tick() => {}
             () = stopping.cancelled() => return,
         }
+        if !store.writer_alive() {
+            continue;
+        }
         let streams = store.event_streams();
         let share = streams.len().div_ceil(INDEX_CLEAN_SHARES);
         if next >= streams.len() {
@@ -608,75 +625,60 @@ async fn clean_event_index(store: Store, stopping: CancellationToken) {
         }
         let these: Vec<_> = streams[next..(next + share).min(streams.len())].to_vec();
         next += share;
-        loop {
-            let command = command::TrimEventIndex {
-                streams: these.clone(),
-                max: TRIM_BATCH,
-            };
-            match store.write(command).await {
-                Ok(n) if n as usize == TRIM_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "removing trimmed events from the project index failed");
-                    break;
-                }
+        match store.event_index_has_trimmed(&these) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the project index for trimmed events failed");
+                continue;
             }
         }
+        trim_in_batches(
+            &store,
+            "removing trimmed events from the project index failed",
+            || {
+                Some(command::TrimEventIndex {
+                    streams: these.clone(),
+                    max: TRIM_BATCH,
+                })
+            },
+        )
+        .await;
     }
 }
 
 /// Forgets the idempotency keys older than their lifetime, and the oldest beyond
 /// `--idempotency-max-keys`, in bounded steps.
 async fn forget_idempotency_keys(store: &Store) {
-    loop {
-        let before = crate::domain::now_micros().saturating_sub(store.idempotency_ttl());
-        match store
-            .write(command::TrimIdempotency {
-                before,
-                keep: store.idempotency_keep(),
-                max: TRIM_BATCH,
-            })
-            .await
-        {
-            Ok(n) if n as usize == TRIM_BATCH => continue,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "forgetting old idempotency keys failed");
-                return;
-            }
-        }
-    }
+    trim_in_batches(store, "forgetting old idempotency keys failed", || {
+        Some(command::TrimIdempotency {
+            before: crate::domain::now_micros().saturating_sub(store.idempotency_ttl()),
+            keep: store.idempotency_keep(),
+            max: TRIM_BATCH,
+        })
+    })
+    .await;
 }
 
 /// Trims the event log to its newest `--event-retention` events.
 async fn retain_events(store: &Store) {
     let retention = store.event_retention();
-    loop {
+    trim_in_batches(store, "trimming the event log failed", || {
         let latest = store.latest_seq();
         let oldest = match store.oldest_seq() {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the event log for retention failed");
-                return;
+                return None;
             }
         };
         if oldest == 0 || latest.saturating_sub(oldest) < retention {
-            return;
+            return None;
         }
-        let through = latest - retention;
-        match store
-            .write(command::TrimEvents {
-                through,
-                max: TRIM_BATCH,
-            })
-            .await
-        {
-            Ok(n) if n as usize == TRIM_BATCH => continue,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "trimming the event log failed");
-                return;
-            }
-        }
-    }
+        Some(command::TrimEvents {
+            through: latest - retention,
+            max: TRIM_BATCH,
+        })
+    })
+    .await;
 }

@@ -757,6 +757,25 @@ impl Store {
         streams
     }
 
+    /// Whether the project index still names events trimmed from any of `streams`: what
+    /// `TrimEventIndex` would remove.
+    pub fn event_index_has_trimmed(&self, streams: &[Id]) -> Result<bool, StoreError> {
+        let txn = self.txn("events")?;
+        let kept = oldest_kept(&txn.open_table(tables::EVENTS)?)?;
+        if kept == 0 {
+            return Ok(false);
+        }
+        let index = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+        for stream in streams {
+            let lo = tables::event_project_key(stream, 0);
+            let hi = tables::event_project_key(stream, kept);
+            if index.range::<&[u8; 24]>(&lo..&hi)?.next().is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Records per table, for monitoring.
     pub fn table_sizes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let txn = self.txn("list")?;

@@ -937,6 +937,13 @@ mod tests {
             4,
             "three projects and the stream of no project"
         );
+        assert!(store.event_index_has_trimmed(&streams).unwrap());
+        // The stream of no project has no event at all: nothing of it to remove.
+        assert!(
+            !store
+                .event_index_has_trimmed(&[tables::GLOBAL_STREAM])
+                .unwrap()
+        );
         let removed = store
             .write_blocking(TrimEventIndex {
                 streams: streams.clone(),
@@ -946,9 +953,13 @@ mod tests {
         assert_eq!(removed, 5);
         assert_eq!(index_entries(&store).len() as u64, latest - 5);
         let removed = store
-            .write_blocking(TrimEventIndex { streams, max: 1000 })
+            .write_blocking(TrimEventIndex {
+                streams: streams.clone(),
+                max: 1000,
+            })
             .unwrap();
         assert_eq!(removed, latest - 10 - 5);
+        assert!(!store.event_index_has_trimmed(&streams).unwrap());
         assert_eq!(
             index_entries(&store),
             ((latest - 9)..=latest).collect::<Vec<_>>()
