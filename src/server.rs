@@ -550,12 +550,8 @@ async fn retain(store: Store, stopping: CancellationToken) {
     // The newest seq each agent type's history was last measured at: unchanged means nothing new.
     let mut measured: HashMap<AgentType, u64> = HashMap::new();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stopping.cancelled() => return,
-        }
-        if !store.writer_alive() {
-            continue;
+        if !writer_round(&mut tick, &stopping, &store).await {
+            return;
         }
         retain_events(&store).await;
         forget_idempotency_keys(&store).await;
@@ -579,6 +575,24 @@ async fn retain(store: Store, stopping: CancellationToken) {
                 }
             })
             .await;
+        }
+    }
+}
+
+/// Waits for the next tick of a trimming task at which the writer is up (none is written while
+/// it is down); false once the server stops.
+async fn writer_round(
+    tick: &mut tokio::time::Interval,
+    stopping: &CancellationToken,
+    store: &Store,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopping.cancelled() => return false,
+        }
+        if store.writer_alive() {
+            return true;
         }
     }
 }
@@ -611,12 +625,8 @@ async fn clean_event_index(store: Store, stopping: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next = 0;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stopping.cancelled() => return,
-        }
-        if !store.writer_alive() {
-            continue;
+        if !writer_round(&mut tick, &stopping, &store).await {
+            return;
         }
         let streams = store.event_streams();
         let share = streams.len().div_ceil(INDEX_CLEAN_SHARES);
