@@ -140,6 +140,7 @@ fn main() {
             stopping: stop.clone(),
             progress: flightdeck::api::progress_coalescer(65536),
             webhooks: flightdeck::webhooks::Webhooks::new(Vec::new(), 20),
+            replication_key: None,
         });
         let plain_state = state.clone();
         let plain = serve(

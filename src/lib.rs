@@ -26,6 +26,7 @@ pub mod http;
 pub mod json;
 pub mod logging;
 pub mod monitor;
+pub mod replication;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -48,6 +48,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Replication(String),
 }
 
 /// Binds `addr` with a listen backlog of `backlog` (the kernel caps it at net.core.somaxconn):
@@ -74,14 +76,38 @@ pub async fn run(
     let publisher_hub = hub.clone();
     let webhooks =
         crate::webhooks::Webhooks::new(config.webhooks.clone(), config.webhook_max_attempts);
-    let woken = (!webhooks.is_empty()).then(|| webhooks.clone());
+    let leader = config.store.follow.clone();
+    // A follower's webhooks are its leader's: it posts nothing.
+    let woken = (!webhooks.is_empty() && leader.is_none()).then(|| webhooks.clone());
     let publisher: crate::events::Publisher = Arc::new(move |events| {
         publisher_hub.publish(events);
         if let Some(webhooks) = &woken {
             webhooks.committed();
         }
     });
-    let store_config = config.store.clone();
+    let mut store_config = config.store.clone();
+    let follower = match &leader {
+        Some(url) => {
+            let key = config.replication_key.as_ref().ok_or_else(|| {
+                ServerError::Replication("--follow needs --replication-key".into())
+            })?;
+            crate::replication::follower::prepare(&store_config.data_dir, url, key)
+                .await
+                .map_err(ServerError::Replication)?;
+            Some(Arc::new(crate::replication::follower::Status::new(url)))
+        }
+        None => None,
+    };
+    if config.replication_key.is_some() && leader.is_none() {
+        if store_config.durability != crate::store::Durability::Immediate {
+            return Err(ServerError::Replication(
+                "a node with --replication-key serves followers only records it synced: it \
+                 needs --durability immediate"
+                    .into(),
+            ));
+        }
+        store_config.serve_followers = true;
+    }
     let store =
         tokio::task::spawn_blocking(move || Store::open(&store_config, publisher)).await??;
 
@@ -92,12 +118,16 @@ pub async fn run(
     crate::api::describe_metrics();
     crate::http::auth::describe_metrics();
     store.report_queue_depth();
-    let health = Arc::new(Health::new(
+    let mut health = Health::new(
         store.clone(),
         config.store.data_dir.clone(),
         config.monitor.min_free_disk_bytes,
         stopping.clone(),
-    ));
+    );
+    if let Some(status) = &follower {
+        health = health.following(status.clone());
+    }
+    let health = Arc::new(health);
     let ws = WsContext::new(
         config.ws.clone(),
         hub,
@@ -121,14 +151,17 @@ pub async fn run(
         stopping: stopping.clone(),
         progress: crate::api::progress_coalescer(config.max_progress_bytes),
         webhooks: webhooks.clone(),
+        replication_key: config.replication_key.clone(),
     });
-    crate::webhooks::start(
-        &webhooks,
-        &store,
-        config.public_url.clone(),
-        &tracker,
-        &stopping,
-    );
+    if follower.is_none() {
+        crate::webhooks::start(
+            &webhooks,
+            &store,
+            config.public_url.clone(),
+            &tracker,
+            &stopping,
+        );
+    }
     let body_timeout = config.limits.body_read_timeout;
     let service = Timed::new(
         hyper::service::service_fn(move |req| {
@@ -145,7 +178,7 @@ pub async fn run(
     );
     let reload_config = config.clone();
     tracker.spawn(crate::monitor::run(
-        monitor,
+        monitor.clone(),
         health,
         store.clone(),
         generator_url,
@@ -154,13 +187,34 @@ pub async fn run(
         stopping.clone(),
     ));
     tracker.spawn(report_ws_queued_bytes(ws_budget, stopping.clone()));
-    tracker.spawn(fire_timers(
-        store.clone(),
-        config.timer_tick,
-        stopping.clone(),
-    ));
-    tracker.spawn(retain(store.clone(), stopping.clone()));
-    tracker.spawn(clean_event_index(store.clone(), stopping.clone()));
+    match &follower {
+        // A follower's writes are its leader's records: timers, trims and the index cleaning
+        // are the leader's, and reach it through its log.
+        Some(status) => {
+            let key = config.replication_key.clone().expect("checked above");
+            tracker.spawn(crate::replication::follower::follow(
+                store.clone(),
+                key,
+                status.clone(),
+                stopping.clone(),
+            ));
+            tracker.spawn(crate::replication::follower::report_lag(
+                store.clone(),
+                status.clone(),
+                monitor.clone(),
+                stopping.clone(),
+            ));
+        }
+        None => {
+            tracker.spawn(fire_timers(
+                store.clone(),
+                config.timer_tick,
+                stopping.clone(),
+            ));
+            tracker.spawn(retain(store.clone(), stopping.clone()));
+            tracker.spawn(clean_event_index(store.clone(), stopping.clone()));
+        }
+    }
 
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let send_buffer = config.ws.socket_send_buffer;

@@ -1518,8 +1518,8 @@ proptest! {
         let publisher: flightdeck::events::Publisher = Arc::new(move |events| {
             let mut published = published.lock();
             for e in events {
-                if e.event_type == flightdeck::domain::EventType::AgentStatusChange {
-                    let frame: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
+                let frame: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
+                if frame["event_type"] == "agent_status_change" {
                     let agent_type = frame["agent_type"].as_str().unwrap().to_string();
                     published.push((e.seq, agent_type));
                 }

@@ -19,29 +19,7 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
     let (keep, floor) = (state.backup_keep, state.health.min_free_bytes());
     let target = path.clone();
     let written = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "the backup failed");
-            ApiError::new(
-                ErrorCode::BackupFailed,
-                crate::http::error::without_paths(&e.to_string()),
-            )
-        };
-        crate::store::private_dir(&dir).map_err(|e| failed(&e))?;
-        // A backup is written fresh, so it is at most the database's size: refused when that
-        // would leave less free than the floor the server keeps (`--min-free-disk-mb`).
-        let needed = std::fs::metadata(data_dir.join(crate::store::DB_FILE))
-            .map_err(|e| failed(&e))?
-            .len();
-        let free = fs4::available_space(&dir).map_err(|e| failed(&e))?;
-        if free < needed.saturating_add(floor) {
-            return Err(ApiError::new(
-                ErrorCode::DiskFull,
-                format!(
-                    "a backup needs up to {needed} bytes and {free} are free: it would leave less \
-                     than the {floor} bytes the server keeps free (--min-free-disk-mb)"
-                ),
-            ));
-        }
+        room_for_copy(&data_dir, &dir, floor, "a backup")?;
         let written = store.backup_to(&target).map_err(|e| {
             let _ = std::fs::remove_file(&target);
             ApiError::from(e)
@@ -60,6 +38,41 @@ pub async fn backup(state: &AppState) -> Result<Response, ApiError> {
             .u64("bytes", bytes);
     });
     Ok(json(StatusCode::CREATED, body))
+}
+
+/// The error of a copy of the database that failed (a backup, a follower's snapshot).
+pub(super) fn copy_failed(what: &str, e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "{what} failed");
+    ApiError::new(
+        ErrorCode::BackupFailed,
+        crate::http::error::without_paths(&e.to_string()),
+    )
+}
+
+/// Makes `dir` and checks that a fresh copy of the database (at most its size) fits there
+/// without leaving less free than `floor` (`--min-free-disk-mb`); `what` names the copy.
+pub(super) fn room_for_copy(
+    data_dir: &std::path::Path,
+    dir: &std::path::Path,
+    floor: u64,
+    what: &str,
+) -> Result<(), ApiError> {
+    let failed = |e: &dyn std::fmt::Display| copy_failed(what, e);
+    crate::store::private_dir(dir).map_err(|e| failed(&e))?;
+    let needed = std::fs::metadata(data_dir.join(crate::store::DB_FILE))
+        .map_err(|e| failed(&e))?
+        .len();
+    let free = fs4::available_space(dir).map_err(|e| failed(&e))?;
+    if free < needed.saturating_add(floor) {
+        return Err(ApiError::new(
+            ErrorCode::DiskFull,
+            format!(
+                "{what} needs up to {needed} bytes and {free} are free: it would leave less than \
+                 the {floor} bytes the server keeps free (--min-free-disk-mb)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Keeps the newest `keep` backups the server wrote in `dir` (`flightdeck-<micros>.redb`);

@@ -24,7 +24,15 @@ pub fn livez() -> Result<Response, ApiError> {
 /// 200 only when every readiness check passes; `?verbose` lists them.
 pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiError> {
     let checks = state.health.checks().await;
-    let ready = checks.ok();
+    let leader = state.store.leader();
+    let role = if leader.is_some() {
+        "follower"
+    } else {
+        "leader"
+    };
+    // `?role=leader`, for load balancers: ready and the leader.
+    let wrong_role = query.get("role").is_some_and(|r| r != role);
+    let ready = checks.ok() && !wrong_role;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -40,6 +48,7 @@ pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiErro
                 text.push_str(&format!("[-]{name} failed: {detail}\n"));
             }
         }
+        text.push_str(&format!("role: {role}\n"));
         text.push_str(if ready {
             "readyz check passed\n"
         } else {
@@ -54,12 +63,17 @@ pub async fn readyz(state: &AppState, query: &Query) -> Result<Response, ApiErro
         .iter()
         .filter(|c| !c.ok)
         .map(|c| format!("{}: {}", c.name.as_str(), c.detail))
+        .chain(wrong_role.then(|| format!("role: this node is the {role}")))
         .collect();
     Ok(json(
         status,
         object(|o| {
             o.str("status", if ready { "ready" } else { "not_ready" })
+                .str("role", role)
                 .strs("failed", &failed);
+            if let Some(leader) = leader {
+                o.str("leader", leader);
+            }
         }),
     ))
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 mod progress;
 mod projects;
 mod queues;
+mod replication;
 mod tasks;
 mod usage;
 mod workflows;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub progress: std::sync::Arc<progress::Coalescer>,
     /// The configured webhooks and what they have done.
     pub webhooks: crate::webhooks::Shared,
+    /// The secret of the replication routes (`--replication-key`).
+    pub replication_key: Option<crate::replication::Key>,
 }
 
 /// A request's answer. Most routes answer while `handle` runs (a read is a cache or B-tree lookup);
@@ -254,10 +257,11 @@ fn serve(
         MonitoringPerformance, MonitoringWebhooks, OpenApi, OversightGet, OversightSet,
         ProjectArtifacts, ProjectCompletion, ProjectGet, ProjectPause, ProjectResume,
         ProjectStatus, ProjectTasksCreate, ProjectTasksList, ProjectsCreate, ProjectsList,
-        QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, TaskClaim, TaskGet,
-        TaskHeartbeat, TaskProgress, TaskSetStatus, TaskUsage, UsageGet, WebhookDiscard,
-        WebhookRetry, WhoAmI, WorkflowCancel, WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut,
-        WorkflowGet, WorkflowStart, WorkflowsList, WsAll, WsProject,
+        QueuePause, QueueResume, QueueUpdate, QueuesList, Readyz, ReplicationLog,
+        ReplicationSnapshot, TaskClaim, TaskGet, TaskHeartbeat, TaskProgress, TaskSetStatus,
+        TaskUsage, UsageGet, WebhookDiscard, WebhookRetry, WhoAmI, WorkflowCancel,
+        WorkflowDefDelete, WorkflowDefGet, WorkflowDefPut, WorkflowGet, WorkflowStart,
+        WorkflowsList, WsAll, WsProject,
     };
     // A route answered while it is called (its row says `Now`).
     macro_rules! now {
@@ -279,6 +283,12 @@ fn serve(
                 $answer.await
             })
         }};
+    }
+    if let Some(leader) = state.store.leader()
+        && route.access().role().is_some()
+    {
+        // A follower takes no writes: the client is sent to the leader.
+        return now(Err(ApiError::not_leader(leader)), is_head);
     }
     match route {
         ProjectsCreate => wait!(|s, _, req| projects::create(s, req)),
@@ -318,6 +328,8 @@ fn serve(
         )),
         WsProject => now!(events::subscribe(state, Some(param), &query, req)),
         AdminBackup => wait!(|s, _, _| admin::backup(s)),
+        ReplicationSnapshot => wait!(|s, _, req| replication::snapshot(s, req)),
+        ReplicationLog => wait!(|s, _, req| replication::log(s, req, &query)),
         Readyz => wait!(|s, _, _| health::readyz(s, &query)),
         HealthDetailed => wait!(|s, _, _| health::detailed(s)),
         HealthReady => wait!(|s, _, _| health::ready(s)),

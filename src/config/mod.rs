@@ -169,6 +169,8 @@ pub struct Config {
     pub webhooks: Vec<crate::webhooks::Webhook>,
     /// Links into the console start with this (no trailing slash).
     pub public_url: Option<String>,
+    /// The secret of the replication routes (`--replication-key`).
+    pub replication_key: Option<crate::replication::Key>,
 }
 
 impl Config {
@@ -195,6 +197,7 @@ impl Config {
             source: None,
             webhooks: Vec::new(),
             public_url: None,
+            replication_key: None,
         }
     }
 

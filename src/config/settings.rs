@@ -453,6 +453,34 @@ settings! {
             }
             c.public_url = Some(url.trim_end_matches('/').to_string());
         };
+    /// Follow the leader at this URL (`http://leader:8080`): start from its snapshot when the
+    /// data directory has no database, stream its write-ahead log, serve reads, the console and
+    /// WebSocket subscriptions with its seqs; writes answer 503 `not_leader` with its URL. Needs
+    /// `--replication-key`; see "Followers"
+    follow: String = none, "FLIGHTDECK_FOLLOW", "URL"
+        => |c, v| if let Some(url) = v {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("follow must be an http:// or https:// URL (got {url})"));
+            }
+            c.store.follow = Some(url.trim_end_matches('/').to_string());
+        };
+    /// The secret of the replication routes (`/replication/snapshot`, `/replication/log`): a
+    /// leader serves followers that send it, a follower sends it; at least 16 printable
+    /// characters. Without it a node serves no followers
+    replication_key: String = none, "FLIGHTDECK_REPLICATION_KEY", "KEY",
+        #[arg(hide_env_values = true)]
+        => |c, v| if let Some(key) = v {
+            if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("replication_key must be at least 16 printable characters".into());
+            }
+            c.replication_key = Some(crate::replication::Key::new(key));
+        };
+    /// Write-ahead log records a leader keeps in memory for its followers, in MiB: a follower
+    /// further behind than this starts again from a snapshot
+    replication_backlog_mib: u64 = "64", "FLIGHTDECK_REPLICATION_BACKLOG_MIB", "MIB"
+        => |c, v| c.store.replication_backlog =
+            usize::try_from(positive("replication_backlog_mib", v)?.saturating_mul(MIB as u64))
+                .unwrap_or(usize::MAX);
 }
 
 /// A closed list of names (`agent_types`, `artifact_types`): each a well-formed name, once;

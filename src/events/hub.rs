@@ -420,12 +420,10 @@ fn remove_from_project(registry: &mut Registry, project: Id, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::EventType;
 
     fn event(seq: u64, project: Id, bytes: usize) -> CommittedEvent {
         CommittedEvent {
             seq,
-            event_type: EventType::TaskCreated,
             project_id: Some(project),
             committed_at: 0,
             json: Bytes::from(vec![b'x'; bytes]),

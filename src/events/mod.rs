@@ -17,7 +17,6 @@ use crate::json::ObjectWriter;
 #[derive(Clone, Debug)]
 pub struct CommittedEvent {
     pub seq: u64,
-    pub event_type: EventType,
     pub project_id: Option<Id>,
     /// The commit time, as in the frame's `timestamp`.
     pub committed_at: Micros,

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     ShuttingDown,
     TooManyConnections,
     DiskFull,
+    NotLeader,
+    ReplicationRefused,
+    SnapshotNeeded,
 }
 
 impl ErrorCode {
@@ -102,6 +105,9 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::TooManyConnections,
         ErrorCode::DiskFull,
+        ErrorCode::NotLeader,
+        ErrorCode::ReplicationRefused,
+        ErrorCode::SnapshotNeeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +155,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::DiskFull => "disk_full",
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::ReplicationRefused => "replication_refused",
+            ErrorCode::SnapshotNeeded => "snapshot_needed",
         }
     }
 
@@ -197,6 +206,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ReplicationRefused => StatusCode::FORBIDDEN,
+            ErrorCode::SnapshotNeeded => StatusCode::GONE,
         }
     }
 
@@ -271,6 +283,17 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::TooManyConnections => "the connection or WebSocket limit is reached",
             ErrorCode::DiskFull => "the disk is full; nothing was stored",
+            ErrorCode::NotLeader => {
+                "a write sent to a follower: send it to the leader (its URL in `leader` and in the \
+                 Flightdeck-Leader header)"
+            }
+            ErrorCode::ReplicationRefused => {
+                "a replication route asked without this node's --replication-key, or on a node \
+                 that has none"
+            }
+            ErrorCode::SnapshotNeeded => {
+                "the log from the record asked for is no longer kept: start again from a snapshot"
+            }
         }
     }
 
@@ -293,6 +316,9 @@ impl PartialEq<&str> for ErrorCode {
     }
 }
 
+/// The header of a `not_leader` answer that names the leader's URL.
+pub const LEADER_HEADER: &str = "flightdeck-leader";
+
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -306,6 +332,9 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// For 401: a `WWW-Authenticate: Bearer` header.
     pub www_authenticate: bool,
+    /// For `not_leader`: the leader's URL, in the body's `leader` and the `Flightdeck-Leader`
+    /// header.
+    pub leader: Option<String>,
 }
 
 impl ApiError {
@@ -317,6 +346,18 @@ impl ApiError {
             allow: None,
             retry_after: None,
             www_authenticate: false,
+            leader: None,
+        }
+    }
+
+    /// A write sent to a follower of `leader`.
+    pub fn not_leader(leader: &str) -> ApiError {
+        ApiError {
+            leader: Some(leader.to_owned()),
+            ..ApiError::new(
+                ErrorCode::NotLeader,
+                format!("this node is a follower; send writes to the leader, {leader}"),
+            )
         }
     }
 
@@ -352,6 +393,9 @@ impl ApiError {
             o.object("error", |e| {
                 e.str("code", self.code.as_str())
                     .str("message", &self.message);
+                if let Some(leader) = &self.leader {
+                    e.str("leader", leader);
+                }
             });
         })
     }
@@ -369,6 +413,11 @@ impl ApiError {
         }
         if let Some(seconds) = self.retry_after {
             builder = builder.header(header::RETRY_AFTER, seconds);
+        }
+        if let Some(leader) = self.leader.as_deref()
+            && let Ok(value) = header::HeaderValue::from_str(leader)
+        {
+            builder = builder.header(LEADER_HEADER, value);
         }
         builder
             .body(super::Body::new(Bytes::from(body)))
@@ -426,6 +475,7 @@ impl From<StoreError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(ErrorCode::Unavailable, without_paths(&e.to_string()))
             },
+            StoreError::NotLeader(leader) => ApiError::not_leader(&leader),
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(ErrorCode::Unavailable, e.to_string())

@@ -276,6 +276,12 @@ routes! {
     AdminBackup: POST "/api/v1/admin/backup"
         => "admin.backup", Other, Admin, Wait, 201,
         "Write an online backup";
+    ReplicationSnapshot: GET "/replication/snapshot"
+        => "replication.snapshot", Other, Open, Wait, 200,
+        "A consistent snapshot of the database for a follower (the replication key)";
+    ReplicationLog: GET "/replication/log"
+        => "replication.log", Other, Open, Wait, 200,
+        "The write-ahead log from record `from` on, streamed to a follower (the replication key)";
     OpenApi: GET "/openapi.json"
         => "openapi", Other, Open, Now, 200,
         "This document";
@@ -796,7 +802,17 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 72);
+        assert_eq!(Route::ALL.len(), 74);
+        check(
+            Method::GET,
+            "/replication/log",
+            Ok((Route::ReplicationLog, "")),
+        );
+        check(
+            Method::POST,
+            "/replication/snapshot",
+            Err(NoRoute::MethodNotAllowed("GET, HEAD")),
+        );
         check(Method::POST, "/mcp", Ok((Route::Mcp, "")));
         check(Method::GET, "/mcp", Err(NoRoute::MethodNotAllowed("POST")));
         check(

@@ -29,6 +29,9 @@ pub enum Signal {
     BudgetsBurning,
     /// p99 of the write-ahead log's syncs over the rule's window, in seconds.
     WalSyncP99,
+    /// On a follower, for how long it has not held all its leader had, or heard nothing from it,
+    /// in seconds (0 on a leader).
+    ReplicationLagSeconds,
 }
 
 /// How much an alert matters: its `severity` label at Alertmanager, in the event and the API.
@@ -232,6 +235,19 @@ pub fn default_rules(disk_floor_bytes: u64) -> Vec<RuleConfig> {
                 Signal::WalSyncP99,
                 0.05,
                 60,
+                60,
+                Severity::Warning,
+            )
+        },
+        RuleConfig {
+            summary: "a follower has not held all of its leader's log for over 30 s, or streams \
+                      nothing from it"
+                .into(),
+            ..rule(
+                "ReplicationLagHigh",
+                Signal::ReplicationLagSeconds,
+                30.0,
+                0,
                 60,
                 Severity::Warning,
             )

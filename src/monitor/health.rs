@@ -18,6 +18,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum CheckName {
     StoreRead,
     WriterRoundTrip,
+    /// On a follower, in the write probe's place: streaming from the leader.
+    Replication,
     WriterAlive,
     DiskSpace,
     DataDirWritable,
@@ -29,6 +31,7 @@ impl CheckName {
         match self {
             CheckName::StoreRead => "store_read",
             CheckName::WriterRoundTrip => "writer_round_trip",
+            CheckName::Replication => "replication",
             CheckName::WriterAlive => "writer_alive",
             CheckName::DiskSpace => "disk_space",
             CheckName::DataDirWritable => "data_dir_writable",
@@ -86,6 +89,8 @@ pub struct Health {
     min_free_bytes: u64,
     shutdown: CancellationToken,
     probe: tokio::sync::Mutex<Option<(Instant, Check)>>,
+    /// A follower's view of its leader (its write probe is the stream from the leader).
+    follower: Option<std::sync::Arc<crate::replication::follower::Status>>,
 }
 
 impl Health {
@@ -101,7 +106,17 @@ impl Health {
             min_free_bytes,
             shutdown,
             probe: tokio::sync::Mutex::new(None),
+            follower: None,
         }
+    }
+
+    /// A follower's health: its write probe is the stream from its leader.
+    pub fn following(
+        mut self,
+        status: std::sync::Arc<crate::replication::follower::Status>,
+    ) -> Health {
+        self.follower = Some(status);
+        self
     }
 
     pub fn min_free_bytes(&self) -> u64 {
@@ -138,6 +153,15 @@ impl Health {
 
     /// A real write through the writer, cached for 5 s so probes cost at most one write per 5 s.
     pub async fn writer_round_trip(&self) -> Check {
+        if let Some(status) = &self.follower {
+            let streaming = status.streaming();
+            return Check {
+                name: CheckName::Replication,
+                ok: streaming.is_ok(),
+                detail: streaming.err().unwrap_or_default(),
+                latency: Duration::ZERO,
+            };
+        }
         let mut cached = self.probe.lock().await;
         if let Some((at, check)) = cached.as_ref()
             && at.elapsed() < PROBE_EVERY

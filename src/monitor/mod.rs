@@ -158,6 +158,8 @@ pub struct Monitor {
     history: Mutex<history::History>,
     /// The agents' reported usage, as counters.
     pub usage: usage::Meter,
+    /// A follower's lag in seconds, as `f64` bits (0 on a leader).
+    replication_lag: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
@@ -184,6 +186,7 @@ impl Monitor {
             in_flight: std::sync::atomic::AtomicI64::new(0),
             history: Mutex::new(history::History::default()),
             usage: usage::Meter::default(),
+            replication_lag: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -311,6 +314,12 @@ impl Monitor {
         self.alerts.lock()
     }
 
+    /// A follower's lag, in seconds (`replication::follower::report_lag`).
+    pub fn set_replication_lag(&self, seconds: f64) {
+        self.replication_lag
+            .store(seconds.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The signal values the alert rules compare.
     pub fn signal(&self, signal: Signal, window: u64, store: &Store, disk_free: u64) -> f64 {
         match signal {
@@ -326,6 +335,10 @@ impl Monitor {
             Signal::WebhookDeadLetters => store.dead_letter_count().unwrap_or(0) as f64,
             Signal::BudgetsBurning => store.budgets_burning().unwrap_or(0) as f64,
             Signal::WalSyncP99 => store.log_sync_p99(window).1,
+            Signal::ReplicationLagSeconds => f64::from_bits(
+                self.replication_lag
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         }
     }
 
@@ -648,6 +661,10 @@ async fn act(monitor: &Monitor, store: &Store, t: &Transition) {
             .f64("threshold", t.threshold)
             .timestamp("starts_at", started);
     });
+    if store.leader().is_some() {
+        // A follower's event log is its leader's: its alerts are logged and exported only.
+        return;
+    }
     if let Err(e) = store
         .write(crate::store::command::RecordAlert { firing, data })
         .await

@@ -54,6 +54,19 @@ impl Store {
         let txn = self.shared.database()?.begin_read()?;
         snapshot(&txn, to)
     }
+
+    /// A consistent snapshot of everything committed so far, written to `to` (which must not
+    /// exist): its records, and the LSN of the last log record it holds, from which a follower
+    /// streams on. Reads never block the writer.
+    pub fn snapshot_to(&self, to: &Path) -> Result<(u64, u64), StoreError> {
+        let txn = self.shared.database()?.begin_read()?;
+        let lsn = txn
+            .open_table(tables::META)?
+            .get(tables::META_WAL_LSN)?
+            .map_or(0, |v| v.value());
+        let records = snapshot(&txn, to)?;
+        Ok((records, lsn))
+    }
 }
 
 /// An offline backup of a data directory (the server must not be running on it).

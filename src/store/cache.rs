@@ -277,6 +277,16 @@ impl ResponseCache {
         patches
     }
 
+    /// Forgets every entry (a follower, after a record of the leader's log it cannot patch
+    /// entries for): what readers are building now, from before, is refused too.
+    pub fn clear(&mut self) {
+        self.epoch += 1;
+        self.trimmed_through = self.epoch;
+        self.log.clear();
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
     /// A status view's weight changed (patched, or its body assembled): account for it, and drop
     /// it if it grew past the largest entry worth keeping.
     pub fn reweigh(&mut self, key: &CacheKey, view: &Arc<Mutex<StatusView>>, weight: usize) {

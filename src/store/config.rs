@@ -88,6 +88,14 @@ pub struct StoreConfig {
     /// Under a steady load, a checkpoint this often (`--checkpoint-spread-ms`); zero: only when
     /// idle or forced by `checkpoint_bytes` or `checkpoint_age`.
     pub checkpoint_spread: std::time::Duration,
+    /// `Some(url)`: this store is a follower of the leader at `url`: it takes no writes of its
+    /// own, only the leader's log records (`Store::replicate`).
+    pub follow: Option<String>,
+    /// Bytes of the latest log records kept in memory for followers to stream, when
+    /// `serve_followers`.
+    pub replication_backlog: usize,
+    /// Keep the latest log records for followers (a node with `--replication-key`).
+    pub serve_followers: bool,
 }
 
 /// Makes the storage layer of a database, once at open and again at each reopen.
@@ -191,6 +199,9 @@ impl StoreConfig {
             segment_bytes: 16 << 20,
             checkpoint_idle: std::time::Duration::from_secs(1),
             checkpoint_spread: std::time::Duration::from_millis(500),
+            follow: None,
+            replication_backlog: 64 << 20,
+            serve_followers: false,
         }
     }
 }

@@ -79,6 +79,9 @@ pub enum StoreError {
     Overloaded,
     #[error("the writer has stopped")]
     WriterGone,
+    /// A write sent to a follower; the leader's URL.
+    #[error("this node is a follower of {0}; writes go to the leader")]
+    NotLeader(String),
     #[error("invalid cursor")]
     InvalidCursor,
     /// The disk is full: nothing was written; writes succeed again once space returns.
@@ -97,6 +100,7 @@ impl StoreError {
             StoreError::Storage(cause) => StoreError::Storage(cause.clone()),
             StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
             StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::NotLeader(l) => StoreError::NotLeader(l.clone()),
             other => StoreError::Storage(Cause::found(other.to_string())),
         }
     }

@@ -28,6 +28,7 @@ mod handoff;
 mod migrate;
 mod queues;
 mod read;
+mod replication;
 mod shared;
 mod status;
 mod summary;
@@ -61,6 +62,7 @@ pub use queues::QueueView;
 pub use read::{
     ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor, encode_cursor,
 };
+pub use replication::{Backlog, Gone, Replicated};
 use shared::begin_read;
 pub(crate) use shared::{Shared, open_existing, open_recovered, private_dir};
 use shared::{init_schema, redb_cache_size};
@@ -175,6 +177,14 @@ impl Store {
             event_retention: config.event_retention.max(1),
             agent_history_retention: config.agent_history_retention.max(1),
             history_len: Mutex::default(),
+            leader: config.follow.clone(),
+            backlog: (config.serve_followers && config.durability != Durability::None).then(|| {
+                Arc::new(replication::Backlog::new(
+                    config.replication_backlog,
+                    recovered.next_lsn - 1,
+                ))
+            }),
+            applied_lsn: AtomicU64::new(recovered.next_lsn - 1),
         });
         let wal = match config.durability {
             Durability::None => None,

@@ -1023,35 +1023,12 @@ pub(crate) fn rebuild_summaries(
     db: &redb::Database,
 ) -> Result<(HashMap<Id, ProjectSummary>, u64), StoreError> {
     let txn = db.begin_read()?;
-    let mut summaries: HashMap<Id, ProjectSummary> = HashMap::new();
+    let mut projects = Vec::new();
     for entry in txn.open_table(tables::PROJECTS)?.iter()? {
         let (key, _) = entry?;
-        summaries.insert(Id(*key.value()), ProjectSummary::default());
+        projects.push(Id(*key.value()));
     }
-    let task_index = txn.open_table(tables::TASK_INDEX)?;
-    let artifact_index = txn.open_table(tables::ARTIFACT_INDEX)?;
-    let hitl_index = txn.open_table(tables::HITL_INDEX)?;
-    let events_by_project = txn.open_table(tables::EVENTS_BY_PROJECT)?;
-    let pending = HitlStatus::Pending.code();
-    for (project, summary) in summaries.iter_mut() {
-        for (code, slot) in (0u16..).zip(summary.task_counts.iter_mut()) {
-            let prefix = tables::project_prefix(project, tables::TASK_BY_STATUS, code);
-            *slot = count_under(&task_index, &prefix)?;
-        }
-        let prefix = tables::project_prefix(project, tables::ARTIFACT_ALL, 0);
-        summary.artifacts = count_under(&artifact_index, &prefix)?;
-        let prefix =
-            tables::project_prefix(project, tables::HITL_BY_STATUS_IN_PROJECT, pending.into());
-        summary.hitl_pending = count_under(&hitl_index, &prefix)?;
-        let lo = tables::event_project_key(project, 0);
-        let hi = tables::event_project_key(project, u64::MAX);
-        if let Some(last) = events_by_project.range::<&[u8; 24]>(&lo..=&hi)?.next_back() {
-            let (key, _) = last?;
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&key.value()[16..]);
-            summary.latest_seq = u64::from_be_bytes(seq);
-        }
-    }
+    let summaries = summarize(&txn, projects)?;
     let newest_logged = txn
         .open_table(tables::EVENTS)?
         .last()?
@@ -1064,6 +1041,45 @@ pub(crate) fn rebuild_summaries(
         .unwrap_or(0);
     let latest_seq = newest_logged.max(recorded);
     Ok((summaries, latest_seq))
+}
+
+/// The summaries of `projects` (those that exist), from the indexes.
+pub(crate) fn summarize(
+    txn: &ReadTransaction,
+    projects: impl IntoIterator<Item = Id>,
+) -> Result<HashMap<Id, ProjectSummary>, StoreError> {
+    let known = txn.open_table(tables::PROJECTS)?;
+    let task_index = txn.open_table(tables::TASK_INDEX)?;
+    let artifact_index = txn.open_table(tables::ARTIFACT_INDEX)?;
+    let hitl_index = txn.open_table(tables::HITL_INDEX)?;
+    let events_by_project = txn.open_table(tables::EVENTS_BY_PROJECT)?;
+    let pending = HitlStatus::Pending.code();
+    let mut summaries = HashMap::new();
+    for project in projects {
+        if known.get(&project.0)?.is_none() {
+            continue;
+        }
+        let mut summary = ProjectSummary::default();
+        for (code, slot) in (0u16..).zip(summary.task_counts.iter_mut()) {
+            let prefix = tables::project_prefix(&project, tables::TASK_BY_STATUS, code);
+            *slot = count_under(&task_index, &prefix)?;
+        }
+        let prefix = tables::project_prefix(&project, tables::ARTIFACT_ALL, 0);
+        summary.artifacts = count_under(&artifact_index, &prefix)?;
+        let prefix =
+            tables::project_prefix(&project, tables::HITL_BY_STATUS_IN_PROJECT, pending.into());
+        summary.hitl_pending = count_under(&hitl_index, &prefix)?;
+        let lo = tables::event_project_key(&project, 0);
+        let hi = tables::event_project_key(&project, u64::MAX);
+        if let Some(last) = events_by_project.range::<&[u8; 24]>(&lo..=&hi)?.next_back() {
+            let (key, _) = last?;
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&key.value()[16..]);
+            summary.latest_seq = u64::from_be_bytes(seq);
+        }
+        summaries.insert(project, summary);
+    }
+    Ok(summaries)
 }
 
 /// How many entries of a project-prefixed index lie under `prefix`.

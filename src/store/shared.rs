@@ -91,6 +91,12 @@ pub(crate) struct Shared {
     /// Per agent type id, how many status changes its history holds, once counted (a type's
     /// first change after the store opened counts them; the writer keeps the count from then on).
     pub(super) history_len: Mutex<HashMap<u16, u64>>,
+    /// The leader's URL when this store is a follower (it then takes only replicated records).
+    pub(super) leader: Option<String>,
+    /// The latest log records, for followers to stream (`--replication-key`).
+    pub(super) backlog: Option<Arc<super::replication::Backlog>>,
+    /// The LSN of the last log record committed to the database (0: none yet).
+    pub(super) applied_lsn: AtomicU64,
 }
 
 /// Tasks whose latest progress is kept in memory at most (about one per working task).

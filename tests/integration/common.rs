@@ -334,6 +334,22 @@ impl Server {
 }
 
 impl Server {
+    /// Waits for the process to exit by itself (within 60 s) and answers whether it succeeded.
+    pub fn exits_by_itself(mut self) -> (bool, Arc<tempfile::TempDir>) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.success(), self.dir.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flightdeck did not exit within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL (no shutdown of any kind), then waits for the process to be gone.
     pub fn kill(mut self) -> Arc<tempfile::TempDir> {
         if let Some(mut child) = self.child.take() {

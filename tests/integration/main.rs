@@ -24,6 +24,7 @@ mod monitoring;
 mod pages;
 mod projects;
 mod queues;
+mod replication;
 mod restart;
 mod security;
 mod tasks;

@@ -27,7 +27,7 @@ enum Incoming {
     End,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -35,7 +35,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn connect(s: &Server, path: &str) -> Socket {
+pub(crate) async fn connect(s: &Server, path: &str) -> Socket {
     let url = format!("ws://{}{}", s.addr, path);
     let (socket, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -65,7 +65,7 @@ async fn recv(socket: &mut Socket) -> Incoming {
 }
 
 /// The next event frame, skipping acknowledgements.
-async fn next_event(socket: &mut Socket) -> Value {
+pub(crate) async fn next_event(socket: &mut Socket) -> Value {
     loop {
         match recv(socket).await {
             Incoming::Json(v) if v.get("seq").is_some() => return v,
@@ -87,7 +87,7 @@ async fn subscribed(socket: &mut Socket) {
 }
 
 /// The log as a subscription to `project` sees it: its events and those without a project.
-fn log_for(s: &Server, project: &str, after: u64) -> Vec<u64> {
+pub(crate) fn log_for(s: &Server, project: &str, after: u64) -> Vec<u64> {
     s.all_events(None)
         .iter()
         .filter(|e| e["project_id"].is_null() || e["project_id"] == project)

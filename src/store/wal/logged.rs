@@ -45,6 +45,26 @@ impl LoggedTxn {
         })
     }
 
+    /// Applies the operations of another node's record (a leader's, on a follower) and makes
+    /// them this record's: `each` sees every operation once applied, with whether its key held
+    /// a value before.
+    pub(crate) fn replay(
+        &self,
+        payload: &[u8],
+        mut each: impl FnMut(&Op<'_>, bool) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut replay = Replay::new(&self.txn);
+            for op in ops(payload) {
+                let op = op.map_err(StoreError::Corrupt)?;
+                let existed = replay.apply(&op)?;
+                each(&op, existed)?;
+            }
+        }
+        self.ops.borrow_mut().extend_from_slice(payload);
+        Ok(())
+    }
+
     /// The transaction (for what the log does not record: the record's own number) and the
     /// record: `FRAME_HEAD` bytes left for its head, then the operations, in order.
     pub(crate) fn into_parts(self) -> (redb::WriteTransaction, Vec<u8>) {
@@ -172,21 +192,17 @@ fn read_op<'a>(payload: &mut &'a [u8]) -> Result<Op<'a>, String> {
 /// A table the replay has open: operations read from the log, applied as puts and removals of
 /// whole values, typed by the table's definition.
 trait Replayed {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;
+    /// Whether the key held a value before.
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<bool, StoreError>;
 }
 
 impl<K: Key + 'static, V: Value + 'static> Replayed for Table<'_, K, V> {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<bool, StoreError> {
         let key = K::from_bytes(key);
-        match value {
-            Some(value) => {
-                self.insert(key, V::from_bytes(value))?;
-            }
-            None => {
-                self.remove(key)?;
-            }
-        }
-        Ok(())
+        Ok(match value {
+            Some(value) => self.insert(key, V::from_bytes(value))?.is_some(),
+            None => self.remove(key)?.is_some(),
+        })
     }
 }
 
@@ -206,8 +222,9 @@ impl<'t> Replay<'t> {
         }
     }
 
-    /// Applies one operation read from the log to the table it names.
-    pub(super) fn apply(&mut self, op: &Op<'_>) -> Result<(), StoreError> {
+    /// Applies one operation read from the log to the table it names; whether its key held a
+    /// value before.
+    pub(super) fn apply(&mut self, op: &Op<'_>) -> Result<bool, StoreError> {
         let i = match self.open.iter().position(|(name, _)| name == op.table) {
             Some(i) => i,
             None => {

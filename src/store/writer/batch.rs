@@ -426,11 +426,7 @@ impl<'t> Batch<'t> {
     /// Appends an event to the log with the next seq, indexed by its project.
     pub(super) fn emit(&mut self, draft: EventDraft) -> Written<u64> {
         let seq = self.next_seq;
-        let EventDraft {
-            event_type,
-            project_id,
-            ..
-        } = draft;
+        let EventDraft { project_id, .. } = draft;
         let json = events::encode(seq, self.now, &draft);
         let record = EventRecord { project_id, json };
         self.events
@@ -446,7 +442,6 @@ impl<'t> Batch<'t> {
         self.next_seq += 1;
         self.committed.push(CommittedEvent {
             seq,
-            event_type,
             project_id,
             committed_at: self.now,
             json: Bytes::from(record.json),

@@ -39,6 +39,7 @@ mod idempotency;
 mod meta;
 mod projects;
 mod queues;
+mod replicate;
 mod retention;
 mod tasks;
 mod timers;
@@ -210,6 +211,8 @@ fn internal<C: Write>(command: C) -> Box<dyn Job> {
 
 enum Msg {
     Write(Box<dyn Job>),
+    /// A record of the leader's log, on a follower.
+    Replicate(replicate::Job),
     Shutdown,
 }
 
@@ -229,15 +232,46 @@ impl WriterHandle {
         if !self.shared.writer_alive.load(Ordering::Acquire) {
             return Err(StoreError::WriterGone);
         }
+        if let Some(leader) = &self.shared.leader {
+            return Err(StoreError::NotLeader(leader.clone()));
+        }
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Queued {
             command: Some(command),
             outcome: None,
             reply,
         });
+        self.send(Msg::Write(job))?;
+        Ok(answer)
+    }
+
+    /// Queues record `lsn` of the leader's log (a follower's only writes).
+    pub(crate) fn replicate(
+        &self,
+        lsn: u64,
+        payload: bytes::Bytes,
+    ) -> Result<oneshot::Receiver<Result<super::Replicated, StoreError>>, StoreError> {
+        if !self.shared.writer_alive.load(Ordering::Acquire) {
+            return Err(StoreError::WriterGone);
+        }
+        if self.shared.leader.is_none() {
+            return Err(StoreError::Unavailable(
+                "this node leads: it takes no other node's log records".into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Msg::Replicate(replicate::Job {
+            lsn,
+            payload,
+            reply,
+        }))?;
+        Ok(answer)
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), StoreError> {
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Write(job)) {
-            Ok(()) => Ok(answer),
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {
@@ -315,6 +349,7 @@ impl Writer {
                 .map(internal)
                 .collect();
             let internal_jobs = pending.len();
+            let mut replicated = None;
             if pending.is_empty() {
                 let idle = self.wal.borrow().as_ref().is_some_and(Wal::has_unchecked);
                 let received = if idle {
@@ -333,17 +368,21 @@ impl Writer {
                 };
                 match received {
                     Ok(Msg::Write(job)) => pending.push(job),
+                    Ok(Msg::Replicate(job)) => replicated = Some(job),
                     Ok(Msg::Shutdown) | Err(()) => stop = true,
                 }
             }
-            while !stop && pending.len() < self.max_batch {
+            while !stop && replicated.is_none() && pending.len() < self.max_batch {
                 match rx.try_recv() {
                     Ok(Msg::Write(job)) => pending.push(job),
+                    // A batch of its own, after the commands before it.
+                    Ok(Msg::Replicate(job)) => replicated = Some(job),
                     Ok(Msg::Shutdown) => stop = true,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => stop = true,
                 }
             }
+            let worked = !pending.is_empty() || replicated.is_some();
             if !pending.is_empty() {
                 self.shared
                     .queue_depth
@@ -356,11 +395,16 @@ impl Writer {
                     // are told the writer failed. The writer goes on.
                     tracing::error!("the writer panicked after committing a batch");
                 }
-                if self.checkpoint_soon.replace(false)
-                    || self.wal.borrow().as_ref().is_some_and(Wal::checkpoint_due)
-                {
-                    self.checkpoint();
-                }
+            }
+            if let Some(job) = replicated {
+                self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.replicate(job, &mut next_seq);
+            }
+            if worked
+                && (self.checkpoint_soon.replace(false)
+                    || self.wal.borrow().as_ref().is_some_and(Wal::checkpoint_due))
+            {
+                self.checkpoint();
             }
             if self.shared.failed() {
                 // Nothing more may be acknowledged; what is queued is answered `WriterGone`.
@@ -468,14 +512,34 @@ impl Writer {
             output.handed = handed;
             output
         };
-        let (txn, mut record) = txn.into_parts();
+        let (txn, record) = txn.into_parts();
         let mut wal = self.wal.borrow_mut();
         let Some(wal) = wal.as_mut().filter(|_| record.len() > FRAME_HEAD) else {
             commit(txn)?;
             return Ok(output);
         };
+        let lsn = wal.next_lsn();
+        self.log_and_commit(wal, txn, record, lsn)?;
+        Ok(output)
+    }
+
+    /// Appends `record` to the log as record `lsn` (the log's next), syncs it, and commits `txn`
+    /// with that LSN, without a sync; then keeps the record for followers.
+    fn log_and_commit(
+        &self,
+        wal: &mut Wal,
+        txn: WriteTransaction,
+        mut record: Vec<u8>,
+        lsn: u64,
+    ) -> Result<(), StoreError> {
+        if wal.next_lsn() != lsn {
+            return Err(StoreError::Corrupt(format!(
+                "record {lsn} cannot be logged: the log's next record is {}",
+                wal.next_lsn()
+            )));
+        }
         txn.open_table(tables::META)?
-            .insert(tables::META_WAL_LSN, wal.next_lsn())?;
+            .insert(tables::META_WAL_LSN, lsn)?;
         match wal.append(&mut record) {
             Ok(_) => {}
             Err(AppendError::NoRoom(e)) => {
@@ -506,7 +570,11 @@ impl Writer {
             }
             return Err(e);
         }
-        Ok(output)
+        self.shared.applied_lsn.store(lsn, Ordering::Release);
+        if let Some(backlog) = &self.shared.backlog {
+            backlog.push(lsn, bytes::Bytes::from(record).slice(FRAME_HEAD..));
+        }
+        Ok(())
     }
 
     /// An empty durable commit: it makes every commit before it durable in the database file.

@@ -1,0 +1,220 @@
+//! Followers, black-box: two real servers, a leader with a replication key and a follower of it,
+//! each on port 0 with a data directory of its own, read over real sockets (ureq, and
+//! tokio-tungstenite for the follower's WebSocket).
+
+use serde_json::{Value, json};
+
+use crate::common::{Server, check, wait_for};
+use crate::websocket::{connect, log_for, next_event, runtime};
+
+const KEY: &str = "replication-secret-0123456789";
+
+fn leader(extra: &[&str]) -> Server {
+    let mut args = vec!["--replication-key", KEY];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
+fn follow_args(leader: &Server) -> Vec<String> {
+    vec![
+        "--follow".into(),
+        leader.url(""),
+        "--replication-key".into(),
+        KEY.into(),
+    ]
+}
+
+fn follower_in(leader: &Server, dir: std::sync::Arc<tempfile::TempDir>) -> Server {
+    let args = follow_args(leader);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_in(dir, &args)
+}
+
+/// Waits until the follower's event log is the leader's, event for event.
+fn caught_up(leader: &Server, follower: &Server) -> Vec<Value> {
+    let expected = leader.all_events(None);
+    wait_for("the follower to hold the leader's event log", || {
+        (follower.all_events(None) == expected).then_some(())
+    });
+    expected
+}
+
+/// A counter of the leader's `/metrics`: requests answered on `route`.
+fn requests(s: &Server, route: &str) -> u64 {
+    let needle = format!("route=\"{route}\"");
+    s.get("/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with("flightdeck_http_requests_total{") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn a_follower_serves_the_leaders_state_and_events_and_sends_writes_to_the_leader() {
+    let leader = leader(&[]);
+    let project = leader.project("before the follower");
+    let first = leader.task(&project, "coder");
+    let follower = follower_in(&leader, std::sync::Arc::new(tempfile::tempdir().unwrap()));
+
+    // From the snapshot: what the leader held before the follower started.
+    assert_eq!(
+        follower.get(&format!("/api/v1/tasks/{first}")).expect(200),
+        leader.get(&format!("/api/v1/tasks/{first}")).expect(200)
+    );
+
+    // Streamed: the follower's subscribers get the leader's events, with the leader's seqs,
+    // exactly once and in order, and its reads answer what the leader's do.
+    runtime().block_on(async {
+        let mut socket = connect(&follower, &format!("/ws/{project}?since=0")).await;
+        let second = leader.task(&project, "coder");
+        leader.set_status(&second, "cancelled").expect(200);
+        let artifact = leader.artifact(&project, "code", "coder", json!({"text": "fn main() {}"}));
+        let expected = log_for(&leader, &project, 0);
+        let mut seen = Vec::new();
+        while seen.len() < expected.len() {
+            let event = next_event(&mut socket).await;
+            seen.push(event);
+        }
+        let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, expected);
+        let leaders: Vec<Value> = leader
+            .all_events(None)
+            .into_iter()
+            .filter(|e| e["project_id"].is_null() || e["project_id"] == project.as_str())
+            .collect();
+        assert_eq!(seen, leaders, "the same frames as the leader's log");
+        for path in [
+            format!("/api/v1/projects/{project}"),
+            format!("/api/v1/projects/{project}/status"),
+            format!("/api/v1/projects/{project}/tasks"),
+            format!("/api/v1/tasks/{second}"),
+            format!("/api/v1/context/artifacts/{artifact}"),
+            "/api/v1/agents/status".to_string(),
+        ] {
+            assert_eq!(
+                follower.get(&path).expect(200),
+                leader.get(&path).expect(200),
+                "{path}"
+            );
+        }
+        // The queues, but for the oldest task's age, which grows between the two reads.
+        let queues = |s: &Server| {
+            let mut v = s.get("/api/v1/queues").expect(200);
+            for q in v["queues"].as_array_mut().unwrap() {
+                q.as_object_mut()
+                    .unwrap()
+                    .remove("oldest_pending_age_seconds");
+            }
+            v
+        };
+        let on_follower = queues(&follower);
+        assert_eq!(on_follower, queues(&leader));
+        let coder = on_follower["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["agent_type"] == "coder");
+        assert_eq!(
+            coder.unwrap()["pending"],
+            1,
+            "kept from the claim queue's entries"
+        );
+    });
+    caught_up(&leader, &follower);
+
+    // Writes go to the leader: 503 not_leader with its URL, and nothing changes.
+    let refused = follower.post("/api/v1/projects", json!({"name": "on the follower"}));
+    refused.expect_error(503, "not_leader");
+    assert_eq!(refused.json()["error"]["leader"], leader.url(""));
+    assert_eq!(
+        refused.header("flightdeck-leader"),
+        Some(leader.url("").as_str())
+    );
+    follower
+        .post(
+            &format!("/api/v1/projects/{project}/tasks"),
+            json!({"agent_type": "coder"}),
+        )
+        .expect_error(503, "not_leader");
+    caught_up(&leader, &follower);
+
+    // Probes: the role, and `?role=leader` for load balancers.
+    let ready = leader.get("/readyz?role=leader").expect(200);
+    assert_eq!(ready["role"], "leader");
+    let ready = wait_for("the follower to be ready", || {
+        let r = follower.get("/readyz");
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(ready["role"], "follower");
+    assert_eq!(ready["leader"], leader.url(""));
+    let not_leader = follower.get("/readyz?role=leader");
+    assert_eq!(not_leader.status, 503, "{}", not_leader.body);
+    assert_eq!(not_leader.json()["role"], "follower");
+    wait_for("the follower's lag to be exported as 0", || {
+        let metrics = follower.get("/metrics").body;
+        (metrics.contains("flightdeck_replication_lag_records 0")
+            && metrics.contains("flightdeck_replication_streaming 1"))
+        .then_some(())
+    });
+
+    // Restarted, it resumes from its own last record: no second snapshot.
+    let dir = follower.stop();
+    let third = leader.task(&project, "coder");
+    let follower = follower_in(&leader, dir);
+    let events = caught_up(&leader, &follower);
+    assert_eq!(
+        follower.get(&format!("/api/v1/tasks/{third}")).expect(200),
+        leader.get(&format!("/api/v1/tasks/{third}")).expect(200)
+    );
+    assert_eq!(requests(&leader, "replication.snapshot"), 1);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+
+    let dir = follower.stop();
+    let (consistent, report) = check(dir.path());
+    assert!(consistent, "{report}");
+}
+
+#[test]
+fn replication_routes_need_the_key_and_a_follower_too_far_behind_starts_from_a_new_snapshot() {
+    let leader = leader(&["--replication-backlog-mib", "1"]);
+    let plain = Server::start();
+    plain
+        .get("/replication/log?from=1")
+        .expect_error(403, "replication_refused");
+    leader
+        .get("/replication/log?from=1")
+        .expect_error(403, "replication_refused");
+    let project = leader.project("far behind");
+    let follower = follower_in(&leader, std::sync::Arc::new(tempfile::tempdir().unwrap()));
+    caught_up(&leader, &follower);
+    let dir = follower.stop();
+
+    // Over a mebibyte of records while it is away: more than the leader keeps.
+    let text = "x".repeat(100_000);
+    let mut artifacts = Vec::new();
+    for _ in 0..15 {
+        artifacts.push(leader.artifact(&project, "code", "coder", json!({ "text": text })));
+    }
+    let follower = follower_in(&leader, dir);
+    let (succeeded, dir) = follower.exits_by_itself();
+    assert!(
+        !succeeded,
+        "a follower that cannot go on exits for its supervisor to restart it"
+    );
+    assert!(dir.path().join("flightdeck.resnapshot").exists());
+
+    let follower = follower_in(&leader, dir);
+    caught_up(&leader, &follower);
+    for id in &artifacts {
+        let path = format!("/api/v1/context/artifacts/{id}");
+        assert_eq!(
+            follower.get(&path).expect(200),
+            leader.get(&path).expect(200)
+        );
+    }
+    assert_eq!(requests(&leader, "replication.snapshot"), 2);
+    let dir = follower.stop();
+    assert!(!dir.path().join("flightdeck.resnapshot").exists());
+}
