@@ -17,7 +17,10 @@ chromium-driver, the selenium client from PyPI):
   is opened;
 - after the server restarts the console says it is reconnecting, then catches up without a reload;
 - with API keys the page asks for one; a read-write key sees its name and the buttons, a read-only
-  key sees no action button.
+  key sees no action button;
+- on a follower, the console reads and streams from the follower; an approval clicked there is
+  refused by the follower (503 `not_leader`), sent to the leader it names, and comes back through
+  the follower's stream.
 
 Screenshots of each page go to the check's temporary directory; with --screenshots DIR they are
 also copied there (the README's pictures, docs/console/)."""
@@ -42,7 +45,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 import ci_common
-from ci_common import start_flightdeck, stop
+from ci_common import free_port, start_flightdeck, stop
 
 
 def wait_for(what, check, **limits):
@@ -371,6 +374,58 @@ def main():
         stop(processes)
 
     signed_in(binary, keep)
+    followed(binary)
+
+
+def followed(binary):
+    """A follower's console: its writes go to the leader it names (which allows the follower's
+    origin), the answers come back through the follower's own event stream."""
+    key = "replication-secret-0123456789"
+    follower_base = f"http://127.0.0.1:{free_port()}"
+    leader_work, follower_work = tempfile.mkdtemp(), tempfile.mkdtemp()
+    leader, leader_addr = start_flightdeck(binary, leader_work, "--replication-key", key,
+                                           "--cors-origins", follower_base)
+    leader_base = f"http://{leader_addr}"
+    processes = [leader]
+    driver = None
+    try:
+        p = call(leader_base, "POST", "/api/v1/projects", {"name": "followed"})["id"]
+        before = call(leader_base, "POST", "/api/v1/hitl",
+                      {"project_id": p, "question": "in the snapshot?"})["request_id"]
+        follower, _ = start_flightdeck(binary, follower_work, "--follow", leader_base,
+                                       "--replication-key", key,
+                                       listen=follower_base.removeprefix("http://"))
+        processes.append(follower)
+        driver = browser()
+        driver.get(follower_base + "/")
+        find(driver, "#live[data-state='live']", "the follower's event stream to be live")
+        find(driver, f"[data-request='{before}']", "a request from the snapshot in the follower's inbox")
+        after = call(leader_base, "POST", "/api/v1/hitl",
+                     {"project_id": p, "question": "streamed?"})["request_id"]
+        card = find(driver, f"[data-request='{after}']", "a streamed request in the follower's inbox")
+        card.find_element(By.CSS_SELECTOR, "[data-action='approve']").click()
+        wait_for("the approval to reach the leader",
+                 lambda: call(leader_base, "GET", f"/api/v1/hitl/{after}")["status"] == "approved")
+        wait_for("the approved request to leave the follower's inbox",
+                 lambda: not driver.find_elements(By.CSS_SELECTOR, f"#inbox [data-request='{after}']"))
+        # The next one goes to the leader directly.
+        card = find(driver, f"[data-request='{before}']", "the other request")
+        card.find_element(By.CSS_SELECTOR, "[data-action='approve']").click()
+        wait_for("the second approval to reach the leader",
+                 lambda: call(leader_base, "GET", f"/api/v1/hitl/{before}")["status"] == "approved")
+        wait_for("the second request to leave the follower's inbox",
+                 lambda: not driver.find_elements(By.CSS_SELECTOR, f"#inbox [data-request='{before}']"))
+        writes = [u for u in requested_urls(driver) if "/respond" in u]
+        on_follower = [u for u in writes if u.startswith(follower_base)]
+        on_leader = [u for u in writes if u.startswith(leader_base)]
+        assert len(on_follower) == 1 and writes[0] == on_follower[0], writes
+        assert len(on_leader) >= 2 and len(on_follower) + len(on_leader) == len(writes), writes
+        assert not errors(driver, allowed=("503",)), errors(driver, allowed=("503",))
+        print("console: on a follower, reads and streams from it and sends approvals to its leader")
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop(processes)
 
 
 def signed_in(binary, keep):

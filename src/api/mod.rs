@@ -336,7 +336,11 @@ fn serve(
         HealthZ => wait!(|s, _, _| health::z(s)),
         WebhookRetry => wait!(|s, name, req| monitoring::webhook_retry(s, name, req)),
         WebhookDiscard => wait!(|s, name, req| monitoring::webhook_discard(s, name, req)),
-        Console => now!(crate::console::serve(param, req.header("if-none-match"))),
+        Console => now!(crate::console::serve(
+            param,
+            req.header("if-none-match"),
+            state.store.leader()
+        )),
         Mcp => wait!(|s, _, req| mcp::post(s, req, principal)),
         // The reads, answered from the state alone.
         ProjectsList

@@ -101,9 +101,25 @@ pub fn total_bytes() -> usize {
     FILES.iter().map(|(_, _, b)| b.len()).sum()
 }
 
+/// The policy of a follower's console, whose writes go to its leader: `connect-src` names the
+/// leader's origin too (scheme, host and port of its URL).
+pub fn policy_with_leader(leader: &str) -> String {
+    let rest = leader.split_once("://").map_or(leader, |(_, rest)| rest);
+    let origin_len = leader.len() - rest.len() + rest.find('/').unwrap_or(rest.len());
+    CONTENT_SECURITY_POLICY.replace(
+        "connect-src 'self'",
+        &format!("connect-src 'self' {}", &leader[..origin_len]),
+    )
+}
+
 /// `/` (`file` empty) or `/console/{file}`: the file with its security headers; 304 when the
-/// client's `If-None-Match` names its current ETag; 404 (JSON) for an unknown file.
-pub fn serve(file: &str, if_none_match: Option<&str>) -> Result<Response, ApiError> {
+/// client's `If-None-Match` names its current ETag; 404 (JSON) for an unknown file. On a
+/// follower (`leader`), the page may also connect to its leader.
+pub fn serve(
+    file: &str,
+    if_none_match: Option<&str>,
+    leader: Option<&str>,
+) -> Result<Response, ApiError> {
     let name = if file.is_empty() { "index.html" } else { file };
     let Some(i) = FILES.iter().position(|(n, _, _)| *n == name) else {
         return Err(ApiError::not_found_route(&format!("/console/{file}")));
@@ -111,13 +127,16 @@ pub fn serve(file: &str, if_none_match: Option<&str>) -> Result<Response, ApiErr
     let (_, content_type, bytes) = FILES[i];
     let etag = &etags()[i];
     let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let builder = hyper::Response::builder()
-        .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::X_FRAME_OPTIONS, "DENY")
-        .header(header::REFERRER_POLICY, "no-referrer")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header(header::ETAG, etag.as_str());
+    let builder = hyper::Response::builder();
+    let builder = match leader {
+        Some(leader) => builder.header(header::CONTENT_SECURITY_POLICY, policy_with_leader(leader)),
+        None => builder.header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    }
+    .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+    .header(header::X_FRAME_OPTIONS, "DENY")
+    .header(header::REFERRER_POLICY, "no-referrer")
+    .header(header::CACHE_CONTROL, "no-cache")
+    .header(header::ETAG, etag.as_str());
     let response = if fresh {
         builder
             .status(StatusCode::NOT_MODIFIED)
@@ -134,6 +153,28 @@ pub fn serve(file: &str, if_none_match: Option<&str>) -> Result<Response, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followers_policy_lets_the_page_connect_to_its_leaders_origin_only() {
+        for (leader, origin) in [
+            ("http://10.0.0.1:8080", "http://10.0.0.1:8080"),
+            (
+                "https://leader.example/flightdeck",
+                "https://leader.example",
+            ),
+        ] {
+            let policy = policy_with_leader(leader);
+            assert!(
+                policy.contains(&format!("connect-src 'self' {origin};")),
+                "{policy}"
+            );
+            assert_eq!(
+                policy.replace(&format!(" {origin}"), ""),
+                CONTENT_SECURITY_POLICY,
+                "nothing else changes"
+            );
+        }
+    }
 
     #[test]
     fn every_module_the_page_imports_is_embedded_and_small() {
@@ -181,7 +222,7 @@ mod tests {
 
     #[test]
     fn answers_carry_the_policy_and_an_etag_that_revalidates() {
-        let page = serve("", None).unwrap();
+        let page = serve("", None, None).unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let headers = page.headers();
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
@@ -190,14 +231,14 @@ mod tests {
         assert!(!csp.contains("unsafe-inline"));
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         let etag = headers[header::ETAG].to_str().unwrap().to_string();
-        let again = serve("index.html", Some(&etag)).unwrap();
+        let again = serve("index.html", Some(&etag), None).unwrap();
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-        let other = serve("app.js", Some(&etag)).unwrap();
+        let other = serve("app.js", Some(&etag), None).unwrap();
         assert_eq!(other.status(), StatusCode::OK, "another file's tag");
         assert_eq!(
             other.headers()[header::CONTENT_TYPE],
             "text/javascript; charset=utf-8"
         );
-        assert_eq!(serve("nope.js", None).unwrap_err().status.as_u16(), 404);
+        assert_eq!(serve("nope.js", None, None).unwrap_err().status.as_u16(), 404);
     }
 }

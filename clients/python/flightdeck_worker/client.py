@@ -17,18 +17,33 @@ Json = Any
 
 
 class Client:
-    """Requests to one flightdeck server, with an optional API key."""
+    """Requests to one flightdeck server, with an optional API key. Given a follower, it reads
+    from it and sends writes to its leader: a write a follower refuses (503 `not_leader`) is sent
+    again to the leader it names, where every later write goes too."""
 
     def __init__(self, url: str, api_key: Optional[str] = None, timeout: float = 60) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        #: Where writes go: the server given, until a follower names its leader.
+        self.write_url = self.url
 
     def call(self, method: str, path: str, body: Optional[Json] = None) -> Tuple[int, Json]:
         """One request: (status, parsed JSON or None). Error answers raise `ServerError`;
         connection failures raise `OSError` (`urllib.error.URLError` among them)."""
+        base = self.url if method in ("GET", "HEAD") else self.write_url
+        try:
+            return self._send(base, method, path, body)
+        except ServerError as e:
+            if e.code != "not_leader" or not e.leader or e.leader.rstrip("/") == base:
+                raise
+            log.info("%s is a follower; writes go to its leader %s", base, e.leader)
+            self.write_url = e.leader.rstrip("/")
+            return self._send(self.write_url, method, path, body)
+
+    def _send(self, base: str, method: str, path: str, body: Optional[Json]) -> Tuple[int, Json]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request = urllib.request.Request(base + path, data=data, method=method)
         if data is not None or method != "GET":
             # Also on a body-less write: a server without API keys refuses a POST that does not
             # say it is JSON (a web page could send it).
@@ -42,13 +57,16 @@ class Client:
                 return status, (json.loads(raw) if raw else None)
         except urllib.error.HTTPError as e:
             raw = e.read()
+            leader: Optional[str] = None
             try:
                 error = json.loads(raw)["error"]
                 code, message = str(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
+                if isinstance(error.get("leader"), str):
+                    leader = error["leader"]
+            except (ValueError, KeyError, TypeError, AttributeError):
                 code, message = "unknown", raw.decode(errors="replace")
             log.debug("%s %s answered %s %s: %s", method, path, e.code, code, message)
-            raise ServerError(e.code, code, message) from None
+            raise ServerError(e.code, code, message, leader) from None
 
     def define_workflow(self, name: str, phases: List[Dict[str, Any]]) -> Json:
         """Stores a workflow definition (`PUT /api/v1/workflows/{name}`); returns it with its

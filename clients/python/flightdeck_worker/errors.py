@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class ServerError(Exception):
-    """The server answered an error: `status`, `code` (its `error.code`) and `message`."""
+    """The server answered an error: `status`, `code` (its `error.code`) and `message`; for
+    `not_leader`, the leader's URL in `leader`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, leader: Optional[str] = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.leader = leader
 
 
 class LeaseLost(Exception):

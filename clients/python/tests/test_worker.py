@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.request
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -361,3 +362,45 @@ def test_a_team_of_its_own_runs_a_workflow_defined_through_the_api(
     ]
     assert sum(w.completed for w in workers) == 7  # plan, research, outline, 3 drafts, edit
     assert all(w.failed == 0 and w.lost == 0 for w in workers)
+
+
+def test_given_a_follower_the_client_reads_from_it_and_writes_to_its_leader(
+    start: Callable[..., Server],
+) -> None:
+    key = "replication-secret-for-python"
+    leader = start("--replication-key", key)
+    follower = start("--follow", leader.base, "--replication-key", key)
+    client = Client(follower.base)
+    status, project = client.call("POST", "/api/v1/projects", {"name": "through a follower"})
+    assert status == 201
+    assert client.write_url == leader.base
+    assert leader.call("GET", f"/api/v1/projects/{project['id']}")["name"] == "through a follower"
+
+    def replicated() -> Optional[Dict[str, Any]]:
+        try:
+            found: Dict[str, Any] = client.call("GET", f"/api/v1/projects/{project['id']}")[1]
+            return found
+        except ServerError as e:
+            assert e.code == "project_not_found"
+            return None
+
+    # Read from the follower, once its stream from the leader has brought the project.
+    assert wait_for("the project on the follower", replicated)["name"] == "through a follower"
+    assert client.url == follower.base
+    # A follower's refusal names its leader; the library's next write goes there directly.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(
+            urllib.request.Request(
+                follower.base + "/api/v1/projects",
+                data=b'{"name": "x"}',
+                method="POST",
+                headers={"content-type": "application/json"},
+            ),
+            timeout=30,
+        )
+    assert refused.value.code == 503
+    assert refused.value.headers["flightdeck-leader"] == leader.base
+    task = client.call(
+        "POST", f"/api/v1/projects/{project['id']}/tasks", {"agent_type": "coder", "instructions": "x"}
+    )[1]
+    assert leader.call("GET", f"/api/v1/tasks/{task['task_id']}")["status"] == "pending"

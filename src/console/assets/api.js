@@ -32,21 +32,24 @@ export class ApiError extends Error {
   }
 }
 
-/** One request; the parsed JSON answer (null for 204). Error answers throw ApiError. */
-export async function api(method, path, body) {
+/** Where writes go: this server, or, once it answered that it is a follower, its leader. */
+let writeBase = '';
+
+async function send(base, method, path, body) {
   const headers = {};
   if (auth.key) headers.authorization = `Bearer ${auth.key}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(base + path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
     });
   } catch (e) {
-    throw new ApiError(0, 'unreachable', `the server did not answer (${e.message})`);
+    const where = base ? `the leader (${base})` : 'the server';
+    throw new ApiError(0, 'unreachable', `${where} did not answer (${e.message})`);
   }
   if (response.status === 204) return null;
   const text = await response.text();
@@ -58,9 +61,37 @@ export async function api(method, path, body) {
   }
   if (!response.ok) {
     const error = (data && data.error) || {};
-    throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || String(text));
+    const failure = new ApiError(response.status, error.code || `http_${response.status}`, error.message || String(text));
+    failure.leader = typeof error.leader === 'string' ? error.leader.replace(/\/+$/, '') : null;
+    throw failure;
   }
   return data;
+}
+
+/**
+ * One request; the parsed JSON answer (null for 204). Error answers throw ApiError. Reads go to
+ * this server; a write this server refuses as a follower (503 `not_leader`) is sent to the leader
+ * it names, and so are the writes after it (the leader must allow this page's origin,
+ * `--cors-origins`).
+ */
+export async function api(method, path, body) {
+  const base = method === 'GET' ? '' : writeBase;
+  try {
+    return await send(base, method, path, body);
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.code !== 'not_leader' || !e.leader || e.leader === base) throw e;
+    writeBase = e.leader;
+    try {
+      return await send(writeBase, method, path, body);
+    } catch (again) {
+      if (again.code === 'unreachable') {
+        throw new ApiError(503, 'not_leader',
+          `this server is a follower, and its leader (${writeBase}) did not take the change from this page ` +
+          `(is this page's origin in the leader's --cors-origins?): make it on the leader's console`);
+      }
+      throw again;
+    }
+  }
 }
 
 export const get = (path) => api('GET', path);
