@@ -98,6 +98,12 @@ pub async fn run(
         }
         None => None,
     };
+    if store_config.sync_replicas > 0 && (config.replication_key.is_none() || leader.is_some()) {
+        return Err(ServerError::Replication(
+            "--sync-replicas is a leader's setting: it needs --replication-key, and no --follow"
+                .into(),
+        ));
+    }
     if config.replication_key.is_some() && leader.is_none() {
         if store_config.durability != crate::store::Durability::Immediate {
             return Err(ServerError::Replication(
@@ -192,9 +198,12 @@ pub async fn run(
         // are the leader's, and reach it through its log.
         Some(status) => {
             let key = config.replication_key.clone().expect("checked above");
+            let node = crate::replication::follower::node_id(&config.store.data_dir)
+                .map_err(ServerError::Replication)?;
             tracker.spawn(crate::replication::follower::follow(
                 store.clone(),
                 key,
+                node,
                 status.clone(),
                 stopping.clone(),
             ));

@@ -5,7 +5,9 @@
 //! - `GET /replication/log?from=N`: the write-ahead log from record N on, a long-lived answer of
 //!   frames (`replication::wire`): records as they commit, a heartbeat after each chunk and every
 //!   second without one. 410 `snapshot_needed` when record N is no longer kept
-//!   (`--replication-backlog-mib`) or is beyond this node's newest.
+//!   (`--replication-backlog-mib`) or is beyond this node's newest. With `&node=ID` the follower
+//!   counts toward `--sync-replicas` while the stream is open;
+//! - `POST /replication/ack?node=ID&lsn=N`: the follower holds the log through record N.
 
 use std::time::Duration;
 
@@ -162,16 +164,41 @@ pub async fn log(state: &AppState, req: Request, query: &Query) -> Result<Respon
             }
         }
     }
+    // The follower counts toward `--sync-replicas` while its stream is open.
+    let connected = match (state.store.quorum(), query.get("node")) {
+        (Some(quorum), Some(node)) => Some(quorum.connected(node)),
+        _ => None,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(stream(
-        state.store.clone(),
-        from,
-        tx,
-        state.stopping.clone(),
-    ));
+    let store = state.store.clone();
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        stream(store, from, tx, stopping).await;
+        drop(connected);
+    });
     let mut response = hyper::Response::new(crate::http::Body::stream(rx));
     set_header(&mut response, "content-type", "application/octet-stream");
     set_header(&mut response, "cache-control", "no-store");
+    Ok(response)
+}
+
+/// `POST /replication/ack?node=ID&lsn=N`: follower `node` holds every record through `lsn`
+/// durably (what `--sync-replicas` waits for). 204.
+pub async fn ack(state: &AppState, req: Request, query: &Query) -> Result<Response, ApiError> {
+    authorize(state, &req)?;
+    let node = query
+        .get("node")
+        .filter(|n| n.len() <= 64)
+        .ok_or_else(|| ApiError::invalid_field("node", "the follower's node id is required"))?;
+    let lsn: u64 = query
+        .get("lsn")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| ApiError::invalid_field("lsn", "must be a record number"))?;
+    if let Some(quorum) = state.store.quorum() {
+        quorum.acked(node, lsn);
+    }
+    let mut response = hyper::Response::new(crate::http::Body::default());
+    *response.status_mut() = hyper::StatusCode::NO_CONTENT;
     Ok(response)
 }
 

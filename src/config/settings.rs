@@ -475,6 +475,14 @@ settings! {
             }
             c.replication_key = Some(crate::replication::Key::new(key));
         };
+    /// Synchronous replication: a write is acknowledged only once this many followers hold its
+    /// log record durably (0: asynchronous). With fewer connected, writes wait
+    /// `--sync-timeout-ms`, then answer 503 `not_replicated`. Needs `--replication-key`
+    sync_replicas: usize = "0", "FLIGHTDECK_SYNC_REPLICAS", "N"
+        => |c, v| c.store.sync_replicas = v;
+    /// With `--sync-replicas`: how long, in ms, a write waits for its followers
+    sync_timeout_ms: u64 = "5000", "FLIGHTDECK_SYNC_TIMEOUT_MS", "MS"
+        => |c, v| c.store.sync_timeout = millis("sync_timeout_ms", v)?;
     /// Write-ahead log records a leader keeps in memory for its followers, in MiB: a follower
     /// further behind than this starts again from a snapshot
     replication_backlog_mib: u64 = "64", "FLIGHTDECK_REPLICATION_BACKLOG_MIB", "MIB"

@@ -239,6 +239,9 @@ mod tests {
             other.headers()[header::CONTENT_TYPE],
             "text/javascript; charset=utf-8"
         );
-        assert_eq!(serve("nope.js", None, None).unwrap_err().status.as_u16(), 404);
+        assert_eq!(
+            serve("nope.js", None, None).unwrap_err().status.as_u16(),
+            404
+        );
     }
 }

@@ -56,6 +56,7 @@ pub enum ErrorCode {
     TooManyConnections,
     DiskFull,
     NotLeader,
+    NotReplicated,
     ReplicationRefused,
     SnapshotNeeded,
 }
@@ -106,6 +107,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::DiskFull,
         ErrorCode::NotLeader,
+        ErrorCode::NotReplicated,
         ErrorCode::ReplicationRefused,
         ErrorCode::SnapshotNeeded,
     ];
@@ -156,6 +158,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::DiskFull => "disk_full",
             ErrorCode::NotLeader => "not_leader",
+            ErrorCode::NotReplicated => "not_replicated",
             ErrorCode::ReplicationRefused => "replication_refused",
             ErrorCode::SnapshotNeeded => "snapshot_needed",
         }
@@ -207,6 +210,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NotReplicated => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ReplicationRefused => StatusCode::FORBIDDEN,
             ErrorCode::SnapshotNeeded => StatusCode::GONE,
         }
@@ -286,6 +290,10 @@ impl ErrorCode {
             ErrorCode::NotLeader => {
                 "a write sent to a follower: send it to the leader (its URL in `leader` and in the \
                  Flightdeck-Leader header)"
+            }
+            ErrorCode::NotReplicated => {
+                "the write is on the leader, but fewer followers than --sync-replicas held it \
+                 within --sync-timeout-ms: its outcome after a failover is unknown"
             }
             ErrorCode::ReplicationRefused => {
                 "a replication route asked without this node's --replication-key, or on a node \
@@ -476,6 +484,10 @@ impl From<StoreError> for ApiError {
                 ..ApiError::new(ErrorCode::Unavailable, without_paths(&e.to_string()))
             },
             StoreError::NotLeader(leader) => ApiError::not_leader(&leader),
+            StoreError::NotReplicated(message) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(ErrorCode::NotReplicated, message)
+            },
             StoreError::WriterGone => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(ErrorCode::Unavailable, e.to_string())

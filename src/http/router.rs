@@ -282,6 +282,9 @@ routes! {
     ReplicationLog: GET "/replication/log"
         => "replication.log", Other, Open, Wait, 200,
         "The write-ahead log from record `from` on, streamed to a follower (the replication key)";
+    ReplicationAck: POST "/replication/ack"
+        => "replication.ack", Other, Open, Wait, 204,
+        "A follower holds the log through record `lsn` (the replication key)";
     OpenApi: GET "/openapi.json"
         => "openapi", Other, Open, Now, 200,
         "This document";
@@ -802,7 +805,7 @@ mod tests {
             "/metrics",
             Err(NoRoute::MethodNotAllowed("GET, HEAD")),
         );
-        assert_eq!(Route::ALL.len(), 74);
+        assert_eq!(Route::ALL.len(), 75);
         check(
             Method::GET,
             "/replication/log",

@@ -24,6 +24,8 @@ use crate::store::{DB_FILE, Store};
 
 /// The file that marks a data directory for a new snapshot at the next start.
 pub const RESNAPSHOT: &str = "flightdeck.resnapshot";
+/// The file that holds a follower's node id: how its leader tells it from the others.
+pub const NODE_ID: &str = "flightdeck.node";
 /// A stream that brings no frame for this long is given up and opened again (the leader sends
 /// a heartbeat every second it has nothing else to send).
 const SILENCE: Duration = Duration::from_secs(5);
@@ -33,11 +35,15 @@ const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(60);
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 pub fn client() -> HttpClient {
+    // Each acknowledgement is one small request that a write waits for: sent at once.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
@@ -230,17 +236,51 @@ enum Ended {
     Lost(String),
 }
 
-/// Streams the leader's log into `store` until `stopping`.
+/// This follower's node id, made at its first start and kept in its data directory.
+pub fn node_id(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join(NODE_ID);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let id = crate::domain::Id::new_v7().to_string();
+    std::fs::write(&path, &id).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// Streams the leader's log into `store` until `stopping`, and tells the leader what it holds.
 pub async fn follow(
     store: Store,
     key: Key,
+    node: String,
     status: std::sync::Arc<Status>,
     stopping: CancellationToken,
 ) {
     let client = client();
+    let again = std::sync::Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(acknowledge(
+        client.clone(),
+        status.leader().to_owned(),
+        key.clone(),
+        node.clone(),
+        store.applied_watch(),
+        again.clone(),
+        stopping.clone(),
+    ));
+    let link = Link {
+        client: &client,
+        store: &store,
+        key: &key,
+        node: &node,
+        status: &status,
+        again: &again,
+        stopping: &stopping,
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
-        match stream(&client, &store, &key, &status, &stopping).await {
+        match stream(&link).await {
             Ended::Stopping => return,
             Ended::SnapshotNeeded(why) => {
                 status.lost(why.clone());
@@ -270,15 +310,33 @@ pub async fn follow(
     }
 }
 
-async fn stream(
-    client: &HttpClient,
-    store: &Store,
-    key: &Key,
-    status: &Status,
-    stopping: &CancellationToken,
-) -> Ended {
+/// What a stream from the leader works with.
+struct Link<'a> {
+    client: &'a HttpClient,
+    store: &'a Store,
+    key: &'a Key,
+    node: &'a str,
+    status: &'a Status,
+    /// Acknowledges what this follower holds again (a new stream).
+    again: &'a tokio::sync::Notify,
+    stopping: &'a CancellationToken,
+}
+
+async fn stream(link: &Link<'_>) -> Ended {
+    let Link {
+        client,
+        store,
+        key,
+        node,
+        status,
+        again,
+        stopping,
+    } = *link;
     let from = store.applied_lsn() + 1;
-    let url = format!("{}/replication/log?from={from}", status.leader());
+    let url = format!(
+        "{}/replication/log?from={from}&node={node}",
+        status.leader()
+    );
     let response = tokio::select! {
         r = get(client, &url, key) => r,
         () = stopping.cancelled() => return Ended::Stopping,
@@ -289,6 +347,8 @@ async fn stream(
         Err(why) => return Ended::Lost(why),
     };
     status.connected.store(true, Ordering::Release);
+    // What it holds already, told again: an acknowledgement lost with the last stream.
+    again.notify_one();
     tracing::info!(leader = status.leader(), from, "streaming the leader's log");
     let mut body = response.into_body();
     let mut decoder = Decoder::default();
@@ -325,6 +385,58 @@ async fn stream(
                     }
                     status.heard(lsn, lsn);
                 }
+            }
+        }
+    }
+}
+
+/// Tells the leader the last record this follower holds, as soon as its writer committed it
+/// (the newest only, when several came while an acknowledgement was on its way), and again on
+/// each new stream: what `--sync-replicas` waits for.
+async fn acknowledge(
+    client: HttpClient,
+    leader: String,
+    key: Key,
+    node: String,
+    mut applied: tokio::sync::watch::Receiver<u64>,
+    again: std::sync::Arc<tokio::sync::Notify>,
+    stopping: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() {
+                return;
+            },
+            () = again.notified() => {}
+            () = stopping.cancelled() => return,
+        }
+        let lsn = *applied.borrow_and_update();
+        let url = format!("{leader}/replication/ack?node={node}&lsn={lsn}");
+        let request = hyper::Request::post(&url)
+            .header("authorization", key.bearer())
+            .body(Empty::new());
+        let sent = match request {
+            Ok(request) => tokio::time::timeout(SILENCE, client.request(request)).await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build an acknowledgement");
+                return;
+            }
+        };
+        match sent {
+            Ok(Ok(response)) if response.status() == hyper::StatusCode::NO_CONTENT => {}
+            other => {
+                let why = match other {
+                    Ok(Ok(response)) => format!("answered {}", response.status()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {} s", SILENCE.as_secs()),
+                };
+                tracing::warn!(leader, lsn, error = %why, "an acknowledgement to the leader failed");
+                // Sent again with the next change, or after a pause.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    () = stopping.cancelled() => return,
+                }
+                applied.mark_changed();
             }
         }
     }

@@ -96,6 +96,10 @@ pub struct StoreConfig {
     pub replication_backlog: usize,
     /// Keep the latest log records for followers (a node with `--replication-key`).
     pub serve_followers: bool,
+    /// Followers that must hold a write's record before it is acknowledged (0: asynchronous).
+    pub sync_replicas: usize,
+    /// How long a write waits for them before it answers 503 `not_replicated`.
+    pub sync_timeout: std::time::Duration,
 }
 
 /// Makes the storage layer of a database, once at open and again at each reopen.
@@ -202,6 +206,8 @@ impl StoreConfig {
             follow: None,
             replication_backlog: 64 << 20,
             serve_followers: false,
+            sync_replicas: 0,
+            sync_timeout: std::time::Duration::from_millis(5000),
         }
     }
 }

@@ -79,6 +79,9 @@ pub enum StoreError {
     Overloaded,
     #[error("the writer has stopped")]
     WriterGone,
+    /// A write committed on the leader that not enough followers held in time.
+    #[error("{0}")]
+    NotReplicated(String),
     /// A write sent to a follower; the leader's URL.
     #[error("this node is a follower of {0}; writes go to the leader")]
     NotLeader(String),
@@ -101,6 +104,7 @@ impl StoreError {
             StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
             StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
             StoreError::NotLeader(l) => StoreError::NotLeader(l.clone()),
+            StoreError::NotReplicated(m) => StoreError::NotReplicated(m.clone()),
             other => StoreError::Storage(Cause::found(other.to_string())),
         }
     }

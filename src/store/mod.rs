@@ -27,6 +27,7 @@ mod error;
 mod handoff;
 mod migrate;
 mod queues;
+mod quorum;
 mod read;
 mod replication;
 mod shared;
@@ -59,6 +60,7 @@ pub use config::{Backend, Clock, DB_FILE, Durability, StoreConfig};
 pub use error::{Cause, StoreError};
 pub use handoff::Ticket;
 pub use queues::QueueView;
+pub use quorum::{Connected, Quorum};
 pub use read::{
     ArtifactFilter, HitlFilter, LoggedEvent, Page, TaskFilter, decode_cursor, encode_cursor,
 };
@@ -184,7 +186,13 @@ impl Store {
                     recovered.next_lsn - 1,
                 ))
             }),
-            applied_lsn: AtomicU64::new(recovered.next_lsn - 1),
+            quorum: match config.sync_replicas {
+                n if n > 0 && config.serve_followers => {
+                    Some(quorum::Quorum::start(n, config.sync_timeout)?)
+                }
+                _ => None,
+            },
+            applied_lsn: tokio::sync::watch::Sender::new(recovered.next_lsn - 1),
         });
         let wal = match config.durability {
             Durability::None => None,

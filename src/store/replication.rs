@@ -6,7 +6,6 @@
 //! do, and its recovery is the leader's.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -122,7 +121,17 @@ impl Store {
 
     /// The LSN of the last log record committed to the database (0: none yet).
     pub fn applied_lsn(&self) -> u64 {
-        self.shared.applied_lsn.load(Ordering::Acquire)
+        *self.shared.applied_lsn.borrow()
+    }
+
+    /// Synchronous replication's waiting room, on a leader with `--sync-replicas`.
+    pub fn quorum(&self) -> Option<&std::sync::Arc<super::Quorum>> {
+        self.shared.quorum.as_ref()
+    }
+
+    /// The LSN of the last log record committed, to wait on: what a follower acknowledges.
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.applied_lsn.subscribe()
     }
 
     /// The records kept for followers, when this node keeps them.

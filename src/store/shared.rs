@@ -95,8 +95,10 @@ pub(crate) struct Shared {
     pub(super) leader: Option<String>,
     /// The latest log records, for followers to stream (`--replication-key`).
     pub(super) backlog: Option<Arc<super::replication::Backlog>>,
+    /// Synchronous replication's waiting room (`--sync-replicas`), on a leader that has it.
+    pub(super) quorum: Option<Arc<super::quorum::Quorum>>,
     /// The LSN of the last log record committed to the database (0: none yet).
-    pub(super) applied_lsn: AtomicU64,
+    pub(super) applied_lsn: tokio::sync::watch::Sender<u64>,
 }
 
 /// Tasks whose latest progress is kept in memory at most (about one per working task).

@@ -218,3 +218,52 @@ fn replication_routes_need_the_key_and_a_follower_too_far_behind_starts_from_a_n
     let dir = follower.stop();
     assert!(!dir.path().join("flightdeck.resnapshot").exists());
 }
+
+#[test]
+fn with_a_synchronous_replica_a_write_is_answered_once_the_follower_holds_it_and_never_without() {
+    let leader = leader(&["--sync-replicas", "1", "--sync-timeout-ms", "500"]);
+    // No follower: the write is on the leader, but its answer says it is not replicated.
+    let refused = leader.post("/api/v1/projects", json!({"name": "alone"}));
+    let message = refused.expect_error(503, "not_replicated");
+    assert!(
+        message.contains("fewer than 1 followers (of 0 connected)"),
+        "{message}"
+    );
+    let names: Vec<Value> = leader.get("/api/v1/projects").expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![json!("alone")],
+        "committed on the leader all the same"
+    );
+
+    let follower = follower_in(&leader, std::sync::Arc::new(tempfile::tempdir().unwrap()));
+    wait_for("the follower to be ready", || {
+        (follower.get("/readyz").status == 200).then_some(())
+    });
+    let project = wait_for("a write acknowledged through the follower", || {
+        let r = leader.post("/api/v1/projects", json!({"name": "replicated"}));
+        (r.status == 201).then(|| r.json()["id"].as_str().unwrap().to_string())
+    });
+    // Acknowledged only once the follower held it: it is there at once.
+    for _ in 0..20 {
+        let task = leader.task(&project, "coder");
+        assert_eq!(
+            follower.get(&format!("/api/v1/tasks/{task}")).expect(200),
+            leader.get(&format!("/api/v1/tasks/{task}")).expect(200)
+        );
+    }
+    caught_up(&leader, &follower);
+
+    // The follower gone: writes wait for it, then are refused, never silently asynchronous.
+    follower.kill();
+    let refused = leader.post(
+        &format!("/api/v1/projects/{project}/tasks"),
+        json!({"agent_type": "coder", "instructions": "x"}),
+    );
+    refused.expect_error(503, "not_replicated");
+}

@@ -92,6 +92,7 @@ impl<'t> Batch<'t> {
             claim_turns: self.claim_turns,
             progress_done: self.progress_done,
             handed: Vec::new(),
+            lsn: None,
             new_agents: self.new_agents,
             new_artifacts: self.new_artifacts,
             history_len: self.history_len,

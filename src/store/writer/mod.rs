@@ -311,7 +311,7 @@ pub(crate) fn start(
                 checkpoint_soon: std::cell::Cell::new(false),
                 max_batch,
                 publisher,
-                undelivered: Mutex::new(Vec::new()),
+                undelivered: Arc::default(),
             };
             writer.run(rx);
         })?;
@@ -333,7 +333,7 @@ struct Writer {
     max_batch: usize,
     publisher: Publisher,
     /// Claims handed to waiters that were gone by the commit: released in the next batch.
-    undelivered: Mutex<Vec<ReleaseClaim>>,
+    undelivered: Arc<Mutex<Vec<ReleaseClaim>>>,
 }
 
 type Pending = Vec<Box<dyn Job>>;
@@ -435,6 +435,9 @@ impl Writer {
                 tracing::error!(error = %e, "closing the write-ahead log failed");
             }
         }
+        if let Some(quorum) = &self.shared.quorum {
+            quorum.stop();
+        }
         self.shared.writer_alive.store(false, Ordering::Release);
         // Anything still queued is answered `WriterGone` when its sender drops with `rx`.
     }
@@ -465,10 +468,35 @@ impl Writer {
             Ok(mut output) => {
                 *next_seq = output.next_seq;
                 let handed = std::mem::take(&mut output.handed);
+                let lsn = output.lsn;
                 self.after_commit(output);
-                self.deliver(handed);
-                for job in pending {
-                    job.answer(None);
+                let undelivered = self.undelivered.clone();
+                let answer = move |outcome: Result<(), StoreError>| match outcome {
+                    Ok(()) => {
+                        deliver(&undelivered, handed);
+                        for job in pending {
+                            job.answer(None);
+                        }
+                    }
+                    Err(e) => {
+                        // The claims handed out are released: no waiter is told of them.
+                        undelivered
+                            .lock()
+                            .extend(handed.into_iter().filter_map(|(_, task)| {
+                                Some(ReleaseClaim {
+                                    task_id: task.id,
+                                    lease_id: task.lease_id?,
+                                })
+                            }));
+                        for job in pending {
+                            job.answer(Some(&e));
+                        }
+                    }
+                };
+                match (&self.shared.quorum, lsn) {
+                    // Answered once enough followers hold the record (synchronous replication).
+                    (Some(quorum), Some(lsn)) => quorum.wait(lsn, Box::new(answer)),
+                    _ => answer(Ok(())),
                 }
             }
             Err(e) => {
@@ -520,6 +548,8 @@ impl Writer {
         };
         let lsn = wal.next_lsn();
         self.log_and_commit(wal, txn, record, lsn)?;
+        let mut output = output;
+        output.lsn = Some(lsn);
         Ok(output)
     }
 
@@ -570,7 +600,7 @@ impl Writer {
             }
             return Err(e);
         }
-        self.shared.applied_lsn.store(lsn, Ordering::Release);
+        self.shared.applied_lsn.send_replace(lsn);
         if let Some(backlog) = &self.shared.backlog {
             backlog.push(lsn, bytes::Bytes::from(record).slice(FRAME_HEAD..));
         }
@@ -611,20 +641,6 @@ impl Writer {
                 if matches!(e, StoreError::DiskFull(_) | StoreError::Storage(_)) {
                     self.shared.mark_poisoned();
                 }
-            }
-        }
-    }
-
-    /// Gives each handed-off claim its task, now that the commit that claimed it is durable; a
-    /// claim whose client went away meanwhile is released in the next batch.
-    fn deliver(&self, handed: Vec<(Waiter, Task)>) {
-        for (waiter, task) in handed {
-            let lease_id = task.lease_id;
-            if let (Err(task), Some(lease_id)) = (waiter.reply.send(task), lease_id) {
-                self.undelivered.lock().push(ReleaseClaim {
-                    task_id: task.id,
-                    lease_id,
-                });
             }
         }
     }
@@ -729,6 +745,21 @@ impl Writer {
     }
 }
 
+/// Gives each handed-off claim its task, now that the commit that claimed it is durable (and, with
+/// synchronous replication, held by enough followers); a claim whose client went away meanwhile
+/// is released in the next batch.
+fn deliver(undelivered: &Mutex<Vec<ReleaseClaim>>, handed: Vec<(Waiter, Task)>) {
+    for (waiter, task) in handed {
+        let lease_id = task.lease_id;
+        if let (Err(task), Some(lease_id)) = (waiter.reply.send(task), lease_id) {
+            undelivered.lock().push(ReleaseClaim {
+                task_id: task.id,
+                lease_id,
+            });
+        }
+    }
+}
+
 /// Most waiting claims one batch wakes per agent type (each woken claim takes one task).
 const CLAIM_WAKEUPS_PER_BATCH: u32 = 4096;
 
@@ -758,6 +789,8 @@ struct BatchOutput {
     progress_done: Vec<Id>,
     /// Waiting claims served in this batch, with the task each was handed.
     handed: Vec<(Waiter, Task)>,
+    /// The batch's log record, if it wrote one.
+    lsn: Option<u64>,
     /// Types interned by this batch, in id order.
     new_agents: Vec<AgentType>,
     new_artifacts: Vec<crate::domain::ArtifactType>,

@@ -121,7 +121,7 @@ impl Writer {
             return Err(StoreError::Unavailable(why));
         }
         self.shared.heal()?;
-        let expected = self.shared.applied_lsn.load(Ordering::Acquire) + 1;
+        let expected = *self.shared.applied_lsn.borrow() + 1;
         if lsn != expected {
             return Err(StoreError::Corrupt(format!(
                 "the leader sent record {lsn} where record {expected} was expected"
@@ -141,7 +141,7 @@ impl Writer {
                 txn.open_table(tables::META)?
                     .insert(tables::META_WAL_LSN, lsn)?;
                 commit(txn)?;
-                self.shared.applied_lsn.store(lsn, Ordering::Release);
+                self.shared.applied_lsn.send_replace(lsn);
             }
         }
         Ok(changed)
