@@ -120,6 +120,28 @@ fn a_follower_serves_the_leaders_state_and_events_and_sends_writes_to_the_leader
             1,
             "kept from the claim queue's entries"
         );
+        // What the follower answered from its cache is not answered again once stale.
+        let status = format!("/api/v1/projects/{project}/status");
+        let stored = format!("/api/v1/context/artifacts/{artifact}");
+        for path in [&status, &stored] {
+            assert_eq!(follower.get(path).expect(200), leader.get(path).expect(200));
+        }
+        leader.set_status(&first, "cancelled").expect(200);
+        leader
+            .patch(&stored, json!({"content": {"text": "fn main() { run() }"}}))
+            .expect(200);
+        caught_up(&leader, &follower);
+        for path in [&status, &stored] {
+            assert_eq!(
+                follower.get(path).expect(200),
+                leader.get(path).expect(200),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            follower.get(&stored).expect(200)["content"]["text"],
+            "fn main() { run() }"
+        );
     });
     caught_up(&leader, &follower);
 
@@ -261,9 +283,39 @@ fn with_a_synchronous_replica_a_write_is_answered_once_the_follower_holds_it_and
 
     // The follower gone: writes wait for it, then are refused, never silently asynchronous.
     follower.kill();
-    let refused = leader.post(
-        &format!("/api/v1/projects/{project}/tasks"),
-        json!({"agent_type": "coder", "instructions": "x"}),
-    );
-    refused.expect_error(503, "not_replicated");
+    let keyed = || {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(leader.url(&format!("/api/v1/projects/{project}/tasks")))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "sync-replica-retry")
+            .body(
+                json!({"agent_type": "coder", "instructions": "x"})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .unwrap();
+        leader.send_request(request)
+    };
+    keyed().expect_error(503, "not_replicated");
+    // Retried with its key: the original's answer is not given while no follower holds it.
+    keyed().expect_error(503, "not_replicated");
+    // A follower back: the retry tells the original's outcome, now that it holds it.
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let _follower = follower_in(&leader, dir);
+    let answered = wait_for("the retry answered once a follower holds the write", || {
+        let r = keyed();
+        assert!(r.status == 201 || r.status == 503, "{}", r.body);
+        (r.status == 201).then(|| r.json())
+    });
+    let tasks = leader
+        .get(&format!("/api/v1/projects/{project}/tasks"))
+        .expect(200);
+    let same: Vec<&Value> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["task_id"] == answered["task_id"])
+        .collect();
+    assert_eq!(same.len(), 1, "written once");
 }

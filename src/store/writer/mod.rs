@@ -493,9 +493,12 @@ impl Writer {
                         }
                     }
                 };
-                match (&self.shared.quorum, lsn) {
-                    // Answered once enough followers hold the record (synchronous replication).
-                    (Some(quorum), Some(lsn)) => quorum.wait(lsn, Box::new(answer)),
+                // With synchronous replication, answered once enough followers hold the batch's
+                // record — or, for a batch that wrote none (a refusal, an idempotent replay),
+                // every record before it: no answer tells of a write they may not hold.
+                let through = lsn.unwrap_or_else(|| *self.shared.applied_lsn.borrow());
+                match &self.shared.quorum {
+                    Some(quorum) if through > 0 => quorum.wait(through, Box::new(answer)),
                     _ => answer(Ok(())),
                 }
             }
