@@ -13,6 +13,8 @@
 //! - [`ws`]: the WebSocket endpoint: upgrade, replay, live delivery, heartbeats;
 //! - [`json`]: the response writer that splices stored client JSON;
 //! - [`monitor`]: metrics, windowed latency, health checks and alert rules;
+//! - [`replication`]: followers: the leader's snapshot, its log streamed and applied, the
+//!   acknowledgements synchronous replication waits for;
 //! - [`logging`]: log output, with the request id on every line of a request;
 
 #![forbid(unsafe_code)]
