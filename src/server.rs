@@ -86,6 +86,13 @@ pub async fn run(
         }
     });
     let mut store_config = config.store.clone();
+    if store_config.sync_replicas > 0 && (config.replication_key.is_none() || leader.is_some()) {
+        return Err(ServerError::Replication(
+            "--sync-replicas is a leader's setting: it needs --replication-key, and no --follow"
+                .into(),
+        ));
+    }
+    // A follower: its leader's snapshot when it has no database, and its node id.
     let follower = match &leader {
         Some(url) => {
             let key = config.replication_key.as_ref().ok_or_else(|| {
@@ -94,16 +101,15 @@ pub async fn run(
             crate::replication::follower::prepare(&store_config.data_dir, url, key)
                 .await
                 .map_err(ServerError::Replication)?;
-            Some(Arc::new(crate::replication::follower::Status::new(url)))
+            let node = crate::replication::follower::node_id(&store_config.data_dir)
+                .map_err(ServerError::Replication)?;
+            Some((
+                Arc::new(crate::replication::follower::Status::new(url)),
+                node,
+            ))
         }
         None => None,
     };
-    if store_config.sync_replicas > 0 && (config.replication_key.is_none() || leader.is_some()) {
-        return Err(ServerError::Replication(
-            "--sync-replicas is a leader's setting: it needs --replication-key, and no --follow"
-                .into(),
-        ));
-    }
     if config.replication_key.is_some() && leader.is_none() {
         if store_config.durability != crate::store::Durability::Immediate {
             return Err(ServerError::Replication(
@@ -130,7 +136,7 @@ pub async fn run(
         config.monitor.min_free_disk_bytes,
         stopping.clone(),
     );
-    if let Some(status) = &follower {
+    if let Some((status, _)) = &follower {
         health = health.following(status.clone());
     }
     let health = Arc::new(health);
@@ -196,14 +202,12 @@ pub async fn run(
     match &follower {
         // A follower's writes are its leader's records: timers, trims and the index cleaning
         // are the leader's, and reach it through its log.
-        Some(status) => {
+        Some((status, node)) => {
             let key = config.replication_key.clone().expect("checked above");
-            let node = crate::replication::follower::node_id(&config.store.data_dir)
-                .map_err(ServerError::Replication)?;
             tracker.spawn(crate::replication::follower::follow(
                 store.clone(),
                 key,
-                node,
+                node.clone(),
                 status.clone(),
                 stopping.clone(),
             ));
