@@ -464,7 +464,7 @@ settings! {
             }
             c.store.follow = Some(url.trim_end_matches('/').to_string());
         };
-    /// The secret of the replication routes (`/replication/snapshot`, `/replication/log`): a
+    /// The secret of the replication routes (`/replication/snapshot`, `log` and `ack`): a
     /// leader serves followers that send it, a follower sends it; at least 16 printable
     /// characters. Without it a node serves no followers
     replication_key: String = none, "FLIGHTDECK_REPLICATION_KEY", "KEY",
