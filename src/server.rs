@@ -98,6 +98,14 @@ pub async fn run(
             let key = config.replication_key.as_ref().ok_or_else(|| {
                 ServerError::Replication("--follow needs --replication-key".into())
             })?;
+            if store_config.durability != crate::store::Durability::Immediate {
+                // What it acknowledges to a leader with --sync-replicas must be durable.
+                return Err(ServerError::Replication(
+                    "a follower acknowledges only records it synced: it needs --durability \
+                     immediate"
+                        .into(),
+                ));
+            }
             crate::replication::follower::prepare(&store_config.data_dir, url, key)
                 .await
                 .map_err(ServerError::Replication)?;

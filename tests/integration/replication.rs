@@ -201,6 +201,19 @@ fn a_follower_serves_the_leaders_state_and_events_and_sends_writes_to_the_leader
 #[test]
 fn replication_routes_need_the_key_and_a_follower_too_far_behind_starts_from_a_new_snapshot() {
     let leader = leader(&["--replication-backlog-mib", "1"]);
+    // A follower must keep what it acknowledges.
+    let args = follow_args(&leader);
+    let scratch = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--durability", "periodic"])
+        .args(&args)
+        .arg("--data-dir")
+        .arg(scratch.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs --durability immediate"), "{said}");
     let plain = Server::start();
     plain
         .get("/replication/log?from=1")
