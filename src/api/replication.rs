@@ -24,8 +24,8 @@ use crate::store::{Gone, Store};
 const CHUNK_BYTES: usize = 1 << 20;
 /// A heartbeat at least this often.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a follower asking for the record after the newest is let wait for it.
-const AHEAD_PATIENCE: Duration = Duration::from_millis(500);
+/// How long a snapshot's last record is waited for in the backlog (a moment, after its commit).
+const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 /// Bytes of the snapshot read and sent at a time.
 const SNAPSHOT_CHUNK: usize = 256 << 10;
 
@@ -38,12 +38,9 @@ fn authorize(state: &AppState, req: &Request) -> Result<(), ApiError> {
     };
     let presented = req
         .header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
+        .and_then(crate::http::auth::bearer)
         .unwrap_or("");
-    if key.matches(presented.trim()) {
+    if key.matches(presented) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -91,6 +88,18 @@ pub async fn snapshot(state: &AppState, req: Request) -> Result<Response, ApiErr
     let (file, lsn) = tokio::task::spawn_blocking(move || take_snapshot(&store, floor))
         .await
         .map_err(|e| ApiError::new(ErrorCode::BackupFailed, e.to_string()))??;
+    // The snapshot's last record is committed a moment before the writer hands it to the
+    // backlog: answered once it is there, so the follower's first `from` is never ahead.
+    let mut latest = backlog(state)?.latest();
+    tokio::time::timeout(BACKLOG_PATIENCE, latest.wait_for(|&l| l >= lsn))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("record {lsn} of the snapshot did not reach the backlog; retry"),
+            )
+        })?
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the writer has stopped"))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let stopping = state.stopping.clone();
     tokio::spawn(async move {
@@ -148,22 +157,9 @@ pub async fn log(state: &AppState, req: Request, query: &Query) -> Result<Respon
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| ApiError::invalid_field("from", "must be a record number (1 or more)"))?;
-    let backlog = backlog(state)?;
-    // A snapshot's record may be committed a moment before the writer hands it to the backlog:
-    // a follower that starts from it asks for the next one within that moment.
-    let mut waited = Duration::ZERO;
-    loop {
-        match backlog.read(from, 0) {
-            Err(Gone::Ahead { latest }) if latest + 2 == from && waited < AHEAD_PATIENCE => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                waited += Duration::from_millis(10);
-            }
-            other => {
-                other.map_err(|why| gone(from, why))?;
-                break;
-            }
-        }
-    }
+    backlog(state)?
+        .read(from, 0)
+        .map_err(|why| gone(from, why))?;
     // The follower counts toward `--sync-replicas` while its stream is open.
     let connected = match (state.store.quorum(), query.get("node")) {
         (Some(quorum), Some(node)) => Some(quorum.connected(node)),

@@ -145,6 +145,14 @@ fn generated_name(secret: &str) -> String {
     format!("key-{hex}")
 }
 
+/// The token of an `Authorization: Bearer …` header (trimmed), if it is one.
+pub fn bearer(header: &str) -> Option<&str> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 impl ApiKeys {
     /// Parses each key: `NAME:ROLES:SECRET` (named) or `ROLES:SECRET` and `SECRET` (read-write),
     /// which get a generated name. ROLES is `ro` (read only), `rw` (every role but admin) or a
@@ -243,11 +251,7 @@ impl ApiKeys {
             header: authorization,
             query: query_token,
         } = credentials;
-        let bearer = authorization.and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        });
-        let token = bearer.or(if route.is_websocket() {
+        let token = authorization.and_then(bearer).or(if route.is_websocket() {
             query_token
         } else {
             None

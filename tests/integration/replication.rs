@@ -39,13 +39,14 @@ fn caught_up(leader: &Server, follower: &Server) -> Vec<Value> {
     expected
 }
 
-/// A counter of the leader's `/metrics`: requests answered on `route`.
+/// A counter of the leader's `/metrics`: requests answered 200 on `route`.
 fn requests(s: &Server, route: &str) -> u64 {
     let needle = format!("route=\"{route}\"");
     s.get("/metrics")
         .body
         .lines()
         .filter(|l| l.starts_with("flightdeck_http_requests_total{") && l.contains(&needle))
+        .filter(|l| l.contains("status=\"200\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -221,6 +222,40 @@ fn replication_routes_need_the_key_and_a_follower_too_far_behind_starts_from_a_n
     leader
         .get("/replication/log?from=1")
         .expect_error(403, "replication_refused");
+    leader
+        .call_as(
+            Some("not-the-replication-key"),
+            "GET",
+            "/replication/snapshot",
+            None,
+        )
+        .expect_error(403, "replication_refused");
+    // Bad input, with the key: a clear error naming the field, and nothing changes.
+    for path in [
+        "/replication/log",
+        "/replication/log?from=0",
+        "/replication/log?from=x",
+    ] {
+        let message = leader
+            .call_as(Some(KEY), "GET", path, None)
+            .expect_error(422, "invalid_field");
+        assert!(message.starts_with("from:"), "{path}: {message}");
+    }
+    let message = leader
+        .call_as(Some(KEY), "POST", "/replication/ack?node=n1", None)
+        .expect_error(422, "invalid_field");
+    assert!(message.starts_with("lsn:"), "{message}");
+    assert_eq!(
+        leader
+            .call_as(Some(KEY), "POST", "/replication/ack?node=n1&lsn=7", None)
+            .status,
+        204
+    );
+    // Beyond the leader's newest record: a follower that holds what it never had.
+    let message = leader
+        .call_as(Some(KEY), "GET", "/replication/log?from=5", None)
+        .expect_error(410, "snapshot_needed");
+    assert!(message.contains("never had"), "{message}");
     let project = leader.project("far behind");
     let follower = follower_in(&leader, std::sync::Arc::new(tempfile::tempdir().unwrap()));
     caught_up(&leader, &follower);
